@@ -1,0 +1,1 @@
+"""Frontends: read a model (ONNX file, torch module) into the graph IR."""

@@ -1,0 +1,180 @@
+"""Bundles: the directory every eedge command reads and writes.
+
+A bundle is written all at once or not at all: files go to a hidden
+temporary directory beside the target, are checked, and the directory is
+renamed into place. Loading verifies the manifest against its schema and
+every file against its sha256, so a tampered, truncated or missing file is
+an error that names the file rather than a wrong answer later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from eedge.errors import BundleError
+from eedge.ir.manifest_schema import MANIFEST_SCHEMA, SCHEMA_VERSION
+
+MANIFEST_NAME = "manifest.json"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_manifest(manifest: Any, where: str) -> None:
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where}: the manifest is not a JSON object; re-export the bundle")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{where}: manifest schema_version {version!r} is not supported "
+                          f"(this eedge reads version {SCHEMA_VERSION}); re-export the bundle "
+                          "with this eedge")
+    try:
+        jsonschema.validate(manifest, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        location = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise BundleError(f"{where}: manifest field {location} is invalid: {exc.message}; "
+                          "re-export the bundle") from None
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        if name not in self.manifest["files"]:
+            raise BundleError(f"{self.path}: the manifest lists no file {name!r}")
+        return self.path / name
+
+    @property
+    def stages(self) -> list[dict[str, Any]]:
+        return self.manifest["stages"]
+
+    @property
+    def exits(self) -> list[dict[str, Any]]:
+        return self.manifest["exits"]
+
+
+def load_bundle(path: Path | str, verify_checksums: bool = True) -> Bundle:
+    """Read and check a bundle; raises :class:`BundleError` naming what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle {path} does not exist or is not a directory; create one "
+                          "with `eedge export`")
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} has no {MANIFEST_NAME}; it is not an eedge bundle")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is "
+                          "damaged: re-export it") from None
+    validate_manifest(manifest, str(path))
+    _check_references(manifest, path)
+    if verify_checksums:
+        for name, entry in manifest["files"].items():
+            file_path = path / name
+            if not file_path.is_file():
+                raise BundleError(f"{path}: file {name} listed in the manifest is missing; "
+                                  "re-export the bundle")
+            if sha256_file(file_path) != entry["sha256"]:
+                raise BundleError(f"{path}: file {name} does not match its sha256 in the "
+                                  "manifest (modified or corrupted); re-export the bundle")
+    return Bundle(path=path, manifest=manifest)
+
+
+def _check_references(manifest: Mapping[str, Any], path: Path) -> None:
+    files = manifest["files"]
+    referenced = [manifest["model"]["file"]] + [
+        f for stage in manifest["stages"] for f in stage["files"].values()]
+    for name in referenced:
+        if name not in files:
+            raise BundleError(f"{path}: manifest refers to {name}, which has no checksum "
+                              "entry; the manifest was edited by hand: re-export")
+    for i, stage in enumerate(manifest["stages"]):
+        if stage["index"] != i:
+            raise BundleError(f"{path}: stage {i} has index {stage['index']}; stages must be "
+                              "listed in order")
+    for exit_entry in manifest["exits"]:
+        stage_index = exit_entry["stage"]
+        if stage_index >= len(manifest["stages"]) or \
+                manifest["stages"][stage_index]["exit"] != exit_entry["index"]:
+            raise BundleError(f"{path}: exit {exit_entry['index']} points at stage "
+                              f"{stage_index}, which does not produce it")
+
+
+def file_entries(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    return {name: {"sha256": sha256_file(directory / name),
+                   "bytes": (directory / name).stat().st_size} for name in sorted(names)}
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest via a temp file and rename (never half-written)."""
+    validate_manifest(manifest, str(directory))
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(manifest, out, indent=2, sort_keys=False)
+            out.write("\n")
+        os.replace(tmp, directory / MANIFEST_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staging_directory(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temp dir beside ``out``; on success it becomes ``out`` atomically.
+
+    Any exception (including Ctrl-C) removes the temp dir, so ``out`` is
+    either absent, the old bundle, or the complete new one.
+    """
+    out = out.resolve()
+    if out.exists() and not force:
+        raise BundleError(f"{out} already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out} exists and is not a directory; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / "bundle")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def update_manifest(bundle: Bundle, change: Callable[[dict[str, Any]], None]) -> Bundle:
+    """Apply ``change`` to a copy of the manifest and write it atomically."""
+    manifest = json.loads(json.dumps(bundle.manifest))
+    change(manifest)
+    write_manifest(bundle.path, manifest)
+    return Bundle(path=bundle.path, manifest=manifest)

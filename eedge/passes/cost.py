@@ -1,0 +1,50 @@
+"""Static cost of nodes and stages: multiply-accumulates and parameter bytes.
+
+MACs are counted per sample (the batch dimension excluded) and only for
+operators that multiply weights by activations; that is the convention of
+the early-exit literature (T-RECX, EERO) and what exit-rate savings are
+reported in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from eedge.ir.graph import Graph, Node
+
+
+def node_macs(graph: Graph, node: Node) -> int:
+    """Multiply-accumulates of one node for one sample."""
+    out = graph.tensors.get(node.outputs[0]) if node.outputs else None
+    if out is None:
+        return 0
+    out_elems = out.elements_per_sample()
+    if node.op_type == "Conv":
+        weight = graph.constants.get(node.inputs[1])
+        if weight is None:
+            return 0
+        return out_elems * int(np.prod(weight.shape[1:]))
+    if node.op_type == "Gemm":
+        weight = graph.constants.get(node.inputs[1])
+        if weight is None:
+            return 0
+        k = weight.shape[1] if node.attrs.get("transB", 0) else weight.shape[0]
+        return out_elems * int(k)
+    if node.op_type == "MatMul":
+        left = graph.tensors.get(node.inputs[0])
+        if left is None or not left.shape:
+            return 0
+        return out_elems * int(left.shape[-1])
+    return 0
+
+
+def total_macs(graph: Graph, node_indices: Iterable[int]) -> int:
+    return sum(node_macs(graph, graph.nodes[i]) for i in node_indices)
+
+
+def parameter_bytes(graph: Graph, node_indices: Iterable[int]) -> int:
+    """Bytes of the constants the nodes read (each counted once)."""
+    names = graph.constants_of(list(node_indices))
+    return int(sum(graph.constants[n].nbytes for n in names))

@@ -1,0 +1,203 @@
+"""The early-exit cascade on ONNX Runtime.
+
+Stages run in order, one ONNX Runtime session each (created once). After a
+stage with an exit, samples whose confidence reaches the exit's threshold
+leave the batch; only the remaining rows of the hand-off tensors go on to
+the next stage, so a batch costs what its hardest samples need. Hand-offs
+are dropped as soon as no later stage reads them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eedge.errors import BundleError, InputDataError
+from eedge.ir.bundle import Bundle, load_bundle
+from eedge.policies.criteria import confidence, softmax
+
+
+@dataclass
+class CascadeResult:
+    """What a cascade run decided, per sample, and what each stage cost."""
+
+    predictions: np.ndarray       # (N,) predicted class
+    probabilities: np.ndarray     # (N, C) softmax of the deciding exit
+    exit_index: np.ndarray        # (N,) exit that decided
+    confidence: np.ndarray        # (N,) criterion value at the deciding exit
+    stage_seconds: list[float] = field(default_factory=list)   # wall time per stage
+    stage_samples: list[int] = field(default_factory=list)     # rows that ran each stage
+
+    def to_json(self) -> dict[str, Any]:
+        return {"predictions": self.predictions.tolist(),
+                "exit_index": self.exit_index.tolist(),
+                "confidence": [round(float(c), 6) for c in self.confidence],
+                "stage_seconds": self.stage_seconds, "stage_samples": self.stage_samples}
+
+
+def make_session(path: Path, threads: int) -> Any:
+    """One CPU ONNX Runtime session with a pinned thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BundleError(f"ONNX Runtime cannot load {path.name}: "
+                          f"{str(exc).splitlines()[0]}; re-export the bundle") from exc
+
+
+def prepare_inputs(inputs_spec: Sequence[Mapping[str, Any]],
+                   x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check user arrays against the model's inputs; add a batch axis if missing."""
+    if not isinstance(x, Mapping):
+        if len(inputs_spec) != 1:
+            names = ", ".join(s["name"] for s in inputs_spec)
+            raise InputDataError(f"the model has {len(inputs_spec)} inputs ({names}); pass a "
+                                 "dict of arrays by name")
+        x = {inputs_spec[0]["name"]: x}
+    feeds: dict[str, np.ndarray] = {}
+    batch_sizes = set()
+    for spec in inputs_spec:
+        name = spec["name"]
+        if name not in x:
+            raise InputDataError(f"missing input {name!r}")
+        array = np.asarray(x[name])
+        if not np.issubdtype(array.dtype, np.number):
+            raise InputDataError(f"input {name!r} has dtype {array.dtype}; pass numbers")
+        expected = list(spec["shape"])
+        if array.ndim == len(expected) - 1:
+            array = array[None]
+        fixed = expected[1:]
+        if array.ndim != len(expected) or list(array.shape[1:]) != fixed:
+            shown = ", ".join(str(d) for d in expected)
+            raise InputDataError(f"input {name!r} has shape {list(array.shape)}; the model "
+                                 f"expects ({shown}) (or one sample without the batch axis)")
+        if isinstance(expected[0], int) and expected[0] != 1 and array.shape[0] != expected[0]:
+            raise InputDataError(f"input {name!r} has batch {array.shape[0]}; the model is "
+                                 f"fixed to batch {expected[0]}")
+        feeds[name] = np.ascontiguousarray(array, dtype=np.dtype(spec["dtype"]))
+        batch_sizes.add(array.shape[0])
+    if len(batch_sizes) != 1:
+        raise InputDataError(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
+    return feeds
+
+
+class Cascade:
+    """Run a bundle's stages with early exits.
+
+    ``thresholds`` overrides the manifest's per-exit thresholds (``None``
+    for an exit means it never stops the cascade; the final exit always
+    decides).
+    """
+
+    def __init__(self, bundle: Bundle | str | Path,
+                 thresholds: Sequence[float | None] | None = None, threads: int = 1) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        manifest = self.bundle.manifest
+        self.stages = manifest["stages"]
+        self.exits = manifest["exits"]
+        self.inputs = manifest["inputs"]
+        self.sessions = [make_session(self.bundle.file(s["files"]["onnx"]), threads)
+                         for s in self.stages]
+        self.thresholds: list[float | None] = [e["policy"]["threshold"] for e in self.exits]
+        if thresholds is not None:
+            self.set_thresholds(thresholds)
+        self.final_exit = len(self.exits) - 1
+        self.dynamic_batch = all(isinstance(i["shape"][0], str) for i in self.inputs)
+        self._last_reader = self._last_readers()
+
+    def set_thresholds(self, thresholds: Sequence[float | None]) -> None:
+        if len(thresholds) != len(self.exits):
+            raise InputDataError(f"got {len(thresholds)} thresholds for {len(self.exits)} "
+                                 "exits; give one per exit (the final one is ignored)")
+        for t in thresholds:
+            if t is not None and not 0.0 <= t <= 1.0:
+                raise InputDataError(f"threshold {t} is outside [0, 1]")
+        self.thresholds = list(thresholds)
+
+    def _last_readers(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for stage in self.stages:
+            for t in stage["inputs"]:
+                last[t["name"]] = stage["index"]
+        return last
+
+    def _run_stage(self, index: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        session = self.sessions[index]
+        if self.dynamic_batch:
+            return session.run(None, feeds)
+        rows = next(iter(feeds.values())).shape[0]
+        per_row = [session.run(None, {k: v[r:r + 1] for k, v in feeds.items()})
+                   for r in range(rows)]
+        return [np.concatenate([row[i] for row in per_row]) for i in range(len(per_row[0]))]
+
+    def run_all_exits(self, x: np.ndarray | Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Logits of every exit for every sample (no early exit): for evaluation."""
+        store = prepare_inputs(self.inputs, x)
+        logits: dict[int, np.ndarray] = {}
+        for stage in self.stages:
+            feeds = {t["name"]: store[t["name"]] for t in stage["inputs"]}
+            outs = self._run_stage(stage["index"], feeds)
+            store.update({t["name"]: v for t, v in zip(stage["outputs"], outs)})
+            if stage["exit"] is not None:
+                logits[stage["exit"]] = store[self.exits[stage["exit"]]["tensor"]]
+        return [logits[k] for k in range(len(self.exits))]
+
+    def infer(self, x: np.ndarray | Mapping[str, np.ndarray],
+              early_exit: bool = True) -> CascadeResult:
+        """Run the cascade; each sample stops at its first confident exit."""
+        store = prepare_inputs(self.inputs, x)
+        n = next(iter(store.values())).shape[0]
+        classes = self.exits[-1]["num_classes"]
+        result = CascadeResult(predictions=np.full(n, -1, dtype=np.int64),
+                               probabilities=np.zeros((n, classes), dtype=np.float32),
+                               exit_index=np.full(n, -1, dtype=np.int64),
+                               confidence=np.zeros(n, dtype=np.float32))
+        active = np.arange(n)
+        for stage in self.stages:
+            if active.size == 0:
+                result.stage_seconds.append(0.0)
+                result.stage_samples.append(0)
+                continue
+            feeds = {t["name"]: store[t["name"]] for t in stage["inputs"]}
+            start = time.perf_counter()
+            outs = self._run_stage(stage["index"], feeds)
+            result.stage_seconds.append(time.perf_counter() - start)
+            result.stage_samples.append(int(active.size))
+            store.update({t["name"]: v for t, v in zip(stage["outputs"], outs)})
+            if stage["exit"] is not None:
+                active, store = self._decide(stage["exit"], active, store, result, early_exit)
+            store = {k: v for k, v in store.items()
+                     if self._last_reader.get(k, -1) > stage["index"]}
+        return result
+
+    def _decide(self, k: int, active: np.ndarray, store: dict[str, np.ndarray],
+                result: CascadeResult, early_exit: bool
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Record samples that exit at exit ``k``; keep the rest."""
+        logits = store[self.exits[k]["tensor"]]
+        conf = confidence(logits, self.exits[k]["policy"]["criterion"])
+        threshold = self.thresholds[k]
+        if k == self.final_exit:
+            leaving = np.ones(active.size, dtype=bool)
+        elif not early_exit or threshold is None:
+            leaving = np.zeros(active.size, dtype=bool)
+        else:
+            leaving = conf >= threshold
+        rows = active[leaving]
+        probs = softmax(logits[leaving])
+        result.predictions[rows] = np.argmax(logits[leaving], axis=-1)
+        result.probabilities[rows, : probs.shape[-1]] = probs
+        result.exit_index[rows] = k
+        result.confidence[rows] = conf[leaving]
+        staying = ~leaving
+        return active[staying], {name: v[staying] for name, v in store.items()}
