@@ -31,6 +31,7 @@ _POLICY = {
         "criterion": {"enum": ["max_softmax"]},
         "threshold": {"anyOf": [{"type": "null"}, {"type": "number", "minimum": 0,
                                                    "maximum": 1}]},
+        "method": {"type": "string"},
     },
 }
 

@@ -1,0 +1,104 @@
+"""``eedge export``: a model file or torch factory in, a verified bundle out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.tables import stage_table, summary_lines
+from eedge.errors import ModelError
+from eedge.frontends.onnx_frontend import parse_input_shape
+from eedge.io.arrays import load_array
+
+
+@click.command("export")
+@click.argument("model")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+              help="Bundle directory to create.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]D0,D1,..",
+              help="Input shape, batch first (e.g. 1,1,8,8). Required for torch models; "
+                   "fixes symbolic dimensions of ONNX models.")
+@click.option("--weights", type=click.Path(path_type=Path),
+              help="torch state dict (.pt) for a MODULE:FACTORY model.")
+@click.option("--example", "examples", multiple=True, type=click.Path(path_type=Path),
+              help="Inputs (.npy, or .npz with x) checked staged-vs-whole on top of random ones.")
+@click.option("--split-after", metavar="TENSOR|STAGE",
+              help="Also cut a device head and a server tail after this tensor or stage index.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@json_option
+@debug_option
+def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path | None,
+            examples: tuple[Path, ...], split_after: str | None, force: bool,
+            as_json: bool) -> None:
+    """Partition MODEL into per-exit stages and write a verified bundle.
+
+    MODEL is an ONNX file whose outputs are the exits (earliest first), or a
+    torch model given as FILE.py:FACTORY or package.module:FACTORY, where
+    FACTORY() returns an nn.Module whose forward returns one logits tensor
+    per exit.
+
+    \b
+    Examples:
+      eedge export model.onnx --out bundle
+      eedge export eedge.examples.digits_model:build_model \\
+          --weights demo-out/model.pt --input-shape 1,1,8,8 --out bundle
+      eedge export model.onnx --out split-bundle --split-after 1
+    """
+    from eedge.export import export_onnx, export_torch
+
+    shapes = dict(parse_input_shape(s) for s in input_shapes)
+    user_inputs = [load_array(p) for p in examples]
+    with progress_status("exporting", quiet=as_json) as say:
+        if model.endswith(".onnx"):
+            if weights is not None:
+                raise ModelError("--weights is for torch models; an ONNX file has its weights")
+            result = export_onnx(Path(model), out, shapes or None, split_after=split_after,
+                                 check_inputs=user_inputs, force=force, progress=say)
+        else:
+            result = export_torch(*_torch_model_and_example(model, weights, shapes, user_inputs),
+                                  out, name=_torch_model_name(model),
+                                  split_after=split_after, check_inputs=user_inputs,
+                                  force=force, progress=say)
+    manifest = result.bundle.manifest
+    if as_json:
+        print_json({"bundle": str(result.bundle.path), "manifest": manifest,
+                    "dropped_nodes": result.dropped_nodes})
+        return
+    out_console.print(stage_table(manifest))
+    for line in summary_lines(manifest):
+        out_console.print(line)
+    if result.dropped_nodes:
+        out_console.print(f"[yellow]note:[/] {len(result.dropped_nodes)} node(s) feed no exit "
+                          f"and were dropped: {', '.join(result.dropped_nodes[:5])}")
+    out_console.print(f"wrote {result.bundle.path}")
+
+
+def _torch_model_name(spec: str) -> str:
+    target = spec.rpartition(":")[0]
+    return Path(target).stem if target.endswith(".py") else target.rsplit(".", 1)[-1]
+
+
+def _torch_model_and_example(spec: str, weights: Path | None, shapes: dict, user_inputs: list):
+    import numpy as np
+
+    from eedge.frontends.torch_frontend import load_module_factory, load_weights
+
+    if spec.endswith((".pt", ".pth", ".pt2")):
+        raise ModelError(f"{spec} holds weights, not an architecture: pass the model as "
+                         f"FILE.py:FACTORY (or module:FACTORY) with --weights {spec}")
+    module = load_module_factory(spec)
+    if weights is not None:
+        load_weights(module, weights)
+    if user_inputs:
+        example = np.asarray(user_inputs[0], dtype=np.float32)
+    elif shapes:
+        if len(shapes) != 1:
+            raise ModelError("torch models take one input: give one --input-shape")
+        dims = next(iter(shapes.values()))
+        example = np.random.default_rng(0).standard_normal(
+            [d if isinstance(d, int) else 1 for d in dims]).astype(np.float32)
+    else:
+        raise ModelError("a torch model needs --input-shape (e.g. 1,1,8,8) or --example x.npy")
+    return module, example

@@ -1,0 +1,89 @@
+"""The ``eedge`` command: a thin click layer over the library.
+
+Errors the user can act on (:class:`EedgeError`) become one line on stderr
+and the error class's exit code; anything else is a bug and says so. With
+``--debug`` (anywhere on the command line) the traceback is shown instead.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from typing import Any, NoReturn
+
+import click
+
+from eedge import __version__
+from eedge.cli.console import err_console
+from eedge.errors import EedgeError
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="eedge")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+              help="Show tracebacks for errors.")
+def cli() -> None:
+    """Deploy early-exit neural networks to edge devices.
+
+    \b
+    Typical flow:
+      eedge demo --out demo-out
+      eedge export model.onnx --out bundle
+      eedge inspect bundle
+      eedge run bundle --input x.npy
+    """
+
+
+def _register() -> None:
+    from eedge.cli import demo_cmd, export_cmd, inspect_cmd, run_cmd
+
+    for module in (export_cmd, inspect_cmd, run_cmd, demo_cmd):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> NoReturn:
+    """SIGTERM unwinds like Ctrl-C, so staging directories get cleaned up."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        code = cli.main(args=args, prog_name="eedge", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except EedgeError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("interrupted", highlight=False)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", highlight=False)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug in eedge, not the user's fault
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                          "(rerun with --debug for the traceback and report it)",
+                          highlight=False, soft_wrap=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Rich tables for bundles: one place, so export and inspect look the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def human_count(value: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def human_bytes(value: float) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{int(value)} B"
+
+
+def stage_table(manifest: dict[str, Any]) -> Table:
+    split = manifest.get("split")
+    table = Table(title=f"{manifest['model']['name']}: {len(manifest['stages'])} stages, "
+                        f"{len(manifest['exits'])} exits")
+    table.add_column("stage")
+    if split:
+        table.add_column("side")
+    for name in ("nodes", "MACs", "params", "hand-off / sample", "exit", "threshold"):
+        table.add_column(name, justify="right")
+    for stage in manifest["stages"]:
+        exit_index = stage["exit"]
+        threshold = "-"
+        if exit_index is not None:
+            value = manifest["exits"][exit_index]["policy"]["threshold"]
+            threshold = "final" if exit_index == len(manifest["exits"]) - 1 else (
+                "never" if value is None else f"{value:.4f}")
+        row = [stage["name"]] + ([stage.get("side") or "-"] if split else []) + [
+            str(stage.get("nodes", "")), human_count(stage["macs"]),
+            human_bytes(stage["param_bytes"]), human_bytes(stage["handoff_bytes_per_sample"]),
+            "-" if exit_index is None else f"exit{exit_index}", threshold]
+        table.add_row(*row)
+    return table
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    lines = [f"model MACs/sample: {human_count(manifest['model']['macs'])}; inputs: " + ", ".join(
+        f"{i['name']} {i['shape']} {i['dtype']}" for i in manifest["inputs"])]
+    verification = manifest.get("verification", {}).get("onnx")
+    if verification:
+        lines.append(f"staged == whole on {verification['samples']} inputs: max |diff| "
+                     f"{verification['max_abs_diff']:.2e} (tolerance "
+                     f"{verification['tolerance']:g})")
+    split = manifest.get("split")
+    if split:
+        cut = ", ".join(t["name"] for t in split["cut_tensors"])
+        lines.append(f"split after {split['requested']}: head stages {split['head_stages']}, "
+                     f"tail stages {split['tail_stages']}; cut tensors {cut} "
+                     f"({human_bytes(split['cut_bytes_per_sample'])}/sample)")
+    return lines

@@ -1,0 +1,41 @@
+"""The built-in example's model: a 3-exit CNN for 8x8 digits.
+
+Exit heads pool to 2x2 rather than globally: on 8x8 inputs a global pool
+throws away the spatial layout the early exits need. ``build_model`` is a
+factory `eedge export eedge.examples.digits_model:build_model` can load.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from eedge.examples.digits import NUM_CLASSES
+
+
+class DigitsNet(nn.Module):
+    """Three conv stages with an exit classifier after each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.exit1 = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                   nn.Linear(32, NUM_CLASSES))
+        self.stage2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16),
+                                    nn.ReLU(), nn.MaxPool2d(2))
+        self.exit2 = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                   nn.Linear(64, NUM_CLASSES))
+        self.stage3 = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32),
+                                    nn.ReLU(), nn.MaxPool2d(2))
+        self.exit3 = nn.Sequential(nn.Flatten(), nn.Linear(128, NUM_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h1 = self.stage1(x)
+        h2 = self.stage2(h1)
+        h3 = self.stage3(h2)
+        return self.exit1(h1), self.exit2(h2), self.exit3(h3)
+
+
+def build_model() -> DigitsNet:
+    """A fresh, untrained model (load trained weights with ``--weights``)."""
+    return DigitsNet()
