@@ -22,7 +22,7 @@ from eedge.export import export_torch
 from eedge.policies.apply import write_thresholds
 from eedge.policies.simple import thresholds_matching_final_accuracy
 from eedge.runtime.cascade import Cascade
-from eedge.train.multi_exit import TrainConfig, train_multi_exit
+from eedge.train.multi_exit import TrainConfig, seed_everything, train_multi_exit
 
 Progress = Callable[[str], None]
 
@@ -77,6 +77,7 @@ def run_demo(out: Path | None = None, seed: int = 0, epochs: int = 30,
     work.mkdir(parents=True, exist_ok=True)
     try:
         data = load_digits_splits(seed=seed)
+        seed_everything(seed)  # the weight initialisation must be seeded too
         model = build_model()
         say(f"training the 3-exit CNN on digits ({len(data.x_train)} images, {epochs} "
             "epochs)")

@@ -109,7 +109,7 @@ def _apply_input_shapes(model: onnx.ModelProto,
                                  f"{target.name!r} to {new}, but the model fixes it to "
                                  f"{old.dim_value}")
         new_shape = [d if isinstance(d, int) else str(d) for d in dims]
-        target.type.tensor_type.CopyFrom(helper.make_tensor_type_proto(
+        target.type.CopyFrom(helper.make_tensor_type_proto(
             target.type.tensor_type.elem_type, new_shape))
 
 
@@ -163,6 +163,7 @@ def onnx_to_graph(model: onnx.ModelProto,
     _check_supported(model.graph.node)
     if input_shapes:
         _apply_input_shapes(model, input_shapes)
+        del model.graph.value_info[:]  # stale shapes would contradict the new input shape
     try:
         onnx.checker.check_model(model)
         model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,

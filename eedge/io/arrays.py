@@ -13,6 +13,11 @@ def load_array(path: Path, key: str = "x") -> np.ndarray:
     """Read ``path`` (.npy, or the ``key`` array of an .npz) with allow_pickle=False."""
     if not path.is_file():
         raise InputDataError(f"input file {path} does not exist")
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK\x03\x04"):
+        raise InputDataError(f"{path} is not a .npy or .npz file; save inputs with np.save "
+                             "or np.savez(path, x=...)")
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as exc:

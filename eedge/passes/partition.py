@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from eedge.errors import ModelError
 from eedge.ir.graph import Graph
+from eedge.passes.cost import total_macs
 
 
 @dataclass
@@ -73,6 +74,14 @@ def _exit_node_sets(graph: Graph) -> list[set[int]]:
                 "list the exits earliest first (outputs in depth order)")
         stages.append(own)
         covered |= needed
+    final_cost = total_macs(graph, ancestry[-1])
+    for k, needed in enumerate(ancestry[:-1]):
+        cost = total_macs(graph, needed)
+        if cost > final_cost:
+            raise ModelError(
+                f"exit {k} ({graph.exits[k]!r}) needs more computation ({cost} MACs) than the "
+                f"final exit ({final_cost} MACs); list the exits in depth order, earliest "
+                "first and the final classifier last")
     return stages
 
 

@@ -1,0 +1,119 @@
+"""The command line: help, JSON output, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from zoo import onnx_two_exit_mlp
+
+from eedge.cli.main import main
+from eedge.errors import BundleError, InputDataError, ModelError
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def mlp_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(onnx_two_exit_mlp(), path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["export", "inspect", "run", "demo"])
+def test_every_command_has_help_with_an_example(capsys, command: str) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0 and "Example" in out and "--debug" in out
+
+
+def test_export_inspect_run_roundtrip(capsys, tmp_path: Path, mlp_file: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = tmp_path / "b"
+    code, out, err = run(capsys, "export", str(mlp_file), "--out", str(bundle))
+    assert code == 0, err
+    assert "stage0" in out and "stage1" in out and "max |diff|" in out
+
+    code, out, _ = run(capsys, "inspect", str(bundle), "--json")
+    assert code == 0 and json.loads(out)["checksums"] == "ok"
+
+    x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=np.arange(6) % 4)
+    code, out, err = run(capsys, "run", str(bundle), "--input", str(tmp_path / "data.npz"),
+                         "--thresholds", "0.0", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["exit_index"] == [0] * 6 and result["accuracy"] is not None
+
+    code, out, _ = run(capsys, "run", str(bundle), "--input", str(tmp_path / "data.npz"))
+    assert code == 0 and "exit1" in out and "accuracy" in out
+
+
+def test_export_json_and_existing_bundle(capsys, tmp_path: Path, mlp_file: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = tmp_path / "b"
+    code, out, _ = run(capsys, "export", str(mlp_file), "--out", str(bundle), "--json")
+    assert code == 0 and json.loads(out)["manifest"]["schema_version"] == 1
+    code, _, err = run(capsys, "export", str(mlp_file), "--out", str(bundle))
+    assert code == ModelError.exit_code + 1 and "--force" in err  # BundleError
+    code, _, _ = run(capsys, "export", str(mlp_file), "--out", str(bundle), "--force")
+    assert code == 0
+
+
+def test_errors_are_one_line_with_their_exit_code(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(capsys, "inspect", str(tmp_path / "missing"))
+    assert code == BundleError.exit_code
+    assert err.strip().count("\n") == 0 and err.startswith("error:")
+    assert "Traceback" not in err
+
+    bad = tmp_path / "bad.onnx"
+    onnx.save(onnx_two_exit_mlp(op="Sigmoid"), bad)
+    code, _, err = run(capsys, "export", str(bad), "--out", str(tmp_path / "o"))
+    assert code == ModelError.exit_code and "Sigmoid" in err and "act0" in err
+
+
+def test_wrong_input_shape_on_run(capsys, tmp_path: Path, mlp_file: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = tmp_path / "b"
+    assert run(capsys, "export", str(mlp_file), "--out", str(bundle))[0] == 0
+    np.save(tmp_path / "x.npy", np.zeros((3, 15), np.float32))
+    code, _, err = run(capsys, "run", str(bundle), "--input", str(tmp_path / "x.npy"))
+    assert code == InputDataError.exit_code and "expects" in err
+
+
+def test_pickled_input_is_refused(capsys, tmp_path: Path, mlp_file: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = tmp_path / "b"
+    assert run(capsys, "export", str(mlp_file), "--out", str(bundle))[0] == 0
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    code, _, err = run(capsys, "run", str(bundle), "--input", str(tmp_path / "obj.npy"))
+    assert code == InputDataError.exit_code and "pickled" in err
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(capsys, "inspect", str(tmp_path / "missing"), "--debug")
+    assert code == BundleError.exit_code and "Traceback" in err
+
+
+def test_usage_errors_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(capsys, "export")[0] == 2
+    assert run(capsys, "frobnicate")[0] == 2
+
+
+def test_torch_factory_export_from_the_cli(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "digits"
+    code, stdout, err = run(capsys, "export", "eedge.examples.digits_model:build_model",
+                            "--input-shape", "1,1,8,8", "--out", str(out))
+    assert code == 0, err
+    assert "exit2" in stdout
+    code, _, err = run(capsys, "export", "weights.pt", "--out", str(tmp_path / "x"))
+    assert code == ModelError.exit_code and "FILE.py:FACTORY" in err
+    code, _, err = run(capsys, "export", "eedge.examples.digits_model:build_model",
+                       "--out", str(tmp_path / "y"))
+    assert code == ModelError.exit_code and "--input-shape" in err

@@ -1,0 +1,117 @@
+"""Export end to end: manifest contents, atomicity, interruption, torch path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from zoo import build_torch, example_input
+
+from eedge.errors import UnsupportedOpError
+from eedge.export import export_onnx, export_torch
+from eedge.ir.bundle import load_bundle
+
+
+def test_manifest_describes_stages_exits_and_costs(bundle_of) -> None:  # type: ignore[no-untyped-def]
+    manifest = bundle_of("mlp").bundle.manifest
+    s0, s1 = manifest["stages"]
+    assert s0["macs"] == 16 * 32 + 32 * 4 and s1["macs"] == 32 * 32 + 32 * 4
+    assert s0["handoff_bytes_per_sample"] == 32 * 4
+    assert [t["name"] for t in s0["outputs"]] == ["exit0", "h"]
+    assert [t["name"] for t in s1["inputs"]] == ["h"]
+    assert manifest["exits"][1]["cumulative_macs"] == s0["macs"] + s1["macs"]
+    assert manifest["model"]["macs"] == s0["macs"] + s1["macs"]
+    assert manifest["exits"][0]["num_classes"] == 4
+    assert manifest["inputs"][0]["shape"] == ["N", 16]
+
+
+def test_split_bundle_records_the_cut(bundle_of) -> None:  # type: ignore[no-untyped-def]
+    manifest = bundle_of("residual", split_after=0).bundle.manifest
+    split = manifest["split"]
+    assert split["head_stages"] == [0] and split["tail_stages"] == [1, 2]
+    assert split["cut_bytes_per_sample"] == 8 * 8 * 8 * 4
+    assert [s["side"] for s in manifest["stages"]] == ["head", "tail", "tail"]
+
+
+def test_failed_export_leaves_nothing(tmp_path: Path) -> None:
+    from zoo import onnx_two_exit_mlp
+
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx_two_exit_mlp(op="Sigmoid"), path)
+    with pytest.raises(UnsupportedOpError):
+        export_onnx(path, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_interruption_after_files_are_written_leaves_nothing(tmp_path: Path, monkeypatch,
+                                                             onnx_file) -> None:  # type: ignore[no-untyped-def]
+    import eedge.export as export_module
+
+    def interrupted(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "check_staged_equals_whole", interrupted)
+    source = onnx_file("mlp")
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _big_model(path: Path) -> None:
+    """Slow enough to export (large weights) that a signal lands mid-way."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((2048, 2048)).astype(np.float32),
+                                       f"w{i}") for i in range(6)]
+    heads = [numpy_helper.from_array(rng.standard_normal((4, 2048)).astype(np.float32),
+                                     f"e{i}") for i in range(6)]
+    nodes, prev = [], "x"
+    for i in range(6):
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}"], [f"h{i}"], name=f"fc{i}"))
+        nodes.append(helper.make_node("Gemm", [f"h{i}", f"e{i}"], [f"exit{i}"], name=f"x{i}",
+                                      transB=1))
+        prev = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2048])],
+        [helper.make_tensor_value_info(f"exit{i}", TensorProto.FLOAT, ["N", 4])
+         for i in range(6)], initializer=weights + heads)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_sigterm_during_export_leaves_no_partial_bundle(tmp_path: Path) -> None:
+    source = tmp_path / "big.onnx"
+    _big_model(source)
+    out = tmp_path / "bundle"
+    proc = subprocess.Popen([sys.executable, "-m", "eedge.cli.main", "export", str(source),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.startswith(".bundle.tmp-") for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "export finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130, proc.stderr.read().decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx"]
+
+
+def test_torch_export_keeps_the_model_and_checks_it(tmp_path: Path) -> None:
+    result = export_torch(build_torch("depthwise"), example_input(), tmp_path / "b",
+                          name="depthwise")
+    manifest = result.bundle.manifest
+    assert manifest["model"]["source_format"] == "torch"
+    assert manifest["model"]["name"] == "depthwise"
+    assert len(manifest["stages"]) == 2
+    assert load_bundle(tmp_path / "b").manifest == manifest
+    assert not os.fspath(tmp_path).encode() in (tmp_path / "b" / "model.onnx").read_bytes()

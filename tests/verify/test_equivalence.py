@@ -1,0 +1,41 @@
+"""Staged execution equals the whole model, and a broken stage is caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from eedge.errors import VerificationError
+from eedge.ir.bundle import file_entries, load_bundle, write_manifest
+from eedge.verify.equivalence import check_staged_equals_whole
+
+
+@pytest.mark.parametrize("name", ["sequential", "residual", "branchy", "depthwise", "mlp"])
+def test_every_architecture_is_exact(bundle_of, name: str) -> None:  # type: ignore[no-untyped-def]
+    bundle = bundle_of(name).bundle
+    report = bundle.manifest["verification"]["onnx"]
+    assert report["max_abs_diff"] <= 1e-5
+    assert report["samples"] >= 16
+
+
+def test_user_inputs_are_checked_too(bundle_of) -> None:  # type: ignore[no-untyped-def]
+    bundle = bundle_of("mlp").bundle
+    x = np.random.default_rng(5).standard_normal((9, 16)).astype(np.float32)
+    report = check_staged_equals_whole(bundle, [x])
+    assert report.samples == 16 + 9
+
+
+def test_a_stage_with_wrong_weights_fails_verification(bundle_of) -> None:  # type: ignore[no-untyped-def]
+    bundle = bundle_of("mlp").bundle
+    path = bundle.path / "stage1.onnx"
+    model = onnx.load(path)
+    init = model.graph.initializer[0]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.01, init.name))
+    onnx.save(model, path)
+    manifest = bundle.manifest
+    manifest["files"] = file_entries(bundle.path, list(manifest["files"]))  # re-sign
+    write_manifest(bundle.path, manifest)
+    with pytest.raises(VerificationError, match="differs from the whole model"):
+        check_staged_equals_whole(load_bundle(bundle.path))

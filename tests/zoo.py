@@ -1,0 +1,168 @@
+"""Small multi-exit architectures the tests partition, export and run.
+
+Each one stresses a different partitioning case: a plain chain, a residual
+connection that jumps over a stage boundary, exit heads with branches, and
+depthwise-separable blocks. Plus an ONNX-only model built with
+``onnx.helper`` (no torch involved) and helpers to make broken models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+
+def _head(channels: int, classes: int = 5) -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(channels * 4, classes))
+
+
+class SequentialNet(nn.Module):
+    """conv -> exit, conv -> exit, conv -> exit; nothing crosses more than one boundary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
+        self.c3 = nn.Sequential(nn.Conv2d(12, 16, 3, padding=1), nn.ReLU6())
+        self.e1, self.e2, self.e3 = _head(8), _head(12), _head(16)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h1 = self.c1(x)
+        h2 = self.c2(h1)
+        h3 = self.c3(h2)
+        return self.e1(h1), self.e2(h2), self.e3(h3)
+
+
+class ResidualNet(nn.Module):
+    """A skip connection from stage 0 into stage 2 crosses stage 1 entirely."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c4 = nn.Conv2d(8, 8, 3, padding=1)
+        self.e1, self.e2, self.e3 = _head(8), _head(8), _head(8)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h1 = F.relu(self.c1(x))
+        h2 = F.relu(self.c2(h1))
+        h3 = F.relu(self.c3(h2) + h1)  # skip over the stage-1 boundary
+        h4 = F.relu(self.c4(h3) + h3)  # an ordinary residual block inside stage 2
+        return self.e1(h1), self.e2(h2), self.e3(h4)
+
+
+class BranchyHeadNet(nn.Module):
+    """Exit heads with two parallel branches (avg and max pooling) joined again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.a1, self.m1 = nn.Linear(32, 5), nn.Linear(32, 5)
+        self.head2 = nn.Linear(128, 5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h1 = F.relu(self.c1(x))
+        avg = torch.flatten(F.adaptive_avg_pool2d(h1, 2), 1)
+        mx = torch.flatten(F.max_pool2d(h1, 4), 1)
+        e1 = self.a1(avg) + self.m1(mx)
+        h2 = F.relu(self.c2(h1))
+        both = torch.cat([torch.flatten(F.adaptive_avg_pool2d(h2, 2), 1),
+                          torch.flatten(F.max_pool2d(h2, 2), 1)], dim=1)
+        return e1, self.head2(both)
+
+
+class DepthwiseNet(nn.Module):
+    """MobileNet-style depthwise-separable blocks with two exits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU6())
+        self.dw1 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU6(),
+                                 nn.Conv2d(8, 16, 1), nn.ReLU6())
+        self.dw2 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU6(),
+                                 nn.Conv2d(16, 24, 1), nn.ReLU6())
+        self.e1, self.e2 = _head(16), _head(24)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h1 = self.dw1(self.stem(x))
+        h2 = self.dw2(h1)
+        return self.e1(h1), self.e2(h2)
+
+
+TORCH_MODELS = {"sequential": SequentialNet, "residual": ResidualNet,
+                "branchy": BranchyHeadNet, "depthwise": DepthwiseNet}
+INPUT_SHAPE = (2, 3, 8, 8)
+
+
+def example_input(seed: int = 0, batch: int = 2) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(
+        (batch,) + INPUT_SHAPE[1:]).astype(np.float32)
+
+
+def build_torch(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return TORCH_MODELS[name]().eval()
+
+
+def onnx_two_exit_mlp(batch: int | str = "N", op: str = "Relu") -> onnx.ModelProto:
+    """A two-exit MLP written directly with onnx.helper (no torch).
+
+    x[batch,16] -> Gemm -> op -> h ; exit0 = Gemm(h) ; exit1 = Gemm(Relu(Gemm(h)))
+    """
+    rng = np.random.default_rng(1)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3,
+                                       name)
+
+    inits = [weight("w0", 32, 16), weight("b0", 32), weight("we0", 4, 32), weight("be0", 4),
+             weight("w1", 32, 32), weight("b1", 32), weight("we1", 4, 32), weight("be1", 4)]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w0", "b0"], ["g0"], name="fc0", transB=1),
+        helper.make_node(op, ["g0"], ["h"], name="act0"),
+        helper.make_node("Gemm", ["h", "we0", "be0"], ["exit0"], name="exit0_fc", transB=1),
+        helper.make_node("Gemm", ["h", "w1", "b1"], ["g1"], name="fc1", transB=1),
+        helper.make_node("Relu", ["g1"], ["h1"], name="act1"),
+        helper.make_node("Gemm", ["h1", "we1", "be1"], ["exit1"], name="exit1_fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16])],
+        [helper.make_tensor_value_info("exit0", TensorProto.FLOAT, [batch, 4]),
+         helper.make_tensor_value_info("exit1", TensorProto.FLOAT, [batch, 4])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def onnx_conv_model(batch: int | str = "N") -> onnx.ModelProto:
+    """conv 3->8 (3x3) -> relu -> depthwise 3x3 -> global pool -> flatten -> gemm (1 exit)."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             (("wc", (8, 3, 3, 3)), ("bc", (8,)), ("wd", (8, 1, 3, 3)), ("bd", (8,)),
+              ("wf", (5, 8)), ("bf", (5,)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "wc", "bc"], ["c"], name="conv", pads=[1, 1, 1, 1],
+                         kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wd", "bd"], ["d"], name="dw", pads=[1, 1, 1, 1],
+                         group=8, kernel_shape=[3, 3]),
+        helper.make_node("GlobalAveragePool", ["d"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "convnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                         [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 5])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
