@@ -94,10 +94,11 @@ def build_manifest(graph: Graph, part: Partition, source_format: str, source_sha
 
 
 def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sha256: str,
-                 out: Path, split_after: str | int | None = None,
+                 out: Path | str, split_after: str | int | None = None,
                  check_inputs: Sequence[np.ndarray] = (), force: bool = False,
                  progress: Progress | None = None) -> ExportResult:
     """Partition ``graph`` and write a verified bundle at ``out`` atomically."""
+    out = Path(out)
     say = progress or (lambda _msg: None)
     say("partitioning")
     part = partition(graph, split_after)
@@ -119,16 +120,17 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
     return ExportResult(bundle=load_bundle(out), dropped_nodes=part.dropped_nodes)
 
 
-def export_onnx(path: Path, out: Path, input_shapes: dict[str | None, tuple[Dim, ...]] | None
+def export_onnx(path: Path | str, out: Path | str, input_shapes: dict[str | None, tuple[Dim, ...]] | None
                 = None, **kwargs: Any) -> ExportResult:
     """Export an ONNX file whose outputs are the exits."""
+    path = Path(path)
     model = read_onnx_file(path)
     graph = onnx_to_graph(model, input_shapes, name=path.stem)
     raw = path.read_bytes()
     return export_graph(graph, raw, "onnx", sha256_bytes(raw), out, **kwargs)
 
 
-def export_torch(module: "torch.nn.Module", example: np.ndarray, out: Path, name: str = "model",
+def export_torch(module: "torch.nn.Module", example: Any, out: Path | str, name: str = "model",
                  progress: Progress | None = None, **kwargs: Any) -> ExportResult:
     """Export a torch module whose forward returns one logits tensor per exit.
 
@@ -136,6 +138,8 @@ def export_torch(module: "torch.nn.Module", example: np.ndarray, out: Path, name
     so the bundle's reference (model.onnx) is known to be the user's model.
     """
     say = progress or (lambda _msg: None)
+    example = np.asarray(example.detach().cpu().numpy() if hasattr(example, "detach")
+                         else example, dtype=np.float32)
     say("exporting the torch module to ONNX (dynamo)")
     model = torch_to_onnx(module, example)
     raw = serialize(model)
