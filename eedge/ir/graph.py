@@ -22,12 +22,39 @@ Dim = int | str
 
 
 @dataclass(frozen=True)
+class QuantParams:
+    """Affine int quantization: real = scale * (q - zero_point).
+
+    One scale/zero point per tensor, or one per channel along ``axis``
+    (weights). Kept as tuples so tensors stay hashable and comparable.
+    """
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int | None = None
+
+    @property
+    def per_channel(self) -> bool:
+        return self.axis is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scale": list(self.scale), "zero_point": list(self.zero_point),
+                "axis": self.axis}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "QuantParams":
+        return cls(tuple(float(s) for s in data["scale"]),
+                   tuple(int(z) for z in data["zero_point"]), data.get("axis"))
+
+
+@dataclass(frozen=True)
 class TensorInfo:
-    """Name, static shape and element type of one activation tensor."""
+    """Name, static shape, element type (and int quantization) of one tensor."""
 
     name: str
     shape: tuple[Dim, ...]
     dtype: str
+    quant: QuantParams | None = None
 
     @property
     def has_symbolic_batch(self) -> bool:
@@ -42,12 +69,17 @@ class TensorInfo:
         return self.elements_per_sample() * np.dtype(self.dtype).itemsize
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "bytes_per_sample": self.bytes_per_sample()}
+        data: dict[str, Any] = {"name": self.name, "shape": list(self.shape),
+                                "dtype": self.dtype, "bytes_per_sample": self.bytes_per_sample()}
+        if self.quant is not None:
+            data["quant"] = self.quant.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TensorInfo":
-        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=data["dtype"])
+        quant = QuantParams.from_json(data["quant"]) if data.get("quant") else None
+        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=data["dtype"],
+                   quant=quant)
 
 
 @dataclass
@@ -66,7 +98,10 @@ class Graph:
     """A whole multi-exit model: inputs, topologically ordered nodes, exits.
 
     ``exits`` are output tensor names in depth order (earliest exit first);
-    the last one is the final classifier.
+    the last one is the final classifier. ``dialect`` says which operator
+    set and layout the nodes use: ``"onnx"`` (ONNX names, NCHW) as the
+    frontends produce, or ``"tflite"`` (TFLite builtins, NHWC, optionally
+    int8) after lowering or when read from a ``.tflite`` file.
     """
 
     name: str
@@ -77,8 +112,14 @@ class Graph:
     tensors: dict[str, TensorInfo]
     opset: int
     ir_version: int
+    dialect: str = "onnx"
+    const_quant: dict[str, QuantParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the producer index after a pass edited ``nodes``."""
         self._producer = {out: i for i, n in enumerate(self.nodes) for out in n.outputs}
 
     def producer_index(self, tensor: str) -> int | None:

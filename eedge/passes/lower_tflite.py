@@ -1,0 +1,457 @@
+"""Lower an ONNX-dialect graph to the TFLite dialect: NHWC, TFLite builtins.
+
+Every 4-D activation is transposed to NHWC and every weight to TFLite's
+layout (conv OHWI, depthwise 1HWC, fully connected [out, in]). The one
+subtle case is flattening: ONNX flattens NCHW in C,H,W order, NHWC memory
+flattens in H,W,C order. Rather than inserting transposes, the lowering
+remembers, for each 2-D tensor, which ONNX position each element came from
+and permutes the columns of the fully connected layer that consumes it —
+what a converter from a channels-first framework must do.
+
+Node attributes of the TFLite dialect (all ints unless noted):
+CONV_2D / DEPTHWISE_CONV_2D: stride_h, stride_w, dilation_h, dilation_w,
+padding ("SAME"/"VALID"), activation ("NONE"/"RELU"/"RELU6"/"RELU_N1_TO_1"),
+depth_multiplier (depthwise). FULLY_CONNECTED, ADD, MUL: activation.
+MAX/AVERAGE_POOL_2D: filter_h, filter_w, stride_h, stride_w, padding,
+activation. MEAN: keep_dims (axes are input 1). CONCATENATION: axis,
+activation. SOFTMAX: beta. RESHAPE, PAD (paddings are input 1), RELU,
+RELU6, QUANTIZE, DEQUANTIZE: none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from eedge.errors import UnsupportedOpError
+from eedge.ir.graph import Dim, Graph, Node, TensorInfo
+from eedge.passes.fold_batchnorm import fold_batchnorm
+
+NCHW_TO_NHWC = (0, 2, 3, 1)
+FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL"})
+ACTIVATION_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
+
+
+def nhwc_shape(shape: Sequence[Dim]) -> tuple[Dim, ...]:
+    return tuple(shape[i] for i in NCHW_TO_NHWC) if len(shape) == 4 else tuple(shape)
+
+
+def flatten_permutation(c: int, h: int, w: int) -> np.ndarray | None:
+    """For NHWC-flattened element j, the index it has in NCHW flattening."""
+    if h * w == 1 or c == 1:
+        return None
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int, int]:
+    """TFLite SAME: (output size, pad before, pad after)."""
+    effective = (kernel - 1) * dilation + 1
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return out, total // 2, total - total // 2
+
+
+class _Lowerer:
+    def __init__(self, graph: Graph) -> None:
+        self.src = graph
+        self.nodes: list[Node] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.tensors: dict[str, TensorInfo] = {}
+        self.perm: dict[str, np.ndarray] = {}
+        self.alias: dict[str, str] = {}
+
+    # -- helpers ------------------------------------------------------------
+    def name(self, tensor: str) -> str:
+        return self.alias.get(tensor, tensor)
+
+    def src_shape(self, tensor: str) -> tuple[Dim, ...]:
+        return self.src.tensors[tensor].shape
+
+    def define(self, name: str, onnx_shape: Sequence[Dim]) -> None:
+        self.tensors[name] = TensorInfo(name, nhwc_shape(onnx_shape), "float32")
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.constants[name] = np.ascontiguousarray(value)
+        return name
+
+    def const_of(self, node: Node, index: int, what: str) -> np.ndarray:
+        tensor = node.inputs[index] if index < len(node.inputs) else ""
+        if not tensor or tensor not in self.src.constants:
+            raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: the {what} must be a "
+                                     "constant for TFLite lowering")
+        return np.asarray(self.src.constants[tensor])
+
+    def emit(self, op: str, node: Node, inputs: list[str], output: str,
+             **attrs: Any) -> None:
+        self.nodes.append(Node(f"{node.name}" if not any(n.name == node.name for n in self.nodes)
+                               else f"{node.name}/{op.lower()}", op, inputs, [output], attrs))
+
+    def unsupported(self, node: Node, why: str) -> UnsupportedOpError:
+        return UnsupportedOpError(f"{node.op_type} node {node.name!r} cannot be lowered to "
+                                  f"TFLite: {why}")
+
+    # -- spatial padding ----------------------------------------------------
+    def spatial_padding(self, node: Node, in_hw: Sequence[int], kernel: Sequence[int],
+                        strides: Sequence[int], dilations: Sequence[int]
+                        ) -> tuple[str, list[int] | None]:
+        """("SAME"|"VALID", explicit pads [t, l, b, r] that need a PAD op, or None)."""
+        auto_pad = node.attrs.get("auto_pad", "NOTSET")
+        if auto_pad == "VALID":
+            return "VALID", None
+        same = [same_padding(in_hw[i], kernel[i], strides[i], dilations[i]) for i in range(2)]
+        same_pads = [same[0][1], same[1][1], same[0][2], same[1][2]]
+        if auto_pad == "SAME_UPPER":
+            return "SAME", None
+        pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
+        if auto_pad == "SAME_LOWER":
+            pads = [same_pads[2], same_pads[3], same_pads[0], same_pads[1]]
+        if not any(pads):
+            return "VALID", None
+        if pads == same_pads:
+            return "SAME", None
+        return "VALID", pads
+
+    def pad_input(self, node: Node, x: str, pads: list[int]) -> str:
+        top, left, bottom, right = pads
+        n, c, h, w = self.src_shape(node.inputs[0])
+        padded = f"{node.name}/padded"
+        paddings = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
+        self.define(padded, (n, c, int(h) + top + bottom, int(w) + left + right))
+        self.nodes.append(Node(f"{node.name}/pad", "PAD",
+                               [x, self.const(f"{node.name}/paddings", paddings)], [padded], {}))
+        return padded
+
+    # -- ops ----------------------------------------------------------------
+    def lower(self, node: Node) -> None:
+        handler = getattr(self, f"op_{node.op_type}", None)
+        if handler is None:
+            raise self.unsupported(node, "no TFLite lowering for this operator")
+        handler(node)
+
+    def op_Conv(self, node: Node) -> None:
+        x = self.name(node.inputs[0])
+        weight = self.const_of(node, 1, "weight").astype(np.float32)
+        if weight.ndim != 4:
+            raise self.unsupported(node, "only 2-D convolutions are supported")
+        cout, cin_per_group, kh, kw = weight.shape
+        cin = int(self.src_shape(node.inputs[0])[1])
+        group = int(node.attrs.get("group", 1))
+        bias = (self.const_of(node, 2, "bias").astype(np.float32)
+                if len(node.inputs) > 2 and node.inputs[2] else np.zeros(cout, np.float32))
+        strides = list(node.attrs.get("strides", [1, 1]))
+        dilations = list(node.attrs.get("dilations", [1, 1]))
+        in_hw = [int(d) for d in self.src_shape(node.inputs[0])[2:]]
+        padding, explicit = self.spatial_padding(node, in_hw, [kh, kw], strides, dilations)
+        if explicit is not None:
+            x = self.pad_input(node, x, explicit)
+        out = node.outputs[0]
+        self.define(out, self.src_shape(out))
+        common = dict(stride_h=strides[0], stride_w=strides[1], dilation_h=dilations[0],
+                      dilation_w=dilations[1], padding=padding, activation="NONE")
+        if group == 1:
+            w = self.const(f"{node.name}/weights", weight.transpose(0, 2, 3, 1))
+            b = self.const(f"{node.name}/bias", bias)
+            self.emit("CONV_2D", node, [x, w, b], out, **common)
+        elif group == cin and cin_per_group == 1 and cout % cin == 0:
+            w = self.const(f"{node.name}/weights", weight.transpose(1, 2, 3, 0))
+            b = self.const(f"{node.name}/bias", bias)
+            self.emit("DEPTHWISE_CONV_2D", node, [x, w, b], out,
+                      depth_multiplier=cout // cin, **common)
+        else:
+            raise self.unsupported(node, f"grouped convolution (group={group}) that is "
+                                         "neither regular nor depthwise")
+
+    def _fully_connected(self, node: Node, x_src: str, weight: np.ndarray,
+                         bias: np.ndarray) -> None:
+        x = self.name(x_src)
+        if len(self.tensors[x].shape) != 2:
+            raise self.unsupported(node, "the input must be 2-D (flatten it first)")
+        if x in self.perm:
+            weight = weight[:, self.perm[x]]
+        out = node.outputs[0]
+        self.define(out, self.src_shape(out))
+        w = self.const(f"{node.name}/weights", weight.astype(np.float32))
+        b = self.const(f"{node.name}/bias", bias.astype(np.float32).reshape(-1))
+        self.emit("FULLY_CONNECTED", node, [x, w, b], out, activation="NONE")
+
+    def op_Gemm(self, node: Node) -> None:
+        if node.attrs.get("transA", 0) or node.attrs.get("alpha", 1.0) != 1.0 or \
+                node.attrs.get("beta", 1.0) != 1.0:
+            raise self.unsupported(node, "only Gemm with alpha=beta=1 and transA=0")
+        b = self.const_of(node, 1, "weight")
+        weight = b if node.attrs.get("transB", 0) else b.T
+        bias = (self.const_of(node, 2, "bias") if len(node.inputs) > 2 and node.inputs[2]
+                else np.zeros(weight.shape[0], np.float32))
+        if bias.size != weight.shape[0]:
+            raise self.unsupported(node, "the bias must have one value per output")
+        self._fully_connected(node, node.inputs[0], weight, bias)
+
+    def op_MatMul(self, node: Node) -> None:
+        b = self.const_of(node, 1, "right-hand side")
+        if b.ndim != 2:
+            raise self.unsupported(node, "the constant right-hand side must be 2-D")
+        self._fully_connected(node, node.inputs[0], b.T, np.zeros(b.shape[1], np.float32))
+
+    def _elementwise(self, node: Node, op: str) -> None:
+        out = node.outputs[0]
+        out_shape = self.src_shape(out)
+        operands, perms = [], []
+        for t in node.inputs:
+            if t in self.src.constants:
+                value = np.asarray(self.src.constants[t], np.float32)
+                if len(out_shape) == 4 and value.ndim > 0:
+                    value = value.reshape((1,) * (4 - value.ndim) + value.shape)
+                    value = value.transpose(NCHW_TO_NHWC)
+                operands.append(("const", value))
+            else:
+                operands.append(("act", self.name(t)))
+                perms.append(self.perm.get(self.name(t)))
+        if len(perms) == 2 and not _same_perm(perms[0], perms[1]):
+            raise self.unsupported(node, "its inputs were flattened in different layouts")
+        perm = perms[0] if perms else None
+        names = []
+        for kind, value in operands:
+            if kind == "act":
+                names.append(value)
+                continue
+            if perm is not None and value.ndim == 2 and value.shape[1] == perm.size:
+                value = value[:, perm]
+            elif perm is not None and value.size > 1:
+                raise self.unsupported(node, "a constant operand on a flattened tensor")
+            names.append(self.const(f"{node.name}/operand{len(names)}", value))
+        self.define(out, out_shape)
+        if perm is not None:
+            self.perm[out] = perm
+        self.emit(op, node, names, out, activation="NONE")
+
+    def op_Add(self, node: Node) -> None:
+        self._elementwise(node, "ADD")
+
+    def op_Mul(self, node: Node) -> None:
+        self._elementwise(node, "MUL")
+
+    def _activation(self, node: Node, op: str) -> None:
+        x, out = self.name(node.inputs[0]), node.outputs[0]
+        self.define(out, self.src_shape(out))
+        if x in self.perm:
+            self.perm[out] = self.perm[x]
+        self.emit(op, node, [x], out)
+
+    def op_Relu(self, node: Node) -> None:
+        self._activation(node, "RELU")
+
+    def op_Clip(self, node: Node) -> None:
+        low = node.attrs.get("min")
+        high = node.attrs.get("max")
+        if len(node.inputs) > 1 and node.inputs[1]:
+            low = float(self.const_of(node, 1, "minimum"))
+        if len(node.inputs) > 2 and node.inputs[2]:
+            high = float(self.const_of(node, 2, "maximum"))
+        kinds = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
+        if low == 0.0 and (high is None or math.isinf(high)):
+            self._activation(node, "RELU")
+        elif (low, high) in kinds:
+            self._activation(node, kinds[(low, high)])  # type: ignore[index]
+        else:
+            raise self.unsupported(node, f"Clip({low}, {high}) is not ReLU, ReLU6 or [-1, 1]")
+
+    def _pool(self, node: Node, op: str) -> None:
+        kernel = list(node.attrs["kernel_shape"])
+        strides = list(node.attrs.get("strides", [1, 1]))
+        if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
+            raise self.unsupported(node, "dilated pooling")
+        in_hw = [int(d) for d in self.src_shape(node.inputs[0])[2:]]
+        padding, explicit = self.spatial_padding(node, in_hw, kernel, strides, [1, 1])
+        if explicit is not None:
+            raise self.unsupported(node, f"explicit padding {explicit} that is not TFLite SAME")
+        if op == "AVERAGE_POOL_2D" and padding == "SAME" and \
+                node.attrs.get("count_include_pad", 0) and any(node.attrs.get("pads", [0])):
+            raise self.unsupported(node, "count_include_pad=1 with padding")
+        out = node.outputs[0]
+        self.define(out, self.src_shape(out))
+        expected = nhwc_shape(self.src_shape(out))[1:3]
+        got = tuple(same_padding(in_hw[i], kernel[i], strides[i], 1)[0] if padding == "SAME"
+                    else (in_hw[i] - kernel[i]) // strides[i] + 1 for i in range(2))
+        if tuple(expected) != got:
+            raise self.unsupported(node, "ceil_mode pooling changes the output size")
+        self.emit(op, node, [self.name(node.inputs[0])], out, filter_h=kernel[0],
+                  filter_w=kernel[1], stride_h=strides[0], stride_w=strides[1],
+                  padding=padding, activation="NONE")
+
+    def op_MaxPool(self, node: Node) -> None:
+        self._pool(node, "MAX_POOL_2D")
+
+    def op_AveragePool(self, node: Node) -> None:
+        self._pool(node, "AVERAGE_POOL_2D")
+
+    def _mean(self, node: Node, axes: Iterable[int], keep: bool) -> None:
+        rank = len(self.src_shape(node.inputs[0]))
+        axes = sorted(a % rank for a in axes)
+        if rank == 4:
+            axes = sorted(NCHW_TO_NHWC.index(a) for a in axes)
+        if 0 in axes:
+            raise self.unsupported(node, "a mean over the batch axis")
+        out = node.outputs[0]
+        self.define(out, self.src_shape(out))
+        if rank == 4 and not keep and axes != [1, 2]:
+            raise self.unsupported(node, "a mean that drops axes other than H and W")
+        axes_name = self.const(f"{node.name}/axes", np.array(axes, np.int32))
+        self.emit("MEAN", node, [self.name(node.inputs[0]), axes_name], out,
+                  keep_dims=int(keep))
+
+    def op_GlobalAveragePool(self, node: Node) -> None:
+        self._mean(node, [2, 3], True)
+
+    def op_ReduceMean(self, node: Node) -> None:
+        axes = node.attrs.get("axes")
+        if len(node.inputs) > 1 and node.inputs[1]:
+            axes = self.const_of(node, 1, "axes").tolist()
+        if axes is None:
+            raise self.unsupported(node, "a mean over all axes")
+        self._mean(node, axes, bool(node.attrs.get("keepdims", 1)))
+
+    def _reshape(self, node: Node) -> None:
+        src, out = node.inputs[0], node.outputs[0]
+        x = self.name(src)
+        in_shape, out_shape = self.src_shape(src), self.src_shape(out)
+        perm: np.ndarray | None = None
+        if len(in_shape) == 4 and len(out_shape) == 2:
+            perm = flatten_permutation(*(int(d) for d in in_shape[1:]))
+        elif x in self.perm:
+            if tuple(in_shape[1:]) != tuple(out_shape[1:]):
+                raise self.unsupported(node, "reshaping a flattened channels-first tensor")
+            perm = self.perm[x]
+        elif len(out_shape) == 4 and tuple(in_shape) != tuple(out_shape):
+            _, c, h, w = (int(d) if isinstance(d, int) else 1 for d in out_shape)
+            if h * w != 1 and c != 1:
+                raise self.unsupported(node, "reshaping into a channels-first 4-D tensor")
+        self.define(out, out_shape)
+        if perm is not None:
+            self.perm[out] = perm
+        lowered = [int(d) if isinstance(d, int) else -1 for d in self.tensors[out].shape]
+        lowered[0] = -1
+        shape = self.const(f"{node.name}/shape", np.array(lowered, np.int32))
+        self.emit("RESHAPE", node, [x, shape], out)
+
+    op_Flatten = op_Reshape = op_Squeeze = op_Unsqueeze = _reshape
+
+    def op_Concat(self, node: Node) -> None:
+        out = node.outputs[0]
+        rank = len(self.src_shape(out))
+        axis = int(node.attrs["axis"]) % rank
+        inputs = [self.name(t) for t in node.inputs]
+        if any(t in self.src.constants for t in node.inputs):
+            raise self.unsupported(node, "constant inputs to Concat")
+        self.define(out, self.src_shape(out))
+        if rank == 4:
+            axis = NCHW_TO_NHWC.index(axis)
+        elif rank == 2 and axis == 1 and any(t in self.perm for t in inputs):
+            parts, offset = [], 0
+            for t in inputs:
+                width = int(self.tensors[t].shape[1])
+                parts.append(self.perm.get(t, np.arange(width)) + offset)
+                offset += width
+            self.perm[out] = np.concatenate(parts)
+        elif any(t in self.perm for t in inputs):
+            raise self.unsupported(node, "concatenating flattened tensors along the batch")
+        self.emit("CONCATENATION", node, inputs, out, axis=axis, activation="NONE")
+
+    def op_Pad(self, node: Node) -> None:
+        if node.attrs.get("mode", "constant") != "constant":
+            raise self.unsupported(node, "only constant padding")
+        pads = (self.const_of(node, 1, "pads") if len(node.inputs) > 1
+                else np.asarray(node.attrs.get("pads")))
+        if len(node.inputs) > 2 and node.inputs[2] and \
+                float(self.const_of(node, 2, "pad value")) != 0.0:
+            raise self.unsupported(node, "padding with a value other than 0")
+        rank = len(self.src_shape(node.inputs[0]))
+        pairs = np.stack([pads[:rank], pads[rank:]], axis=1).astype(np.int32)
+        if rank == 4:
+            pairs = pairs[list(NCHW_TO_NHWC)]
+        x = self.name(node.inputs[0])
+        if x in self.perm:
+            raise self.unsupported(node, "padding a flattened channels-first tensor")
+        out = node.outputs[0]
+        self.define(out, self.src_shape(out))
+        self.emit("PAD", node, [x, self.const(f"{node.name}/paddings", pairs)], out)
+
+    def op_Softmax(self, node: Node) -> None:
+        rank = len(self.src_shape(node.inputs[0]))
+        if rank != 2 or int(node.attrs.get("axis", -1)) % rank != 1:
+            raise self.unsupported(node, "softmax must be over the class axis of a 2-D tensor")
+        x, out = self.name(node.inputs[0]), node.outputs[0]
+        self.define(out, self.src_shape(out))
+        if x in self.perm:
+            self.perm[out] = self.perm[x]
+        self.emit("SOFTMAX", node, [x], out, beta=1.0)
+
+    def _identity(self, node: Node) -> None:
+        self.alias[node.outputs[0]] = self.name(node.inputs[0])
+
+    op_Identity = op_Dropout = _identity
+
+    def op_BatchNormalization(self, node: Node) -> None:
+        raise self.unsupported(node, "batch norm that does not follow a convolution")
+
+
+def _same_perm(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.array_equal(a, b))
+
+
+def fuse_activations(graph: Graph, protected: Iterable[str] = ()) -> Graph:
+    """Merge RELU/RELU6 into the op before them when nothing else reads its output."""
+    keep = set(protected) | set(graph.exits) | {t.name for t in graph.inputs}
+    consumers = graph.consumers()
+    nodes = list(graph.nodes)
+    dropped: set[int] = set()
+    tensors = dict(graph.tensors)
+    for i, node in enumerate(nodes):
+        if node.op_type not in ACTIVATION_OPS:
+            continue
+        src = node.inputs[0]
+        p = graph.producer_index(src)
+        if p is None or p in dropped or src in keep or len(consumers.get(src, [])) != 1:
+            continue
+        producer = nodes[p]
+        if producer.op_type not in FUSABLE or producer.attrs.get("activation", "NONE") != "NONE":
+            continue
+        nodes[p] = Node(producer.name, producer.op_type, producer.inputs, [node.outputs[0]],
+                        {**producer.attrs, "activation": ACTIVATION_OPS[node.op_type]})
+        tensors.pop(src, None)
+        dropped.add(i)
+    kept = [n for i, n in enumerate(nodes) if i not in dropped]
+    return Graph(name=graph.name, inputs=graph.inputs, exits=graph.exits, nodes=kept,
+                 constants=graph.constants, tensors=tensors, opset=graph.opset,
+                 ir_version=graph.ir_version, dialect=graph.dialect,
+                 const_quant=graph.const_quant)
+
+
+def lower_to_tflite(graph: Graph, protected: Iterable[str] = ()) -> Graph:
+    """ONNX-dialect graph -> float32 TFLite-dialect graph (BN folded, ReLUs fused)."""
+    if graph.dialect != "onnx":
+        raise ValueError(f"lower_to_tflite expects an onnx-dialect graph, got {graph.dialect}")
+    folded = fold_batchnorm(graph)
+    lowerer = _Lowerer(folded)
+    for info in folded.inputs:
+        lowerer.define(info.name, info.shape)
+    for node in folded.nodes:
+        lowerer.lower(node)
+    exits = []
+    for name in folded.exits:
+        lowered = lowerer.name(name)
+        if lowered in lowerer.perm:
+            raise UnsupportedOpError(f"exit {name!r} is a flattened channels-first tensor; "
+                                     "end each exit with a fully connected layer")
+        exits.append(lowered)
+    if len(set(exits)) != len(exits):
+        raise UnsupportedOpError("two exits are the same tensor after removing identities")
+    lowered_graph = Graph(name=graph.name, inputs=[lowerer.tensors[i.name] for i in folded.inputs],
+                          exits=exits, nodes=lowerer.nodes, constants=lowerer.constants,
+                          tensors=lowerer.tensors, opset=graph.opset,
+                          ir_version=graph.ir_version, dialect="tflite")
+    return fuse_activations(lowered_graph, protected)

@@ -1,0 +1,132 @@
+"""TFLite's integer arithmetic, vectorised in numpy and exact to the bit.
+
+These are the primitives of TFLite Micro's reference kernels in their
+default "double rounding" form: a Q31 multiplier and a shift per scale
+ratio, a saturating rounding doubling high multiply, and a rounding right
+shift that breaks ties away from zero. C semantics matter and are emulated
+explicitly: int32 wrap-around, truncating division, and ``std::round``
+(halves away from zero, unlike numpy's round-half-to-even).
+
+Arrays are int64 internally so products never overflow before we decide
+how C would have wrapped them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def round_half_away(values: np.ndarray | float) -> np.ndarray:
+    """``std::round``: halves go away from zero (numpy rounds them to even)."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5))
+
+
+def round_half_away_f32(values: np.ndarray) -> np.ndarray:
+    """``roundf`` on float32 values, exactly (no float64 detour for the .5 test)."""
+    v = np.asarray(values, dtype=np.float32)
+    r = np.trunc(v)
+    return r + np.sign(v) * (np.abs(v - r) >= np.float32(0.5))
+
+
+def wrap_int32(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, dtype=np.int64)
+    return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def trunc_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """C integer division (rounds toward zero)."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    q = np.abs(a) // np.abs(b)
+    return np.where((a < 0) != (b < 0), -q, q)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """A double ratio -> (Q31 multiplier, shift); positive shift = left shift."""
+    if real == 0.0:
+        return 0, 0
+    mantissa, shift = math.frexp(real)
+    q = int(round_half_away(mantissa * (1 << 31)))
+    if q > (1 << 31):
+        raise ValueError(f"multiplier {real} overflows")
+    if q == (1 << 31):
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+def srdhm(a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
+    """SaturatingRoundingDoublingHighMul on int32 values."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    overflow = (a == INT32_MIN) & (b == INT32_MIN)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    result = trunc_div(ab + nudge, 1 << 31)
+    return np.where(overflow, INT32_MAX, result)
+
+
+def rdbpot(x: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:
+    """RoundingDivideByPOT: x / 2**exponent, ties away from zero."""
+    x = np.asarray(x, dtype=np.int64)
+    e = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> e) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: np.ndarray | int,
+                                     shift: np.ndarray | int) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier (int32 input), the double-rounding form."""
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = wrap_int32(np.asarray(x, dtype=np.int64) << left)
+    return rdbpot(srdhm(shifted, multiplier), right)
+
+
+def saturating_shift_left(x: np.ndarray, k: int) -> np.ndarray:
+    limit = (1 << (31 - k)) - 1
+    return np.where(x > limit, INT32_MAX, np.where(x < -limit, INT32_MIN, x << k))
+
+
+_EXP_BARREL = ((24, 1672461947), (25, 1302514674), (26, 790015084), (27, 290630308),
+               (28, 39332535), (29, 720401), (30, 242))
+
+
+def exp_on_negative_values(a: np.ndarray) -> np.ndarray:
+    """gemmlowp exp(x) for x <= 0 in Q5.26, result in Q0.31."""
+    a = np.asarray(a, dtype=np.int64)
+    quarter = 1 << 24
+    t = (a & (quarter - 1)) - quarter
+    y = t << 5
+    x = y + (1 << 28)
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    u = rdbpot(srdhm(rdbpot(x4, 2) + x3, 715827883) + x2, 1)
+    result = 1895147668 + srdhm(1895147668, x + u)
+    remainder = t - a
+    for bit, multiplier in _EXP_BARREL:
+        result = np.where(remainder & (1 << bit), srdhm(result, multiplier), result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp 1/(1+x) for x in [0, 1) (Q0.31 in, Q2.29-based Newton steps)."""
+    s = np.asarray(a, dtype=np.int64) + INT32_MAX
+    half_denominator = trunc_div(s + np.where(s >= 0, 1, -1), 2)
+    x = 1515870810 + srdhm(half_denominator, -1010580540)
+    for _ in range(3):
+        p = (1 << 29) - srdhm(half_denominator, x)
+        x = x + saturating_shift_left(srdhm(x, p), 2)
+    return saturating_shift_left(x, 1)
