@@ -1,8 +1,12 @@
 """``eedge export``: model in, verified bundle out.
 
-Frontend -> partition -> per-stage ONNX -> manifest -> equivalence check,
-all inside a staging directory that only becomes the bundle when every
-step succeeded.
+Frontend -> partition -> per-stage files (ONNX; TFLite float32 and int8)
+-> manifest -> independent checks, all inside a staging directory that
+only becomes the bundle when every step succeeded.
+
+TFLite files come from the graph lowered to the TFLite dialect, quantized
+*as a whole* before it is cut, and partitioned by the same rule as the
+ONNX graph; the two partitions must agree stage by stage.
 """
 
 from __future__ import annotations
@@ -17,21 +21,42 @@ import onnx
 
 from eedge import __version__
 from eedge.backends.onnx_writer import serialize, subgraph_to_onnx
-from eedge.errors import VerificationError
+from eedge.backends.tflite_writer import graph_to_tflite
+from eedge.errors import InputDataError, ModelError, VerificationError
 from eedge.frontends.onnx_frontend import onnx_to_graph, read_onnx_file
+from eedge.frontends.tflite_frontend import load_tflite
 from eedge.frontends.torch_frontend import torch_outputs, torch_to_onnx
 from eedge.ir.bundle import (Bundle, file_entries, load_bundle, sha256_bytes,
                              staging_directory, write_manifest)
 from eedge.ir.graph import Dim, Graph
 from eedge.passes.cost import parameter_bytes, total_macs
+from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.passes.partition import Partition, partition
-from eedge.verify.equivalence import TOLERANCE, check_staged_equals_whole
+from eedge.passes.quantize import TensorRange, observe_ranges, quantize_graph
+from eedge.verify.equivalence import TOLERANCE, check_staged_equals_whole, random_inputs
+from eedge.verify.tflite_checks import (check_float_tflite, check_int8_reference_vs_tflm,
+                                        check_int8_staged_vs_monolithic)
 
 if TYPE_CHECKING:
     import torch
 
-MODEL_FILE = "model.onnx"
 Progress = Callable[[str], None]
+FORMATS = ("onnx", "tflite")
+FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".f32.tflite", "tflite_int8": ".int8.tflite"}
+VERIFY_SAMPLES = 16
+
+
+@dataclass
+class ExportOptions:
+    """What to produce. ``calibration`` holds float inputs in the model's layout."""
+
+    formats: Sequence[str] = ("onnx",)
+    int8: bool = False
+    calibration: np.ndarray | None = None
+    observer: str = "minmax"
+    split_after: str | int | None = None
+    check_inputs: Sequence[np.ndarray] = ()
+    force: bool = False
 
 
 @dataclass
@@ -40,13 +65,34 @@ class ExportResult:
     dropped_nodes: list[str] = field(default_factory=list)
 
 
-def _tensor_json(graph: Graph, name: str) -> dict[str, Any]:
-    return graph.tensors[name].to_json()
+@dataclass
+class _Variant:
+    """One artifact family (onnx / tflite / tflite_int8): its graph and partition."""
+
+    fmt: str
+    graph: Graph
+    part: Partition
 
 
-def build_manifest(graph: Graph, part: Partition, source_format: str, source_sha256: str
-                   ) -> dict[str, Any]:
+def _tensor_json(graph: Graph, name: str, layout: bool = False) -> dict[str, Any]:
+    entry = graph.tensors[name].to_json()
+    if layout and len(graph.tensors[name].shape) == 4:
+        entry["layout"] = "NHWC" if graph.dialect == "tflite" else "NCHW"
+    return entry
+
+
+def _check_same_partition(primary: Partition, other: _Variant) -> None:
+    a = [(s.exit_index, s.side) for s in primary.stages]
+    b = [(s.exit_index, s.side) for s in other.part.stages]
+    if a != b:
+        raise VerificationError(f"the {other.fmt} graph partitions into {b}, the model into "
+                                f"{a}; this is an eedge bug: please report it")
+
+
+def build_manifest(primary: _Variant, variants: Sequence[_Variant], source_format: str,
+                   source_sha256: str, model_files: dict[str, str]) -> dict[str, Any]:
     """Describe the partitioned model; file checksums are added when written."""
+    graph, part = primary.graph, primary.part
     stages, exits = [], []
     cumulative = 0
     for stage in part.stages:
@@ -55,28 +101,28 @@ def build_manifest(graph: Graph, part: Partition, source_format: str, source_sha
         exit_tensor = graph.exits[stage.exit_index] if stage.exit_index is not None else None
         handoff = sum(graph.tensors[t].bytes_per_sample() for t in stage.outputs
                       if t != exit_tensor)
+        io = {}
+        files = {}
+        for v in variants:
+            vs = v.part.stages[stage.index]
+            io[v.fmt] = {"inputs": [_tensor_json(v.graph, t) for t in vs.inputs],
+                         "outputs": [_tensor_json(v.graph, t) for t in vs.outputs]}
+            files[v.fmt] = f"{stage.name}{FILE_SUFFIX[v.fmt]}"
         stages.append({
-            "index": stage.index, "name": stage.name, "side": stage.side,
-            "files": {"onnx": f"{stage.name}.onnx"},
+            "index": stage.index, "name": stage.name, "side": stage.side, "files": files,
             "inputs": [_tensor_json(graph, t) for t in stage.inputs],
             "outputs": [_tensor_json(graph, t) for t in stage.outputs],
-            "exit": stage.exit_index, "macs": macs,
+            "io": io, "exit": stage.exit_index, "macs": macs,
             "param_bytes": parameter_bytes(graph, stage.nodes),
             "handoff_bytes_per_sample": handoff, "nodes": len(stage.nodes),
         })
         if stage.exit_index is not None:
             tensor = graph.tensors[exit_tensor]  # type: ignore[index]
             exits.append({"index": stage.exit_index, "stage": stage.index,
-                          "tensor": exit_tensor, "num_classes": int(tensor.shape[1]),
+                          "tensor": exit_tensor, "num_classes": int(tensor.shape[-1]),
                           "cumulative_macs": cumulative,
                           "policy": {"criterion": "max_softmax", "threshold": None}})
     exits.sort(key=lambda e: e["index"])
-    inputs = []
-    for info in graph.inputs:
-        entry = info.to_json()
-        if len(info.shape) == 4:
-            entry["layout"] = "NCHW"
-        inputs.append(entry)
     split = None
     if part.split is not None:
         cut = [_tensor_json(graph, t) for t in part.split.cut_tensors]
@@ -86,48 +132,191 @@ def build_manifest(graph: Graph, part: Partition, source_format: str, source_sha
     return {
         "schema_version": 1, "eedge_version": __version__,
         "model": {"name": graph.name, "source_format": source_format,
-                  "source_sha256": source_sha256, "opset": graph.opset, "file": MODEL_FILE,
+                  "source_sha256": source_sha256, "opset": graph.opset,
+                  "file": model_files.get(primary.fmt, next(iter(model_files.values()))),
+                  "files": model_files,
                   "macs": total_macs(graph, range(len(graph.nodes)))},
-        "inputs": inputs, "stages": stages, "exits": exits, "split": split,
+        "inputs": [_tensor_json(graph, i.name, layout=True) for i in graph.inputs],
+        "stages": stages, "exits": exits, "split": split,
         "verification": {}, "files": {},
     }
 
 
+def _calibration_batches(graph: Graph, inputs_layout: list[dict[str, Any]],
+                         calibration: np.ndarray, batch: int = 64) -> list[dict[str, np.ndarray]]:
+    """Float calibration data (user layout) -> lowered-graph feeds (NHWC)."""
+    if len(graph.inputs) != 1:
+        raise InputDataError("calibration data for multi-input models is not supported yet")
+    spec = inputs_layout[0]
+    data = np.asarray(calibration, dtype=np.float32)
+    expected = [int(d) for d in spec["shape"][1:]]
+    if data.ndim == len(expected):
+        data = data[None]
+    if list(data.shape[1:]) != expected:
+        raise InputDataError(f"calibration data has shape {list(data.shape)}; the model "
+                             f"expects (N, {', '.join(map(str, expected))})")
+    if len(data) == 0:
+        raise InputDataError("the calibration data is empty")
+    if spec.get("layout") == "NCHW":
+        data = data.transpose(0, 2, 3, 1)
+    name = graph.inputs[0].name
+    return [{name: data[i:i + batch]} for i in range(0, len(data), batch)]
+
+
+def _quantization_report(graph: Graph, ranges: dict[str, TensorRange], observer: str,
+                         samples: int) -> dict[str, Any]:
+    tensors = {}
+    for name, info in graph.tensors.items():
+        r = ranges.get(name)
+        tensors[name] = {"min": r.low if r else None, "max": r.high if r else None,
+                         "scale": info.quant.scale[0], "zero_point": info.quant.zero_point[0]}
+    return {"scheme": "int8 per-tensor activations, per-channel conv weights, int32 bias",
+            "observer": observer, "calibration_samples": samples, "tensors": tensors}
+
+
 def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sha256: str,
-                 out: Path | str, split_after: str | int | None = None,
-                 check_inputs: Sequence[np.ndarray] = (), force: bool = False,
-                 progress: Progress | None = None) -> ExportResult:
+                 out: Path | str, options: ExportOptions | None = None,
+                 progress: Progress | None = None, **kwargs: Any) -> ExportResult:
     """Partition ``graph`` and write a verified bundle at ``out`` atomically."""
+    opts = options or ExportOptions(**kwargs)
     out = Path(out)
     say = progress or (lambda _msg: None)
+    unknown = [f for f in opts.formats if f not in FORMATS]
+    if unknown:
+        raise InputDataError(f"unknown format {', '.join(unknown)}; choose from "
+                             f"{', '.join(FORMATS)}")
     say("partitioning")
-    part = partition(graph, split_after)
-    with staging_directory(out, force) as tmp:
-        (tmp / MODEL_FILE).write_bytes(whole_model)
-        for stage in part.stages:
-            say(f"writing {stage.name}.onnx")
-            model = subgraph_to_onnx(graph, stage.nodes, stage.inputs, stage.outputs,
-                                     f"{graph.name}_{stage.name}")
-            (tmp / f"{stage.name}.onnx").write_bytes(serialize(model))
-        manifest = build_manifest(graph, part, source_format, source_sha256)
-        names = [MODEL_FILE] + [s["files"]["onnx"] for s in manifest["stages"]]
-        manifest["files"] = file_entries(tmp, names)
+    primary = _Variant("onnx" if graph.dialect == "onnx" else
+                       ("tflite_int8" if graph.inputs[0].dtype == "int8" or any(
+                           t.dtype == "int8" for t in graph.tensors.values()) else "tflite"),
+                       graph, partition(graph, opts.split_after))
+    variants, quant_report = _variants(primary, opts, say)
+    with staging_directory(out, opts.force) as tmp:
+        model_files = {}
+        for v in variants:
+            name = f"model{FILE_SUFFIX[v.fmt]}"
+            if v is primary:
+                (tmp / name).write_bytes(whole_model)
+            else:
+                (tmp / name).write_bytes(_whole_file(v))
+            model_files[v.fmt] = name
+            for stage in v.part.stages:
+                say(f"writing {stage.name}{FILE_SUFFIX[v.fmt]}")
+                (tmp / f"{stage.name}{FILE_SUFFIX[v.fmt]}").write_bytes(_stage_file(v, stage))
+        manifest = build_manifest(primary, variants, source_format, source_sha256, model_files)
+        if quant_report is not None:
+            manifest["quantization"] = quant_report
+        manifest["files"] = file_entries(tmp, [p.name for p in tmp.iterdir()])
         write_manifest(tmp, manifest)
-        say("verifying staged execution against the whole model")
-        report = check_staged_equals_whole(load_bundle(tmp), check_inputs)
-        manifest["verification"] = {"onnx": report.to_json()}
+        manifest["verification"] = _verify(load_bundle(tmp), opts, say)
         write_manifest(tmp, manifest)
-    return ExportResult(bundle=load_bundle(out), dropped_nodes=part.dropped_nodes)
+    return ExportResult(bundle=load_bundle(out), dropped_nodes=primary.part.dropped_nodes)
 
 
-def export_onnx(path: Path | str, out: Path | str, input_shapes: dict[str | None, tuple[Dim, ...]] | None
-                = None, **kwargs: Any) -> ExportResult:
+def _variants(primary: _Variant, opts: ExportOptions, say: Progress
+              ) -> tuple[list[_Variant], dict[str, Any] | None]:
+    graph = primary.graph
+    variants: list[_Variant] = []
+    if graph.dialect == "onnx":
+        if "onnx" in opts.formats:
+            variants.append(primary)
+        lowered = None
+        if "tflite" in opts.formats or opts.int8:
+            say("lowering to TFLite operators (NHWC)")
+            protected = [opts.split_after] if isinstance(opts.split_after, str) and \
+                not opts.split_after.isdigit() else []
+            lowered = lower_to_tflite(graph, protected)
+    else:
+        if "onnx" in opts.formats and tuple(opts.formats) != ("onnx",):
+            raise ModelError("a .tflite model cannot be exported to ONNX; use --format tflite")
+        lowered = graph
+        if primary.fmt == "tflite_int8":
+            variants.append(primary)
+            return variants, None
+    quant_report = None
+    if lowered is not None:
+        float_variant = _Variant("tflite", lowered, partition(lowered, opts.split_after)) \
+            if lowered is not graph else primary
+        if "tflite" in opts.formats or graph.dialect != "onnx":
+            variants.append(float_variant)
+        if opts.int8:
+            if opts.calibration is None:
+                raise InputDataError("--int8 needs calibration data: pass --calib data.npz "
+                                     "(an array x of representative inputs)")
+            say(f"calibrating int8 ranges on {len(opts.calibration)} samples ({opts.observer})")
+            inputs = [_tensor_json(graph, i.name, layout=True) for i in graph.inputs]
+            batches = _calibration_batches(lowered, inputs, opts.calibration)
+            ranges = observe_ranges(lowered, batches, opts.observer)
+            quantized = quantize_graph(lowered, ranges)
+            variants.append(_Variant("tflite_int8", quantized,
+                                     partition(quantized, opts.split_after)))
+            quant_report = _quantization_report(quantized, ranges, opts.observer,
+                                                len(opts.calibration))
+    for v in variants:
+        _check_same_partition(primary.part, v)
+    if not variants:
+        raise InputDataError("nothing to export: choose --format onnx and/or tflite")
+    return variants, quant_report
+
+
+def _stage_file(v: _Variant, stage: Any) -> bytes:
+    if v.fmt == "onnx":
+        return serialize(subgraph_to_onnx(v.graph, stage.nodes, stage.inputs, stage.outputs,
+                                          f"{v.graph.name}_{stage.name}"))
+    return graph_to_tflite(v.graph, stage.nodes, stage.inputs, stage.outputs,
+                           f"eedge {__version__} {v.graph.name} {stage.name}")
+
+
+def _whole_file(v: _Variant) -> bytes:
+    return graph_to_tflite(v.graph, range(len(v.graph.nodes)), [i.name for i in v.graph.inputs],
+                           v.graph.exits, f"eedge {__version__} {v.graph.name}")
+
+
+def _verify(bundle: Bundle, opts: ExportOptions, say: Progress) -> dict[str, Any]:
+    formats = set.intersection(*(set(s["files"]) for s in bundle.stages))
+    feeds = random_inputs(bundle.manifest["inputs"], VERIFY_SAMPLES)
+    if opts.calibration is not None and bundle.manifest["inputs"][0]["dtype"] != "int8":
+        name = bundle.manifest["inputs"][0]["name"]
+        calib = np.asarray(opts.calibration, np.float32)[:VERIFY_SAMPLES]
+        feeds = {name: np.concatenate([feeds[name], calib.reshape((-1,) + feeds[name].shape[1:])])}
+    if bundle.manifest["inputs"][0]["dtype"] == "int8":
+        rng = np.random.default_rng(0)
+        feeds = {i["name"]: rng.integers(-128, 128, size=[VERIFY_SAMPLES] + [
+            int(d) for d in i["shape"][1:]], dtype=np.int8) for i in bundle.manifest["inputs"]}
+    report: dict[str, Any] = {}
+    if "onnx" in formats:
+        say("verifying staged ONNX against the whole model")
+        report["onnx"] = check_staged_equals_whole(bundle, opts.check_inputs).to_json()
+    if "tflite" in formats:
+        say("verifying float TFLite stages")
+        report["tflite"] = check_float_tflite(bundle, feeds)
+    if "tflite_int8" in formats:
+        say("verifying the int8 cascade (staged vs monolithic, reference vs TFLite Micro)")
+        report["tflite_int8"] = {
+            "staged_vs_monolithic": check_int8_staged_vs_monolithic(bundle, feeds),
+            "reference_vs_tflm": check_int8_reference_vs_tflm(bundle, feeds)}
+    return report
+
+
+def export_onnx(path: Path | str, out: Path | str,
+                input_shapes: dict[str | None, tuple[Dim, ...]] | None = None,
+                progress: Progress | None = None, **kwargs: Any) -> ExportResult:
     """Export an ONNX file whose outputs are the exits."""
     path = Path(path)
     model = read_onnx_file(path)
     graph = onnx_to_graph(model, input_shapes, name=path.stem)
     raw = path.read_bytes()
-    return export_graph(graph, raw, "onnx", sha256_bytes(raw), out, **kwargs)
+    return export_graph(graph, raw, "onnx", sha256_bytes(raw), out, progress=progress, **kwargs)
+
+
+def export_tflite(path: Path | str, out: Path | str, exits: Sequence[str] | None = None,
+                  progress: Progress | None = None, **kwargs: Any) -> ExportResult:
+    """Export a .tflite model (float32 or int8); ``exits`` marks extra early exits."""
+    path = Path(path)
+    graph, raw = load_tflite(path, exits)
+    kwargs.setdefault("formats", ("tflite",))
+    return export_graph(graph, raw, "tflite", sha256_bytes(raw), out, progress=progress,
+                        **kwargs)
 
 
 def export_torch(module: "torch.nn.Module", example: Any, out: Path | str, name: str = "model",

@@ -107,13 +107,17 @@ def load_bundle(path: Path | str, verify_checksums: bool = True) -> Bundle:
 
 def _check_references(manifest: Mapping[str, Any], path: Path) -> None:
     files = manifest["files"]
-    referenced = [manifest["model"]["file"]] + [
+    referenced = [manifest["model"]["file"], *manifest["model"].get("files", {}).values()] + [
         f for stage in manifest["stages"] for f in stage["files"].values()]
     for name in referenced:
         if name not in files:
             raise BundleError(f"{path}: manifest refers to {name}, which has no checksum "
                               "entry; the manifest was edited by hand: re-export")
     for i, stage in enumerate(manifest["stages"]):
+        missing_io = [f for f in stage["files"] if f not in stage.get("io", {})]
+        if missing_io:
+            raise BundleError(f"{path}: stage {i} has no input/output description for "
+                              f"{', '.join(missing_io)}; re-export the bundle")
         if stage["index"] != i:
             raise BundleError(f"{path}: stage {i} has index {stage['index']}; stages must be "
                               "listed in order")
@@ -159,6 +163,9 @@ def staging_directory(out: Path, force: bool) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is not
         yield tmp
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))

@@ -1,7 +1,8 @@
 """Static cost of nodes and stages: multiply-accumulates and parameter bytes.
 
 MACs are counted per sample (the batch dimension excluded) and only for
-operators that multiply weights by activations; that is the convention of
+operators that multiply weights by activations (ONNX Conv/Gemm/MatMul,
+TFLite CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED); that is the convention of
 the early-exit literature (T-RECX, EERO) and what exit-rate savings are
 reported in.
 """
@@ -32,6 +33,12 @@ def node_macs(graph: Graph, node: Node) -> int:
             return 0
         k = weight.shape[1] if node.attrs.get("transB", 0) else weight.shape[0]
         return out_elems * int(k)
+    if node.op_type in ("CONV_2D", "FULLY_CONNECTED"):
+        weight = graph.constants.get(node.inputs[1])
+        return 0 if weight is None else out_elems * int(np.prod(weight.shape[1:]))
+    if node.op_type == "DEPTHWISE_CONV_2D":
+        weight = graph.constants.get(node.inputs[1])
+        return 0 if weight is None else out_elems * int(np.prod(weight.shape[1:3]))
     if node.op_type == "MatMul":
         left = graph.tensors.get(node.inputs[0])
         if left is None or not left.shape:

@@ -19,7 +19,10 @@ import numpy as np
 
 from eedge.errors import BundleError, InputDataError
 from eedge.ir.bundle import Bundle, load_bundle
+from eedge.ir.graph import QuantParams
 from eedge.policies.criteria import confidence, softmax
+from eedge.reference.int8_kernels import dequantize_output, quantize_input
+from eedge.runtime.stage_runners import RUNTIMES, make_runner
 
 
 @dataclass
@@ -91,29 +94,65 @@ def prepare_inputs(inputs_spec: Sequence[Mapping[str, Any]],
     return feeds
 
 
+def available_runtimes(manifest: Mapping[str, Any]) -> list[str]:
+    formats = set.intersection(*(set(s["files"]) for s in manifest["stages"]))
+    return [name for name, (fmt, _) in RUNTIMES.items() if fmt in formats]
+
+
+def default_runtime(manifest: Mapping[str, Any]) -> str:
+    """ONNX Runtime when there are ONNX stages, else int8, else float TFLite."""
+    available = available_runtimes(manifest)
+    for name in ("onnx", "int8", "tflite"):
+        if name in available:
+            return name
+    raise BundleError("the bundle has no stage files any runtime can execute")
+
+
 class Cascade:
     """Run a bundle's stages with early exits.
 
-    ``thresholds`` overrides the manifest's per-exit thresholds (``None``
-    for an exit means it never stops the cascade; the final exit always
-    decides).
+    ``runtime`` picks the stage files and engine (see ``RUNTIMES``):
+    ``onnx`` (ONNX Runtime), ``tflite`` (LiteRT, float32), ``int8`` (LiteRT,
+    int8), ``int8-reference`` (eedge's bit-exact numpy executor) or
+    ``int8-tflm`` (TFLite Micro's interpreter). Inputs are always given as
+    the model's user-facing float inputs; layout changes and quantization
+    happen here. ``thresholds`` overrides the manifest's per-exit
+    thresholds (``None`` for an exit means it never stops the cascade; the
+    final exit always decides).
     """
 
     def __init__(self, bundle: Bundle | str | Path,
-                 thresholds: Sequence[float | None] | None = None, threads: int = 1) -> None:
+                 thresholds: Sequence[float | None] | None = None, threads: int = 1,
+                 runtime: str | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         manifest = self.bundle.manifest
         self.stages = manifest["stages"]
         self.exits = manifest["exits"]
         self.inputs = manifest["inputs"]
-        self.sessions = [make_session(self.bundle.file(s["files"]["onnx"]), threads)
-                         for s in self.stages]
+        self.runtime = runtime or default_runtime(manifest)
+        if self.runtime not in RUNTIMES:
+            raise InputDataError(f"unknown runtime {self.runtime!r}; choose one of "
+                                 f"{', '.join(RUNTIMES)}")
+        self.format, engine = RUNTIMES[self.runtime]
+        missing = [s["name"] for s in self.stages if self.format not in s["files"]]
+        if missing:
+            hint = {"tflite_int8": "--int8 --calib DATA", "tflite": "--format tflite",
+                    "onnx": "an ONNX or torch source"}[self.format]
+            raise BundleError(f"{self.bundle.path} has no {self.format} stage files; export "
+                              f"with {hint} (available: {', '.join(available_runtimes(manifest))})")
+        self.io = [s["io"][self.format] for s in self.stages]
+        self.dynamic_batch = all(isinstance(i["shape"][0], str) for i in self.inputs)
+        self.runners = [make_runner(engine, self.bundle.file(s["files"][self.format]),
+                                    [t["name"] for t in io["inputs"]], len(io["outputs"]),
+                                    self.dynamic_batch, threads)
+                        for s, io in zip(self.stages, self.io)]
         self.thresholds: list[float | None] = [e["policy"]["threshold"] for e in self.exits]
         if thresholds is not None:
             self.set_thresholds(thresholds)
         self.final_exit = len(self.exits) - 1
-        self.dynamic_batch = all(isinstance(i["shape"][0], str) for i in self.inputs)
         self._last_reader = self._last_readers()
+        self._input_quant = {t["name"]: QuantParams.from_json(t["quant"])
+                             for io in self.io for t in io["inputs"] if t.get("quant")}
 
     def set_thresholds(self, thresholds: Sequence[float | None]) -> None:
         if len(thresholds) != len(self.exits):
@@ -126,36 +165,58 @@ class Cascade:
 
     def _last_readers(self) -> dict[str, int]:
         last: dict[str, int] = {}
-        for stage in self.stages:
-            for t in stage["inputs"]:
+        for stage, io in zip(self.stages, self.io):
+            for t in io["inputs"]:
                 last[t["name"]] = stage["index"]
         return last
 
-    def _run_stage(self, index: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        session = self.sessions[index]
-        if self.dynamic_batch:
-            return session.run(None, feeds)
-        rows = next(iter(feeds.values())).shape[0]
-        per_row = [session.run(None, {k: v[r:r + 1] for k, v in feeds.items()})
-                   for r in range(rows)]
-        return [np.concatenate([row[i] for row in per_row]) for i in range(len(per_row[0]))]
+    def stage_inputs(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """User inputs -> the first stage's representation (layout, int8)."""
+        feeds = prepare_inputs(self.inputs, x)
+        converted = {}
+        for spec in self.inputs:
+            array = feeds[spec["name"]]
+            if self.format != "onnx" and spec.get("layout") == "NCHW":
+                array = np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+            quant = self._input_quant.get(spec["name"])
+            if quant is not None and spec["dtype"] != "int8":
+                array = quantize_input(array, quant)
+            converted[spec["name"]] = array
+        return converted
 
-    def run_all_exits(self, x: np.ndarray | Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Logits of every exit for every sample (no early exit): for evaluation."""
-        store = prepare_inputs(self.inputs, x)
+    def _exit_logits(self, stage_index: int, store: dict[str, np.ndarray]) -> np.ndarray:
+        """Float logits of the exit of a stage (dequantized for int8 stages)."""
+        spec = self.io[stage_index]["outputs"][0]
+        values = store[spec["name"]]
+        if spec.get("quant"):
+            return dequantize_output(values, QuantParams.from_json(spec["quant"]))
+        return values
+
+    def _run_stage(self, index: int, store: dict[str, np.ndarray]) -> None:
+        io = self.io[index]
+        outs = self.runners[index].run([store[t["name"]] for t in io["inputs"]])
+        store.update({t["name"]: v for t, v in zip(io["outputs"], outs)})
+
+    def run_all_exits(self, x: np.ndarray | Mapping[str, np.ndarray],
+                      raw: bool = False) -> list[np.ndarray]:
+        """Logits of every exit for every sample (no early exit): for evaluation.
+
+        ``raw`` returns the exit tensors as the stages produce them (int8
+        for int8 runtimes) instead of float logits.
+        """
+        store = self.stage_inputs(x)
         logits: dict[int, np.ndarray] = {}
         for stage in self.stages:
-            feeds = {t["name"]: store[t["name"]] for t in stage["inputs"]}
-            outs = self._run_stage(stage["index"], feeds)
-            store.update({t["name"]: v for t, v in zip(stage["outputs"], outs)})
+            self._run_stage(stage["index"], store)
             if stage["exit"] is not None:
-                logits[stage["exit"]] = store[self.exits[stage["exit"]]["tensor"]]
+                logits[stage["exit"]] = (store[self.io[stage["index"]]["outputs"][0]["name"]]
+                                         if raw else self._exit_logits(stage["index"], store))
         return [logits[k] for k in range(len(self.exits))]
 
     def infer(self, x: np.ndarray | Mapping[str, np.ndarray],
               early_exit: bool = True) -> CascadeResult:
         """Run the cascade; each sample stops at its first confident exit."""
-        store = prepare_inputs(self.inputs, x)
+        store = self.stage_inputs(x)
         n = next(iter(store.values())).shape[0]
         classes = self.exits[-1]["num_classes"]
         result = CascadeResult(predictions=np.full(n, -1, dtype=np.int64),
@@ -168,23 +229,22 @@ class Cascade:
                 result.stage_seconds.append(0.0)
                 result.stage_samples.append(0)
                 continue
-            feeds = {t["name"]: store[t["name"]] for t in stage["inputs"]}
             start = time.perf_counter()
-            outs = self._run_stage(stage["index"], feeds)
+            self._run_stage(stage["index"], store)
             result.stage_seconds.append(time.perf_counter() - start)
             result.stage_samples.append(int(active.size))
-            store.update({t["name"]: v for t, v in zip(stage["outputs"], outs)})
             if stage["exit"] is not None:
-                active, store = self._decide(stage["exit"], active, store, result, early_exit)
+                logits = self._exit_logits(stage["index"], store)
+                active, store = self._decide(stage["exit"], logits, active, store, result,
+                                             early_exit)
             store = {k: v for k, v in store.items()
                      if self._last_reader.get(k, -1) > stage["index"]}
         return result
 
-    def _decide(self, k: int, active: np.ndarray, store: dict[str, np.ndarray],
-                result: CascadeResult, early_exit: bool
+    def _decide(self, k: int, logits: np.ndarray, active: np.ndarray,
+                store: dict[str, np.ndarray], result: CascadeResult, early_exit: bool
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Record samples that exit at exit ``k``; keep the rest."""
-        logits = store[self.exits[k]["tensor"]]
         conf = confidence(logits, self.exits[k]["policy"]["criterion"])
         threshold = self.thresholds[k]
         if k == self.final_exit:

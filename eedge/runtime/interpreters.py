@@ -1,0 +1,87 @@
+"""Load TFLite interpreters: LiteRT (or tflite_runtime) and TFLite Micro's.
+
+LiteRT is run with its *reference* op resolver when eedge checks
+arithmetic: the default XNNPACK and optimized kernels round once instead
+of twice and are never bit-exact references. TFLite Micro's Python
+interpreter runs TFLM's reference kernels on the host, the same bytes a
+Cortex-M produces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from eedge.errors import BundleError, ToolchainError
+
+
+def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -> Any:
+    """A ready (allocated) LiteRT interpreter; falls back to tflite_runtime."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter, OpResolverType
+        except ImportError as exc:
+            raise ToolchainError("no TFLite interpreter: pip install ai-edge-litert") from exc
+    resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+    try:
+        interpreter = Interpreter(model_content=model, num_threads=threads,
+                                  experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(f"LiteRT cannot load the model: {str(exc).splitlines()[0]}") from exc
+    return interpreter
+
+
+def tflm_interpreter(model: bytes) -> Any:
+    """TFLite Micro's Python interpreter (the bit-exact int8 reference)."""
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError as exc:
+        raise ToolchainError("tflite-micro is not installed: pip install tflite-micro") from exc
+    try:
+        return runtime.Interpreter.from_bytes(model)
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(f"TFLite Micro cannot load the model: {exc}") from exc
+
+
+class LiteRTModel:
+    """Run a .tflite file sample by sample (eedge writes batch-1 files)."""
+
+    def __init__(self, model: bytes, reference: bool = True, threads: int = 1) -> None:
+        self.interpreter = litert_interpreter(model, reference, threads)
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Inputs and outputs in the subgraph's order, with a batch axis of any size."""
+        rows = arrays[0].shape[0]
+        results: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for r in range(rows):
+            for detail, array in zip(self.inputs, arrays):
+                self.interpreter.set_tensor(detail["index"], array[r:r + 1])
+            self.interpreter.invoke()
+            for k, detail in enumerate(self.outputs):
+                results[k].append(self.interpreter.get_tensor(detail["index"]).copy())
+        return [np.concatenate(parts) for parts in results]
+
+
+class TFLMModel:
+    """Run a .tflite file with TFLite Micro, sample by sample."""
+
+    def __init__(self, model: bytes, n_outputs: int) -> None:
+        self.interpreter = tflm_interpreter(model)
+        self.n_outputs = n_outputs
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        rows = arrays[0].shape[0]
+        results: list[list[np.ndarray]] = [[] for _ in range(self.n_outputs)]
+        for r in range(rows):
+            for i, array in enumerate(arrays):
+                self.interpreter.set_input(np.ascontiguousarray(array[r:r + 1]), i)
+            self.interpreter.invoke()
+            for k in range(self.n_outputs):
+                results[k].append(self.interpreter.get_output(k).copy())
+        return [np.concatenate(parts) for parts in results]
