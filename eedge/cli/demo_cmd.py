@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
-from eedge.cli.tables import human_count
+from eedge.cli.tables import human_bytes, human_count
 
 
 @click.command("demo")
@@ -19,7 +19,7 @@ from eedge.cli.tables import human_count
 @json_option
 @debug_option
 def command(out: Path | None, seed: int, epochs: int, as_json: bool) -> None:
-    """Train a 3-exit CNN on digits, export it, pick thresholds, run the cascade.
+    """Train a 3-exit CNN on digits, export it (ONNX, TFLite, int8), run the cascade.
 
     Needs no download: the data ships with scikit-learn. Takes seconds.
 
@@ -39,19 +39,27 @@ def command(out: Path | None, seed: int, epochs: int, as_json: bool) -> None:
         return
     table = Table(title=f"digits cascade on {report.test_samples} test images")
     for name in ("exit", "stage", "MACs to here", "threshold", "exit alone acc",
-                 "exit rate", "acc of exited"):
+                 "int8 alone acc", "exit rate", "acc of exited"):
         table.add_column(name, justify="right")
     for e in report.exits:
         final = e.index == len(report.exits) - 1
         table.add_row(f"exit{e.index}", str(e.stage), human_count(e.cumulative_macs),
                       "final" if final else ("never" if e.threshold is None
                                              else f"{e.threshold:.4f}"),
-                      f"{e.accuracy_alone:.2%}", f"{e.exit_rate:.1%}",
+                      f"{e.accuracy_alone:.2%}", f"{e.accuracy_alone_int8:.2%}",
+                      f"{e.exit_rate:.1%}",
                       "-" if e.accuracy_when_exiting is None
                       else f"{e.accuracy_when_exiting:.2%}")
     out_console.print(table)
     out_console.print(f"cascade accuracy {report.cascade_accuracy:.2%} vs final exit "
                       f"{report.final_exit_accuracy:.2%}")
+    rates = ", ".join(f"{r:.1%}" for r in report.int8_exit_rates)
+    out_console.print(f"int8 cascade accuracy {report.int8_cascade_accuracy:.2%} "
+                      f"(exit rates {rates}; TFLite Micro-exact arithmetic)")
+    sizes = report.model_bytes
+    out_console.print(f"stage files: ONNX {human_bytes(sizes['onnx'])}, float TFLite "
+                      f"{human_bytes(sizes['tflite'])}, int8 TFLite "
+                      f"{human_bytes(sizes['tflite_int8'])}")
     out_console.print(f"expected MACs/sample {human_count(report.expected_macs)} vs "
                       f"{human_count(report.full_macs)} without exits: "
                       f"{report.macs_saved:.1%} saved")

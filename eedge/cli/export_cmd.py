@@ -8,7 +8,7 @@ import click
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
 from eedge.cli.tables import stage_table, summary_lines
-from eedge.errors import ModelError
+from eedge.errors import InputDataError, ModelError
 from eedge.frontends.onnx_frontend import parse_input_shape
 from eedge.io.arrays import load_array
 
@@ -26,41 +26,66 @@ from eedge.io.arrays import load_array
               help="Inputs (.npy, or .npz with x) checked staged-vs-whole on top of random ones.")
 @click.option("--split-after", metavar="TENSOR|STAGE",
               help="Also cut a device head and a server tail after this tensor or stage index.")
+@click.option("--format", "formats", default="onnx", show_default=True,
+              metavar="onnx,tflite", help="Stage file formats (comma-separated).")
+@click.option("--int8", is_flag=True,
+              help="Also write int8 TFLite stages (whole-graph post-training quantization).")
+@click.option("--calib", type=click.Path(path_type=Path),
+              help="Calibration inputs for --int8: .npy, or .npz with x (model layout).")
+@click.option("--observer", type=click.Choice(["minmax", "percentile"]), default="minmax",
+              show_default=True, help="How activation ranges are taken from the calibration data.")
+@click.option("--exits", "extra_exits", metavar="TENSOR,...",
+              help="For a .tflite model: tensors that are early exits (earliest first).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @json_option
 @debug_option
 def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path | None,
-            examples: tuple[Path, ...], split_after: str | None, force: bool,
+            examples: tuple[Path, ...], split_after: str | None, formats: str, int8: bool,
+            calib: Path | None, observer: str, extra_exits: str | None, force: bool,
             as_json: bool) -> None:
     """Partition MODEL into per-exit stages and write a verified bundle.
 
-    MODEL is an ONNX file whose outputs are the exits (earliest first), or a
+    MODEL is an ONNX file whose outputs are the exits (earliest first); a
     torch model given as FILE.py:FACTORY or package.module:FACTORY, where
     FACTORY() returns an nn.Module whose forward returns one logits tensor
-    per exit.
+    per exit; or a .tflite file (float32 or int8; its outputs are the final
+    exits, --exits adds early ones).
 
     \b
     Examples:
       eedge export model.onnx --out bundle
+      eedge export model.onnx --out bundle --format onnx,tflite --int8 --calib val.npz
       eedge export eedge.examples.digits_model:build_model \\
           --weights demo-out/model.pt --input-shape 1,1,8,8 --out bundle
       eedge export model.onnx --out split-bundle --split-after 1
+      eedge export kws_ref_model.tflite --out kws-bundle
     """
-    from eedge.export import export_onnx, export_torch
+    from eedge.export import export_onnx, export_tflite, export_torch
 
     shapes = dict(parse_input_shape(s) for s in input_shapes)
     user_inputs = [load_array(p) for p in examples]
+    format_list = tuple(f.strip() for f in formats.split(",") if f.strip())
+    if calib is not None and not int8:
+        raise InputDataError("--calib is only used with --int8")
+    options = dict(split_after=split_after, check_inputs=user_inputs, force=force,
+                   formats=format_list, int8=int8, observer=observer,
+                   calibration=load_array(calib) if calib is not None else None)
+    if extra_exits and not model.endswith(".tflite"):
+        raise ModelError("--exits is for .tflite models; ONNX and torch models declare their "
+                         "exits as outputs")
     with progress_status("exporting", quiet=as_json) as say:
         if model.endswith(".onnx"):
             if weights is not None:
                 raise ModelError("--weights is for torch models; an ONNX file has its weights")
-            result = export_onnx(Path(model), out, shapes or None, split_after=split_after,
-                                 check_inputs=user_inputs, force=force, progress=say)
+            result = export_onnx(Path(model), out, shapes or None, progress=say, **options)
+        elif model.endswith(".tflite"):
+            if options["formats"] == ("onnx",):  # the default; a .tflite has no ONNX
+                options["formats"] = ("tflite",)
+            exits = [e.strip() for e in extra_exits.split(",")] if extra_exits else None
+            result = export_tflite(Path(model), out, exits, progress=say, **options)
         else:
             result = export_torch(*_torch_model_and_example(model, weights, shapes, user_inputs),
-                                  out, name=_torch_model_name(model),
-                                  split_after=split_after, check_inputs=user_inputs,
-                                  force=force, progress=say)
+                                  out, name=_torch_model_name(model), progress=say, **options)
     manifest = result.bundle.manifest
     if as_json:
         print_json({"bundle": str(result.bundle.path), "manifest": manifest,

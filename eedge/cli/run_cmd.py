@@ -12,6 +12,7 @@ from eedge.cli.console import debug_option, json_option, out_console, print_json
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_array
 from eedge.runtime.cascade import Cascade
+from eedge.runtime.stage_runners import RUNTIMES
 
 
 def parse_thresholds(text: str, exits: int) -> list[float | None]:
@@ -41,19 +42,22 @@ def parse_thresholds(text: str, exits: int) -> list[float | None]:
               help="Inputs: .npy, or .npz with x (and optionally y to report accuracy).")
 @click.option("--thresholds", help="Override per-exit thresholds, e.g. 0.95,0.9.")
 @click.option("--no-early-exit", is_flag=True, help="Run every stage (final exit decides).")
-@click.option("--threads", default=1, show_default=True, help="ONNX Runtime threads.")
+@click.option("--threads", default=1, show_default=True, help="Runtime threads.")
+@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
+              help="Stage files and engine (default: onnx if present, else int8, else tflite).")
 @json_option
 @debug_option
 def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exit: bool,
-            threads: int, as_json: bool) -> None:
+            threads: int, runtime: str | None, as_json: bool) -> None:
     """Run BUNDLE on inputs as a cascade: each sample stops at its first confident exit.
 
     \b
     Example:
       eedge run demo-out/bundle --input demo-out/test.npz
       eedge run bundle --input x.npy --thresholds 0.99,0.95 --json
+      eedge run bundle --input val.npz --runtime int8-tflm
     """
-    cascade = Cascade(bundle, threads=threads)
+    cascade = Cascade(bundle, threads=threads, runtime=runtime)
     if thresholds is not None:
         cascade.set_thresholds(parse_thresholds(thresholds, len(cascade.exits)))
     x = load_array(input_path, "x")
@@ -62,11 +66,11 @@ def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exi
     result = cascade.infer(x, early_exit=not no_early_exit)
     accuracy = float(np.mean(result.predictions == labels)) if labels is not None else None
     if as_json:
-        print_json({"thresholds": cascade.thresholds, "accuracy": accuracy,
-                    **result.to_json()})
+        print_json({"runtime": cascade.runtime, "thresholds": cascade.thresholds,
+                    "accuracy": accuracy, **result.to_json()})
         return
     n = len(result.predictions)
-    table = Table(title=f"{n} samples")
+    table = Table(title=f"{n} samples ({cascade.runtime} runtime)")
     for name in ("exit", "samples", "share", "stage time (ms)"):
         table.add_column(name, justify="right")
     exit_stage = {e["index"]: e["stage"] for e in cascade.exits}

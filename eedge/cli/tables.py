@@ -48,11 +48,24 @@ def stage_table(manifest: dict[str, Any]) -> Table:
 def summary_lines(manifest: dict[str, Any]) -> list[str]:
     lines = [f"model MACs/sample: {human_count(manifest['model']['macs'])}; inputs: " + ", ".join(
         f"{i['name']} {i['shape']} {i['dtype']}" for i in manifest["inputs"])]
-    verification = manifest.get("verification", {}).get("onnx")
-    if verification:
-        lines.append(f"staged == whole on {verification['samples']} inputs: max |diff| "
-                     f"{verification['max_abs_diff']:.2e} (tolerance "
-                     f"{verification['tolerance']:g})")
+    formats = sorted(set.intersection(*(set(s["files"]) for s in manifest["stages"])))
+    lines.append(f"stage formats: {', '.join(formats)}")
+    checks = manifest.get("verification", {})
+    for fmt in ("onnx", "tflite"):
+        v = checks.get(fmt)
+        if v:
+            lines.append(f"{fmt} stages == whole model on {v['samples']} inputs: max |diff| "
+                         f"{v['max_abs_diff']:.2e} (tolerance {v['tolerance']:g})")
+    int8 = checks.get("tflite_int8")
+    if int8:
+        a, b = int8["staged_vs_monolithic"], int8["reference_vs_tflm"]
+        lines.append(f"int8 stages == monolithic int8 model, byte for byte, on {a['samples']} "
+                     f"inputs; eedge reference == TFLite Micro on {b['tensors_compared']} "
+                     "stage outputs")
+    quant = manifest.get("quantization")
+    if quant:
+        lines.append(f"int8: {quant['scheme']}; {quant['observer']} observer on "
+                     f"{quant['calibration_samples']} calibration samples")
     split = manifest.get("split")
     if split:
         cut = ", ".join(t["name"] for t in split["cut_tensors"])

@@ -25,6 +25,7 @@ from eedge.runtime.cascade import Cascade
 from eedge.train.multi_exit import TrainConfig, seed_everything, train_multi_exit
 
 Progress = Callable[[str], None]
+INT8_CALIBRATION_SAMPLES = 256
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ExitSummary:
     accuracy_alone: float        # this exit's accuracy on every test sample
     exit_rate: float             # share of test samples the cascade decides here
     accuracy_when_exiting: float | None  # accuracy on the samples decided here
+    accuracy_alone_int8: float = 0.0     # same as accuracy_alone, int8 model (TFLM bytes)
 
 
 @dataclass
@@ -52,6 +54,9 @@ class DemoReport:
     train_seconds: float
     bundle: str | None
     files: dict[str, str] = field(default_factory=dict)
+    int8_cascade_accuracy: float = 0.0
+    int8_exit_rates: list[float] = field(default_factory=list)
+    model_bytes: dict[str, int] = field(default_factory=dict)  # stage files per format
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +96,9 @@ def run_demo(out: Path | None = None, seed: int = 0, epochs: int = 30,
         np.savez(work / "test.npz", x=data.x_test, y=data.y_test)
 
         result = export_torch(model, data.x_val[:2], work / "bundle", name="digits",
-                              check_inputs=[data.x_test[:64]], force=True, progress=say)
+                              check_inputs=[data.x_test[:64]], force=True, progress=say,
+                              formats=("onnx", "tflite"), int8=True,
+                              calibration=data.x_train[:INT8_CALIBRATION_SAMPLES])
         say("choosing exit thresholds on the validation split")
         val_logits = Cascade(result.bundle).run_all_exits(data.x_val)
         thresholds = thresholds_matching_final_accuracy(val_logits, data.y_val)
@@ -105,6 +112,8 @@ def run_demo(out: Path | None = None, seed: int = 0, epochs: int = 30,
         report.latency_cascade_us = _per_sample_latency_us(cascade, data.x_test, True)
         report.latency_full_us = _per_sample_latency_us(cascade, data.x_test, False)
         report.train_seconds = train_seconds
+        say("evaluating the int8 model (eedge's reference = TFLite Micro's bytes)")
+        _add_int8(report, bundle, data.x_test, data.y_test)
         report.bundle = str(work / "bundle") if out is not None else None
         if out is not None:
             report.files = {"model": str(work / "model.pt"), "test_data": str(work / "test.npz")}
@@ -112,6 +121,19 @@ def run_demo(out: Path | None = None, seed: int = 0, epochs: int = 30,
     finally:
         if out is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _add_int8(report: DemoReport, bundle: Any, x: np.ndarray, y: np.ndarray) -> None:
+    int8 = Cascade(bundle, runtime="int8-reference")
+    for summary, logits in zip(report.exits, int8.run_all_exits(x)):
+        summary.accuracy_alone_int8 = float(np.mean(np.argmax(logits, axis=-1) == y))
+    decided = int8.infer(x)
+    report.int8_cascade_accuracy = float(np.mean(decided.predictions == y))
+    report.int8_exit_rates = [float(np.mean(decided.exit_index == e.index))
+                              for e in report.exits]
+    for fmt in ("onnx", "tflite", "tflite_int8"):
+        report.model_bytes[fmt] = sum(bundle.manifest["files"][s["files"][fmt]]["bytes"]
+                                      for s in bundle.stages)
 
 
 def _summarize(manifest: dict[str, Any], decided: Any, all_logits: list[np.ndarray],

@@ -9,6 +9,10 @@ Cortex-M produces.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,12 +31,31 @@ def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -
             raise ToolchainError("no TFLite interpreter: pip install ai-edge-litert") from exc
     resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     try:
-        interpreter = Interpreter(model_content=model, num_threads=threads,
-                                  experimental_op_resolver_type=resolver)
-        interpreter.allocate_tensors()
+        with _quiet_native_stderr():
+            interpreter = Interpreter(model_content=model, num_threads=threads,
+                                      experimental_op_resolver_type=resolver)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise BundleError(f"LiteRT cannot load the model: {str(exc).splitlines()[0]}") from exc
     return interpreter
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """LiteRT's C++ logs an INFO line per interpreter on fd 2; keep the CLI clean."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            sys.stderr.flush()
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def tflm_interpreter(model: bytes) -> Any:
