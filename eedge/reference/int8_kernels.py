@@ -129,7 +129,11 @@ def _fully_connected(node: Node, g: Graph, args: Sequence[np.ndarray | None]) ->
         mult, shift = _channel_multipliers(_scale(in_q), w_q, _scale(out_q), w.shape[0])
     else:
         acc = _int_matmul(rows, (w.astype(np.int64) - _zero_point(w_q)).T)
-        real = float(F32(F32(_scale(in_q)) * F32(w_q.scale[0]))) / _scale(out_q)
+        # The scale product is taken in double. TFLM's source at 90b983c2 multiplies the
+        # two float scales in float, but tflite-micro's interpreter (the oracle) behaves
+        # as double: on 400 random ad01 inputs only the double product matches it (the
+        # float product differs on 4); the two agree on the recorded Cortex-M4 outputs.
+        real = _scale(in_q) * float(F32(w_q.scale[0])) / _scale(out_q)
         m, s = quantize_multiplier(real)
         mult, shift = np.int64(m), np.int64(s)
     if b is not None:
