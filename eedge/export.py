@@ -315,7 +315,11 @@ def export_tflite(path: Path | str, out: Path | str, exits: Sequence[str] | None
     path = Path(path)
     graph, raw = load_tflite(path, exits)
     kwargs.setdefault("formats", ("tflite",))
-    return export_graph(graph, raw, "tflite", sha256_bytes(raw), out, progress=progress,
+    # with extra exits the whole-model reference must output them too
+    whole = raw if not exits else graph_to_tflite(
+        graph, range(len(graph.nodes)), [i.name for i in graph.inputs], graph.exits,
+        f"eedge {__version__} {graph.name}")
+    return export_graph(graph, whole, "tflite", sha256_bytes(raw), out, progress=progress,
                         **kwargs)
 
 

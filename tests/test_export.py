@@ -115,3 +115,86 @@ def test_torch_export_keeps_the_model_and_checks_it(tmp_path: Path) -> None:
     assert len(manifest["stages"]) == 2
     assert load_bundle(tmp_path / "b").manifest == manifest
     assert not os.fspath(tmp_path).encode() in (tmp_path / "b" / "model.onnx").read_bytes()
+
+
+def test_int8_export_writes_verified_tflite_stages(tmp_path: Path, onnx_file) -> None:  # type: ignore[no-untyped-def]
+    calibration = example_input(seed=2, batch=48)
+    result = export_onnx(onnx_file("residual"), tmp_path / "b", formats=("onnx", "tflite"),
+                         int8=True, calibration=calibration)
+    manifest = result.bundle.manifest
+    for stage in manifest["stages"]:
+        assert set(stage["files"]) == {"onnx", "tflite", "tflite_int8"}
+        int8_io = stage["io"]["tflite_int8"]
+        assert all(t["dtype"] == "int8" and t["quant"] for t in int8_io["inputs"])
+        assert stage["io"]["tflite"]["inputs"][0]["shape"][-1] in (3, 8)  # NHWC
+    checks = manifest["verification"]
+    assert checks["tflite"]["max_abs_diff"] < 1e-4
+    assert checks["tflite_int8"]["staged_vs_monolithic"]["identical"]
+    assert checks["tflite_int8"]["reference_vs_tflm"]["identical"]
+    quant = manifest["quantization"]
+    assert quant["calibration_samples"] == 48 and quant["observer"] == "minmax"
+    assert all(t["scale"] > 0 for t in quant["tensors"].values())
+    # a hand-off has one quant param set for its producer and its consumer
+    for prev, stage in zip(manifest["stages"], manifest["stages"][1:]):
+        produced = {t["name"]: t["quant"] for t in prev["io"]["tflite_int8"]["outputs"]}
+        for t in stage["io"]["tflite_int8"]["inputs"]:
+            if t["name"] in produced:
+                assert produced[t["name"]] == t["quant"]
+
+
+def test_int8_needs_calibration_with_the_right_shape(tmp_path: Path, onnx_file) -> None:  # type: ignore[no-untyped-def]
+    from eedge.errors import InputDataError
+
+    source = onnx_file("sequential")
+    with pytest.raises(InputDataError, match="--calib"):
+        export_onnx(source, tmp_path / "a", int8=True)
+    with pytest.raises(InputDataError, match="calibration data has shape"):
+        export_onnx(source, tmp_path / "b", int8=True,
+                    calibration=np.zeros((4, 3, 9, 9), np.float32))
+    with pytest.raises(InputDataError, match="unknown format"):
+        export_onnx(source, tmp_path / "c", formats=("coreml",))
+    assert not list(p for p in tmp_path.iterdir() if not p.name.endswith(".onnx"))
+
+
+def test_tflite_source_becomes_a_bundle(tmp_path: Path) -> None:
+    from eedge.export import export_tflite
+
+    sys.path.insert(0, str(Path(__file__).parent / "frontends"))
+    from test_tflite_frontend import hand_made_int8_model
+
+    path = tmp_path / "hand.tflite"
+    path.write_bytes(hand_made_int8_model())
+    result = export_tflite(path, tmp_path / "b")
+    manifest = result.bundle.manifest
+    assert manifest["model"]["source_format"] == "tflite"
+    assert list(manifest["stages"][0]["files"]) == ["tflite_int8"]
+    assert manifest["verification"]["tflite_int8"]["reference_vs_tflm"]["identical"]
+
+
+def test_int8_split_bundle_keeps_sides(tmp_path: Path, onnx_file) -> None:  # type: ignore[no-untyped-def]
+    result = export_onnx(onnx_file("sequential"), tmp_path / "b", int8=True, split_after=0,
+                         calibration=example_input(batch=16))
+    stages = result.bundle.manifest["stages"]
+    assert [s["side"] for s in stages] == ["head", "tail", "tail"]
+    assert result.bundle.manifest["verification"]["tflite_int8"]["staged_vs_monolithic"][
+        "identical"]
+
+
+def test_tflite_source_with_extra_exits_is_partitioned(tmp_path: Path) -> None:
+    from conftest import exported_onnx
+
+    from eedge.backends.tflite_writer import graph_to_tflite
+    from eedge.export import export_tflite
+    from eedge.frontends.onnx_frontend import onnx_to_graph
+    from eedge.passes.lower_tflite import lower_to_tflite
+    from eedge.passes.quantize import observe_ranges, quantize_graph
+
+    lowered = lower_to_tflite(onnx_to_graph(exported_onnx("sequential")))
+    q = quantize_graph(lowered, observe_ranges(
+        lowered, [{"input": example_input(batch=32).transpose(0, 2, 3, 1)}]))
+    path = tmp_path / "final_only.tflite"  # a standard single-output file
+    path.write_bytes(graph_to_tflite(q, range(len(q.nodes)), ["input"], q.exits[-1:]))
+    result = export_tflite(path, tmp_path / "b", exits=q.exits[:2])
+    manifest = result.bundle.manifest
+    assert [s["exit"] for s in manifest["stages"]] == [0, 1, 2]
+    assert manifest["verification"]["tflite_int8"]["staged_vs_monolithic"]["exits"] == 3

@@ -370,6 +370,10 @@ def load_tflite(path: Path, exits: Sequence[str] | None = None) -> tuple[Graph, 
         if unknown:
             raise ModelError(f"--exits names {', '.join(unknown)}, which are not tensors of the "
                              "model; list tensor names with `eedge inspect`")
+        for e in exits:
+            if len(graph.tensors[e].shape) != 2:
+                raise ModelError(f"--exits names {e!r} with shape {list(graph.tensors[e].shape)}; "
+                                 "an exit must be (batch, classes) logits")
         ordered = list(exits) + [o for o in outputs if o not in exits]
         graph = Graph(name=graph.name, inputs=graph.inputs, exits=ordered, nodes=graph.nodes,
                       constants=graph.constants, tensors=graph.tensors, opset=0, ir_version=0,

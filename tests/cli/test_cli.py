@@ -117,3 +117,53 @@ def test_torch_factory_export_from_the_cli(capsys, tmp_path: Path) -> None:  # t
     code, _, err = run(capsys, "export", "eedge.examples.digits_model:build_model",
                        "--out", str(tmp_path / "y"))
     assert code == ModelError.exit_code and "--input-shape" in err
+
+
+def test_int8_export_and_runtimes_from_the_cli(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import exported_onnx
+    from zoo import example_input
+
+    source = tmp_path / "seq.onnx"
+    onnx.save(exported_onnx("sequential"), source)
+    np.savez(tmp_path / "calib.npz", x=example_input(seed=1, batch=32))
+    bundle = tmp_path / "b"
+    code, out, err = run(capsys, "export", str(source), "--out", str(bundle), "--format",
+                         "onnx,tflite", "--int8", "--calib", str(tmp_path / "calib.npz"),
+                         "--observer", "percentile")
+    assert code == 0, err
+    assert "byte for byte" in out and "percentile observer" in out
+    np.save(tmp_path / "x.npy", example_input(seed=3, batch=5))
+    results = {}
+    for runtime in ("onnx", "tflite", "int8", "int8-reference", "int8-tflm"):
+        code, out, err = run(capsys, "run", str(bundle), "--input", str(tmp_path / "x.npy"),
+                             "--runtime", runtime, "--json")
+        assert code == 0, err
+        results[runtime] = json.loads(out)
+    assert results["int8-reference"]["predictions"] == results["int8-tflm"]["predictions"]
+    assert results["onnx"]["predictions"] == results["tflite"]["predictions"]
+
+
+def test_tflite_cli_paths_and_flag_errors(capsys, tmp_path: Path, mlp_file: Path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "frontends"))
+    from test_tflite_frontend import hand_made_int8_model
+
+    model = tmp_path / "hand.tflite"
+    model.write_bytes(hand_made_int8_model())
+    code, out, err = run(capsys, "export", str(model), "--out", str(tmp_path / "t"),
+                         "--exits", "conv_out")
+    assert code == ModelError.exit_code and "exit" in err  # conv_out is not (batch, classes)
+    code, out, err = run(capsys, "export", str(model), "--out", str(tmp_path / "t"))
+    assert code == 0, err
+    assert "tflite_int8" in out
+    np.save(tmp_path / "xi.npy", np.zeros((2, 4, 4, 1), np.int8))
+    code, out, err = run(capsys, "run", str(tmp_path / "t"), "--input", str(tmp_path / "xi.npy"),
+                         "--json")
+    assert code == 0, err and json.loads(out)["runtime"] == "int8"
+    code, _, err = run(capsys, "export", str(mlp_file), "--out", str(tmp_path / "u"),
+                       "--calib", str(tmp_path / "xi.npy"))
+    assert code == InputDataError.exit_code and "--int8" in err
+    code, _, err = run(capsys, "export", str(mlp_file), "--out", str(tmp_path / "v"),
+                       "--exits", "h")
+    assert code == ModelError.exit_code and ".tflite" in err

@@ -103,3 +103,43 @@ def test_fixed_batch_models_run_row_by_row(bundle_of) -> None:  # type: ignore[n
         result = cascade.infer(x)
         assert result.predictions.shape == (7,)
         assert np.array_equal(result.predictions, cascade.run_all_exits(x)[1].argmax(axis=1))
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    import onnx
+    from conftest import exported_onnx
+
+    from eedge.export import export_onnx
+
+    path = tmp_path_factory.mktemp("q") / "depthwise.onnx"
+    onnx.save(exported_onnx("depthwise"), path)
+    return export_onnx(path, path.parent / "bundle", formats=("onnx", "tflite"), int8=True,
+                       calibration=example_input(seed=5, batch=64)).bundle
+
+
+def test_runtimes_agree(int8_bundle) -> None:  # type: ignore[no-untyped-def]
+    x = example_input(seed=6, batch=30)
+    onnx_logits = Cascade(int8_bundle, runtime="onnx").run_all_exits(x)
+    tflite_logits = Cascade(int8_bundle, runtime="tflite").run_all_exits(x)
+    for a, b in zip(onnx_logits, tflite_logits):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    reference = Cascade(int8_bundle, runtime="int8-reference")
+    tflm = Cascade(int8_bundle, runtime="int8-tflm")
+    for a, b in zip(reference.run_all_exits(x, raw=True), tflm.run_all_exits(x, raw=True)):
+        assert a.dtype == np.int8 and np.array_equal(a, b)
+    thresholds = [0.5, None]
+    reference.set_thresholds(thresholds)
+    tflm.set_thresholds(thresholds)
+    r, t = reference.infer(x), tflm.infer(x)
+    assert np.array_equal(r.exit_index, t.exit_index)
+    assert np.array_equal(r.predictions, t.predictions)
+
+
+def test_missing_format_is_a_clear_error(residual_bundle) -> None:  # type: ignore[no-untyped-def]
+    from eedge.errors import BundleError
+
+    with pytest.raises(BundleError, match="no tflite_int8 stage files.*--int8"):
+        Cascade(residual_bundle, runtime="int8")
+    with pytest.raises(InputDataError, match="unknown runtime"):
+        Cascade(residual_bundle, runtime="gpu")
