@@ -21,6 +21,10 @@ def test_demo_trains_exports_and_saves_compute(tmp_path: Path) -> None:
     assert report.macs_saved > 0.4
     assert abs(sum(e.exit_rate for e in report.exits) - 1.0) < 1e-9
     assert report.latency_cascade_us > 0 and report.latency_full_us > 0
+    for e in report.exits:  # int8 (TFLM arithmetic) loses at most 1 point per exit
+        assert e.accuracy_alone_int8 >= e.accuracy_alone - 0.01, e
+    assert report.model_bytes["tflite_int8"] < report.model_bytes["tflite"] / 2
+    assert report.int8_cascade_accuracy >= report.cascade_accuracy - 0.01
     bundle = load_bundle(tmp_path / "demo" / "bundle")
     assert bundle.exits[0]["policy"]["threshold"] is not None
     assert (tmp_path / "demo" / "model.pt").is_file() and (tmp_path / "demo" / "test.npz").is_file()
