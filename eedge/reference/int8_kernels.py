@@ -33,17 +33,17 @@ def quant_of(graph: Graph, name: str) -> QuantParams:
     return params
 
 
-def _scale(params: QuantParams) -> float:
+def scale_of(params: QuantParams) -> float:
     return float(F32(params.scale[0]))
 
 
-def _zero_point(params: QuantParams) -> int:
+def zero_point_of(params: QuantParams) -> int:
     return int(params.zero_point[0])
 
 
 def quantize_float(value: float, params: QuantParams) -> int:
     """Q(f) = zp + round(f32(f / scale)), as CalculateActivationRangeQuantized does."""
-    return _zero_point(params) + int(round_half_away_f32(F32(value) / F32(_scale(params))))
+    return zero_point_of(params) + int(round_half_away_f32(F32(value) / F32(scale_of(params))))
 
 
 def activation_range(activation: str, params: QuantParams) -> tuple[int, int]:
@@ -59,10 +59,10 @@ def activation_range(activation: str, params: QuantParams) -> tuple[int, int]:
 
 
 def _finish(acc: np.ndarray, out: QuantParams, low: int, high: int) -> np.ndarray:
-    return np.clip(acc + _zero_point(out), low, high).astype(np.int8)
+    return np.clip(acc + zero_point_of(out), low, high).astype(np.int8)
 
 
-def _channel_multipliers(in_scale: float, weight: QuantParams, out_scale: float,
+def channel_multipliers(in_scale: float, weight: QuantParams, out_scale: float,
                          channels: int) -> tuple[np.ndarray, np.ndarray]:
     scales = weight.scale if len(weight.scale) > 1 else weight.scale * channels
     pairs = [quantize_multiplier(float(in_scale) * float(F32(s)) / float(out_scale))
@@ -79,7 +79,7 @@ def _conv(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray
     x, w, b = args
     a = node.attrs
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    zp_in = _zero_point(in_q)
+    zp_in = zero_point_of(in_q)
     windows, _ = gather_windows(x, (w.shape[1], w.shape[2]), (a["stride_h"], a["stride_w"]),
                                 (a["dilation_h"], a["dilation_w"]), a["padding"], zp_in)
     n, oh, ow = windows.shape[:3]
@@ -88,7 +88,7 @@ def _conv(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray
     if b is not None:
         acc = acc + b.astype(np.int64)
     acc = wrap_int32(acc)
-    mult, shift = _channel_multipliers(_scale(in_q), quant_of(g, node.inputs[1]), _scale(out_q),
+    mult, shift = channel_multipliers(scale_of(in_q), quant_of(g, node.inputs[1]), scale_of(out_q),
                                        w.shape[0])
     out = multiply_by_quantized_multiplier(acc, mult, shift)
     low, high = activation_range(a["activation"], out_q)
@@ -99,7 +99,7 @@ def _depthwise(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.nd
     x, w, b = args
     a = node.attrs
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    zp_in = _zero_point(in_q)
+    zp_in = zero_point_of(in_q)
     multiplier = int(a.get("depth_multiplier", 1))
     if multiplier > 1:
         x = np.repeat(x, multiplier, axis=3)
@@ -112,30 +112,40 @@ def _depthwise(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.nd
         acc = acc + b.astype(np.int64)
     acc = wrap_int32(acc)
     channels = w.shape[3]
-    mult, shift = _channel_multipliers(_scale(in_q), quant_of(g, node.inputs[1]), _scale(out_q),
+    mult, shift = channel_multipliers(scale_of(in_q), quant_of(g, node.inputs[1]), scale_of(out_q),
                                        channels)
     out = multiply_by_quantized_multiplier(acc, mult, shift)
     low, high = activation_range(a["activation"], out_q)
     return _finish(out, out_q, low, high)
 
 
+def fc_multipliers(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """One (multiplier, shift) per output; per-tensor weights repeat the same pair."""
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    w_q = quant_of(g, node.inputs[1])
+    outputs = g.constants[node.inputs[1]].shape[0]
+    if len(w_q.scale) > 1:
+        return channel_multipliers(scale_of(in_q), w_q, scale_of(out_q), outputs)
+    # The scale product is taken in double. TFLM's source at 90b983c2 multiplies the
+    # two float scales in float, but tflite-micro's interpreter (the oracle) behaves
+    # as double: on 400 random ad01 inputs only the double product matches it (the
+    # float product differs on 4); the two agree on the recorded Cortex-M4 outputs.
+    m, s = quantize_multiplier(scale_of(in_q) * float(F32(w_q.scale[0])) / scale_of(out_q))
+    return np.full(outputs, m, np.int64), np.full(outputs, s, np.int64)
+
+
+def fc_weight_offset(g: Graph, node: Node) -> int:
+    """-zero point of per-tensor weights; per-channel zero points are ignored (TFLM)."""
+    w_q = quant_of(g, node.inputs[1])
+    return 0 if len(w_q.scale) > 1 else -zero_point_of(w_q)
+
+
 def _fully_connected(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     x, w, b = args
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    w_q = quant_of(g, node.inputs[1])
-    rows = x.reshape(-1, w.shape[1]).astype(np.int64) - _zero_point(in_q)
-    if len(w_q.scale) > 1:  # per-channel: zero points are ignored, like TFLM
-        acc = _int_matmul(rows, w.T)
-        mult, shift = _channel_multipliers(_scale(in_q), w_q, _scale(out_q), w.shape[0])
-    else:
-        acc = _int_matmul(rows, (w.astype(np.int64) - _zero_point(w_q)).T)
-        # The scale product is taken in double. TFLM's source at 90b983c2 multiplies the
-        # two float scales in float, but tflite-micro's interpreter (the oracle) behaves
-        # as double: on 400 random ad01 inputs only the double product matches it (the
-        # float product differs on 4); the two agree on the recorded Cortex-M4 outputs.
-        real = _scale(in_q) * float(F32(w_q.scale[0])) / _scale(out_q)
-        m, s = quantize_multiplier(real)
-        mult, shift = np.int64(m), np.int64(s)
+    rows = x.reshape(-1, w.shape[1]).astype(np.int64) - zero_point_of(in_q)
+    acc = _int_matmul(rows, (w.astype(np.int64) + fc_weight_offset(g, node)).T)
+    mult, shift = fc_multipliers(g, node)
     if b is not None:
         acc = acc + b.astype(np.int64)
     out = multiply_by_quantized_multiplier(wrap_int32(acc), mult, shift)
@@ -150,17 +160,22 @@ def _smaller_than_one(real: float, node: Node) -> tuple[int, int]:
     return quantize_multiplier(real)
 
 
-def _add(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
-    x1, x2 = args
-    q1, q2 = quant_of(g, node.inputs[0]), quant_of(g, node.inputs[1])
-    out_q = quant_of(g, node.outputs[0])
-    s1, s2, so = _scale(q1), _scale(q2), _scale(out_q)
+def add_multipliers(node: Node, s1: float, s2: float, so: float) -> tuple[int, ...]:
+    """(m1, shift1, m2, shift2, m_out, shift_out) of TFLite's int8 ADD (left shift 20)."""
     twice_max = 2.0 * max(s1, s2)
     m1, sh1 = _smaller_than_one(s1 / twice_max, node)
     m2, sh2 = _smaller_than_one(s2 / twice_max, node)
     mo, sho = _smaller_than_one(twice_max / ((1 << 20) * so), node)
-    a = (x1.astype(np.int64) - _zero_point(q1)) << 20
-    c = (x2.astype(np.int64) - _zero_point(q2)) << 20
+    return m1, sh1, m2, sh2, mo, sho
+
+
+def _add(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
+    x1, x2 = args
+    q1, q2 = quant_of(g, node.inputs[0]), quant_of(g, node.inputs[1])
+    out_q = quant_of(g, node.outputs[0])
+    m1, sh1, m2, sh2, mo, sho = add_multipliers(node, scale_of(q1), scale_of(q2), scale_of(out_q))
+    a = (x1.astype(np.int64) - zero_point_of(q1)) << 20
+    c = (x2.astype(np.int64) - zero_point_of(q2)) << 20
     a = rdbpot(srdhm(a, m1), -sh1)
     c = rdbpot(srdhm(c, m2), -sh2)
     total = rdbpot(srdhm(a + c, mo), -sho)
@@ -172,8 +187,8 @@ def _mul(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     x1, x2 = args
     q1, q2 = quant_of(g, node.inputs[0]), quant_of(g, node.inputs[1])
     out_q = quant_of(g, node.outputs[0])
-    m, s = quantize_multiplier(_scale(q1) * _scale(q2) / _scale(out_q))
-    product = (x1.astype(np.int64) - _zero_point(q1)) * (x2.astype(np.int64) - _zero_point(q2))
+    m, s = quantize_multiplier(scale_of(q1) * scale_of(q2) / scale_of(out_q))
+    product = (x1.astype(np.int64) - zero_point_of(q1)) * (x2.astype(np.int64) - zero_point_of(q2))
     out = multiply_by_quantized_multiplier(product, m, s)
     low, high = activation_range(node.attrs["activation"], out_q)
     return _finish(out, out_q, low, high)
@@ -197,49 +212,60 @@ def _pool(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray
     return np.clip(average, low, high).astype(np.int8)
 
 
+def mean_multiplier(in_scale: float, out_scale: float, count: int) -> tuple[int, int]:
+    """TFLM's MEAN folds the division by the element count into the multiplier."""
+    m, s = quantize_multiplier(in_scale / out_scale)
+    bits = min(count.bit_length() - 1, 32, 31 + s)
+    return int(trunc_div(np.int64(m) << bits, count)), s - bits
+
+
 def _mean(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     x, axes_arr = args
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
     axes = sorted({int(v) % x.ndim for v in axes_arr})
     count = int(np.prod([x.shape[i] for i in axes]))
-    m, s = quantize_multiplier(_scale(in_q) / _scale(out_q))
-    bits = min(count.bit_length() - 1, 32, 31 + s)
-    m2 = int(trunc_div(np.int64(m) << bits, count))
-    s2 = s - bits
+    m2, s2 = mean_multiplier(scale_of(in_q), scale_of(out_q), count)
     total = x.astype(np.int64).sum(axis=tuple(axes), keepdims=bool(node.attrs["keep_dims"]))
-    v = wrap_int32(total - _zero_point(in_q) * count)
-    out = multiply_by_quantized_multiplier(v, m2, s2) + _zero_point(out_q)
+    v = wrap_int32(total - zero_point_of(in_q) * count)
+    out = multiply_by_quantized_multiplier(v, m2, s2) + zero_point_of(out_q)
     return np.clip(out, -128, 127).astype(np.int8)
+
+
+def softmax_multiplier(in_scale: float, beta: float = 1.0) -> tuple[int, int, int]:
+    """(input multiplier, input left shift, diff_min) of TFLite's int8 softmax."""
+    real = min(beta * in_scale * float(1 << 26), float((1 << 31) - 1))
+    if real <= 1.0:
+        raise ModelError("int8 softmax: the input scale is too small")
+    in_mult, in_shift = quantize_multiplier(real)
+    radius = int(np.floor(31.0 * (1 << 26) / float(1 << in_shift)))
+    return in_mult, in_shift, -radius
+
+
+def softmax_s8(x: np.ndarray, in_scale: float, beta: float = 1.0) -> np.ndarray:
+    """int8 softmax over the last axis (scale 1/256, zero point -128), TFLite's bytes."""
+    x = np.asarray(x).astype(np.int64)
+    in_mult, in_shift, diff_min = softmax_multiplier(in_scale, beta)
+    diff = x - x.max(axis=-1, keepdims=True)
+    valid = diff >= diff_min
+    scaled = srdhm(wrap_int32(diff << in_shift), in_mult)
+    exps = exp_on_negative_values(np.where(valid, scaled, 0))
+    total = wrap_int32(np.where(valid, rdbpot(exps, 12), 0).sum(axis=-1, keepdims=True))
+    unsigned = total & 0xFFFFFFFF
+    headroom = 32 - np.vectorize(lambda v: int(v).bit_length())(unsigned)
+    shifted = wrap_int32(wrap_int32((unsigned << headroom) & 0xFFFFFFFF) - (1 << 31))
+    reciprocal = one_over_one_plus_x(shifted)
+    exponent = (12 - headroom) + 31 - 8
+    out = rdbpot(srdhm(reciprocal, exps), exponent) - 128
+    return np.where(valid, np.clip(out, -128, 127), -128).astype(np.int8)
 
 
 def _softmax(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     x = args[0].astype(np.int64)
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    if _zero_point(out_q) != -128 or F32(_scale(out_q)) != F32(1.0 / 256):
+    if zero_point_of(out_q) != -128 or F32(scale_of(out_q)) != F32(1.0 / 256):
         raise ModelError(f"SOFTMAX node {node.name!r}: int8 output must have scale 1/256 and "
                          "zero point -128")
-    real = min(float(node.attrs.get("beta", 1.0)) * _scale(in_q) * float(1 << 26),
-               float((1 << 31) - 1))
-    if real <= 1.0:
-        raise ModelError(f"SOFTMAX node {node.name!r}: input scale too small for int8 softmax")
-    in_mult, in_shift = quantize_multiplier(real)
-    radius = int(np.floor(31.0 * (1 << 26) / float(1 << in_shift)))
-    diff_min = -radius
-    diff = x - x.max(axis=-1, keepdims=True)
-    valid = diff >= diff_min
-    scaled = srdhm(wrap_int32(diff << in_shift), in_mult)
-    exps = exp_on_negative_values(np.where(valid, scaled, 0))
-    total = np.where(valid, rdbpot(exps, 12), 0).sum(axis=-1, keepdims=True)
-    total = wrap_int32(total)
-    unsigned = total & 0xFFFFFFFF
-    headroom = 32 - np.vectorize(lambda v: int(v).bit_length())(unsigned)
-    shifted = wrap_int32((unsigned << headroom) & 0xFFFFFFFF) - (1 << 31)
-    shifted = wrap_int32(shifted)
-    reciprocal = one_over_one_plus_x(shifted)
-    exponent = (12 - headroom) + 31 - 8
-    out = rdbpot(srdhm(reciprocal, exps), exponent) - 128
-    out = np.where(valid, np.clip(out, -128, 127), -128)
-    return out.astype(np.int8)
+    return softmax_s8(x, scale_of(in_q), float(node.attrs.get("beta", 1.0)))
 
 
 def _reshape(_n: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
@@ -254,15 +280,15 @@ def _concat(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndar
 def _pad(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     x, paddings = args[:2]
     return np.pad(x, [(int(a), int(b)) for a, b in paddings],
-                  constant_values=_zero_point(quant_of(g, node.outputs[0])))
+                  constant_values=zero_point_of(quant_of(g, node.outputs[0])))
 
 
 def _relu_family(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     """Requantize into the output scale, then clamp (LiteRT's semantics)."""
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    real = float(F32(F32(_scale(in_q)) / F32(_scale(out_q))))
+    real = float(F32(F32(scale_of(in_q)) / F32(scale_of(out_q))))
     m, s = quantize_multiplier(real)
-    out = multiply_by_quantized_multiplier(args[0].astype(np.int64) - _zero_point(in_q), m, s)
+    out = multiply_by_quantized_multiplier(args[0].astype(np.int64) - zero_point_of(in_q), m, s)
     low, high = activation_range(node.op_type, out_q)
     return _finish(out, out_q, low, high)
 
@@ -272,26 +298,26 @@ def _quantize(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.nda
     out_q = quant_of(g, node.outputs[0])
     if x.dtype == np.int8:
         in_q = quant_of(g, node.inputs[0])
-        m, s = quantize_multiplier(_scale(in_q) / _scale(out_q))
-        out = multiply_by_quantized_multiplier(x.astype(np.int64) - _zero_point(in_q), m, s)
+        m, s = quantize_multiplier(scale_of(in_q) / scale_of(out_q))
+        out = multiply_by_quantized_multiplier(x.astype(np.int64) - zero_point_of(in_q), m, s)
         return _finish(out, out_q, -128, 127)
-    scaled = round_half_away_f32(x.astype(F32) / F32(_scale(out_q))).astype(np.int64)
-    return np.clip(scaled + _zero_point(out_q), -128, 127).astype(np.int8)
+    scaled = round_half_away_f32(x.astype(F32) / F32(scale_of(out_q))).astype(np.int64)
+    return np.clip(scaled + zero_point_of(out_q), -128, 127).astype(np.int8)
 
 
 def _dequantize(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     in_q = quant_of(g, node.inputs[0])
-    return (_scale(in_q) * (args[0].astype(np.float64) - _zero_point(in_q))).astype(F32)
+    return (scale_of(in_q) * (args[0].astype(np.float64) - zero_point_of(in_q))).astype(F32)
 
 
 def quantize_input(x: np.ndarray, params: QuantParams) -> np.ndarray:
     """Float input -> int8 exactly as a QUANTIZE op would (what runtimes feed stages)."""
-    scaled = round_half_away_f32(np.asarray(x, F32) / F32(_scale(params))).astype(np.int64)
-    return np.clip(scaled + _zero_point(params), -128, 127).astype(np.int8)
+    scaled = round_half_away_f32(np.asarray(x, F32) / F32(scale_of(params))).astype(np.int64)
+    return np.clip(scaled + zero_point_of(params), -128, 127).astype(np.int8)
 
 
 def dequantize_output(q: np.ndarray, params: QuantParams) -> np.ndarray:
-    return (_scale(params) * (q.astype(np.float64) - _zero_point(params))).astype(F32)
+    return (scale_of(params) * (q.astype(np.float64) - zero_point_of(params))).astype(F32)
 
 
 INT8_KERNELS: dict[str, Kernel] = {
@@ -302,5 +328,7 @@ INT8_KERNELS: dict[str, Kernel] = {
     "QUANTIZE": _quantize, "DEQUANTIZE": _dequantize,
 }
 
-__all__ = ["INT8_KERNELS", "activation_range", "dequantize_output", "quant_of",
-           "quantize_input", "round_half_away"]
+__all__ = ["INT8_KERNELS", "activation_range", "add_multipliers", "channel_multipliers",
+           "dequantize_output", "fc_multipliers", "fc_weight_offset", "mean_multiplier",
+           "quant_of", "quantize_input", "round_half_away", "scale_of", "softmax_multiplier",
+           "softmax_s8", "zero_point_of"]

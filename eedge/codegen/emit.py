@@ -1,0 +1,262 @@
+"""Translate each int8 node into a C kernel call with a const params struct.
+
+Every integer constant comes from the same functions the reference
+executor uses (eedge/reference/int8_kernels.py), so the generated code and
+the oracle cannot drift apart in how they derive multipliers and shifts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eedge.errors import UnsupportedOpError
+from eedge.ir.graph import Graph, Node
+from eedge.reference.int8_kernels import (activation_range, add_multipliers,
+                                          channel_multipliers, fc_multipliers, fc_weight_offset,
+                                          mean_multiplier, quant_of, quantize_multiplier,
+                                          scale_of, softmax_multiplier, zero_point_of)
+from eedge.reference.windows import padding_amounts
+
+F32 = np.float32
+
+
+@dataclass
+class Emitted:
+    """C text for one node: declarations (file scope) and one statement."""
+
+    declarations: list[str] = field(default_factory=list)
+    statement: str = ""
+
+
+@dataclass
+class EmitContext:
+    graph: Graph
+    tensor_ref: Callable[[str], str]     # activation name -> C expression (arena pointer)
+    constant_ref: Callable[[str], str]   # constant name -> C identifier
+    ident: str = ""                      # unique prefix for this node's declarations
+
+
+def int_array(name: str, values: np.ndarray, ctype: str = "int32_t") -> str:
+    body = ", ".join(str(int(v)) for v in np.asarray(values).reshape(-1))
+    return f"static const {ctype} {name}[{max(np.asarray(values).size, 1)}] = {{{body}}};"
+
+
+def struct(ctype: str, name: str, fields: dict[str, object]) -> str:
+    body = ", ".join(f".{k} = {v}" for k, v in fields.items())
+    return f"static const {ctype} {name} = {{{body}}};"
+
+
+def _dims(graph: Graph, tensor: str) -> list[int]:
+    if tensor in graph.constants:
+        return list(graph.constants[tensor].shape)
+    return [int(d) for d in graph.tensors[tensor].shape]
+
+
+def _size(graph: Graph, tensor: str) -> int:
+    return int(np.prod(_dims(graph, tensor)))
+
+
+def _operand(ctx: EmitContext, tensor: str) -> str:
+    return ctx.constant_ref(tensor) if tensor in ctx.graph.constants else ctx.tensor_ref(tensor)
+
+
+def emit_node(ctx: EmitContext, node: Node) -> Emitted:
+    handler = _HANDLERS.get(node.op_type)
+    if handler is None:
+        raise UnsupportedOpError(f"the C runtime has no kernel for {node.op_type} "
+                                 f"(node {node.name!r})")
+    return handler(ctx, node)
+
+
+def _conv(ctx: EmitContext, node: Node) -> Emitted:
+    g, a, p = ctx.graph, node.attrs, ctx.ident
+    _, in_h, in_w, in_c = _dims(g, node.inputs[0])
+    _, out_h, out_w, out_c = _dims(g, node.outputs[0])
+    w_shape = _dims(g, node.inputs[1])
+    k_h, k_w = w_shape[1], w_shape[2]
+    _, pad_top = padding_amounts(in_h, k_h, a["stride_h"], a["dilation_h"], a["padding"])
+    _, pad_left = padding_amounts(in_w, k_w, a["stride_w"], a["dilation_w"], a["padding"])
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    mult, shift = channel_multipliers(scale_of(in_q), quant_of(g, node.inputs[1]),
+                                      scale_of(out_q), out_c)
+    low, high = activation_range(a["activation"], out_q)
+    fields = dict(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
+                  k_h=k_h, k_w=k_w, stride_h=a["stride_h"], stride_w=a["stride_w"],
+                  dil_h=a["dilation_h"], dil_w=a["dilation_w"], pad_top=pad_top,
+                  pad_left=pad_left, depth_multiplier=a.get("depth_multiplier", 1),
+                  in_offset=-zero_point_of(in_q), out_offset=zero_point_of(out_q),
+                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift")
+    kernel = "eedge_conv2d_s8" if node.op_type == "CONV_2D" else "eedge_depthwise_conv2d_s8"
+    bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
+    return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
+                    struct("eedge_conv_params", f"{p}_params", fields)],
+                   f"{kernel}(&{p}_params, {_operand(ctx, node.inputs[0])}, "
+                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})")
+
+
+def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
+    g, p = ctx.graph, ctx.ident
+    out_depth, in_depth = _dims(g, node.inputs[1])
+    if _size(g, node.inputs[0]) != in_depth:
+        raise UnsupportedOpError(f"FULLY_CONNECTED {node.name!r}: batched inputs are not "
+                                 "supported by the C runtime")
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    mult, shift = fc_multipliers(g, node)
+    low, high = activation_range(node.attrs["activation"], out_q)
+    fields = dict(in_depth=in_depth, out_depth=out_depth, in_offset=-zero_point_of(in_q),
+                  weight_offset=fc_weight_offset(g, node), out_offset=zero_point_of(out_q),
+                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift")
+    bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
+    return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
+                    struct("eedge_fc_params", f"{p}_params", fields)],
+                   f"eedge_fully_connected_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
+                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})")
+
+
+def _binary(ctx: EmitContext, node: Node) -> Emitted:
+    g, p = ctx.graph, ctx.ident
+    a, b, out = node.inputs[0], node.inputs[1], node.outputs[0]
+    if _dims(g, a) != _dims(g, out) or _dims(g, b) != _dims(g, out):
+        raise UnsupportedOpError(f"{node.op_type} {node.name!r}: broadcasting is not supported "
+                                 "by the C runtime (operands must have the output's shape)")
+    q1, q2, qo = quant_of(g, a), quant_of(g, b), quant_of(g, out)
+    low, high = activation_range(node.attrs["activation"], qo)
+    if node.op_type == "ADD":
+        m1, s1, m2, s2, mo, so = add_multipliers(node, scale_of(q1), scale_of(q2), scale_of(qo))
+        kernel = "eedge_add_s8"
+    else:
+        m1 = s1 = m2 = s2 = 0
+        mo, so = quantize_multiplier(scale_of(q1) * scale_of(q2) / scale_of(qo))
+        kernel = "eedge_mul_s8"
+    fields = dict(size=_size(g, out), in1_offset=-zero_point_of(q1), in2_offset=-zero_point_of(q2),
+                  out_offset=zero_point_of(qo), m1=m1, s1=s1, m2=m2, s2=s2, m_out=mo,
+                  s_out=so, act_min=low, act_max=high)
+    return Emitted([struct("eedge_binary_params", f"{p}_params", fields)],
+                   f"{kernel}(&{p}_params, {_operand(ctx, a)}, {_operand(ctx, b)}, "
+                   f"{ctx.tensor_ref(out)})")
+
+
+def _pool(ctx: EmitContext, node: Node) -> Emitted:
+    g, a, p = ctx.graph, node.attrs, ctx.ident
+    _, in_h, in_w, c = _dims(g, node.inputs[0])
+    _, out_h, out_w, _ = _dims(g, node.outputs[0])
+    _, pad_top = padding_amounts(in_h, a["filter_h"], a["stride_h"], 1, a["padding"])
+    _, pad_left = padding_amounts(in_w, a["filter_w"], a["stride_w"], 1, a["padding"])
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    if in_q.scale != out_q.scale or in_q.zero_point != out_q.zero_point:
+        raise UnsupportedOpError(f"{node.op_type} {node.name!r}: input and output "
+                                 "quantization must match (TFLite requires it)")
+    low, high = activation_range(a["activation"], out_q)
+    fields = dict(in_h=in_h, in_w=in_w, c=c, out_h=out_h, out_w=out_w, f_h=a["filter_h"],
+                  f_w=a["filter_w"], stride_h=a["stride_h"], stride_w=a["stride_w"],
+                  pad_top=pad_top, pad_left=pad_left, act_min=low, act_max=high)
+    kernel = "eedge_avg_pool_s8" if node.op_type == "AVERAGE_POOL_2D" else "eedge_max_pool_s8"
+    return Emitted([struct("eedge_pool_params", f"{p}_params", fields)],
+                   f"{kernel}(&{p}_params, {_operand(ctx, node.inputs[0])}, "
+                   f"{ctx.tensor_ref(node.outputs[0])})")
+
+
+def _mean(ctx: EmitContext, node: Node) -> Emitted:
+    g, p = ctx.graph, ctx.ident
+    dims = _dims(g, node.inputs[0])
+    axes = sorted(int(v) % len(dims) for v in g.constants[node.inputs[1]].reshape(-1))
+    if len(dims) != 4 or axes != [1, 2]:
+        raise UnsupportedOpError(f"MEAN {node.name!r}: the C runtime averages over H and W of "
+                                 "a 4-D tensor only")
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    m, s = mean_multiplier(scale_of(in_q), scale_of(out_q), dims[1] * dims[2])
+    fields = dict(h=dims[1], w=dims[2], c=dims[3], in_zero_point=zero_point_of(in_q),
+                  out_zero_point=zero_point_of(out_q), multiplier=m, shift=s)
+    return Emitted([struct("eedge_mean_params", f"{p}_params", fields)],
+                   f"eedge_mean_hw_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
+                   f"{ctx.tensor_ref(node.outputs[0])})")
+
+
+def softmax_fields(graph: Graph, tensor: str, beta: float = 1.0) -> dict[str, int]:
+    dims = _dims(graph, tensor)
+    mult, shift, diff_min = softmax_multiplier(scale_of(quant_of(graph, tensor)), beta)
+    return dict(rows=int(np.prod(dims[:-1])), cols=dims[-1], input_multiplier=mult,
+                input_shift=shift, diff_min=diff_min)
+
+
+def _softmax(ctx: EmitContext, node: Node) -> Emitted:
+    g, p = ctx.graph, ctx.ident
+    out_q = quant_of(g, node.outputs[0])
+    if zero_point_of(out_q) != -128 or F32(scale_of(out_q)) != F32(1 / 256):
+        raise UnsupportedOpError(f"SOFTMAX {node.name!r}: int8 output must use scale 1/256 "
+                                 "and zero point -128")
+    fields = softmax_fields(g, node.inputs[0], float(node.attrs.get("beta", 1.0)))
+    return Emitted([struct("eedge_softmax_params", f"{p}_params", fields)],
+                   f"eedge_softmax_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
+                   f"{ctx.tensor_ref(node.outputs[0])})")
+
+
+def _pad(ctx: EmitContext, node: Node) -> Emitted:
+    g, p = ctx.graph, ctx.ident
+    dims = _dims(g, node.inputs[0])
+    pads = g.constants[node.inputs[1]].reshape(-1, 2)
+    if len(dims) > 4:
+        raise UnsupportedOpError(f"PAD {node.name!r}: at most 4-D tensors")
+    full = [1] * (4 - len(dims)) + dims
+    before = [0] * (4 - len(dims)) + [int(v) for v in pads[:, 0]]
+    after = [0] * (4 - len(dims)) + [int(v) for v in pads[:, 1]]
+    fields = {"in_dims": "{" + ", ".join(map(str, full)) + "}",
+              "pad_before": "{" + ", ".join(map(str, before)) + "}",
+              "pad_after": "{" + ", ".join(map(str, after)) + "}",
+              "pad_value": zero_point_of(quant_of(g, node.outputs[0]))}
+    return Emitted([struct("eedge_pad_params", f"{p}_params", fields)],
+                   f"eedge_pad_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
+                   f"{ctx.tensor_ref(node.outputs[0])})")
+
+
+def _concat(ctx: EmitContext, node: Node) -> Emitted:
+    g = ctx.graph
+    out_dims = _dims(g, node.outputs[0])
+    axis = int(node.attrs["axis"]) % len(out_dims)
+    if node.attrs.get("activation", "NONE") != "NONE":
+        raise UnsupportedOpError(f"CONCATENATION {node.name!r}: fused activations")
+    out_q = quant_of(g, node.outputs[0])
+    outer = int(np.prod(out_dims[:axis]))
+    out_inner = int(np.prod(out_dims[axis:]))
+    calls, offset = [], 0
+    for t in node.inputs:
+        q = quant_of(g, t)
+        if q.scale != out_q.scale or q.zero_point != out_q.zero_point:
+            raise UnsupportedOpError(f"CONCATENATION {node.name!r}: inputs must share the "
+                                     "output's quantization")
+        inner = int(np.prod(_dims(g, t)[axis:]))
+        calls.append(f"eedge_concat_part_s8({_operand(ctx, t)}, {outer}, {inner}, {out_inner}, "
+                     f"{offset}, {ctx.tensor_ref(node.outputs[0])})")
+        offset += inner
+    return Emitted([], "; ".join(calls))
+
+
+def _reshape(ctx: EmitContext, node: Node) -> Emitted:
+    # the planner makes the output an alias of the input; a copy only if it could not
+    src, out = _operand(ctx, node.inputs[0]), ctx.tensor_ref(node.outputs[0])
+    return Emitted([], f"eedge_copy_s8({src}, {out}, {_size(ctx.graph, node.outputs[0])})")
+
+
+def _requantize(ctx: EmitContext, node: Node) -> Emitted:
+    g, p = ctx.graph, ctx.ident
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    m, s = quantize_multiplier(float(F32(F32(scale_of(in_q)) / F32(scale_of(out_q)))))
+    low, high = activation_range(node.op_type, out_q)
+    fields = dict(size=_size(g, node.outputs[0]), in_offset=-zero_point_of(in_q),
+                  out_offset=zero_point_of(out_q), multiplier=m, shift=s, act_min=low,
+                  act_max=high)
+    return Emitted([struct("eedge_requant_params", f"{p}_params", fields)],
+                   f"eedge_requantize_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
+                   f"{ctx.tensor_ref(node.outputs[0])})")
+
+
+_HANDLERS: dict[str, Callable[[EmitContext, Node], Emitted]] = {
+    "CONV_2D": _conv, "DEPTHWISE_CONV_2D": _conv, "FULLY_CONNECTED": _fully_connected,
+    "ADD": _binary, "MUL": _binary, "AVERAGE_POOL_2D": _pool, "MAX_POOL_2D": _pool,
+    "MEAN": _mean, "SOFTMAX": _softmax, "PAD": _pad, "CONCATENATION": _concat,
+    "RESHAPE": _reshape, "RELU": _requantize, "RELU6": _requantize,
+    "RELU_N1_TO_1": _requantize,
+}

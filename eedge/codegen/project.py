@@ -1,0 +1,260 @@
+"""``eedge codegen``: write a standalone C99 project for an int8 model.
+
+The project holds the hand-written runtime (``firmware_templates/runtime``),
+one port (host, qemu-mps2 or cortex-m-generic), and generated files: the
+model's weights as const arrays, one function per stage calling kernels
+with precomputed integer parameters, the arena offsets from the memory
+planner and the exit thresholds in fixed point. It builds with ``make``
+alone and is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from eedge import __version__
+from eedge.codegen.emit import EmitContext, emit_node, softmax_fields
+from eedge.codegen.model_source import CodegenModel
+from eedge.codegen.planner import MemoryPlan, plan_memory
+from eedge.errors import TargetError
+from eedge.ir.bundle import staging_directory
+from eedge.targets import Target
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "firmware_templates"
+PORTS = {"host": "host", "mcu-qemu": "qemu-mps2", "mcu-serial": "cortex-m-generic"}
+FPU_FLAGS = {"none": "-mfloat-abi=soft", "fpv4-sp-d16": "-mfloat-abi=hard -mfpu=fpv4-sp-d16",
+             "fpv5-d16": "-mfloat-abi=hard -mfpu=fpv5-d16",
+             "fpv5-sp-d16": "-mfloat-abi=hard -mfpu=fpv5-sp-d16"}
+DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
+STACK_BYTES = 16 * 1024
+
+
+@dataclass
+class GeneratedProject:
+    path: Path
+    port: str
+    arena_bytes: int
+    weight_bytes: int
+    input_bytes: int
+    stage_outputs: list[list[tuple[str, int]]]
+    plan: MemoryPlan
+    dsp: bool
+    test_inputs: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def threshold_q(threshold: float | None, final: bool) -> int:
+    """int8 max-softmax threshold: exit iff q >= this; q encodes probability (q+128)/256."""
+    if final:
+        return -128
+    if threshold is None:
+        return 128
+    return int(min(128, max(-128, math.ceil(threshold * 256) - 128)))
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def plan_for(model: CodegenModel) -> MemoryPlan:
+    g = model.graph
+    order = [n for s in model.stages for n in s.nodes]
+    steps = [(g.activation_inputs(g.nodes[i]), list(g.nodes[i].outputs)) for i in order]
+    position = {node: step for step, node in enumerate(order)}
+    keep = {}
+    for stage in model.stages:
+        end = position[stage.nodes[-1]]
+        for t in stage.outputs:
+            keep[t] = max(keep.get(t, end), end)
+    aliases = {g.nodes[i].outputs[0]: g.nodes[i].inputs[0] for i in order
+               if g.nodes[i].op_type == "RESHAPE" and g.nodes[i].inputs[0] in g.tensors}
+    sizes = {name: info.elements_per_sample() * max(int(info.shape[0]) if info.shape and
+                                                    isinstance(info.shape[0], int) else 1, 1)
+             for name, info in g.tensors.items()}
+    return plan_memory(sizes, steps, [model.input], keep, aliases)
+
+
+def _c_constants(model: CodegenModel, used: dict[str, str]) -> list[dict[str, Any]]:
+    out = []
+    for original, ident in used.items():
+        value = np.asarray(model.graph.constants[original])
+        ctype = {"int8": "int8_t", "int32": "int32_t"}.get(value.dtype.name)
+        if ctype is None:
+            raise TargetError(f"constant {original!r} has type {value.dtype}; the C runtime "
+                              "takes int8 weights and int32 biases")
+        flat = value.reshape(-1)
+        lines = [", ".join(str(int(v)) for v in flat[i:i + 24]) for i in range(0, flat.size, 24)]
+        out.append({"name": ident, "ctype": ctype, "count": max(flat.size, 1),
+                    "original": original.replace("*/", "* /"), "shape": list(value.shape),
+                    "body": "    " + ",\n    ".join(lines) if lines else "    0"})
+    return out
+
+
+def generate_project(model: CodegenModel, target: Target, out: Path,
+                     test_inputs: np.ndarray | None = None, optimize: str = "O2",
+                     dsp: bool | None = None, force: bool = False) -> GeneratedProject:
+    """Write the project for ``target`` into ``out`` (atomically)."""
+    port = PORTS.get(target.kind)
+    if port is None:
+        raise TargetError(f"target {target.name} ({target.kind}) does not run the C runtime; "
+                          "pick host or a microcontroller target")
+    if optimize not in ("O0", "O1", "O2", "O3", "Os"):
+        raise TargetError(f"unknown optimization level {optimize!r}; use O2 or Os")
+    use_dsp = bool(target.get("dsp", False)) and target.get("cpu") in DSP_CPUS if dsp is None \
+        else dsp
+    if use_dsp and port == "host":
+        raise TargetError("the DSP path needs an Arm Cortex-M target")
+    g = model.graph
+    plan = plan_for(model)
+    used: dict[str, str] = {}
+
+    def constant_ref(name: str) -> str:
+        return used.setdefault(name, f"eedge_const_{len(used)}")
+
+    def tensor_ref(name: str) -> str:
+        return f"T({plan.offsets[name]})"
+
+    declarations: list[str] = []
+    stages_ctx = []
+    for stage in model.stages:
+        statements = []
+        for i in stage.nodes:
+            node = g.nodes[i]
+            emitted = emit_node(EmitContext(g, tensor_ref, constant_ref, f"n{i}"), node)
+            declarations.extend(emitted.declarations)
+            statements.append(f"/* {node.op_type} {node.name} */ {emitted.statement}")
+        outputs = [{"offset": plan.offsets[t], "bytes": g.tensors[t].elements_per_sample()}
+                   for t in stage.outputs]
+        stages_ctx.append({"index": stage.index, "statements": statements, "outputs": outputs,
+                           "exit": -1 if stage.exit_index is None else stage.exit_index})
+    n_exits = len(g.exits)
+    exits_ctx = []
+    for k in range(n_exits):
+        fields = softmax_fields(g, model.exit_tensor(k))
+        fields["rows"] = 1
+        exits_ctx.append({"index": k, "threshold_q": threshold_q(model.thresholds[k],
+                                                                 k == n_exits - 1),
+                          "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items())
+                                     + "}"})
+    constants = _c_constants(model, used)
+    input_info = g.tensors[model.input]
+    quant = model.input_quant
+    context = {"version": __version__, "source": model.source, "name": model.name,
+               "stages": stages_ctx, "exits": exits_ctx, "declarations": declarations,
+               "arena_bytes": max(plan.arena_bytes, 16), "input_offset": plan.offsets[model.input],
+               "input_bytes": input_info.elements_per_sample(),
+               "input_shape": "x".join(str(d) for d in input_info.shape),
+               "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],
+               "constants": constants,
+               "weight_bytes": int(sum(np.asarray(g.constants[c]).nbytes for c in used))}
+    env = _environment()
+    with staging_directory(out, force) as tmp:
+        for template in ("model.h", "model.c", "model_data.h", "model_data.c"):
+            (tmp / template).write_text(env.get_template(f"generated/{template}.j2")
+                                        .render(**context))
+        shutil.copytree(TEMPLATES / "runtime", tmp / "runtime")
+        port_dir = tmp / "port"
+        port_dir.mkdir()
+        for source in (TEMPLATES / "ports" / port).iterdir():
+            if source.name == "link.ld":
+                text = env.get_template(f"ports/{port}/link.ld").render(
+                    flash_bytes=target.get("flash_bytes"), ram_bytes=target.get("ram_bytes"),
+                    stack_bytes=STACK_BYTES)
+                (port_dir / "link.ld").write_text(text)
+            else:
+                shutil.copy2(source, port_dir / source.name)
+        count = 0
+        if port == "qemu-mps2":
+            samples = np.zeros((1, context["input_bytes"]), np.int8) if test_inputs is None \
+                else np.asarray(test_inputs, np.int8).reshape(len(test_inputs), -1)
+            count = len(samples)
+            (tmp / "test_inputs.c").write_text(env.get_template("generated/test_inputs.c.j2")
+                                               .render(version=__version__, count=count,
+                                                       input_bytes=context["input_bytes"],
+                                                       samples=[", ".join(map(str, s.tolist()))
+                                                                for s in samples]))
+        (tmp / "Makefile").write_text(makefile(target, port, optimize, use_dsp))
+        (tmp / "README.md").write_text(readme(model, target, port, context, plan))
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+    stage_outputs = [[(t, g.tensors[t].elements_per_sample()) for t in s.outputs]
+                     for s in model.stages]
+    return GeneratedProject(path=out, port=port, arena_bytes=context["arena_bytes"],
+                            weight_bytes=context["weight_bytes"],
+                            input_bytes=context["input_bytes"], stage_outputs=stage_outputs,
+                            plan=plan, dsp=use_dsp, test_inputs=count, files=files)
+
+
+def makefile(target: Target, port: str, optimize: str, dsp: bool) -> str:
+    common = ("-std=c99 -Wall -Wextra -Werror -Wshadow -Wno-unused-function "
+              f"-{optimize} -Iruntime/include -I. -Iport")
+    sources = "model.c model_data.c $(wildcard runtime/src/*.c) $(wildcard port/*.c)"
+    if port == "host":
+        return f"""# Generated by eedge {__version__}: host build of the C runtime (gcc).
+CC ?= gcc
+CFLAGS = {common}
+SOURCES = {sources}
+
+build/model: $(SOURCES) $(wildcard *.h runtime/include/eedge/*.h port/*.h)
+\tmkdir -p build
+\t$(CC) $(CFLAGS) $(SOURCES) -o $@
+
+clean:
+\trm -rf build
+.PHONY: clean
+"""
+    cpu = target.get("cpu")
+    fpu = FPU_FLAGS[target.get("fpu", "none")]
+    defines = " -DEEDGE_USE_DSP" if dsp else ""
+    ldflags = "-nostartfiles --specs=nano.specs -Wl,--gc-sections -Wl,-Map=build/firmware.map"
+    if port == "qemu-mps2":
+        ldflags += " -Tport/link.ld"
+        sources += " test_inputs.c"
+    else:
+        ldflags += " $(BOARD_LDFLAGS)"
+    return f"""# Generated by eedge {__version__}: {target.name} ({cpu}) build of the C runtime.
+CC = arm-none-eabi-gcc
+SIZE = arm-none-eabi-size
+ARCH = -mcpu={cpu} -mthumb {fpu}
+CFLAGS = {common} $(ARCH) -ffunction-sections -fdata-sections{defines}
+LDFLAGS = {ldflags}
+SOURCES = {sources} $(BOARD_SOURCES)
+
+build/firmware.elf: $(SOURCES) $(wildcard *.h runtime/include/eedge/*.h port/*.h)
+\tmkdir -p build
+\t$(CC) $(CFLAGS) $(SOURCES) $(LDFLAGS) -o $@
+\t$(SIZE) $@
+
+clean:
+\trm -rf build
+.PHONY: clean
+"""
+
+
+def readme(model: CodegenModel, target: Target, port: str, context: dict[str, Any],
+           plan: MemoryPlan) -> str:
+    return f"""# {model.name}: eedge C runtime for {target.name}
+
+Generated by eedge {__version__} from `{model.source}`. Build with `make` (port `{port}`).
+
+- {len(model.stages)} stages, {len(model.graph.exits)} exits; arena {plan.arena_bytes} bytes
+  (static, no malloc); constants {context['weight_bytes']} bytes in flash.
+- Input: int8 `{context['input_shape']}` at scale {context['input_scale']}, zero point
+  {context['input_zero_point']}: quantize floats as `clamp(round(x / scale) + zero_point)`
+  (round halves away from zero), in NHWC order.
+- API (`model.h`): write the input to `eedge_input()`, call `eedge_infer(&result)`:
+  `result.exit_index`, `result.class_index`, `result.confidence` (int8 max-softmax,
+  probability `(c + 128) / 256`) and `result.stage_ticks[]`.
+- Layout: `runtime/` is eedge's hand-written kernel library (bit-exact with TFLite
+  Micro's reference kernels), `port/` the platform seam, `model*.c` generated.
+- `cortex-m-generic` boards: provide `eedge_board_write()` (UART), a startup file and a
+  linker script, passed as `make BOARD_SOURCES=... BOARD_LDFLAGS=-Tboard.ld`.
+"""

@@ -1,0 +1,114 @@
+"""Target descriptions (``targets/*.yaml``): validated, with units in the field names.
+
+A target's ``kind`` selects its driver: ``host``, ``linux-ssh`` (a Raspberry
+Pi), ``mcu-qemu`` (an emulated Cortex-M) or ``mcu-serial`` (a real board).
+Unknown keys, missing fields and wrong types are errors that name the field,
+so a typo in a user's YAML never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from eedge.errors import TargetError
+
+TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
+CPUS = ["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55",
+        "cortex-a53", "cortex-a72", "cortex-a76"]
+_COMMON = {"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
+           "kind": {"type": "string"}, "description": {"type": "string"}}
+_POSITIVE = {"type": "integer", "minimum": 1}
+_MCU = {**_COMMON, "cpu": {"enum": CPUS}, "fpu": {"enum": ["none", "fpv4-sp-d16", "fpv5-d16",
+                                                          "fpv5-sp-d16"]},
+        "dsp": {"type": "boolean"}, "clock_hz": _POSITIVE, "flash_bytes": _POSITIVE,
+        "ram_bytes": _POSITIVE, "cycles_per_instruction": {"type": "number", "exclusiveMinimum": 0}}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "host": {"type": "object", "additionalProperties": False, "required": ["name", "kind"],
+             "properties": _COMMON},
+    "mcu-qemu": {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "kind", "cpu", "fpu", "clock_hz", "flash_bytes", "ram_bytes",
+                     "qemu"],
+        "properties": {**_MCU, "qemu": {
+            "type": "object", "additionalProperties": False, "required": ["machine"],
+            "properties": {"machine": {"enum": ["mps2-an385", "mps2-an386", "mps2-an500",
+                                                "mps2-an505"]},
+                           "instructions_per_tick": _POSITIVE}}}},
+    "mcu-serial": {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "kind", "cpu", "fpu", "clock_hz", "flash_bytes", "ram_bytes",
+                     "board", "flash_tool", "serial_port", "baud"],
+        "properties": {**_MCU, "board": {"type": "string"},
+                       "flash_tool": {"enum": ["pyocd", "openocd", "st-flash"]},
+                       "pyocd_target": {"type": "string"}, "openocd_config": {"type": "string"},
+                       "serial_port": {"type": "string"}, "baud": _POSITIVE}},
+    "linux-ssh": {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "kind", "ssh", "python", "runtime"],
+        "properties": {**_COMMON, "cpu": {"enum": CPUS}, "clock_hz": _POSITIVE,
+                       "ram_bytes": _POSITIVE, "python": {"type": "string"},
+                       "runtime": {"enum": ["onnxruntime", "litert"]},
+                       "ssh": {"type": "object", "additionalProperties": False,
+                               "required": ["host", "user", "key"],
+                               "properties": {"host": {"type": "string"}, "port": _POSITIVE,
+                                              "user": {"type": "string"},
+                                              "key": {"type": "string"},
+                                              "known_hosts": {"type": "string"}}}}},
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str
+    data: dict[str, Any]
+    path: Path
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    @property
+    def is_mcu(self) -> bool:
+        return self.kind in ("mcu-qemu", "mcu-serial")
+
+
+def _validate(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: a target file must be a YAML mapping")
+    kind = data.get("kind")
+    if kind not in SCHEMAS:
+        raise TargetError(f"{where}: kind must be one of {', '.join(SCHEMAS)}, got {kind!r}")
+    try:
+        jsonschema.validate(data, SCHEMAS[kind])
+    except jsonschema.ValidationError as exc:
+        field = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise TargetError(f"{where}: field {field}: {exc.message}") from None
+    return data
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """A shipped target by name (``qemu-cortex-m4``) or a user's YAML file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        path = TARGETS_DIR / f"{text}.yaml"
+        if not path.is_file():
+            raise TargetError(f"unknown target {text!r}; known targets: "
+                              f"{', '.join(t.name for t in list_targets())} (or give a YAML path)")
+    if not path.is_file():
+        raise TargetError(f"target file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise TargetError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = _validate(data, str(path))
+    return Target(name=data["name"], kind=data["kind"], data=data, path=path)
+
+
+def list_targets() -> list[Target]:
+    return [load_target(p) for p in sorted(TARGETS_DIR.glob("*.yaml"))]

@@ -1,0 +1,41 @@
+/* TFLite's integer requantization arithmetic ("double rounding" form), bit-exact.
+ *
+ * The same functions as eedge/reference/fixedpoint.py: a Q31 multiplier with a
+ * shift, a saturating rounding doubling high multiply, and a rounding right
+ * shift whose ties go away from zero. No floating point anywhere.
+ */
+#ifndef EEDGE_FIXEDPOINT_H
+#define EEDGE_FIXEDPOINT_H
+
+#include <stdint.h>
+
+static inline int32_t eedge_srdhm(int32_t a, int32_t b) {
+    int64_t ab;
+    int32_t nudge;
+    if (a == b && a == INT32_MIN) {
+        return INT32_MAX;
+    }
+    ab = (int64_t)a * (int64_t)b;
+    nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+static inline int32_t eedge_rdbpot(int32_t x, int exponent) {
+    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* x * multiplier * 2^shift, rounded like TFLite (shift > 0 shifts left). */
+static inline int32_t eedge_requantize(int32_t x, int32_t multiplier, int32_t shift) {
+    const int left = shift > 0 ? (int)shift : 0;
+    const int right = shift > 0 ? 0 : (int)-shift;
+    return eedge_rdbpot(eedge_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+}
+
+static inline int32_t eedge_clamp(int32_t x, int32_t low, int32_t high) {
+    return x < low ? low : (x > high ? high : x);
+}
+
+#endif /* EEDGE_FIXEDPOINT_H */

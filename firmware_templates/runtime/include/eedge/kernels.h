@@ -1,0 +1,80 @@
+/* int8 NHWC kernels, bit-exact with TensorFlow Lite Micro's reference kernels.
+ *
+ * Every quantization constant (multipliers, shifts, offsets, clamping range) is
+ * computed on the host by the code generator and stored in a const params
+ * struct, so the device never touches a float. Batch is always 1.
+ */
+#ifndef EEDGE_KERNELS_H
+#define EEDGE_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct {
+    int32_t in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w;
+    int32_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+    int32_t depth_multiplier;   /* depthwise only */
+    int32_t in_offset;          /* -input zero point */
+    int32_t out_offset;         /* +output zero point */
+    int32_t act_min, act_max;
+    const int32_t *multiplier;  /* one per output channel */
+    const int32_t *shift;
+} eedge_conv_params;
+
+typedef struct {
+    int32_t in_depth, out_depth;
+    int32_t in_offset, weight_offset, out_offset, act_min, act_max;
+    const int32_t *multiplier;  /* one per output (per-tensor models repeat it) */
+    const int32_t *shift;
+} eedge_fc_params;
+
+typedef struct {
+    int32_t size;
+    int32_t in1_offset, in2_offset, out_offset;
+    int32_t m1, s1, m2, s2, m_out, s_out;   /* add: left shift 20 and three multipliers */
+    int32_t act_min, act_max;
+} eedge_binary_params;
+
+typedef struct {
+    int32_t in_h, in_w, c, out_h, out_w, f_h, f_w, stride_h, stride_w, pad_top, pad_left;
+    int32_t act_min, act_max;
+} eedge_pool_params;
+
+typedef struct {
+    int32_t h, w, c;            /* mean over H and W of an NHWC tensor */
+    int32_t in_zero_point, out_zero_point, multiplier, shift;
+} eedge_mean_params;
+
+typedef struct {
+    int32_t rows, cols, input_multiplier, input_shift, diff_min;
+} eedge_softmax_params;
+
+typedef struct {
+    int32_t in_dims[4], pad_before[4], pad_after[4];
+    int32_t pad_value;
+} eedge_pad_params;
+
+typedef struct {
+    int32_t size, in_offset, out_offset, multiplier, shift, act_min, act_max;
+} eedge_requant_params;
+
+void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
+                     const int32_t *bias, int8_t *output);
+void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
+                               const int8_t *weights, const int32_t *bias, int8_t *output);
+void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
+                              const int8_t *weights, const int32_t *bias, int8_t *output);
+void eedge_add_s8(const eedge_binary_params *p, const int8_t *a, const int8_t *b, int8_t *out);
+void eedge_mul_s8(const eedge_binary_params *p, const int8_t *a, const int8_t *b, int8_t *out);
+void eedge_avg_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
+void eedge_max_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
+void eedge_mean_hw_s8(const eedge_mean_params *p, const int8_t *input, int8_t *output);
+void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t *output);
+void eedge_pad_s8(const eedge_pad_params *p, const int8_t *input, int8_t *output);
+void eedge_requantize_s8(const eedge_requant_params *p, const int8_t *input, int8_t *output);
+void eedge_copy_s8(const int8_t *input, int8_t *output, int32_t size);
+/* One input of a concatenation: `outer` blocks of `in_inner` bytes, placed at
+ * `offset` inside output blocks of `out_inner` bytes. */
+void eedge_concat_part_s8(const int8_t *input, int32_t outer, int32_t in_inner,
+                          int32_t out_inner, int32_t offset, int8_t *output);
+
+#endif /* EEDGE_KERNELS_H */
