@@ -26,7 +26,9 @@ _POSITIVE = {"type": "integer", "minimum": 1}
 _MCU = {**_COMMON, "cpu": {"enum": CPUS}, "fpu": {"enum": ["none", "fpv4-sp-d16", "fpv5-d16",
                                                           "fpv5-sp-d16"]},
         "dsp": {"type": "boolean"}, "clock_hz": _POSITIVE, "flash_bytes": _POSITIVE,
-        "ram_bytes": _POSITIVE, "cycles_per_instruction": {"type": "number", "exclusiveMinimum": 0}}
+        "ram_bytes": _POSITIVE, "cycles_per_instruction": {"type": "number", "exclusiveMinimum": 0},
+        "flash_origin": {"type": "string", "pattern": "^0x[0-9a-fA-F]{1,8}$"},
+        "ram_origin": {"type": "string", "pattern": "^0x[0-9a-fA-F]{1,8}$"}}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "host": {"type": "object", "additionalProperties": False, "required": ["name", "kind"],
              "properties": _COMMON},

@@ -10,7 +10,7 @@ alone and is written atomically.
 
 from __future__ import annotations
 
-import math
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from eedge.codegen.model_source import CodegenModel
 from eedge.codegen.planner import MemoryPlan, plan_memory
 from eedge.errors import TargetError
 from eedge.ir.bundle import staging_directory
+from eedge.policies.fixed_point import threshold_q
 from eedge.targets import Target
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "firmware_templates"
@@ -33,30 +34,53 @@ FPU_FLAGS = {"none": "-mfloat-abi=soft", "fpv4-sp-d16": "-mfloat-abi=hard -mfpu=
              "fpv5-d16": "-mfloat-abi=hard -mfpu=fpv5-d16",
              "fpv5-sp-d16": "-mfloat-abi=hard -mfpu=fpv5-sp-d16"}
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
-STACK_BYTES = 16 * 1024
+STACK_BYTES = 8 * 1024
+# (flash, RAM) origins: QEMU's MPS2 maps code at 0; STM32 parts put flash at 0x08000000
+MEMORY_ORIGINS = {"qemu-mps2": ("0x00000000", "0x20000000"),
+                  "cortex-m-generic": ("0x08000000", "0x20000000")}
+
+
+PROJECT_FILE = "eedge-project.json"
 
 
 @dataclass
 class GeneratedProject:
+    """What was generated, saved as eedge-project.json so build/run/flash need only the dir."""
+
     path: Path
+    target: str
     port: str
     arena_bytes: int
     weight_bytes: int
     input_bytes: int
     stage_outputs: list[list[tuple[str, int]]]
-    plan: MemoryPlan
     dsp: bool
+    optimize: str
+    input_scale: float
+    input_zero_point: int
+    input_layout: str | None
+    exit_stages: list[int]
     test_inputs: int = 0
     files: list[str] = field(default_factory=list)
+    plan: MemoryPlan | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("plan", "path")}
+        return data
 
-def threshold_q(threshold: float | None, final: bool) -> int:
-    """int8 max-softmax threshold: exit iff q >= this; q encodes probability (q+128)/256."""
-    if final:
-        return -128
-    if threshold is None:
-        return 128
-    return int(min(128, max(-128, math.ceil(threshold * 256) - 128)))
+    @classmethod
+    def load(cls, path: Path) -> "GeneratedProject":
+        meta = path / PROJECT_FILE
+        if not meta.is_file():
+            raise TargetError(f"{path} is not a project made by `eedge codegen` (no "
+                              f"{PROJECT_FILE})")
+        try:
+            data = json.loads(meta.read_text())
+            data["stage_outputs"] = [[(n, int(b)) for n, b in stage]
+                                     for stage in data["stage_outputs"]]
+            return cls(path=path, **data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise TargetError(f"{meta} is damaged ({exc}); run `eedge codegen` again") from exc
 
 
 def _environment() -> jinja2.Environment:
@@ -163,17 +187,17 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                                         .render(**context))
         shutil.copytree(TEMPLATES / "runtime", tmp / "runtime")
         port_dir = tmp / "port"
-        port_dir.mkdir()
-        for source in (TEMPLATES / "ports" / port).iterdir():
-            if source.name == "link.ld":
-                text = env.get_template(f"ports/{port}/link.ld").render(
-                    flash_bytes=target.get("flash_bytes"), ram_bytes=target.get("ram_bytes"),
-                    stack_bytes=STACK_BYTES)
-                (port_dir / "link.ld").write_text(text)
-            else:
-                shutil.copy2(source, port_dir / source.name)
+        shutil.copytree(TEMPLATES / "ports" / port, port_dir)
         count = 0
-        if port == "qemu-mps2":
+        if port != "host":
+            for name in ("startup_cortex_m.c", "target_main.c"):
+                shutil.copy2(TEMPLATES / "harness" / name, port_dir / name)
+            origins = MEMORY_ORIGINS[port]
+            (port_dir / "link.ld").write_text(env.get_template("harness/link.ld").render(
+                target=target.name, flash_origin=target.get("flash_origin", origins[0]),
+                ram_origin=target.get("ram_origin", origins[1]),
+                flash_bytes=target.get("flash_bytes"), ram_bytes=target.get("ram_bytes"),
+                stack_bytes=STACK_BYTES))
             samples = np.zeros((1, context["input_bytes"]), np.int8) if test_inputs is None \
                 else np.asarray(test_inputs, np.int8).reshape(len(test_inputs), -1)
             count = len(samples)
@@ -185,12 +209,18 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         (tmp / "Makefile").write_text(makefile(target, port, optimize, use_dsp))
         (tmp / "README.md").write_text(readme(model, target, port, context, plan))
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-    stage_outputs = [[(t, g.tensors[t].elements_per_sample()) for t in s.outputs]
-                     for s in model.stages]
-    return GeneratedProject(path=out, port=port, arena_bytes=context["arena_bytes"],
-                            weight_bytes=context["weight_bytes"],
-                            input_bytes=context["input_bytes"], stage_outputs=stage_outputs,
-                            plan=plan, dsp=use_dsp, test_inputs=count, files=files)
+        project = GeneratedProject(
+            path=out, target=target.name, port=port, arena_bytes=context["arena_bytes"],
+            weight_bytes=context["weight_bytes"], input_bytes=context["input_bytes"],
+            stage_outputs=[[(t, g.tensors[t].elements_per_sample()) for t in s.outputs]
+                           for s in model.stages],
+            dsp=use_dsp, optimize=optimize, input_scale=float(quant.scale[0]),
+            input_zero_point=int(quant.zero_point[0]), input_layout=model.input_layout,
+            exit_stages=[next(s.index for s in model.stages if s.exit_index == k)
+                         for k in range(n_exits)],
+            test_inputs=count, files=files + [PROJECT_FILE], plan=plan)
+        (tmp / PROJECT_FILE).write_text(json.dumps(project.to_json(), indent=2) + "\n")
+    return project
 
 
 def makefile(target: Target, port: str, optimize: str, dsp: bool) -> str:
@@ -214,12 +244,9 @@ clean:
     cpu = target.get("cpu")
     fpu = FPU_FLAGS[target.get("fpu", "none")]
     defines = " -DEEDGE_USE_DSP" if dsp else ""
-    ldflags = "-nostartfiles --specs=nano.specs -Wl,--gc-sections -Wl,-Map=build/firmware.map"
-    if port == "qemu-mps2":
-        ldflags += " -Tport/link.ld"
-        sources += " test_inputs.c"
-    else:
-        ldflags += " $(BOARD_LDFLAGS)"
+    ldflags = ("-nostartfiles --specs=nano.specs -Wl,--gc-sections -Wl,-Map=build/firmware.map "
+               "-Tport/link.ld")
+    sources += " test_inputs.c"
     return f"""# Generated by eedge {__version__}: {target.name} ({cpu}) build of the C runtime.
 CC = arm-none-eabi-gcc
 SIZE = arm-none-eabi-size
@@ -255,6 +282,8 @@ Generated by eedge {__version__} from `{model.source}`. Build with `make` (port 
   probability `(c + 128) / 256`) and `result.stage_ticks[]`.
 - Layout: `runtime/` is eedge's hand-written kernel library (bit-exact with TFLite
   Micro's reference kernels), `port/` the platform seam, `model*.c` generated.
-- `cortex-m-generic` boards: provide `eedge_board_write()` (UART), a startup file and a
-  linker script, passed as `make BOARD_SOURCES=... BOARD_LDFLAGS=-Tboard.ld`.
+- `cortex-m-generic` boards: `port/link.ld` assumes flash at 0x08000000 and RAM at
+  0x20000000 (STM32; set `flash_origin`/`ram_origin` in the target YAML otherwise). The
+  console defaults to ITM/SWO; override `eedge_board_write()` with a UART writer
+  (`make BOARD_SOURCES=uart.c`).
 """

@@ -66,7 +66,9 @@ def build(project: GeneratedProject, jobs: int = 2) -> BuildResult:
     proc = subprocess.run(["make", "-C", str(project.path), f"-j{jobs}"], capture_output=True,
                           text=True, timeout=600)
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "error" in ln]
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
+                 if "error:" in ln or "undefined reference" in ln]
+        lines.sort(key=lambda ln: "collect2" in ln)  # the linker's summary line says least
         detail = lines[0] if lines else (proc.stderr or proc.stdout).strip()[-300:]
         raise ToolchainError(f"building {project.path} failed: {detail}")
     if project.port == "host":

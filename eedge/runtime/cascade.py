@@ -21,6 +21,7 @@ from eedge.errors import BundleError, InputDataError
 from eedge.ir.bundle import Bundle, load_bundle
 from eedge.ir.graph import QuantParams
 from eedge.policies.criteria import confidence, softmax
+from eedge.policies.fixed_point import int8_probabilities, threshold_q
 from eedge.reference.int8_kernels import dequantize_output, quantize_input
 from eedge.runtime.stage_runners import RUNTIMES, make_runner
 
@@ -234,30 +235,42 @@ class Cascade:
             result.stage_seconds.append(time.perf_counter() - start)
             result.stage_samples.append(int(active.size))
             if stage["exit"] is not None:
-                logits = self._exit_logits(stage["index"], store)
-                active, store = self._decide(stage["exit"], logits, active, store, result,
-                                             early_exit)
+                active, store = self._decide(stage["exit"], stage["index"], active, store,
+                                             result, early_exit)
             store = {k: v for k, v in store.items()
                      if self._last_reader.get(k, -1) > stage["index"]}
         return result
 
-    def _decide(self, k: int, logits: np.ndarray, active: np.ndarray,
+    def _decide(self, k: int, stage_index: int, active: np.ndarray,
                 store: dict[str, np.ndarray], result: CascadeResult, early_exit: bool
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Record samples that exit at exit ``k``; keep the rest."""
-        conf = confidence(logits, self.exits[k]["policy"]["criterion"])
-        threshold = self.thresholds[k]
-        if k == self.final_exit:
-            leaving = np.ones(active.size, dtype=bool)
-        elif not early_exit or threshold is None:
-            leaving = np.zeros(active.size, dtype=bool)
+        """Record samples that exit at exit ``k``; keep the rest.
+
+        int8 stages decide in fixed point exactly as the generated C does
+        (int8 softmax maximum against an int8 threshold); float stages on
+        the float softmax.
+        """
+        spec = self.io[stage_index]["outputs"][0]
+        final = k == self.final_exit
+        threshold = self.thresholds[k] if early_exit else None
+        if spec.get("quant"):
+            scale = QuantParams.from_json(spec["quant"]).scale[0]
+            q = int8_probabilities(store[spec["name"]], scale).astype(np.int32)
+            probs = ((q + 128) / 256).astype(np.float32)
+            conf_q = q.max(axis=-1)
+            leaving = conf_q >= threshold_q(threshold, final)
+            predictions = np.argmax(store[spec["name"]], axis=-1)
         else:
-            leaving = conf >= threshold
+            logits = store[spec["name"]]
+            probs = softmax(logits)
+            conf = confidence(logits, self.exits[k]["policy"]["criterion"])
+            leaving = np.ones(active.size, bool) if final else (
+                np.zeros(active.size, bool) if threshold is None else conf >= threshold)
+            predictions = np.argmax(logits, axis=-1)
         rows = active[leaving]
-        probs = softmax(logits[leaving])
-        result.predictions[rows] = np.argmax(logits[leaving], axis=-1)
-        result.probabilities[rows, : probs.shape[-1]] = probs
+        result.predictions[rows] = predictions[leaving]
+        result.probabilities[rows, : probs.shape[-1]] = probs[leaving]
         result.exit_index[rows] = k
-        result.confidence[rows] = conf[leaving]
+        result.confidence[rows] = probs[leaving].max(axis=-1)
         staying = ~leaving
         return active[staying], {name: v[staying] for name, v in store.items()}

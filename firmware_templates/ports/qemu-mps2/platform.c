@@ -37,3 +37,7 @@ uint32_t eedge_platform_ticks(void) {
 void eedge_platform_print(const char *text) {
     semihosting_write0(text);
 }
+
+void eedge_port_exit(int32_t code) {
+    semihosting_exit(code);
+}

@@ -1,8 +1,12 @@
-/* Minimal Cortex-M startup: vector table, .data/.bss setup, FPU on, stack painting. */
+/* Minimal Cortex-M startup shared by the MCU ports: vector table, .data/.bss setup,
+ * FPU on, stack painting (for the stack high-water mark). The port decides what
+ * "exit" means: QEMU ends the emulation through semihosting, a board parks. */
 #include <stdint.h>
 #include <string.h>
 
-#include "semihosting.h"
+#include "eedge/platform.h"
+
+extern void eedge_port_exit(int32_t code) __attribute__((noreturn));
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack, _sstack;
 extern int main(void);
@@ -18,9 +22,12 @@ __attribute__((section(".isr_vector"), used)) static void (*const vectors[16])(v
     Default_Handler, 0, Default_Handler, SysTick_Handler,
 };
 
+/* Ports that count time with SysTick define it; others never enable the interrupt. */
+__attribute__((weak)) void SysTick_Handler(void) {}
+
 void Default_Handler(void) {
-    semihosting_write0("FAULT: unexpected exception\n");
-    semihosting_exit(3);
+    eedge_platform_print("FAULT: unexpected exception\n");
+    eedge_port_exit(3);
 }
 
 /* Bytes of stack ever used: the painted words at the bottom that are still intact. */
@@ -52,5 +59,5 @@ __attribute__((used, noreturn)) void eedge_reset_c(void) {
     *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20); /* CPACR: CP10, CP11 full access */
     __asm__ volatile("dsb\nisb");
 #endif
-    semihosting_exit(main());
+    eedge_port_exit(main());
 }

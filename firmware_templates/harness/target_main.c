@@ -1,5 +1,6 @@
-/* On-target check and profile: runs the embedded test inputs and prints, per sample,
- * every stage output (hex), the decision, and the ticks of each stage. */
+/* On-target check and profile (MCU ports): runs the embedded test inputs and prints,
+ * per sample, every stage output (hex), the decision and the ticks of each stage,
+ * then the stack high-water mark. eedge parses these lines. */
 #include <stdint.h>
 #include <string.h>
 
