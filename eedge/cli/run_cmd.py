@@ -45,10 +45,12 @@ def parse_thresholds(text: str, exits: int) -> list[float | None]:
 @click.option("--threads", default=1, show_default=True, help="Runtime threads.")
 @click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
               help="Stage files and engine (default: onnx if present, else int8, else tflite).")
+@click.option("--target", "-t", "target_name",
+              help="Run the generated C runtime instead: host (gcc) or an mcu-qemu target.")
 @json_option
 @debug_option
 def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exit: bool,
-            threads: int, runtime: str | None, as_json: bool) -> None:
+            threads: int, runtime: str | None, target_name: str | None, as_json: bool) -> None:
     """Run BUNDLE on inputs as a cascade: each sample stops at its first confident exit.
 
     \b
@@ -56,7 +58,11 @@ def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exi
       eedge run demo-out/bundle --input demo-out/test.npz
       eedge run bundle --input x.npy --thresholds 0.99,0.95 --json
       eedge run bundle --input val.npz --runtime int8-tflm
+      eedge run bundle --input val.npz --target qemu-cortex-m4
     """
+    if target_name is not None:
+        _run_on_target(bundle, input_path, target_name, thresholds, no_early_exit, as_json)
+        return
     cascade = Cascade(bundle, threads=threads, runtime=runtime)
     if thresholds is not None:
         cascade.set_thresholds(parse_thresholds(thresholds, len(cascade.exits)))
@@ -98,3 +104,46 @@ def _optional_labels(path: Path, count: int) -> np.ndarray | None:
         raise InputDataError(f"{path}: y has shape {list(labels.shape)} but x has {count} "
                              "samples")
     return labels
+
+
+def _run_on_target(bundle: Path, input_path: Path, target_name: str, thresholds: str | None,
+                   no_early_exit: bool, as_json: bool) -> None:
+    from eedge.cli.console import progress_status
+    from eedge.codegen.device_run import run_on_target
+    from eedge.codegen.model_source import load_codegen_model
+    from eedge.targets import load_target
+
+    if thresholds is not None or no_early_exit:
+        raise InputDataError("--thresholds and --no-early-exit apply to the Python runtimes; "
+                             "the firmware uses the bundle's thresholds (set them with the "
+                             "demo or calibration, then codegen again)")
+    target = load_target(target_name)
+    model = load_codegen_model(bundle)
+    x = load_array(input_path, "x")
+    with progress_status(f"building and running on {target.name}", quiet=as_json):
+        run = run_on_target(model, target, x)
+    labels = _optional_labels(input_path, len(run.run.samples))
+    summary = run.summary()
+    summary["accuracy"] = (float(np.mean(run.predictions == labels)) if labels is not None
+                           else None)
+    if as_json:
+        print_json(summary)
+        return
+    n = len(run.run.samples)
+    table = Table(title=f"{n} samples on {target.name} (generated C runtime)")
+    for name in ("exit", "samples", "share", "mean ticks in stage", "est. instructions"):
+        table.add_column(name, justify="right")
+    ticks = run.mean_stage_ticks()
+    instructions = summary.get("stage_instructions_mean", [None] * len(ticks))
+    for k, stage in enumerate(run.project.exit_stages):
+        count = int(np.sum(run.exit_index == k))
+        table.add_row(f"exit{k}", str(count), f"{count / n:.1%}",
+                      f"{ticks[stage]:.0f}" if run.project.port != "host" else "-",
+                      f"{instructions[stage]:.0f}" if instructions[stage] else "-")
+    out_console.print(table)
+    if summary["accuracy"] is not None:
+        out_console.print(f"accuracy on the device: {summary['accuracy']:.2%}")
+    if run.project.port != "host":
+        out_console.print(f"flash {summary['flash_bytes']} B (weights {summary['weight_bytes']} "
+                          f"B), arena {summary['arena_bytes']} B, stack used "
+                          f"{summary['stack_used_bytes']} B")
