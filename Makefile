@@ -9,21 +9,32 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.eedge-setup-done
 PYTEST_WORKERS ?= 2
+# The Arm toolchain and QEMU build and run the generated C runtime (Debian packages).
+SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test clean
+.PHONY: setup system demo test clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+system:
+	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
+	    || [ ! -e /usr/lib/arm-none-eabi/newlib/libc_nano.a ]; then \
+	  echo "installing $(SYSTEM_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+	    -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml Makefile | system
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) system
 	$(VENV)/bin/eedge demo --out demo-out
 
-test: $(STAMP)
+test: $(STAMP) system
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 clean:

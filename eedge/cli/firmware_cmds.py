@@ -79,7 +79,7 @@ def size_report(project_path: Path) -> dict:
     from eedge.targets import load_target
 
     project = GeneratedProject.load(project_path)
-    target = load_target(project.target)
+    target = load_target(project.target_file)
     result = build(project)
     report = {"project": str(project_path), "target": target.name, "binary": str(result.binary),
               "arena_bytes": project.arena_bytes, "weight_bytes": project.weight_bytes}
@@ -163,7 +163,7 @@ def flash(project: Path, dry_run: bool, as_json: bool) -> None:
     from eedge.codegen.project import GeneratedProject
 
     meta = GeneratedProject.load(project)
-    target = load_target(meta.target)
+    target = load_target(meta.target_file)
     if target.kind != "mcu-serial":
         raise TargetError(f"{target.name} is not a board ({target.kind}); flash needs an "
                           "mcu-serial target such as stm32f767")
@@ -173,7 +173,7 @@ def flash(project: Path, dry_run: bool, as_json: bool) -> None:
         if as_json:
             print_json({"command": command, **report})
         else:
-            out_console.print(shlex.join(command))
+            click.echo(shlex.join(command))  # plain text: copy-pasteable, never wrapped
         return
     import shutil
 

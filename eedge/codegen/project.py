@@ -49,6 +49,7 @@ class GeneratedProject:
 
     path: Path
     target: str
+    target_file: str
     port: str
     arena_bytes: int
     weight_bytes: int
@@ -210,7 +211,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         (tmp / "README.md").write_text(readme(model, target, port, context, plan))
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         project = GeneratedProject(
-            path=out, target=target.name, port=port, arena_bytes=context["arena_bytes"],
+            path=out, target=target.name, target_file=str(target.path.resolve()), port=port, arena_bytes=context["arena_bytes"],
             weight_bytes=context["weight_bytes"], input_bytes=context["input_bytes"],
             stage_outputs=[[(t, g.tensors[t].elements_per_sample()) for t in s.outputs]
                            for s in model.stages],

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from eedge.codegen.project import GeneratedProject
-from eedge.errors import ToolchainError
+from eedge.errors import TargetError, ToolchainError
 from eedge.targets import Target
 
 APT_HINT = ("install it with: apt-get install -y --no-install-recommends gcc-arm-none-eabi "
@@ -66,6 +66,12 @@ def build(project: GeneratedProject, jobs: int = 2) -> BuildResult:
     proc = subprocess.run(["make", "-C", str(project.path), f"-j{jobs}"], capture_output=True,
                           text=True, timeout=600)
     if proc.returncode != 0:
+        overflow = re.search(r"region [`']?(\w+)'? overflowed by (\d+) bytes",
+                             proc.stderr + proc.stdout)
+        if overflow:
+            raise TargetError(f"the firmware does not fit {project.target}: "
+                              f"{overflow.group(2)} bytes of {overflow.group(1)} too many; "
+                              "choose a smaller model or a bigger part")
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
                  if "error:" in ln or "undefined reference" in ln]
         lines.sort(key=lambda ln: "collect2" in ln)  # the linker's summary line says least

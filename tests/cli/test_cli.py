@@ -167,3 +167,82 @@ def test_tflite_cli_paths_and_flag_errors(capsys, tmp_path: Path, mlp_file: Path
     code, _, err = run(capsys, "export", str(mlp_file), "--out", str(tmp_path / "v"),
                        "--exits", "h")
     assert code == ModelError.exit_code and ".tflite" in err
+
+
+def test_firmware_commands(capsys, tmp_path: Path, mlp_file: Path) -> None:  # type: ignore[no-untyped-def]
+    sys_path = Path(__file__).parents[1] / "frontends"
+    import sys
+
+    sys.path.insert(0, str(sys_path))
+    from test_tflite_frontend import hand_made_int8_model
+
+    model = tmp_path / "hand.tflite"
+    model.write_bytes(hand_made_int8_model())
+    project = tmp_path / "fw"
+    np.save(tmp_path / "xi.npy", np.random.default_rng(0).integers(-128, 128, (3, 4, 4, 1),
+                                                                   dtype=np.int8))
+    code, out, err = run(capsys, "codegen", str(model), "--target", "qemu-cortex-m4", "--out",
+                         str(project), "--inputs", str(tmp_path / "xi.npy"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["test_inputs"] == 3
+    code, out, err = run(capsys, "build", str(project), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["weight_bytes"] > 0 and report["flash_bytes"] < report["flash_limit_bytes"]
+    code, out, err = run(capsys, "run", str(model.parent / "unused"), "--input", "x",
+                         "--target", "nowhere")
+    assert code != 0
+    # flashing needs a board target; the exact command is shown with --dry-run
+    code, _, err = run(capsys, "flash", str(project), "--dry-run")
+    assert code == 7 and "not a board" in err
+    board = tmp_path / "fw-board"
+    assert run(capsys, "codegen", str(model), "--target", "stm32f767", "--out", str(board))[0] == 0
+    code, out, err = run(capsys, "flash", str(board), "--dry-run")
+    assert code == 0, err
+    assert out.startswith("pyocd flash --target stm32f767zi") and "firmware.elf" in out
+    code, out, _ = run(capsys, "targets", "--json")
+    assert code == 0 and {t["name"] for t in json.loads(out)} >= {"qemu-cortex-m4", "rpi4"}
+    # a float-only bundle cannot become firmware
+    code, _, err = run(capsys, "export", str(mlp_file), "--out", str(tmp_path / "f"))
+    code, _, err = run(capsys, "codegen", str(tmp_path / "f"), "--out", str(tmp_path / "g"))
+    assert code == 4 and "--int8" in err
+
+
+def test_model_that_does_not_fit_is_refused(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "frontends"))
+    from test_tflite_frontend import hand_made_int8_model
+
+    model = tmp_path / "hand.tflite"
+    model.write_bytes(hand_made_int8_model())
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("name: tiny\nkind: mcu-serial\ncpu: cortex-m4\nfpu: fpv4-sp-d16\n"
+                    "clock_hz: 1000000\nflash_bytes: 4096\nram_bytes: 2048\nboard: tiny\n"
+                    "flash_tool: pyocd\nserial_port: /dev/null\nbaud: 9600\n")
+    assert run(capsys, "codegen", str(model), "--target", str(tiny), "--out",
+               str(tmp_path / "fw"))[0] == 0
+    code, _, err = run(capsys, "build", str(tmp_path / "fw"))
+    assert code == 7 and "does not fit tiny" in err and "FLASH" in err
+
+
+def test_run_on_host_c_runtime(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import exported_onnx
+    from zoo import example_input
+
+    source = tmp_path / "dw.onnx"
+    onnx.save(exported_onnx("depthwise"), source)
+    np.savez(tmp_path / "calib.npz", x=example_input(seed=1, batch=32))
+    bundle = tmp_path / "b"
+    assert run(capsys, "export", str(source), "--out", str(bundle), "--int8", "--calib",
+               str(tmp_path / "calib.npz"))[0] == 0
+    np.savez(tmp_path / "data.npz", x=example_input(seed=4, batch=7), y=np.arange(7) % 5)
+    code, out, err = run(capsys, "run", str(bundle), "--input", str(tmp_path / "data.npz"),
+                         "--target", "host", "--json")
+    assert code == 0, err
+    device = json.loads(out)
+    code, out, err = run(capsys, "run", str(bundle), "--input", str(tmp_path / "data.npz"),
+                         "--runtime", "int8-reference", "--json")
+    python = json.loads(out)
+    assert device["predictions"] == python["predictions"]
+    assert device["exit_index"] == python["exit_index"]
