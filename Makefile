@@ -1,6 +1,7 @@
 # Two entry points, both self-installing and idempotent:
 #   make demo   set up, then run the main job end-to-end on the built-in example
 #   make test   set up, then run the whole test suite
+#   make bench  speed and memory figures (bench/results.json)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ PYTEST_WORKERS ?= 2
 SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system demo test clean
+.PHONY: setup system demo test bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +37,9 @@ demo: $(STAMP) system
 
 test: $(STAMP) system
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+bench: $(STAMP) system
+	$(PY) bench/run_bench.py
 
 clean:
 	rm -rf demo-out .pytest_cache build

@@ -16,9 +16,13 @@ from eedge.cli.tables import human_bytes, human_count
               help="Keep the bundle, weights and test data in this directory.")
 @click.option("--seed", default=0, show_default=True, help="Seed for data split and training.")
 @click.option("--epochs", default=30, show_default=True, help="Training epochs.")
+@click.option("--target", "target_name", default="qemu-cortex-m4", show_default=True,
+              help="Where to run the generated C runtime (an mcu-qemu target or host).")
+@click.option("--no-firmware", is_flag=True, help="Skip generating and running the C runtime.")
 @json_option
 @debug_option
-def command(out: Path | None, seed: int, epochs: int, as_json: bool) -> None:
+def command(out: Path | None, seed: int, epochs: int, target_name: str, no_firmware: bool,
+            as_json: bool) -> None:
     """Train a 3-exit CNN on digits, export it (ONNX, TFLite, int8), run the cascade.
 
     Needs no download: the data ships with scikit-learn. Takes seconds.
@@ -33,7 +37,8 @@ def command(out: Path | None, seed: int, epochs: int, as_json: bool) -> None:
     if epochs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--epochs")
     with progress_status("demo", quiet=as_json) as say:
-        report = run_demo(out, seed=seed, epochs=epochs, progress=say)
+        report = run_demo(out, seed=seed, epochs=epochs, progress=say,
+                          firmware_target=None if no_firmware else target_name)
     if as_json:
         print_json(report.to_json())
         return
@@ -67,6 +72,23 @@ def command(out: Path | None, seed: int, epochs: int, as_json: bool) -> None:
                       f"{report.latency_cascade_us:.1f} us/sample with exits vs "
                       f"{report.latency_full_us:.1f} us/sample without "
                       f"(training took {report.train_seconds:.1f} s)")
+    device = report.device
+    if device:
+        rates = ", ".join(f"{r:.1%}" for r in device["exit_rates"])
+        stages = ", ".join(f"{v / 1e3:.0f}k" for v in device["stage_instructions"] or [])
+        out_console.print(
+            f"on {device['target']} (generated C, QEMU): accuracy {device['accuracy']:.2%}, "
+            f"exit rates {rates}, decisions identical to Python: "
+            f"{device['same_decisions_as_python']}")
+        out_console.print(
+            f"  instructions per stage {stages}; per inference {device['instructions_per_inference'] / 1e3:.0f}k "
+            f"with exits vs {device['instructions_all_stages'] / 1e3:.0f}k through every stage")
+        out_console.print(
+            f"  flash {human_bytes(device['flash_bytes'])} (weights "
+            f"{human_bytes(device['weight_bytes'])}), RAM {human_bytes(device['ram_bytes'])} "
+            f"(arena {device['arena_bytes']} B + stack {device['stack_bytes']} B)")
+    elif report.device_skipped:
+        out_console.print(f"[yellow]C runtime skipped:[/] {report.device_skipped}")
     if report.bundle:
         out_console.print(f"kept: bundle {report.bundle}, weights {report.files['model']}, "
                           f"test data {report.files['test_data']}")

@@ -57,6 +57,8 @@ class DemoReport:
     int8_cascade_accuracy: float = 0.0
     int8_exit_rates: list[float] = field(default_factory=list)
     model_bytes: dict[str, int] = field(default_factory=dict)  # stage files per format
+    device: dict[str, Any] | None = None   # the generated C runtime in QEMU
+    device_skipped: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +73,8 @@ def _per_sample_latency_us(cascade: Cascade, x: np.ndarray, early_exit: bool) ->
 
 
 def run_demo(out: Path | None = None, seed: int = 0, epochs: int = 30,
-             progress: Progress | None = None) -> DemoReport:
+             progress: Progress | None = None, firmware_target: str | None = "qemu-cortex-m4"
+             ) -> DemoReport:
     """Train the digits model and deploy it as a cascade; ``out`` keeps artifacts."""
     import torch
 
@@ -114,6 +117,9 @@ def run_demo(out: Path | None = None, seed: int = 0, epochs: int = 30,
         report.train_seconds = train_seconds
         say("evaluating the int8 model (eedge's reference = TFLite Micro's bytes)")
         _add_int8(report, bundle, data.x_test, data.y_test)
+        if firmware_target is not None:
+            say(f"generating, building and running the C runtime on {firmware_target}")
+            _add_device(report, bundle, firmware_target, data.x_test, data.y_test)
         report.bundle = str(work / "bundle") if out is not None else None
         if out is not None:
             report.files = {"model": str(work / "model.pt"), "test_data": str(work / "test.npz")}
@@ -134,6 +140,34 @@ def _add_int8(report: DemoReport, bundle: Any, x: np.ndarray, y: np.ndarray) -> 
     for fmt in ("onnx", "tflite", "tflite_int8"):
         report.model_bytes[fmt] = sum(bundle.manifest["files"][s["files"][fmt]]["bytes"]
                                       for s in bundle.stages)
+
+
+def _add_device(report: DemoReport, bundle: Any, target_name: str, x: np.ndarray,
+                y: np.ndarray) -> None:
+    from eedge.codegen.device_run import run_on_target
+    from eedge.errors import ToolchainError
+    from eedge.targets import load_target
+
+    try:
+        run = run_on_target(bundle.path, load_target(target_name), x)
+    except ToolchainError as exc:  # the demo still shows the host-side results
+        report.device_skipped = str(exc)
+        return
+    summary = run.summary()
+    ticks = [sum(s.stage_ticks) for s in run.run.samples]
+    per_tick = run.instructions_per_tick or 1
+    report.device = {
+        "target": target_name, "accuracy": float(np.mean(run.predictions == y)),
+        "exit_rates": [float(np.mean(run.exit_index == k)) for k in range(len(report.exits))],
+        "stage_instructions": summary.get("stage_instructions_mean"),
+        "instructions_per_inference": float(np.mean(ticks)) * per_tick,
+        "instructions_all_stages": float(sum(summary.get("stage_instructions_mean") or [0])),
+        "flash_bytes": summary["flash_bytes"], "weight_bytes": summary["weight_bytes"],
+        "ram_bytes": summary["arena_bytes"] + (summary["stack_used_bytes"] or 0),
+        "arena_bytes": summary["arena_bytes"], "stack_bytes": summary["stack_used_bytes"],
+        "same_decisions_as_python": bool(
+            np.array_equal(run.exit_index, Cascade(bundle, runtime="int8-reference")
+                           .infer(x).exit_index))}
 
 
 def _summarize(manifest: dict[str, Any], decided: Any, all_logits: list[np.ndarray],
