@@ -21,6 +21,7 @@ from eedge.reference.int8_kernels import (activation_range, add_multipliers,
 from eedge.reference.windows import padding_amounts
 
 F32 = np.float32
+SCRATCH = "eedge_scratch"  # the model's one scratch buffer (int32 words)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Emitted:
 
     declarations: list[str] = field(default_factory=list)
     statement: str = ""
+    scratch_words: int = 0   # 32-bit words of the shared scratch buffer the kernel needs
 
 
 @dataclass
@@ -88,13 +90,16 @@ def _conv(ctx: EmitContext, node: Node) -> Emitted:
                   dil_h=a["dilation_h"], dil_w=a["dilation_w"], pad_top=pad_top,
                   pad_left=pad_left, depth_multiplier=a.get("depth_multiplier", 1),
                   in_offset=-zero_point_of(in_q), out_offset=zero_point_of(out_q),
-                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift")
+                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift",
+                  scratch=SCRATCH)
     kernel = "eedge_conv2d_s8" if node.op_type == "CONV_2D" else "eedge_depthwise_conv2d_s8"
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
+    scratch = k_h * k_w * in_c + 4 if node.op_type == "CONV_2D" else out_c + 4
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
                     struct("eedge_conv_params", f"{p}_params", fields)],
                    f"{kernel}(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})")
+                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})",
+                   scratch)
 
 
 def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
@@ -108,12 +113,14 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
     low, high = activation_range(node.attrs["activation"], out_q)
     fields = dict(in_depth=in_depth, out_depth=out_depth, in_offset=-zero_point_of(in_q),
                   weight_offset=fc_weight_offset(g, node), out_offset=zero_point_of(out_q),
-                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift")
+                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift",
+                  scratch=SCRATCH)
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
                     struct("eedge_fc_params", f"{p}_params", fields)],
                    f"eedge_fully_connected_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})")
+                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})",
+                   in_depth // 2 + 4)
 
 
 def _binary(ctx: EmitContext, node: Node) -> Emitted:

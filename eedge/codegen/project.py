@@ -149,6 +149,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         return f"T({plan.offsets[name]})"
 
     declarations: list[str] = []
+    scratch_words = 4
     stages_ctx = []
     for stage in model.stages:
         statements = []
@@ -156,6 +157,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
             node = g.nodes[i]
             emitted = emit_node(EmitContext(g, tensor_ref, constant_ref, f"n{i}"), node)
             declarations.extend(emitted.declarations)
+            scratch_words = max(scratch_words, emitted.scratch_words)
             statements.append(f"/* {node.op_type} {node.name} */ {emitted.statement}")
         outputs = [{"offset": plan.offsets[t], "bytes": g.tensors[t].elements_per_sample()}
                    for t in stage.outputs]
@@ -176,6 +178,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     context = {"version": __version__, "source": model.source, "name": model.name,
                "stages": stages_ctx, "exits": exits_ctx, "declarations": declarations,
                "arena_bytes": max(plan.arena_bytes, 16), "input_offset": plan.offsets[model.input],
+               "scratch_words": scratch_words,
                "input_bytes": input_info.elements_per_sample(),
                "input_shape": "x".join(str(d) for d in input_info.shape),
                "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],
