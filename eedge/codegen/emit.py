@@ -94,7 +94,8 @@ def _conv(ctx: EmitContext, node: Node) -> Emitted:
                   scratch=SCRATCH)
     kernel = "eedge_conv2d_s8" if node.op_type == "CONV_2D" else "eedge_depthwise_conv2d_s8"
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
-    scratch = k_h * k_w * in_c + 4 if node.op_type == "CONV_2D" else out_c + 4
+    # conv: two int8 im2col columns; depthwise: one int32 accumulator per channel
+    scratch = (k_h * k_w * in_c + 4) // 2 + 2 if node.op_type == "CONV_2D" else out_c + 4
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
                     struct("eedge_conv_params", f"{p}_params", fields)],
                    f"{kernel}(&{p}_params, {_operand(ctx, node.inputs[0])}, "
@@ -113,14 +114,13 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
     low, high = activation_range(node.attrs["activation"], out_q)
     fields = dict(in_depth=in_depth, out_depth=out_depth, in_offset=-zero_point_of(in_q),
                   weight_offset=fc_weight_offset(g, node), out_offset=zero_point_of(out_q),
-                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift",
-                  scratch=SCRATCH)
+                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift")
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
                     struct("eedge_fc_params", f"{p}_params", fields)],
                    f"eedge_fully_connected_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
                    f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})",
-                   in_depth // 2 + 4)
+                   0)
 
 
 def _binary(ctx: EmitContext, node: Node) -> Emitted:

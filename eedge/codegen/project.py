@@ -149,7 +149,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         return f"T({plan.offsets[name]})"
 
     declarations: list[str] = []
-    scratch_words = 4
+    scratch_words = 0
     stages_ctx = []
     for stage in model.stages:
         statements = []

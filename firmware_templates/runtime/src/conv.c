@@ -1,13 +1,12 @@
 /* Convolution, depthwise convolution and fully connected layers, int8 NHWC.
  *
- * Convolution works on im2col columns: for a pair of output pixels, their input
- * patches are copied once into int16 with the input offset added (zero where the
- * window leaves the image, which equals padding with the input zero point), then
- * reused for every output channel, two channels at a time. The Cortex-M DSP path
- * (EEDGE_USE_DSP) stores each group of four patch values as (x0, x2, x1, x3) so
- * that SXTB16 on four weight bytes lines up with them and SMLAD does two
- * multiply-accumulates per instruction. Sums of integers do not depend on their
- * order, so every path gives the same bytes as TFLite's reference kernels.
+ * Convolution works on im2col columns: the receptive fields of two output pixels
+ * are gathered once (taps outside the image hold the input zero point, which
+ * contributes nothing) and reused for every output channel, two channels at a time
+ * (a 2x2 block: four accumulators). On Cortex-M with the DSP extension
+ * (EEDGE_USE_DSP) SXTAB16 widens four input bytes and adds the input offset, and
+ * SMLAD performs two multiply-accumulates per instruction. Integer sums do not
+ * depend on their order, so every path gives TFLite's reference bytes.
  */
 #include <string.h>
 
@@ -28,78 +27,61 @@ static inline int32_t rotate_right_8(int32_t v) {
 }
 #endif
 
-/* int8 values + offset -> int16 */
-static void widen(const int8_t *x, int32_t n, int32_t offset, int16_t *out) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        out[i] = (int16_t)(x[i] + offset);
-    }
-}
-
-/* Lay a whole column out for the dot products: (x0, x2, x1, x3) per group of four
- * on the DSP path (to match SXTB16 on weights), untouched otherwise. */
-static void arrange(int16_t *column, int32_t n) {
 #if defined(EEDGE_USE_DSP)
-    int32_t i;
-    for (i = 0; i + 4 <= n; i += 4) {
-        const int16_t second = column[i + 1];
-        column[i + 1] = column[i + 2];
-        column[i + 2] = second;
-    }
-#else
-    (void)column;
-    (void)n;
-#endif
+/* SXTB16 / SXTAB16 with the byte rotation folded into the instruction */
+static inline int32_t sxtb16_ror8(int32_t v) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
 }
 
-/* Two weight rows against two columns: acc[row][column] += sum w * c over n. */
-static void dot_2x2(const int8_t *w0, const int8_t *w1, const int16_t *c0, const int16_t *c1,
-                    int32_t n, int32_t acc[4]) {
+static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+    return r;
+}
+#endif
+
+/* Two weight rows against two int8 columns (input offset added on the fly):
+ * acc[2*row + column] += sum (c + offset) * w over n. SXTAB16/SXTB16 split four
+ * bytes into lanes (0, 2) and (1, 3) alike for inputs and weights, so SMLAD pairs
+ * matching elements without any reordering. */
+static void dot_2x2(const int8_t *w0, const int8_t *w1, const int8_t *c0, const int8_t *c1,
+                    int32_t n, int32_t offset, int32_t acc[4]) {
     int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
     int32_t i = 0;
 #if defined(EEDGE_USE_DSP)
+    const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     for (; i + 4 <= n; i += 4) {
-        const int32_t wa = load_i32(w0 + i), wb = load_i32(w1 + i);
-        const int32_t wa02 = __sxtb16(wa), wa13 = __sxtb16(rotate_right_8(wa));
-        const int32_t wb02 = __sxtb16(wb), wb13 = __sxtb16(rotate_right_8(wb));
-        const int32_t c0a = load_i32(c0 + i), c0b = load_i32(c0 + i + 2);
-        const int32_t c1a = load_i32(c1 + i), c1b = load_i32(c1 + i + 2);
-        a00 = __smlad(c0a, wa02, a00);
-        a00 = __smlad(c0b, wa13, a00);
-        a01 = __smlad(c1a, wa02, a01);
-        a01 = __smlad(c1b, wa13, a01);
-        a10 = __smlad(c0a, wb02, a10);
-        a10 = __smlad(c0b, wb13, a10);
-        a11 = __smlad(c1a, wb02, a11);
-        a11 = __smlad(c1b, wb13, a11);
+        const int32_t x0 = load_i32(c0 + i), x1 = load_i32(c1 + i);
+        const int32_t x0e = __sxtab16(offsets, x0), x0o = sxtab16_ror8(offsets, x0);
+        const int32_t x1e = __sxtab16(offsets, x1), x1o = sxtab16_ror8(offsets, x1);
+        int32_t w = load_i32(w0 + i);
+        int32_t we = __sxtb16(w), wo = sxtb16_ror8(w);
+        a00 = __smlad(x0e, we, a00);
+        a00 = __smlad(x0o, wo, a00);
+        a01 = __smlad(x1e, we, a01);
+        a01 = __smlad(x1o, wo, a01);
+        w = load_i32(w1 + i);
+        we = __sxtb16(w);
+        wo = sxtb16_ror8(w);
+        a10 = __smlad(x0e, we, a10);
+        a10 = __smlad(x0o, wo, a10);
+        a11 = __smlad(x1e, we, a11);
+        a11 = __smlad(x1o, wo, a11);
     }
 #endif
     for (; i < n; ++i) {
-        a00 += w0[i] * c0[i];
-        a01 += w0[i] * c1[i];
-        a10 += w1[i] * c0[i];
-        a11 += w1[i] * c1[i];
+        const int32_t x0 = c0[i] + offset, x1 = c1[i] + offset;
+        a00 += w0[i] * x0;
+        a01 += w0[i] * x1;
+        a10 += w1[i] * x0;
+        a11 += w1[i] * x1;
     }
     acc[0] += a00;
     acc[1] += a01;
     acc[2] += a10;
     acc[3] += a11;
-}
-
-static int32_t dot_1x1(const int8_t *w, const int16_t *c, int32_t n) {
-    int32_t acc = 0;
-    int32_t i = 0;
-#if defined(EEDGE_USE_DSP)
-    for (; i + 4 <= n; i += 4) {
-        const int32_t wv = load_i32(w + i);
-        acc = __smlad(load_i32(c + i), __sxtb16(wv), acc);
-        acc = __smlad(load_i32(c + i + 2), __sxtb16(rotate_right_8(wv)), acc);
-    }
-#endif
-    for (; i < n; ++i) {
-        acc += w[i] * c[i];
-    }
-    return acc;
 }
 
 static inline int8_t finish(int32_t acc, const int32_t *bias, int32_t oc, int32_t multiplier,
@@ -111,54 +93,61 @@ static inline int8_t finish(int32_t acc, const int32_t *bias, int32_t oc, int32_
     return (int8_t)eedge_clamp(acc, low, high);
 }
 
-/* Copy the receptive field of output pixel (oy, ox) into an int16 column. */
-static void im2col(const eedge_conv_params *p, const int8_t *input, int32_t oy, int32_t ox,
-                   int16_t *column) {
+/* The receptive field of output pixel (oy, ox) as one int8 column. Taps outside the
+ * image hold the input zero point, which the offset turns into zero. 1x1 kernels
+ * with stride 1 and no padding read the input in place. */
+static const int8_t *im2col(const eedge_conv_params *p, const int8_t *input, int32_t pixel,
+                            int8_t *column) {
+    const int32_t oy = pixel / p->out_w, ox = pixel % p->out_w;
     const int32_t y0 = oy * p->stride_h - p->pad_top;
     const int32_t x0 = ox * p->stride_w - p->pad_left;
+    const int8_t zero_point = (int8_t)-p->in_offset;
     int32_t ky, kx;
+    if (p->k_h == 1 && p->k_w == 1 && y0 >= 0 && x0 >= 0 && y0 < p->in_h && x0 < p->in_w) {
+        return input + (y0 * p->in_w + x0) * p->in_c;
+    }
     for (ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = y0 + ky * p->dil_h;
-        for (kx = 0; kx < p->k_w; ++kx) {
-            const int32_t ix = x0 + kx * p->dil_w;
-            int16_t *dst = column + (ky * p->k_w + kx) * p->in_c;
-            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-                /* outside the image: the tap must contribute zero */
-                int32_t c;
-                for (c = 0; c < p->in_c; ++c) {
-                    dst[c] = 0;
+        int8_t *dst = column + ky * p->k_w * p->in_c;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(dst, zero_point, (size_t)(p->k_w * p->in_c));
+        } else if (p->dil_w == 1 && x0 >= 0 && x0 + p->k_w <= p->in_w) {
+            /* the whole kernel row lies inside the image: one contiguous copy */
+            memcpy(dst, input + (iy * p->in_w + x0) * p->in_c, (size_t)(p->k_w * p->in_c));
+        } else {
+            for (kx = 0; kx < p->k_w; ++kx) {
+                const int32_t ix = x0 + kx * p->dil_w;
+                if (ix < 0 || ix >= p->in_w) {
+                    memset(dst + kx * p->in_c, zero_point, (size_t)p->in_c);
+                } else {
+                    memcpy(dst + kx * p->in_c, input + (iy * p->in_w + ix) * p->in_c,
+                           (size_t)p->in_c);
                 }
-            } else {
-                widen(input + (iy * p->in_w + ix) * p->in_c, p->in_c, p->in_offset, dst);
             }
         }
     }
-    arrange(column, p->k_h * p->k_w * p->in_c);
+    return column;
 }
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
                      const int32_t *bias, int8_t *output) {
     const int32_t k = p->k_h * p->k_w * p->in_c;
     const int32_t pixels = p->out_h * p->out_w;
-    int16_t *col0 = (int16_t *)p->scratch;
-    int16_t *col1 = col0 + k + (k & 1);
+    int8_t *buffer0 = (int8_t *)p->scratch;
+    int8_t *buffer1 = buffer0 + ((k + 3) & ~3);
     int32_t pixel, oc;
     for (pixel = 0; pixel < pixels; pixel += 2) {
         const int32_t two = pixel + 1 < pixels;
         int8_t *out0 = output + pixel * p->out_c;
         int8_t *out1 = out0 + p->out_c;
-        im2col(p, input, pixel / p->out_w, pixel % p->out_w, col0);
-        if (two) {
-            im2col(p, input, (pixel + 1) / p->out_w, (pixel + 1) % p->out_w, col1);
-        } else {
-            memcpy(col1, col0, (size_t)k * sizeof(int16_t));
-        }
+        const int8_t *col0 = im2col(p, input, pixel, buffer0);
+        const int8_t *col1 = two ? im2col(p, input, pixel + 1, buffer1) : col0;
         for (oc = 0; oc < p->out_c; oc += 2) {
             const int32_t pair = oc + 1 < p->out_c;
             const int8_t *w0 = weights + oc * k;
             const int8_t *w1 = pair ? w0 + k : w0;
             int32_t acc[4] = {0, 0, 0, 0};
-            dot_2x2(w0, w1, col0, col1, k, acc);
+            dot_2x2(w0, w1, col0, col1, k, p->in_offset, acc);
             out0[oc] = finish(acc[0], bias, oc, p->multiplier[oc], p->shift[oc], p->out_offset,
                               p->act_min, p->act_max);
             if (two) {
@@ -178,40 +167,100 @@ void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8
     }
 }
 
+/* Depthwise, multiplier 1, DSP path: four channels per step. SXTAB16 widens two
+ * bytes and adds the input offset in one instruction; SMLABB/SMLATT accumulate the
+ * bottom and top halves separately, so each channel keeps its own sum. */
+#if defined(EEDGE_USE_DSP)
+static void depthwise_block4(const eedge_conv_params *p, const int8_t *x, const int8_t *w,
+                             int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1,
+                             int32_t offsets, int32_t acc[4]) {
+    const int32_t x_row = p->in_w * p->in_c * p->dil_h, x_step = p->in_c * p->dil_w;
+    const int32_t w_row = p->k_w * p->out_c;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    int32_t ky, kx;
+    for (ky = ky0; ky < ky1; ++ky) {
+        const int8_t *xp = x + ky * x_row + kx0 * x_step;
+        const int8_t *wp = w + ky * w_row + kx0 * p->out_c;
+        for (kx = kx0; kx < kx1; ++kx) {
+            const int32_t xv = load_i32(xp), wv = load_i32(wp);
+            const int32_t x02 = __sxtab16(offsets, xv), x13 = sxtab16_ror8(offsets, xv);
+            const int32_t w02 = __sxtb16(wv), w13 = sxtb16_ror8(wv);
+            a0 = __smlabb(x02, w02, a0);
+            a2 = __smlatt(x02, w02, a2);
+            a1 = __smlabb(x13, w13, a1);
+            a3 = __smlatt(x13, w13, a3);
+            xp += x_step;
+            wp += p->out_c;
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#endif
+
+/* first and one-past-last kernel index whose input coordinate is inside [0, size) */
+static void valid_taps(int32_t origin, int32_t kernel, int32_t dilation, int32_t size,
+                       int32_t *first, int32_t *last) {
+    int32_t k = 0;
+    while (k < kernel && origin + k * dilation < 0) {
+        ++k;
+    }
+    *first = k;
+    while (k < kernel && origin + k * dilation < size) {
+        ++k;
+    }
+    *last = k;
+}
+
 void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
                                const int8_t *weights, const int32_t *bias, int8_t *output) {
     int32_t *acc = p->scratch;
     const int32_t m = p->depth_multiplier;
+#if defined(EEDGE_USE_DSP)
+    const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)p->in_offset << 16) |
+                                      (uint16_t)p->in_offset);
+#endif
     int32_t oy, ox, ky, kx, c, j;
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
+        int32_t ky0, ky1;
+        valid_taps(y0, p->k_h, p->dil_h, p->in_h, &ky0, &ky1);
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t x0 = ox * p->stride_w - p->pad_left;
+            /* where the (possibly outside) window starts; only valid taps are read */
+            const int8_t *window = input + (y0 * p->in_w + x0) * p->in_c;
             int8_t *out = output + (oy * p->out_w + ox) * p->out_c;
+            int32_t kx0, kx1, done = 0;
+            valid_taps(x0, p->k_w, p->dil_w, p->in_w, &kx0, &kx1);
             for (c = 0; c < p->out_c; ++c) {
                 acc[c] = bias != 0 ? bias[c] : 0;
             }
-            for (ky = 0; ky < p->k_h; ++ky) {
-                const int32_t iy = y0 + ky * p->dil_h;
-                if (iy < 0 || iy >= p->in_h) {
-                    continue;
+#if defined(EEDGE_USE_DSP)
+            if (m == 1) {
+                for (; done + 4 <= p->out_c; done += 4) {
+                    depthwise_block4(p, window + done, weights + done, ky0, ky1, kx0, kx1,
+                                     offsets, acc + done);
                 }
-                for (kx = 0; kx < p->k_w; ++kx) {
-                    const int32_t ix = x0 + kx * p->dil_w;
-                    const int8_t *x = input + (iy * p->in_w + ix) * p->in_c;
-                    const int8_t *w = weights + (ky * p->k_w + kx) * p->out_c;
-                    if (ix < 0 || ix >= p->in_w) {
-                        continue;
-                    }
-                    if (m == 1) {
-                        for (c = 0; c < p->out_c; ++c) {
-                            acc[c] += (x[c] + p->in_offset) * w[c];
-                        }
-                    } else {
-                        for (c = 0; c < p->in_c; ++c) {
-                            const int32_t v = x[c] + p->in_offset;
-                            for (j = 0; j < m; ++j) {
-                                acc[c * m + j] += v * w[c * m + j];
+            }
+#endif
+            if (done < p->out_c) {
+                for (ky = ky0; ky < ky1; ++ky) {
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        const int8_t *x = window + (ky * p->dil_h * p->in_w + kx * p->dil_w) *
+                                                       p->in_c;
+                        const int8_t *w = weights + (ky * p->k_w + kx) * p->out_c;
+                        if (m == 1) {
+                            for (c = done; c < p->out_c; ++c) {
+                                acc[c] += (x[c] + p->in_offset) * w[c];
+                            }
+                        } else {
+                            for (c = 0; c < p->in_c; ++c) {
+                                const int32_t v = x[c] + p->in_offset;
+                                for (j = 0; j < m; ++j) {
+                                    acc[c * m + j] += v * w[c * m + j];
+                                }
                             }
                         }
                     }
@@ -241,14 +290,16 @@ void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
         }
         return;
     }
-    {
-        int16_t *column = (int16_t *)p->scratch;
-        widen(input, p->in_depth, p->in_offset, column);
-        arrange(column, p->in_depth);
-        for (oc = 0; oc < p->out_depth; ++oc) {
-            const int32_t acc = dot_1x1(weights + oc * p->in_depth, column, p->in_depth);
-            output[oc] = finish(acc, bias, oc, p->multiplier[oc], p->shift[oc], p->out_offset,
-                                p->act_min, p->act_max);
+    for (oc = 0; oc < p->out_depth; oc += 2) {
+        const int32_t pair = oc + 1 < p->out_depth;
+        const int8_t *w0 = weights + oc * p->in_depth;
+        int32_t acc[4] = {0, 0, 0, 0};
+        dot_2x2(w0, pair ? w0 + p->in_depth : w0, input, input, p->in_depth, p->in_offset, acc);
+        output[oc] = finish(acc[0], bias, oc, p->multiplier[oc], p->shift[oc], p->out_offset,
+                            p->act_min, p->act_max);
+        if (pair) {
+            output[oc + 1] = finish(acc[2], bias, oc + 1, p->multiplier[oc + 1],
+                                    p->shift[oc + 1], p->out_offset, p->act_min, p->act_max);
         }
     }
 }

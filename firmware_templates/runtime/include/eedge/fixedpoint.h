@@ -9,19 +9,18 @@
 
 #include <stdint.h>
 
+/* gemmlowp writes this as (ab + nudge) / 2^31 with nudge = 2^30 or 1 - 2^30 and C's
+ * truncating division; for both signs that equals floor((ab + 2^30) / 2^31), an
+ * add and an arithmetic shift (gcc and clang shift signed values arithmetically). */
 static inline int32_t eedge_srdhm(int32_t a, int32_t b) {
-    int64_t ab;
-    int32_t nudge;
     if (a == b && a == INT32_MIN) {
         return INT32_MAX;
     }
-    ab = (int64_t)a * (int64_t)b;
-    nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
-    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
 static inline int32_t eedge_rdbpot(int32_t x, int exponent) {
-    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t mask = (int32_t)((1u << exponent) - 1u);
     const int32_t remainder = x & mask;
     const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
     return (x >> exponent) + (remainder > threshold ? 1 : 0);

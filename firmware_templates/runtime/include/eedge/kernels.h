@@ -18,7 +18,7 @@ typedef struct {
     int32_t act_min, act_max;
     const int32_t *multiplier;  /* one per output channel */
     const int32_t *shift;
-    int32_t *scratch;           /* >= eedge_conv_scratch_words() words, owned by the model */
+    int32_t *scratch;           /* EEDGE_*_SCRATCH_WORDS words, owned by the model */
 } eedge_conv_params;
 
 typedef struct {
@@ -26,7 +26,6 @@ typedef struct {
     int32_t in_offset, weight_offset, out_offset, act_min, act_max;
     const int32_t *multiplier;  /* one per output (per-tensor models repeat it) */
     const int32_t *shift;
-    int32_t *scratch;           /* >= in_depth / 2 + 2 words */
 } eedge_fc_params;
 
 typedef struct {
@@ -59,11 +58,10 @@ typedef struct {
     int32_t size, in_offset, out_offset, multiplier, shift, act_min, act_max;
 } eedge_requant_params;
 
-/* Scratch the kernels need, in 32-bit words: two int16 im2col columns for convolution,
- * one int32 accumulator per channel for depthwise, one int16 row for fully connected. */
-#define EEDGE_CONV_SCRATCH_WORDS(k_h, k_w, in_c) ((k_h) * (k_w) * (in_c) + 4)
+/* Scratch the kernels need, in 32-bit words: two int8 im2col columns for convolution,
+ * one int32 accumulator per channel for depthwise. */
+#define EEDGE_CONV_SCRATCH_WORDS(k_h, k_w, in_c) (((k_h) * (k_w) * (in_c) + 4) / 2 + 2)
 #define EEDGE_DEPTHWISE_SCRATCH_WORDS(out_c) ((out_c) + 4)
-#define EEDGE_FC_SCRATCH_WORDS(in_depth) ((in_depth) / 2 + 4)
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
                      const int32_t *bias, int8_t *output);
