@@ -75,8 +75,8 @@ def measure(model: CodegenModel, x: np.ndarray) -> dict[str, Any]:
         summary = run.summary()
         result.update(arena_bytes=summary["arena_bytes"], weight_bytes=summary["weight_bytes"],
                       stack_bytes=summary["stack_used_bytes"])
-        test_bytes = run.project.test_inputs * run.project.input_bytes
-        result[f"code_bytes_{key}"] = summary["flash_bytes"] - summary["weight_bytes"] - test_bytes
+        result[f"code_bytes_{key}"] = summary["code_bytes"]
+        result["quant_param_bytes"] = summary["quant_param_bytes"]
         result[f"outputs_{key}"] = sample.stage_outputs[-1][0].tobytes().hex()
     result["macs"] = sum(result["stage_macs"])
     result["ram_bytes"] = result["arena_bytes"] + result["stack_bytes"]

@@ -87,7 +87,9 @@ def size_report(project_path: Path) -> dict:
         ram = result.data_bytes + result.bss_bytes + STACK_BYTES
         test_bytes = project.test_inputs * project.input_bytes
         report.update(flash_bytes=result.flash_bytes, test_input_bytes=test_bytes,
-                      code_bytes=result.flash_bytes - project.weight_bytes - test_bytes,
+                      quant_param_bytes=project.quant_param_bytes,
+                      code_bytes=(result.flash_bytes - project.weight_bytes - test_bytes -
+                                  project.quant_param_bytes),
                       static_ram_bytes=result.data_bytes + result.bss_bytes,
                       stack_reserved_bytes=STACK_BYTES, ram_bytes=ram,
                       flash_limit_bytes=target.get("flash_bytes"),
@@ -124,7 +126,8 @@ def build_cmd(project: Path, as_json: bool) -> None:
     table.add_column("bytes", justify="right")
     table.add_column("limit", justify="right")
     for key, limit in (("flash_bytes", "flash_limit_bytes"), ("weight_bytes", None),
-                       ("test_input_bytes", None), ("code_bytes", None), ("static_ram_bytes", None), ("arena_bytes", None),
+                       ("quant_param_bytes", None), ("test_input_bytes", None),
+                       ("code_bytes", None), ("static_ram_bytes", None), ("arena_bytes", None),
                        ("stack_reserved_bytes", None), ("ram_bytes", "ram_limit_bytes")):
         if key in report:
             table.add_row(key.replace("_bytes", "").replace("_", " "), str(report[key]),

@@ -57,7 +57,12 @@ class DeviceRun:
             "arena_bytes": self.project.arena_bytes, "weight_bytes": self.project.weight_bytes,
             "dsp": self.project.dsp}
         if self.project.port != "host":
+            test_bytes = self.project.test_inputs * self.project.input_bytes
             data.update(stage_ticks_mean=ticks, flash_bytes=self.build.flash_bytes,
+                        quant_param_bytes=self.project.quant_param_bytes,
+                        test_input_bytes=test_bytes,
+                        code_bytes=self.build.flash_bytes - self.project.weight_bytes -
+                        self.project.quant_param_bytes - test_bytes,
                         static_ram_bytes=self.build.data_bytes + self.build.bss_bytes,
                         stack_used_bytes=self.run.stack_bytes, stack_reserved_bytes=STACK_BYTES)
             if self.instructions_per_tick:

@@ -111,10 +111,14 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
                                  "supported by the C runtime")
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
     mult, shift = fc_multipliers(g, node)
+    per_channel = int(len(set(mult.tolist())) > 1 or len(set(shift.tolist())) > 1)
+    if not per_channel:
+        mult, shift = mult[:1], shift[:1]
     low, high = activation_range(node.attrs["activation"], out_q)
     fields = dict(in_depth=in_depth, out_depth=out_depth, in_offset=-zero_point_of(in_q),
                   weight_offset=fc_weight_offset(g, node), out_offset=zero_point_of(out_q),
-                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift")
+                  act_min=low, act_max=high, per_channel=per_channel, multiplier=f"{p}_mult",
+                  shift=f"{p}_shift")
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
                     struct("eedge_fc_params", f"{p}_params", fields)],

@@ -11,6 +11,7 @@ alone and is written atomically.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class GeneratedProject:
     port: str
     arena_bytes: int
     weight_bytes: int
+    quant_param_bytes: int
     input_bytes: int
     stage_outputs: list[list[tuple[str, int]]]
     dsp: bool
@@ -179,6 +181,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                "stages": stages_ctx, "exits": exits_ctx, "declarations": declarations,
                "arena_bytes": max(plan.arena_bytes, 16), "input_offset": plan.offsets[model.input],
                "scratch_words": scratch_words,
+               "quant_param_bytes": sum(4 * int(n) for d in declarations
+                                        for n in re.findall(r"int32_t \w+\[(\d+)\]", d)),
                "input_bytes": input_info.elements_per_sample(),
                "input_shape": "x".join(str(d) for d in input_info.shape),
                "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],
@@ -215,7 +219,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         project = GeneratedProject(
             path=out, target=target.name, target_file=str(target.path.resolve()), port=port, arena_bytes=context["arena_bytes"],
-            weight_bytes=context["weight_bytes"], input_bytes=context["input_bytes"],
+            weight_bytes=context["weight_bytes"], quant_param_bytes=context["quant_param_bytes"],
+            input_bytes=context["input_bytes"],
             stage_outputs=[[(t, g.tensors[t].elements_per_sample()) for t in s.outputs]
                            for s in model.stages],
             dsp=use_dsp, optimize=optimize, input_scale=float(quant.scale[0]),

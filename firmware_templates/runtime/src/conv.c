@@ -275,31 +275,78 @@ void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
     }
 }
 
+/* Four weight rows against one int8 vector: the vector is unpacked once per step. */
+static void dot_4x1(const int8_t *w, int32_t stride, const int8_t *x, int32_t n,
+                    int32_t offset, int32_t acc[4]) {
+    const int8_t *w0 = w, *w1 = w + stride, *w2 = w + 2 * stride, *w3 = w + 3 * stride;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32_t i = 0;
+#if defined(EEDGE_USE_DSP)
+    const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    for (; i + 4 <= n; i += 4) {
+        const int32_t xv = load_i32(x + i);
+        const int32_t xe = __sxtab16(offsets, xv), xo = sxtab16_ror8(offsets, xv);
+        int32_t v = load_i32(w0 + i);
+        a0 = __smlad(xe, __sxtb16(v), a0);
+        a0 = __smlad(xo, sxtb16_ror8(v), a0);
+        v = load_i32(w1 + i);
+        a1 = __smlad(xe, __sxtb16(v), a1);
+        a1 = __smlad(xo, sxtb16_ror8(v), a1);
+        v = load_i32(w2 + i);
+        a2 = __smlad(xe, __sxtb16(v), a2);
+        a2 = __smlad(xo, sxtb16_ror8(v), a2);
+        v = load_i32(w3 + i);
+        a3 = __smlad(xe, __sxtb16(v), a3);
+        a3 = __smlad(xo, sxtb16_ror8(v), a3);
+    }
+#endif
+    for (; i < n; ++i) {
+        const int32_t xi = x[i] + offset;
+        a0 += w0[i] * xi;
+        a1 += w1[i] * xi;
+        a2 += w2[i] * xi;
+        a3 += w3[i] * xi;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output) {
     int32_t oc, i;
     if (p->weight_offset != 0) { /* asymmetric weights: rare, kept simple */
         for (oc = 0; oc < p->out_depth; ++oc) {
             const int8_t *row = weights + oc * p->in_depth;
+            const int32_t q = p->per_channel ? oc : 0;
             int32_t acc = 0;
             for (i = 0; i < p->in_depth; ++i) {
                 acc += ((int32_t)input[i] + p->in_offset) * ((int32_t)row[i] + p->weight_offset);
             }
-            output[oc] = finish(acc, bias, oc, p->multiplier[oc], p->shift[oc], p->out_offset,
+            output[oc] = finish(acc, bias, oc, p->multiplier[q], p->shift[q], p->out_offset,
                                 p->act_min, p->act_max);
         }
         return;
     }
-    for (oc = 0; oc < p->out_depth; oc += 2) {
-        const int32_t pair = oc + 1 < p->out_depth;
-        const int8_t *w0 = weights + oc * p->in_depth;
-        int32_t acc[4] = {0, 0, 0, 0};
-        dot_2x2(w0, pair ? w0 + p->in_depth : w0, input, input, p->in_depth, p->in_offset, acc);
-        output[oc] = finish(acc[0], bias, oc, p->multiplier[oc], p->shift[oc], p->out_offset,
-                            p->act_min, p->act_max);
-        if (pair) {
-            output[oc + 1] = finish(acc[2], bias, oc + 1, p->multiplier[oc + 1],
-                                    p->shift[oc + 1], p->out_offset, p->act_min, p->act_max);
+    for (oc = 0; oc < p->out_depth; oc += 4) {
+        int32_t acc[4], r;
+        const int32_t rows = p->out_depth - oc < 4 ? p->out_depth - oc : 4;
+        if (rows == 4) {
+            dot_4x1(weights + oc * p->in_depth, p->in_depth, input, p->in_depth, p->in_offset,
+                    acc);
+        } else {
+            for (r = 0; r < rows; ++r) {
+                int32_t pair[4] = {0, 0, 0, 0};
+                const int8_t *row = weights + (oc + r) * p->in_depth;
+                dot_2x2(row, row, input, input, p->in_depth, p->in_offset, pair);
+                acc[r] = pair[0];
+            }
+        }
+        for (r = 0; r < rows; ++r) {
+            const int32_t q = p->per_channel ? oc + r : 0;
+            output[oc + r] = finish(acc[r], bias, oc + r, p->multiplier[q], p->shift[q],
+                                    p->out_offset, p->act_min, p->act_max);
         }
     }
 }

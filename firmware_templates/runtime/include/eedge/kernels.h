@@ -24,7 +24,8 @@ typedef struct {
 typedef struct {
     int32_t in_depth, out_depth;
     int32_t in_offset, weight_offset, out_offset, act_min, act_max;
-    const int32_t *multiplier;  /* one per output (per-tensor models repeat it) */
+    int32_t per_channel;        /* 1: one multiplier and shift per output; 0: one in all */
+    const int32_t *multiplier;
     const int32_t *shift;
 } eedge_fc_params;
 
