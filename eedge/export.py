@@ -208,6 +208,9 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
             manifest["quantization"] = quant_report
         manifest["files"] = file_entries(tmp, [p.name for p in tmp.iterdir()])
         write_manifest(tmp, manifest)
+        if any(v.fmt == "tflite_int8" for v in variants):
+            manifest["memory"] = _memory_plan(tmp)
+            write_manifest(tmp, manifest)
         manifest["verification"] = _verify(load_bundle(tmp), opts, say)
         write_manifest(tmp, manifest)
     return ExportResult(bundle=load_bundle(out), dropped_nodes=primary.part.dropped_nodes)
@@ -257,6 +260,18 @@ def _variants(primary: _Variant, opts: ExportOptions, say: Progress
     if not variants:
         raise InputDataError("nothing to export: choose --format onnx and/or tflite")
     return variants, quant_report
+
+
+def _memory_plan(bundle_dir: Path) -> dict[str, Any]:
+    """The C runtime's arena for the int8 stages (target independent)."""
+    from eedge.codegen.model_source import load_codegen_model
+    from eedge.codegen.project import plan_for
+
+    model = load_codegen_model(bundle_dir)
+    plan = plan_for(model)
+    return {"planner": "greedy by size over tensor lifetimes across all stages; reshape "
+                       "aliases its input", "arena_bytes": plan.arena_bytes,
+            "offsets": dict(sorted(plan.offsets.items(), key=lambda kv: kv[1]))}
 
 
 def _stage_file(v: _Variant, stage: Any) -> bytes:

@@ -62,6 +62,10 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         lines.append(f"int8 stages == monolithic int8 model, byte for byte, on {a['samples']} "
                      f"inputs; eedge reference == TFLite Micro on {b['tensors_compared']} "
                      "stage outputs")
+    memory = manifest.get("memory")
+    if memory:
+        lines.append(f"C runtime arena: {memory['arena_bytes']} bytes for all stages "
+                     "(static, planned at export)")
     quant = manifest.get("quantization")
     if quant:
         lines.append(f"int8: {quant['scheme']}; {quant['observer']} observer on "

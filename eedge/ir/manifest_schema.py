@@ -115,6 +115,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         },
         "verification": {"type": "object"},
         "quantization": {"type": "object"},
+        "memory": {"type": "object", "required": ["arena_bytes"],
+                   "properties": {"arena_bytes": {"type": "integer", "minimum": 0}}},
         "files": {
             "type": "object", "minProperties": 1,
             "propertyNames": _FILE_NAME,
