@@ -10,8 +10,9 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.eedge-setup-done
 PYTEST_WORKERS ?= 2
-# The Arm toolchain and QEMU build and run the generated C runtime (Debian packages).
-SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# The Arm toolchain and QEMU build and run the generated C runtime; sshd stands in for a
+# Raspberry Pi in the profiler's tests (Debian packages).
+SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssh-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system demo test bench clean
@@ -20,7 +21,7 @@ setup: $(STAMP)
 
 system:
 	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
-	    || [ ! -e /usr/lib/arm-none-eabi/newlib/libc_nano.a ]; then \
+	    || [ ! -e /usr/lib/arm-none-eabi/newlib/libc_nano.a ] || [ ! -x /usr/sbin/sshd ]; then \
 	  echo "installing $(SYSTEM_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
 	    -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \

@@ -1,0 +1,140 @@
+"""``eedge profile``: per-stage latency on a target and the cascade's expected latency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.table import Table
+
+from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.tables import human_count
+from eedge.errors import InputDataError
+from eedge.io.arrays import load_array
+from eedge.runtime.stage_runners import RUNTIMES
+
+
+@click.command("profile")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--target", "-t", "target_name", default="host", show_default=True,
+              help="Target name (see `eedge targets`) or a target YAML file.")
+@click.option("--runtime", type=click.Choice(list(RUNTIMES)),
+              help="Host/SSH: which stage files and engine (default: onnx, else int8).")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Inputs (.npz with x, optional y) for exit rates and accuracy; the first "
+                   "sample also feeds the timed stages.")
+@click.option("--exit-rates", help="Exit rates instead of --data, e.g. 0.5,0.3,0.2.")
+@click.option("--threads", default=1, show_default=True, help="Threads (pinned).")
+@click.option("--warmup", default=20, show_default=True, help="Untimed runs per stage.")
+@click.option("--repeats", default=200, show_default=True, help="Timed runs per stage.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="Also write the JSON report to this file.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="Write a PNG of per-stage and cumulative latency vs exit accuracy.")
+@json_option
+@debug_option
+def command(bundle: Path, target_name: str, runtime: str | None, data: Path | None,
+            exit_rates: str | None, threads: int, warmup: int, repeats: int,
+            report_path: Path | None, plot_path: Path | None, as_json: bool) -> None:
+    """Measure every stage of BUNDLE on a target and predict the cascade's latency.
+
+    E[latency] = sum over stages of P(reach stage) x stage latency, with exit rates
+    from --data (under the bundle's thresholds) or --exit-rates.
+
+    \b
+    Examples:
+      eedge profile demo-out/bundle --target host --data demo-out/test.npz
+      eedge profile demo-out/bundle --target qemu-cortex-m4 --data demo-out/test.npz
+      eedge profile demo-out/bundle --target my-pi.yaml --plot pi.png
+    """
+    from eedge.ir.bundle import load_bundle
+    from eedge.profiling.drivers import profile_target
+    from eedge.profiling.report import build_report, exit_statistics, parse_rates, plot
+    from eedge.profiling.drivers import random_sample
+    from eedge.runtime.cascade import default_runtime
+    from eedge.targets import load_target
+
+    if repeats < 1 or warmup < 0 or threads < 1:
+        raise InputDataError("--repeats and --threads must be at least 1, --warmup at least 0")
+    if data is not None and exit_rates is not None:
+        raise InputDataError("give --data or --exit-rates, not both")
+    target = load_target(target_name)
+    loaded = load_bundle(bundle)
+    x = y = None
+    if data is not None:
+        x = load_array(data, "x")
+        if data.suffix == ".npz":
+            with np.load(data, allow_pickle=False) as archive:
+                y = archive["y"] if "y" in archive.files else None
+    sample = x if x is not None else random_sample(loaded)
+    with progress_status(f"profiling on {target.name}", quiet=as_json) as say:
+        profiles = profile_target(loaded, target, sample, runtime, threads, warmup, repeats, say)
+        exits = None
+        if exit_rates is not None:
+            exits = parse_rates(exit_rates, len(loaded.exits))
+        elif x is not None:
+            say("measuring exit rates on the data")
+            decider = "int8-reference" if profiles.unit == "instructions" else (
+                runtime or default_runtime(loaded.manifest))
+            exits = exit_statistics(loaded, decider, x, y)
+    report = build_report(profiles, loaded, exits)
+    if report_path is not None:
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    if plot_path is not None:
+        plot(report, plot_path)
+    if as_json:
+        print_json(report)
+        return
+    show(report)
+    if plot_path is not None:
+        out_console.print(f"wrote {plot_path}")
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:.3f} ms" if unit == "ms" else f"{human_count(value)} instr"
+
+
+def show(report: dict) -> None:
+    unit = report["unit"]
+    table = Table(title=f"{report['target']} ({report['kind']}, {report['runtime']})")
+    columns = ["stage", "MACs", "p50" if unit == "ms" else "instructions"]
+    if unit == "ms":
+        columns += ["p90", "p99", "std"]
+    else:
+        columns += ["est. cycles", "est. ms"]
+    columns += ["cumulative"]
+    for column in columns:
+        table.add_column(column, justify="right")
+    cumulative = 0.0
+    for s in report["stages"]:
+        cumulative += s["value"]
+        row = [s["name"], human_count(s["macs"]), _fmt(s["value"], unit)]
+        if unit == "ms":
+            row += [f"{s['stats']['p90']:.3f}", f"{s['stats']['p99']:.3f}",
+                    f"{s['stats']['std']:.3f}"]
+        else:
+            row += [human_count(s["estimates"]["cycles"]), f"{s['estimates']['ms']:.3f}"]
+        row.append(_fmt(cumulative, unit))
+        table.add_row(*row)
+    out_console.print(table)
+    env = report["environment"]
+    out_console.print(", ".join(f"{k}: {v}" for k, v in env.items()))
+    out_console.print(f"every stage: {_fmt(report['no_exit'], unit)}")
+    if "expected" in report:
+        stats = report["exit_statistics"]
+        rates = ", ".join(f"{r:.1%}" for r in stats["exit_rates"])
+        line = (f"expected with exits: {_fmt(report['expected']['expected'], unit)} "
+                f"(exit rates {rates}; {stats['source']})")
+        if "expected_ms_estimate" in report:
+            line += f" = about {report['expected_ms_estimate']:.3f} ms (estimate)"
+        out_console.print(line)
+        if "exit_accuracy" in stats:
+            accuracy = ", ".join(f"{a:.2%}" for a in stats["exit_accuracy"])
+            out_console.print(f"exit accuracy {accuracy}; cascade {stats['cascade_accuracy']:.2%}")
+    if "split" in report:
+        split = report["split"]
+        out_console.print(f"split: head stages {split['head_stages']} take "
+                          f"{_fmt(split['head'], unit)} on the device, then "
+                          f"{split['cut_bytes_per_sample']} bytes go to the tail")

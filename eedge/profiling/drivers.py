@@ -1,0 +1,146 @@
+"""Measure every stage of a bundle on a target: host, QEMU microcontroller, or SSH device.
+
+Each driver returns per-stage figures in its natural unit: milliseconds for
+Linux-class devices (ONNX Runtime or LiteRT, warm-up then repeats, batch 1,
+pinned threads), guest instructions for an emulated Cortex-M (exact and
+repeatable under ``-icount shift=0``, with cycle and millisecond estimates
+from the target's clock, labelled as estimates).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eedge.errors import TargetError
+from eedge.ir.bundle import Bundle
+from eedge.profiling.stats import summarize
+from eedge.runtime.cascade import Cascade
+from eedge.targets import Target
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class StageProfile:
+    index: int
+    name: str
+    macs: int
+    value: float                       # the headline figure (mean ms, or instructions)
+    stats: dict[str, float] = field(default_factory=dict)
+    estimates: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StageProfiles:
+    target: str
+    kind: str
+    unit: str                          # "ms" or "instructions"
+    runtime: str
+    stages: list[StageProfile]
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def random_sample(bundle: Bundle) -> np.ndarray:
+    """One input for timing when the user gives no data (values do not change cost)."""
+    spec = bundle.manifest["inputs"][0]
+    shape = [1] + [int(d) for d in spec["shape"][1:]]
+    rng = np.random.default_rng(0)
+    if spec["dtype"] == "int8":
+        return rng.integers(-128, 128, shape, dtype=np.int8)
+    return rng.standard_normal(shape).astype(spec["dtype"])
+
+
+def stage_feeds(cascade: Cascade, x: np.ndarray) -> list[list[np.ndarray]]:
+    """Inputs of every stage for one sample (computed by running the stages once)."""
+    store = cascade.stage_inputs(x[:1])
+    feeds = []
+    for stage, io in zip(cascade.stages, cascade.io):
+        feeds.append([store[t["name"]] for t in io["inputs"]])
+        outs = cascade.runners[stage["index"]].run(feeds[-1])
+        store.update({t["name"]: v for t, v in zip(io["outputs"], outs)})
+    return feeds
+
+
+def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: int,
+                 warmup: int, repeats: int, say: Progress) -> StageProfiles:
+    cascade = Cascade(bundle, threads=threads, runtime=runtime)
+    feeds = stage_feeds(cascade, x)
+    stages = []
+    for stage, inputs in zip(cascade.stages, feeds):
+        runner = cascade.runners[stage["index"]]
+        say(f"timing {stage['name']} ({repeats} runs)")
+        for _ in range(warmup):
+            runner.run(inputs)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            runner.run(inputs)
+            times.append((time.perf_counter() - start) * 1e3)
+        stats = summarize(times)
+        stages.append(StageProfile(stage["index"], stage["name"], stage["macs"], stats["p50"],
+                                   stats))
+    return StageProfiles("host", "host", "ms", cascade.runtime, stages,
+                         _environment(cascade.runtime, threads))
+
+
+def _environment(runtime: str, threads: int) -> dict[str, Any]:
+    env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
+                           "threads": threads, "runtime": runtime}
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def profile_qemu(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
+                 dsp: bool | None = None) -> StageProfiles:
+    """Instructions per stage in QEMU (every stage run), with cycle/ms estimates."""
+    from eedge.codegen.device_run import run_on_target
+    from eedge.codegen.model_source import load_codegen_model
+
+    model = load_codegen_model(bundle.path)
+    model.thresholds = [None] * len(model.thresholds)  # time every stage
+    say(f"building the firmware and running it in QEMU ({target.get('qemu')['machine']})")
+    run = run_on_target(model, target, x[:1], dsp=dsp)
+    per_tick = run.instructions_per_tick or 1
+    cpi = float(target.get("cycles_per_instruction", 1.0))
+    clock = float(target.get("clock_hz"))
+    stages = []
+    for stage, ticks in zip(bundle.stages, run.run.samples[0].stage_ticks):
+        instructions = float(ticks * per_tick)
+        cycles = instructions * cpi
+        stages.append(StageProfile(stage["index"], stage["name"], stage["macs"], instructions,
+                                   {"instructions": instructions, "ticks": float(ticks)},
+                                   {"cycles": cycles, "ms": cycles / clock * 1e3}))
+    summary = run.summary()
+    env = {"qemu_machine": target.get("qemu")["machine"], "icount": "shift=0",
+           "instructions_per_tick": per_tick, "dsp": run.project.dsp,
+           "estimate_basis": f"{cpi} cycles per instruction at {clock / 1e6:g} MHz (estimate)",
+           "flash_bytes": summary["flash_bytes"], "arena_bytes": summary["arena_bytes"],
+           "stack_used_bytes": summary["stack_used_bytes"]}
+    return StageProfiles(target.name, target.kind, "instructions", "eedge C runtime", stages,
+                         env)
+
+
+def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str | None,
+                   threads: int, warmup: int, repeats: int,
+                   say: Progress) -> StageProfiles:
+    if target.kind == "host":
+        return profile_host(bundle, x, runtime, threads, warmup, repeats, say)
+    if target.kind == "mcu-qemu":
+        return profile_qemu(bundle, target, x, say)
+    if target.kind == "linux-ssh":
+        from eedge.profiling.ssh import profile_ssh
+
+        return profile_ssh(bundle, target, x, runtime, threads, warmup, repeats, say)
+    raise TargetError(f"profiling {target.kind} targets ({target.name}) is not supported yet; "
+                      "use host, a linux-ssh device or an mcu-qemu target")
