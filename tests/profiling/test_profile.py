@@ -1,0 +1,127 @@
+"""eedge profile end to end: host, QEMU and an SSH device (a local sshd stand-in)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from int8_bundles import int8_bundle  # noqa: E402
+from sshd import fake_pi  # noqa: E402
+from zoo import example_input  # noqa: E402
+
+from eedge.cli.main import main  # noqa: E402
+from eedge.errors import TargetError  # noqa: E402
+from eedge.profiling.drivers import profile_qemu  # noqa: E402
+from eedge.profiling.ssh import profile_ssh  # noqa: E402
+from eedge.profiling.stats import expected_latency, reach_probabilities  # noqa: E402
+from eedge.targets import load_target  # noqa: E402
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return int8_bundle("sequential", tmp_path_factory.mktemp("profile"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "data.npz"
+    np.savez(path, x=example_input(seed=21, batch=40), y=np.arange(40) % 5)
+    return path
+
+
+def test_expected_latency_arithmetic() -> None:
+    assert reach_probabilities([0.5, 0.3, 0.2], [0, 1, 2], 3) == pytest.approx([1.0, 0.5, 0.2])
+    result = expected_latency([1.0, 2.0, 4.0], [0.5, 0.3, 0.2], [0, 1, 2])
+    assert result["expected"] == pytest.approx(1.0 + 0.5 * 2 + 0.2 * 4)
+    assert result["no_exit"] == 7.0
+
+
+def test_host_profile_cli(capsys, bundle, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    report_file, plot_file = tmp_path / "r.json", tmp_path / "p.png"
+    code, out, err = cli(capsys, "profile", str(bundle.path), "--target", "host", "--data",
+                         str(data), "--repeats", "30", "--warmup", "3", "--report",
+                         str(report_file), "--plot", str(plot_file))
+    assert code == 0, err
+    assert "expected with exits" in out and "p99" in out
+    report = json.loads(report_file.read_text())
+    assert report["unit"] == "ms" and report["environment"]["threads"] == 1
+    assert all(s["stats"]["runs"] == 30 and s["value"] > 0 for s in report["stages"])
+    assert report["expected"]["expected"] <= report["no_exit"]
+    assert abs(sum(report["exit_statistics"]["exit_rates"]) - 1) < 1e-9
+    assert plot_file.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_qemu_profile_is_exact_and_repeatable(bundle) -> None:  # type: ignore[no-untyped-def]
+    target = load_target("qemu-cortex-m4")
+    x = example_input(seed=3, batch=1)
+    first = profile_qemu(bundle, target, x, lambda _m: None)
+    second = profile_qemu(bundle, target, x, lambda _m: None)
+    assert [s.value for s in first.stages] == [s.value for s in second.stages]
+    assert all(s.value > 0 and s.estimates["ms"] > 0 for s in first.stages)
+    assert "estimate" in first.environment["estimate_basis"]
+
+
+def test_ssh_profile_against_a_local_sshd(capsys, bundle, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with fake_pi(tmp_path / "pi") as pi:
+        target_file = pi.target_yaml(tmp_path / "pi.yaml")
+        code, out, err = cli(capsys, "profile", str(bundle.path), "--target", str(target_file),
+                             "--data", str(data), "--repeats", "20", "--warmup", "2", "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["kind"] == "linux-ssh" and report["unit"] == "ms"
+        assert report["environment"]["onnxruntime"]
+        assert len(report["stages"]) == 3 and all(s["stats"]["runs"] == 20
+                                                  for s in report["stages"])
+        x = example_input(seed=1, batch=1)
+        # the device's python lacks onnxruntime (no site-packages): a clear error
+        bare_python = tmp_path / "python-without-packages"
+        bare_python.write_text(f"#!/bin/sh\nexec {sys.executable} -S -E \"$@\"\n")
+        bare_python.chmod(0o755)
+        bare = load_target(pi.target_yaml(tmp_path / "bare.yaml", python=str(bare_python)))
+        with pytest.raises(TargetError, match="cannot import numpy and onnxruntime"):
+            profile_ssh(bundle, bare, x, None, 1, 1, 2, lambda _m: None)
+        # a key the device does not accept
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+                       check=True)
+        wrong = load_target(pi.target_yaml(tmp_path / "wrong.yaml", key=str(other)))
+        with pytest.raises(TargetError, match="rejected the key"):
+            profile_ssh(bundle, wrong, x, None, 1, 1, 2, lambda _m: None)
+        # an unknown host key (host-key checking stays on)
+        empty = tmp_path / "empty_known_hosts"
+        empty.write_text("")
+        unknown = load_target(pi.target_yaml(tmp_path / "unknown.yaml", known_hosts=str(empty)))
+        with pytest.raises(TargetError, match="host key not in"):
+            profile_ssh(bundle, unknown, x, None, 1, 1, 2, lambda _m: None)
+    # sshd has stopped: the port is closed
+    gone = load_target(tmp_path / "pi.yaml")
+    with pytest.raises(TargetError, match="cannot reach"):
+        profile_ssh(bundle, gone, x, None, 1, 1, 2, lambda _m: None)
+
+
+def test_profile_errors(capsys, bundle, data) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = cli(capsys, "profile", str(bundle.path), "--target", "stm32f767")
+    assert code == 7 and "not supported yet" in err
+    code, _, err = cli(capsys, "profile", str(bundle.path), "--exit-rates", "0.5,0.5")
+    assert code == 5 and "3 non-negative fractions" in err
+    code, _, err = cli(capsys, "profile", str(bundle.path), "--exit-rates", "0.5,0.3,0.2",
+                       "--data", str(data))
+    assert code == 5
