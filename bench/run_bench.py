@@ -105,6 +105,88 @@ def zoo_bundles(workdir: Path) -> dict[str, Path]:
     return bundles
 
 
+def staged_vs_monolithic(bundle_dir: Path, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Sum of per-stage p50 (exits off) against one ONNX Runtime session of the whole model."""
+    from eedge.ir.bundle import load_bundle
+    from eedge.profiling.drivers import profile_host
+    from eedge.profiling.stats import summarize
+    from eedge.runtime.cascade import make_session
+
+    bundle = load_bundle(bundle_dir)
+    host = profile_host(bundle, x[:1], "onnx", 1, repeats // 10, repeats, lambda _m: None)
+    staged = sum(s.value for s in host.stages)
+    whole = make_session(bundle.file("model.onnx"), 1)
+    feed = {bundle.manifest["inputs"][0]["name"]: x[:1]}
+    for _ in range(repeats // 10):
+        whole.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        whole.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    monolithic = summarize(times)["p50"]
+    return {"staged_sum_p50_ms": staged, "monolithic_p50_ms": monolithic,
+            "staged_over_monolithic": staged / monolithic}
+
+
+def medium_bundle(workdir: Path) -> tuple[Path, np.ndarray]:
+    """The residual test architecture at 96x96: enough work per stage to time it."""
+    from zoo import build_torch
+
+    from eedge.export import export_torch
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
+    export_torch(build_torch("residual"), x, workdir / "residual96", name="residual96")
+    return workdir / "residual96", x
+
+
+def profiler_checks(bundle_dir: Path, test_data: Path) -> dict[str, Any]:
+    """Staged vs monolithic on the host, and predicted vs measured cascade latency."""
+    from eedge.ir.bundle import load_bundle
+    from eedge.profiling.drivers import profile_host, profile_qemu
+    from eedge.profiling.stats import expected_latency
+    from eedge.runtime.cascade import Cascade
+
+    bundle = load_bundle(bundle_dir)
+    with np.load(test_data) as archive:
+        x = archive["x"]
+    quiet = lambda _m: None  # noqa: E731
+    exit_stages = [e["stage"] for e in bundle.exits]
+    host = profile_host(bundle, x[:1], "onnx", 1, 200, 2000, quiet)
+    small = staged_vs_monolithic(bundle_dir, x, 2000)
+    medium_dir, medium_x = medium_bundle(bundle_dir.parent.parent)
+    medium = staged_vs_monolithic(medium_dir, medium_x, 300)
+    cascade = Cascade(bundle, runtime="onnx")
+    decided = cascade.infer(x)
+    rates = [float(np.mean(decided.exit_index == k)) for k in range(len(bundle.exits))]
+    predicted = expected_latency([s.value for s in host.stages], rates, exit_stages)["expected"]
+    stage_ms = []
+    for i in range(len(x)):
+        result = cascade.infer(x[i:i + 1])
+        stage_ms.append(sum(result.stage_seconds) * 1e3)
+    measured = float(np.median(stage_ms))
+    measured_mean = float(np.mean(stage_ms))
+    qemu = profile_qemu(bundle, load_target(TARGET), x[:1], quiet)
+    int8_rates = Cascade(bundle, runtime="int8-reference").infer(x).exit_index
+    q_rates = [float(np.mean(int8_rates == k)) for k in range(len(bundle.exits))]
+    q_predicted = expected_latency([s.value for s in qemu.stages], q_rates,
+                                   exit_stages)["expected"]
+    device = run_on_target(bundle_dir, load_target(TARGET), x)
+    per_tick = device.instructions_per_tick or 1
+    q_measured = float(np.mean([sum(s.stage_ticks) * per_tick for s in device.run.samples]))
+    return {
+        "host_staged_vs_monolithic_demo": small, "host_staged_vs_monolithic_residual96": medium,
+        "host_exit_rates": rates, "host_predicted_ms": predicted,
+        "host_measured_median_ms": measured, "host_measured_mean_ms": measured_mean,
+        "host_predicted_over_measured_median": predicted / measured,
+        "qemu_exit_rates": q_rates, "qemu_predicted_instructions": q_predicted,
+        "qemu_measured_mean_instructions": q_measured,
+        "qemu_predicted_over_measured": q_predicted / q_measured,
+        "qemu_stage_instructions": [s.value for s in qemu.stages],
+        "qemu_repeat_identical": [s.value for s in qemu.stages] ==
+        [s.value for s in profile_qemu(bundle, load_target(TARGET), x[:1], quiet).stages]}
+
+
 def xorshift_input(seed: int, shape: list[int]) -> np.ndarray:
     from reference.test_mlperf_tiny import xorshift_bytes
 
@@ -118,7 +200,10 @@ def main() -> None:
                                          "per tick; one inference, every stage run",
                                "models": {}, "mlperf": {}}
     with tempfile.TemporaryDirectory(prefix="eedge-bench-") as tmp:
-        for name, bundle in zoo_bundles(Path(tmp)).items():
+        bundles = zoo_bundles(Path(tmp))
+        results["profiler"] = profiler_checks(bundles["digits-demo"],
+                                              Path(tmp) / "demo" / "test.npz")
+        for name, bundle in bundles.items():
             model = load_codegen_model(bundle)
             shape = [int(d) for d in model.graph.tensors[model.input].shape]
             x = np.random.default_rng(0).integers(-128, 128, shape, dtype=np.int8)
@@ -155,7 +240,31 @@ def main() -> None:
     console.print(f"wrote {out}")
 
 
+def show_profiler(p: dict[str, Any]) -> None:
+    table = Table(title="profiler checks on the demo bundle (digits, 3 stages)")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    table.add_column("ratio", justify="right")
+    for key, label in (("host_staged_vs_monolithic_demo", "demo (15 us: call overhead)"),
+                       ("host_staged_vs_monolithic_residual96", "residual 96x96")):
+        r = p[key]
+        table.add_row(f"host: sum of stage p50 vs monolithic ORT p50, {label}",
+                      f"{r['staged_sum_p50_ms']:.4f} vs {r['monolithic_p50_ms']:.4f} ms",
+                      f"{r['staged_over_monolithic']:.3f}")
+    table.add_row("host: predicted vs measured cascade (median of per-sample stage time)",
+                  f"{p['host_predicted_ms']:.4f} vs {p['host_measured_median_ms']:.4f} ms",
+                  f"{p['host_predicted_over_measured_median']:.3f}")
+    table.add_row("qemu: predicted vs measured mean instructions with exits",
+                  f"{p['qemu_predicted_instructions']:,.0f} vs "
+                  f"{p['qemu_measured_mean_instructions']:,.0f}",
+                  f"{p['qemu_predicted_over_measured']:.3f}")
+    table.add_row("qemu: repeated runs identical", str(p["qemu_repeat_identical"]), "")
+    console.print(table)
+
+
 def show(results: dict[str, Any]) -> None:
+    if "profiler" in results:
+        show_profiler(results["profiler"])
     table = Table(title=f"generated C runtime on {results['target']} (instructions per inference)")
     for column in ("model", "MACs", "portable", "DSP", "DSP/portable", "instr/MAC",
                    "RAM (arena+stack)", "tflite-micro arena", "RAM ratio", "code bytes"):
