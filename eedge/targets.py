@@ -48,7 +48,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {**_MCU, "board": {"type": "string"},
                        "flash_tool": {"enum": ["pyocd", "openocd", "st-flash"]},
                        "pyocd_target": {"type": "string"}, "openocd_config": {"type": "string"},
-                       "serial_port": {"type": "string"}, "baud": _POSITIVE}},
+                       "serial_port": {"type": "string"}, "baud": _POSITIVE,
+                       "timer": {"enum": ["dwt", "systick"]},
+                       "uart": {"enum": ["board", "cmsdk-apb"]}}},
     "linux-ssh": {
         "type": "object", "additionalProperties": False,
         "required": ["name", "kind", "ssh", "python", "runtime"],

@@ -76,7 +76,7 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
             exits = parse_rates(exit_rates, len(loaded.exits))
         elif x is not None:
             say("measuring exit rates on the data")
-            decider = "int8-reference" if profiles.unit == "instructions" else (
+            decider = "int8-reference" if profiles.unit in ("instructions", "cycles") else (
                 runtime or default_runtime(loaded.manifest))
             exits = exit_statistics(loaded, decider, x, y)
     report = build_report(profiles, loaded, exits)
@@ -93,17 +93,22 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
 
 
 def _fmt(value: float, unit: str) -> str:
-    return f"{value:.3f} ms" if unit == "ms" else f"{human_count(value)} instr"
+    if unit == "ms":
+        return f"{value:.3f} ms"
+    return f"{human_count(value)} {'instr' if unit == 'instructions' else 'cycles'}"
 
 
 def show(report: dict) -> None:
     unit = report["unit"]
     table = Table(title=f"{report['target']} ({report['kind']}, {report['runtime']})")
-    columns = ["stage", "MACs", "p50" if unit == "ms" else "instructions"]
+    columns = ["stage", "MACs", {"ms": "p50", "instructions": "instructions",
+                                 "cycles": "cycles (median)"}[unit]]
     if unit == "ms":
         columns += ["p90", "p99", "std"]
-    else:
+    elif unit == "instructions":
         columns += ["est. cycles", "est. ms"]
+    else:
+        columns += ["ms"]
     columns += ["cumulative"]
     for column in columns:
         table.add_column(column, justify="right")
@@ -114,8 +119,10 @@ def show(report: dict) -> None:
         if unit == "ms":
             row += [f"{s['stats']['p90']:.3f}", f"{s['stats']['p99']:.3f}",
                     f"{s['stats']['std']:.3f}"]
-        else:
+        elif unit == "instructions":
             row += [human_count(s["estimates"]["cycles"]), f"{s['estimates']['ms']:.3f}"]
+        else:
+            row += [f"{s['estimates']['ms']:.3f}"]
         row.append(_fmt(cumulative, unit))
         table.add_row(*row)
     out_console.print(table)

@@ -128,7 +128,8 @@ def _c_constants(model: CodegenModel, used: dict[str, str]) -> list[dict[str, An
 
 def generate_project(model: CodegenModel, target: Target, out: Path,
                      test_inputs: np.ndarray | None = None, optimize: str = "O2",
-                     dsp: bool | None = None, force: bool = False) -> GeneratedProject:
+                     dsp: bool | None = None, force: bool = False,
+                     serial_frames: bool | None = None) -> GeneratedProject:
     """Write the project for ``target`` into ``out`` (atomically)."""
     port = PORTS.get(target.kind)
     if port is None:
@@ -198,7 +199,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         shutil.copytree(TEMPLATES / "ports" / port, port_dir)
         count = 0
         if port != "host":
-            for name in ("startup_cortex_m.c", "target_main.c"):
+            for name in ("startup_cortex_m.c", "target_main.c", "timer_systick.c",
+                         "uart_cmsdk.c"):
                 shutil.copy2(TEMPLATES / "harness" / name, port_dir / name)
             origins = MEMORY_ORIGINS[port]
             (port_dir / "link.ld").write_text(env.get_template("harness/link.ld").render(
@@ -214,7 +216,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                                                        input_bytes=context["input_bytes"],
                                                        samples=[", ".join(map(str, s.tolist()))
                                                                 for s in samples]))
-        (tmp / "Makefile").write_text(makefile(target, port, optimize, use_dsp))
+        frames = port == "cortex-m-generic" if serial_frames is None else serial_frames
+        (tmp / "Makefile").write_text(makefile(target, port, optimize, use_dsp, frames))
         (tmp / "README.md").write_text(readme(model, target, port, context, plan))
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         project = GeneratedProject(
@@ -232,7 +235,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     return project
 
 
-def makefile(target: Target, port: str, optimize: str, dsp: bool) -> str:
+def makefile(target: Target, port: str, optimize: str, dsp: bool,
+             serial_frames: bool = False) -> str:
     common = ("-std=c99 -Wall -Wextra -Werror -Wshadow -Wno-unused-function "
               f"-{optimize} -Iruntime/include -I. -Iport")
     sources = "model.c model_data.c $(wildcard runtime/src/*.c) $(wildcard port/*.c)"
@@ -253,6 +257,12 @@ clean:
     cpu = target.get("cpu")
     fpu = FPU_FLAGS[target.get("fpu", "none")]
     defines = " -DEEDGE_USE_DSP" if dsp else ""
+    if serial_frames:
+        defines += " -DEEDGE_SERIAL_FRAMES"
+    if target.get("timer") == "systick":
+        defines += " -DEEDGE_TIMER_SYSTICK"
+    if target.get("uart") == "cmsdk-apb":
+        defines += " -DEEDGE_UART_CMSDK"
     ldflags = ("-nostartfiles --specs=nano.specs -Wl,--gc-sections -Wl,-Map=build/firmware.map "
                "-Tport/link.ld")
     sources += " test_inputs.c"

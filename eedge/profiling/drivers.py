@@ -142,5 +142,8 @@ def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str |
         from eedge.profiling.ssh import profile_ssh
 
         return profile_ssh(bundle, target, x, runtime, threads, warmup, repeats, say)
-    raise TargetError(f"profiling {target.kind} targets ({target.name}) is not supported yet; "
-                      "use host, a linux-ssh device or an mcu-qemu target")
+    if target.kind == "mcu-serial":
+        from eedge.profiling.serial_driver import profile_serial
+
+        return profile_serial(bundle, target, x, say)
+    raise TargetError(f"profiling {target.kind} targets ({target.name}) is not supported")

@@ -22,9 +22,6 @@ __attribute__((section(".isr_vector"), used)) static void (*const vectors[16])(v
     Default_Handler, 0, Default_Handler, SysTick_Handler,
 };
 
-/* Ports that count time with SysTick define it; others never enable the interrupt. */
-__attribute__((weak)) void SysTick_Handler(void) {}
-
 void Default_Handler(void) {
     eedge_platform_print("FAULT: unexpected exception\n");
     eedge_port_exit(3);

@@ -13,6 +13,58 @@ extern uint32_t eedge_stack_high_water(void);
 
 static char line[2 * 4096 + 64];
 
+/* Framed profiling output (EEDGE_SERIAL_FRAMES): A5 5A, type, length, payload, CRC-16. */
+#if defined(EEDGE_SERIAL_FRAMES)
+static uint16_t crc16_ccitt(const uint8_t *data, int32_t size, uint16_t crc) {
+    int32_t i;
+    int bit;
+    for (i = 0; i < size; ++i) {
+        crc ^= (uint16_t)(data[i] << 8);
+        for (bit = 0; bit < 8; ++bit) {
+            crc = (crc & 0x8000u) ? (uint16_t)((crc << 1) ^ 0x1021u) : (uint16_t)(crc << 1);
+        }
+    }
+    return crc;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void send_frame(uint8_t type, const uint8_t *payload, uint16_t size) {
+    static uint8_t frame[5 + 12 + 4 * EEDGE_MAX_STAGES + 2];
+    uint16_t crc;
+    int32_t i;
+    frame[0] = 0xA5;
+    frame[1] = 0x5A;
+    frame[2] = type;
+    frame[3] = (uint8_t)size;
+    frame[4] = (uint8_t)(size >> 8);
+    for (i = 0; i < size; ++i) {
+        frame[5 + i] = payload[i];
+    }
+    crc = crc16_ccitt(frame + 2, 3 + size, 0xFFFFu);
+    frame[5 + size] = (uint8_t)crc;
+    frame[6 + size] = (uint8_t)(crc >> 8);
+    eedge_platform_serial_write(frame, 7 + size);
+}
+
+static void send_sample(int32_t n, const eedge_result *r) {
+    uint8_t payload[12 + 4 * EEDGE_MAX_STAGES];
+    int32_t s;
+    put_u32(payload, (uint32_t)n);
+    put_u32(payload + 4, (uint32_t)r->exit_index);
+    put_u32(payload + 8, (uint32_t)r->class_index);
+    for (s = 0; s < EEDGE_NUM_STAGES; ++s) {
+        put_u32(payload + 12 + 4 * s, s < r->stages_run ? r->stage_ticks[s] : 0u);
+    }
+    send_frame(0x02, payload, (uint16_t)(12 + 4 * EEDGE_NUM_STAGES));
+}
+#endif
+
 static char *put_text(char *p, const char *text) {
     while (*text) {
         *p++ = *text++;
@@ -51,6 +103,12 @@ static char *put_hex(char *p, const int8_t *data, int32_t bytes) {
 int main(void) {
     int32_t n, s, i, bytes;
     eedge_platform_init();
+#if defined(EEDGE_SERIAL_FRAMES)
+    {
+        const uint8_t hello[2] = {1u, (uint8_t)EEDGE_NUM_STAGES};
+        send_frame(0x01, hello, 2);
+    }
+#endif
     for (n = 0; n < eedge_test_input_count; ++n) {
         eedge_result result;
         memcpy(eedge_input(), eedge_test_inputs[n], EEDGE_INPUT_BYTES);
@@ -76,6 +134,9 @@ int main(void) {
         }
         memcpy(eedge_input(), eedge_test_inputs[n], EEDGE_INPUT_BYTES);
         eedge_infer(&result);
+#if defined(EEDGE_SERIAL_FRAMES)
+        send_sample(n, &result);
+#endif
         {
             char *p = put_text(line, "D ");
             p = put_int(p, n);
@@ -96,6 +157,9 @@ int main(void) {
             eedge_platform_print(line);
         }
     }
+#if defined(EEDGE_SERIAL_FRAMES)
+    send_frame(0x03, 0, 0);
+#endif
     {
         char *p = put_text(line, "STACK ");
         p = put_int(p, (int32_t)eedge_stack_high_water());

@@ -119,7 +119,7 @@ def test_ssh_profile_against_a_local_sshd(capsys, bundle, data, tmp_path: Path) 
 
 def test_profile_errors(capsys, bundle, data) -> None:  # type: ignore[no-untyped-def]
     code, _, err = cli(capsys, "profile", str(bundle.path), "--target", "stm32f767")
-    assert code == 7 and "not supported yet" in err
+    assert code in (7, 8) and ("flash" in err or "serial" in err)  # no board here
     code, _, err = cli(capsys, "profile", str(bundle.path), "--exit-rates", "0.5,0.5")
     assert code == 5 and "3 non-negative fractions" in err
     code, _, err = cli(capsys, "profile", str(bundle.path), "--exit-rates", "0.5,0.3,0.2",

@@ -13,3 +13,7 @@ uint32_t eedge_platform_ticks(void) {
 void eedge_platform_print(const char *text) {
     fputs(text, stderr);
 }
+
+void eedge_platform_serial_write(const uint8_t *data, int32_t size) {
+    fwrite(data, 1, (size_t)size, stderr);
+}

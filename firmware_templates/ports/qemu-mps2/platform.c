@@ -1,4 +1,5 @@
-/* MPS2 (QEMU mps2-an386 / an500) port: SysTick ticks, semihosting console and exit.
+/* MPS2 (QEMU mps2-an386 / an500) port: SysTick ticks, semihosting console and exit,
+ * profiling frames on UART0.
  *
  * DWT CYCCNT is not emulated by QEMU, so time comes from SysTick counting the core
  * clock; under `-icount shift=0` one tick is a fixed number of guest instructions,
@@ -8,34 +9,26 @@
 #include "eedge/platform.h"
 #include "semihosting.h"
 
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
-#define SYSTICK_RELOAD 0x00FFFFFFu
-
-static volatile uint32_t systick_wraps;
-
-void SysTick_Handler(void) {
-    ++systick_wraps;
-}
+extern void eedge_systick_start(void);
+extern uint32_t eedge_systick_ticks(void);
+extern void eedge_uart_start(uint32_t bauddiv);
+extern void eedge_uart_write(const uint8_t *data, int32_t size);
 
 void eedge_platform_init(void) {
-    SYST_RVR = SYSTICK_RELOAD;
-    SYST_CVR = 0;
-    SYST_CSR = 0x7u; /* processor clock, interrupt on wrap, enable */
+    eedge_uart_start(16u);
+    eedge_systick_start();
 }
 
 uint32_t eedge_platform_ticks(void) {
-    uint32_t wraps, value;
-    do {
-        wraps = systick_wraps;
-        value = SYST_CVR;
-    } while (wraps != systick_wraps);
-    return wraps * (SYSTICK_RELOAD + 1u) + (SYSTICK_RELOAD - value);
+    return eedge_systick_ticks();
 }
 
 void eedge_platform_print(const char *text) {
     semihosting_write0(text);
+}
+
+void eedge_platform_serial_write(const uint8_t *data, int32_t size) {
+    eedge_uart_write(data, size);
 }
 
 void eedge_port_exit(int32_t code) {

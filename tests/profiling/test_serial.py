@@ -1,0 +1,84 @@
+"""The real-board profiling path, with QEMU's UART as the board's serial port.
+
+The firmware is built exactly as for a board (cortex-m-generic port, framed
+output); "flashing" starts QEMU with UART0 on a TCP socket, and pyserial reads
+it as socket://127.0.0.1:PORT.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from int8_bundles import int8_bundle  # noqa: E402
+from zoo import example_input  # noqa: E402
+
+from eedge.codegen.toolchain import require_tool  # noqa: E402
+from eedge.errors import TargetError  # noqa: E402
+from eedge.profiling.serial_driver import profile_serial  # noqa: E402
+from eedge.profiling.serial_protocol import (DONE, HELLO, SAMPLE, FrameReader,  # noqa: E402
+                                             crc16_ccitt, encode, read_profile)
+from eedge.targets import load_target  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_crc_and_frames_survive_noise_and_corruption() -> None:
+    assert crc16_ccitt(b"123456789") == 0x29B1  # the CRC-16/CCITT-FALSE check value
+    sample = np.array([7, 1, 3, 10, 20, 30], "<u4").view("<i4").tobytes()
+    good = encode(HELLO, bytes([1, 3])) + encode(SAMPLE, sample) + encode(DONE, b"")
+    corrupted = bytearray(encode(SAMPLE, sample))
+    corrupted[8] ^= 0xFF
+    stream = b"\x00\xa5garbage" + encode(HELLO, bytes([1, 3])) + bytes(corrupted) + \
+        b"\xa5\x5a\x02\xff\xff" + good[len(encode(HELLO, bytes([1, 3]))):]
+    result = read_profile(FrameReader(io.BytesIO(stream), timeout_s=1))
+    assert result["samples"] == [{"index": 7, "exit_index": 1, "class_index": 3,
+                                  "stage_ticks": [10, 20, 30]}]
+    assert result["bad_frames"] == 2
+
+
+def test_silence_times_out_with_advice() -> None:
+    with pytest.raises(TargetError, match="no complete frame"):
+        FrameReader(io.BytesIO(b"\x00" * 10), timeout_s=0.2).next()
+
+
+def test_board_path_through_qemu_uart(tmp_path: Path) -> None:
+    bundle = int8_bundle("sequential", tmp_path)
+    port = free_port()
+    board = tmp_path / "mps2-board.yaml"
+    board.write_text(
+        "name: mps2-board\nkind: mcu-serial\ndescription: an MPS2 AN386 board (QEMU here)\n"
+        "cpu: cortex-m4\nfpu: fpv4-sp-d16\ndsp: true\nclock_hz: 25000000\n"
+        "flash_bytes: 4194304\nram_bytes: 4194304\nflash_origin: '0x00000000'\n"
+        "board: mps2-an386\nflash_tool: pyocd\n"
+        f"serial_port: socket://127.0.0.1:{port}\nbaud: 115200\ntimer: systick\n"
+        "uart: cmsdk-apb\n")
+    target = load_target(board)
+
+    def start_qemu(elf: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [require_tool("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-monitor",
+             "none", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on", "-icount",
+             "shift=0", "-kernel", str(elf)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+    x = example_input(seed=8, batch=5)
+    first = profile_serial(bundle, target, x, lambda _m: None, flasher=start_qemu)
+    assert first.unit == "cycles" and first.environment["samples"] == 5
+    assert all(s.value > 0 for s in first.stages)
+    assert first.environment["bad_frames"] == 0
+    second = profile_serial(bundle, target, x, lambda _m: None, flasher=start_qemu)
+    assert [s.value for s in first.stages] == [s.value for s in second.stages]
