@@ -69,6 +69,16 @@ def test_host_profile_cli(capsys, bundle, data, tmp_path: Path) -> None:  # type
     assert plot_file.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_qemu_profile_cli(capsys, bundle, data) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = cli(capsys, "profile", str(bundle.path), "--target", "qemu-cortex-m4",
+                         "--data", str(data), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["unit"] == "instructions"
+    assert report["expected"]["expected"] < report["no_exit"]
+    assert report["expected_ms_estimate"] > 0
+
+
 def test_qemu_profile_is_exact_and_repeatable(bundle) -> None:  # type: ignore[no-untyped-def]
     target = load_target("qemu-cortex-m4")
     x = example_input(seed=3, batch=1)
