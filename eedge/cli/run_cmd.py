@@ -47,10 +47,14 @@ def parse_thresholds(text: str, exits: int) -> list[float | None]:
               help="Stage files and engine (default: onnx if present, else int8, else tflite).")
 @click.option("--target", "-t", "target_name",
               help="Run the generated C runtime instead: host (gcc) or an mcu-qemu target.")
+@click.option("--budget-macs", type=float,
+              help="Stream the inputs one by one, adapting thresholds to keep the average "
+                   "MACs per sample near this budget.")
 @json_option
 @debug_option
 def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exit: bool,
-            threads: int, runtime: str | None, target_name: str | None, as_json: bool) -> None:
+            threads: int, runtime: str | None, target_name: str | None,
+            budget_macs: float | None, as_json: bool) -> None:
     """Run BUNDLE on inputs as a cascade: each sample stops at its first confident exit.
 
     \b
@@ -69,6 +73,9 @@ def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exi
     x = load_array(input_path, "x")
     labels = _optional_labels(input_path, len(x) if x.ndim == len(cascade.inputs[0]["shape"])
                               else 1)
+    if budget_macs is not None:
+        _run_budgeted(cascade, x, labels, budget_macs, as_json)
+        return
     result = cascade.infer(x, early_exit=not no_early_exit)
     accuracy = float(np.mean(result.predictions == labels)) if labels is not None else None
     if as_json:
@@ -147,3 +154,26 @@ def _run_on_target(bundle: Path, input_path: Path, target_name: str, thresholds:
         out_console.print(f"flash {summary['flash_bytes']} B (weights {summary['weight_bytes']} "
                           f"B), arena {summary['arena_bytes']} B, stack used "
                           f"{summary['stack_used_bytes']} B")
+
+
+def _run_budgeted(cascade: Cascade, x: np.ndarray, labels: np.ndarray | None, budget: float,
+                  as_json: bool) -> None:
+    from eedge.policies.budget import BudgetController, run_budgeted
+
+    costs = [float(e["cumulative_macs"]) for e in cascade.exits]
+    controller = BudgetController(budget, costs)
+    if any(t is None for t in cascade.thresholds[:-1]):
+        raise InputDataError("the budget policy adapts thresholds: calibrate the bundle (or "
+                             "pass --thresholds) so every early exit has one")
+    run = run_budgeted(cascade, x, controller)
+    accuracy = float(np.mean(run.predictions == labels)) if labels is not None else None
+    data = {"budget_macs": budget, "average_macs": run.average_cost, "accuracy": accuracy,
+            "exit_rates": [float(np.mean(run.exit_index == k)) for k in range(len(costs))],
+            "final_offset": run.offsets[-1] if run.offsets else 0.0}
+    if as_json:
+        print_json(data)
+        return
+    out_console.print(f"{len(run.predictions)} samples streamed: average {run.average_cost:,.0f} "
+                      f"MACs/sample for a budget of {budget:,.0f}; exit rates "
+                      + ", ".join(f"{r:.1%}" for r in data["exit_rates"])
+                      + (f"; accuracy {accuracy:.2%}" if accuracy is not None else ""))

@@ -9,7 +9,7 @@ partitioned by its exits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,12 @@ class CodegenModel:
     thresholds: list[float | None]
     source: str
     input_layout: str | None   # layout the user's float inputs come in (NCHW for torch/ONNX)
+    criteria: list[str] = field(default_factory=list)
+    window_low: list[float | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.criteria = self.criteria or ["max_softmax"] * len(self.thresholds)
+        self.window_low = self.window_low or [None] * len(self.thresholds)
 
     @property
     def input(self) -> str:
@@ -122,4 +128,6 @@ def _from_bundle(path: Path) -> CodegenModel:
     _require_int8(graph, str(path))
     thresholds = [e["policy"]["threshold"] for e in manifest["exits"]]
     layout = manifest["inputs"][0].get("layout")
-    return CodegenModel(graph.name, graph, stages, thresholds, path.name, layout)
+    return CodegenModel(graph.name, graph, stages, thresholds, path.name, layout,
+                        [e["policy"]["criterion"] for e in manifest["exits"]],
+                        [e["policy"].get("window_low") for e in manifest["exits"]])

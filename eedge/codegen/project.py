@@ -26,7 +26,9 @@ from eedge.codegen.model_source import CodegenModel
 from eedge.codegen.planner import MemoryPlan, plan_memory
 from eedge.errors import TargetError
 from eedge.ir.bundle import staging_directory
-from eedge.policies.fixed_point import threshold_q
+from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, threshold_q
+
+CRITERION_IDS = {"max_softmax": 0, "margin": 1, "entropy": 2}
 from eedge.targets import Target
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "firmware_templates"
@@ -171,10 +173,15 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     for k in range(n_exits):
         fields = softmax_fields(g, model.exit_tensor(k))
         fields["rows"] = 1
-        exits_ctx.append({"index": k, "threshold_q": threshold_q(model.thresholds[k],
-                                                                 k == n_exits - 1),
-                          "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items())
-                                     + "}"})
+        criterion = model.criteria[k]
+        classes = int(g.tensors[model.exit_tensor(k)].shape[-1])
+        final = k == n_exits - 1
+        low = None if final else model.window_low[k]
+        exits_ctx.append({
+            "index": k, "criterion": CRITERION_IDS[criterion],
+            "threshold_q": threshold_q(model.thresholds[k], final, criterion, classes),
+            "reject_q": ALWAYS if low is None else threshold_q(low, False, criterion, classes),
+            "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items()) + "}"})
     constants = _c_constants(model, used)
     input_info = g.tensors[model.input]
     quant = model.input_quant
@@ -188,6 +195,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                "input_shape": "x".join(str(d) for d in input_info.shape),
                "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],
                "constants": constants,
+               "entropy_lut": ", ".join(str(int(v)) for v in ENTROPY_LUT)
+               if "entropy" in model.criteria else "",
                "weight_bytes": int(sum(np.asarray(g.constants[c]).nbytes for c in used))}
     env = _environment()
     with staging_directory(out, force) as tmp:

@@ -20,12 +20,13 @@ import numpy as np
 from eedge.examples.digits import load_digits_splits
 from eedge.export import export_torch
 from eedge.policies.apply import write_thresholds
-from eedge.policies.simple import thresholds_matching_final_accuracy
+from eedge.policies.calibrate import calibrate
 from eedge.runtime.cascade import Cascade
 from eedge.train.multi_exit import TrainConfig, seed_everything, train_multi_exit
 
 Progress = Callable[[str], None]
 INT8_CALIBRATION_SAMPLES = 256
+MAX_ACCURACY_DROP = 0.01
 
 
 @dataclass
@@ -102,10 +103,12 @@ def run_demo(out: Path | None = None, seed: int = 0, epochs: int = 30,
                               check_inputs=[data.x_test[:64]], force=True, progress=say,
                               formats=("onnx", "tflite"), int8=True,
                               calibration=data.x_train[:INT8_CALIBRATION_SAMPLES])
-        say("choosing exit thresholds on the validation split")
-        val_logits = Cascade(result.bundle).run_all_exits(data.x_val)
-        thresholds = thresholds_matching_final_accuracy(val_logits, data.y_val)
-        bundle = write_thresholds(result.bundle, thresholds, "match-final-accuracy (demo)")
+        say("calibrating exit thresholds on the validation split (accuracy drop <= 1%)")
+        costs = [float(e["cumulative_macs"]) for e in result.bundle.exits]
+        calibration = calibrate(result.bundle, data.x_val, data.y_val, "max_accuracy_drop",
+                                MAX_ACCURACY_DROP, costs, "MACs")
+        bundle = write_thresholds(result.bundle, calibration.chosen.thresholds,
+                                  f"calibrated (max_accuracy_drop {MAX_ACCURACY_DROP})")
 
         say("running the cascade on the test split")
         cascade = Cascade(bundle)

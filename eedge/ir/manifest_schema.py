@@ -28,7 +28,9 @@ _POLICY = {
     "type": "object",
     "required": ["criterion", "threshold"],
     "properties": {
-        "criterion": {"enum": ["max_softmax"]},
+        "criterion": {"enum": ["max_softmax", "margin", "entropy"]},
+        "window_low": {"anyOf": [{"type": "null"}, {"type": "number", "minimum": 0,
+                                                    "maximum": 1}]},
         "threshold": {"anyOf": [{"type": "null"}, {"type": "number", "minimum": 0,
                                                    "maximum": 1}]},
         "method": {"type": "string"},
@@ -115,6 +117,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         },
         "verification": {"type": "object"},
         "quantization": {"type": "object"},
+        "calibration": {"type": "object"},
         "memory": {"type": "object", "required": ["arena_bytes"],
                    "properties": {"arena_bytes": {"type": "integer", "minimum": 0}}},
         "files": {

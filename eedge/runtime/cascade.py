@@ -20,8 +20,8 @@ import numpy as np
 from eedge.errors import BundleError, InputDataError
 from eedge.ir.bundle import Bundle, load_bundle
 from eedge.ir.graph import QuantParams
-from eedge.policies.criteria import confidence, softmax
-from eedge.policies.fixed_point import int8_probabilities, threshold_q
+from eedge.policies.criteria import CRITERIA, score_from_probabilities, softmax
+from eedge.policies.fixed_point import int8_probabilities, int8_score, threshold_q
 from eedge.reference.int8_kernels import dequantize_output, quantize_input
 from eedge.runtime.stage_runners import RUNTIMES, make_runner
 
@@ -36,10 +36,12 @@ class CascadeResult:
     confidence: np.ndarray        # (N,) criterion value at the deciding exit
     stage_seconds: list[float] = field(default_factory=list)   # wall time per stage
     stage_samples: list[int] = field(default_factory=list)     # rows that ran each stage
+    rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # window policy
 
     def to_json(self) -> dict[str, Any]:
         return {"predictions": self.predictions.tolist(),
                 "exit_index": self.exit_index.tolist(),
+                "rejected": self.rejected.tolist(),
                 "confidence": [round(float(c), 6) for c in self.confidence],
                 "stage_seconds": self.stage_seconds, "stage_samples": self.stage_samples}
 
@@ -148,12 +150,27 @@ class Cascade:
                                     self.dynamic_batch, threads)
                         for s, io in zip(self.stages, self.io)]
         self.thresholds: list[float | None] = [e["policy"]["threshold"] for e in self.exits]
+        self.criteria: list[str] = [e["policy"]["criterion"] for e in self.exits]
+        self.window_low: list[float | None] = [e["policy"].get("window_low") for e in self.exits]
         if thresholds is not None:
             self.set_thresholds(thresholds)
         self.final_exit = len(self.exits) - 1
         self._last_reader = self._last_readers()
         self._input_quant = {t["name"]: QuantParams.from_json(t["quant"])
                              for io in self.io for t in io["inputs"] if t.get("quant")}
+
+    def set_policy(self, criterion: str | None = None,
+                   window_low: Sequence[float | None] | None = None) -> None:
+        """Override the criterion (all exits) and/or the window's lower edge per exit."""
+        if criterion is not None:
+            if criterion not in CRITERIA:
+                raise InputDataError(f"unknown criterion {criterion!r}; use one of "
+                                     f"{', '.join(CRITERIA)}")
+            self.criteria = [criterion] * len(self.exits)
+        if window_low is not None:
+            if len(window_low) != len(self.exits):
+                raise InputDataError("give one window edge per exit")
+            self.window_low = list(window_low)
 
     def set_thresholds(self, thresholds: Sequence[float | None]) -> None:
         if len(thresholds) != len(self.exits):
@@ -223,7 +240,8 @@ class Cascade:
         result = CascadeResult(predictions=np.full(n, -1, dtype=np.int64),
                                probabilities=np.zeros((n, classes), dtype=np.float32),
                                exit_index=np.full(n, -1, dtype=np.int64),
-                               confidence=np.zeros(n, dtype=np.float32))
+                               confidence=np.zeros(n, dtype=np.float32),
+                               rejected=np.zeros(n, dtype=bool))
         active = np.arange(n)
         for stage in self.stages:
             if active.size == 0:
@@ -246,31 +264,40 @@ class Cascade:
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Record samples that exit at exit ``k``; keep the rest.
 
-        int8 stages decide in fixed point exactly as the generated C does
-        (int8 softmax maximum against an int8 threshold); float stages on
-        the float softmax.
+        int8 stages decide in fixed point exactly as the generated C does (an
+        integer score of the int8 softmax against an integer threshold); float
+        stages on float scores. With a window (``window_low``), samples scoring
+        below it leave too, flagged as rejected (too uncertain to be worth
+        more computation).
         """
         spec = self.io[stage_index]["outputs"][0]
         final = k == self.final_exit
+        criterion = self.criteria[k]
         threshold = self.thresholds[k] if early_exit else None
+        low = self.window_low[k] if early_exit and not final else None
+        values = store[spec["name"]]
+        classes = values.shape[-1]
         if spec.get("quant"):
             scale = QuantParams.from_json(spec["quant"]).scale[0]
-            q = int8_probabilities(store[spec["name"]], scale).astype(np.int32)
+            q = int8_probabilities(values, scale).astype(np.int32)
             probs = ((q + 128) / 256).astype(np.float32)
-            conf_q = q.max(axis=-1)
-            leaving = conf_q >= threshold_q(threshold, final)
-            predictions = np.argmax(store[spec["name"]], axis=-1)
+            score_q = int8_score(q, criterion)
+            leaving = score_q >= threshold_q(threshold, final, criterion, classes)
+            rejected = (score_q < threshold_q(low, False, criterion, classes)
+                        if low is not None else np.zeros(active.size, bool))
         else:
-            logits = store[spec["name"]]
-            probs = softmax(logits)
-            conf = confidence(logits, self.exits[k]["policy"]["criterion"])
+            probs = softmax(values)
+            score = score_from_probabilities(probs, criterion)
             leaving = np.ones(active.size, bool) if final else (
-                np.zeros(active.size, bool) if threshold is None else conf >= threshold)
-            predictions = np.argmax(logits, axis=-1)
+                np.zeros(active.size, bool) if threshold is None else score >= threshold)
+            rejected = score < low if low is not None else np.zeros(active.size, bool)
+        leaving = leaving | rejected
         rows = active[leaving]
-        result.predictions[rows] = predictions[leaving]
+        result.predictions[rows] = np.argmax(values[leaving], axis=-1)
         result.probabilities[rows, : probs.shape[-1]] = probs[leaving]
         result.exit_index[rows] = k
-        result.confidence[rows] = probs[leaving].max(axis=-1)
+        result.confidence[rows] = score_from_probabilities(
+            probs[leaving].astype(np.float64), criterion)
+        result.rejected[rows] = rejected[leaving]
         staying = ~leaving
         return active[staying], {name: v[staying] for name, v in store.items()}

@@ -147,6 +147,8 @@ int main(void) {
             p = put_text(p, " ");
             p = put_int(p, result.confidence);
             p = put_text(p, " ");
+            p = put_int(p, result.rejected);
+            p = put_text(p, " ");
             p = put_int(p, result.stages_run);
             for (s = 0; s < result.stages_run; ++s) {
                 p = put_text(p, " ");

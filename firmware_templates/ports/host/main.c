@@ -1,6 +1,7 @@
 /* Host harness: reads int8 samples from stdin and writes, per sample, every stage's
  * outputs (all stages run) followed by the cascade's decision (early exits on):
- *   stage outputs bytes..., int32 exit, int32 class, int32 confidence, int32 stages_run
+ *   stage outputs bytes..., int32 exit, int32 class, int32 score, int32 stages_run,
+ *   int32 rejected
  * (little-endian). eedge's tests compare these bytes with the reference executor. */
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +38,7 @@ int main(void) {
         write_i32(result.class_index);
         write_i32(result.confidence);
         write_i32(result.stages_run);
+        write_i32(result.rejected);
     }
     return ferror(stdin) ? 1 : 0;
 }

@@ -109,13 +109,33 @@ int32_t eedge_argmax_s8(const int8_t *logits, int32_t count) {
     return best;
 }
 
-int32_t eedge_exit_confidence_s8(const eedge_softmax_params *p, const int8_t *logits) {
+int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int8_t *logits,
+                            int32_t criterion, const uint16_t *entropy_lut) {
     int8_t probabilities[EEDGE_MAX_CLASSES];
     eedge_softmax_params one_row = *p;
+    int32_t i, first = -128, second = -128, entropy = 0;
     one_row.rows = 1;
     if (p->cols > EEDGE_MAX_CLASSES || p->cols < 1) {
-        return -128;
+        return INT32_MIN;
     }
     eedge_softmax_s8(&one_row, logits, probabilities);
-    return probabilities[eedge_argmax_s8(probabilities, p->cols)];
+    for (i = 0; i < p->cols; ++i) {
+        const int32_t q = probabilities[i];
+        if (q > first) {
+            second = first;
+            first = q;
+        } else if (q > second) {
+            second = q;
+        }
+        if (criterion == EEDGE_CRITERION_ENTROPY && entropy_lut != 0) {
+            entropy += entropy_lut[q + 128];
+        }
+    }
+    if (criterion == EEDGE_CRITERION_MARGIN) {
+        return first - second;
+    }
+    if (criterion == EEDGE_CRITERION_ENTROPY) {
+        return -entropy;
+    }
+    return first;
 }

@@ -9,16 +9,25 @@
 #define EEDGE_MAX_STAGES 16
 #define EEDGE_MAX_CLASSES 256
 
+#define EEDGE_CRITERION_MAX_SOFTMAX 0
+#define EEDGE_CRITERION_MARGIN 1
+#define EEDGE_CRITERION_ENTROPY 2
+
 typedef struct {
     int32_t class_index;                     /* argmax of the deciding exit's logits */
     int32_t exit_index;                      /* which exit decided */
-    int32_t confidence;                      /* int8 max-softmax (probability = (c + 128) / 256) */
+    int32_t confidence;                      /* the exit's integer score (see eedge_exit_score_s8) */
+    int32_t rejected;                        /* 1: left early as too uncertain (window policy) */
     int32_t stages_run;
     uint32_t stage_ticks[EEDGE_MAX_STAGES];  /* platform ticks spent in each stage */
 } eedge_result;
 
-/* int8 softmax of one exit's logits (TFLite arithmetic), then its maximum. */
-int32_t eedge_exit_confidence_s8(const eedge_softmax_params *p, const int8_t *logits);
+/* Integer confidence of one exit, larger = more sure, from TFLite's int8 softmax of its
+ * logits (q encodes probability (q + 128) / 256):
+ *   max_softmax: max q;  margin: top1 q - top2 q;  entropy: -sum entropy_lut[q + 128].
+ * entropy_lut (256 entries, generated with the model) is only read for entropy. */
+int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int8_t *logits,
+                            int32_t criterion, const uint16_t *entropy_lut);
 
 /* Index of the largest logit (the first one on ties, like numpy's argmax). */
 int32_t eedge_argmax_s8(const int8_t *logits, int32_t count);

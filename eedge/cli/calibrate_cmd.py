@@ -1,0 +1,213 @@
+"""``eedge calibrate`` and ``eedge evaluate``: thresholds from data, and how they do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.table import Table
+
+from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.tables import human_count
+from eedge.errors import InputDataError
+from eedge.io.arrays import load_labelled
+from eedge.policies.criteria import CRITERIA
+from eedge.runtime.stage_runners import RUNTIMES
+
+
+def exit_costs(bundle: Any, budget_kind: str, profile: Path | None, target: str | None,
+               x: np.ndarray) -> tuple[list[float], str]:
+    """Cost of a sample leaving at each exit: MACs, or latency from a profile."""
+    if budget_kind == "macs":
+        return [float(e["cumulative_macs"]) for e in bundle.exits], "MACs"
+    if profile is not None:
+        try:
+            report = json.loads(profile.read_text())
+            costs = [float(e["cumulative"]) for e in report["exits"]]
+            unit = report["unit"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputDataError(f"{profile} is not a report from `eedge profile --report` "
+                                 f"({exc})") from exc
+    elif target is not None:
+        from eedge.profiling.drivers import profile_target
+        from eedge.profiling.report import build_report
+        from eedge.targets import load_target
+
+        profiles = profile_target(bundle, load_target(target), x[:1], None, 1, 20, 200,
+                                  lambda _m: None)
+        report = build_report(profiles, bundle, None)
+        costs, unit = [float(e["cumulative"]) for e in report["exits"]], report["unit"]
+    else:
+        raise InputDataError("--budget-ms needs latencies: pass --profile REPORT.json (from "
+                             "`eedge profile --report`) or --target T to measure them now")
+    if len(costs) != len(bundle.exits):
+        raise InputDataError(f"{profile} describes {len(costs)} exits; the bundle has "
+                             f"{len(bundle.exits)}")
+    if unit == "instructions":
+        raise InputDataError("that profile is in instructions, not milliseconds: use "
+                             "--budget-macs, or a host/SSH/board profile")
+    return costs, unit
+
+
+@click.command("calibrate")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Held-out data: .npz with x (inputs) and y (integer labels).")
+@click.option("--max-accuracy-drop", type=float,
+              help="Cheapest thresholds whose accuracy is within this of the final exit's.")
+@click.option("--budget-macs", type=float, help="Most accurate thresholds within MACs/sample.")
+@click.option("--budget-ms", type=float, help="Most accurate thresholds within ms/sample.")
+@click.option("--profile", "profile", type=click.Path(path_type=Path),
+              help="Latencies for --budget-ms (a report from `eedge profile --report`).")
+@click.option("--target", "target", help="Measure latencies for --budget-ms on this target.")
+@click.option("--criterion", type=click.Choice(list(CRITERIA)), default="max_softmax",
+              show_default=True, help="How an exit scores its confidence.")
+@click.option("--runtime", type=click.Choice(list(RUNTIMES)),
+              help="Runtime whose decisions are calibrated (default: onnx, else int8).")
+@click.option("--confidence-z", default=2.0, show_default=True,
+              help="With --max-accuracy-drop: bound the drop by this many standard errors "
+                   "(0 trusts the calibration data at face value).")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="PNG of accuracy vs expected cost with the chosen point.")
+@click.option("--dry-run", is_flag=True, help="Report without writing thresholds.")
+@json_option
+@debug_option
+def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
+              budget_macs: float | None, budget_ms: float | None, profile: Path | None,
+              target: str | None, criterion: str, runtime: str | None, confidence_z: float,
+              plot_path: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Choose per-exit thresholds for BUNDLE on held-out data and store them in it.
+
+    \b
+    Examples:
+      eedge calibrate bundle --data val.npz --max-accuracy-drop 0.01
+      eedge calibrate bundle --data val.npz --budget-macs 50000 --criterion margin
+      eedge calibrate bundle --data val.npz --budget-ms 0.02 --profile host.json --plot c.png
+    """
+    from eedge.ir.bundle import load_bundle, update_manifest
+    from eedge.policies.calibrate import calibrate as run, plot_calibration
+
+    chosen = [v for v in (max_accuracy_drop, budget_macs, budget_ms) if v is not None]
+    if len(chosen) != 1:
+        raise InputDataError("give exactly one of --max-accuracy-drop, --budget-macs, "
+                             "--budget-ms")
+    if chosen[0] < 0:
+        raise InputDataError("budgets and accuracy drops must be non-negative")
+    loaded = load_bundle(bundle)
+    x, y = load_labelled(data)
+    kind = "macs" if budget_ms is None else "ms"
+    costs, unit = exit_costs(loaded, kind, profile, target, x)
+    objective = "max_accuracy_drop" if max_accuracy_drop is not None else "budget"
+    with progress_status("searching thresholds", quiet=as_json):
+        result = run(loaded, x, y, objective, chosen[0], costs, unit, criterion, runtime,
+                     confidence_z)
+    if plot_path is not None:
+        plot_calibration(result, plot_path)
+    if not dry_run:
+        def change(manifest: dict[str, Any]) -> None:
+            for entry, t in zip(manifest["exits"], result.chosen.thresholds):
+                entry["policy"] = {"criterion": criterion, "threshold": t,
+                                   "method": f"calibrated ({objective} {chosen[0]:g})"}
+            manifest["calibration"] = result.to_json()
+        update_manifest(loaded, change)
+    if as_json:
+        print_json(result.to_json())
+        return
+    show(result)
+    out_console.print("thresholds not written (--dry-run)" if dry_run else
+                      f"thresholds written to {bundle}/manifest.json")
+
+
+def show(result: Any) -> None:
+    c = result.chosen
+    unit = result.cost_unit
+    table = Table(title=f"{result.criterion} thresholds ({result.objective}, "
+                        f"{result.samples} samples, {result.evaluated} settings tried)")
+    for name in ("exit", "threshold", "exit rate"):
+        table.add_column(name, justify="right")
+    for k, (t, rate) in enumerate(zip(c.thresholds, c.exit_rates)):
+        final = k == len(c.thresholds) - 1
+        table.add_row(f"exit{k}", "final" if final else ("never" if t is None else f"{t:.4f}"),
+                      f"{rate:.1%}")
+    out_console.print(table)
+    out_console.print(f"accuracy {c.accuracy:.2%} (final exit alone {result.final_accuracy:.2%})"
+                      f", expected cost {human_count(c.cost)} {unit}/sample")
+    g = result.best_global
+    if g is not None:
+        out_console.print(f"best single global threshold: accuracy {g.accuracy:.2%}, cost "
+                          f"{human_count(g.cost)} {unit}")
+    front = ", ".join(f"{human_count(p.cost)}:{p.accuracy:.3f}" for p in result.pareto[:12])
+    out_console.print(f"Pareto front (cost:accuracy) {front}{' ...' if len(result.pareto) > 12 else ''}")
+
+
+@click.command("evaluate")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Test data: .npz with x and y.")
+@click.option("--runtime", type=click.Choice(list(RUNTIMES)), help="Runtime to evaluate.")
+@click.option("--profile", "profile", type=click.Path(path_type=Path),
+              help="A report from `eedge profile --report`, for expected latency.")
+@json_option
+@debug_option
+def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None,
+             as_json: bool) -> None:
+    """Accuracy, exit rates, calibration error and expected cost of BUNDLE's cascade.
+
+    \b
+    Example:
+      eedge evaluate demo-out/bundle --data demo-out/test.npz
+    """
+    from eedge.ir.bundle import load_bundle
+    from eedge.metrics import expected_calibration_error
+    from eedge.policies.criteria import softmax
+    from eedge.runtime.cascade import Cascade
+
+    loaded = load_bundle(bundle)
+    x, y = load_labelled(data)
+    if len(y) == 0:
+        raise InputDataError(f"{data} holds no samples")
+    cascade = Cascade(loaded, runtime=runtime)
+    logits = cascade.run_all_exits(x)
+    decided = cascade.infer(x)
+    macs = [e["cumulative_macs"] for e in loaded.exits]
+    report: dict[str, Any] = {"runtime": cascade.runtime, "samples": int(len(y)), "exits": []}
+    for k, lg in enumerate(logits):
+        probs = softmax(lg)
+        here = decided.exit_index == k
+        report["exits"].append({
+            "index": k, "accuracy": float(np.mean(np.argmax(lg, axis=-1) == y)),
+            "ece": expected_calibration_error(probs, y), "exit_rate": float(np.mean(here)),
+            "accuracy_when_exiting": float(np.mean(decided.predictions[here] == y[here]))
+            if here.any() else None,
+            "threshold": cascade.thresholds[k], "criterion": cascade.criteria[k]})
+    rates = [e["exit_rate"] for e in report["exits"]]
+    report["cascade_accuracy"] = float(np.mean(decided.predictions == y))
+    report["expected_macs"] = float(np.dot(rates, macs))
+    report["full_macs"] = float(macs[-1])
+    if profile is not None:
+        costs, unit = exit_costs(loaded, "ms", profile, None, x)
+        report["expected_latency"] = {"value": float(np.dot(rates, costs)), "unit": unit,
+                                      "no_exit": costs[-1]}
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"{len(y)} samples ({cascade.runtime} runtime)")
+    for name in ("exit", "accuracy", "ECE", "criterion", "threshold", "exit rate",
+                 "acc when exiting"):
+        table.add_column(name, justify="right")
+    for e in report["exits"]:
+        table.add_row(f"exit{e['index']}", f"{e['accuracy']:.2%}", f"{e['ece']:.4f}",
+                      e["criterion"], "-" if e["threshold"] is None else f"{e['threshold']:.4f}",
+                      f"{e['exit_rate']:.1%}", "-" if e["accuracy_when_exiting"] is None
+                      else f"{e['accuracy_when_exiting']:.2%}")
+    out_console.print(table)
+    out_console.print(f"cascade accuracy {report['cascade_accuracy']:.2%}; expected MACs "
+                      f"{human_count(report['expected_macs'])} vs {human_count(report['full_macs'])}"
+                      f" ({1 - report['expected_macs'] / report['full_macs']:.1%} saved)")
+    if "expected_latency" in report:
+        lat = report["expected_latency"]
+        out_console.print(f"expected latency {lat['value']:.4f} {lat['unit']} vs "
+                          f"{lat['no_exit']:.4f} without exits")

@@ -1,0 +1,271 @@
+"""Choose per-exit thresholds on held-out data for an accuracy or cost budget.
+
+Scores come from the runtime the bundle will be deployed with: float scores
+for ONNX/LiteRT float, the device's integer scores for int8, so a threshold
+calibrated here means exactly the same decision in the C runtime. For every
+early exit the candidates are score quantiles plus a shared grid (which also
+makes every "one global threshold" setting a candidate, so per-exit search
+can never do worse than it); combinations are searched exhaustively when
+there are few exits and by coordinate descent otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eedge.errors import InputDataError
+from eedge.ir.bundle import Bundle
+from eedge.ir.graph import QuantParams
+from eedge.policies.criteria import CRITERIA, score_from_probabilities, softmax
+from eedge.policies.fixed_point import ENTROPY_ONE, int8_probabilities, int8_score
+from eedge.runtime.cascade import Cascade
+
+NEVER = math.inf
+GRID = np.round(np.linspace(0.0, 1.0, 101), 4)
+EXHAUSTIVE_LIMIT = 40_000
+QUANTILES = 41
+
+
+@dataclass
+class OperatingPoint:
+    thresholds: list[float | None]   # float thresholds, as stored in the manifest
+    accuracy: float
+    cost: float
+    exit_rates: list[float]
+
+
+@dataclass
+class Calibration:
+    criterion: str
+    objective: str
+    cost_unit: str
+    samples: int
+    final_accuracy: float
+    chosen: OperatingPoint
+    best_global: OperatingPoint | None
+    pareto: list[OperatingPoint] = field(default_factory=list)
+    evaluated: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pareto"] = [{"cost": p.cost, "accuracy": p.accuracy} for p in self.pareto]
+        return data
+
+
+@dataclass
+class ExitScores:
+    """Per exit: comparable scores, correctness, and how to map a score to a threshold."""
+
+    scores: list[np.ndarray]
+    correct: list[np.ndarray]
+    integer: bool
+    classes: list[int]
+
+
+def collect_scores(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray,
+                   criterion: str) -> ExitScores:
+    if criterion not in CRITERIA:
+        raise InputDataError(f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
+    cascade = Cascade(bundle, runtime=runtime)
+    raw = cascade.run_all_exits(x, raw=True)
+    scores, correct, classes = [], [], []
+    integer = False
+    for stage_index, values in zip([e["stage"] for e in bundle.exits], raw):
+        spec = cascade.io[stage_index]["outputs"][0]
+        if values.shape[-1] <= int(y.max()):
+            raise InputDataError(f"labels go up to {int(y.max())} but the exits have "
+                                 f"{values.shape[-1]} classes")
+        correct.append(np.argmax(values, axis=-1) == y)
+        classes.append(values.shape[-1])
+        if spec.get("quant"):
+            integer = True
+            q = int8_probabilities(values, QuantParams.from_json(spec["quant"]).scale[0])
+            scores.append(int8_score(q, criterion).astype(np.float64))
+        else:
+            scores.append(score_from_probabilities(softmax(values), criterion))
+    return ExitScores(scores, correct, integer, classes)
+
+
+def integer_threshold(t: float, criterion: str, classes: int) -> float:
+    """The integer score a float threshold means on the device (see fixed_point.py)."""
+    if criterion == "max_softmax":
+        return float(math.ceil(t * 256) - 128)
+    if criterion == "margin":
+        return float(math.ceil(t * 256))
+    return float(-math.floor((1.0 - t) * math.log(max(classes, 2)) * ENTROPY_ONE))
+
+
+def float_threshold(score: float, criterion: str, classes: int) -> float:
+    """A float threshold whose device integer is exactly ``score`` (inverse of the above)."""
+    if criterion == "max_softmax":
+        return (score + 128) / 256
+    if criterion == "margin":
+        return score / 256
+    allowed = -score + 0.5
+    return 1.0 - allowed / (math.log(max(classes, 2)) * ENTROPY_ONE)
+
+
+def _candidates(data: ExitScores, k: int, criterion: str) -> np.ndarray:
+    scores = data.scores[k]
+    quantiles = np.quantile(scores, np.linspace(0, 1, QUANTILES), method="nearest")
+    grid = GRID if not data.integer else np.array(
+        [integer_threshold(t, criterion, data.classes[k]) for t in GRID])
+    return np.unique(np.concatenate([quantiles, grid, [NEVER]]))
+
+
+def evaluate(data: ExitScores, thresholds: Sequence[float], costs: Sequence[float]
+             ) -> tuple[float, float, np.ndarray]:
+    """Accuracy, mean cost and exit index of every sample under score thresholds."""
+    n = len(data.correct[0])
+    leaves = np.stack([s >= t for s, t in zip(data.scores[:-1], thresholds)] +
+                      [np.ones(n, bool)])
+    exit_index = np.argmax(leaves, axis=0)
+    correct = np.stack(data.correct)[exit_index, np.arange(n)]
+    return float(correct.mean()), float(np.asarray(costs)[exit_index].mean()), exit_index
+
+
+def drop_upper_bound(data: ExitScores, exit_index: np.ndarray, z: float) -> float:
+    """Upper bound on the accuracy drop vs the final exit, paired (McNemar-style).
+
+    Only samples where the cascade and the final exit disagree move the drop; with
+    b = cascade wrong & final right and c = the reverse, the drop is (b - c) / n
+    and its standard error about sqrt(b + c) / n.
+    """
+    n = len(exit_index)
+    cascade = np.stack(data.correct)[exit_index, np.arange(n)]
+    final = data.correct[-1]
+    b = int(np.sum(~cascade & final))
+    c = int(np.sum(cascade & ~final))
+    return (b - c + z * math.sqrt(b + c)) / n
+
+
+Point = tuple[tuple[float, ...], float, float, float]  # thresholds, accuracy, cost, drop bound
+
+
+def _point(data: ExitScores, combo: Sequence[float], costs: Sequence[float], z: float) -> Point:
+    accuracy, cost, exit_index = evaluate(data, combo, costs)
+    return (tuple(combo), accuracy, cost, drop_upper_bound(data, exit_index, z))
+
+
+def _search(data: ExitScores, costs: Sequence[float], criterion: str, z: float
+            ) -> list[Point]:
+    candidates = [_candidates(data, k, criterion) for k in range(len(data.scores) - 1)]
+    points = []
+    if math.prod(len(c) for c in candidates) <= EXHAUSTIVE_LIMIT:
+        for combo in itertools.product(*candidates):
+            points.append(_point(data, combo, costs, z))
+        return points
+    # coordinate descent from "no early exit", sweeping every candidate of one exit
+    current = [NEVER] * len(candidates)
+    for _ in range(3):
+        for k, options in enumerate(candidates):
+            for value in options:
+                trial = list(current)
+                trial[k] = value
+                points.append(_point(data, trial, costs, z))
+            current = list(min(points, key=lambda p: (p[2], -p[1]))[0])
+    return points
+
+
+def _choose(points: list[Point], objective: str, limit: float, final_accuracy: float,
+            cost_unit: str) -> Point:
+    if objective == "max_accuracy_drop":
+        # the drop's upper bound must stay within the limit (no early exit always does)
+        feasible = [p for p in points if p[3] <= limit + 1e-12]
+        return min(feasible, key=lambda p: (p[2], -p[1]))
+    feasible = [p for p in points if p[2] <= limit]
+    if not feasible:
+        cheapest = min(p[2] for p in points)
+        raise InputDataError(f"no thresholds meet a budget of {limit:g} {cost_unit} per sample; "
+                             f"the cheapest possible is {cheapest:g} (everything leaving at "
+                             "the first exit): raise the budget")
+    return max(feasible, key=lambda p: (p[1], -p[2]))
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda p: (p[2], -p[1])):
+        if p[1] > best + 1e-12:
+            front.append(p)
+            best = p[1]
+    return front
+
+
+def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limit: float,
+              costs: Sequence[float], cost_unit: str, criterion: str = "max_softmax",
+              runtime: str | None = None, z: float = 2.0) -> Calibration:
+    """Search per-exit thresholds; ``objective`` is max_accuracy_drop or budget.
+
+    For an accuracy-drop budget the drop is bounded with ``z`` standard errors
+    (paired with the final exit), so thresholds that only fit the calibration
+    samples by luck are not chosen; z = 0 takes the drop at face value.
+    """
+    if len(y) == 0:
+        raise InputDataError("the calibration data is empty")
+    if objective not in ("max_accuracy_drop", "budget"):
+        raise ValueError(objective)
+    runtime = runtime or ("onnx" if all("onnx" in s["files"] for s in bundle.stages)
+                          else "int8-reference")
+    data = collect_scores(bundle, runtime, x, y, criterion)
+    final_accuracy = float(data.correct[-1].mean())
+    points = _search(data, costs, criterion, z)
+    combo = _choose(points, objective, limit, final_accuracy, cost_unit)[0]
+    front = pareto_front(points)
+
+    def point(thresholds: Sequence[float]) -> OperatingPoint:
+        accuracy, cost, exit_index = evaluate(data, thresholds, costs)
+        rates = [float(np.mean(exit_index == k)) for k in range(len(data.scores))]
+        floats: list[float | None] = []
+        for k, t in enumerate(thresholds):
+            if math.isinf(t):
+                floats.append(None)
+            elif data.integer:
+                floats.append(float(min(1.0, max(0.0, float_threshold(t, criterion,
+                                                                      data.classes[k])))))
+            else:
+                floats.append(float(min(1.0, max(0.0, t))))
+        return OperatingPoint(floats + [None], accuracy, cost, rates)
+
+    global_points = []
+    for t in list(GRID) + [NEVER]:
+        combo_t = [t if not data.integer or math.isinf(t) else
+                   integer_threshold(t, criterion, data.classes[k])
+                   for k in range(len(data.scores) - 1)]
+        global_points.append(_point(data, combo_t, costs, z))
+    try:
+        best_global = point(_choose(global_points, objective, limit, final_accuracy,
+                                    cost_unit)[0])
+    except InputDataError:
+        best_global = None
+    return Calibration(criterion, objective, cost_unit, len(y), final_accuracy, point(combo),
+                       best_global, [point(p[0]) for p in front], len(points))
+
+
+def plot_calibration(result: Calibration, path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p.cost for p in result.pareto], [p.accuracy for p in result.pareto], "o-",
+            color="#4477aa", markersize=3, label="Pareto front (per-exit thresholds)")
+    if result.best_global is not None:
+        ax.plot(result.best_global.cost, result.best_global.accuracy, "s", color="#ccbb44",
+                label="best single global threshold")
+    ax.plot(result.chosen.cost, result.chosen.accuracy, "*", color="#cc6677", markersize=14,
+            label="chosen")
+    ax.axhline(result.final_accuracy, color="grey", linestyle=":", label="final exit alone")
+    ax.set_xlabel(f"expected cost per sample ({result.cost_unit})")
+    ax.set_ylabel("cascade accuracy (calibration data)")
+    ax.set_title(f"{result.criterion}, {result.objective}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
