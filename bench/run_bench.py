@@ -193,6 +193,37 @@ def profiler_checks(bundle_dir: Path, test_data: Path) -> dict[str, Any]:
         [s.value for s in profile_qemu(bundle, load_target(TARGET), x[:1], quiet).stages]}
 
 
+def calibration_checks(bundle_dir: Path) -> dict[str, Any]:
+    """Demo at --max-accuracy-drop 0.01, per criterion: test accuracy and MACs saved."""
+    from eedge.examples.digits import load_digits_splits
+    from eedge.ir.bundle import load_bundle
+    from eedge.policies.calibrate import calibrate
+    from eedge.runtime.cascade import Cascade
+
+    bundle = load_bundle(bundle_dir)
+    data = load_digits_splits(seed=0)
+    costs = [float(e["cumulative_macs"]) for e in bundle.exits]
+    out = {}
+    for criterion in ("max_softmax", "margin", "entropy"):
+        result = calibrate(bundle, data.x_val, data.y_val, "max_accuracy_drop", 0.01, costs,
+                           "MACs", criterion)
+        cascade = Cascade(bundle)
+        cascade.set_policy(criterion=criterion)
+        cascade.set_thresholds(result.chosen.thresholds)
+        decided = cascade.infer(data.x_test)
+        final = float(np.mean(np.argmax(cascade.run_all_exits(data.x_test)[-1], -1) ==
+                              data.y_test))
+        rates = [float(np.mean(decided.exit_index == k)) for k in range(len(costs))]
+        out[criterion] = {
+            "thresholds": result.chosen.thresholds,
+            "test_accuracy": float(np.mean(decided.predictions == data.y_test)),
+            "test_final_exit_accuracy": final,
+            "test_macs_saved": 1 - float(np.dot(rates, costs)) / costs[-1],
+            "calibration_cost_per_exit": result.chosen.cost,
+            "calibration_cost_global": result.best_global.cost if result.best_global else None}
+    return out
+
+
 def xorshift_input(seed: int, shape: list[int]) -> np.ndarray:
     from reference.test_mlperf_tiny import xorshift_bytes
 
@@ -209,6 +240,7 @@ def main() -> None:
         bundles = zoo_bundles(Path(tmp))
         results["profiler"] = profiler_checks(bundles["digits-demo"],
                                               Path(tmp) / "demo" / "test.npz")
+        results["calibration"] = calibration_checks(bundles["digits-demo"])
         for name, bundle in bundles.items():
             model = load_codegen_model(bundle)
             shape = [int(d) for d in model.graph.tensors[model.input].shape]
@@ -271,7 +303,23 @@ def show_profiler(p: dict[str, Any]) -> None:
     console.print(table)
 
 
+def show_calibration(c: dict[str, Any]) -> None:
+    table = Table(title="calibration of the demo at --max-accuracy-drop 0.01 (val -> test)")
+    for column in ("criterion", "test accuracy", "final exit", "drop (points)", "MACs saved",
+                   "per-exit vs global cost (val)"):
+        table.add_column(column, justify="right")
+    for name, e in c.items():
+        table.add_row(name, f"{e['test_accuracy']:.2%}", f"{e['test_final_exit_accuracy']:.2%}",
+                      f"{100 * (e['test_final_exit_accuracy'] - e['test_accuracy']):.2f}",
+                      f"{e['test_macs_saved']:.1%}",
+                      f"{e['calibration_cost_per_exit']:,.0f} vs "
+                      f"{e['calibration_cost_global'] or float('nan'):,.0f}")
+    console.print(table)
+
+
 def show(results: dict[str, Any]) -> None:
+    if "calibration" in results:
+        show_calibration(results["calibration"])
     if "profiler" in results:
         show_profiler(results["profiler"])
     table = Table(title=f"generated C runtime on {results['target']} (instructions per inference)")

@@ -98,3 +98,37 @@ def test_qemu_build_gives_the_same_bytes(target: str, dsp: bool, bundle_root: Pa
     assert summary["dsp"] is dsp
     assert 0 < summary["stack_used_bytes"] < summary["stack_reserved_bytes"]
     assert all(t > 0 for t in summary["stage_ticks_mean"])
+
+
+@pytest.mark.parametrize("criterion, window", [("max_softmax", False), ("margin", False),
+                                               ("entropy", False), ("margin", True)])
+def test_c_decisions_equal_python_under_every_criterion(criterion: str, window: bool,
+                                                        bundle_root: Path,
+                                                        tmp_path: Path) -> None:
+    import shutil
+
+    from eedge.ir.bundle import load_bundle, update_manifest
+    from eedge.policies.criteria import confidence
+
+    source = int8_bundle("depthwise", bundle_root)
+    copy = tmp_path / "b"
+    shutil.copytree(source.path, copy)
+    x = float_inputs("depthwise", 200)
+    logits = Cascade(load_bundle(copy), runtime="int8-reference").run_all_exits(x)
+    thresholds = [float(np.median(confidence(lg, criterion))) for lg in logits[:-1]] + [None]
+    lows = [float(np.quantile(confidence(lg, criterion), 0.2)) if window else None
+            for lg in logits[:-1]] + [None]
+
+    def change(manifest: dict) -> None:
+        for entry, t, low in zip(manifest["exits"], thresholds, lows):
+            entry["policy"] = {"criterion": criterion, "threshold": t, "window_low": low}
+
+    bundle = update_manifest(load_bundle(copy), change)
+    run = run_on_target(load_codegen_model(bundle.path), load_target("host"), x)
+    python = Cascade(bundle, runtime="int8-reference").infer(x)
+    assert np.array_equal(run.exit_index, python.exit_index)
+    assert np.array_equal(run.predictions, python.predictions)
+    rejected = np.array([s.rejected for s in run.run.samples])
+    assert np.array_equal(rejected, python.rejected)
+    assert rejected.any() == window
+    assert len(set(run.exit_index.tolist())) > 1 or window

@@ -17,7 +17,8 @@ from eedge.train.multi_exit import TrainConfig, seed_everything, train_multi_exi
 def test_demo_trains_exports_and_saves_compute(tmp_path: Path) -> None:
     report = run_demo(tmp_path / "demo", epochs=30)
     assert report.final_exit_accuracy > 0.95
-    assert report.cascade_accuracy >= report.final_exit_accuracy - 0.03
+    # calibrated for at most a 1-point drop (on validation data; a little slack here)
+    assert report.cascade_accuracy >= report.final_exit_accuracy - 0.015
     assert report.macs_saved > 0.4
     assert abs(sum(e.exit_rate for e in report.exits) - 1.0) < 1e-9
     assert report.latency_cascade_us > 0 and report.latency_full_us > 0
