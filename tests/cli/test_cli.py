@@ -10,18 +10,8 @@ import onnx
 import pytest
 from zoo import onnx_two_exit_mlp
 
-from eedge.cli.main import main
+from cli_runner import run_cli as run
 from eedge.errors import BundleError, InputDataError, ModelError
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -47,15 +47,20 @@ def float_inputs(name: str, count: int) -> np.ndarray:
     return example_input(seed=11, batch=count)
 
 
+def quantized(model: CodegenModel, x: np.ndarray) -> np.ndarray:
+    """The int8 samples the firmware receives for float inputs ``x``."""
+    return device_samples(x, tuple(int(d) for d in model.graph.tensors[model.input].shape),
+                          model.input_quant.scale[0], model.input_quant.zero_point[0],
+                          model.input_layout)
+
+
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_host_build_is_bit_exact_and_decides_like_python(name: str, bundle_root: Path) -> None:
     bundle = int8_bundle(name, bundle_root)
     model = load_codegen_model(bundle.path)
     x = float_inputs(name, 200)
     run = run_on_target(model, load_target("host"), x)
-    samples = device_samples(x, tuple(int(d) for d in model.graph.tensors[model.input].shape),
-                             model.input_quant.scale[0], model.input_quant.zero_point[0],
-                             model.input_layout)
+    samples = quantized(model, x)
     assert_matches_reference(model, samples, run)
     python = Cascade(bundle, runtime="int8-reference").infer(x)
     assert np.array_equal(run.exit_index, python.exit_index)
@@ -88,9 +93,7 @@ def test_qemu_build_gives_the_same_bytes(target: str, dsp: bool, bundle_root: Pa
     model = load_codegen_model(bundle.path)
     x = float_inputs("residual", 6)
     run = run_on_target(model, load_target(target), x, dsp=dsp)
-    samples = device_samples(x, tuple(int(d) for d in model.graph.tensors[model.input].shape),
-                             model.input_quant.scale[0], model.input_quant.zero_point[0],
-                             model.input_layout)
+    samples = quantized(model, x)
     assert_matches_reference(model, samples, run)
     python = Cascade(bundle, runtime="int8-reference").infer(x)
     assert np.array_equal(run.exit_index, python.exit_index)

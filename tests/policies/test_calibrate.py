@@ -141,7 +141,8 @@ def test_budget_policy_tracks_the_budget(digits) -> None:  # type: ignore[no-unt
 def test_calibrate_and_evaluate_cli(digits, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from eedge.cli.main import main
+    from cli_runner import run_cli
+
     from eedge.ir.bundle import load_bundle
 
     bundle, data = digits
@@ -151,13 +152,7 @@ def test_calibrate_and_evaluate_cli(digits, capsys, tmp_path: Path) -> None:  # 
     np.savez(tmp_path / "test.npz", x=data.x_test, y=data.y_test)
 
     def cli(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return run_cli(capsys, *args)
 
     code, out, err = cli("calibrate", str(copy), "--data", str(tmp_path / "val.npz"),
                          "--max-accuracy-drop", "0.01", "--criterion", "entropy", "--plot",

@@ -11,28 +11,19 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from int8_bundles import int8_bundle  # noqa: E402
 from sshd import fake_pi  # noqa: E402
 from zoo import example_input  # noqa: E402
 
-from eedge.cli.main import main  # noqa: E402
+from cli_runner import run_cli as cli  # noqa: E402
 from eedge.errors import TargetError  # noqa: E402
 from eedge.profiling.drivers import profile_qemu  # noqa: E402
 from eedge.profiling.ssh import profile_ssh  # noqa: E402
 from eedge.profiling.stats import expected_latency, reach_probabilities  # noqa: E402
 from eedge.targets import load_target  # noqa: E402
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
