@@ -94,7 +94,17 @@ def _environment() -> jinja2.Environment:
                               autoescape=False)
 
 
+IN_PLACE_OPS = frozenset({"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1"})
+
+
 def plan_for(model: CodegenModel) -> MemoryPlan:
+    """Arena offsets for every activation of the model (all stages).
+
+    RESHAPE outputs alias their input. Elementwise kernels (ADD, MUL,
+    requantizing ReLUs) read element i before writing element i, so their
+    output may take over an input's buffer when that input is read nowhere
+    after this node: the in-place case that matters for residual blocks.
+    """
     g = model.graph
     order = [n for s in model.stages for n in s.nodes]
     steps = [(g.activation_inputs(g.nodes[i]), list(g.nodes[i].outputs)) for i in order]
@@ -106,6 +116,23 @@ def plan_for(model: CodegenModel) -> MemoryPlan:
             keep[t] = max(keep.get(t, end), end)
     aliases = {g.nodes[i].outputs[0]: g.nodes[i].inputs[0] for i in order
                if g.nodes[i].op_type == "RESHAPE" and g.nodes[i].inputs[0] in g.tensors}
+    last_read = {}
+    for step, (reads, _) in enumerate(steps):
+        for t in reads:
+            last_read[t] = step
+    aliased = set(aliases) | set(aliases.values())
+    for step, i in enumerate(order):
+        node = g.nodes[i]
+        out = node.outputs[0]
+        if node.op_type not in IN_PLACE_OPS or out in aliased:
+            continue
+        for t in g.activation_inputs(node):
+            same_size = g.tensors[t].elements_per_sample() == g.tensors[out].elements_per_sample()
+            if (same_size and last_read.get(t) == step and t not in keep and t not in aliased
+                    and t != model.input):
+                aliases[out] = t
+                aliased |= {out, t}
+                break
     sizes = {name: info.elements_per_sample() * max(int(info.shape[0]) if info.shape and
                                                     isinstance(info.shape[0], int) else 1, 1)
              for name, info in g.tensors.items()}

@@ -100,7 +100,7 @@ def profile_ssh(bundle: Bundle, target: Target, x: np.ndarray, runtime: str | No
     client = connect(target)
     try:
         versions = check_remote_runtime(client, target.get("python"), target)
-        code, remote_dir, err = run(client, "mktemp -d /tmp/eedge-profile.XXXXXX", timeout=30)
+        code, remote_dir, err = run(client, "mktemp -d -t eedge-profile.XXXXXX", timeout=30)
         remote_dir = remote_dir.strip()
         if code != 0 or not remote_dir:
             raise TargetError(f"{target.name}: cannot create a temporary directory: {err}")
