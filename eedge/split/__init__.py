@@ -1,0 +1,1 @@
+"""Split computing: choose a head/tail cut, encode hand-offs, serve the tail."""
