@@ -37,6 +37,8 @@ class CascadeResult:
     stage_seconds: list[float] = field(default_factory=list)   # wall time per stage
     stage_samples: list[int] = field(default_factory=list)     # rows that ran each stage
     rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # window policy
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # head bundles:
+    handoff: dict[str, np.ndarray] = field(default_factory=dict)  # rows for the server
 
     def to_json(self) -> dict[str, Any]:
         return {"predictions": self.predictions.tolist(),
@@ -154,8 +156,14 @@ class Cascade:
         self.window_low: list[float | None] = [e["policy"].get("window_low") for e in self.exits]
         if thresholds is not None:
             self.set_thresholds(thresholds)
-        self.final_exit = len(self.exits) - 1
+        self.role = (manifest.get("split") or {}).get("role")
+        # a head bundle has no final exit: what its exits do not take goes to the server
+        self.final_exit = len(self.exits) - 1 if self.role != "head" else -1
+        self.cut_tensors = [t["name"] for t in manifest["split"]["cut_tensors"]] \
+            if self.role == "head" else []
         self._last_reader = self._last_readers()
+        for name in self.cut_tensors:
+            self._last_reader[name] = len(self.stages)
         self._input_quant = {t["name"]: QuantParams.from_json(t["quant"])
                              for io in self.io for t in io["inputs"] if t.get("quant")}
 
@@ -188,8 +196,18 @@ class Cascade:
                 last[t["name"]] = stage["index"]
         return last
 
-    def stage_inputs(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """User inputs -> the first stage's representation (layout, int8)."""
+    def stage_inputs(self, x: np.ndarray | Mapping[str, np.ndarray],
+                     raw: bool = False) -> dict[str, np.ndarray]:
+        """User inputs -> the first stage's representation (layout, int8).
+
+        ``raw`` inputs are already in that representation (hand-offs produced by
+        a head bundle with the same runtime) and are only shape-checked.
+        """
+        if raw:
+            specs = [t for io in self.io for t in io["inputs"]
+                     if t["name"] in {i["name"] for i in self.inputs}]
+            unique = list({t["name"]: t for t in specs}.values())
+            return prepare_inputs(unique, x)
         feeds = prepare_inputs(self.inputs, x)
         converted = {}
         for spec in self.inputs:
@@ -232,9 +250,13 @@ class Cascade:
         return [logits[k] for k in range(len(self.exits))]
 
     def infer(self, x: np.ndarray | Mapping[str, np.ndarray],
-              early_exit: bool = True) -> CascadeResult:
-        """Run the cascade; each sample stops at its first confident exit."""
-        store = self.stage_inputs(x)
+              early_exit: bool = True, raw: bool = False) -> CascadeResult:
+        """Run the cascade; each sample stops at its first confident exit.
+
+        On a head bundle, samples no exit takes are listed in ``pending`` with
+        their cut tensors in ``handoff`` (the rows to send to the tail).
+        """
+        store = self.stage_inputs(x, raw)
         n = next(iter(store.values())).shape[0]
         classes = self.exits[-1]["num_classes"]
         result = CascadeResult(predictions=np.full(n, -1, dtype=np.int64),
@@ -257,6 +279,9 @@ class Cascade:
                                              result, early_exit)
             store = {k: v for k, v in store.items()
                      if self._last_reader.get(k, -1) > stage["index"]}
+        if active.size:
+            result.pending = active
+            result.handoff = {name: store[name] for name in self.cut_tensors}
         return result
 
     def _decide(self, k: int, stage_index: int, active: np.ndarray,
