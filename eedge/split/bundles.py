@@ -22,6 +22,7 @@ FORMATS_ORDER = ("onnx", "tflite", "tflite_int8")
 
 def _subset(split: Bundle, stage_ids: list[int], role: str, out: Path, force: bool) -> Bundle:
     manifest = json.loads(json.dumps(split.manifest))
+    head_exits = sum(1 for e in manifest["exits"] if e["stage"] in manifest["split"]["head_stages"])
     old = manifest["stages"]
     keep = [old[i] for i in stage_ids]
     remap = {s["index"]: new for new, s in enumerate(keep)}
@@ -36,7 +37,7 @@ def _subset(split: Bundle, stage_ids: list[int], role: str, out: Path, force: bo
         e["index"] = exit_remap[e["index"]]
     cut = manifest["split"]["cut_tensors"]
     manifest["stages"], manifest["exits"] = keep, exits
-    manifest["split"] = {**manifest["split"], "role": role}
+    manifest["split"] = {**manifest["split"], "role": role, "head_exits": head_exits}
     if role == "tail":
         manifest["inputs"] = cut
     manifest.pop("memory", None)
