@@ -47,7 +47,7 @@ def _register() -> None:
         cli.add_command(module.command)
     for command in (firmware_cmds.codegen, firmware_cmds.build_cmd, firmware_cmds.flash,
                     firmware_cmds.targets, calibrate_cmd.calibrate, calibrate_cmd.evaluate,
-                    split_cmd.split):
+                    split_cmd.split, split_cmd.serve):
         cli.add_command(command)
 
 

@@ -130,3 +130,104 @@ def plot_sweep(bundle: Any, device: list[float], server: list[float], rtt_ms: fl
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+@split.command("export")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--after", "after", required=True, metavar="STAGE|TENSOR",
+              help="Cut after this stage index (or tensor name).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+              help="Directory for head/ and tail/ bundles.")
+@click.option("--triton", "triton_repo", type=click.Path(path_type=Path),
+              help="Also write a Triton model repository for the tail here.")
+@click.option("--name", help="Model name on the server (default: the model's name + _tail).")
+@click.option("--force", is_flag=True, help="Replace existing head/tail bundles.")
+@json_option
+@debug_option
+def export_cmd(bundle: Path, after: str, out: Path, triton_repo: Path | None, name: str | None,
+               force: bool, as_json: bool) -> None:
+    """Write head and tail bundles of BUNDLE cut after a stage (and a Triton repository).
+
+    \b
+    Examples:
+      eedge split export demo-out/bundle --after 0 --out split
+      eedge split export demo-out/bundle --after 0 --out split --triton models/
+    """
+    from eedge.ir.bundle import load_bundle, update_manifest
+    from eedge.split.bundles import export_halves, export_triton
+
+    loaded = load_bundle(bundle)
+    cut: str | int = int(after) if after.isdigit() else after
+    with progress_status("exporting head and tail", quiet=as_json):
+        head, tail = export_halves(loaded, cut, out, force=force)
+        model_name = name or f"{loaded.manifest['model']['name']}_tail"
+
+        def set_name(manifest: dict[str, Any]) -> None:
+            manifest["model"]["name"] = model_name
+
+        tail = update_manifest(tail, set_name)
+        triton_dir = export_triton(tail, triton_repo, model_name) if triton_repo else None
+    split_info = tail.manifest["split"]
+    summary = {"head": str(head.path), "tail": str(tail.path), "model_name": model_name,
+               "cut_tensors": [t["name"] for t in split_info["cut_tensors"]],
+               "cut_bytes_per_sample_float32": split_info["cut_bytes_per_sample"],
+               "triton": str(triton_dir) if triton_dir else None}
+    if as_json:
+        print_json(summary)
+        return
+    out_console.print(f"head: {head.path} ({len(head.stages)} stages, {len(head.exits)} exits)")
+    out_console.print(f"tail: {tail.path} ({len(tail.stages)} stages, serve it with `eedge "
+                      f"serve {tail.path}`; model name {model_name})")
+    out_console.print(f"hand-off: {', '.join(summary['cut_tensors'])}")
+    if triton_dir:
+        out_console.print(f"Triton repository: {triton_dir} (tritonserver "
+                          f"--model-repository={triton_repo})")
+
+
+@click.command("serve")
+@click.argument("tail", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, help="Port (0 picks a free one).")
+@click.option("--runtime", help="Runtime for the tail stages (default: onnx).")
+@click.option("--max-batch", default=32, show_default=True, help="Dynamic batching: rows.")
+@click.option("--max-delay-ms", default=2.0, show_default=True,
+              help="Dynamic batching: longest wait for more requests.")
+@click.option("--max-body-mb", default=16.0, show_default=True, help="Request size limit.")
+@debug_option
+def serve(tail: Path, host: str, port: int, runtime: str | None, max_batch: int,
+          max_delay_ms: float, max_body_mb: float) -> None:
+    """Serve a TAIL bundle over the KServe v2 / Open Inference Protocol (HTTP).
+
+    SIGTERM or Ctrl-C stops accepting, answers queued requests, and exits.
+
+    \b
+    Example:
+      eedge serve split/tail --port 8000
+      curl localhost:8000/v2/health/ready
+    """
+    import signal
+    import threading
+
+    from eedge.split.server import make_server
+
+    if max_batch < 1 or max_delay_ms < 0 or max_body_mb <= 0:
+        raise InputDataError("--max-batch must be at least 1, delays and sizes positive")
+    server = make_server(tail, host, port, runtime, max_batch, max_delay_ms,
+                         int(max_body_mb * (1 << 20)))
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server.start()
+    click.echo(f"serving {server.batcher.model.name} at {server.url}/v2/models/"
+               f"{server.batcher.model.name} (max batch {max_batch}, {max_delay_ms:g} ms)",
+               err=False)
+    import sys
+
+    sys.stdout.flush()
+    stop.wait()
+    server.stop()
+    click.echo("stopped")

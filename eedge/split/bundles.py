@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eedge.errors import InputDataError
 from eedge.export import export_onnx
 from eedge.ir.bundle import Bundle, file_entries, load_bundle, staging_directory, write_manifest
@@ -87,3 +89,74 @@ def export_halves(bundle: Bundle, after: str | int, out: Path, int8: bool = Fals
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return head, tail
+
+
+TRITON_TYPES = {"float32": "TYPE_FP32", "int8": "TYPE_INT8"}
+
+
+def tail_onnx(tail: Bundle) -> bytes:
+    """The tail's ONNX stages merged into one model (inputs: cut tensors; outputs: exits)."""
+    import onnx
+    from onnx import helper
+
+    nodes, initializers, value_info = [], {}, {}
+    for stage in tail.stages:
+        model = onnx.load(str(tail.file(stage["files"]["onnx"])))
+        nodes.extend(model.graph.node)
+        for init in model.graph.initializer:
+            initializers.setdefault(init.name, init)
+        for v in list(model.graph.value_info) + list(model.graph.output):
+            value_info.setdefault(v.name, v)
+        opset = model.opset_import
+        ir_version = model.ir_version
+    inputs = [helper.make_tensor_value_info(t["name"], helper.np_dtype_to_tensor_dtype(
+        np.dtype(t["dtype"])), list(t["shape"])) for t in tail.manifest["inputs"]]
+    outputs = [value_info[e["tensor"]] for e in tail.exits]
+    graph = helper.make_graph(nodes, "tail", inputs, outputs, list(initializers.values()),
+                              value_info=[v for n, v in value_info.items()
+                                          if n not in {o.name for o in outputs}])
+    merged = helper.make_model(graph, opset_imports=list(opset), producer_name="eedge")
+    merged.ir_version = ir_version
+    onnx.checker.check_model(merged, full_check=True)
+    return merged.SerializeToString(deterministic=True)
+
+
+def triton_config(tail: Bundle, name: str, max_batch: int = 64,
+                  max_queue_delay_us: int = 500) -> str:
+    def tensor(spec: dict[str, Any]) -> str:
+        dims = ", ".join(str(int(d)) for d in spec["shape"][1:])
+        return (f'  {{\n    name: "{spec["name"]}"\n    data_type: '
+                f'{TRITON_TYPES[spec["dtype"]]}\n    dims: [ {dims} ]\n  }}')
+    outputs = [{"name": e["tensor"], "dtype": "float32", "shape": ["N", e["num_classes"]]}
+               for e in tail.exits]
+    return (f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch}\n'
+            f'input [\n{",".join(tensor(t) for t in tail.manifest["inputs"])}\n]\n'
+            f'output [\n{",".join(tensor(t) for t in outputs)}\n]\n'
+            f'dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n'
+            'instance_group [\n  {\n    kind: KIND_CPU\n    count: 1\n  }\n]\n')
+
+
+def validate_triton_config(text: str) -> Any:
+    """Parse against Triton's ModelConfig protobuf (tritonclient); errors name line:column."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise InputDataError("validating a Triton config needs tritonclient[grpc] (pip "
+                             "install 'eedge[split]')") from exc
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise InputDataError(f"invalid Triton config.pbtxt: {exc}") from exc
+
+
+def export_triton(tail: Bundle, repo: Path, name: str) -> Path:
+    """REPO/name/config.pbtxt and REPO/name/1/model.onnx for Triton's ONNX Runtime backend."""
+    config = triton_config(tail, name)
+    validate_triton_config(config)
+    model_dir = repo / name
+    with staging_directory(model_dir, force=True) as tmp:
+        (tmp / "1").mkdir()
+        (tmp / "1" / "model.onnx").write_bytes(tail_onnx(tail))
+        (tmp / "config.pbtxt").write_text(config)
+    return model_dir
