@@ -323,9 +323,12 @@ def make_server(bundle_dir: Path, host: str = "127.0.0.1", port: int = 8000,
     model = TailModel.load(bundle_dir, runtime, name)
     batcher = Batcher(model, max_batch, max_delay_ms)
     handler = make_handler(model, batcher, max_body_bytes, max_rows, timeout_s=60)
-    ThreadingHTTPServer.daemon_threads = True
+    class HTTPServer(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128  # the default 5 drops SYNs under concurrent clients (1 s stalls)
+
     try:
-        httpd = ThreadingHTTPServer((host, port), handler)
+        httpd = HTTPServer((host, port), handler)
     except OSError as exc:
         batcher.stop()
         raise InputDataError(f"cannot listen on {host}:{port}: {exc}") from exc
