@@ -50,9 +50,8 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
       eedge profile demo-out/bundle --target my-pi.yaml --plot pi.png
     """
     from eedge.ir.bundle import load_bundle
-    from eedge.profiling.drivers import profile_target
+    from eedge.profiling.drivers import profile_target, random_sample
     from eedge.profiling.report import build_report, exit_statistics, parse_rates, plot
-    from eedge.profiling.drivers import random_sample
     from eedge.runtime.cascade import default_runtime
     from eedge.targets import load_target
 

@@ -196,6 +196,12 @@ class Cascade:
                 last[t["name"]] = stage["index"]
         return last
 
+    def raw_input_specs(self) -> list[dict[str, Any]]:
+        """The model inputs as the stages see them (layout, dtype, quantization)."""
+        names = {i["name"] for i in self.inputs}
+        specs = {t["name"]: t for io in self.io for t in io["inputs"] if t["name"] in names}
+        return list(specs.values())
+
     def stage_inputs(self, x: np.ndarray | Mapping[str, np.ndarray],
                      raw: bool = False) -> dict[str, np.ndarray]:
         """User inputs -> the first stage's representation (layout, int8).
@@ -204,10 +210,7 @@ class Cascade:
         a head bundle with the same runtime) and are only shape-checked.
         """
         if raw:
-            specs = [t for io in self.io for t in io["inputs"]
-                     if t["name"] in {i["name"] for i in self.inputs}]
-            unique = list({t["name"]: t for t in specs}.values())
-            return prepare_inputs(unique, x)
+            return prepare_inputs(self.raw_input_specs(), x)
         feeds = prepare_inputs(self.inputs, x)
         converted = {}
         for spec in self.inputs:

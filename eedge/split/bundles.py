@@ -45,14 +45,15 @@ def _subset(split: Bundle, stage_ids: list[int], role: str, out: Path, force: bo
     manifest.pop("memory", None)
     manifest.pop("calibration", None)
     with staging_directory(out, force) as tmp:
-        names = [manifest["model"]["file"], *manifest["model"].get("files", {}).values()]
+        whole = {manifest["model"]["file"], *manifest["model"].get("files", {}).values()}
+        names = list(whole)
         for stage in keep:
             for fmt, name in list(stage["files"].items()):
-                new_name = f"{stage['name']}{Path(name).name[len(Path(name).name.split('.')[0]):]}"
+                new_name = stage["name"] + name[name.index("."):]  # stage7.f32.tflite -> stage0…
                 shutil.copy2(split.path / name, tmp / new_name)
                 stage["files"][fmt] = new_name
                 names.append(new_name)
-        for name in set(manifest["model"].get("files", {}).values()) | {manifest["model"]["file"]}:
+        for name in whole:  # the whole model stays as the reference of both halves
             shutil.copy2(split.path / name, tmp / name)
         manifest["files"] = file_entries(tmp, sorted(set(names)))
         write_manifest(tmp, manifest)

@@ -63,10 +63,8 @@ class TailModel:
                                  "`eedge split export BUNDLE --after CUT`")
         cascade = Cascade(bundle, runtime=runtime)
         offset = int(split.get("head_exits", 0))
-        specs = [t for io in cascade.io for t in io["inputs"]
-                 if t["name"] in {i["name"] for i in bundle.manifest["inputs"]}]
-        unique = list({t["name"]: t for t in specs}.values())
-        return cls(name or bundle.manifest["model"]["name"], cascade, offset, unique)
+        return cls(name or bundle.manifest["model"]["name"], cascade, offset,
+                   cascade.raw_input_specs())
 
     def metadata(self) -> dict[str, Any]:
         def tensor(spec: dict[str, Any]) -> dict[str, Any]:
