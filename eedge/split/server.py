@@ -34,6 +34,7 @@ from eedge.runtime.cascade import Cascade
 from eedge.split.encoding import decode
 
 V2_TYPES = {"FP32": np.float32, "INT8": np.int8, "INT64": np.int64}
+DRAIN_LIMIT = 64 << 20  # refused bodies up to this size are read so the client gets a 413
 NUMPY_TO_V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int8): "INT8",
                np.dtype(np.int64): "INT64"}
 
@@ -233,6 +234,16 @@ def make_handler(model: TailModel, batcher: Batcher, max_body: int, max_rows: in
             self.end_headers()
             self.wfile.write(data)
 
+        def _discard(self, length: int) -> None:
+            """Read (and drop) a refused body, up to a cap, so the client sees the 413
+            instead of a broken pipe while it is still sending."""
+            left = min(length, DRAIN_LIMIT)
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
         def _model_path(self, parts: list[str]) -> bool:
             return len(parts) >= 3 and parts[:2] == ["v2", "models"] and parts[2] == model.name
 
@@ -263,6 +274,7 @@ def make_handler(model: TailModel, batcher: Batcher, max_body: int, max_rows: in
                         from None
                 if length > max_body:
                     self.close_connection = True
+                    self._discard(length)
                     raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                        f"body of {length} bytes exceeds {max_body}")
                 raw = self.rfile.read(length)
