@@ -12,7 +12,7 @@ from rich.table import Table
 from eedge.cli.console import (debug_option, json_option, out_console, print_json,
                                progress_status)
 from eedge.cli.tables import human_bytes
-from eedge.errors import TargetError, ToolchainError
+from eedge.errors import InputDataError, TargetError, ToolchainError
 from eedge.io.arrays import load_array
 
 
@@ -30,11 +30,15 @@ from eedge.io.arrays import load_array
               help="Test inputs embedded in MCU firmware (.npy or .npz x; float or int8).")
 @click.option("--exits", "extra_exits", metavar="TENSOR,...",
               help="For a .tflite source: tensors that are early exits.")
+@click.option("--budget-macs", type=float,
+              help="Budget-aware firmware: adapt thresholds on the device to average this "
+                   "many MACs per inference (max_softmax and margin criteria).")
 @click.option("--force", is_flag=True, help="Replace an existing project.")
 @json_option
 @debug_option
 def codegen(source: Path, target_name: str, out: Path, opt: str, dsp: bool | None,
-            inputs: Path | None, extra_exits: str | None, force: bool, as_json: bool) -> None:
+            inputs: Path | None, extra_exits: str | None, budget_macs: float | None,
+            force: bool, as_json: bool) -> None:
     """Generate a standalone C99 project for an int8 BUNDLE or .tflite SOURCE.
 
     \b
@@ -50,6 +54,14 @@ def codegen(source: Path, target_name: str, out: Path, opt: str, dsp: bool | Non
     target = load_target(target_name)
     exits = [e.strip() for e in extra_exits.split(",")] if extra_exits else None
     model = load_codegen_model(source, exits)
+    if budget_macs is not None:
+        if any(c == "entropy" for c in model.criteria):
+            raise InputDataError("the on-device budget policy works with max_softmax and "
+                                 "margin thresholds, not entropy")
+        from eedge.policies.budget import IntegerBudgetController
+
+        IntegerBudgetController(budget_macs, model.exit_costs)  # checks it can be met
+        model.budget = {"macs": budget_macs}
     samples = None
     if inputs is not None:
         info = model.graph.tensors[model.input]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,10 +41,21 @@ class CodegenModel:
     input_layout: str | None   # layout the user's float inputs come in (NCHW for torch/ONNX)
     criteria: list[str] = field(default_factory=list)
     window_low: list[float | None] = field(default_factory=list)
+    exit_costs: list[int] = field(default_factory=list)   # cumulative MACs per exit
+    budget: dict[str, Any] | None = None  # {"macs": N, "gain": g}: budget-aware firmware
 
     def __post_init__(self) -> None:
         self.criteria = self.criteria or ["max_softmax"] * len(self.thresholds)
         self.window_low = self.window_low or [None] * len(self.thresholds)
+        if not self.exit_costs:
+            from eedge.passes.cost import total_macs
+
+            running, costs = 0, {}
+            for stage in self.stages:
+                running += total_macs(self.graph, stage.nodes)
+                if stage.exit_index is not None:
+                    costs[stage.exit_index] = running
+            self.exit_costs = [costs[k] for k in range(len(self.thresholds))]
 
     @property
     def input(self) -> str:

@@ -26,7 +26,7 @@ from eedge.codegen.model_source import CodegenModel
 from eedge.codegen.planner import MemoryPlan, plan_memory
 from eedge.errors import TargetError
 from eedge.ir.bundle import staging_directory
-from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, threshold_q
+from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, NEVER, threshold_q
 
 CRITERION_IDS = {"max_softmax": 0, "margin": 1, "entropy": 2}
 from eedge.targets import Target
@@ -139,6 +139,16 @@ def plan_for(model: CodegenModel) -> MemoryPlan:
     return plan_memory(sizes, steps, [model.input], keep, aliases)
 
 
+def _budget_context(model: CodegenModel) -> dict[str, Any] | None:
+    if model.budget is None:
+        return None
+    from eedge.policies.budget import IntegerBudgetController
+
+    controller = IntegerBudgetController(model.budget["macs"], model.exit_costs,
+                                         model.budget.get("gain", 0.05))
+    return {"macs": controller.budget, "gain_q": controller.gain_q, "limit": controller.limit}
+
+
 def _c_constants(model: CodegenModel, used: dict[str, str]) -> list[dict[str, Any]]:
     out = []
     for original, ident in used.items():
@@ -205,7 +215,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         final = k == n_exits - 1
         low = None if final else model.window_low[k]
         exits_ctx.append({
-            "index": k, "criterion": CRITERION_IDS[criterion],
+            "index": k, "criterion": CRITERION_IDS[criterion], "cost": model.exit_costs[k],
             "threshold_q": threshold_q(model.thresholds[k], final, criterion, classes),
             "reject_q": ALWAYS if low is None else threshold_q(low, False, criterion, classes),
             "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items()) + "}"})
@@ -222,6 +232,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                "input_shape": "x".join(str(d) for d in input_info.shape),
                "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],
                "constants": constants,
+               "never": NEVER, "budget": _budget_context(model),
                "entropy_lut": ", ".join(str(int(v)) for v in ENTROPY_LUT)
                if "entropy" in model.criteria else "",
                "weight_bytes": int(sum(np.asarray(g.constants[c]).nbytes for c in used))}

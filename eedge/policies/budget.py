@@ -74,3 +74,47 @@ def run_budgeted(cascade: Cascade, x: np.ndarray, controller: BudgetController) 
     finally:
         cascade.set_thresholds(base)
     return BudgetRun(np.array(predictions), np.array(exits), controller.average_cost, offsets)
+
+
+class IntegerBudgetController:
+    """The budget policy in integers, exactly as the generated firmware runs it.
+
+    The offset is in int8 score units (1/256 of probability for max_softmax and
+    margin) and moves by trunc(gain_q * (cost - budget) / budget) after each
+    inference, clamped to +-limit; C's truncating division is reproduced.
+    """
+
+    def __init__(self, budget_macs: float, exit_costs: Sequence[float], gain: float = 0.05,
+                 limit: int = 256) -> None:
+        self.budget = int(round(budget_macs))
+        self.exit_costs = [int(c) for c in exit_costs]
+        if self.budget <= 0 or self.budget < min(self.exit_costs):
+            raise InputDataError(f"a budget of {budget_macs:g} MACs cannot be met (the "
+                                 f"cheapest exit costs {min(self.exit_costs)})")
+        self.gain_q = int(round(gain * 256))
+        self.limit = limit
+        self.offset = 0
+
+    def update(self, exit_index: int) -> None:
+        product = self.gain_q * (self.exit_costs[exit_index] - self.budget)
+        step = abs(product) // self.budget * (1 if product >= 0 else -1)
+        self.offset = max(-self.limit, min(self.limit, self.offset - step))
+
+
+def run_budgeted_int8(cascade: Cascade, x: np.ndarray,
+                      controller: IntegerBudgetController) -> BudgetRun:
+    """The int8 runtimes under the integer budget policy (what the device decides)."""
+    predictions, exits, offsets = [], [], []
+    try:
+        for i in range(len(x)):
+            cascade.threshold_offset_q = controller.offset
+            result = cascade.infer(x[i:i + 1])
+            exit_index = int(result.exit_index[0])
+            controller.update(exit_index)
+            predictions.append(int(result.predictions[0]))
+            exits.append(exit_index)
+            offsets.append(float(controller.offset))
+    finally:
+        cascade.threshold_offset_q = 0
+    spent = sum(controller.exit_costs[e] for e in exits)
+    return BudgetRun(np.array(predictions), np.array(exits), spent / max(len(exits), 1), offsets)

@@ -156,6 +156,7 @@ class Cascade:
         self.window_low: list[float | None] = [e["policy"].get("window_low") for e in self.exits]
         if thresholds is not None:
             self.set_thresholds(thresholds)
+        self.threshold_offset_q = 0  # moved by the integer budget policy (int8 runtimes)
         self.role = (manifest.get("split") or {}).get("role")
         # a head bundle has no final exit: what its exits do not take goes to the server
         self.final_exit = len(self.exits) - 1 if self.role != "head" else -1
@@ -310,7 +311,10 @@ class Cascade:
             q = int8_probabilities(values, scale).astype(np.int32)
             probs = ((q + 128) / 256).astype(np.float32)
             score_q = int8_score(q, criterion)
-            leaving = score_q >= threshold_q(threshold, final, criterion, classes)
+            limit = threshold_q(threshold, final, criterion, classes)
+            if not final and threshold is not None:
+                limit += self.threshold_offset_q  # the integer budget policy's offset
+            leaving = score_q >= limit
             rejected = (score_q < threshold_q(low, False, criterion, classes)
                         if low is not None else np.zeros(active.size, bool))
         else:

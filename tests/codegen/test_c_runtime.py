@@ -135,3 +135,20 @@ def test_c_decisions_equal_python_under_every_criterion(criterion: str, window: 
     assert np.array_equal(rejected, python.rejected)
     assert rejected.any() == window
     assert len(set(run.exit_index.tolist())) > 1 or window
+
+
+def test_budget_policy_on_the_device_equals_python(bundle_root: Path) -> None:
+    from eedge.policies.budget import IntegerBudgetController, run_budgeted_int8
+
+    bundle = int8_bundle("sequential", bundle_root)
+    model = load_codegen_model(bundle.path)
+    budget = 0.6 * model.exit_costs[-1]
+    model.budget = {"macs": budget}
+    x = float_inputs("sequential", 200)
+    run = run_on_target(model, load_target("host"), x)
+    python = run_budgeted_int8(Cascade(bundle, runtime="int8-reference"), x,
+                               IntegerBudgetController(budget, model.exit_costs))
+    assert np.array_equal(run.exit_index, python.exit_index)
+    assert np.array_equal(run.predictions, python.predictions)
+    average = float(np.mean(np.array(model.exit_costs)[run.exit_index]))
+    assert abs(average - budget) / budget < 0.2
