@@ -32,10 +32,18 @@ class DigitsNet(nn.Module):
                                     nn.ReLU(), nn.MaxPool2d(2))
         self.exit3 = nn.Sequential(nn.Flatten(), nn.Linear(128, NUM_CLASSES))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage (the protocol `eedge.train.qute` builds on)."""
         h1 = self.stage1(x)
         h2 = self.stage2(h1)
-        h3 = self.stage3(h2)
+        return [h1, h2, self.stage3(h2)]
+
+    @property
+    def exit_heads(self) -> list[nn.Module]:
+        return [self.exit1, self.exit2, self.exit3]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h1, h2, h3 = self.features(x)
         return self.exit1(h1), self.exit2(h2), self.exit3(h3)
 
 
