@@ -57,6 +57,7 @@ class ExportOptions:
     split_after: str | int | None = None
     check_inputs: Sequence[np.ndarray] = ()
     force: bool = False
+    ensemble: Sequence[int] | None = None   # exits averaged into the final prediction
 
 
 @dataclass
@@ -204,6 +205,8 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
                 say(f"writing {stage.name}{FILE_SUFFIX[v.fmt]}")
                 (tmp / f"{stage.name}{FILE_SUFFIX[v.fmt]}").write_bytes(_stage_file(v, stage))
         manifest = build_manifest(primary, variants, source_format, source_sha256, model_files)
+        if opts.ensemble:
+            manifest["ensemble"] = ensemble_section(list(opts.ensemble), len(manifest["exits"]))
         if quant_report is not None:
             manifest["quantization"] = quant_report
         manifest["files"] = file_entries(tmp, [p.name for p in tmp.iterdir()])
@@ -260,6 +263,14 @@ def _variants(primary: _Variant, opts: ExportOptions, say: Progress
     if not variants:
         raise InputDataError("nothing to export: choose --format onnx and/or tflite")
     return variants, quant_report
+
+
+def ensemble_section(members: list[int], exits: int) -> dict[str, Any]:
+    """Members must be the last exits, in order: the cascade ends with their mean."""
+    if len(members) < 2 or members != list(range(exits - len(members), exits)):
+        raise InputDataError(f"ensemble members {members} must be at least two exits and the "
+                             f"last ones, in order (here {exits - len(members)}..{exits - 1})")
+    return {"members": members, "aggregation": "mean_softmax", "monitor": None}
 
 
 def _memory_plan(bundle_dir: Path) -> dict[str, Any]:

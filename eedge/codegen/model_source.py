@@ -43,6 +43,7 @@ class CodegenModel:
     window_low: list[float | None] = field(default_factory=list)
     exit_costs: list[int] = field(default_factory=list)   # cumulative MACs per exit
     budget: dict[str, Any] | None = None  # {"macs": N, "gain": g}: budget-aware firmware
+    ensemble: dict[str, Any] | None = None  # the manifest's ensemble section (QUTE)
 
     def __post_init__(self) -> None:
         self.criteria = self.criteria or ["max_softmax"] * len(self.thresholds)
@@ -142,4 +143,5 @@ def _from_bundle(path: Path) -> CodegenModel:
     layout = manifest["inputs"][0].get("layout")
     return CodegenModel(graph.name, graph, stages, thresholds, path.name, layout,
                         [e["policy"]["criterion"] for e in manifest["exits"]],
-                        [e["policy"].get("window_low") for e in manifest["exits"]])
+                        [e["policy"].get("window_low") for e in manifest["exits"]],
+                        ensemble=manifest.get("ensemble"))

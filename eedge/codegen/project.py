@@ -139,6 +139,22 @@ def plan_for(model: CodegenModel) -> MemoryPlan:
     return plan_memory(sizes, steps, [model.input], keep, aliases)
 
 
+def _ensemble_context(model: CodegenModel) -> dict[str, Any] | None:
+    if not model.ensemble:
+        return None
+    from eedge.policies.monitor import rho_q
+
+    members = model.ensemble["members"]
+    classes = {int(model.graph.tensors[model.exit_tensor(k)].shape[-1]) for k in members}
+    if len(classes) != 1:
+        raise TargetError("ensemble members must have the same number of classes")
+    monitor = model.ensemble.get("monitor") or {}
+    return {"members": members, "last": members[-1], "classes": classes.pop(),
+            "flags": [int(k in members) for k in range(len(model.thresholds))],
+            "window": monitor.get("window", 0),
+            "rho_q": rho_q(monitor["rho"], monitor["window"], len(members)) if monitor else 0}
+
+
 def _budget_context(model: CodegenModel) -> dict[str, Any] | None:
     if model.budget is None:
         return None
@@ -233,6 +249,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],
                "constants": constants,
                "never": NEVER, "budget": _budget_context(model),
+               "ensemble": _ensemble_context(model),
                "entropy_lut": ", ".join(str(int(v)) for v in ENTROPY_LUT)
                if "entropy" in model.criteria else "",
                "weight_bytes": int(sum(np.asarray(g.constants[c]).nbytes for c in used))}

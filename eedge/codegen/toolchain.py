@@ -33,6 +33,7 @@ class SampleResult:
     stages_run: int
     stage_ticks: list[int] = field(default_factory=list)
     rejected: bool = False
+    monitor_flag: bool = False
 
 
 @dataclass
@@ -109,7 +110,7 @@ def run_host(project: GeneratedProject, binary: Path, samples: np.ndarray) -> Ru
         raise ToolchainError(f"{binary} exited with {proc.returncode}: "
                              f"{proc.stderr.decode(errors='replace')[-300:]}")
     out = proc.stdout
-    per_sample = sum(b for stage in project.stage_outputs for _, b in stage) + 20
+    per_sample = sum(b for stage in project.stage_outputs for _, b in stage) + 24
     if len(out) != per_sample * len(data):
         raise ToolchainError(f"{binary} wrote {len(out)} bytes; expected {per_sample * len(data)}")
     results = []
@@ -123,10 +124,11 @@ def run_host(project: GeneratedProject, binary: Path, samples: np.ndarray) -> Ru
                 tensors.append(np.frombuffer(chunk[pos:pos + size], np.int8).copy())
                 pos += size
             stages.append(tensors)
-        exit_index, class_index, confidence, stages_run, rejected = np.frombuffer(
-            chunk[pos:pos + 20], "<i4")
+        exit_index, class_index, confidence, stages_run, rejected, flag = np.frombuffer(
+            chunk[pos:pos + 24], "<i4")
         results.append(SampleResult(stages, int(exit_index), int(class_index), int(confidence),
-                                    int(stages_run), rejected=bool(rejected)))
+                                    int(stages_run), rejected=bool(rejected),
+                                    monitor_flag=bool(flag)))
     return RunResult(results)
 
 
@@ -173,6 +175,6 @@ def run_qemu(project: GeneratedProject, target: Target, elf: Path,
     for n in sorted(decisions):
         d = decisions[n]
         stages = [[outputs[n][s][i] for i in sorted(outputs[n][s])] for s in sorted(outputs[n])]
-        samples.append(SampleResult(stages, d[0], d[1], d[2], d[4], d[5:5 + d[4]],
-                                    rejected=bool(d[3])))
+        samples.append(SampleResult(stages, d[0], d[1], d[2], d[5], d[6:6 + d[5]],
+                                    rejected=bool(d[3]), monitor_flag=bool(d[4])))
     return RunResult(samples, stack)

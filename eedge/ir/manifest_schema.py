@@ -118,6 +118,16 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "verification": {"type": "object"},
         "quantization": {"type": "object"},
         "calibration": {"type": "object"},
+        "ensemble": {"type": "object", "required": ["members", "aggregation"],
+                     "properties": {"members": {"type": "array", "minItems": 2,
+                                                "items": {"type": "integer", "minimum": 0}},
+                                    "aggregation": {"const": "mean_softmax"},
+                                    "monitor": {"anyOf": [{"type": "null"}, {
+                                        "type": "object", "required": ["window", "rho"],
+                                        "properties": {
+                                            "window": {"type": "integer", "minimum": 1},
+                                            "rho": {"type": "number", "minimum": 0,
+                                                    "maximum": 1}}}]}}},
         "memory": {"type": "object", "required": ["arena_bytes"],
                    "properties": {"arena_bytes": {"type": "integer", "minimum": 0}}},
         "files": {

@@ -37,6 +37,8 @@ class CascadeResult:
     stage_seconds: list[float] = field(default_factory=list)   # wall time per stage
     stage_samples: list[int] = field(default_factory=list)     # rows that ran each stage
     rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # window policy
+    confidence_q: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int8
+    # ensemble: summed int8 probabilities of the winning class (-1 where no ensemble decided)
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # head bundles:
     handoff: dict[str, np.ndarray] = field(default_factory=dict)  # rows for the server
 
@@ -157,6 +159,8 @@ class Cascade:
         if thresholds is not None:
             self.set_thresholds(thresholds)
         self.threshold_offset_q = 0  # moved by the integer budget policy (int8 runtimes)
+        self.ensemble_members: list[int] = list((manifest.get("ensemble") or {})
+                                                .get("members", []))
         self.role = (manifest.get("split") or {}).get("role")
         # a head bundle has no final exit: what its exits do not take goes to the server
         self.final_exit = len(self.exits) - 1 if self.role != "head" else -1
@@ -267,7 +271,9 @@ class Cascade:
                                probabilities=np.zeros((n, classes), dtype=np.float32),
                                exit_index=np.full(n, -1, dtype=np.int64),
                                confidence=np.zeros(n, dtype=np.float32),
-                               rejected=np.zeros(n, dtype=bool))
+                               rejected=np.zeros(n, dtype=bool),
+                               confidence_q=np.full(n, -1, dtype=np.int64))
+        ensemble_sum: np.ndarray | None = None
         active = np.arange(n)
         for stage in self.stages:
             if active.size == 0:
@@ -278,7 +284,10 @@ class Cascade:
             self._run_stage(stage["index"], store)
             result.stage_seconds.append(time.perf_counter() - start)
             result.stage_samples.append(int(active.size))
-            if stage["exit"] is not None:
+            if stage["exit"] in self.ensemble_members:
+                ensemble_sum, active, store = self._ensemble(stage["exit"], stage["index"],
+                                                             ensemble_sum, active, store, result)
+            elif stage["exit"] is not None:
                 active, store = self._decide(stage["exit"], stage["index"], active, store,
                                              result, early_exit)
             store = {k: v for k, v in store.items()
@@ -287,6 +296,36 @@ class Cascade:
             result.pending = active
             result.handoff = {name: store[name] for name in self.cut_tensors}
         return result
+
+    def _ensemble(self, k: int, stage_index: int, total: np.ndarray | None, active: np.ndarray,
+                  store: dict[str, np.ndarray], result: CascadeResult
+                  ) -> tuple[np.ndarray | None, np.ndarray, dict[str, np.ndarray]]:
+        """Add exit k's probabilities to the ensemble; the last member decides for all.
+
+        int8 stages add TFLite int8 softmax values as integers (q + 128, so a member
+        contributes 0..255 per class); the C runtime sums the same integers.
+        """
+        spec = self.io[stage_index]["outputs"][0]
+        values = store[spec["name"]]
+        if spec.get("quant"):
+            q = int8_probabilities(values, QuantParams.from_json(spec["quant"]).scale[0])
+            part = q.astype(np.int64) + 128
+        else:
+            part = softmax(values)
+        total = part if total is None else total + part
+        if k != self.ensemble_members[-1]:
+            return total, active, store
+        members = len(self.ensemble_members)
+        integer = np.issubdtype(total.dtype, np.integer)
+        probs = (total / (256.0 * members) if integer else total / members).astype(np.float32)
+        result.predictions[active] = np.argmax(total, axis=-1)
+        result.probabilities[active, : probs.shape[-1]] = probs
+        result.exit_index[active] = k
+        result.confidence[active] = probs.max(axis=-1)
+        if integer:
+            result.confidence_q[active] = total.max(axis=-1)
+        empty = active[:0]
+        return None, empty, {name: v[:0] for name, v in store.items()}
 
     def _decide(self, k: int, stage_index: int, active: np.ndarray,
                 store: dict[str, np.ndarray], result: CascadeResult, early_exit: bool

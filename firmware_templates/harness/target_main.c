@@ -149,6 +149,8 @@ int main(void) {
             p = put_text(p, " ");
             p = put_int(p, result.rejected);
             p = put_text(p, " ");
+            p = put_int(p, result.monitor_flag);
+            p = put_text(p, " ");
             p = put_int(p, result.stages_run);
             for (s = 0; s < result.stages_run; ++s) {
                 p = put_text(p, " ");

@@ -1,7 +1,7 @@
 /* Host harness: reads int8 samples from stdin and writes, per sample, every stage's
  * outputs (all stages run) followed by the cascade's decision (early exits on):
  *   stage outputs bytes..., int32 exit, int32 class, int32 score, int32 stages_run,
- *   int32 rejected
+ *   int32 rejected, int32 monitor_flag
  * (little-endian). eedge's tests compare these bytes with the reference executor. */
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +39,7 @@ int main(void) {
         write_i32(result.confidence);
         write_i32(result.stages_run);
         write_i32(result.rejected);
+        write_i32(result.monitor_flag);
     }
     return ferror(stdin) ? 1 : 0;
 }

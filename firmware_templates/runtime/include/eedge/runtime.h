@@ -18,6 +18,7 @@ typedef struct {
     int32_t exit_index;                      /* which exit decided */
     int32_t confidence;                      /* the exit's integer score (see eedge_exit_score_s8) */
     int32_t rejected;                        /* 1: left early as too uncertain (window policy) */
+    int32_t monitor_flag;                    /* 1: the accuracy-drop monitor fired (ensembles) */
     int32_t stages_run;
     uint32_t stage_ticks[EEDGE_MAX_STAGES];  /* platform ticks spent in each stage */
 } eedge_result;
