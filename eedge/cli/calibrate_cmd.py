@@ -150,10 +150,13 @@ def show(result: Any) -> None:
 @click.option("--runtime", type=click.Choice(list(RUNTIMES)), help="Runtime to evaluate.")
 @click.option("--profile", "profile", type=click.Path(path_type=Path),
               help="A report from `eedge profile --report`, for expected latency.")
+@click.option("--uncertainty", is_flag=True,
+              help="Also F1, Brier, NLL and failure-detection AUROC/AUPRC, per exit and for "
+                   "the cascade (its ensemble, if it has one).")
 @json_option
 @debug_option
 def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None,
-             as_json: bool) -> None:
+             uncertainty: bool, as_json: bool) -> None:
     """Accuracy, exit rates, calibration error and expected cost of BUNDLE's cascade.
 
     \b
@@ -187,6 +190,13 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
     report["cascade_accuracy"] = float(np.mean(decided.predictions == y))
     report["expected_macs"] = float(np.dot(rates, macs))
     report["full_macs"] = float(macs[-1])
+    if uncertainty:
+        from eedge.metrics import uncertainty_report
+
+        for e, lg in zip(report["exits"], logits):
+            e["uncertainty"] = uncertainty_report(softmax(lg), y)
+        report["cascade_uncertainty"] = uncertainty_report(
+            decided.probabilities.astype(np.float64), y)
     if profile is not None:
         costs, unit = exit_costs(loaded, "ms", profile, None, x)
         report["expected_latency"] = {"value": float(np.dot(rates, costs)), "unit": unit,
@@ -207,6 +217,17 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
     out_console.print(f"cascade accuracy {report['cascade_accuracy']:.2%}; expected MACs "
                       f"{human_count(report['expected_macs'])} vs {human_count(report['full_macs'])}"
                       f" ({1 - report['expected_macs'] / report['full_macs']:.1%} saved)")
+    if uncertainty:
+        table = Table(title="uncertainty")
+        for name in ("", "accuracy", "macro F1", "Brier", "NLL", "ECE", "AUROC", "AUPRC"):
+            table.add_column(name, justify="right")
+        rows = [(f"exit{e['index']}", e["uncertainty"]) for e in report["exits"]]
+        rows.append(("cascade", report["cascade_uncertainty"]))
+        for label, u in rows:
+            table.add_row(label, *(("-" if u[k] is None else f"{u[k]:.4f}") for k in (
+                "accuracy", "macro_f1", "brier", "nll", "ece", "failure_auroc",
+                "failure_auprc")))
+        out_console.print(table)
     if "expected_latency" in report:
         lat = report["expected_latency"]
         out_console.print(f"expected latency {lat['value']:.4f} {lat['unit']} vs "

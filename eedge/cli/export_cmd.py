@@ -36,13 +36,15 @@ from eedge.io.arrays import load_array
               show_default=True, help="How activation ranges are taken from the calibration data.")
 @click.option("--exits", "extra_exits", metavar="TENSOR,...",
               help="For a .tflite model: tensors that are early exits (earliest first).")
+@click.option("--ensemble", metavar="K,K,...",
+              help="Exit indices (the last ones) averaged into the final prediction (QUTE).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @json_option
 @debug_option
 def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path | None,
             examples: tuple[Path, ...], split_after: str | None, formats: str, int8: bool,
-            calib: Path | None, observer: str, extra_exits: str | None, force: bool,
-            as_json: bool) -> None:
+            calib: Path | None, observer: str, extra_exits: str | None, ensemble: str | None,
+            force: bool, as_json: bool) -> None:
     """Partition MODEL into per-exit stages and write a verified bundle.
 
     MODEL is an ONNX file whose outputs are the exits (earliest first); a
@@ -67,8 +69,13 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
     format_list = tuple(f.strip() for f in formats.split(",") if f.strip())
     if calib is not None and not int8:
         raise InputDataError("--calib is only used with --int8")
+    try:
+        members = [int(v) for v in ensemble.split(",")] if ensemble else None
+    except ValueError:
+        raise InputDataError(f"bad --ensemble {ensemble!r}: write exit indices like 2,3,4") \
+            from None
     options = dict(split_after=split_after, check_inputs=user_inputs, force=force,
-                   formats=format_list, int8=int8, observer=observer,
+                   formats=format_list, int8=int8, observer=observer, ensemble=members,
                    calibration=load_array(calib) if calib is not None else None)
     if extra_exits and not model.endswith(".tflite"):
         raise ModelError("--exits is for .tflite models; ONNX and torch models declare their "
