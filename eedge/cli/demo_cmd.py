@@ -19,10 +19,13 @@ from eedge.cli.tables import human_bytes, human_count
 @click.option("--target", "target_name", default="qemu-cortex-m4", show_default=True,
               help="Where to run the generated C runtime (an mcu-qemu target or host).")
 @click.option("--no-firmware", is_flag=True, help="Skip generating and running the C runtime.")
+@click.option("--qute", is_flag=True,
+              help="Instead: BASE vs early-exit ensemble vs QUTE on clean and corrupted digits, "
+                   "with the accuracy-drop monitor and the firmware overhead.")
 @json_option
 @debug_option
 def command(out: Path | None, seed: int, epochs: int, target_name: str, no_firmware: bool,
-            as_json: bool) -> None:
+            qute: bool, as_json: bool) -> None:
     """Train a 3-exit CNN on digits, export it (ONNX, TFLite, int8), run the cascade.
 
     Needs no download: the data ships with scikit-learn. Takes seconds.
@@ -36,6 +39,9 @@ def command(out: Path | None, seed: int, epochs: int, target_name: str, no_firmw
 
     if epochs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--epochs")
+    if qute:
+        _qute_demo(out, seed, epochs, no_firmware, as_json)
+        return
     with progress_status("demo", quiet=as_json) as say:
         report = run_demo(out, seed=seed, epochs=epochs, progress=say,
                           firmware_target=None if no_firmware else target_name)
@@ -92,3 +98,52 @@ def command(out: Path | None, seed: int, epochs: int, target_name: str, no_firmw
     if report.bundle:
         out_console.print(f"kept: bundle {report.bundle}, weights {report.files['model']}, "
                           f"test data {report.files['test_data']}")
+
+
+def _qute_demo(out: Path | None, seed: int, epochs: int, no_firmware: bool, as_json: bool) -> None:
+    import tempfile
+
+    from eedge.examples.qute_demo import (compare, export_qute, firmware_overhead, monitor_rates,
+                                          train_models)
+
+    with progress_status("QUTE demo", quiet=as_json) as say, \
+            tempfile.TemporaryDirectory(prefix="eedge-qute-") as tmp:
+        work = out or Path(tmp)
+        say(f"training BASE and QUTE (K=2) for {epochs} epochs")
+        models = train_models(seed, epochs)
+        table = compare(models)
+        say("exporting the QUTE bundle (int8, ensemble, monitor)")
+        bundle = export_qute(models, work / "qute-bundle")
+        rates = monitor_rates(bundle, models.data)
+        firmware = None
+        if not no_firmware:
+            say("building BASE and QUTE firmware and running them in QEMU")
+            firmware = firmware_overhead(models, bundle, work)
+    report = {"seed": seed, "extra_parameters": models.extra_parameters, "metrics": table,
+              "monitor": {"false_alarm": rates.false_alarm, "detection": rates.detection},
+              "firmware": firmware, "bundle": str(work / "qute-bundle") if out else None}
+    if as_json:
+        print_json(report)
+        return
+    metrics = Table(title=f"digits, seed {seed}: BASE (final exit) / EE (mean of exits) / QUTE")
+    for name in ("data", "model", "accuracy", "F1", "Brier", "NLL", "ECE", "AUROC"):
+        metrics.add_column(name, justify="right")
+    for data_name, row in table.items():
+        for model_name, m in row.items():
+            metrics.add_row(data_name, model_name, f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}",
+                            f"{m['brier']:.3f}", f"{m['nll']:.3f}", f"{m['ece']:.3f}",
+                            "-" if m["failure_auroc"] is None else f"{m['failure_auroc']:.3f}")
+    out_console.print(metrics)
+    out_console.print(f"QUTE adds {models.extra_parameters:.1%} parameters (early-view heads "
+                      "share the early exits' classifiers)")
+    detection = ", ".join(f"{k} {v:.0%}" for k, v in rates.detection.items())
+    out_console.print(f"monitor (window 32): false alarms on clean test data "
+                      f"{rates.false_alarm:.1%}; windows flagged under severity-3 shift: "
+                      f"{detection}")
+    if firmware:
+        b, q = firmware["BASE"], firmware["QUTE"]
+        out_console.print(f"qemu-cortex-m4, one inference through every stage: BASE "
+                          f"{b['instructions']:,} instructions, flash {b['flash_bytes']:,} B, "
+                          f"RAM {b['ram_bytes']:,} B; QUTE {q['instructions']:,} "
+                          f"({q['instructions'] / b['instructions'] - 1:+.1%}), flash "
+                          f"{q['flash_bytes']:,} B, RAM {q['ram_bytes']:,} B")

@@ -116,3 +116,26 @@ def monitor_rates(bundle: Bundle, data: DigitsSplits, severity: int = 3) -> Moni
 
     return MonitorRates(flagged(data.x_test), {kind: flagged(corrupt(data.x_test, kind, severity))
                                                for kind in KINDS})
+
+
+def firmware_overhead(models: Models, qute_bundle: Bundle, workdir: Path) -> dict[str, Any]:
+    """Instructions (one full inference), flash and RAM on qemu-cortex-m4: BASE vs QUTE."""
+    from eedge.codegen.device_run import run_on_target
+    from eedge.codegen.model_source import load_codegen_model
+    from eedge.export import export_torch
+    from eedge.targets import load_target
+
+    data = models.data
+    base_bundle = export_torch(models.base, data.x_val[:2], workdir / "base", name="digits",
+                               int8=True, calibration=data.x_train[:256], force=True).bundle
+    target = load_target("qemu-cortex-m4")
+    figures: dict[str, Any] = {}
+    for name, bundle in (("BASE", base_bundle), ("QUTE", qute_bundle)):
+        run = run_on_target(load_codegen_model(bundle.path), target, data.x_test[:1])
+        summary = run.summary()
+        figures[name] = {
+            "instructions": int(sum(run.run.samples[0].stage_ticks)) *
+            (run.instructions_per_tick or 1),
+            "flash_bytes": summary["flash_bytes"] - summary["test_input_bytes"],
+            "ram_bytes": summary["arena_bytes"] + (summary["stack_used_bytes"] or 0)}
+    return figures
