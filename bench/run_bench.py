@@ -31,6 +31,9 @@ from eedge.codegen.model_source import CodegenModel, load_codegen_model  # noqa:
 from eedge.passes.cost import total_macs  # noqa: E402
 from eedge.targets import load_target  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from qute_bench import qute_checks, show_qute  # noqa: E402
+
 MLPERF = {"kws": "kws_ref_model.tflite", "resnet": "pretrainedResnet_quant.tflite",
           "vww": "vww_96_int8.tflite", "ad01": "ad01_int8.tflite"}
 TARGET = "qemu-cortex-m4"
@@ -336,6 +339,7 @@ def main() -> None:
         results["calibration"] = calibration_checks(bundles["digits-demo"])
         results["serve"] = serve_load_test(bundles["digits-demo"], Path(tmp) / "demo" /
                                            "test.npz", Path(tmp) / "split")
+        results["qute"] = qute_checks(Path(tmp) / "qute")
         for name, bundle in bundles.items():
             model = load_codegen_model(bundle)
             shape = [int(d) for d in model.graph.tensors[model.input].shape]
@@ -415,6 +419,8 @@ def show_calibration(c: dict[str, Any]) -> None:
 def show(results: dict[str, Any]) -> None:
     if "serve" in results:
         show_serve(results["serve"])
+    if "qute" in results:
+        show_qute(results["qute"], console)
     if "calibration" in results:
         show_calibration(results["calibration"])
     if "profiler" in results:
