@@ -16,11 +16,10 @@ import numpy as np
 
 from eedge.examples.corruptions import KINDS, corrupt
 from eedge.examples.digits import DigitsSplits, load_digits_splits
-from eedge.ir.bundle import Bundle, update_manifest
+from eedge.ir.bundle import Bundle
 from eedge.metrics import uncertainty_report
 from eedge.policies.criteria import softmax
-from eedge.policies.monitor import IntegerMonitor, calibrate_rho
-from eedge.runtime.cascade import Cascade
+from eedge.policies.monitor import calibrate_bundle_monitor, flagged_share
 
 MONITOR_WINDOW = 32
 FALSE_ALARM = 0.01
@@ -86,15 +85,8 @@ def export_qute(models: Models, out: Path, force: bool = True) -> Bundle:
     bundle = export_torch(models.qute, data.x_val[:2], out, name="digits_qute", int8=True,
                           calibration=data.x_train[:256], ensemble=models.qute.ensemble_members,
                           force=force).bundle
-    cascade = Cascade(bundle, runtime="int8-reference")
-    clean = cascade.infer(data.x_val).confidence
-    rho = calibrate_rho(clean, MONITOR_WINDOW, FALSE_ALARM)
-
-    def add_monitor(manifest: dict[str, Any]) -> None:
-        manifest["ensemble"]["monitor"] = {"window": MONITOR_WINDOW, "rho": rho,
-                                           "false_alarm_target": FALSE_ALARM}
-
-    return update_manifest(bundle, add_monitor)
+    return calibrate_bundle_monitor(bundle, data.x_val, MONITOR_WINDOW, FALSE_ALARM,
+                                    runtime="int8-reference")[0]
 
 
 @dataclass
@@ -105,14 +97,8 @@ class MonitorRates:
 
 def monitor_rates(bundle: Bundle, data: DigitsSplits, severity: int = 3) -> MonitorRates:
     """Share of full windows flagged: on clean test data, and on each corruption."""
-    monitor = bundle.manifest["ensemble"]["monitor"]
-    members = len(bundle.manifest["ensemble"]["members"])
-    cascade = Cascade(bundle, runtime="int8-reference")
-
     def flagged(x: np.ndarray) -> float:
-        flags = IntegerMonitor(monitor["window"], monitor["rho"], members).run(
-            cascade.infer(x).confidence_q)
-        return float(np.mean(flags[monitor["window"] - 1:]))
+        return flagged_share(bundle, x, runtime="int8-reference")
 
     return MonitorRates(flagged(data.x_test), {kind: flagged(corrupt(data.x_test, kind, severity))
                                                for kind in KINDS})

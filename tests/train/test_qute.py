@@ -100,3 +100,49 @@ def test_bad_ensembles_are_rejected(tmp_path: Path) -> None:
         ensemble_section([0, 2], 3)
     with pytest.raises(InputDataError, match="at least two"):
         ensemble_section([2], 3)
+
+
+def test_monitor_command_calibrates_checks_and_writes(capsys, models, bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import shutil
+
+    from cli_runner import run_cli
+
+    from eedge.ir.bundle import load_bundle
+
+    copy, clean, blur = tmp_path / "bundle", tmp_path / "clean.npz", tmp_path / "blur.npz"
+    shutil.copytree(bundle.path, copy)
+    np.savez(clean, x=models.data.x_val)
+    np.savez(blur, x=corrupt(models.data.x_test, "blur", 5))
+    before = (copy / "manifest.json").read_bytes()
+    code, out, err = run_cli(capsys, "monitor", str(copy), "--data", str(clean), "--window", "16",
+                             "--check", str(blur), "--dry-run", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (copy / "manifest.json").read_bytes() == before
+    assert report["runtime"] == "int8-reference" and report["window"] == 16
+    assert report["flagged"][str(clean)] <= 0.05 and report["flagged"][str(blur)] > 0.5
+    code, out, err = run_cli(capsys, "monitor", str(copy), "--data", str(clean), "--window", "16",
+                             "--false-alarm", "0.02")
+    assert code == 0, err
+    monitor = load_bundle(copy).manifest["ensemble"]["monitor"]
+    assert monitor["window"] == 16 and monitor["false_alarm_target"] == 0.02
+    assert monitor["rho"] >= report["rho"]  # a larger false-alarm quantile
+    code, _, err = run_cli(capsys, "monitor", str(copy), "--data", str(clean),
+                           "--window", "100000")
+    assert code == 5 and "at least --window 100000" in err and "\n" not in err.strip()
+
+
+def test_float_monitor_and_bundles_without_ensemble(models, bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from eedge.export import export_torch
+    from eedge.policies.monitor import choose_rho, flagged_share
+
+    rho = choose_rho(bundle, models.data.x_val, 16, 0.01, runtime="onnx")
+    monitor = {"window": 16, "rho": rho}
+    assert flagged_share(bundle, models.data.x_test, "onnx", monitor) <= 0.05
+    assert flagged_share(bundle, corrupt(models.data.x_test, "blur", 5), "onnx", monitor) > 0.5
+    plain = export_torch(models.base, models.data.x_val[:2], tmp_path / "plain").bundle
+    with pytest.raises(InputDataError, match="no exit ensemble"):
+        choose_rho(plain, models.data.x_val, 16, 0.01)
+    with pytest.raises(InputDataError, match="strictly between"):
+        choose_rho(bundle, models.data.x_val, 16, 1.5)
