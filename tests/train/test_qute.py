@@ -65,6 +65,14 @@ def test_c_ensemble_and_monitor_equal_python_int8(models, bundle) -> None:  # ty
     assert np.array_equal([s.confidence for s in run.run.samples], python.confidence_q)
     assert np.array_equal([s.monitor_flag for s in run.run.samples], flags)
     assert any(flags[150:]), "heavy blur should trip the monitor"
+    # the same on an emulated Cortex-M4, across the clean -> blurred boundary
+    on_m4 = run_on_target(load_codegen_model(bundle.path), load_target("qemu-cortex-m4"),
+                          x[90:150])
+    shifted = IntegerMonitor(monitor["window"], monitor["rho"], 3).run(
+        python.confidence_q[90:150])
+    assert np.array_equal(on_m4.predictions, python.predictions[90:150])
+    assert np.array_equal([s.confidence for s in on_m4.run.samples], python.confidence_q[90:150])
+    assert np.array_equal([s.monitor_flag for s in on_m4.run.samples], shifted) and any(shifted)
 
 
 def test_monitor_calibration_and_rates(models, bundle) -> None:  # type: ignore[no-untyped-def]
