@@ -3,7 +3,7 @@
 Uncertainty metrics move by a few thousandths between seeds on a test set of
 ~360 digits, so one seed proves nothing; this averages seeds and reports the
 spread. Every seed trains both models from scratch (same data split, same
-epochs), measures clean and corrupted (severity 3) metrics, and the int8
+epochs), measures clean and corrupted (severities 1, 3, 5) metrics, and the int8
 bundle's monitor rates. Firmware overhead is measured once (seed 0) because
 instruction counts under QEMU -icount are exact.
 """
@@ -22,41 +22,47 @@ from eedge.examples.qute_demo import (compare, export_qute, firmware_overhead, m
                                       train_models)
 
 SEEDS = (0, 1, 2)
-SEVERITY = 3
-METRICS = ("accuracy", "nll", "ece", "brier", "failure_auroc")
+SEVERITIES = (1, 3, 5)
+EV_EXITS = (2, 1)   # the demo's K first; K=1 as the smaller alternative
+METRICS = ("accuracy", "macro_f1", "nll", "ece", "brier", "failure_auroc")
 MODELS = ("BASE", "EE", "QUTE")
 
 
 def qute_checks(workdir: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, Any]:
-    """Per-seed tables, their mean and std, monitor rates and firmware overhead."""
-    per_seed: list[dict[str, Any]] = []
-    for seed in seeds:
-        models = train_models(seed=seed)
-        table = compare(models, severity=SEVERITY)
-        bundle = export_qute(models, workdir / f"qute-{seed}")
-        rates = monitor_rates(bundle, models.data, severity=SEVERITY)
-        entry = {"seed": seed, "extra_parameters": models.extra_parameters, "table": table,
-                 "monitor": {"false_alarm": rates.false_alarm, "detection": rates.detection}}
-        if seed == seeds[0]:
-            entry["firmware"] = firmware_overhead(models, bundle, workdir / f"fw-{seed}")
-        per_seed.append(entry)
-    return {"seeds": list(seeds), "severity": SEVERITY, "per_seed": per_seed,
-            "summary": summarise(per_seed), "firmware": per_seed[0]["firmware"],
-            "extra_parameters": per_seed[0]["extra_parameters"]}
+    """Per-seed tables, their mean and std, monitor rates and firmware overhead, per K."""
+    results: dict[str, Any] = {"seeds": list(seeds), "severities": list(SEVERITIES), "by_k": {}}
+    for k in EV_EXITS:
+        per_seed: list[dict[str, Any]] = []
+        for seed in seeds:
+            models = train_models(seed=seed, k=k)
+            tables = {severity: compare(models, severity=severity) for severity in SEVERITIES}
+            bundle = export_qute(models, workdir / f"qute-k{k}-{seed}")
+            rates = monitor_rates(bundle, models.data, severity=3)
+            entry = {"seed": seed, "extra_parameters": models.extra_parameters,
+                     "tables": tables,
+                     "monitor": {"false_alarm": rates.false_alarm, "detection": rates.detection}}
+            if seed == seeds[0]:
+                entry["firmware"] = firmware_overhead(models, bundle, workdir / f"fw-k{k}")
+            per_seed.append(entry)
+        results["by_k"][str(k)] = {"per_seed": per_seed, "summary": summarise(per_seed),
+                                   "firmware": per_seed[0]["firmware"],
+                                   "extra_parameters": per_seed[0]["extra_parameters"]}
+    return results
 
 
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over seeds of each metric, clean and averaged over corruptions."""
-    conditions = {"clean": ["clean"],
-                  f"corrupted-{SEVERITY}": [f"{kind}-{SEVERITY}" for kind in KINDS]}
+    conditions = {"clean": (SEVERITIES[0], ["clean"])}
+    for severity in SEVERITIES:
+        conditions[f"corrupted-{severity}"] = (severity, [f"{kind}-{severity}" for kind in KINDS])
     summary: dict[str, Any] = {}
-    for condition, names in conditions.items():
+    for condition, (severity, names) in conditions.items():
         summary[condition] = {}
         for model in MODELS:
             summary[condition][model] = {}
             for metric in METRICS:
-                values = [_mean_defined([s["table"][name][model][metric] for name in names])
-                          for s in per_seed]
+                values = [_mean_defined([s["tables"][severity][name][model][metric]
+                                         for name in names]) for s in per_seed]
                 defined = [v for v in values if not np.isnan(v)]
                 summary[condition][model][metric] = {
                     "mean": float(np.mean(defined)) if defined else None,
@@ -83,27 +89,30 @@ def _cell(stat: dict[str, Any], seeds: int) -> str:
 
 
 def show_qute(q: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"QUTE vs BASE vs EE on digits, mean ± std over seeds {q['seeds']} "
-                        f"(corrupted = mean of {len(KINDS)} corruptions at severity {q['severity']})")
-    table.add_column("condition")
-    table.add_column("model")
-    for metric in METRICS:
-        table.add_column(metric, justify="right")
-    for condition, models in q["summary"].items():
-        if condition == "monitor":
-            continue
-        for model, metrics in models.items():
-            table.add_row(condition, model, *(_cell(metrics[m], len(q["seeds"])) for m in METRICS))
-    console.print(table)
-    monitor = q["summary"]["monitor"]
-    detection = ", ".join(f"{k} {v:.0%}" for k, v in monitor["detection"].items())
-    console.print(f"monitor: false alarm on clean {monitor['false_alarm']:.1%}; "
-                  f"detection {detection}")
-    fw = q["firmware"]
-    console.print(
-        f"QUTE on qemu-cortex-m4: {fw['QUTE']['instructions']:,} vs BASE "
-        f"{fw['BASE']['instructions']:,} instructions "
-        f"({fw['QUTE']['instructions'] / fw['BASE']['instructions'] - 1:+.1%}), flash "
-        f"{fw['QUTE']['flash_bytes']:,} vs {fw['BASE']['flash_bytes']:,} B, RAM "
-        f"{fw['QUTE']['ram_bytes']:,} vs {fw['BASE']['ram_bytes']:,} B; "
-        f"extra parameters {q['extra_parameters']:.1%}")
+    for k, result in q["by_k"].items():
+        table = Table(title=f"QUTE (K={k}) vs BASE vs EE on digits, mean ± std over seeds "
+                            f"{q['seeds']} (corrupted-s = mean of {len(KINDS)} corruptions "
+                            f"at severity s)")
+        table.add_column("condition")
+        table.add_column("model")
+        for metric in METRICS:
+            table.add_column(metric, justify="right")
+        for condition, models in result["summary"].items():
+            if condition == "monitor":
+                continue
+            for model, metrics in models.items():
+                table.add_row(condition, model,
+                              *(_cell(metrics[m], len(q["seeds"])) for m in METRICS))
+        console.print(table)
+        monitor = result["summary"]["monitor"]
+        detection = ", ".join(f"{name} {v:.0%}" for name, v in monitor["detection"].items())
+        console.print(f"K={k} monitor: false alarm on clean {monitor['false_alarm']:.1%}; "
+                      f"detection at severity 3: {detection}")
+        fw = result["firmware"]
+        console.print(
+            f"K={k} on qemu-cortex-m4: {fw['QUTE']['instructions']:,} vs BASE "
+            f"{fw['BASE']['instructions']:,} instructions "
+            f"({fw['QUTE']['instructions'] / fw['BASE']['instructions'] - 1:+.1%}), flash "
+            f"{fw['QUTE']['flash_bytes']:,} vs {fw['BASE']['flash_bytes']:,} B, RAM "
+            f"{fw['QUTE']['ram_bytes']:,} vs {fw['BASE']['ram_bytes']:,} B; "
+            f"extra trained parameters {result['extra_parameters']:.1%}")
