@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from eedge.examples.corruptions import KINDS
-from eedge.examples.qute_demo import (compare, export_qute, firmware_overhead, monitor_rates,
-                                      train_models)
+from eedge.examples.qute_demo import (compare, export_qute, firmware_overhead,
+                                      member_diagnostics, monitor_rates, train_models)
 
 SEEDS = (0, 1, 2)
 SEVERITIES = (1, 3, 5)
@@ -39,7 +39,7 @@ def qute_checks(workdir: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, Any]
             bundle = export_qute(models, workdir / f"qute-k{k}-{seed}")
             rates = monitor_rates(bundle, models.data, severity=3)
             entry = {"seed": seed, "extra_parameters": models.extra_parameters,
-                     "tables": tables,
+                     "tables": tables, "members": member_diagnostics(models, severity=3),
                      "monitor": {"false_alarm": rates.false_alarm, "detection": rates.detection}}
             if seed == seeds[0]:
                 entry["firmware"] = firmware_overhead(models, bundle, workdir / f"fw-k{k}")
@@ -68,6 +68,10 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
                     "mean": float(np.mean(defined)) if defined else None,
                     "std": float(np.std(defined)) if defined else None,
                     "seeds_defined": len(defined)}
+    summary["members"] = {
+        name: {key: float(np.mean([s["members"][name][key] for s in per_seed]))
+               for key in per_seed[0]["members"][name]}
+        for name in per_seed[0]["members"]}
     summary["monitor"] = {
         "false_alarm": float(np.mean([s["monitor"]["false_alarm"] for s in per_seed])),
         "detection": {kind: float(np.mean([s["monitor"]["detection"][kind] for s in per_seed]))
@@ -98,12 +102,17 @@ def show_qute(q: dict[str, Any], console: Console) -> None:
         for metric in METRICS:
             table.add_column(metric, justify="right")
         for condition, models in result["summary"].items():
-            if condition == "monitor":
+            if condition in ("monitor", "members"):
                 continue
             for model, metrics in models.items():
                 table.add_row(condition, model,
                               *(_cell(metrics[m], len(q["seeds"])) for m in METRICS))
         console.print(table)
+        members = "\n  ".join(
+            f"{name}: disagree EE {m['EE_disagreement']:.0%} QUTE {m['QUTE_disagreement']:.0%}, "
+            f"final conf BASE {m['BASE_confidence']:.2f} QUTE {m['QUTE_final_confidence']:.2f}"
+            for name, m in result["summary"]["members"].items())
+        console.print(f"K={k} members (severity 3):\n  {members}")
         monitor = result["summary"]["monitor"]
         detection = ", ".join(f"{name} {v:.0%}" for name, v in monitor["detection"].items())
         console.print(f"K={k} monitor: false alarm on clean {monitor['false_alarm']:.1%}; "

@@ -77,6 +77,33 @@ def compare(models: Models, severity: int = 3) -> dict[str, dict[str, Any]]:
     return table
 
 
+def disagreement(member_probs: list[np.ndarray]) -> float:
+    """Mean share of inputs on which two members predict different classes (over pairs).
+
+    An ensemble can only lower its confidence on unfamiliar inputs if its
+    members disagree there, so this explains its calibration under shift.
+    """
+    preds = [p.argmax(axis=1) for p in member_probs]
+    pairs = [(i, j) for i in range(len(preds)) for j in range(i + 1, len(preds))]
+    return float(np.mean([np.mean(preds[i] != preds[j]) for i, j in pairs])) if pairs else 0.0
+
+
+def member_diagnostics(models: Models, severity: int = 3) -> dict[str, dict[str, float]]:
+    """Per set: EE's and QUTE's member disagreement, and BASE's vs QUTE's final-exit confidence."""
+    data = models.data
+    sets = {"clean": data.x_test, **{f"{kind}-{severity}": corrupt(data.x_test, kind, severity)
+                                     for kind in KINDS}}
+    out: dict[str, dict[str, float]] = {}
+    for name, x in sets.items():
+        base = probabilities(models.base, x, None)
+        members = probabilities(models.qute, x, models.qute.ensemble_members)
+        out[name] = {"EE_disagreement": disagreement(base),
+                     "QUTE_disagreement": disagreement(members),
+                     "BASE_confidence": float(np.mean(base[-1].max(axis=1))),
+                     "QUTE_final_confidence": float(np.mean(members[0].max(axis=1)))}
+    return out
+
+
 def export_qute(models: Models, out: Path, force: bool = True) -> Bundle:
     """int8 bundle with the ensemble, early exits off, and a calibrated monitor."""
     from eedge.export import export_torch

@@ -15,7 +15,8 @@ from eedge.codegen.device_run import run_on_target  # noqa: E402
 from eedge.codegen.model_source import load_codegen_model  # noqa: E402
 from eedge.errors import InputDataError  # noqa: E402
 from eedge.examples.corruptions import KINDS, corrupt, corrupted_suite  # noqa: E402
-from eedge.examples.qute_demo import compare, export_qute, monitor_rates, train_models  # noqa: E402
+from eedge.examples.qute_demo import (compare, disagreement, export_qute,  # noqa: E402
+                                      member_diagnostics, monitor_rates, train_models)
 from eedge.policies.monitor import IntegerMonitor, Monitor, calibrate_rho  # noqa: E402
 from eedge.runtime.cascade import Cascade  # noqa: E402
 from eedge.targets import load_target  # noqa: E402
@@ -154,3 +155,16 @@ def test_float_monitor_and_bundles_without_ensemble(models, bundle, tmp_path: Pa
         choose_rho(plain, models.data.x_val, 16, 0.01)
     with pytest.raises(InputDataError, match="strictly between"):
         choose_rho(bundle, models.data.x_val, 16, 1.5)
+
+
+def test_member_disagreement_and_diagnostics(models) -> None:  # type: ignore[no-untyped-def]
+    a = np.eye(3)[[0, 1, 2, 0]]
+    b = np.eye(3)[[0, 1, 1, 1]]
+    assert disagreement([a, a]) == 0.0
+    assert disagreement([a, b]) == 0.5
+    assert disagreement([a, b, b]) == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    diagnostics = member_diagnostics(models)
+    assert set(diagnostics) == {"clean"} | {f"{k}-3" for k in KINDS}
+    for row in diagnostics.values():
+        assert all(0.0 <= v <= 1.0 for v in row.values())
+    assert diagnostics["clean"]["EE_disagreement"] < diagnostics["blur-3"]["EE_disagreement"]
