@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from eedge.errors import ModelError
-from eedge.train.multi_exit import seed_everything
+from eedge.train.multi_exit import LoopSettings, run_training
 
 
 def _linear(head: nn.Module) -> nn.Linear:
@@ -101,45 +101,21 @@ def exit_weights(model: QuteNet, config: QuteConfig) -> list[float]:
 
 def train_qute(model: QuteNet, x: np.ndarray, y: np.ndarray, config: QuteConfig = QuteConfig(),
                on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-    """Joint training with early-view assistance after every step; seeded, one thread."""
-    seed_everything(config.seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Joint training with early-view assistance after every step; seeded, one thread.
+
+    The backbone and early exits are frozen for the last ``freeze_fraction``
+    of epochs so the EV adapters settle on fixed features.
+    """
+    freeze_from = int(round(config.epochs * (1 - config.freeze_fraction)))
+
+    def freeze_late(epoch: int) -> None:
+        for p in model.base.parameters():
+            p.requires_grad_(epoch < freeze_from)
+
     try:
-        generator = torch.Generator().manual_seed(config.seed)
-        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                      weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
-        weights = exit_weights(model, config)
-        freeze_from = int(round(config.epochs * (1 - config.freeze_fraction)))
-        losses: list[float] = []
-        for epoch in range(config.epochs):
-            frozen = epoch >= freeze_from
-            for p in model.base.parameters():
-                p.requires_grad_(not frozen)
-            model.train()
-            order = torch.randperm(len(inputs), generator=generator)
-            total, batches = 0.0, 0
-            for start in range(0, len(inputs), config.batch_size):
-                idx = order[start:start + config.batch_size]
-                outputs = model(inputs[idx])
-                loss = sum(w * nn.functional.cross_entropy(o, labels[idx])
-                           for w, o in zip(weights, outputs))
-                optimizer.zero_grad()
-                loss.backward()  # type: ignore[union-attr]
-                optimizer.step()
-                model.assist()
-                total += float(loss.detach())  # type: ignore[union-attr]
-                batches += 1
-            scheduler.step()
-            losses.append(total / batches)
-            if on_epoch is not None:
-                on_epoch(epoch, losses[-1])
+        return run_training(model, x, y, exit_weights(model, config), LoopSettings(
+            config.epochs, config.batch_size, config.learning_rate, 1e-4, config.seed),
+            on_epoch, before_epoch=freeze_late, after_step=model.assist)
+    finally:
         for p in model.base.parameters():
             p.requires_grad_(True)
-        model.eval()
-        return losses
-    finally:
-        torch.set_num_threads(threads)
