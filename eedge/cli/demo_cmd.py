@@ -134,8 +134,9 @@ def _qute_demo(out: Path | None, seed: int, epochs: int, no_firmware: bool, as_j
                             f"{m['brier']:.3f}", f"{m['nll']:.3f}", f"{m['ece']:.3f}",
                             "-" if m["failure_auroc"] is None else f"{m['failure_auroc']:.3f}")
     out_console.print(metrics)
-    out_console.print(f"QUTE adds {models.extra_parameters:.1%} parameters (early-view heads "
-                      "share the early exits' classifiers)")
+    out_console.print(f"QUTE adds {models.extra_parameters:.1%} trained parameters (the "
+                      "adapters; the early-view heads reuse the early exits' classifiers, "
+                      "which the firmware stores again, see flash)")
     detection = ", ".join(f"{k} {v:.0%}" for k, v in rates.detection.items())
     out_console.print(f"monitor (window 32): false alarms on clean test data "
                       f"{rates.false_alarm:.1%}; windows flagged under severity-3 shift: "
