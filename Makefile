@@ -11,8 +11,10 @@ TORCH := torch==2.13.0
 STAMP := $(VENV)/.eedge-setup-done
 PYTEST_WORKERS ?= 2
 # The Arm toolchain and QEMU build and run the generated C runtime; sshd stands in for a
-# Raspberry Pi in the profiler's tests (Debian packages).
-SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssh-server
+# Raspberry Pi in the profiler's tests; the aarch64 cross gcc links TVM libraries for the
+# Pi (Debian packages).
+SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssh-server \
+  gcc-aarch64-linux-gnu
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system demo test bench clean
@@ -21,7 +23,8 @@ setup: $(STAMP)
 
 system:
 	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
-	    || [ ! -e /usr/lib/arm-none-eabi/newlib/libc_nano.a ] || [ ! -x /usr/sbin/sshd ]; then \
+	    || [ ! -e /usr/lib/arm-none-eabi/newlib/libc_nano.a ] || [ ! -x /usr/sbin/sshd ] \
+	    || ! command -v aarch64-linux-gnu-gcc >/dev/null; then \
 	  echo "installing $(SYSTEM_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
 	    -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \

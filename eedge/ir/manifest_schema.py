@@ -69,7 +69,9 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "name": {"type": "string"},
                     "side": {"enum": [None, "head", "tail"]},
                     "files": {"type": "object", "minProperties": 1,
-                              "propertyNames": {"enum": ["onnx", "tflite", "tflite_int8"]},
+                              "propertyNames": {"anyOf": [
+                                  {"enum": ["onnx", "tflite", "tflite_int8"]},
+                                  {"pattern": "^tvm_[a-z0-9_]+$"}]},
                               "additionalProperties": _FILE_NAME},
                     "io": {"type": "object", "additionalProperties": {
                         "type": "object", "required": ["inputs", "outputs"],
@@ -128,6 +130,9 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                                             "window": {"type": "integer", "minimum": 1},
                                             "rho": {"type": "number", "minimum": 0,
                                                     "maximum": 1}}}]}}},
+        "tvm": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["version", "target"],
+            "properties": {"version": {"type": "string"}, "target": {"type": "string"}}}},
         "memory": {"type": "object", "required": ["arena_bytes"],
                    "properties": {"arena_bytes": {"type": "integer", "minimum": 0}}},
         "files": {

@@ -143,10 +143,13 @@ class Cascade:
         self.format, engine = RUNTIMES[self.runtime]
         missing = [s["name"] for s in self.stages if self.format not in s["files"]]
         if missing:
-            hint = {"tflite_int8": "--int8 --calib DATA", "tflite": "--format tflite",
-                    "onnx": "an ONNX or torch source"}[self.format]
-            raise BundleError(f"{self.bundle.path} has no {self.format} stage files; export "
-                              f"with {hint} (available: {', '.join(available_runtimes(manifest))})")
+            hint = {"tflite_int8": "export with --int8 --calib DATA",
+                    "tflite": "export with --format tflite",
+                    "onnx": "export from an ONNX or torch source",
+                    "tvm_host": "run `eedge compile BUNDLE --backend tvm --target host`",
+                    }[self.format]
+            raise BundleError(f"{self.bundle.path} has no {self.format} stage files; {hint} "
+                              f"(available: {', '.join(available_runtimes(manifest))})")
         self.io = [s["io"][self.format] for s in self.stages]
         self.dynamic_batch = all(isinstance(i["shape"][0], str) for i in self.inputs)
         self.runners = [make_runner(engine, self.bundle.file(s["files"][self.format]),
@@ -220,7 +223,7 @@ class Cascade:
         converted = {}
         for spec in self.inputs:
             array = feeds[spec["name"]]
-            if self.format != "onnx" and spec.get("layout") == "NCHW":
+            if self.format.startswith("tflite") and spec.get("layout") == "NCHW":
                 array = np.ascontiguousarray(array.transpose(0, 2, 3, 1))
             quant = self._input_quant.get(spec["name"])
             if quant is not None and spec["dtype"] != "int8":

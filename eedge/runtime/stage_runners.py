@@ -26,6 +26,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "int8-litert-ref": ("tflite_int8", "litert-ref"),
     "int8-reference": ("tflite_int8", "reference"),
     "int8-tflm": ("tflite_int8", "tflm"),
+    "tvm": ("tvm_host", "tvm"),
 }
 
 
@@ -74,6 +75,23 @@ class ReferenceRunner:
         return [env[name] for name in self.outputs]
 
 
+class TvmRunner:
+    """A stage compiled by `eedge compile --backend tvm`, run by TVM's Relax VM on the CPU."""
+
+    def __init__(self, path: Path) -> None:
+        from eedge.backends.tvm_compiler import import_tvm
+
+        tvm = import_tvm()
+        self.tvm = tvm
+        self.vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        out = self.vm["main"](*[self.tvm.runtime.tensor(np.ascontiguousarray(a))
+                                for a in arrays])
+        items = [out] if hasattr(out, "numpy") else list(out)
+        return [item.numpy() for item in items]
+
+
 def make_runner(engine: str, path: Path, input_names: list[str], n_outputs: int,
                 dynamic_batch: bool, threads: int) -> StageRunner:
     if not path.is_file():
@@ -86,6 +104,8 @@ def make_runner(engine: str, path: Path, input_names: list[str], n_outputs: int,
         return LiteRTModel(path.read_bytes(), reference=engine == "litert-ref", threads=threads)
     if engine == "reference":
         return ReferenceRunner.from_file(path)
+    if engine == "tvm":
+        return TvmRunner(path)
     if engine == "tflm":
         from eedge.runtime.interpreters import TFLMModel
 

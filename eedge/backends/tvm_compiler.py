@@ -1,0 +1,114 @@
+"""Compile a bundle's ONNX stages with Apache TVM (Relax) into shared libraries.
+
+TVM is an optional extra (`pip install 'eedge[tvm]'`): it is imported only
+here and in the TVM stage runner. Each stage is compiled from the very ONNX
+file the bundle verified, so the TVM libraries inherit its inputs, outputs
+and symbolic batch; the stage's ``io`` for a TVM format is the ONNX one.
+Libraries are stored next to the stages (``stageK.tvm-<target>.so``) with
+checksums, and the manifest records the TVM version and target string.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eedge.errors import BundleError, ModelError, ToolchainError
+from eedge.ir.bundle import Bundle, file_entries, write_manifest
+
+
+@dataclass(frozen=True)
+class TvmTarget:
+    """Where a library runs: TVM's target string and the C compiler that links it."""
+
+    name: str
+    target: dict[str, str]  # TVM's target in its JSON form (0.27 rejects "llvm -mcpu=..")
+    cc: str | None  # None: TVM's default host compiler
+
+
+TVM_TARGETS = {
+    "host": TvmTarget("host", {"kind": "llvm"}, None),
+    # the Pi 4's Cortex-A72, cross-linked with Debian's aarch64 toolchain
+    "rpi4": TvmTarget("rpi4", {"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+                               "mcpu": "cortex-a72"}, "aarch64-linux-gnu-gcc"),
+}
+
+
+def import_tvm() -> Any:
+    try:
+        import tvm
+    except ImportError as exc:
+        raise ToolchainError("Apache TVM is not installed: pip install 'eedge[tvm]' "
+                             "(apache-tvm 0.27)") from exc
+    return tvm
+
+
+def tvm_format(target: str) -> str:
+    """The stage-file format key of a TVM target, as the manifest lists it."""
+    return f"tvm_{target}"
+
+
+def resolve_target(name: str) -> TvmTarget:
+    if name not in TVM_TARGETS:
+        raise ToolchainError(f"no TVM target {name!r}; choose one of {', '.join(TVM_TARGETS)}")
+    target = TVM_TARGETS[name]
+    if target.cc is not None and shutil.which(target.cc) is None:
+        raise ToolchainError(f"{target.cc} is not installed; it links TVM libraries for "
+                             f"{name}: apt-get install gcc-aarch64-linux-gnu")
+    return target
+
+
+def compile_onnx(onnx_path: Path, out: Path, target: TvmTarget) -> None:
+    """ONNX file -> Relax -> a shared library at ``out``."""
+    import onnx
+
+    tvm = import_tvm()
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        module = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
+    except Exception as exc:  # TVM raises many kinds for unsupported operators
+        raise ModelError(f"TVM cannot import {onnx_path.name}: {str(exc).splitlines()[0]}") \
+            from exc
+    executable = tvm.compile(module, target=tvm.target.Target(target.target))
+    options = {"cc": target.cc} if target.cc else {}
+    executable.export_library(str(out), **options)
+
+
+def compile_bundle(bundle: Bundle, target_name: str) -> Bundle:
+    """Compile every ONNX stage for ``target_name`` and record the libraries in the manifest.
+
+    Libraries are written under temporary names and renamed only when all
+    stages compiled, then the manifest is replaced atomically; a failure
+    leaves the bundle as it was.
+    """
+    target = resolve_target(target_name)
+    tvm = import_tvm()
+    stages = bundle.stages
+    if any("onnx" not in s["files"] for s in stages):
+        raise BundleError(f"{bundle.path} has no ONNX stage files to compile; export it from "
+                          "an ONNX or torch model")
+    fmt = tvm_format(target.name)
+    names = [f"stage{s['index']}.tvm-{target.name}.so" for s in stages]
+    temporary = [bundle.path / f".{name}.partial" for name in names]
+    try:
+        for stage, tmp in zip(stages, temporary):
+            compile_onnx(bundle.file(stage["files"]["onnx"]), tmp, target)
+        for tmp, name in zip(temporary, names):
+            tmp.replace(bundle.path / name)
+    finally:
+        for tmp in temporary:
+            tmp.unlink(missing_ok=True)
+    manifest = dict(bundle.manifest)
+    manifest["stages"] = [dict(s, files={**s["files"], fmt: name},
+                               io={**s["io"], fmt: s["io"]["onnx"]})
+                          for s, name in zip(stages, names)]
+    manifest["files"] = {**manifest["files"], **file_entries(bundle.path, names)}
+    manifest["tvm"] = {**(manifest.get("tvm") or {}),
+                       target.name: {"version": tvm.__version__,
+                                     "target": json.dumps(target.target, sort_keys=True)}}
+    write_manifest(bundle.path, manifest)
+    return Bundle(path=bundle.path, manifest=manifest)

@@ -1,0 +1,49 @@
+"""``eedge compile``: compile a bundle's stages with an optimizing compiler (Apache TVM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+
+
+@click.command("compile")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--backend", type=click.Choice(["tvm"]), default="tvm", show_default=True,
+              help="Compiler (TVM is the optional extra eedge[tvm]).")
+@click.option("--target", "target", type=click.Choice(["host", "rpi4"]), default="host",
+              show_default=True,
+              help="host: x86-64/this CPU; rpi4: aarch64 Cortex-A72, cross-linked.")
+@json_option
+@debug_option
+def compile_command(bundle: Path, backend: str, target: str, as_json: bool) -> None:
+    """Compile every ONNX stage of BUNDLE to a shared library and record it in the manifest.
+
+    The host libraries run with `eedge run --runtime tvm`.
+
+    \b
+    Examples:
+      eedge compile demo-out/bundle --backend tvm --target host
+      eedge compile demo-out/bundle --backend tvm --target rpi4
+    """
+    from eedge.backends.tvm_compiler import compile_bundle, tvm_format
+    from eedge.ir.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    with progress_status(f"compiling {len(loaded.stages)} stages with {backend} for {target}",
+                         quiet=as_json):
+        compiled = compile_bundle(loaded, target)
+    fmt = tvm_format(target)
+    files = [s["files"][fmt] for s in compiled.stages]
+    report = {"backend": backend, "target": target, "files": {
+        name: compiled.manifest["files"][name]["bytes"] for name in files},
+        **compiled.manifest["tvm"][target]}
+    if as_json:
+        print_json(report)
+        return
+    for name, size in report["files"].items():
+        out_console.print(f"{name}: {size:,} bytes")
+    out_console.print(f"TVM {report['version']}, target '{report['target']}'; "
+                      f"written to {bundle}/manifest.json")
