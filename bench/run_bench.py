@@ -33,6 +33,7 @@ from eedge.targets import load_target  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from qute_bench import qute_checks, show_qute  # noqa: E402
+from tvm_bench import show_tvm, tvm_vs_ort  # noqa: E402
 
 MLPERF = {"kws": "kws_ref_model.tflite", "resnet": "pretrainedResnet_quant.tflite",
           "vww": "vww_96_int8.tflite", "ad01": "ad01_int8.tflite"}
@@ -340,6 +341,10 @@ def main() -> None:
         results["serve"] = serve_load_test(bundles["digits-demo"], Path(tmp) / "demo" /
                                            "test.npz", Path(tmp) / "split")
         results["qute"] = qute_checks(Path(tmp) / "qute")
+        demo_x = np.load(Path(tmp) / "demo" / "test.npz")["x"]
+        results["tvm"] = tvm_vs_ort({"digits-demo": (bundles["digits-demo"], demo_x),
+                                     "residual96": medium_bundle(Path(tmp) / "tvm-medium")},
+                                    Path(tmp))
         for name, bundle in bundles.items():
             model = load_codegen_model(bundle)
             shape = [int(d) for d in model.graph.tensors[model.input].shape]
@@ -421,6 +426,8 @@ def show(results: dict[str, Any]) -> None:
         show_serve(results["serve"])
     if "qute" in results:
         show_qute(results["qute"], console)
+    if "tvm" in results:
+        show_tvm(results["tvm"], console)
     if "calibration" in results:
         show_calibration(results["calibration"])
     if "profiler" in results:

@@ -21,7 +21,7 @@ def mlp_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["export", "inspect", "run", "demo", "monitor"])
+@pytest.mark.parametrize("command", ["export", "inspect", "run", "demo", "monitor", "compile"])
 def test_every_command_has_help_with_an_example(capsys, command: str) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = run(capsys, command, "--help")
     assert code == 0 and "Example" in out and "--debug" in out
