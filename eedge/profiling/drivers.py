@@ -142,6 +142,13 @@ def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str |
         return profile_host(bundle, x, runtime, threads, warmup, repeats, say)
     if target.kind == "mcu-qemu":
         return profile_qemu(bundle, target, x, say)
+    if target.kind == "linux-ssh" and runtime == "tvm":
+        from eedge.profiling.tvm_rpc import profile_tvm_rpc
+
+        if target.get("tvm_rpc") is None:
+            raise TargetError(f"{target.name} names no TVM RPC server: add tvm_rpc: "
+                              "{host: ..., port: 9090} to its YAML")
+        return profile_tvm_rpc(bundle, target, x, max(repeats // 20, 5), say)
     if target.kind == "linux-ssh":
         from eedge.profiling.ssh import profile_ssh
 
