@@ -76,3 +76,21 @@ def test_rpc_errors_are_clear(capsys, bundle_of, tmp_path: Path) -> None:  # typ
     code, _, err = run_cli(capsys, "profile", str(bundle.path), "--target", str(target),
                            "--runtime", "tvm")
     assert code == 7 and "cannot reach the TVM RPC server" in err
+
+
+def test_rpc_server_started_over_ssh(capsys, bundle_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from sshd import fake_pi
+
+    bundle = compile_bundle(bundle_of("depthwise").bundle, "host")
+    port = free_port()
+    with fake_pi(tmp_path / "pi") as pi:
+        target = pi.target_yaml(tmp_path / "pi.yaml")
+        with target.open("a") as out:
+            out.write(f"tvm_rpc:\n  host: 127.0.0.1\n  port: {port}\n  library: host\n"
+                      "  number: 5\n  start_over_ssh: true\n")
+        code, out, err = run_cli(capsys, "profile", str(bundle.path), "--target", str(target),
+                                 "--runtime", "tvm", "--json")
+        assert code == 0, err
+        assert len(json.loads(out)["stages"]) == len(bundle.stages)
+        with socket.socket() as s:  # eedge stopped the server it started
+            assert s.connect_ex(("127.0.0.1", port)) != 0
