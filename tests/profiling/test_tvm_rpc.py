@@ -13,16 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_runner import run_cli
+from sshd import fake_pi, free_port
 
 pytest.importorskip("tvm", reason="Apache TVM (eedge[tvm]) is not installed")
 
 from eedge.backends.tvm_compiler import compile_bundle  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +74,6 @@ def test_rpc_errors_are_clear(capsys, bundle_of, tmp_path: Path) -> None:  # typ
 
 
 def test_rpc_server_started_over_ssh(capsys, bundle_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from sshd import fake_pi
-
     bundle = compile_bundle(bundle_of("depthwise").bundle, "host")
     port = free_port()
     with fake_pi(tmp_path / "pi") as pi:
