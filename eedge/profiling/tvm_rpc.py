@@ -48,7 +48,7 @@ def rpc_server_over_ssh(target: Target, port: int, say: Progress) -> Iterator[No
     from eedge.profiling.ssh import connect, run
 
     client = connect(target)
-    log = f"/tmp/eedge-tvm-rpc-{port}.log"
+    log = f".eedge-tvm-rpc-{port}.log"  # in the SSH login's home directory
     try:
         say(f"starting the TVM RPC server on {target.name} over SSH")
         # its own session, so stopping it stops the listener process TVM forks too
