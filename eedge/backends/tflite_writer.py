@@ -54,20 +54,24 @@ class _AlignedBuffer(schema.BufferT):
         return schema.BufferEnd(builder)
 
 
+def _set_window(opts: Any, attrs: dict[str, Any]) -> None:
+    """Padding and strides, which conv, depthwise conv and pooling options all carry."""
+    opts.padding = PADDINGS[attrs["padding"]]
+    opts.strideH, opts.strideW = attrs["stride_h"], attrs["stride_w"]
+
+
 def _options(op: str, attrs: dict[str, Any]) -> tuple[int, Any]:
     o = schema
     act = ACTIVATIONS[attrs.get("activation", "NONE")]
     if op == "CONV_2D":
         opts = o.Conv2DOptionsT()
-        opts.padding, opts.strideH, opts.strideW = PADDINGS[attrs["padding"]], attrs["stride_h"], \
-            attrs["stride_w"]
+        _set_window(opts, attrs)
         opts.dilationHFactor, opts.dilationWFactor = attrs["dilation_h"], attrs["dilation_w"]
         opts.fusedActivationFunction = act
         return o.BuiltinOptions.Conv2DOptions, opts
     if op == "DEPTHWISE_CONV_2D":
         opts = o.DepthwiseConv2DOptionsT()
-        opts.padding, opts.strideH, opts.strideW = PADDINGS[attrs["padding"]], attrs["stride_h"], \
-            attrs["stride_w"]
+        _set_window(opts, attrs)
         opts.dilationHFactor, opts.dilationWFactor = attrs["dilation_h"], attrs["dilation_w"]
         opts.depthMultiplier = attrs["depth_multiplier"]
         opts.fusedActivationFunction = act
@@ -82,8 +86,7 @@ def _options(op: str, attrs: dict[str, Any]) -> tuple[int, Any]:
         return (o.BuiltinOptions.AddOptions if op == "ADD" else o.BuiltinOptions.MulOptions), opts
     if op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         opts = o.Pool2DOptionsT()
-        opts.padding, opts.strideH, opts.strideW = PADDINGS[attrs["padding"]], attrs["stride_h"], \
-            attrs["stride_w"]
+        _set_window(opts, attrs)
         opts.filterHeight, opts.filterWidth = attrs["filter_h"], attrs["filter_w"]
         opts.fusedActivationFunction = act
         return o.BuiltinOptions.Pool2DOptions, opts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -151,7 +152,7 @@ def _binary(ctx: EmitContext, node: Node) -> Emitted:
 
 
 def _pool(ctx: EmitContext, node: Node) -> Emitted:
-    g, a, p = ctx.graph, node.attrs, ctx.ident
+    g, a = ctx.graph, node.attrs
     _, in_h, in_w, c = _dims(g, node.inputs[0])
     _, out_h, out_w, _ = _dims(g, node.outputs[0])
     _, pad_top = padding_amounts(in_h, a["filter_h"], a["stride_h"], 1, a["padding"])
@@ -165,13 +166,20 @@ def _pool(ctx: EmitContext, node: Node) -> Emitted:
                   f_w=a["filter_w"], stride_h=a["stride_h"], stride_w=a["stride_w"],
                   pad_top=pad_top, pad_left=pad_left, act_min=low, act_max=high)
     kernel = "eedge_avg_pool_s8" if node.op_type == "AVERAGE_POOL_2D" else "eedge_max_pool_s8"
-    return Emitted([struct("eedge_pool_params", f"{p}_params", fields)],
+    return _unary(ctx, node, "eedge_pool_params", kernel, fields)
+
+
+def _unary(ctx: EmitContext, node: Node, params_type: str, kernel: str,
+           fields: dict[str, Any]) -> Emitted:
+    """One params struct and `kernel(&params, input, output)`: every one-input kernel's call."""
+    p = ctx.ident
+    return Emitted([struct(params_type, f"{p}_params", fields)],
                    f"{kernel}(&{p}_params, {_operand(ctx, node.inputs[0])}, "
                    f"{ctx.tensor_ref(node.outputs[0])})")
 
 
 def _mean(ctx: EmitContext, node: Node) -> Emitted:
-    g, p = ctx.graph, ctx.ident
+    g = ctx.graph
     dims = _dims(g, node.inputs[0])
     axes = sorted(int(v) % len(dims) for v in g.constants[node.inputs[1]].reshape(-1))
     if len(dims) != 4 or axes != [1, 2]:
@@ -181,9 +189,7 @@ def _mean(ctx: EmitContext, node: Node) -> Emitted:
     m, s = mean_multiplier(scale_of(in_q), scale_of(out_q), dims[1] * dims[2])
     fields = dict(h=dims[1], w=dims[2], c=dims[3], in_zero_point=zero_point_of(in_q),
                   out_zero_point=zero_point_of(out_q), multiplier=m, shift=s)
-    return Emitted([struct("eedge_mean_params", f"{p}_params", fields)],
-                   f"eedge_mean_hw_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{ctx.tensor_ref(node.outputs[0])})")
+    return _unary(ctx, node, "eedge_mean_params", "eedge_mean_hw_s8", fields)
 
 
 def softmax_fields(graph: Graph, tensor: str, beta: float = 1.0) -> dict[str, int]:
@@ -194,19 +200,17 @@ def softmax_fields(graph: Graph, tensor: str, beta: float = 1.0) -> dict[str, in
 
 
 def _softmax(ctx: EmitContext, node: Node) -> Emitted:
-    g, p = ctx.graph, ctx.ident
+    g = ctx.graph
     out_q = quant_of(g, node.outputs[0])
     if zero_point_of(out_q) != -128 or F32(scale_of(out_q)) != F32(1 / 256):
         raise UnsupportedOpError(f"SOFTMAX {node.name!r}: int8 output must use scale 1/256 "
                                  "and zero point -128")
     fields = softmax_fields(g, node.inputs[0], float(node.attrs.get("beta", 1.0)))
-    return Emitted([struct("eedge_softmax_params", f"{p}_params", fields)],
-                   f"eedge_softmax_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{ctx.tensor_ref(node.outputs[0])})")
+    return _unary(ctx, node, "eedge_softmax_params", "eedge_softmax_s8", fields)
 
 
 def _pad(ctx: EmitContext, node: Node) -> Emitted:
-    g, p = ctx.graph, ctx.ident
+    g = ctx.graph
     dims = _dims(g, node.inputs[0])
     pads = g.constants[node.inputs[1]].reshape(-1, 2)
     if len(dims) > 4:
@@ -218,9 +222,7 @@ def _pad(ctx: EmitContext, node: Node) -> Emitted:
               "pad_before": "{" + ", ".join(map(str, before)) + "}",
               "pad_after": "{" + ", ".join(map(str, after)) + "}",
               "pad_value": zero_point_of(quant_of(g, node.outputs[0]))}
-    return Emitted([struct("eedge_pad_params", f"{p}_params", fields)],
-                   f"eedge_pad_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{ctx.tensor_ref(node.outputs[0])})")
+    return _unary(ctx, node, "eedge_pad_params", "eedge_pad_s8", fields)
 
 
 def _concat(ctx: EmitContext, node: Node) -> Emitted:
@@ -252,16 +254,14 @@ def _reshape(ctx: EmitContext, node: Node) -> Emitted:
 
 
 def _requantize(ctx: EmitContext, node: Node) -> Emitted:
-    g, p = ctx.graph, ctx.ident
+    g = ctx.graph
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
     m, s = quantize_multiplier(float(F32(F32(scale_of(in_q)) / F32(scale_of(out_q)))))
     low, high = activation_range(node.op_type, out_q)
     fields = dict(size=_size(g, node.outputs[0]), in_offset=-zero_point_of(in_q),
                   out_offset=zero_point_of(out_q), multiplier=m, shift=s, act_min=low,
                   act_max=high)
-    return Emitted([struct("eedge_requant_params", f"{p}_params", fields)],
-                   f"eedge_requantize_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{ctx.tensor_ref(node.outputs[0])})")
+    return _unary(ctx, node, "eedge_requant_params", "eedge_requantize_s8", fields)
 
 
 _HANDLERS: dict[str, Callable[[EmitContext, Node], Emitted]] = {
