@@ -45,7 +45,7 @@ def monitor(bundle: Path, data: Path, window: int, false_alarm: float, checks: t
     """
     from eedge.ir.bundle import load_bundle
     from eedge.runtime.cascade import available_runtimes
-    from eedge.policies.monitor import choose_rho, flagged_share, store_monitor
+    from eedge.policies.monitor import EnsembleStream, store_monitor
 
     loaded = load_bundle(bundle)
     if runtime is None and "int8-reference" in available_runtimes(loaded.manifest):
@@ -55,14 +55,16 @@ def monitor(bundle: Path, data: Path, window: int, false_alarm: float, checks: t
         raise InputDataError(f"{data} holds {len(x)} inputs; the monitor needs at least "
                              f"--window {window} to calibrate")
     with progress_status("calibrating the monitor", quiet=as_json):
-        rho = choose_rho(loaded, x, window, false_alarm, runtime)
+        stream = EnsembleStream(loaded, runtime)
+        clean = stream.infer(x)
+        rho = stream.choose_rho(clean, window, false_alarm)
         chosen = {"window": window, "rho": rho}
         report = {"window": window, "rho": rho, "false_alarm_target": false_alarm,
                   "runtime": runtime, "written": not dry_run,
-                  "flagged": {str(data): flagged_share(loaded, x, runtime, chosen)}}
+                  "flagged": {str(data): stream.flagged_share(clean, chosen)}}
         for path in checks:
-            report["flagged"][str(path)] = flagged_share(loaded, load_array(path), runtime,
-                                                         chosen)
+            report["flagged"][str(path)] = stream.flagged_share(
+                stream.infer(load_array(path)), chosen)
     if not dry_run:
         store_monitor(loaded, window, rho, false_alarm)
     if as_json:

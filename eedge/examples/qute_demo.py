@@ -19,7 +19,7 @@ from eedge.examples.digits import DigitsSplits, load_digits_splits
 from eedge.ir.bundle import Bundle
 from eedge.metrics import uncertainty_report
 from eedge.policies.criteria import softmax
-from eedge.policies.monitor import calibrate_bundle_monitor, flagged_share
+from eedge.policies.monitor import EnsembleStream, calibrate_bundle_monitor
 
 MONITOR_WINDOW = 32
 FALSE_ALARM = 0.01
@@ -124,8 +124,10 @@ class MonitorRates:
 
 def monitor_rates(bundle: Bundle, data: DigitsSplits, severity: int = 3) -> MonitorRates:
     """Share of full windows flagged: on clean test data, and on each corruption."""
+    stream = EnsembleStream(bundle, runtime="int8-reference")
+
     def flagged(x: np.ndarray) -> float:
-        return flagged_share(bundle, x, runtime="int8-reference")
+        return stream.flagged_share(stream.infer(x))
 
     return MonitorRates(flagged(data.x_test), {kind: flagged(corrupt(data.x_test, kind, severity))
                                                for kind in KINDS})

@@ -68,39 +68,72 @@ class IntegerMonitor:
         return [self.update(c) for c in confidences_q]
 
 
-def _ensemble_cascade(bundle: Any, runtime: str | None) -> tuple[Any, int]:
-    from eedge.runtime.cascade import Cascade
+class EnsembleStream:
+    """A bundle's ensemble on one runtime: confidences over input streams, and the monitor.
 
-    ensemble = bundle.manifest.get("ensemble")
-    if not ensemble:
-        raise InputDataError(f"{bundle.path} has no exit ensemble to monitor: export it with "
-                             "`eedge export ... --ensemble K,K,...`")
-    return Cascade(bundle, runtime=runtime), len(ensemble["members"])
-
-
-def _is_integer(cascade: Any) -> bool:
-    return str(cascade.runtime).startswith("int8")
-
-
-def choose_rho(bundle: Any, clean: np.ndarray, window: int, false_alarm: float,
-               runtime: str | None = None) -> float:
-    """rho for ``bundle``'s ensemble from clean inputs, on the given runtime's confidences.
-
-    On int8 runtimes those are the ensemble's integer probabilities the firmware
-    sums, so the device flags exactly the windows Python does.
+    The cascade is built once and serves calibration and every check, so each
+    stream of inputs is inferred exactly once. On int8 runtimes the monitor
+    runs on the ensemble's integer probability sums the firmware uses, so the
+    device flags exactly the windows Python does.
     """
-    if window < 1:
-        raise InputDataError("the monitor window must be at least 1 sample")
-    if not 0 < false_alarm < 1:
-        raise InputDataError("the false-alarm target must lie strictly between 0 and 1")
-    cascade, _ = _ensemble_cascade(bundle, runtime)
-    return calibrate_rho(cascade.infer(clean).confidence, window, false_alarm)
+
+    def __init__(self, bundle: Any, runtime: str | None = None) -> None:
+        from eedge.runtime.cascade import Cascade
+
+        ensemble = bundle.manifest.get("ensemble")
+        if not ensemble:
+            raise InputDataError(f"{bundle.path} has no exit ensemble to monitor: export it "
+                                 "with `eedge export ... --ensemble K,K,...`")
+        self.bundle = bundle
+        self.cascade = Cascade(bundle, runtime=runtime)
+        self.members = len(ensemble["members"])
+        self.integer = str(self.cascade.runtime).startswith("int8")
+
+    def infer(self, x: np.ndarray) -> Any:
+        return self.cascade.infer(x)
+
+    def choose_rho(self, clean: Any, window: int, false_alarm: float) -> float:
+        """rho from the inference result of clean inputs."""
+        if window < 1:
+            raise InputDataError("the monitor window must be at least 1 sample")
+        if not 0 < false_alarm < 1:
+            raise InputDataError("the false-alarm target must lie strictly between 0 and 1")
+        return calibrate_rho(clean.confidence, window, false_alarm)
+
+    def stored_monitor(self) -> dict[str, Any]:
+        monitor = (self.bundle.manifest.get("ensemble") or {}).get("monitor")
+        if not monitor:
+            raise InputDataError(f"{self.bundle.path} has no calibrated monitor: run "
+                                 "`eedge monitor BUNDLE --data clean.npz` first")
+        return dict(monitor)
+
+    def flags(self, result: Any, monitor: dict[str, Any] | None = None) -> np.ndarray:
+        """The monitor's flag after each input of an inferred stream, in order.
+
+        ``monitor`` (window, rho) defaults to the one stored in the bundle.
+        """
+        monitor = monitor or self.stored_monitor()
+        if self.integer:
+            return np.array(IntegerMonitor(monitor["window"], monitor["rho"], self.members).run(
+                result.confidence_q), dtype=bool)
+        float_monitor = Monitor(monitor["window"], monitor["rho"])
+        return np.array([float_monitor.update(c) for c in result.confidence], dtype=bool)
+
+    def flagged_share(self, result: Any, monitor: dict[str, Any] | None = None) -> float:
+        """Share of full windows flagged (the false-alarm or detection rate)."""
+        monitor = monitor or self.stored_monitor()
+        full = self.flags(result, monitor)[monitor["window"] - 1:]
+        if full.size == 0:
+            raise InputDataError(f"need at least {monitor['window']} inputs to fill one "
+                                 "monitor window")
+        return float(np.mean(full))
 
 
 def calibrate_bundle_monitor(bundle: Any, clean: np.ndarray, window: int, false_alarm: float,
                              runtime: str | None = None) -> tuple[Any, float]:
     """Choose rho on clean inputs and store the monitor in the bundle's manifest."""
-    rho = choose_rho(bundle, clean, window, false_alarm, runtime)
+    stream = EnsembleStream(bundle, runtime)
+    rho = stream.choose_rho(stream.infer(clean), window, false_alarm)
     return store_monitor(bundle, window, rho, false_alarm), rho
 
 
@@ -113,33 +146,3 @@ def store_monitor(bundle: Any, window: int, rho: float, false_alarm: float) -> A
                                            "false_alarm_target": false_alarm}
 
     return update_manifest(bundle, add_monitor)
-
-
-def monitor_flags(bundle: Any, x: np.ndarray, runtime: str | None = None,
-                  monitor: dict[str, Any] | None = None) -> np.ndarray:
-    """The monitor's flag after each input of the stream ``x``, in order.
-
-    ``monitor`` (window, rho) defaults to the one stored in the bundle.
-    """
-    monitor = monitor or (bundle.manifest.get("ensemble") or {}).get("monitor")
-    if not monitor:
-        raise InputDataError(f"{bundle.path} has no calibrated monitor: run "
-                             "`eedge monitor BUNDLE --data clean.npz` first")
-    cascade, members = _ensemble_cascade(bundle, runtime)
-    result = cascade.infer(x)
-    if _is_integer(cascade):
-        return np.array(IntegerMonitor(monitor["window"], monitor["rho"], members).run(
-            result.confidence_q), dtype=bool)
-    float_monitor = Monitor(monitor["window"], monitor["rho"])
-    return np.array([float_monitor.update(c) for c in result.confidence], dtype=bool)
-
-
-def flagged_share(bundle: Any, x: np.ndarray, runtime: str | None = None,
-                  monitor: dict[str, Any] | None = None) -> float:
-    """Share of full windows flagged over the stream ``x`` (the false-alarm or detection rate)."""
-    flags = monitor_flags(bundle, x, runtime, monitor)
-    window = (monitor or bundle.manifest["ensemble"]["monitor"])["window"]
-    full = flags[window - 1:]
-    if full.size == 0:
-        raise InputDataError(f"need at least {window} inputs to fill one monitor window")
-    return float(np.mean(full))

@@ -144,17 +144,19 @@ def test_monitor_command_calibrates_checks_and_writes(capsys, models, bundle, tm
 
 def test_float_monitor_and_bundles_without_ensemble(models, bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from eedge.export import export_torch
-    from eedge.policies.monitor import choose_rho, flagged_share
+    from eedge.policies.monitor import EnsembleStream
 
-    rho = choose_rho(bundle, models.data.x_val, 16, 0.01, runtime="onnx")
+    stream = EnsembleStream(bundle, runtime="onnx")
+    rho = stream.choose_rho(stream.infer(models.data.x_val), 16, 0.01)
     monitor = {"window": 16, "rho": rho}
-    assert flagged_share(bundle, models.data.x_test, "onnx", monitor) <= 0.05
-    assert flagged_share(bundle, corrupt(models.data.x_test, "blur", 5), "onnx", monitor) > 0.5
+    assert stream.flagged_share(stream.infer(models.data.x_test), monitor) <= 0.05
+    assert stream.flagged_share(stream.infer(corrupt(models.data.x_test, "blur", 5)),
+                                monitor) > 0.5
     plain = export_torch(models.base, models.data.x_val[:2], tmp_path / "plain").bundle
     with pytest.raises(InputDataError, match="no exit ensemble"):
-        choose_rho(plain, models.data.x_val, 16, 0.01)
+        EnsembleStream(plain)
     with pytest.raises(InputDataError, match="strictly between"):
-        choose_rho(bundle, models.data.x_val, 16, 1.5)
+        stream.choose_rho(stream.infer(models.data.x_val), 16, 1.5)
 
 
 def test_member_disagreement_and_diagnostics(models) -> None:  # type: ignore[no-untyped-def]
