@@ -29,7 +29,7 @@ from eedge.runtime.cascade import Cascade
 from eedge.targets import Target
 
 
-def connect_rpc(host: str, port: int, timeout: float = 10.0) -> Any:
+def connect_rpc(host: str, port: int) -> tuple[Any, Any]:
     from eedge.backends.tvm_compiler import import_tvm
 
     tvm = import_tvm()
