@@ -14,7 +14,7 @@ PYTEST_WORKERS ?= 2
 # Raspberry Pi in the profiler's tests; the aarch64 cross gcc links TVM libraries for the
 # Pi (Debian packages).
 SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssh-server \
-  gcc-aarch64-linux-gnu
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system demo test bench clean
@@ -22,12 +22,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(STAMP)
 
 system:
-	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
-	    || [ ! -e /usr/lib/arm-none-eabi/newlib/libc_nano.a ] || [ ! -x /usr/sbin/sshd ] \
-	    || ! command -v aarch64-linux-gnu-gcc >/dev/null; then \
+	@if ! scripts/check_system.sh; then \
 	  echo "installing $(SYSTEM_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
 	    -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	  scripts/check_system.sh; \
 	fi
 
 $(STAMP): pyproject.toml Makefile | system
