@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,17 @@ def compile_onnx(onnx_path: Path, out: Path, target: TvmTarget) -> None:
     tvm = import_tvm()
     from tvm.relax.frontend.onnx import from_onnx
 
-    try:
-        module = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
-    except Exception as exc:  # TVM raises many kinds for unsupported operators
-        raise ModelError(f"TVM cannot import {onnx_path.name}: {str(exc).splitlines()[0]}") \
-            from exc
-    executable = tvm.compile(module, target=tvm.target.Target(target.target))
+    # TVM's importer warns about its own internals (it renames tensors such as
+    # `input.1` that its IR cannot spell, probes shapes, runs the ONNX checker):
+    # nothing a user can act on for a file eedge already verified, so hide them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            module = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
+        except Exception as exc:  # TVM raises many kinds for unsupported operators
+            raise ModelError(f"TVM cannot import {onnx_path.name}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        executable = tvm.compile(module, target=tvm.target.Target(target.target))
     options = {"cc": target.cc} if target.cc else {}
     executable.export_library(str(out), **options)
 
