@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
@@ -12,6 +13,29 @@ def human_count(value: float) -> str:
         if abs(value) >= size:
             return f"{value / size:.2f}{unit}"
     return f"{value:.0f}"
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, never in exponent notation."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def human_ms(value: float) -> str:
+    """A duration given in ms, in the unit that shows it (0.0379 ms is "37.9 µs", not "0")."""
+    for unit, size in (("s", 1e3), ("ms", 1.0), ("µs", 1e-3)):
+        if abs(value) >= size:
+            return f"{significant(value / size)} {unit}"
+    return f"{significant(value * 1e6)} ns" if value else "0 ms"
+
+
+def human_cost(value: float, unit: str) -> str:
+    """A per-sample cost with its unit: durations by magnitude, counts with k/M/G."""
+    if unit == "ms":
+        return human_ms(value)
+    return f"{human_count(value)} {unit}"
 
 
 def human_bytes(value: float) -> str:
@@ -62,6 +86,10 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         lines.append(f"int8 stages == monolithic int8 model, byte for byte, on {a['samples']} "
                      f"inputs; eedge reference == TFLite Micro on {b['tensors_compared']} "
                      "stage outputs")
+        for stage in b.get("stages", []):
+            if stage.get("why"):  # TFLite Micro is known wrong there
+                lines.append(f"{stage['name']}: reference {stage['reference']} for "
+                             f"{', '.join(stage['nodes'])} ({stage['why']})")
     memory = manifest.get("memory")
     if memory:
         lines.append(f"C runtime arena: {memory['arena_bytes']} bytes for all stages "
