@@ -108,7 +108,11 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
 
 
 def _torch_model_name(spec: str) -> str:
-    target = spec.rpartition(":")[0]
+    """The factory's name: one file or module often defines several models (resnet8,
+    resnet18), and the name goes on into served model names."""
+    target, _, factory = spec.rpartition(":")
+    if factory:
+        return factory
     return Path(target).stem if target.endswith(".py") else target.rsplit(".", 1)[-1]
 
 
