@@ -15,9 +15,10 @@ import importlib
 import importlib.util
 import io
 import logging
+import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ import numpy as np
 import onnx
 
 from eedge.errors import ModelError
+from eedge.plain import one_line, plain_text
 
 if TYPE_CHECKING:
     import torch
@@ -160,25 +162,111 @@ def load_module_factory(spec: str) -> "torch.nn.Module":
     return module
 
 
+# Where training scripts put the state dict inside a checkpoint dict, in the order tried.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+# Key prefixes added by wrappers: DataParallel/DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+SHOWN_KEYS = 3
+
+
 def load_weights(module: "torch.nn.Module", path: Path) -> None:
-    """Load a state dict safely (``weights_only=True``: no arbitrary unpickling)."""
+    """Load a state dict safely (``weights_only=True``: no arbitrary unpickling).
+
+    Accepts what training scripts save: a bare state dict, or a checkpoint
+    dict holding one (see :data:`CHECKPOINT_KEYS`), with or without a
+    DataParallel ``module.`` prefix. Keys are compared before loading so a
+    mismatch names the keys instead of torch's multi-line report.
+    """
     import torch
 
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot load weights from {path}: {str(exc).splitlines()[0]}; "
-                         "save them with torch.save(model.state_dict(), path)") from exc
-    if not isinstance(state, dict):
-        raise ModelError(f"{path} does not hold a state dict; save "
-                         "model.state_dict(), not the model object")
+        raise ModelError(_load_failure(path, exc)) from exc
+    expected = module.state_dict()
+    state = strip_wrapper_prefixes(unwrap_checkpoint(loaded, path), expected)
+    problem = describe_mismatch(state, expected)
+    if problem:
+        raise ModelError(f"weights in {path} do not fit the model: {problem}; save "
+                         "model.state_dict() of the architecture the factory builds")
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelError(f"weights in {path} do not fit the model: "
-                         f"{str(exc).splitlines()[0]}") from exc
+                         f"{one_line(str(exc), 300)}") from exc
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """One plain line for a failed ``torch.load`` (torch's own text is long and has escapes)."""
+    text = plain_text(str(exc))
+    refused = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (f"{path} holds pickled Python objects ({', '.join(dict.fromkeys(refused))}), "
+                "not a state dict of tensors, and eedge loads weights with weights_only=True: "
+                "save them with torch.save(model.state_dict(), path)")
+    return (f"cannot load weights from {path}: {one_line(text, 200) or type(exc).__name__}; "
+            "save them with torch.save(model.state_dict(), path)")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, Mapping) and all(
+        isinstance(k, str) and (isinstance(v, torch.Tensor) or k.endswith("_extra_state"))
+        for k, v in obj.items())
+
+
+def unwrap_checkpoint(obj: Any, path: Path) -> dict[str, Any]:
+    """The state dict in ``obj``: ``obj`` itself or the one under a checkpoint key."""
+    while not _is_state_dict(obj):
+        if not isinstance(obj, Mapping):
+            raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict; save "
+                             "the weights with torch.save(model.state_dict(), path)")
+        key = next((k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            keys = ", ".join(repr(k) for k in list(obj)[:5]) + (", …" if len(obj) > 5 else "")
+            raise ModelError(f"{path} holds a dict ({keys or 'empty'}) with no state dict under "
+                             f"{', '.join(repr(k) for k in CHECKPOINT_KEYS)}; save "
+                             "model.state_dict() or {'state_dict': model.state_dict(), ...}")
+        obj = obj[key]
+    return dict(obj)
+
+
+def strip_wrapper_prefixes(state: dict[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop a prefix every key has and the model's own keys do not (``module.``)."""
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state) and not any(
+                    k.startswith(prefix) for k in expected):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _few(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    return shown + (f", … {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+
+
+def describe_mismatch(state: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
+    """Missing, unexpected and reshaped keys (first few of each, with counts); "" if none."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {list(state[k].shape)} vs {list(expected[k].shape)} in the model"
+                for k in expected if k in state and hasattr(state[k], "shape")
+                and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) ({_few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
+    if reshaped:
+        parts.append(f"{len(reshaped)} with another shape ({_few(reshaped)})")
+    return "; ".join(parts)
 
 
 def torch_outputs(module: "torch.nn.Module", x: np.ndarray) -> Sequence[np.ndarray]:
