@@ -142,32 +142,62 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(manifest, out, indent=2, sort_keys=False)
             out.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; bundles are shared
         os.replace(tmp, directory / MANIFEST_NAME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _listing(directory: Path, limit: int = 3) -> str:
+    names = sorted(p.name for p in directory.iterdir())
+    if not names:
+        return "it is empty"
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit
+                                        else "")
+    return f"it holds {shown}"
+
+
+def check_replaceable(out: Path, force: bool, marker: str) -> None:
+    """Refuse to replace anything eedge did not make.
+
+    ``--force`` replaces a previous bundle or project, recognised by ``marker``
+    (the manifest, a project's ``eedge-project.json``). A source tree or a home
+    folder passed as ``--out`` by mistake must never be deleted, and a symbolic
+    link is not followed: replacing it would delete what it points to.
+    """
+    if out.is_symlink():
+        raise BundleError(f"{out} is a symbolic link; eedge does not write through links: "
+                          "choose another --out")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BundleError(f"{out} exists and is not a directory; choose another --out")
+    if not force:
+        raise BundleError(f"{out} already exists; pass --force to replace it")
+    if not (out / marker).is_file():
+        raise BundleError(f"{out} was not made by eedge (no {marker}; {_listing(out)}); "
+                          "--force only replaces eedge's own output: choose another --out")
+
+
 @contextmanager
-def staging_directory(out: Path, force: bool) -> Iterator[Path]:
+def staging_directory(out: Path, force: bool, marker: str = MANIFEST_NAME) -> Iterator[Path]:
     """Yield a temp dir beside ``out``; on success it becomes ``out`` atomically.
 
     Any exception (including Ctrl-C) removes the temp dir, so ``out`` is
-    either absent, the old bundle, or the complete new one.
+    either absent, the old bundle, or the complete new one. An existing
+    ``out`` is only replaced with ``force`` and only if ``marker`` shows that
+    eedge made it (see :func:`check_replaceable`).
     """
-    out = out.resolve()
-    if out.exists() and not force:
-        raise BundleError(f"{out} already exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"{out} exists and is not a directory; choose another --out")
+    out = Path(os.path.abspath(out))  # absolute, but a final symlink is not resolved
+    check_replaceable(out, force, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is not
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is not
         yield tmp
         if out.exists():
+            check_replaceable(out, force, marker)  # still ours after the work?
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             os.replace(out, old / "bundle")
             os.replace(tmp, out)
@@ -177,6 +207,12 @@ def staging_directory(out: Path, force: bool) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def update_manifest(bundle: Bundle, change: Callable[[dict[str, Any]], None]) -> Bundle:

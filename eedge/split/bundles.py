@@ -92,6 +92,31 @@ def export_halves(bundle: Bundle, after: str | int, out: Path, int8: bool = Fals
     return head, tail
 
 
+def export_whole_side(bundle: Bundle, side: str, out: Path, force: bool = False) -> Bundle:
+    """The two cuts that split nothing, so `split plan`'s every answer can be exported.
+
+    ``server``: ``out/tail`` is the whole model as a tail bundle whose inputs are
+    the model's (the device sends its input); there is no head. ``device``:
+    ``out/head`` is the bundle itself (its final exit decides); there is no tail.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if side == "device":
+        manifest = json.loads(json.dumps(bundle.manifest))
+        with staging_directory(out / "head", force) as tmp:
+            for name in manifest["files"]:
+                shutil.copy2(bundle.path / name, tmp / name)
+            write_manifest(tmp, manifest)
+        return load_bundle(out / "head")
+    if side != "server":
+        raise InputDataError(f"unknown whole-model side {side!r}: server or device")
+    inputs = bundle.manifest["inputs"]
+    split = {"requested": side, "head_stages": [],
+             "tail_stages": [s["index"] for s in bundle.stages], "cut_tensors": inputs,
+             "cut_bytes_per_sample": sum(t["bytes_per_sample"] for t in inputs)}
+    whole = Bundle(path=bundle.path, manifest={**bundle.manifest, "split": split})
+    return _subset(whole, split["tail_stages"], "tail", out / "tail", force)
+
+
 TRITON_TYPES = {"float32": "TYPE_FP32", "int8": "TYPE_INT8"}
 
 
@@ -156,7 +181,7 @@ def export_triton(tail: Bundle, repo: Path, name: str) -> Path:
     config = triton_config(tail, name)
     validate_triton_config(config)
     model_dir = repo / name
-    with staging_directory(model_dir, force=True) as tmp:
+    with staging_directory(model_dir, force=True, marker="config.pbtxt") as tmp:
         (tmp / "1").mkdir()
         (tmp / "1" / "model.onnx").write_bytes(tail_onnx(tail))
         (tmp / "config.pbtxt").write_text(config)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from eedge.errors import VerificationError
+from eedge.errors import ModelError, VerificationError
 from eedge.ir.bundle import Bundle
 from eedge.runtime.cascade import Cascade, make_session, prepare_inputs
 
@@ -72,6 +72,8 @@ def check_staged_equals_whole(bundle: Bundle, user_inputs: Sequence[np.ndarray] 
             if a.shape != b.shape:
                 raise VerificationError(f"exit {k}: staged output shape {a.shape} differs "
                                         f"from the whole model's {b.shape}")
+            require_finite(a, f"the staged model's exit {k}")
+            require_finite(b, f"the whole model's exit {k}")
             per_exit[k] = max(per_exit[k], float(np.max(np.abs(a - b))) if a.size else 0.0)
         samples += next(iter(feeds.values())).shape[0]
     report = EquivalenceReport(samples, max(per_exit), per_exit, tolerance)
@@ -82,3 +84,16 @@ def check_staged_equals_whole(bundle: Bundle, user_inputs: Sequence[np.ndarray] 
             f"{report.max_abs_diff:.3g} at exit {worst} exceeds {tolerance:g}; this is an "
             "eedge bug: please report it with the model")
     return report
+
+
+def require_finite(values: np.ndarray, what: str) -> None:
+    """NaN compares false with everything, so max(diff, nan) would hide it: refuse it.
+
+    A model that answers NaN or inf on ordinary inputs (NaN weights, an overflow)
+    cannot be verified and would answer garbage at run time.
+    """
+    if values.size and not np.all(np.isfinite(values)):
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        raise ModelError(f"{what} is NaN or infinite on {bad} of {values.size} values for "
+                         "the check inputs; the model's weights or arithmetic are not finite: "
+                         "fix the model (check its weights for NaN/inf) and export again")

@@ -21,7 +21,7 @@ from eedge.ir.bundle import Bundle
 from eedge.runtime.cascade import Cascade
 from eedge.runtime.interpreters import LiteRTModel, TFLMModel
 from eedge.runtime.stage_runners import ReferenceRunner
-from eedge.verify.equivalence import TOLERANCE, whole_model_exits
+from eedge.verify.equivalence import TOLERANCE, require_finite, whole_model_exits
 from eedge.verify.tflm_exceptions import (LITERT_REF, RELU6_REASON, TFLM, check_stage_in_parts,
                                           tflm_relu6_bug_nodes)
 
@@ -41,7 +41,10 @@ def check_float_tflite(bundle: Bundle, feeds: Mapping[str, np.ndarray],
         whole = LiteRTModel(bundle.file(model["files"]["tflite"]).read_bytes()).run(
             [cascade.stage_inputs(dict(feeds))[i["name"]] for i in bundle.manifest["inputs"]])
         reference = "whole float TFLite model on LiteRT"
-    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(staged, whole)]
+    for k, (a, b) in enumerate(zip(staged, whole)):
+        require_finite(a, f"float TFLite exit {k}")
+        require_finite(b, f"the {reference}'s exit {k}")
+    diffs = [float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(staged, whole)]
     worst = max(diffs)
     if not np.isfinite(worst) or worst > tolerance:
         raise VerificationError(f"float TFLite stages differ from the {reference} by {worst:.3g} "

@@ -104,7 +104,7 @@ def test_staging_leaves_nothing_on_failure(tmp_path: Path) -> None:
 def test_staging_refuses_to_overwrite_without_force_and_replaces_with_it(tmp_path: Path) -> None:
     out = tmp_path / "b"
     out.mkdir()
-    (out / "old").write_text("old")
+    (out / MANIFEST_NAME).write_text("{}")
     with pytest.raises(BundleError, match="--force"):
         with staging_directory(out, force=False):
             pass
@@ -112,3 +112,36 @@ def test_staging_refuses_to_overwrite_without_force_and_replaces_with_it(tmp_pat
         (tmp / "new").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new"]
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_force_never_replaces_what_eedge_did_not_make(tmp_path: Path) -> None:
+    """--force on a source tree or home folder must not delete it (it did)."""
+    precious = tmp_path / "src"
+    precious.mkdir()
+    (precious / "main.c").write_text("int main(void) { return 0; }")
+    (precious / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match=r"not made by eedge.*main.c, notes.txt"):
+        with staging_directory(precious, force=True) as tmp:
+            (tmp / MANIFEST_NAME).write_text("{}")
+    assert sorted(p.name for p in precious.iterdir()) == ["main.c", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_force_does_not_follow_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / MANIFEST_NAME).write_text("{}")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(BundleError, match="symbolic link"):
+        with staging_directory(link, force=True):
+            pass
+    assert (real / MANIFEST_NAME).read_text() == "{}" and link.is_symlink()
+
+
+def test_manifest_is_readable_by_others(bundle_dir: Path) -> None:
+    """mkstemp makes files 0600; a bundle's manifest must be as readable as its files."""
+    mode = (bundle_dir / MANIFEST_NAME).stat().st_mode & 0o777
+    stage_mode = next(p for p in bundle_dir.iterdir() if p.suffix == ".onnx").stat().st_mode
+    assert mode == stage_mode & 0o777
+    assert mode & 0o044 == 0o044

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from eedge.errors import VerificationError
+from eedge.errors import ModelError, VerificationError
 from eedge.ir.bundle import file_entries, load_bundle, write_manifest
 from eedge.verify.equivalence import check_staged_equals_whole
 
@@ -39,3 +39,22 @@ def test_a_stage_with_wrong_weights_fails_verification(bundle_of) -> None:  # ty
     write_manifest(bundle.path, manifest)
     with pytest.raises(VerificationError, match="differs from the whole model"):
         check_staged_equals_whole(load_bundle(bundle.path))
+
+
+@pytest.mark.parametrize("formats", [("onnx",), ("onnx", "tflite")])
+def test_nan_weights_are_refused_not_verified(onnx_file, tmp_path, formats) -> None:  # type: ignore[no-untyped-def]
+    """max(old, nan) keeps old: a NaN model once exported with a max |diff| of 0."""
+    from eedge.export import export_onnx
+
+    model = onnx.load(onnx_file("mlp"))
+    init = model.graph.initializer[0]
+    weights = numpy_helper.to_array(init).copy()
+    weights.flat[0] = np.nan
+    init.CopyFrom(numpy_helper.from_array(weights, init.name))
+    path = tmp_path / "nan.onnx"
+    onnx.save(model, path)
+    out = tmp_path / "bundle"
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        export_onnx(path, out, formats=formats)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
