@@ -12,6 +12,7 @@ from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
 from eedge.errors import InputDataError
+from eedge.split.planner import parse_cut
 
 
 @click.group("split")
@@ -85,19 +86,25 @@ def plan_cmd(bundle: Path, device_profile: Path, server_profile: Path, bandwidth
                     "options": [o.to_json() for o in options], "best": chosen.to_json()})
         return
     table = Table(title=f"cuts at {bandwidth}, RTT {rtt} (expected ms per sample)")
-    for name in ("cut", "device", "link", "server", "total", "bytes sent", "avg bytes"):
+    for name in ("--after", "cut", "device", "link", "server", "total", "bytes sent",
+                 "avg bytes"):
         table.add_column(name, justify="right")
-    last = len(loaded.stages) - 1
     for o in options:
-        label = ("all on server" if o.after_stage < 0 else "all on device"
-                 if o.after_stage == last else f"after stage{o.after_stage}")
         style = "bold green" if o is chosen else None
-        table.add_row(label, f"{o.device:.3f}", f"{o.transfer:.3f}", f"{o.server:.3f}",
-                      f"{o.total:.3f}", str(o.payload_bytes), f"{o.expected_bytes:.0f}",
-                      style=style)
+        table.add_row(o.after, _cut_label(o.after), f"{o.device:.3f}", f"{o.transfer:.3f}",
+                      f"{o.server:.3f}", f"{o.total:.3f}", str(o.payload_bytes),
+                      f"{o.expected_bytes:.0f}", style=style)
     out_console.print(table)
-    out_console.print(f"best: cut after stage {chosen.after_stage} "
-                      f"({chosen.total:.3f} ms expected)")
+    out_console.print(f"best: --after {chosen.after} ({_cut_label(chosen.after)}, "
+                      f"{chosen.total:.3f} ms expected): eedge split export {bundle} "
+                      f"--after {chosen.after} --out DIR", soft_wrap=True)
+
+
+def _cut_label(after: str) -> str:
+    from eedge.split.planner import ALL_ON_DEVICE, ALL_ON_SERVER
+
+    return {ALL_ON_SERVER: "all on server", ALL_ON_DEVICE: "all on device"}.get(
+        after, f"after stage{after}")
 
 
 def plot_sweep(bundle: Any, device: list[float], server: list[float], rtt_ms: float,
@@ -113,12 +120,11 @@ def plot_sweep(bundle: Any, device: list[float], server: list[float], rtt_ms: fl
     totals = np.array([[o.total for o in plan(bundle, device, server, b, rtt_ms, exit_rates)]
                        for b in sweep])
     fig, ax = plt.subplots(figsize=(7, 4))
-    last = len(bundle.stages) - 1
+    from eedge.split.planner import cut_name
+
     for j in range(totals.shape[1]):
-        c = j - 1
-        label = "all on server" if c < 0 else ("all on device" if c == last else
-                                               f"cut after stage{c}")
-        ax.plot(sweep, totals[:, j], label=label)
+        after = cut_name(j - 1, len(bundle.stages))
+        ax.plot(sweep, totals[:, j], label=f"--after {after} ({_cut_label(after)})")
     ax.plot(sweep, totals.min(axis=1), "k:", linewidth=2, label="best cut")
     ax.axvline(chosen_bps, color="grey", linestyle="--")
     ax.set_xscale("log")
@@ -134,8 +140,9 @@ def plot_sweep(bundle: Any, device: list[float], server: list[float], rtt_ms: fl
 
 @split.command("export")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--after", "after", required=True, metavar="STAGE|TENSOR",
-              help="Cut after this stage index (or tensor name).")
+@click.option("--after", "after", required=True, metavar="server|STAGE|device|TENSOR",
+              help="Cut after this stage index or tensor, or keep everything on the "
+                   "server or the device (the values `split plan` prints).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
               help="Directory for head/ and tail/ bundles.")
 @click.option("--triton", "triton_repo", type=click.Path(path_type=Path),
@@ -148,18 +155,52 @@ def export_cmd(bundle: Path, after: str, out: Path, triton_repo: Path | None, na
                force: bool, as_json: bool) -> None:
     """Write head and tail bundles of BUNDLE cut after a stage (and a Triton repository).
 
+    `--after server` writes only DIR/tail (the whole model; the device sends its
+    input), `--after device` only DIR/head (the whole bundle; nothing to serve).
+
     \b
     Examples:
       eedge split export demo-out/bundle --after 0 --out split
       eedge split export demo-out/bundle --after 0 --out split --triton models/
+      eedge split export demo-out/bundle --after server --out split
     """
-    from eedge.ir.bundle import load_bundle, update_manifest
-    from eedge.split.bundles import export_halves, export_triton
+    from eedge.ir.bundle import load_bundle
 
     loaded = load_bundle(bundle)
-    cut: str | int = int(after) if after.isdigit() else after
+    cut = parse_cut(after, len(loaded.stages))
+    if cut == len(loaded.stages) - 1:
+        if triton_repo is not None:
+            raise InputDataError("--after device keeps every stage on the device: there is "
+                                 "no tail for --triton to serve")
+        _export_all_on_device(loaded, out, force, as_json)
+        return
+    _export_with_tail(loaded, cut, out, triton_repo, name, force, as_json)
+
+
+def _export_all_on_device(loaded: Any, out: Path, force: bool, as_json: bool) -> None:
+    from eedge.split.bundles import export_whole_side
+
+    with progress_status("copying the bundle as the head", quiet=as_json):
+        head = export_whole_side(loaded, "device", out, force=force)
+    if as_json:
+        print_json({"head": str(head.path), "tail": None, "model_name": None,
+                    "cut_tensors": [], "cut_bytes_per_sample_float32": 0, "triton": None})
+        return
+    out_console.print(f"head: {head.path} (the whole bundle, {len(head.stages)} stages, "
+                      f"{len(head.exits)} exits: everything runs on the device)")
+    out_console.print("tail: none (nothing is sent to a server)")
+
+
+def _export_with_tail(loaded: Any, cut: int | str, out: Path, triton_repo: Path | None,
+                      name: str | None, force: bool, as_json: bool) -> None:
+    from eedge.ir.bundle import update_manifest
+    from eedge.split.bundles import export_halves, export_triton, export_whole_side
+
     with progress_status("exporting head and tail", quiet=as_json):
-        head, tail = export_halves(loaded, cut, out, force=force)
+        if cut == -1:
+            head, tail = None, export_whole_side(loaded, "server", out, force=force)
+        else:
+            head, tail = export_halves(loaded, cut, out, force=force)
         model_name = name or f"{loaded.manifest['model']['name']}_tail"
 
         def set_name(manifest: dict[str, Any]) -> None:
@@ -168,14 +209,19 @@ def export_cmd(bundle: Path, after: str, out: Path, triton_repo: Path | None, na
         tail = update_manifest(tail, set_name)
         triton_dir = export_triton(tail, triton_repo, model_name) if triton_repo else None
     split_info = tail.manifest["split"]
-    summary = {"head": str(head.path), "tail": str(tail.path), "model_name": model_name,
+    summary = {"head": str(head.path) if head else None, "tail": str(tail.path),
+               "model_name": model_name,
                "cut_tensors": [t["name"] for t in split_info["cut_tensors"]],
                "cut_bytes_per_sample_float32": split_info["cut_bytes_per_sample"],
                "triton": str(triton_dir) if triton_dir else None}
     if as_json:
         print_json(summary)
         return
-    out_console.print(f"head: {head.path} ({len(head.stages)} stages, {len(head.exits)} exits)")
+    if head is None:
+        out_console.print("head: none (the device sends its input to the server)")
+    else:
+        out_console.print(f"head: {head.path} ({len(head.stages)} stages, "
+                          f"{len(head.exits)} exits)")
     out_console.print(f"tail: {tail.path} ({len(tail.stages)} stages, serve it with `eedge "
                       f"serve {tail.path}`; model name {model_name})")
     out_console.print(f"hand-off: {', '.join(summary['cut_tensors'])}")

@@ -8,6 +8,10 @@ of samples that reach stage k:
     E[latency] = sum_{k<=c} P(k) d_k + P(c+1) (rtt + bytes_c / bw) + sum_{k>c} P(k) s_k
 Cut c = -1 sends the input itself; c = last stage keeps everything on the
 device. Bytes are int8 (one byte per element), as the hand-off encoding sends.
+
+A cut is named by the value `eedge split export --after` takes: ``server``
+(c = -1), the stage index, or ``device`` (the last stage); `split plan`
+prints exactly these, and `parse_cut` reads them back.
 """
 
 from __future__ import annotations
@@ -66,6 +70,38 @@ def _elements(tensor: dict[str, Any]) -> int:
     return tensor["bytes_per_sample"] // itemsize
 
 
+ALL_ON_SERVER = "server"
+ALL_ON_DEVICE = "device"
+
+
+def cut_name(after_stage: int, stages: int) -> str:
+    """The `split export --after` value of the cut after ``after_stage``."""
+    if after_stage < 0:
+        return ALL_ON_SERVER
+    return ALL_ON_DEVICE if after_stage >= stages - 1 else str(after_stage)
+
+
+def parse_cut(text: str, stages: int) -> int | str:
+    """An `--after` value -> a stage index (-1: all on the server, stages - 1: all on
+    the device), or the text itself as a tensor name.
+
+    Accepts every name `cut_name` gives, and the raw indices the planner's JSON
+    holds (-1 and the last stage), so whatever `split plan` shows can be exported.
+    """
+    value = text.strip()
+    if value.lower() == ALL_ON_SERVER:
+        return -1
+    if value.lower() == ALL_ON_DEVICE:
+        return stages - 1
+    if re.fullmatch(r"-?[0-9]+", value):
+        index = int(value)
+        if not -1 <= index < stages:
+            raise InputDataError(f"no cut after stage {index}: the bundle has {stages} stages; "
+                                 f"use {ALL_ON_SERVER}, 0..{stages - 2} or {ALL_ON_DEVICE}")
+        return index
+    return value
+
+
 @dataclass
 class CutOption:
     after_stage: int        # -1: all on the server; last stage: all on the device
@@ -75,6 +111,7 @@ class CutOption:
     total: float
     payload_bytes: int      # bytes sent for a sample that does not exit on the device
     expected_bytes: float   # bytes sent per sample on average
+    after: str = ""         # the `split export --after` value of this cut
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,7 +135,8 @@ def plan(bundle: Bundle, device: Sequence[float], server: Sequence[float],
         on_server = sum(reach[k] * server[k] for k in range(c + 1, stages))
         options.append(CutOption(c, on_device, link, on_server, on_device + link + on_server,
                                  payload if c + 1 < stages else 0,
-                                 send * payload if c + 1 < stages else 0.0))
+                                 send * payload if c + 1 < stages else 0.0,
+                                 cut_name(c, stages)))
     return options
 
 
