@@ -29,6 +29,7 @@ from eedge.frontends.torch_frontend import torch_outputs, torch_to_onnx
 from eedge.ir.bundle import (Bundle, file_entries, load_bundle, sha256_bytes,
                              staging_directory, write_manifest)
 from eedge.ir.graph import Dim, Graph
+from eedge.ir.layout import input_layout, to_channels_last
 from eedge.passes.cost import parameter_bytes, total_macs
 from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.passes.partition import Partition, partition
@@ -77,8 +78,9 @@ class _Variant:
 
 def _tensor_json(graph: Graph, name: str, layout: bool = False) -> dict[str, Any]:
     entry = graph.tensors[name].to_json()
-    if layout and len(graph.tensors[name].shape) == 4:
-        entry["layout"] = "NHWC" if graph.dialect == "tflite" else "NCHW"
+    named = input_layout(len(graph.tensors[name].shape), graph.dialect) if layout else None
+    if named is not None:
+        entry["layout"] = named
     return entry
 
 
@@ -158,8 +160,7 @@ def _calibration_batches(graph: Graph, inputs_layout: list[dict[str, Any]],
                              f"expects (N, {', '.join(map(str, expected))})")
     if len(data) == 0:
         raise InputDataError("the calibration data is empty")
-    if spec.get("layout") == "NCHW":
-        data = data.transpose(0, 2, 3, 1)
+    data = to_channels_last(data, spec.get("layout"))
     name = graph.inputs[0].name
     return [{name: data[i:i + batch]} for i in range(0, len(data), batch)]
 

@@ -22,7 +22,7 @@ _ONNX_CACHE: dict[str, onnx.ModelProto] = {}
 def exported_onnx(name: str) -> onnx.ModelProto:
     """ONNX export of a zoo model (dynamo export is slow: do it once per worker)."""
     if name not in _ONNX_CACHE:
-        _ONNX_CACHE[name] = torch_to_onnx(build_torch(name), example_input())
+        _ONNX_CACHE[name] = torch_to_onnx(build_torch(name), example_input(name=name))
     return _ONNX_CACHE[name]
 
 

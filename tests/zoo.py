@@ -1,9 +1,10 @@
 """Small multi-exit architectures the tests partition, export and run.
 
 Each one stresses a different partitioning case: a plain chain, a residual
-connection that jumps over a stage boundary, exit heads with branches, and
-depthwise-separable blocks. Plus an ONNX-only model built with
-``onnx.helper`` (no torch involved) and helpers to make broken models.
+connection that jumps over a stage boundary, exit heads with branches,
+depthwise-separable blocks, and a 1-D audio net (NCL input, lowered as
+unit-height 2-D). Plus ONNX-only models built with ``onnx.helper`` (no torch
+involved) and helpers to make broken models.
 """
 
 from __future__ import annotations
@@ -95,14 +96,44 @@ class DepthwiseNet(nn.Module):
         return self.e1(h1), self.e2(h2)
 
 
+class Audio1dNet(nn.Module):
+    """Keyword-spotting style: MFCC-like (N, 8, 49) frames, 1-D convs, three exits.
+
+    Covers what 1-D lowering must get right: BN after Conv1d, max and average
+    pooling, a dilated strided depthwise conv, asymmetric 'same' padding
+    (even kernel), AdaptiveAvgPool1d and mean exits, and a Flatten of
+    (C, L) whose order the fully connected layer must keep.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b1 = nn.Sequential(nn.Conv1d(8, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
+                                nn.MaxPool1d(2))
+        self.e1 = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 5))
+        self.b2 = nn.Sequential(nn.Conv1d(16, 16, 3, stride=2, padding=2, dilation=2,
+                                          groups=16), nn.ReLU6(),
+                                nn.Conv1d(16, 24, 1), nn.ReLU(), nn.AvgPool1d(2))
+        self.e2 = nn.Sequential(nn.Flatten(), nn.Linear(24 * 6, 5))
+        self.b3 = nn.Sequential(nn.Conv1d(24, 32, 4, padding="same"), nn.ReLU())
+        self.e3 = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h1 = self.b1(x)
+        h2 = self.b2(h1)
+        h3 = self.b3(h2)
+        return self.e1(h1), self.e2(h2), self.e3(h3.mean(dim=-1))
+
+
 TORCH_MODELS = {"sequential": SequentialNet, "residual": ResidualNet,
-                "branchy": BranchyHeadNet, "depthwise": DepthwiseNet}
+                "branchy": BranchyHeadNet, "depthwise": DepthwiseNet, "audio1d": Audio1dNet}
 INPUT_SHAPE = (2, 3, 8, 8)
+INPUT_SHAPES = {"audio1d": (2, 8, 49)}   # models whose input is not INPUT_SHAPE
 
 
-def example_input(seed: int = 0, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(
-        (batch,) + INPUT_SHAPE[1:]).astype(np.float32)
+def example_input(seed: int = 0, batch: int = 2, name: str | None = None) -> np.ndarray:
+    """Random float inputs for zoo model ``name`` (the 2-D models when None)."""
+    shape = INPUT_SHAPES.get(name or "", INPUT_SHAPE)
+    return np.random.default_rng(seed).standard_normal((batch,) + shape[1:]).astype(np.float32)
 
 
 def build_torch(name: str, seed: int = 0) -> nn.Module:
@@ -165,4 +196,46 @@ def onnx_conv_model(batch: int | str = "N") -> onnx.ModelProto:
         initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model
+
+
+def onnx_conv1d_model(batch: int | str = "N") -> onnx.ModelProto:
+    """A two-exit 1-D net with onnx.helper: what plain exporters leave unfolded.
+
+    x[N,1,64] -> Conv 1->6 (k5, pads 1,3: not TFLite SAME) -> BatchNormalization
+    -> Relu -> h; exit0 = Gemm(Flatten(GlobalAveragePool(h)));
+    h -> depthwise Conv (k3, pads 0,2) -> MaxPool (k3, s2) -> Flatten -> Gemm = exit1.
+    """
+    rng = np.random.default_rng(3)
+
+    def init(name: str, *shape: int, low: float | None = None) -> onnx.TensorProto:
+        value = 0.3 * rng.standard_normal(shape) if low is None else rng.uniform(low, 2.0, shape)
+        return numpy_helper.from_array(value.astype(np.float32), name)
+
+    inits = [init("wc", 6, 1, 5), init("bc", 6), init("gamma", 6, low=0.5), init("beta", 6),
+             init("mean", 6), init("var", 6, low=0.5), init("w0", 4, 6), init("b0", 4),
+             init("wd", 6, 1, 3), init("bd", 6), init("w1", 4, 6 * 31), init("b1", 4)]
+    nodes = [
+        helper.make_node("Conv", ["x", "wc", "bc"], ["c"], name="conv", pads=[1, 3],
+                         kernel_shape=[5]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"],
+                         name="bn", epsilon=1e-3),
+        helper.make_node("Relu", ["n"], ["h"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["h"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f0"], name="flat0"),
+        helper.make_node("Gemm", ["f0", "w0", "b0"], ["exit0"], name="exit0_fc", transB=1),
+        helper.make_node("Conv", ["h", "wd", "bd"], ["d"], name="dw", pads=[0, 2], group=6,
+                         kernel_shape=[3]),
+        helper.make_node("MaxPool", ["d"], ["p"], name="pool", kernel_shape=[3], strides=[2]),
+        helper.make_node("Flatten", ["p"], ["f1"], name="flat1"),
+        helper.make_node("Gemm", ["f1", "w1", "b1"], ["exit1"], name="exit1_fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 64])],
+        [helper.make_tensor_value_info("exit0", TensorProto.FLOAT, [batch, 4]),
+         helper.make_tensor_value_info("exit1", TensorProto.FLOAT, [batch, 4])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from eedge.errors import InputDataError
+from eedge.ir.layout import to_channels_last
 from eedge.reference.int8_kernels import quantize_input
 from eedge.ir.graph import QuantParams
 
@@ -14,8 +15,7 @@ def device_samples(x: np.ndarray, input_shape: tuple[int, ...], scale: float, ze
     """Float inputs (model layout) are quantized; int8 inputs pass through. -> (N, bytes)."""
     x = np.asarray(x)
     per_sample = int(np.prod(input_shape[1:]))
-    if layout == "NCHW" and x.ndim == 4:
-        x = x.transpose(0, 2, 3, 1)
+    x = to_channels_last(x, layout)
     if x.dtype != np.int8:
         if not np.issubdtype(x.dtype, np.number):
             raise InputDataError(f"inputs have dtype {x.dtype}; pass numbers")

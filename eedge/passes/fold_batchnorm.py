@@ -1,7 +1,8 @@
 """Fold inference-mode BatchNormalization into the convolution before it.
 
 y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta is a per-output-
-channel affine map, so it becomes part of the conv's weights and bias.
+channel affine map, so it becomes part of the conv's weights and bias
+(whatever the conv's rank: Conv1d weights are (O, I, k), Conv2d (O, I, kh, kw)).
 Quantizing the folded weights (not the conv and the BN separately) is what
 TFLite does and keeps the int8 model one op per layer.
 """
@@ -38,7 +39,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 if len(conv.inputs) > 2 and conv.inputs[2] else np.zeros(weight.shape[0]))
         w_name, b_name = f"{conv.name}/folded_weight", f"{conv.name}/folded_bias"
         constants[w_name] = (weight.astype(np.float64) *
-                             factor.reshape(-1, 1, 1, 1)).astype(weight.dtype)
+                             factor.reshape((-1,) + (1,) * (weight.ndim - 1))
+                             ).astype(weight.dtype)
         constants[b_name] = ((bias - mean) * factor + beta).astype(weight.dtype)
         nodes[conv_idx] = Node(conv.name, "Conv", [conv.inputs[0], w_name, b_name],
                                [node.outputs[0]], dict(conv.attrs))

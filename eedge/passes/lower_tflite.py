@@ -1,7 +1,12 @@
 """Lower an ONNX-dialect graph to the TFLite dialect: NHWC, TFLite builtins.
 
 Every 4-D activation is transposed to NHWC and every weight to TFLite's
-layout (conv OHWI, depthwise 1HWC, fully connected [out, in]). The one
+layout (conv OHWI, depthwise 1HWC, fully connected [out, in]). 1-D nets
+(Conv1d, pools over NCL tensors) become 2-D ones of unit height: TFLite and
+TFLM have no 1-D convolution or pooling, and a (N, C, L) tensor read as
+NCHW (N, C, 1, L) is (N, 1, L, C) in NHWC, with the same bytes as NLC. So a
+1-D kernel k becomes 1 x k, and every 3-D activation is stored that way;
+reshapes between 3-D and 4-D tensors are checked to move no byte. The one
 subtle case is flattening: ONNX flattens NCHW in C,H,W order, NHWC memory
 flattens in H,W,C order. Rather than inserting transposes, the lowering
 remembers, for each 2-D tensor, which ONNX position each element came from
@@ -35,8 +40,40 @@ FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "
 ACTIVATION_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 
 
+NCL_TO_NHWC = (0, 3, 2)  # where each NCL axis lands in the unit-height NHWC tensor
+
+
+def nchw_view(shape: Sequence[Dim]) -> tuple[Dim, ...]:
+    """The 4-D NCHW shape a 3-D (N, C, L) activation is lowered as: (N, C, 1, L)."""
+    return (shape[0], shape[1], 1, shape[2]) if len(shape) == 3 else tuple(shape)
+
+
 def nhwc_shape(shape: Sequence[Dim]) -> tuple[Dim, ...]:
-    return tuple(shape[i] for i in NCHW_TO_NHWC) if len(shape) == 4 else tuple(shape)
+    """Lowered shape of an ONNX activation: 4-D and 3-D (unit height) become NHWC."""
+    view = nchw_view(shape)
+    return tuple(view[i] for i in NCHW_TO_NHWC) if len(view) == 4 else tuple(view)
+
+
+def nhwc_axis(axis: int, rank: int) -> int:
+    """Where ONNX axis ``axis`` of a rank-``rank`` activation lands after lowering."""
+    axis %= rank
+    if rank == 4:
+        return NCHW_TO_NHWC.index(axis)
+    return NCL_TO_NHWC[axis] if rank == 3 else axis
+
+
+def moves_no_bytes(in_shape: Sequence[Dim], out_shape: Sequence[Dim]) -> bool:
+    """Whether an ONNX reshape between 3-D/4-D activations is a plain reshape in NHWC.
+
+    It is when the element each NHWC position holds is the same before and
+    after (e.g. equal channel counts, or no spatial extent on either side);
+    otherwise lowering it would need a transpose, which eedge does not emit.
+    """
+    before = tuple(int(d) for d in nchw_view(in_shape)[1:])
+    after = tuple(int(d) for d in nchw_view(out_shape)[1:])
+    index = np.arange(int(np.prod(before)))
+    return bool(np.array_equal(index.reshape(before).transpose(1, 2, 0).ravel(),
+                               index.reshape(after).transpose(1, 2, 0).ravel()))
 
 
 def flatten_permutation(c: int, h: int, w: int) -> np.ndarray | None:
@@ -94,18 +131,23 @@ class _Lowerer:
                                   f"TFLite: {why}")
 
     # -- spatial padding ----------------------------------------------------
-    def spatial_padding(self, node: Node, in_hw: Sequence[int], kernel: Sequence[int],
-                        strides: Sequence[int], dilations: Sequence[int]
+    @staticmethod
+    def spatial_padding(window: dict[str, Any], in_hw: Sequence[int]
                         ) -> tuple[str, list[int] | None]:
-        """("SAME"|"VALID", explicit pads [t, l, b, r] that need a PAD op, or None)."""
-        auto_pad = node.attrs.get("auto_pad", "NOTSET")
+        """("SAME"|"VALID", explicit pads [t, l, b, r] that need a PAD op, or None).
+
+        ``window`` is what :meth:`window_attrs` returns (always 2-D).
+        """
+        kernel, strides, dilations = (window["kernel_shape"], window["strides"],
+                                      window["dilations"])
+        auto_pad = window["auto_pad"]
         if auto_pad == "VALID":
             return "VALID", None
         same = [same_padding(in_hw[i], kernel[i], strides[i], dilations[i]) for i in range(2)]
         same_pads = [same[0][1], same[1][1], same[0][2], same[1][2]]
         if auto_pad == "SAME_UPPER":
             return "SAME", None
-        pads = list(node.attrs.get("pads", [0, 0, 0, 0]))
+        pads = list(window["pads"])
         if auto_pad == "SAME_LOWER":
             pads = [same_pads[2], same_pads[3], same_pads[0], same_pads[1]]
         if not any(pads):
@@ -116,13 +158,33 @@ class _Lowerer:
 
     def pad_input(self, node: Node, x: str, pads: list[int]) -> str:
         top, left, bottom, right = pads
-        n, c, h, w = self.src_shape(node.inputs[0])
+        n, c, h, w = nchw_view(self.src_shape(node.inputs[0]))
         padded = f"{node.name}/padded"
         paddings = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
-        self.define(padded, (n, c, int(h) + top + bottom, int(w) + left + right))
+        self.tensors[padded] = TensorInfo(padded, nhwc_shape(
+            (n, c, int(h) + top + bottom, int(w) + left + right)), "float32")
         self.nodes.append(Node(f"{node.name}/pad", "PAD",
                                [x, self.const(f"{node.name}/paddings", paddings)], [padded], {}))
         return padded
+
+    def window_attrs(self, node: Node, kernel: Sequence[int]) -> dict[str, Any]:
+        """ONNX window attributes in 2-D form: a 1-D window [k] becomes 1 x k.
+
+        Returns kernel_shape, strides, dilations, pads ([t, l, b, r]) and
+        auto_pad, so the 2-D code below serves Conv1d and the 1-D pools too.
+        """
+        rank = len(kernel)
+        if rank not in (1, 2):
+            raise self.unsupported(node, f"{rank + 2}-D inputs (only 1-D and 2-D windows)")
+        strides = list(node.attrs.get("strides", [1] * rank))
+        dilations = list(node.attrs.get("dilations", [1] * rank))
+        pads = list(node.attrs.get("pads", [0] * 2 * rank))
+        kernel = list(kernel)
+        if rank == 1:
+            kernel, strides, dilations = [1] + kernel, [1] + strides, [1] + dilations
+            pads = [0, pads[0], 0, pads[1]]
+        return dict(kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads,
+                    auto_pad=node.attrs.get("auto_pad", "NOTSET"))
 
     # -- ops ----------------------------------------------------------------
     def lower(self, node: Node) -> None:
@@ -134,17 +196,18 @@ class _Lowerer:
     def op_Conv(self, node: Node) -> None:
         x = self.name(node.inputs[0])
         weight = self.const_of(node, 1, "weight").astype(np.float32)
-        if weight.ndim != 4:
-            raise self.unsupported(node, "only 2-D convolutions are supported")
+        if weight.ndim not in (3, 4):
+            raise self.unsupported(node, f"{weight.ndim - 2}-D convolution (only 1-D and 2-D)")
+        window = self.window_attrs(node, weight.shape[2:])
+        weight = weight.reshape(weight.shape[:2] + tuple(window["kernel_shape"]))
         cout, cin_per_group, kh, kw = weight.shape
         cin = int(self.src_shape(node.inputs[0])[1])
         group = int(node.attrs.get("group", 1))
         bias = (self.const_of(node, 2, "bias").astype(np.float32)
                 if len(node.inputs) > 2 and node.inputs[2] else np.zeros(cout, np.float32))
-        strides = list(node.attrs.get("strides", [1, 1]))
-        dilations = list(node.attrs.get("dilations", [1, 1]))
-        in_hw = [int(d) for d in self.src_shape(node.inputs[0])[2:]]
-        padding, explicit = self.spatial_padding(node, in_hw, [kh, kw], strides, dilations)
+        strides, dilations = window["strides"], window["dilations"]
+        in_hw = [int(d) for d in nchw_view(self.src_shape(node.inputs[0]))[2:]]
+        padding, explicit = self.spatial_padding(window, in_hw)
         if explicit is not None:
             x = self.pad_input(node, x, explicit)
         out = node.outputs[0]
@@ -202,8 +265,9 @@ class _Lowerer:
         for t in node.inputs:
             if t in self.src.constants:
                 value = np.asarray(self.src.constants[t], np.float32)
-                if len(out_shape) == 4 and value.ndim > 0:
-                    value = value.reshape((1,) * (4 - value.ndim) + value.shape)
+                if len(out_shape) in (3, 4) and value.ndim > 0:
+                    rank = len(out_shape)
+                    value = value.reshape(nchw_view((1,) * (rank - value.ndim) + value.shape))
                     value = value.transpose(NCHW_TO_NHWC)
                 operands.append(("const", value))
             else:
@@ -259,12 +323,12 @@ class _Lowerer:
             raise self.unsupported(node, f"Clip({low}, {high}) is not ReLU, ReLU6 or [-1, 1]")
 
     def _pool(self, node: Node, op: str) -> None:
-        kernel = list(node.attrs["kernel_shape"])
-        strides = list(node.attrs.get("strides", [1, 1]))
-        if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
+        window = self.window_attrs(node, node.attrs["kernel_shape"])
+        kernel, strides = window["kernel_shape"], window["strides"]
+        if any(d != 1 for d in window["dilations"]):
             raise self.unsupported(node, "dilated pooling")
-        in_hw = [int(d) for d in self.src_shape(node.inputs[0])[2:]]
-        padding, explicit = self.spatial_padding(node, in_hw, kernel, strides, [1, 1])
+        in_hw = [int(d) for d in nchw_view(self.src_shape(node.inputs[0]))[2:]]
+        padding, explicit = self.spatial_padding(window, in_hw)
         if explicit is not None:
             raise self.unsupported(node, f"explicit padding {explicit} that is not TFLite SAME")
         if op == "AVERAGE_POOL_2D" and padding == "SAME" and \
@@ -289,21 +353,21 @@ class _Lowerer:
 
     def _mean(self, node: Node, axes: Iterable[int], keep: bool) -> None:
         rank = len(self.src_shape(node.inputs[0]))
-        axes = sorted(a % rank for a in axes)
-        if rank == 4:
-            axes = sorted(NCHW_TO_NHWC.index(a) for a in axes)
+        axes = sorted(nhwc_axis(a, rank) for a in axes)
+        if rank == 3 and axes == [2]:
+            axes = [1, 2]  # L of (N, 1, L, C); H has size 1, and H+W is the C runtime's MEAN
         if 0 in axes:
             raise self.unsupported(node, "a mean over the batch axis")
         out = node.outputs[0]
         self.define(out, self.src_shape(out))
-        if rank == 4 and not keep and axes != [1, 2]:
-            raise self.unsupported(node, "a mean that drops axes other than H and W")
+        if rank in (3, 4) and not keep and axes != [1, 2]:
+            raise self.unsupported(node, "a mean that drops axes other than H and W (or L)")
         axes_name = self.const(f"{node.name}/axes", np.array(axes, np.int32))
         self.emit("MEAN", node, [self.name(node.inputs[0]), axes_name], out,
                   keep_dims=int(keep))
 
     def op_GlobalAveragePool(self, node: Node) -> None:
-        self._mean(node, [2, 3], True)
+        self._mean(node, range(2, len(self.src_shape(node.inputs[0]))), True)
 
     def op_ReduceMean(self, node: Node) -> None:
         axes = node.attrs.get("axes")
@@ -318,16 +382,22 @@ class _Lowerer:
         x = self.name(src)
         in_shape, out_shape = self.src_shape(src), self.src_shape(out)
         perm: np.ndarray | None = None
-        if len(in_shape) == 4 and len(out_shape) == 2:
-            perm = flatten_permutation(*(int(d) for d in in_shape[1:]))
+        spatial = (3, 4)
+        if len(in_shape) in spatial and len(out_shape) == 2:
+            perm = flatten_permutation(*(int(d) for d in nchw_view(in_shape)[1:]))
         elif x in self.perm:
             if tuple(in_shape[1:]) != tuple(out_shape[1:]):
                 raise self.unsupported(node, "reshaping a flattened channels-first tensor")
             perm = self.perm[x]
-        elif len(out_shape) == 4 and tuple(in_shape) != tuple(out_shape):
-            _, c, h, w = (int(d) if isinstance(d, int) else 1 for d in out_shape)
+        elif len(in_shape) in spatial and len(out_shape) in spatial:
+            if not moves_no_bytes(in_shape, out_shape):
+                raise self.unsupported(node, f"reshaping {list(in_shape[1:])} into "
+                                             f"{list(out_shape[1:])} moves elements between "
+                                             "channels and positions (needs a transpose)")
+        elif len(out_shape) in spatial and tuple(in_shape) != tuple(out_shape):
+            _, c, h, w = (int(d) if isinstance(d, int) else 1 for d in nchw_view(out_shape))
             if h * w != 1 and c != 1:
-                raise self.unsupported(node, "reshaping into a channels-first 4-D tensor")
+                raise self.unsupported(node, "reshaping into a channels-first tensor")
         self.define(out, out_shape)
         if perm is not None:
             self.perm[out] = perm
@@ -346,8 +416,8 @@ class _Lowerer:
         if any(t in self.src.constants for t in node.inputs):
             raise self.unsupported(node, "constant inputs to Concat")
         self.define(out, self.src_shape(out))
-        if rank == 4:
-            axis = NCHW_TO_NHWC.index(axis)
+        if rank in (3, 4):
+            axis = nhwc_axis(axis, rank)
         elif rank == 2 and axis == 1 and any(t in self.perm for t in inputs):
             parts, offset = [], 0
             for t in inputs:
@@ -369,7 +439,9 @@ class _Lowerer:
             raise self.unsupported(node, "padding with a value other than 0")
         rank = len(self.src_shape(node.inputs[0]))
         pairs = np.stack([pads[:rank], pads[rank:]], axis=1).astype(np.int32)
-        if rank == 4:
+        if rank == 3:
+            pairs = np.insert(pairs, 2, 0, axis=0)  # the unit H axis is never padded
+        if rank in (3, 4):
             pairs = pairs[list(NCHW_TO_NHWC)]
         x = self.name(node.inputs[0])
         if x in self.perm:

@@ -20,6 +20,7 @@ import numpy as np
 from eedge.errors import BundleError, InputDataError
 from eedge.ir.bundle import Bundle, load_bundle
 from eedge.ir.graph import QuantParams
+from eedge.ir.layout import to_channels_last
 from eedge.policies.criteria import CRITERIA, score_from_probabilities, softmax
 from eedge.policies.fixed_point import int8_probabilities, int8_score, threshold_q
 from eedge.reference.int8_kernels import dequantize_output, quantize_input
@@ -223,8 +224,8 @@ class Cascade:
         converted = {}
         for spec in self.inputs:
             array = feeds[spec["name"]]
-            if self.format.startswith("tflite") and spec.get("layout") == "NCHW":
-                array = np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+            if self.format.startswith("tflite"):
+                array = to_channels_last(array, spec.get("layout"))
             quant = self._input_quant.get(spec["name"])
             if quant is not None and spec["dtype"] != "int8":
                 array = quantize_input(array, quant)

@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from conftest import exported_onnx
 from onnx import helper
-from zoo import example_input, onnx_conv_model, onnx_two_exit_mlp
+from zoo import example_input, onnx_conv1d_model, onnx_conv_model, onnx_two_exit_mlp
 
 from eedge.backends.onnx_writer import serialize
 from eedge.errors import UnsupportedOpError
 from eedge.frontends.onnx_frontend import onnx_to_graph
-from eedge.passes.lower_tflite import flatten_permutation, lower_to_tflite
+from eedge.ir.graph import Graph
+from eedge.ir.layout import to_channels_last
+from eedge.passes.lower_tflite import flatten_permutation, lower_to_tflite, moves_no_bytes
 from eedge.reference.executor import execute
 
 
-@pytest.mark.parametrize("name", ["sequential", "residual", "branchy", "depthwise"])
-def test_lowered_graph_computes_the_onnx_model(name: str) -> None:
-    model = exported_onnx(name)
+def assert_lowering_is_exact(model: onnx.ModelProto, x: np.ndarray, layout: str) -> Graph:
+    """The lowered graph's exits equal onnxruntime's on the same (channels-first) x."""
     lowered = lower_to_tflite(onnx_to_graph(model))
     assert lowered.dialect == "tflite"
     assert not {"BatchNormalization", "Relu", "Conv", "Gemm"} & {n.op_type for n in lowered.nodes}
-    x = example_input(seed=4, batch=6)
-    expected = ort.InferenceSession(serialize(model)).run(None, {"input": x})
-    env = execute(lowered, {"input": x.transpose(0, 2, 3, 1)})
+    name = model.graph.input[0].name
+    expected = ort.InferenceSession(serialize(model)).run(None, {name: x})
+    env = execute(lowered, {name: to_channels_last(x, layout)})
     for exit_name, ref in zip(lowered.exits, expected):
         np.testing.assert_allclose(env[exit_name], ref, atol=1e-5)
+    return lowered
+
+
+@pytest.mark.parametrize("name", ["sequential", "residual", "branchy", "depthwise", "audio1d"])
+def test_lowered_graph_computes_the_onnx_model(name: str) -> None:
+    layout = "NCL" if name == "audio1d" else "NCHW"
+    assert_lowering_is_exact(exported_onnx(name), example_input(seed=4, batch=6, name=name),
+                             layout)
 
 
 def test_relu_is_fused_and_bn_folded() -> None:
@@ -84,4 +94,68 @@ def test_grouped_conv_is_rejected() -> None:
                                                   pads=[1, 1, 1, 1], group=2,
                                                   kernel_shape=[3, 3]))
     with pytest.raises(UnsupportedOpError, match="group=2"):
+        lower_to_tflite(onnx_to_graph(model))
+
+
+def test_conv1d_lowers_to_unit_height_2d_ops() -> None:
+    lowered = lower_to_tflite(onnx_to_graph(exported_onnx("audio1d")))
+    assert lowered.inputs[0].shape[1:] == (1, 49, 8)   # (N, 8, 49) NCL -> (N, 1, L, C)
+    convs = {n.op_type: n for n in lowered.nodes if "CONV" in n.op_type}
+    dw = convs["DEPTHWISE_CONV_2D"]
+    assert lowered.constants[dw.inputs[1]].shape == (1, 1, 3, 16)
+    assert (dw.attrs["stride_h"], dw.attrs["stride_w"]) == (1, 2)
+    assert (dw.attrs["dilation_h"], dw.attrs["dilation_w"]) == (1, 2)
+    pools = [n for n in lowered.nodes if "POOL" in n.op_type]
+    assert [(p.op_type, p.attrs["filter_h"], p.attrs["filter_w"]) for p in pools] == \
+        [("MAX_POOL_2D", 1, 2), ("AVERAGE_POOL_2D", 1, 2)]
+    # pads (2, 2) of the dilated depthwise are not TFLite SAME (that is (1, 2)): a PAD;
+    # Conv1d(padding='same', k=4) pads (1, 2), which is SAME: none
+    pads = [n for n in lowered.nodes if n.op_type == "PAD"]
+    assert [lowered.constants[p.inputs[1]].tolist() for p in pads] == \
+        [[[0, 0], [0, 0], [2, 2], [0, 0]]]
+    assert [n.attrs["padding"] for n in lowered.nodes if n.op_type == "CONV_2D"] == \
+        ["SAME", "VALID", "SAME"]
+
+
+def test_conv1d_with_batchnorm_and_explicit_padding(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = onnx_conv1d_model()
+    x = np.random.default_rng(3).standard_normal((4, 1, 64)).astype(np.float32)
+    lowered = assert_lowering_is_exact(model, x, "NCL")
+    ops = [n.op_type for n in lowered.nodes]
+    assert ops == ["PAD", "CONV_2D", "MEAN", "RESHAPE", "FULLY_CONNECTED", "PAD",
+                   "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
+
+
+def test_fold_batchnorm_keeps_the_conv1d_weight_shape() -> None:
+    from eedge.passes.fold_batchnorm import fold_batchnorm
+
+    folded = fold_batchnorm(onnx_to_graph(onnx_conv1d_model()))
+    conv = next(n for n in folded.nodes if n.op_type == "Conv")
+    assert "BatchNormalization" not in {n.op_type for n in folded.nodes}
+    assert folded.constants[conv.inputs[1]].shape == (6, 1, 5)
+
+
+def test_reshape_between_3d_and_4d_must_not_move_bytes() -> None:
+    assert moves_no_bytes(("N", 16, 24), ("N", 16, 1, 24))   # unsqueeze H
+    assert moves_no_bytes(("N", 16, 1, 1), ("N", 16, 1))
+    assert moves_no_bytes(("N", 1, 64), ("N", 1, 8, 8))      # one channel
+    assert not moves_no_bytes(("N", 16, 24), ("N", 1, 16, 24))  # channels become rows
+
+
+def test_a_reshape_that_needs_a_transpose_is_rejected() -> None:
+    from onnx import numpy_helper
+
+    model = onnx_conv1d_model()
+    nodes = list(model.graph.node)
+    # exit 0 reads h (N, 6, 64) as a one-channel image (N, 1, 6, 64): rows are channels
+    nodes.insert(3, helper.make_node("Unsqueeze", ["h", "ax"], ["img"], name="as_image"))
+    nodes[4].input[0] = "img"
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    inits = [i for i in model.graph.initializer if i.name != "w0"]
+    inits += [numpy_helper.from_array(np.array([1], np.int64), "ax"),
+              numpy_helper.from_array(np.ones((4, 1), np.float32), "w0")]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
+    with pytest.raises(UnsupportedOpError, match="Unsqueeze node 'as_image'.*needs a transpose"):
         lower_to_tflite(onnx_to_graph(model))
