@@ -7,17 +7,46 @@ machine-readable even while a spinner runs.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
+
+from eedge.plain import one_line
 
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr really is a terminal (rich's guess says yes under FORCE_COLOR)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_error(label: str, message: str) -> None:
+    """``label: message`` as one line on stderr, plain text unless stderr is a terminal.
+
+    Messages quote user text (paths, tensor names) and other libraries'
+    messages, so the message is flattened to one escape-free line and never
+    read as rich markup: a ``[/]`` in a file name must neither crash the
+    printer nor vanish. Logs and pipes get no colour codes even under
+    FORCE_COLOR, so scripts can match the line.
+    """
+    text = one_line(message)
+    if not stderr_is_terminal():
+        sys.stderr.write(f"{label}: {text}\n")
+        sys.stderr.flush()
+        return
+    err_console.print(f"[bold red]{label}:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def debug_option(func: F) -> F:
@@ -44,11 +73,11 @@ def _jsonable(value: Any) -> Any:
 @contextmanager
 def progress_status(message: str, quiet: bool = False) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr; yields a function that updates its text."""
-    if quiet or not err_console.is_terminal:
+    if quiet or not stderr_is_terminal():
         def log(text: str) -> None:
             if not quiet:
-                err_console.print(f"[dim]… {text}[/]")
+                err_console.print(f"[dim]… {escape(text)}[/]")
         yield log
         return
-    with err_console.status(message) as status:
-        yield lambda text: status.update(text)
+    with err_console.status(escape(message)) as status:
+        yield lambda text: status.update(escape(text))

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from eedge import __version__
-from eedge.cli.console import err_console
+from eedge.cli.console import err_console, print_error
 from eedge.errors import EedgeError
 
 EXIT_USAGE = 2
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     except EedgeError as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error("error", str(exc))
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("interrupted", highlight=False)
@@ -85,9 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug in eedge, not the user's fault
         if debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
-                          "(rerun with --debug for the traceback and report it)",
-                          highlight=False, soft_wrap=True)
+        print_error("internal error", f"{type(exc).__name__}: {exc} (rerun with --debug for "
+                    "the traceback and report it)")
         sys.exit(EXIT_INTERNAL)
 
 
