@@ -11,45 +11,42 @@ import numpy as np
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
-from eedge.cli.tables import human_count
+from eedge.cli.tables import human_cost, human_count
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_labelled
+from eedge.policies.costs import ExitCosts, latency_costs, mac_costs
 from eedge.policies.criteria import CRITERIA
+from eedge.policies.labels import check_labels
 from eedge.runtime.stage_runners import RUNTIMES
 
 
 def exit_costs(bundle: Any, budget_kind: str, profile: Path | None, target: str | None,
-               x: np.ndarray) -> tuple[list[float], str]:
-    """Cost of a sample leaving at each exit: MACs, or latency from a profile."""
+               x: np.ndarray) -> ExitCosts:
+    """Cost of a sample leaving at each exit: MACs, or latency from a profile.
+
+    QEMU (instructions) and board (cycles) profiles give milliseconds through
+    the per-stage estimates from the target's clock; ExitCosts.basis says so.
+    """
     if budget_kind == "macs":
-        return [float(e["cumulative_macs"]) for e in bundle.exits], "MACs"
+        return mac_costs(bundle)
     if profile is not None:
         try:
             report = json.loads(profile.read_text())
-            costs = [float(e["cumulative"]) for e in report["exits"]]
-            unit = report["unit"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise InputDataError(f"{profile} is not a report from `eedge profile --report` "
                                  f"({exc})") from exc
-    elif target is not None:
+        return latency_costs(bundle, report, str(profile))
+    if target is not None:
         from eedge.profiling.drivers import profile_target
         from eedge.profiling.report import build_report
         from eedge.targets import load_target
 
         profiles = profile_target(bundle, load_target(target), x[:1], None, 1, 20, 200,
                                   lambda _m: None)
-        report = build_report(profiles, bundle, None)
-        costs, unit = [float(e["cumulative"]) for e in report["exits"]], report["unit"]
-    else:
-        raise InputDataError("--budget-ms needs latencies: pass --profile REPORT.json (from "
-                             "`eedge profile --report`) or --target T to measure them now")
-    if len(costs) != len(bundle.exits):
-        raise InputDataError(f"{profile} describes {len(costs)} exits; the bundle has "
-                             f"{len(bundle.exits)}")
-    if unit == "instructions":
-        raise InputDataError("that profile is in instructions, not milliseconds: use "
-                             "--budget-macs, or a host/SSH/board profile")
-    return costs, unit
+        return latency_costs(bundle, build_report(profiles, bundle, None),
+                             f"the measurement on {target}")
+    raise InputDataError("--budget-ms needs latencies: pass --profile REPORT.json (from "
+                         "`eedge profile --report`) or --target T to measure them now")
 
 
 @click.command("calibrate")
@@ -87,7 +84,8 @@ def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
       eedge calibrate bundle --data val.npz --budget-macs 50000 --criterion margin
       eedge calibrate bundle --data val.npz --budget-ms 0.02 --profile host.json --plot c.png
     """
-    from eedge.ir.bundle import load_bundle, update_manifest
+    from eedge.ir.bundle import load_bundle
+    from eedge.policies.apply import record_thresholds
     from eedge.policies.calibrate import calibrate as run, plot_calibration
 
     chosen = [v for v in (max_accuracy_drop, budget_macs, budget_ms) if v is not None]
@@ -98,21 +96,18 @@ def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
         raise InputDataError("budgets and accuracy drops must be non-negative")
     loaded = load_bundle(bundle)
     x, y = load_labelled(data)
+    check_labels(y, [e["num_classes"] for e in loaded.exits], str(data))
     kind = "macs" if budget_ms is None else "ms"
-    costs, unit = exit_costs(loaded, kind, profile, target, x)
+    costs = exit_costs(loaded, kind, profile, target, x)
     objective = "max_accuracy_drop" if max_accuracy_drop is not None else "budget"
     with progress_status("searching thresholds", quiet=as_json):
-        result = run(loaded, x, y, objective, chosen[0], costs, unit, criterion, runtime,
-                     confidence_z)
+        result = run(loaded, x, y, objective, chosen[0], costs.values, costs.unit, criterion,
+                     runtime, confidence_z, costs.basis)
     if plot_path is not None:
         plot_calibration(result, plot_path)
     if not dry_run:
-        def change(manifest: dict[str, Any]) -> None:
-            for entry, t in zip(manifest["exits"], result.chosen.thresholds):
-                entry["policy"] = {"criterion": criterion, "threshold": t,
-                                   "method": f"calibrated ({objective} {chosen[0]:g})"}
-            manifest["calibration"] = result.to_json()
-        update_manifest(loaded, change)
+        record_thresholds(loaded, result.chosen.thresholds, criterion,
+                          f"calibrated ({objective} {chosen[0]:g})", result.to_json())
     if as_json:
         print_json(result.to_json())
         return
@@ -133,14 +128,18 @@ def show(result: Any) -> None:
         table.add_row(f"exit{k}", "final" if final else ("never" if t is None else f"{t:.4f}"),
                       f"{rate:.1%}")
     out_console.print(table)
+    estimate = " (estimate)" if result.cost_basis else ""
     out_console.print(f"accuracy {c.accuracy:.2%} (final exit alone {result.final_accuracy:.2%})"
-                      f", expected cost {human_count(c.cost)} {unit}/sample")
+                      f", expected cost {human_cost(c.cost, unit)}/sample{estimate}")
     g = result.best_global
     if g is not None:
         out_console.print(f"best single global threshold: accuracy {g.accuracy:.2%}, cost "
-                          f"{human_count(g.cost)} {unit}")
-    front = ", ".join(f"{human_count(p.cost)}:{p.accuracy:.3f}" for p in result.pareto[:12])
+                          f"{human_cost(g.cost, unit)}{estimate}")
+    front = ", ".join(f"{human_cost(p.cost, unit)}:{p.accuracy:.3f}"
+                      for p in result.pareto[:12])
     out_console.print(f"Pareto front (cost:accuracy) {front}{' ...' if len(result.pareto) > 12 else ''}")
+    if result.cost_basis:
+        out_console.print(f"costs are estimates: {result.cost_basis}")
 
 
 @click.command("evaluate")
@@ -172,6 +171,7 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
     x, y = load_labelled(data)
     if len(y) == 0:
         raise InputDataError(f"{data} holds no samples")
+    y = check_labels(y, [e["num_classes"] for e in loaded.exits], str(data))
     cascade = Cascade(loaded, runtime=runtime)
     logits = cascade.run_all_exits(x)
     decided = cascade.infer(x)
@@ -198,9 +198,10 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
         report["cascade_uncertainty"] = uncertainty_report(
             decided.probabilities.astype(np.float64), y)
     if profile is not None:
-        costs, unit = exit_costs(loaded, "ms", profile, None, x)
-        report["expected_latency"] = {"value": float(np.dot(rates, costs)), "unit": unit,
-                                      "no_exit": costs[-1]}
+        costs = exit_costs(loaded, "ms", profile, None, x)
+        report["expected_latency"] = {"value": float(np.dot(rates, costs.values)),
+                                      "unit": costs.unit, "no_exit": costs.values[-1],
+                                      "estimated": costs.estimated, "basis": costs.basis}
     if as_json:
         print_json(report)
         return
@@ -230,5 +231,6 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
         out_console.print(table)
     if "expected_latency" in report:
         lat = report["expected_latency"]
-        out_console.print(f"expected latency {lat['value']:.4f} {lat['unit']} vs "
-                          f"{lat['no_exit']:.4f} without exits")
+        out_console.print(f"expected latency {human_cost(lat['value'], lat['unit'])} vs "
+                          f"{human_cost(lat['no_exit'], lat['unit'])} without exits"
+                          + (f" ({lat['basis']})" if lat["estimated"] else ""))

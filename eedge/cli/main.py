@@ -41,14 +41,15 @@ def cli() -> None:
 
 def _register() -> None:
     from eedge.cli import (calibrate_cmd, compile_cmd, demo_cmd, export_cmd, firmware_cmds,
-                           inspect_cmd, monitor_cmd, profile_cmd, run_cmd, split_cmd)
+                           inspect_cmd, monitor_cmd, profile_cmd, run_cmd, split_cmd,
+                           thresholds_cmd)
 
     for module in (export_cmd, inspect_cmd, run_cmd, profile_cmd, demo_cmd):
         cli.add_command(module.command)
     for command in (firmware_cmds.codegen, firmware_cmds.build_cmd, firmware_cmds.flash,
                     firmware_cmds.targets, calibrate_cmd.calibrate, calibrate_cmd.evaluate,
                     monitor_cmd.monitor, compile_cmd.compile_command, split_cmd.split,
-                    split_cmd.serve):
+                    split_cmd.serve, thresholds_cmd.thresholds):
         cli.add_command(command)
 
 

@@ -9,31 +9,14 @@ import numpy as np
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.progress import progress
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_array
+from eedge.policies.labels import check_labels
+from eedge.policies.thresholds import parse_thresholds
+from eedge.runtime import batched
 from eedge.runtime.cascade import Cascade
 from eedge.runtime.stage_runners import RUNTIMES
-
-
-def parse_thresholds(text: str, exits: int) -> list[float | None]:
-    """``0.9,0.8`` (one per early exit; the final exit always decides) or ``none``."""
-    values: list[float | None] = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part in ("none", "never", "-"):
-            values.append(None)
-            continue
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise InputDataError(f"bad threshold {part!r} in --thresholds; write numbers in "
-                                 "[0, 1] separated by commas, or 'none'") from None
-    if len(values) == exits - 1:
-        values.append(None)
-    if len(values) != exits:
-        raise InputDataError(f"--thresholds has {len(values)} values; the bundle has {exits} "
-                             f"exits: give {exits - 1} (one per early exit)")
-    return values
 
 
 @click.command("run")
@@ -69,14 +52,15 @@ def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exi
         return
     cascade = Cascade(bundle, threads=threads, runtime=runtime)
     if thresholds is not None:
-        cascade.set_thresholds(parse_thresholds(thresholds, len(cascade.exits)))
+        cascade.set_thresholds(parse_thresholds(thresholds, cascade.bundle.manifest))
     x = load_array(input_path, "x")
     labels = _optional_labels(input_path, len(x) if x.ndim == len(cascade.inputs[0]["shape"])
-                              else 1)
+                              else 1, [e["num_classes"] for e in cascade.exits])
     if budget_macs is not None:
         _run_budgeted(cascade, x, labels, budget_macs, as_json)
         return
-    result = cascade.infer(x, early_exit=not no_early_exit)
+    with progress(f"running the cascade ({cascade.runtime})", quiet=as_json) as shown:
+        result = batched.infer(cascade, x, early_exit=not no_early_exit, tick=shown.tick)
     accuracy = float(np.mean(result.predictions == labels)) if labels is not None else None
     if as_json:
         print_json({"runtime": cascade.runtime, "thresholds": cascade.thresholds,
@@ -100,36 +84,34 @@ def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exi
         out_console.print(f"accuracy: {accuracy:.2%}")
 
 
-def _optional_labels(path: Path, count: int) -> np.ndarray | None:
+def _optional_labels(path: Path, count: int, classes: list[int]) -> np.ndarray | None:
     if path.suffix != ".npz":
         return None
     with np.load(path, allow_pickle=False) as data:
         if "y" not in data.files:
             return None
         labels = data["y"]
-    if labels.shape != (count,):
-        raise InputDataError(f"{path}: y has shape {list(labels.shape)} but x has {count} "
-                             "samples")
-    return labels
+    return check_labels(labels, classes, str(path), count)
 
 
 def _run_on_target(bundle: Path, input_path: Path, target_name: str, thresholds: str | None,
                    no_early_exit: bool, as_json: bool) -> None:
-    from eedge.cli.console import progress_status
     from eedge.codegen.device_run import run_on_target
     from eedge.codegen.model_source import load_codegen_model
     from eedge.targets import load_target
 
     if thresholds is not None or no_early_exit:
         raise InputDataError("--thresholds and --no-early-exit apply to the Python runtimes; "
-                             "the firmware uses the bundle's thresholds (set them with the "
-                             "demo or calibration, then codegen again)")
+                             "the firmware uses the bundle's thresholds: set them with "
+                             "`eedge thresholds BUNDLE 0.9,0.8` or `eedge calibrate`")
     target = load_target(target_name)
     model = load_codegen_model(bundle)
     x = load_array(input_path, "x")
-    with progress_status(f"building and running on {target.name}", quiet=as_json):
-        run = run_on_target(model, target, x)
-    labels = _optional_labels(input_path, len(run.run.samples))
+    labels = _optional_labels(input_path, len(x) if x.ndim == len(model.graph.inputs[0].shape)
+                              else 1, [int(model.graph.tensors[t].shape[-1])
+                                       for t in model.graph.exits])
+    with progress(f"building and running on {target.name}", quiet=as_json) as shown:
+        run = run_on_target(model, target, x, say=shown.say)
     summary = run.summary()
     summary["accuracy"] = (float(np.mean(run.predictions == labels)) if labels is not None
                            else None)

@@ -1,26 +1,63 @@
-"""Write chosen exit thresholds into a bundle's manifest (atomically)."""
+"""Write chosen exit thresholds into a bundle's manifest (atomically).
+
+Everything that sets thresholds (``eedge calibrate``, ``eedge thresholds``,
+the demo) goes through here, so the manifest records them the same way: the
+exit's ``policy`` (criterion, threshold, method), validated, written via a
+temporary file and a rename. Only ``manifest.json`` changes, and it is not
+among the checksummed files, so every checksum stays valid.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eedge.errors import InputDataError
 from eedge.ir.bundle import Bundle, update_manifest
+from eedge.policies.thresholds import check_thresholds
 
 
 def write_thresholds(bundle: Bundle, thresholds: Sequence[float | None],
                      method: str) -> Bundle:
-    """Store one threshold per exit; ``method`` records how they were chosen."""
+    """Store one threshold per exit, keeping each exit's criterion and window."""
     if len(thresholds) != len(bundle.exits):
         raise InputDataError(f"got {len(thresholds)} thresholds for {len(bundle.exits)} exits")
-    for t in thresholds:
-        if t is not None and not 0.0 <= t <= 1.0:
-            raise InputDataError(f"threshold {t} is outside [0, 1]")
+    check_thresholds(thresholds, [e["policy"]["criterion"] for e in bundle.exits])
 
     def change(manifest: dict[str, Any]) -> None:
         for entry, threshold in zip(manifest["exits"], thresholds):
             entry["policy"]["threshold"] = threshold
             entry["policy"]["method"] = method
+
+    return update_manifest(bundle, change)
+
+
+def record_thresholds(bundle: Bundle, thresholds: Sequence[float | None],
+                      criterion: str | None, method: str,
+                      calibration: Mapping[str, Any] | None = None) -> Bundle:
+    """Set every exit's policy to ``criterion`` (None: keep each exit's) and a threshold.
+
+    ``calibration`` (the search's statistics) replaces the manifest's
+    ``calibration`` section; without it the section is removed, since it
+    would describe thresholds the bundle no longer has. A window
+    (``window_low``) survives only where the criterion stays the same: it is
+    a score of that criterion.
+    """
+    if len(thresholds) != len(bundle.exits):
+        raise InputDataError(f"got {len(thresholds)} thresholds for {len(bundle.exits)} exits")
+    criteria = [criterion or e["policy"]["criterion"] for e in bundle.exits]
+    check_thresholds(thresholds, criteria)
+
+    def change(manifest: dict[str, Any]) -> None:
+        for entry, threshold, name in zip(manifest["exits"], thresholds, criteria):
+            policy = {"criterion": name, "threshold": threshold, "method": method}
+            old = entry["policy"]
+            if old.get("window_low") is not None and old["criterion"] == name:
+                policy["window_low"] = old["window_low"]
+            entry["policy"] = policy
+        if calibration is not None:
+            manifest["calibration"] = dict(calibration)
+        else:
+            manifest.pop("calibration", None)
 
     return update_manifest(bundle, change)

@@ -24,6 +24,7 @@ from eedge.ir.bundle import Bundle
 from eedge.ir.graph import QuantParams
 from eedge.policies.criteria import CRITERIA, score_from_probabilities, softmax
 from eedge.policies.fixed_point import ENTROPY_ONE, int8_probabilities, int8_score
+from eedge.policies.labels import check_labels
 from eedge.runtime.cascade import Cascade
 
 NEVER = math.inf
@@ -51,10 +52,12 @@ class Calibration:
     best_global: OperatingPoint | None
     pareto: list[OperatingPoint] = field(default_factory=list)
     evaluated: int = 0
+    cost_basis: str | None = None   # how estimated costs were estimated; None if measured
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["pareto"] = [{"cost": p.cost, "accuracy": p.accuracy} for p in self.pareto]
+        data["cost_estimated"] = self.cost_basis is not None
         return data
 
 
@@ -72,15 +75,14 @@ def collect_scores(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray,
                    criterion: str) -> ExitScores:
     if criterion not in CRITERIA:
         raise InputDataError(f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
+    y = check_labels(y, [int(e["num_classes"]) for e in bundle.exits], "the labels (y)",
+                     len(x))
     cascade = Cascade(bundle, runtime=runtime)
     raw = cascade.run_all_exits(x, raw=True)
     scores, correct, classes = [], [], []
     integer = False
     for stage_index, values in zip([e["stage"] for e in bundle.exits], raw):
         spec = cascade.io[stage_index]["outputs"][0]
-        if values.shape[-1] <= int(y.max()):
-            raise InputDataError(f"labels go up to {int(y.max())} but the exits have "
-                                 f"{values.shape[-1]} classes")
         correct.append(np.argmax(values, axis=-1) == y)
         classes.append(values.shape[-1])
         if spec.get("quant"):
@@ -199,12 +201,15 @@ def pareto_front(points: list[Point]) -> list[Point]:
 
 def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limit: float,
               costs: Sequence[float], cost_unit: str, criterion: str = "max_softmax",
-              runtime: str | None = None, z: float = 2.0) -> Calibration:
+              runtime: str | None = None, z: float = 2.0,
+              cost_basis: str | None = None) -> Calibration:
     """Search per-exit thresholds; ``objective`` is max_accuracy_drop or budget.
 
     For an accuracy-drop budget the drop is bounded with ``z`` standard errors
     (paired with the final exit), so thresholds that only fit the calibration
     samples by luck are not chosen; z = 0 takes the drop at face value.
+    ``cost_basis`` says how the costs were estimated (e.g. milliseconds from
+    QEMU instructions), None when they were measured or counted.
     """
     if len(y) == 0:
         raise InputDataError("the calibration data is empty")
@@ -244,7 +249,7 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limi
     except InputDataError:
         best_global = None
     return Calibration(criterion, objective, cost_unit, len(y), final_accuracy, point(combo),
-                       best_global, [point(p[0]) for p in front], len(points))
+                       best_global, [point(p[0]) for p in front], len(points), cost_basis)
 
 
 def plot_calibration(result: Calibration, path: Any) -> None:
