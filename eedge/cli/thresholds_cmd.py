@@ -62,9 +62,9 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
     table = Table(title=f"{loaded.path}: {len(rows)} exits")
     integer = any("threshold_q" in r for r in rows)
     columns = ["exit", "criterion", "threshold"] + (["int8 score ≥"] if integer else []) + [
-        "set by"]
+        "method"]
     for name in columns:
-        table.add_column(name, justify="left" if name == "set by" else "right")
+        table.add_column(name, justify="left" if name == "method" else "right")
     for r in rows:
         shown = r["role"] if r["role"] != "early" else (
             "never" if r["threshold"] is None else f"{r['threshold']:.4f}")
