@@ -132,3 +132,8 @@ def test_firmware_uses_thresholds_set_by_hand(capsys, tmp_path: Path) -> None:  
                              ",".join(map(str, chosen)), "--json")
         assert code == 0, err
         assert json.loads(out)["exit_index"] == device["exit_index"]
+
+
+def test_help_has_examples(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(capsys, "thresholds", "--help")
+    assert code == 0 and "Examples" in out and "--criterion" in out and "--debug" in out
