@@ -70,19 +70,22 @@ def test_sub_millisecond_budgets_are_not_printed_as_zero(capsys, bundle: Path,  
     assert "37.9 µs without exits" in flat(out)
 
 
-def qemu_report(bundle: Path, instructions: list[float]) -> dict[str, Any]:
+def qemu_report(bundle: Path, instructions: list[float], unit: str = "instructions"
+                ) -> dict[str, Any]:
+    """A QEMU (instructions) or board (cycles) report: ms only as per-stage estimates."""
     report = host_report(bundle, instructions)
-    report.update(target="qemu-cortex-m4", unit="instructions", environment={
+    report.update(target="qemu-cortex-m4", unit=unit, environment={
         "estimate_basis": "1.0 cycles per instruction at 25 MHz (estimate)"})
     for stage in report["stages"]:
         stage["estimates"] = {"cycles": stage["value"], "ms": stage["value"] / 25e6 * 1e3}
     return report
 
 
+@pytest.mark.parametrize("unit", ["instructions", "cycles"])  # cycles were taken as ms
 def test_instruction_profiles_are_accepted_as_estimated_ms(capsys, bundle: Path,  # type: ignore[no-untyped-def]
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, unit: str) -> None:
     report = tmp_path / "qemu.json"
-    report.write_text(json.dumps(qemu_report(bundle, [25_000.0, 50_000.0])))  # 1 ms, 3 ms
+    report.write_text(json.dumps(qemu_report(bundle, [25_000.0, 50_000.0], unit)))  # 1, 3 ms
     args = ["calibrate", str(bundle), "--data", str(tmp_path / "val.npz"), "--budget-ms", "2.5",
             "--profile", str(report), "--dry-run"]
     code, out, err = run(capsys, *args, "--json")
