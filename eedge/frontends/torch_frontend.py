@@ -106,7 +106,7 @@ def torch_to_onnx(module: "torch.nn.Module", example: np.ndarray) -> onnx.ModelP
             raise
         except Exception as exc:
             raise ModelError(f"running the module on an input of shape {list(x.shape)} "
-                             f"failed: {exc}; check --input-shape") from exc
+                             f"failed: {one_line(str(exc), 300)}; check --input-shape") from exc
     names = exit_names(count)
     batch = torch.export.Dim("batch")
     errors: list[str] = []
@@ -120,8 +120,8 @@ def torch_to_onnx(module: "torch.nn.Module", example: np.ndarray) -> onnx.ModelP
             model = program.model_proto
             break
         except Exception as exc:  # a module may specialize on the batch size
-            errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else
-                          type(exc).__name__)
+            lines = plain_text(str(exc)).strip().splitlines()
+            errors.append(lines[0].strip() if lines else type(exc).__name__)
     else:
         raise ModelError(f"torch could not export the module to ONNX: {errors[-1]}")
     return strip_metadata(model)

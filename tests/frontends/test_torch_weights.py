@@ -100,3 +100,17 @@ def test_not_a_torch_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="cannot load weights from") as info:
         load_weights(net(), path)
     assert "\x1b" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_failing_forward_is_reported_on_one_plain_line() -> None:
+    from eedge.frontends.torch_frontend import torch_to_onnx
+
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("shapes \x1b[1mcannot\x1b[0m be multiplied\n(2x4 and 9x3)")
+
+    with pytest.raises(ModelError) as info:
+        torch_to_onnx(Broken(), torch.zeros(1, 4).numpy())
+    message = str(info.value)
+    assert "\x1b" not in message and "\n" not in message
+    assert "shapes cannot be multiplied; (2x4 and 9x3)" in message
