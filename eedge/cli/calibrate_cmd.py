@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
@@ -113,7 +114,7 @@ def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
         return
     show(result)
     out_console.print("thresholds not written (--dry-run)" if dry_run else
-                      f"thresholds written to {bundle}/manifest.json")
+                      f"thresholds written to {escape(str(bundle))}/manifest.json")
 
 
 def show(result: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
@@ -59,7 +60,7 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
     if as_json:
         print_json({"bundle": str(loaded.path), "written": values is not None, "exits": rows})
         return
-    table = Table(title=f"{loaded.path}: {len(rows)} exits")
+    table = Table(title=f"{escape(str(loaded.path))}: {len(rows)} exits")
     integer = any("threshold_q" in r for r in rows)
     columns = ["exit", "criterion", "threshold"] + (["int8 score ≥"] if integer else []) + [
         "method"]
@@ -73,7 +74,8 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
         table.add_row(f"exit{r['index']}", r["criterion"], shown, *device, r["method"] or "-")
     out_console.print(table)
     if values is not None:
-        out_console.print(f"thresholds written to {loaded.path}/manifest.json; `eedge codegen` "
+        out_console.print(f"thresholds written to {escape(str(loaded.path))}/manifest.json; "
+                          "`eedge codegen` "
                           "and `eedge run --target` use them")
 
 

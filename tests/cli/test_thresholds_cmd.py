@@ -137,3 +137,11 @@ def test_firmware_uses_thresholds_set_by_hand(capsys, tmp_path: Path) -> None:  
 def test_help_has_examples(capsys) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = run(capsys, "thresholds", "--help")
     assert code == 0 and "Examples" in out and "--criterion" in out and "--debug" in out
+
+
+def test_a_bundle_path_with_brackets_is_shown_as_is(capsys, bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    odd = tmp_path / "[b]"
+    bundle.rename(odd)
+    code, out, err = run(capsys, "thresholds", str(odd), "0.5")
+    assert code == 0, err
+    assert "[b]" in " ".join(out.split())
