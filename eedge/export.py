@@ -23,7 +23,8 @@ from eedge import __version__
 from eedge.backends.onnx_writer import serialize, subgraph_to_onnx
 from eedge.backends.tflite_writer import graph_to_tflite
 from eedge.errors import InputDataError, ModelError, VerificationError
-from eedge.frontends.onnx_frontend import onnx_to_graph, read_onnx_file
+from eedge.frontends.onnx_exit_softmax import StrippedExit
+from eedge.frontends.onnx_frontend import OnnxImport, import_onnx, read_onnx_file
 from eedge.frontends.tflite_frontend import load_tflite
 from eedge.frontends.torch_frontend import torch_outputs, torch_to_onnx
 from eedge.ir.bundle import (Bundle, file_entries, load_bundle, sha256_bytes,
@@ -65,6 +66,7 @@ class ExportOptions:
 class ExportResult:
     bundle: Bundle
     dropped_nodes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how eedge normalized the model
 
 
 @dataclass
@@ -178,11 +180,19 @@ def _quantization_report(graph: Graph, ranges: dict[str, TensorRange], observer:
 
 def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sha256: str,
                  out: Path | str, options: ExportOptions | None = None,
-                 progress: Progress | None = None, **kwargs: Any) -> ExportResult:
-    """Partition ``graph`` and write a verified bundle at ``out`` atomically."""
+                 progress: Progress | None = None, notes: Sequence[str] = (),
+                 **kwargs: Any) -> ExportResult:
+    """Partition ``graph`` and write a verified bundle at ``out`` atomically.
+
+    ``notes`` say how the source was normalized on import; they go into the
+    manifest and the result so the user learns that the bundle's model
+    differs from their file, and why.
+    """
     opts = options or ExportOptions(**kwargs)
     out = Path(out)
     say = progress or (lambda _msg: None)
+    for note in notes:
+        say(f"note: {note}")
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown:
         raise InputDataError(f"unknown format {', '.join(unknown)}; choose from "
@@ -206,6 +216,8 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
                 say(f"writing {stage.name}{FILE_SUFFIX[v.fmt]}")
                 (tmp / f"{stage.name}{FILE_SUFFIX[v.fmt]}").write_bytes(_stage_file(v, stage))
         manifest = build_manifest(primary, variants, source_format, source_sha256, model_files)
+        if notes:
+            manifest["model"]["notes"] = list(notes)
         if opts.ensemble:
             manifest["ensemble"] = ensemble_section(list(opts.ensemble), len(manifest["exits"]))
         if quant_report is not None:
@@ -217,7 +229,8 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
             write_manifest(tmp, manifest)
         manifest["verification"] = _verify(load_bundle(tmp), opts, say)
         write_manifest(tmp, manifest)
-    return ExportResult(bundle=load_bundle(out), dropped_nodes=primary.part.dropped_nodes)
+    return ExportResult(bundle=load_bundle(out), dropped_nodes=primary.part.dropped_nodes,
+                        notes=list(notes))
 
 
 def _variants(primary: _Variant, opts: ExportOptions, say: Progress
@@ -328,12 +341,19 @@ def _verify(bundle: Bundle, opts: ExportOptions, say: Progress) -> dict[str, Any
 def export_onnx(path: Path | str, out: Path | str,
                 input_shapes: dict[str | None, tuple[Dim, ...]] | None = None,
                 progress: Progress | None = None, **kwargs: Any) -> ExportResult:
-    """Export an ONNX file whose outputs are the exits."""
+    """Export an ONNX file whose outputs are the exits.
+
+    The manifest records the sha256 of the user's file; the bundle's
+    ``model.onnx`` is the normalized model with its weights embedded, so it
+    loads on its own (the user's file may keep them in ``m.onnx.data``).
+    """
     path = Path(path)
-    model = read_onnx_file(path)
-    graph = onnx_to_graph(model, input_shapes, name=path.stem)
-    raw = path.read_bytes()
-    return export_graph(graph, raw, "onnx", sha256_bytes(raw), out, progress=progress, **kwargs)
+    imported = import_onnx(read_onnx_file(path), input_shapes, name=path.stem)
+    if imported.changed:
+        check_normalized(str(path), imported)
+    return export_graph(imported.graph, serialize(imported.model), "onnx",
+                        sha256_bytes(path.read_bytes()), out, progress=progress,
+                        notes=imported.notes, **kwargs)
 
 
 def export_tflite(path: Path | str, out: Path | str, exits: Sequence[str] | None = None,
@@ -364,9 +384,11 @@ def export_torch(module: "torch.nn.Module", example: Any, out: Path | str, name:
     model = torch_to_onnx(module, example)
     raw = serialize(model)
     _check_against_torch(module, model, example)
-    graph = onnx_to_graph(model, name=name)
-    return export_graph(graph, raw, "torch", sha256_bytes(raw), out, progress=progress,
-                        **kwargs)
+    imported = import_onnx(model, name=name)
+    if imported.changed:
+        check_normalized(raw, imported)
+    return export_graph(imported.graph, serialize(imported.model), "torch", sha256_bytes(raw),
+                        out, progress=progress, notes=imported.notes, **kwargs)
 
 
 def _check_against_torch(module: "torch.nn.Module", model: onnx.ModelProto,
@@ -382,3 +404,41 @@ def _check_against_torch(module: "torch.nn.Module", model: onnx.ModelProto,
         raise VerificationError(f"the ONNX export differs from the torch module by {worst:.3g} "
                                 f"(> {TOLERANCE:g}); the module may use an op the exporter "
                                 "translates inexactly")
+
+
+def _apply_stripped(op_type: str, logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return log_probs if op_type == "LogSoftmax" else np.exp(log_probs)
+
+
+def check_normalized(source: str | bytes, imported: OnnxImport) -> None:
+    """The normalized model must compute the user's model (ONNX Runtime, random inputs).
+
+    ``source`` is the user's file path (ONNX Runtime reads its external
+    data itself) or serialized model. Exits whose Softmax was removed are
+    compared after applying it again. Runs at the source's own batch size.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    original = ort.InferenceSession(source, options, providers=providers)
+    normalized = ort.InferenceSession(serialize(imported.model), options, providers=providers)
+    spec = original.get_inputs()[0]
+    info = imported.graph.inputs[0]
+    batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 2
+    x = np.random.default_rng(0).standard_normal(
+        [batch] + [int(d) for d in info.shape[1:]]).astype(info.dtype)
+    expected = original.run(None, {spec.name: x})
+    got = normalized.run(None, {info.name: x})
+    stripped: dict[str, StrippedExit] = {s.exit: s for s in imported.stripped_exits}
+    for out, want, have in zip(imported.graph.exits, expected, got):
+        if out in stripped:
+            have = _apply_stripped(stripped[out].op_type, have)
+        worst = float(np.max(np.abs(want - have))) if want.size else 0.0
+        if want.shape != have.shape or not worst <= TOLERANCE:
+            raise VerificationError(f"eedge's normalized model differs from the source at "
+                                    f"exit {out!r} (max |diff| {worst:.3g}); this is an eedge "
+                                    "bug: please report it with the model")

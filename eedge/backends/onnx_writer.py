@@ -53,4 +53,15 @@ def subgraph_to_onnx(graph: Graph, node_indices: Sequence[int], inputs: Sequence
 
 
 def serialize(model: onnx.ModelProto) -> bytes:
+    """Deterministic bytes of a self-contained model.
+
+    Bundle files must load on their own: a tensor that still points at an
+    external data file would make the bundle depend on files it does not
+    hold (and on the directory it is run from).
+    """
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node
+                                                for a in n.attribute if a.HasField("t")]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise ModelError(f"model {model.graph.name!r} still refers to external data; eedge "
+                         "bundles embed every weight (read the model with read_onnx_file)")
     return model.SerializeToString(deterministic=True)

@@ -1,37 +1,70 @@
 """Read an ONNX model whose outputs are the exits into eedge's graph IR.
 
-Any multi-output ONNX model qualifies: its graph outputs, in order, are the
-exits (earliest first). Shapes must be static except the batch dimension;
-``input_shapes`` fixes symbolic dimensions the way a user would on the
-command line (``--input-shape 1,3,32,32``).
+Any single-input, multi-output ONNX model qualifies: its graph outputs, in
+order, are the exits (earliest first). Shapes must be static except the
+batch dimension; ``input_shapes`` fixes symbolic dimensions the way a user
+would on the command line (``--input-shape 1,3,32,32``).
+
+Models come in as users export them, so the import first normalizes them
+(:func:`import_onnx`): external weights are embedded, opsets older than 13
+are converted, trailing Softmax/LogSoftmax on exits is removed (the
+policies softmax the logits themselves) and a fixed batch is made symbolic
+where that is provably safe. The normalized model is what the bundle keeps
+as its whole-model reference; ``notes`` tell the user what changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper, version_converter
 
 from eedge.errors import ModelError, UnsupportedOpError
+from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_shapes,
+                                        infer_with_batch, make_batch_symbolic)
+from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
+from eedge.frontends.onnx_external_data import embed_external_data
 from eedge.frontends.ops import SUPPORTED_OPS
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
+MIN_OPSET = 13
+
+
+@dataclass
+class OnnxImport:
+    """The IR graph, the normalized ONNX model it came from, and what was changed."""
+
+    graph: Graph
+    model: onnx.ModelProto
+    notes: list[str] = field(default_factory=list)
+    stripped_exits: list[StrippedExit] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.notes)
 
 
 def read_onnx_file(path: Path) -> onnx.ModelProto:
-    """Parse an ONNX file with a clear error instead of a protobuf traceback."""
+    """Parse an ONNX file, weights included, with a clear error instead of a traceback.
+
+    External data (``m.onnx.data``) is read relative to the model's folder
+    and embedded, so the result is self-contained.
+    """
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; check the path")
     try:
-        return onnx.load_model_from_string(path.read_bytes())
+        model = onnx.load_model_from_string(path.read_bytes())
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise ModelError(f"{path} is not a valid ONNX file ({type(exc).__name__}); "
                          "export the model again or pass the right file") from exc
+    embed_external_data(model, path.parent)
+    return model
 
 
 def parse_input_shape(text: str) -> tuple[str | None, tuple[Dim, ...]]:
@@ -108,7 +141,11 @@ def _apply_input_shapes(model: onnx.ModelProto,
                 raise ModelError(f"--input-shape sets dimension {i} of input "
                                  f"{target.name!r} to {new}, but the model fixes it to "
                                  f"{old.dim_value}")
-        new_shape = [d if isinstance(d, int) else str(d) for d in dims]
+        new_shape: list[int | str | None] = [d if isinstance(d, int) else str(d) for d in dims]
+        if len(existing):  # the batch is settled by _settle_batch, from the model's own
+            first = existing[0]
+            new_shape[0] = first.dim_value if first.HasField("dim_value") else (
+                first.dim_param if first.HasField("dim_param") else None)
         target.type.CopyFrom(helper.make_tensor_type_proto(
             target.type.tensor_type.elem_type, new_shape))
 
@@ -145,33 +182,120 @@ def _check_supported(nodes: Sequence[onnx.NodeProto]) -> None:
                                      "only standard ONNX operators are supported")
 
 
-def onnx_to_graph(model: onnx.ModelProto,
-                  input_shapes: Mapping[str | None, tuple[Dim, ...]] | None = None,
-                  name: str = "model") -> Graph:
-    """Convert an ONNX model (outputs = exits) into a validated :class:`Graph`."""
+def _convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Bring an old-opset model to opset 13 with onnx's converter, or say why not."""
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        reason = reason.rpartition(" failed: ")[2]  # drop the C++ source location
+        raise ModelError(f"the ONNX model uses opset {opset} and onnx.version_converter "
+                         f"cannot convert it to opset {MIN_OPSET} ({reason}); re-export it "
+                         f"with opset_version={MIN_OPSET} or newer") from exc
+    converted.ir_version = max(converted.ir_version, 7)  # opset 13 needs IR version 7
+    return converted
+
+
+def _settle_batch(model: onnx.ModelProto, user_batch: Dim | None) -> list[str]:
+    """Make the batch symbolic unless the model is fixed to batch 1 and nobody asks.
+
+    A fixed batch above 1 cannot run a cascade (later stages see fewer
+    rows), so it is always made symbolic or refused. The user's batch in
+    ``--input-shape`` only asks for a symbolic batch: the rewrite uses the
+    batch the model was exported with, which is what its Reshapes contain.
+    """
+    target = _graph_inputs(model)[0]
+    dims = target.type.tensor_type.shape.dim
+    if not len(dims):
+        return []
+    first = dims[0]
+    if not first.HasField("dim_value"):
+        symbol = user_batch if isinstance(user_batch, str) else (
+            first.dim_param or BATCH_SYMBOL)
+        first.dim_param = symbol
+        return []
+    batch = int(first.dim_value)
+    if batch == 1 and (user_batch is None or user_batch == 1):
+        return []  # kept: the runtime feeds fixed-batch-1 models row by row
+    symbol = user_batch if isinstance(user_batch, str) else BATCH_SYMBOL
+    rewritten = make_batch_symbolic(model, target.name, batch, symbol)
+    where = f" (rewrote Reshape node(s) {', '.join(rewritten)})" if rewritten else ""
+    return [f"the model was exported with a fixed batch of {batch}; eedge made the batch "
+            f"dimension symbolic{where}"]
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _user_batch(shapes: Mapping[str | None, tuple[Dim, ...]] | None) -> Dim | None:
+    if not shapes:
+        return None
+    dims = next(iter(shapes.values()))
+    return dims[0] if dims else None
+
+
+def import_onnx(model: onnx.ModelProto,
+                input_shapes: Mapping[str | None, tuple[Dim, ...]] | None = None,
+                name: str = "model") -> OnnxImport:
+    """Normalize an ONNX model (outputs = exits) and convert it into a :class:`Graph`."""
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never mutate the caller's
+    notes: list[str] = []
     opsets = {o.domain: o.version for o in model.opset_import}
     opset = next((opsets[d] for d in DEFAULT_DOMAINS if d in opsets), None)
     if opset is None:
         raise ModelError("the ONNX model imports no standard operator set; it cannot be read")
-    if opset < 13:
-        raise ModelError(f"the ONNX model uses opset {opset}; eedge needs opset 13 or newer "
-                         "(re-export it, or convert with onnx.version_converter)")
+    if opset < MIN_OPSET:
+        model = _convert_opset(model, opset)
+        notes.append(f"the model uses opset {opset}; eedge converted it to opset {MIN_OPSET} "
+                     "with onnx.version_converter")
+        opset = MIN_OPSET
     for i, node in enumerate(model.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}"
+    graph_inputs = _graph_inputs(model)
+    if len(graph_inputs) > 1:
+        names = ", ".join(i.name for i in graph_inputs)
+        raise ModelError(f"the model has {len(graph_inputs)} inputs ({names}); eedge supports "
+                         "single-input models: merge the inputs into one tensor and re-export")
+    stripped = strip_exit_softmax(model)
+    notes += [s.note() for s in stripped]
     _check_supported(model.graph.node)
     if input_shapes:
         _apply_input_shapes(model, input_shapes)
         del model.graph.value_info[:]  # stale shapes would contradict the new input shape
+    if graph_inputs:
+        notes += _settle_batch(model, _user_batch(input_shapes))
+    normalized = onnx.ModelProto.FromString(model.SerializeToString())
     try:
         onnx.checker.check_model(model)
-        model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                             data_prop=True)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"the ONNX model is invalid: {first_line}") from exc
+    symbol = _batch_symbol(model)
+    model = infer_with_batch(model, symbol) if symbol else infer_shapes(model)
+    if symbol:
+        check_batch_axis(model, symbol)
+    graph = _model_to_graph(model, opset, name)
+    return OnnxImport(graph, normalized, notes, stripped)
 
+
+def _batch_symbol(model: onnx.ModelProto) -> str | None:
+    inputs = _graph_inputs(model)
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    return dims[0].dim_param if len(dims) and dims[0].HasField("dim_param") else None
+
+
+def onnx_to_graph(model: onnx.ModelProto,
+                  input_shapes: Mapping[str | None, tuple[Dim, ...]] | None = None,
+                  name: str = "model") -> Graph:
+    """Convert an ONNX model (outputs = exits) into a validated :class:`Graph`."""
+    return import_onnx(model, input_shapes, name).graph
+
+
+def _model_to_graph(model: onnx.ModelProto, opset: int, name: str) -> Graph:
     graph = model.graph
     constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     nodes: list[Node] = []
