@@ -150,9 +150,10 @@ def test_fixed_batch_4_export_gets_a_symbolic_batch(files: dict[str, Path], net:
 @pytest.mark.parametrize("name, shape", [("batch4", "1,1,8,8"), ("dynamic", "16,1,8,8")])
 def test_input_shape_batch_is_accepted(files: dict[str, Path], tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
                                        name: str, shape: str) -> None:
-    code, _out, err = run_cli(capsys, "export", str(files[name]), "--out",
-                              str(tmp_path / "b"), "--input-shape", shape)
+    code, out, err = run_cli(capsys, "export", str(files[name]), "--out",
+                             str(tmp_path / "b"), "--input-shape", shape)
     assert code == 0, err
+    assert ("note: the model was exported with a fixed batch of 4" in out) == (name == "batch4")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["inputs"][0]["shape"] == ["batch", 1, 8, 8]
 

@@ -96,7 +96,7 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
     manifest = result.bundle.manifest
     if as_json:
         print_json({"bundle": str(result.bundle.path), "manifest": manifest,
-                    "dropped_nodes": result.dropped_nodes})
+                    "dropped_nodes": result.dropped_nodes, "notes": result.notes})
         return
     out_console.print(stage_table(manifest))
     for line in summary_lines(manifest):
@@ -104,6 +104,8 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
     if result.dropped_nodes:
         out_console.print(f"[yellow]note:[/] {len(result.dropped_nodes)} node(s) feed no exit "
                           f"and were dropped: {', '.join(result.dropped_nodes[:5])}")
+    for note in result.notes:
+        out_console.print(f"[yellow]note:[/] {note}")
     out_console.print(f"wrote {result.bundle.path}")
 
 
