@@ -4,7 +4,13 @@
 #   make bench  speed and memory figures (bench/results.json)
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+# PYTHON may name a pyenv version that is not selected (python3.13): resolve it to an
+# interpreter, and give every Python other than the default its own venv so that
+# switching PYTHON never reuses another version's packages.
+PYTHON_FOUND := $(shell scripts/find_python.sh '$(PYTHON)')
+PYTHON_EXE := $(firstword $(PYTHON_FOUND))
+PYTHON_VERSION := $(lastword $(PYTHON_FOUND))
+VENV := $(if $(filter file,$(origin PYTHON)),.venv,.venv-py$(PYTHON_VERSION))
 PY := $(VENV)/bin/python
 # torch is pinned to the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
@@ -30,7 +36,13 @@ system:
 	fi
 
 $(STAMP): pyproject.toml Makefile | system
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -z "$(PYTHON_EXE)" ]; then \
+	  echo "no Python interpreter for PYTHON=$(PYTHON): give a name on PATH, a path, or an" \
+	    "installed pyenv version's name (pyenv install 3.13)"; exit 1; fi
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
+	    != "$(PYTHON_VERSION)" ]; then \
+	  echo "$(VENV) is not Python $(PYTHON_VERSION): recreating it"; rm -rf $(VENV); fi
+	@test -x $(PY) || $(PYTHON_EXE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)

@@ -16,8 +16,9 @@ import jsonschema
 import yaml
 
 from eedge.errors import TargetError
+from eedge.resources import data_dir, require_dir
 
-TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
+TARGETS_DIR = data_dir("targets")
 CPUS = ["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55",
         "cortex-a53", "cortex-a72", "cortex-a76"]
 _COMMON = {"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
@@ -106,7 +107,7 @@ def load_target(name_or_path: str | Path) -> Target:
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):
-        path = TARGETS_DIR / f"{text}.yaml"
+        path = require_dir(TARGETS_DIR) / f"{text}.yaml"
         if not path.is_file():
             raise TargetError(f"unknown target {text!r}; known targets: "
                               f"{', '.join(t.name for t in list_targets())} (or give a YAML path)")
@@ -116,9 +117,18 @@ def load_target(name_or_path: str | Path) -> Target:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise TargetError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    data = _validate(data, str(path))
-    return Target(name=data["name"], kind=data["kind"], data=data, path=path)
+    return target_from_data(data, path)
+
+
+def target_from_data(data: Any, where: Path) -> Target:
+    """A target from an already-parsed mapping (e.g. the copy a generated project keeps).
+
+    ``where`` names the file the mapping came from, for messages.
+    """
+    data = _validate(data, str(where))
+    return Target(name=data["name"], kind=data["kind"], data=data, path=where)
 
 
 def list_targets() -> list[Target]:
-    return [load_target(p) for p in sorted(TARGETS_DIR.glob("*.yaml"))]
+    """The shipped targets; a missing directory is an error, never an empty list."""
+    return [load_target(p) for p in sorted(require_dir(TARGETS_DIR).glob("*.yaml"))]

@@ -88,10 +88,9 @@ def size_report(project_path: Path) -> dict:
     """Build a project and check it against its target's flash and RAM."""
     from eedge.codegen.project import STACK_BYTES, GeneratedProject
     from eedge.codegen.toolchain import build
-    from eedge.targets import load_target
 
     project = GeneratedProject.load(project_path)
-    target = load_target(project.target_file)
+    target = project.load_target()
     result = build(project)
     report = {"project": str(project_path), "target": target.name, "binary": str(result.binary),
               "arena_bytes": project.arena_bytes, "weight_bytes": project.weight_bytes}
@@ -173,12 +172,10 @@ def flash(project: Path, dry_run: bool, as_json: bool) -> None:
     Examples:
       eedge codegen bundle --target stm32f767 --out fw && eedge flash fw --dry-run
     """
-    from eedge.targets import load_target
-
     from eedge.codegen.project import GeneratedProject
 
     meta = GeneratedProject.load(project)
-    target = load_target(meta.target_file)
+    target = meta.load_target()
     if target.kind != "mcu-serial":
         raise TargetError(f"{target.name} is not a board ({target.kind}); flash needs an "
                           "mcu-serial target such as stm32f767")

@@ -27,11 +27,12 @@ from eedge.codegen.planner import MemoryPlan, plan_memory
 from eedge.errors import TargetError
 from eedge.ir.bundle import staging_directory
 from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, NEVER, threshold_q
+from eedge.resources import data_dir, require_dir
 
 CRITERION_IDS = {"max_softmax": 0, "margin": 1, "entropy": 2}
-from eedge.targets import Target
+from eedge.targets import Target, load_target, target_from_data
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "firmware_templates"
+TEMPLATES = data_dir("firmware_templates")
 PORTS = {"host": "host", "mcu-qemu": "qemu-mps2", "mcu-serial": "cortex-m-generic"}
 FPU_FLAGS = {"none": "-mfloat-abi=soft", "fpv4-sp-d16": "-mfloat-abi=hard -mfpu=fpv4-sp-d16",
              "fpv5-d16": "-mfloat-abi=hard -mfpu=fpv5-d16",
@@ -48,11 +49,16 @@ PROJECT_FILE = "eedge-project.json"
 
 @dataclass
 class GeneratedProject:
-    """What was generated, saved as eedge-project.json so build/run/flash need only the dir."""
+    """What was generated, saved as eedge-project.json so build/run/flash need only the dir.
+
+    The target's description is kept whole (``target_spec``), not as a path to
+    its YAML: a project holds no absolute path, so it can be moved, and the
+    same inputs give the same bytes wherever it is generated.
+    """
 
     path: Path
     target: str
-    target_file: str
+    target_spec: dict[str, Any]
     port: str
     arena_bytes: int
     weight_bytes: int
@@ -83,13 +89,25 @@ class GeneratedProject:
             data = json.loads(meta.read_text())
             data["stage_outputs"] = [[(n, int(b)) for n, b in stage]
                                      for stage in data["stage_outputs"]]
+            if "target_file" in data:  # written before target_spec: an absolute path
+                data["target_spec"] = _legacy_target_spec(data.pop("target_file"),
+                                                          data["target"])
             return cls(path=path, **data)
         except (ValueError, TypeError, KeyError) as exc:
             raise TargetError(f"{meta} is damaged ({exc}); run `eedge codegen` again") from exc
 
+    def load_target(self) -> Target:
+        """The target this project was generated for, from the project itself."""
+        return target_from_data(self.target_spec, self.path / PROJECT_FILE)
+
+
+def _legacy_target_spec(target_file: str, name: str) -> dict[str, Any]:
+    """The target of a project that recorded a YAML path: the file, else the shipped one."""
+    return load_target(target_file if Path(target_file).is_file() else name).data
+
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(require_dir(TEMPLATES))),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               autoescape=False)
 
@@ -285,7 +303,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         (tmp / "README.md").write_text(readme(model, target, port, context, plan))
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         project = GeneratedProject(
-            path=out, target=target.name, target_file=str(target.path.resolve()), port=port, arena_bytes=context["arena_bytes"],
+            path=out, target=target.name, target_spec=target.data, port=port,
+            arena_bytes=context["arena_bytes"],
             weight_bytes=context["weight_bytes"], quant_param_bytes=context["quant_param_bytes"],
             input_bytes=context["input_bytes"],
             stage_outputs=[[(t, g.tensors[t].elements_per_sample()) for t in s.outputs]
