@@ -19,6 +19,7 @@ from typing import Any
 
 from eedge.errors import BundleError, ModelError, ToolchainError
 from eedge.ir.bundle import Bundle, file_entries, write_manifest
+from eedge.progress import Say, Tick, quiet_say, quiet_tick
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,16 @@ def compile_onnx(onnx_path: Path, out: Path, target: TvmTarget) -> None:
     executable.export_library(str(out), **options)
 
 
-def compile_bundle(bundle: Bundle, target_name: str) -> Bundle:
+def compile_bundle(bundle: Bundle, target_name: str, say: Say | None = None,
+                   tick: Tick | None = None) -> Bundle:
     """Compile every ONNX stage for ``target_name`` and record the libraries in the manifest.
 
     Libraries are written under temporary names and renamed only when all
     stages compiled, then the manifest is replaced atomically; a failure
-    leaves the bundle as it was.
+    leaves the bundle as it was. A stage takes TVM about a second or more, so
+    ``say``/``tick`` report each one.
     """
+    say, tick = say or quiet_say, tick or quiet_tick
     target = resolve_target(target_name)
     tvm = import_tvm()
     stages = bundle.stages
@@ -101,8 +105,11 @@ def compile_bundle(bundle: Bundle, target_name: str) -> Bundle:
     names = [f"stage{s['index']}.tvm-{target.name}.so" for s in stages]
     temporary = [bundle.path / f".{name}.partial" for name in names]
     try:
-        for stage, tmp in zip(stages, temporary):
+        for k, (stage, tmp) in enumerate(zip(stages, temporary)):
+            say(f"compiling {stage['name']} with TVM for {target.name}")
+            tick(k, len(stages))
             compile_onnx(bundle.file(stage["files"]["onnx"]), tmp, target)
+            tick(k + 1, len(stages))
         for tmp, name in zip(temporary, names):
             tmp.replace(bundle.path / name)
     finally:

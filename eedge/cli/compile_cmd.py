@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.progress import progress
 
 
 @click.command("compile")
@@ -32,9 +33,9 @@ def compile_command(bundle: Path, backend: str, target: str, as_json: bool) -> N
     from eedge.ir.bundle import load_bundle
 
     loaded = load_bundle(bundle)
-    with progress_status(f"compiling {len(loaded.stages)} stages with {backend} for {target}",
-                         quiet=as_json):
-        compiled = compile_bundle(loaded, target)
+    with progress(f"compiling {len(loaded.stages)} stages with {backend} for {target}",
+                  quiet=as_json) as shown:
+        compiled = compile_bundle(loaded, target, shown.say, shown.tick)
     fmt = tvm_format(target)
     files = [s["files"][fmt] for s in compiled.stages]
     report = {"backend": backend, "target": target, "files": {

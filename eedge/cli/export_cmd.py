@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.progress import progress
 from eedge.cli.tables import stage_table, summary_lines
 from eedge.errors import InputDataError, ModelError
 from eedge.frontends.onnx_frontend import parse_input_shape
@@ -80,7 +81,7 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
     if extra_exits and not model.endswith(".tflite"):
         raise ModelError("--exits is for .tflite models; ONNX and torch models declare their "
                          "exits as outputs")
-    with progress_status("exporting", quiet=as_json) as say:
+    with progress("exporting", quiet=as_json) as say:
         if model.endswith(".onnx"):
             if weights is not None:
                 raise ModelError("--weights is for torch models; an ONNX file has its weights")

@@ -9,7 +9,8 @@ import click
 import numpy as np
 from rich.table import Table
 
-from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.progress import progress
 from eedge.cli.tables import human_count
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_array
@@ -68,16 +69,16 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
             with np.load(data, allow_pickle=False) as archive:
                 y = archive["y"] if "y" in archive.files else None
     sample = x if x is not None else random_sample(loaded)
-    with progress_status(f"profiling on {target.name}", quiet=as_json) as say:
-        profiles = profile_target(loaded, target, sample, runtime, threads, warmup, repeats, say)
+    with progress(f"profiling on {target.name}", quiet=as_json) as shown:
+        profiles = profile_target(loaded, target, sample, runtime, threads, warmup, repeats,
+                                  shown.say, shown.tick)
         exits = None
         if exit_rates is not None:
             exits = parse_rates(exit_rates, len(loaded.exits))
         elif x is not None:
-            say("measuring exit rates on the data")
             decider = "int8-reference" if profiles.unit in ("instructions", "cycles") else (
                 runtime or default_runtime(loaded.manifest))
-            exits = exit_statistics(loaded, decider, x, y)
+            exits = exit_statistics(loaded, decider, x, y, shown.say, shown.tick)
     report = build_report(profiles, loaded, exits)
     if report_path is not None:
         report_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -10,7 +10,8 @@ import click
 import numpy as np
 from rich.table import Table
 
-from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.progress import Reporter, progress
 from eedge.errors import InputDataError
 from eedge.split.planner import parse_cut
 
@@ -27,7 +28,8 @@ def _load_report(path: Path) -> dict[str, Any]:
         raise InputDataError(f"cannot read profile report {path}: {exc}") from exc
 
 
-def _exit_rates(bundle: Any, data: Path | None, rates: str | None) -> list[float]:
+def _exit_rates(bundle: Any, data: Path | None, rates: str | None,
+                shown: Reporter) -> list[float]:
     from eedge.profiling.report import exit_statistics, parse_rates
 
     if (data is None) == (rates is None):
@@ -38,7 +40,8 @@ def _exit_rates(bundle: Any, data: Path | None, rates: str | None) -> list[float
     from eedge.io.arrays import load_array
 
     return exit_statistics(bundle, "onnx" if all("onnx" in s["files"] for s in bundle.stages)
-                           else "int8-reference", load_array(data, "x"), None)["exit_rates"]
+                           else "int8-reference", load_array(data, "x"), None, shown.say,
+                           shown.tick)["exit_rates"]
 
 
 @split.command("plan")
@@ -75,8 +78,8 @@ def plan_cmd(bundle: Path, device_profile: Path, server_profile: Path, bandwidth
     device = stage_latencies_ms(_load_report(device_profile))
     server = stage_latencies_ms(_load_report(server_profile))
     bps, rtt_ms = parse_bandwidth(bandwidth), parse_duration_ms(rtt)
-    with progress_status("planning", quiet=as_json):
-        exit_rates = _exit_rates(loaded, data, rates)
+    with progress("planning", quiet=as_json) as shown:
+        exit_rates = _exit_rates(loaded, data, rates, shown)
     options = plan(loaded, device, server, bps, rtt_ms, exit_rates)
     chosen = best(options)
     if plot_path is not None:
@@ -180,7 +183,7 @@ def export_cmd(bundle: Path, after: str, out: Path, triton_repo: Path | None, na
 def _export_all_on_device(loaded: Any, out: Path, force: bool, as_json: bool) -> None:
     from eedge.split.bundles import export_whole_side
 
-    with progress_status("copying the bundle as the head", quiet=as_json):
+    with progress("copying the bundle as the head", quiet=as_json):
         head = export_whole_side(loaded, "device", out, force=force)
     if as_json:
         print_json({"head": str(head.path), "tail": None, "model_name": None,
@@ -196,7 +199,7 @@ def _export_with_tail(loaded: Any, cut: int | str, out: Path, triton_repo: Path 
     from eedge.ir.bundle import update_manifest
     from eedge.split.bundles import export_halves, export_triton, export_whole_side
 
-    with progress_status("exporting head and tail", quiet=as_json):
+    with progress("exporting head and tail", quiet=as_json):
         if cut == -1:
             head, tail = None, export_whole_side(loaded, "server", out, force=force)
         else:

@@ -19,6 +19,7 @@ from eedge.codegen.model_source import CodegenModel, load_codegen_model
 from eedge.codegen.project import STACK_BYTES, GeneratedProject, generate_project
 from eedge.codegen.toolchain import BuildResult, RunResult, build, run_host, run_qemu
 from eedge.errors import TargetError
+from eedge.progress import Say, quiet_say
 from eedge.targets import Target
 
 
@@ -72,7 +73,9 @@ class DeviceRun:
 
 def run_on_target(source: Path | CodegenModel, target: Target, x: np.ndarray,
                   optimize: str = "O2", dsp: bool | None = None,
-                  workdir: Path | None = None) -> DeviceRun:
+                  workdir: Path | None = None, say: Say | None = None) -> DeviceRun:
+    """Generate, build and run; ``say`` names each phase (QEMU alone can take seconds)."""
+    say = say or quiet_say
     if target.kind not in ("host", "mcu-qemu"):
         raise TargetError(f"`run --target` executes on the host or in QEMU; {target.name} is "
                           f"{target.kind}: use `eedge flash` for boards")
@@ -82,10 +85,16 @@ def run_on_target(source: Path | CodegenModel, target: Target, x: np.ndarray,
                              model.input_quant.zero_point[0], model.input_layout)
     with tempfile.TemporaryDirectory(prefix="eedge-fw-", dir=workdir) as tmp:
         out = Path(tmp) / "project"
+        say(f"generating the C project for {target.name}")
         project = generate_project(model, target, out,
                                    samples if target.kind != "host" else None, optimize, dsp)
+        say("compiling with " + ("gcc" if target.kind == "host" else "arm-none-eabi-gcc"))
         built = build(project)
-        result = run_host(project, built.binary, samples) if target.kind == "host" else \
-            run_qemu(project, target, built.binary)
+        if target.kind == "host":
+            say(f"running {len(samples)} samples on the host")
+            result = run_host(project, built.binary, samples)
+        else:
+            say(f"running {len(samples)} samples in QEMU ({target.get('qemu')['machine']})")
+            result = run_qemu(project, target, built.binary)
     ipt = (target.get("qemu") or {}).get("instructions_per_tick")
     return DeviceRun(target.name, project, built, result, ipt)

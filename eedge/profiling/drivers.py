@@ -20,6 +20,7 @@ import numpy as np
 from eedge.errors import TargetError
 from eedge.ir.bundle import Bundle
 from eedge.profiling.stats import summarize
+from eedge.progress import Tick, quiet_tick
 from eedge.runtime.cascade import Cascade
 from eedge.targets import Target
 
@@ -68,22 +69,30 @@ def stage_feeds(cascade: Cascade, x: np.ndarray) -> list[list[np.ndarray]]:
 
 
 def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: int,
-                 warmup: int, repeats: int, say: Progress) -> StageProfiles:
+                 warmup: int, repeats: int, say: Progress,
+                 tick: Tick | None = None) -> StageProfiles:
+    """Time every stage; ``tick`` counts passes (warm-up and timed) over all stages."""
+    tick = tick or quiet_tick
     cascade = Cascade(bundle, threads=threads, runtime=runtime)
     feeds = stage_feeds(cascade, x)
     runners = [cascade.runners[s["index"]] for s in cascade.stages]
     # Stages are timed in cascade order, one pass after another, so each sees the caches
     # a real inference leaves (timing one stage in a tight loop flatters small stages).
-    say(f"timing {len(runners)} stages in cascade order ({repeats} passes)")
-    for _ in range(warmup):
+    say(f"timing {len(runners)} stages in cascade order ({warmup} warm-up + {repeats} "
+        "passes)")
+    passes = warmup + repeats
+    tick(0, passes)
+    for done in range(warmup):
         for runner, inputs in zip(runners, feeds):
             runner.run(inputs)
+        tick(done + 1, passes)
     times: list[list[float]] = [[] for _ in runners]
-    for _ in range(repeats):
+    for done in range(repeats):
         for k, (runner, inputs) in enumerate(zip(runners, feeds)):
             start = time.perf_counter()
             runner.run(inputs)
             times[k].append((time.perf_counter() - start) * 1e3)
+        tick(warmup + done + 1, passes)
     stages = []
     for stage, stage_times in zip(cascade.stages, times):
         stats = summarize(stage_times)
@@ -113,8 +122,7 @@ def profile_qemu(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
 
     model = load_codegen_model(bundle.path)
     model.thresholds = [None] * len(model.thresholds)  # time every stage
-    say(f"building the firmware and running it in QEMU ({target.get('qemu')['machine']})")
-    run = run_on_target(model, target, x[:1], dsp=dsp)
+    run = run_on_target(model, target, x[:1], dsp=dsp, say=say)
     per_tick = run.instructions_per_tick or 1
     cpi = float(target.get("cycles_per_instruction", 1.0))
     clock = float(target.get("clock_hz"))
@@ -137,9 +145,9 @@ def profile_qemu(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
 
 def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str | None,
                    threads: int, warmup: int, repeats: int,
-                   say: Progress) -> StageProfiles:
+                   say: Progress, tick: Tick | None = None) -> StageProfiles:
     if target.kind == "host":
-        return profile_host(bundle, x, runtime, threads, warmup, repeats, say)
+        return profile_host(bundle, x, runtime, threads, warmup, repeats, say, tick)
     if target.kind == "mcu-qemu":
         return profile_qemu(bundle, target, x, say)
     if target.kind == "linux-ssh" and runtime == "tvm":

@@ -12,14 +12,22 @@ from eedge.errors import InputDataError
 from eedge.ir.bundle import Bundle
 from eedge.profiling.drivers import StageProfiles
 from eedge.profiling.stats import expected_latency
+from eedge.progress import Say, Tick, quiet_say
+from eedge.runtime import batched
 from eedge.runtime.cascade import Cascade
 
 
-def exit_statistics(bundle: Bundle, runtime: str, x: np.ndarray,
-                    y: np.ndarray | None) -> dict[str, Any]:
-    """Exit rates under the bundle's thresholds, and accuracies if labels are given."""
+def exit_statistics(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray | None,
+                    say: Say | None = None, tick: Tick | None = None) -> dict[str, Any]:
+    """Exit rates under the bundle's thresholds, and accuracies if labels are given.
+
+    The data runs in slices so ``tick`` can report samples done (int8-reference
+    on a large model takes seconds per slice).
+    """
+    say = say or quiet_say
     cascade = Cascade(bundle, runtime=runtime)
-    decided = cascade.infer(x)
+    say(f"deciding exits on {len(x)} samples ({runtime})")
+    decided = batched.infer(cascade, x, tick=tick)
     n = len(decided.exit_index)
     k = len(cascade.exits)
     stats: dict[str, Any] = {
@@ -28,7 +36,8 @@ def exit_statistics(bundle: Bundle, runtime: str, x: np.ndarray,
     if y is not None:
         if len(y) != n:
             raise InputDataError(f"{len(y)} labels for {n} samples")
-        logits = cascade.run_all_exits(x)
+        say(f"every exit's accuracy on {len(x)} samples ({runtime})")
+        logits = batched.run_all_exits(cascade, x, tick=tick)
         stats["exit_accuracy"] = [float(np.mean(np.argmax(lg, axis=-1) == y)) for lg in logits]
         stats["cascade_accuracy"] = float(np.mean(decided.predictions == y))
     return stats
