@@ -11,15 +11,15 @@ clear error at the door.
 from __future__ import annotations
 
 SUPPORTED_OPS: dict[str, str] = {
-    "Conv": "2-D convolution (grouped/depthwise included)",
+    "Conv": "1-D and 2-D convolution (grouped/depthwise included)",
     "Gemm": "fully connected layer",
     "MatMul": "matrix product with a constant right-hand side",
     "Add": "elementwise add (residual connections)",
     "Mul": "elementwise multiply",
     "Relu": "ReLU",
     "Clip": "ReLU6 / clamping",
-    "MaxPool": "2-D max pooling",
-    "AveragePool": "2-D average pooling",
+    "MaxPool": "1-D and 2-D max pooling",
+    "AveragePool": "1-D and 2-D average pooling",
     "GlobalAveragePool": "global average pooling",
     "ReduceMean": "mean over axes",
     "Flatten": "flatten",

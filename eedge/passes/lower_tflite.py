@@ -83,6 +83,25 @@ def flatten_permutation(c: int, h: int, w: int) -> np.ndarray | None:
     return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
 
 
+def block_diagonal(weight: np.ndarray, group: int) -> np.ndarray:
+    """Grouped conv weights (O, I/g, kh, kw) -> a regular conv's (O, I, kh, kw).
+
+    Output channel o of group k reads only input channels of group k; the
+    other weights are zero. TFLite's CONV_2D does have grouped filters, but
+    neither eedge's C kernels nor every interpreter implement them, so a
+    grouped conv (neither regular nor depthwise) is lowered as this dense
+    conv: exact in float and in int8 (zeros change no per-channel scale and
+    add nothing), at g times the MACs and weight bytes of the grouped one.
+    """
+    cout, per_group, kh, kw = weight.shape
+    outs = cout // group
+    dense = np.zeros((cout, per_group * group, kh, kw), weight.dtype)
+    for k in range(group):
+        dense[k * outs:(k + 1) * outs, k * per_group:(k + 1) * per_group] = \
+            weight[k * outs:(k + 1) * outs]
+    return dense
+
+
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int, int]:
     """TFLite SAME: (output size, pad before, pad after)."""
     effective = (kernel - 1) * dilation + 1
@@ -223,9 +242,14 @@ class _Lowerer:
             b = self.const(f"{node.name}/bias", bias)
             self.emit("DEPTHWISE_CONV_2D", node, [x, w, b], out,
                       depth_multiplier=cout // cin, **common)
+        elif cin == cin_per_group * group and cout % group == 0:
+            dense = block_diagonal(weight, group).transpose(0, 2, 3, 1)
+            w = self.const(f"{node.name}/weights", dense)
+            b = self.const(f"{node.name}/bias", bias)
+            self.emit("CONV_2D", node, [x, w, b], out, **common)
         else:
-            raise self.unsupported(node, f"grouped convolution (group={group}) that is "
-                                         "neither regular nor depthwise")
+            raise self.unsupported(node, f"grouped convolution (group={group}) of {cin} input "
+                                         f"and {cout} output channels")
 
     def _fully_connected(self, node: Node, x_src: str, weight: np.ndarray,
                          bias: np.ndarray) -> None:

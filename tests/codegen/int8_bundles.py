@@ -28,9 +28,10 @@ def int8_bundle(name: str, root: Path) -> Bundle:
         source = root / f"{name}.onnx"
         onnx.save(exported_onnx(name), source)
         bundle = export_onnx(source, root / f"{name}-bundle", int8=True,
-                             calibration=example_input(seed=1, batch=64), force=True).bundle
+                             calibration=example_input(seed=1, batch=64, name=name),
+                             force=True).bundle
         logits = Cascade(bundle, runtime="int8-reference").run_all_exits(
-            example_input(seed=2, batch=64))
+            example_input(seed=2, batch=64, name=name))
         thresholds = [float(np.median(confidence(lg))) for lg in logits[:-1]] + [None]
         _BUNDLES[name] = write_thresholds(bundle, thresholds, "test: medians")
     return _BUNDLES[name]

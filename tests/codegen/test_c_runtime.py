@@ -23,7 +23,7 @@ from eedge.runtime.cascade import Cascade
 from eedge.runtime.interpreters import TFLMModel
 from eedge.targets import load_target
 
-ARCHITECTURES = ["sequential", "residual", "branchy", "depthwise"]
+ARCHITECTURES = ["sequential", "residual", "branchy", "depthwise", "audio1d"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def assert_matches_reference(model: CodegenModel, samples: np.ndarray, run) -> N
 
 
 def float_inputs(name: str, count: int) -> np.ndarray:
-    return example_input(seed=11, batch=count)
+    return example_input(seed=11, batch=count, name=name)
 
 
 def quantized(model: CodegenModel, x: np.ndarray) -> np.ndarray:
@@ -101,6 +101,21 @@ def test_qemu_build_gives_the_same_bytes(target: str, dsp: bool, bundle_root: Pa
     assert summary["dsp"] is dsp
     assert 0 < summary["stack_used_bytes"] < summary["stack_reserved_bytes"]
     assert all(t > 0 for t in summary["stage_ticks_mean"])
+
+
+@pytest.mark.parametrize("dsp", [True, False])
+def test_qemu_runs_the_1d_audio_net_bit_exactly(dsp: bool, bundle_root: Path) -> None:
+    """Conv1d/pool1d lowered to 1 x k kernels: the Cortex-M4 gives the reference's bytes."""
+    bundle = int8_bundle("audio1d", bundle_root)
+    model = load_codegen_model(bundle.path)
+    assert model.input_layout == "NCL"
+    x = float_inputs("audio1d", 6)
+    run = run_on_target(model, load_target("qemu-cortex-m4"), x, dsp=dsp)
+    assert_matches_reference(model, quantized(model, x), run)
+    python = Cascade(bundle, runtime="int8-reference").infer(x)
+    assert np.array_equal(run.exit_index, python.exit_index)
+    assert np.array_equal(run.predictions, python.predictions)
+    assert run.summary()["dsp"] is dsp
 
 
 @pytest.mark.parametrize("criterion, window", [("max_softmax", False), ("margin", False),

@@ -83,7 +83,7 @@ def test_clip_that_is_not_a_relu_is_rejected() -> None:
         lower_to_tflite(onnx_to_graph(model))
 
 
-def test_grouped_conv_is_rejected() -> None:
+def test_grouped_conv_lowers_to_a_block_diagonal_conv() -> None:
     from onnx import numpy_helper
 
     model = onnx_conv_model()
@@ -93,8 +93,13 @@ def test_grouped_conv_is_rejected() -> None:
     model.graph.node[2].CopyFrom(helper.make_node("Conv", ["r", "wd", "bd"], ["d"], name="dw",
                                                   pads=[1, 1, 1, 1], group=2,
                                                   kernel_shape=[3, 3]))
-    with pytest.raises(UnsupportedOpError, match="group=2"):
-        lower_to_tflite(onnx_to_graph(model))
+    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    lowered = assert_lowering_is_exact(model, x, "NCHW")
+    grouped = lowered.nodes[1]
+    assert grouped.op_type == "CONV_2D"
+    weight = lowered.constants[grouped.inputs[1]]  # OHWI
+    assert weight.shape == (8, 3, 3, 8)
+    assert not weight[:4, :, :, 4:].any() and not weight[4:, :, :, :4].any()
 
 
 def test_conv1d_lowers_to_unit_height_2d_ops() -> None:
@@ -159,3 +164,22 @@ def test_a_reshape_that_needs_a_transpose_is_rejected() -> None:
     model.graph.initializer.extend(inits)
     with pytest.raises(UnsupportedOpError, match="Unsqueeze node 'as_image'.*needs a transpose"):
         lower_to_tflite(onnx_to_graph(model))
+
+
+def test_every_accepted_operator_has_a_lowering_and_the_readme_lists_them() -> None:
+    """The frontend's op table, the lowering and the README's list name the same set."""
+    import re
+    from pathlib import Path
+
+    from eedge.frontends.ops import SUPPORTED_OPS
+    from eedge.passes.lower_tflite import _Lowerer
+
+    assert [op for op in SUPPORTED_OPS if not hasattr(_Lowerer, f"op_{op}")] == []
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    sentence = re.search(r"Supported operators are those every eedge backend can lower:"
+                         r"(.*?)\. Anything else", readme, re.S)
+    assert sentence is not None
+    names = re.sub(r"\(.*?\)", "", re.sub(r"\s+", " ", sentence.group(1)))
+    listed = {part.strip() for part in names.split(",")}
+    assert listed == set(SUPPORTED_OPS)
+    assert "1-D" in SUPPORTED_OPS["Conv"] and "1-D" in sentence.group(1)

@@ -38,7 +38,8 @@ def assert_well_formed(graph: Graph, part: Partition) -> None:
             assert stage.outputs[0] == graph.exits[stage.exit_index]
 
 
-@pytest.mark.parametrize("name", ["sequential", "residual", "branchy", "depthwise", "mlp"])
+@pytest.mark.parametrize("name", ["sequential", "residual", "branchy", "depthwise", "audio1d",
+                                  "mlp"])
 def test_one_stage_per_exit_and_invariants(name: str) -> None:
     graph = graph_of(name)
     part = partition(graph)

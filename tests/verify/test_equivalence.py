@@ -12,7 +12,8 @@ from eedge.ir.bundle import file_entries, load_bundle, write_manifest
 from eedge.verify.equivalence import check_staged_equals_whole
 
 
-@pytest.mark.parametrize("name", ["sequential", "residual", "branchy", "depthwise", "mlp"])
+@pytest.mark.parametrize("name", ["sequential", "residual", "branchy", "depthwise", "audio1d",
+                                  "mlp"])
 def test_every_architecture_is_exact(bundle_of, name: str) -> None:  # type: ignore[no-untyped-def]
     bundle = bundle_of(name).bundle
     report = bundle.manifest["verification"]["onnx"]

@@ -1,4 +1,4 @@
-"""The int8 claims, on 200 random inputs per stage and five architectures.
+"""The int8 claims, on 200 random inputs per stage and six architectures (one 1-D).
 
 * eedge's reference executor == TFLite Micro on every output of every stage;
 * == LiteRT's reference kernels on every tensor that no FULLY_CONNECTED
@@ -16,6 +16,7 @@ from zoo import example_input
 from eedge.backends.tflite_writer import graph_to_tflite
 from eedge.frontends.onnx_frontend import onnx_to_graph
 from eedge.ir.graph import Graph
+from eedge.ir.layout import CHANNELS_FIRST, to_channels_last
 from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.passes.partition import partition
 from eedge.passes.quantize import observe_ranges, quantize_graph
@@ -24,7 +25,7 @@ from eedge.reference.int8_kernels import quantize_input
 from eedge.runtime.interpreters import LiteRTModel, TFLMModel, litert_interpreter
 
 SAMPLES = 200
-ARCHITECTURES = ["sequential", "residual", "branchy", "depthwise", "digits"]
+ARCHITECTURES = ["sequential", "residual", "branchy", "depthwise", "audio1d", "digits"]
 
 
 def int8_graph(name: str) -> tuple[Graph, np.ndarray]:
@@ -40,9 +41,9 @@ def int8_graph(name: str) -> tuple[Graph, np.ndarray]:
         x = np.random.default_rng(1).random((SAMPLES, 1, 8, 8)).astype(np.float32)
     else:
         model = exported_onnx(name)
-        x = example_input(seed=9, batch=SAMPLES)
+        x = example_input(seed=9, batch=SAMPLES, name=name)
     lowered = lower_to_tflite(onnx_to_graph(model))
-    nhwc = x.transpose(0, 2, 3, 1)
+    nhwc = to_channels_last(x, CHANNELS_FIRST[x.ndim])
     ranges = observe_ranges(lowered, [{"input": nhwc[:64]}])
     quantized = quantize_graph(lowered, ranges)
     return quantized, quantize_input(nhwc, quantized.inputs[0].quant)
