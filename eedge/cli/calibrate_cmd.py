@@ -11,7 +11,8 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.progress import progress
 from eedge.cli.tables import human_cost, human_count
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_labelled
@@ -101,9 +102,9 @@ def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
     kind = "macs" if budget_ms is None else "ms"
     costs = exit_costs(loaded, kind, profile, target, x)
     objective = "max_accuracy_drop" if max_accuracy_drop is not None else "budget"
-    with progress_status("searching thresholds", quiet=as_json):
+    with progress("scoring every exit, then searching thresholds", quiet=as_json) as shown:
         result = run(loaded, x, y, objective, chosen[0], costs.values, costs.unit, criterion,
-                     runtime, confidence_z, costs.basis)
+                     runtime, confidence_z, costs.basis, tick=shown.tick)
     if plot_path is not None:
         plot_calibration(result, plot_path)
     if not dry_run:
@@ -166,6 +167,7 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
     from eedge.ir.bundle import load_bundle
     from eedge.metrics import expected_calibration_error
     from eedge.policies.criteria import softmax
+    from eedge.runtime import batched
     from eedge.runtime.cascade import Cascade
 
     loaded = load_bundle(bundle)
@@ -174,8 +176,11 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
         raise InputDataError(f"{data} holds no samples")
     y = check_labels(y, [e["num_classes"] for e in loaded.exits], str(data))
     cascade = Cascade(loaded, runtime=runtime)
-    logits = cascade.run_all_exits(x)
-    decided = cascade.infer(x)
+    with progress(f"every exit on {len(x)} samples ({cascade.runtime})",
+                  quiet=as_json) as shown:
+        logits = batched.run_all_exits(cascade, x, tick=shown.tick)
+        shown.say(f"the cascade on {len(x)} samples ({cascade.runtime})")
+        decided = batched.infer(cascade, x, tick=shown.tick)
     macs = [e["cumulative_macs"] for e in loaded.exits]
     report: dict[str, Any] = {"runtime": cascade.runtime, "samples": int(len(y)), "exits": []}
     for k, lg in enumerate(logits):

@@ -25,6 +25,8 @@ from eedge.ir.graph import QuantParams
 from eedge.policies.criteria import CRITERIA, score_from_probabilities, softmax
 from eedge.policies.fixed_point import ENTROPY_ONE, int8_probabilities, int8_score
 from eedge.policies.labels import check_labels
+from eedge.progress import Tick
+from eedge.runtime import batched
 from eedge.runtime.cascade import Cascade
 
 NEVER = math.inf
@@ -72,13 +74,13 @@ class ExitScores:
 
 
 def collect_scores(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray,
-                   criterion: str) -> ExitScores:
+                   criterion: str, tick: Tick | None = None) -> ExitScores:
     if criterion not in CRITERIA:
         raise InputDataError(f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
     y = check_labels(y, [int(e["num_classes"]) for e in bundle.exits], "the labels (y)",
                      len(x))
     cascade = Cascade(bundle, runtime=runtime)
-    raw = cascade.run_all_exits(x, raw=True)
+    raw = batched.run_all_exits(cascade, x, raw=True, tick=tick)  # in slices, for `tick`
     scores, correct, classes = [], [], []
     integer = False
     for stage_index, values in zip([e["stage"] for e in bundle.exits], raw):
@@ -202,7 +204,7 @@ def pareto_front(points: list[Point]) -> list[Point]:
 def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limit: float,
               costs: Sequence[float], cost_unit: str, criterion: str = "max_softmax",
               runtime: str | None = None, z: float = 2.0,
-              cost_basis: str | None = None) -> Calibration:
+              cost_basis: str | None = None, tick: Tick | None = None) -> Calibration:
     """Search per-exit thresholds; ``objective`` is max_accuracy_drop or budget.
 
     For an accuracy-drop budget the drop is bounded with ``z`` standard errors
@@ -217,7 +219,7 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limi
         raise ValueError(objective)
     runtime = runtime or ("onnx" if all("onnx" in s["files"] for s in bundle.stages)
                           else "int8-reference")
-    data = collect_scores(bundle, runtime, x, y, criterion)
+    data = collect_scores(bundle, runtime, x, y, criterion, tick)
     final_accuracy = float(data.correct[-1].mean())
     points = _search(data, costs, criterion, z)
     combo = _choose(points, objective, limit, final_accuracy, cost_unit)[0]

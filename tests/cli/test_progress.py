@@ -130,3 +130,17 @@ def test_slices_decide_exactly_what_one_call_decides(tmp_path: Path, runtime: st
             assert np.array_equal(sliced.handoff[name], whole.handoff[name])
         for a, b in zip(batched.run_all_exits(cascade, x), cascade.run_all_exits(x)):
             assert np.array_equal(a, b)
+
+
+def test_evaluate_and_calibrate_count_samples(capsys, monkeypatch, bundle: Path,  # type: ignore[no-untyped-def]
+                                             data: Path) -> None:
+    monkeypatch.setenv("EEDGE_PROGRESS", "live")
+    code, _, err = run(capsys, "evaluate", str(bundle), "--data", str(data))
+    assert code == 0, err
+    assert f"the cascade on {SAMPLES} samples" in err and f"{SAMPLES}/{SAMPLES}" in err
+    code, _, err = run(capsys, "calibrate", str(bundle), "--data", str(data),
+                       "--max-accuracy-drop", "0.05", "--dry-run")
+    assert code == 0, err
+    assert "scoring every exit" in err and f"{SAMPLES}/{SAMPLES}" in err
+    code, out, err = run(capsys, "evaluate", str(bundle), "--data", str(data), "--json")
+    assert code == 0 and err == "" and json.loads(out)["samples"] == SAMPLES
