@@ -12,6 +12,7 @@ from eedge.cli.console import debug_option, json_option, out_console, print_json
 from eedge.cli.progress import progress
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_array
+from eedge.ir.layout import user_rank
 from eedge.policies.labels import check_labels
 from eedge.policies.thresholds import parse_thresholds
 from eedge.runtime import batched
@@ -107,9 +108,9 @@ def _run_on_target(bundle: Path, input_path: Path, target_name: str, thresholds:
     target = load_target(target_name)
     model = load_codegen_model(bundle)
     x = load_array(input_path, "x")
-    labels = _optional_labels(input_path, len(x) if x.ndim == len(model.graph.inputs[0].shape)
-                              else 1, [int(model.graph.tensors[t].shape[-1])
-                                       for t in model.graph.exits])
+    rank = user_rank(len(model.graph.inputs[0].shape), model.input_layout)
+    labels = _optional_labels(input_path, len(x) if x.ndim == rank else 1,
+                              [int(model.graph.tensors[t].shape[-1]) for t in model.graph.exits])
     with progress(f"building and running on {target.name}", quiet=as_json) as shown:
         run = run_on_target(model, target, x, say=shown.say)
     summary = run.summary()

@@ -32,3 +32,12 @@ def to_channels_last(x: np.ndarray, layout: str | None) -> np.ndarray:
     if layout == "NCL" and x.ndim == 3:
         return np.ascontiguousarray(x.transpose(0, 2, 1)[:, None])
     return x
+
+
+def user_rank(lowered_rank: int, layout: str | None) -> int:
+    """Rank of the user's arrays for a lowered input of ``lowered_rank`` in ``layout``.
+
+    An NCL input is 3-D for the user but 4-D (N, 1, L, C) once lowered, so
+    counting samples by the lowered rank would take a batch for one sample.
+    """
+    return 3 if layout == "NCL" else lowered_rank

@@ -43,17 +43,19 @@ def test_torch_onnx_export_then_cli_export_and_qemu_run(capsys: pytest.CaptureFi
     logits = Cascade(bundle, runtime="int8-reference").run_all_exits(x)
     write_thresholds(bundle, [float(np.median(confidence(lg))) for lg in logits[:-1]] + [None],
                      "test: medians")
-    np.save(tmp_path / "x.npy", x)
+    y = np.arange(len(x)) % 5
+    np.savez(tmp_path / "test.npz", x=x, y=y)   # labels: samples counted in NCL, not NHWC
     results = {}
     for flags in (("--runtime", "int8-tflm"), ("--target", "qemu-cortex-m4")):
         code, out, err = run_cli(capsys, "run", str(bundle_dir), "--input",
-                                 str(tmp_path / "x.npy"), "--json", *flags)
+                                 str(tmp_path / "test.npz"), "--json", *flags)
         assert code == 0, err
         results[flags[1]] = json.loads(out)
     tflm, device = results["int8-tflm"], results["qemu-cortex-m4"]
     assert device["predictions"] == tflm["predictions"]
     assert device["exit_index"] == tflm["exit_index"]
     assert len(set(device["exit_index"])) > 1
+    assert device["accuracy"] == pytest.approx(np.mean(np.array(device["predictions"]) == y))
 
 
 def test_export_torch_lowers_ncl_inputs_to_unit_height_nhwc(tmp_path: Path) -> None:
