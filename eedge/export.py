@@ -191,8 +191,6 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
     opts = options or ExportOptions(**kwargs)
     out = Path(out)
     say = progress or (lambda _msg: None)
-    for note in notes:
-        say(f"note: {note}")
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown:
         raise InputDataError(f"unknown format {', '.join(unknown)}; choose from "
