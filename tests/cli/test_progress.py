@@ -20,7 +20,7 @@ from eedge.export import export_onnx
 from eedge.runtime import batched
 from eedge.runtime.cascade import Cascade
 
-SAMPLES = 700  # several slices (batched.slice_rows), so the counts move
+SAMPLES = 700  # several slices (batched._slices), so the counts move
 
 
 @pytest.fixture
@@ -107,7 +107,10 @@ def test_compile_reports_each_stage(capsys, monkeypatch, bundle: Path) -> None: 
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "tflite", "int8-reference"])
-def test_slices_decide_exactly_what_one_call_decides(tmp_path: Path, runtime: str) -> None:
+@pytest.mark.parametrize("growth", [1, batched.MAX_GROWTH])  # 1: 175 slices of 4 rows
+def test_slices_decide_exactly_what_one_call_decides(monkeypatch, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     runtime: str, growth: int) -> None:
+    monkeypatch.setattr(batched, "MAX_GROWTH", growth)
     source = tmp_path / "mlp.onnx"
     onnx.save(onnx_two_exit_mlp(), source)
     rng = np.random.default_rng(3)
