@@ -198,3 +198,27 @@ def test_tflite_source_with_extra_exits_is_partitioned(tmp_path: Path) -> None:
     manifest = result.bundle.manifest
     assert [s["exit"] for s in manifest["stages"]] == [0, 1, 2]
     assert manifest["verification"]["tflite_int8"]["staged_vs_monolithic"]["exits"] == 3
+
+
+def test_torch_module_returning_probabilities_gets_logit_exits(tmp_path: Path) -> None:
+    import torch
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(torch.softmax(e, dim=1) for e in self.net(x))
+
+    net = build_torch("sequential").eval()
+    result = export_torch(Probabilities(net), example_input(), tmp_path / "b")
+    assert len(result.notes) == 3 and all("ended in Softmax" in n for n in result.notes)
+    assert result.bundle.manifest["model"]["notes"] == result.notes
+    from eedge.runtime.cascade import Cascade
+
+    x = example_input(seed=5, batch=6)
+    with torch.no_grad():
+        logits = [t.numpy() for t in net(torch.from_numpy(x))]
+    for got, want in zip(Cascade(result.bundle).run_all_exits(x), logits):
+        assert np.allclose(got, want, atol=1e-4)
