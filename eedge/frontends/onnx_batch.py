@@ -100,8 +100,9 @@ def make_batch_symbolic(model: onnx.ModelProto, input_name: str, batch: int,
         while name in existing:
             name += "_"
         existing.add(name)
+        per_sample = [int(d) for d in out_shape[1:]]  # type: ignore[index]
         model.graph.initializer.append(numpy_helper.from_array(
-            np.array([-1] + [int(d) for d in out_shape[1:]], np.int64), name))  # type: ignore[index]
+            np.array([-1] + per_sample, np.int64), name))
         node.input[1] = name
         rewritten.append(node.name)
     for value in model.graph.input:
@@ -201,7 +202,8 @@ def infer_with_batch(model: onnx.ModelProto, symbol: str) -> onnx.ModelProto:
             if (out in pinned or not out_shape or out_shape[0] == symbol or not in_shape
                     or in_shape[0] != symbol or target is None or out not in elem):
                 continue
-            rest = _batch_first_target(target, in_shape)
+            allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+            rest = None if allowzero and 0 in target else _batch_first_target(target, in_shape)
             if rest is not None:
                 new[out] = helper.make_tensor_value_info(out, elem[out], [symbol] + rest)
         if not new:

@@ -103,8 +103,8 @@ def _opset9_model() -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "old", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 6])],
         [helper.make_tensor_value_info("exit0", onnx.TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32),
-                                             "w"), numpy_helper.from_array(np.zeros(3, np.float32), "b")])
+        initializer=[numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32), "w"),
+                     numpy_helper.from_array(np.zeros(3, np.float32), "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
     model.ir_version = 4
     onnx.checker.check_model(model)
@@ -296,3 +296,13 @@ def test_truncated_external_data_is_refused(tmp_path: Path) -> None:
     data.write_bytes(data.read_bytes()[:100])
     with pytest.raises(ModelError, match="truncated|another export"):
         load_onnx(path)
+
+
+@pytest.mark.parametrize("target, expected", [
+    ([-1, 32], [32]), ([0, -1], [32]), ([0, 8, 0, 2], [8, 2, 2]), ([-1, 8, 4], [8, 4]),
+    ([-1, 16], None), ([2, -1], None), ([-1, -1], None), ([0, 5, -1], None)])
+def test_reshape_keeps_the_batch_first_only_when_it_moves_one_sample(
+        target: list[int], expected: list[int] | None) -> None:
+    from eedge.frontends.onnx_batch import _batch_first_target
+
+    assert _batch_first_target(np.array(target), ["N", 8, 2, 2]) == expected
