@@ -122,7 +122,7 @@ def test_conv1d_lowers_to_unit_height_2d_ops() -> None:
         ["SAME", "VALID", "SAME"]
 
 
-def test_conv1d_with_batchnorm_and_explicit_padding(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_conv1d_with_batchnorm_and_explicit_padding() -> None:
     model = onnx_conv1d_model()
     x = np.random.default_rng(3).standard_normal((4, 1, 64)).astype(np.float32)
     lowered = assert_lowering_is_exact(model, x, "NCL")
