@@ -72,12 +72,11 @@ def _jsonable(value: Any) -> Any:
 
 @contextmanager
 def progress_status(message: str, quiet: bool = False) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr; yields a function that updates its text."""
-    if quiet or not stderr_is_terminal():
-        def log(text: str) -> None:
-            if not quiet:
-                err_console.print(f"[dim]… {escape(text)}[/]")
-        yield log
-        return
-    with err_console.status(escape(message)) as status:
-        yield lambda text: status.update(escape(text))
+    """:func:`eedge.cli.progress.progress`, yielding only its ``say`` (phase text).
+
+    Kept for the commands that report phases only; one display for all commands.
+    """
+    from eedge.cli.progress import progress
+
+    with progress(message, quiet) as shown:
+        yield shown.say

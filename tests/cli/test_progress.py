@@ -147,3 +147,16 @@ def test_evaluate_and_calibrate_count_samples(capsys, monkeypatch, bundle: Path,
     assert "scoring every exit" in err and f"{SAMPLES}/{SAMPLES}" in err
     code, out, err = run(capsys, "evaluate", str(bundle), "--data", str(data), "--json")
     assert code == 0 and err == "" and json.loads(out)["samples"] == SAMPLES
+
+
+def test_build_shows_its_phase(capsys, monkeypatch, bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fw = tmp_path / "fw"
+    code, _, err = run(capsys, "codegen", str(bundle), "--target", "host", "--out", str(fw))
+    assert code == 0, err
+    monkeypatch.setenv("EEDGE_PROGRESS", "live")
+    code, out, err = run(capsys, "build", str(fw))
+    assert code == 0, err
+    assert "building" in err and "building" not in out
+    code, out, err = run(capsys, "build", str(fw), "--json")
+    assert code == 0 and err == ""
+    json.loads(out)
