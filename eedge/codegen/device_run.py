@@ -90,11 +90,12 @@ def run_on_target(source: Path | CodegenModel, target: Target, x: np.ndarray,
                                    samples if target.kind != "host" else None, optimize, dsp)
         say("compiling with " + ("gcc" if target.kind == "host" else "arm-none-eabi-gcc"))
         built = build(project)
+        count = f"{len(samples)} sample{'' if len(samples) == 1 else 's'}"
         if target.kind == "host":
-            say(f"running {len(samples)} samples on the host")
+            say(f"running {count} on the host")
             result = run_host(project, built.binary, samples)
         else:
-            say(f"running {len(samples)} samples in QEMU ({target.get('qemu')['machine']})")
+            say(f"running {count} in QEMU ({target.get('qemu')['machine']})")
             result = run_qemu(project, target, built.binary)
     ipt = (target.get("qemu") or {}).get("instructions_per_tick")
     return DeviceRun(target.name, project, built, result, ipt)
