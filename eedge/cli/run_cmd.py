@@ -148,7 +148,8 @@ def _run_budgeted(cascade: Cascade, x: np.ndarray, labels: np.ndarray | None, bu
     if any(t is None for t in cascade.thresholds[:-1]):
         raise InputDataError("the budget policy adapts thresholds: calibrate the bundle (or "
                              "pass --thresholds) so every early exit has one")
-    run = run_budgeted(cascade, x, controller)
+    with progress(f"streaming {len(x)} samples under the budget", quiet=as_json) as shown:
+        run = run_budgeted(cascade, x, controller, shown.tick)
     accuracy = float(np.mean(run.predictions == labels)) if labels is not None else None
     data = {"budget_macs": budget, "average_macs": run.average_cost, "accuracy": accuracy,
             "exit_rates": [float(np.mean(run.exit_index == k)) for k in range(len(costs))],

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eedge.errors import InputDataError
+from eedge.progress import Tick, quiet_tick
 from eedge.runtime.cascade import Cascade
 
 
@@ -58,8 +59,13 @@ class BudgetRun:
     offsets: list[float] = field(default_factory=list)
 
 
-def run_budgeted(cascade: Cascade, x: np.ndarray, controller: BudgetController) -> BudgetRun:
-    """Process ``x`` one sample at a time, adapting thresholds to the budget."""
+def run_budgeted(cascade: Cascade, x: np.ndarray, controller: BudgetController,
+                 tick: Tick | None = None) -> BudgetRun:
+    """Process ``x`` one sample at a time, adapting thresholds to the budget.
+
+    ``tick(done, total)`` follows the stream (one inference per sample is slow).
+    """
+    tick = tick or quiet_tick
     base = list(cascade.thresholds)
     predictions, exits, offsets = [], [], []
     try:
@@ -71,6 +77,7 @@ def run_budgeted(cascade: Cascade, x: np.ndarray, controller: BudgetController) 
             predictions.append(int(result.predictions[0]))
             exits.append(exit_index)
             offsets.append(controller.offset)
+            tick(i + 1, len(x))
     finally:
         cascade.set_thresholds(base)
     return BudgetRun(np.array(predictions), np.array(exits), controller.average_cost, offsets)

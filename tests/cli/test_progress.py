@@ -160,3 +160,12 @@ def test_build_shows_its_phase(capsys, monkeypatch, bundle: Path, tmp_path: Path
     code, out, err = run(capsys, "build", str(fw), "--json")
     assert code == 0 and err == ""
     json.loads(out)
+
+
+def test_budget_stream_counts_samples(capsys, monkeypatch, bundle: Path, data: Path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EEDGE_PROGRESS", "live")
+    code, out, err = run(capsys, "run", str(bundle), "--input", str(data), "--thresholds", "0.6",
+                         "--budget-macs", "1000")
+    assert code == 0, err
+    assert f"streaming {SAMPLES} samples under the budget" in err and f"{SAMPLES}/{SAMPLES}" in err
+    assert "average" in out
