@@ -99,7 +99,8 @@ class DepthwiseNet(nn.Module):
 class Audio1dNet(nn.Module):
     """Keyword-spotting style: MFCC-like (N, 8, 49) frames, 1-D convs, three exits.
 
-    Covers what 1-D lowering must get right: BN after Conv1d, max and average
+    Covers what 1-D lowering must get right: BN on the input features (no
+    layer to fold it into) and BN after Conv1d, max and average
     pooling, a dilated strided depthwise conv, a grouped (g=2) pointwise
     conv, asymmetric 'same' padding
     (even kernel), AdaptiveAvgPool1d and mean exits, and a Flatten of
@@ -108,6 +109,7 @@ class Audio1dNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.norm = nn.BatchNorm1d(8)   # per-feature input normalization
         self.b1 = nn.Sequential(nn.Conv1d(8, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
                                 nn.MaxPool1d(2))
         self.e1 = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 5))
@@ -117,9 +119,15 @@ class Audio1dNet(nn.Module):
         self.e2 = nn.Sequential(nn.Flatten(), nn.Linear(24 * 6, 5))
         self.b3 = nn.Sequential(nn.Conv1d(24, 32, 4, padding="same"), nn.ReLU())
         self.e3 = nn.Linear(32, 5)
+        with torch.no_grad():  # trained-looking statistics, not the identity
+            for bn in (self.norm, self.b1[1]):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.3, 0.3)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        h1 = self.b1(x)
+        h1 = self.b1(self.norm(x))
         h2 = self.b2(h1)
         h3 = self.b3(h2)
         return self.e1(h1), self.e2(h2), self.e3(h3.mean(dim=-1))

@@ -28,7 +28,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "Unsqueeze": "add size-1 axes",
     "Concat": "concatenation",
     "Pad": "constant padding",
-    "BatchNormalization": "batch norm (inference; folded later)",
+    "BatchNormalization": "batch norm (inference; folded, or a 1x1 depthwise conv)",
     "Softmax": "softmax",
     "Identity": "identity",
     "Dropout": "dropout (inference: identity)",

@@ -6,7 +6,9 @@ layout (conv OHWI, depthwise 1HWC, fully connected [out, in]). 1-D nets
 TFLM have no 1-D convolution or pooling, and a (N, C, L) tensor read as
 NCHW (N, C, 1, L) is (N, 1, L, C) in NHWC, with the same bytes as NLC. So a
 1-D kernel k becomes 1 x k, and every 3-D activation is stored that way;
-reshapes between 3-D and 4-D tensors are checked to move no byte. The one
+reshapes between 3-D and 4-D tensors are checked to move no byte. Batch
+norm is folded into the layer before it where there is one, and otherwise
+becomes a 1x1 depthwise convolution (TFLite has no batch norm). The one
 subtle case is flattening: ONNX flattens NCHW in C,H,W order, NHWC memory
 flattens in H,W,C order. Rather than inserting transposes, the lowering
 remembers, for each 2-D tensor, which ONNX position each element came from
@@ -33,7 +35,7 @@ import numpy as np
 
 from eedge.errors import UnsupportedOpError
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
-from eedge.passes.fold_batchnorm import fold_batchnorm
+from eedge.passes.fold_batchnorm import bn_affine, fold_batchnorm
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL"})
@@ -490,7 +492,27 @@ class _Lowerer:
     op_Identity = op_Dropout = _identity
 
     def op_BatchNormalization(self, node: Node) -> None:
-        raise self.unsupported(node, "batch norm that does not follow a convolution")
+        """A BN no layer absorbed (on the input, after a pool): a 1x1 depthwise conv.
+
+        Its per-channel scale and shift are exactly a depthwise conv's weight
+        and bias, which every backend has (TFLite has no batch norm builtin).
+        """
+        rank = len(self.src_shape(node.inputs[0]))
+        if rank not in (3, 4) or len(node.outputs) != 1:
+            raise self.unsupported(node, "batch norm on a 2-D tensor that does not follow a "
+                                         "fully connected layer" if rank == 2 else
+                                         "only inference batch norm on 3-D and 4-D tensors")
+        affine = bn_affine(self.src, node)
+        if affine is None:
+            raise self.unsupported(node, "its scale, bias, mean and variance must be constants")
+        scale, shift = affine
+        x, out = self.name(node.inputs[0]), node.outputs[0]
+        self.define(out, self.src_shape(out))
+        w = self.const(f"{node.name}/weights", scale.astype(np.float32).reshape(1, 1, 1, -1))
+        b = self.const(f"{node.name}/bias", shift.astype(np.float32))
+        self.emit("DEPTHWISE_CONV_2D", node, [x, w, b], out, stride_h=1, stride_w=1,
+                  dilation_h=1, dilation_w=1, padding="VALID", activation="NONE",
+                  depth_multiplier=1)
 
 
 def _same_perm(a: np.ndarray | None, b: np.ndarray | None) -> bool:

@@ -131,6 +131,48 @@ def test_conv1d_with_batchnorm_and_explicit_padding() -> None:
                    "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
 
 
+def test_batchnorm_on_the_input_is_a_1x1_depthwise_conv() -> None:
+    lowered = lower_to_tflite(onnx_to_graph(exported_onnx("audio1d")))
+    first = lowered.nodes[0]
+    assert first.op_type == "DEPTHWISE_CONV_2D" and first.inputs[0] == lowered.inputs[0].name
+    assert lowered.constants[first.inputs[1]].shape == (1, 1, 1, 8)
+
+
+def _mlp_with_batchnorm(after: str) -> onnx.ModelProto:
+    """onnx_two_exit_mlp with a BatchNormalization on tensor ``after`` (its readers follow)."""
+    from onnx import numpy_helper
+
+    model = onnx_two_exit_mlp()
+    width = 16 if after == "x" else 32
+    rng = np.random.default_rng(5)
+    stats = {"bn_g": rng.uniform(0.5, 2, width), "bn_b": rng.standard_normal(width),
+             "bn_m": rng.standard_normal(width), "bn_v": rng.uniform(0.5, 2, width)}
+    model.graph.initializer.extend(numpy_helper.from_array(v.astype(np.float32), k)
+                                   for k, v in stats.items())
+    nodes = list(model.graph.node)
+    for n in nodes:
+        n.input[:] = [f"{after}_bn" if t == after else t for t in n.input]
+    producer = next((i for i, n in enumerate(nodes) if after in n.output), -1)
+    nodes.insert(producer + 1, helper.make_node("BatchNormalization", [after, *stats],
+                                                [f"{after}_bn"], name="bn", epsilon=1e-3))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def test_batchnorm_after_a_fully_connected_layer_is_folded_into_it() -> None:
+    model = _mlp_with_batchnorm("g1")
+    x = np.random.default_rng(2).standard_normal((5, 16)).astype(np.float32)
+    lowered = assert_lowering_is_exact(model, x, "")
+    assert [n.op_type for n in lowered.nodes] == ["FULLY_CONNECTED"] * 4
+
+
+def test_batchnorm_on_a_2d_input_is_rejected_with_the_reason() -> None:
+    with pytest.raises(UnsupportedOpError, match="BatchNormalization node 'bn'.*2-D tensor "
+                                                 "that does not follow a fully connected"):
+        lower_to_tflite(onnx_to_graph(_mlp_with_batchnorm("x")))
+
+
 def test_fold_batchnorm_keeps_the_conv1d_weight_shape() -> None:
     from eedge.passes.fold_batchnorm import fold_batchnorm
 
