@@ -88,15 +88,15 @@ def plan_cmd(bundle: Path, device_profile: Path, server_profile: Path, bandwidth
         print_json({"bandwidth_bps": bps, "rtt_ms": rtt_ms, "exit_rates": exit_rates,
                     "options": [o.to_json() for o in options], "best": chosen.to_json()})
         return
-    table = Table(title=f"cuts at {bandwidth}, RTT {rtt} (expected ms per sample)")
-    for name in ("--after", "cut", "device", "link", "server", "total", "bytes sent",
-                 "avg bytes"):
+    table = Table(title=f"cuts at {bandwidth}, RTT {rtt} (expected ms per sample)",
+                  caption="server / device: everything there; N: cut after stageN")
+    for name in ("--after", "device", "link", "server", "total", "bytes sent", "avg bytes"):
         table.add_column(name, justify="right")
     for o in options:
         style = "bold green" if o is chosen else None
-        table.add_row(o.after, _cut_label(o.after), f"{o.device:.3f}", f"{o.transfer:.3f}",
-                      f"{o.server:.3f}", f"{o.total:.3f}", str(o.payload_bytes),
-                      f"{o.expected_bytes:.0f}", style=style)
+        table.add_row(o.after, f"{o.device:.3f}", f"{o.transfer:.3f}", f"{o.server:.3f}",
+                      f"{o.total:.3f}", str(o.payload_bytes), f"{o.expected_bytes:.0f}",
+                      style=style)
     out_console.print(table)
     out_console.print(f"best: --after {chosen.after} ({_cut_label(chosen.after)}, "
                       f"{chosen.total:.3f} ms expected): eedge split export {bundle} "
