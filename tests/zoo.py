@@ -100,11 +100,11 @@ class Audio1dNet(nn.Module):
     """Keyword-spotting style: MFCC-like (N, 8, 49) frames, 1-D convs, three exits.
 
     Covers what 1-D lowering must get right: BN on the input features (no
-    layer to fold it into) and BN after Conv1d, max and average
-    pooling, a dilated strided depthwise conv, a grouped (g=2) pointwise
-    conv, asymmetric 'same' padding
-    (even kernel), AdaptiveAvgPool1d and mean exits, and a Flatten of
-    (C, L) whose order the fully connected layer must keep.
+    layer to fold it into) and BN after Conv1d, max pooling, a padded average
+    pool (count_include_pad), a dilated strided depthwise conv, a grouped
+    (g=2) pointwise conv, asymmetric 'same' padding (even kernel),
+    AdaptiveAvgPool1d and mean exits, and a Flatten of (C, L) whose order the
+    fully connected layer must keep.
     """
 
     def __init__(self) -> None:
@@ -115,7 +115,8 @@ class Audio1dNet(nn.Module):
         self.e1 = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 5))
         self.b2 = nn.Sequential(nn.Conv1d(16, 16, 3, stride=2, padding=2, dilation=2,
                                           groups=16), nn.ReLU6(),
-                                nn.Conv1d(16, 24, 1, groups=2), nn.ReLU(), nn.AvgPool1d(2))
+                                nn.Conv1d(16, 24, 1, groups=2), nn.ReLU(),
+                                nn.AvgPool1d(3, 2, padding=1))
         self.e2 = nn.Sequential(nn.Flatten(), nn.Linear(24 * 6, 5))
         self.b3 = nn.Sequential(nn.Conv1d(24, 32, 4, padding="same"), nn.ReLU())
         self.e3 = nn.Linear(32, 5)

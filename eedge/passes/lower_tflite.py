@@ -353,13 +353,23 @@ class _Lowerer:
         kernel, strides = window["kernel_shape"], window["strides"]
         if any(d != 1 for d in window["dilations"]):
             raise self.unsupported(node, "dilated pooling")
+        x = self.name(node.inputs[0])
         in_hw = [int(d) for d in nchw_view(self.src_shape(node.inputs[0]))[2:]]
         padding, explicit = self.spatial_padding(window, in_hw)
-        if explicit is not None:
-            raise self.unsupported(node, f"explicit padding {explicit} that is not TFLite SAME")
-        if op == "AVERAGE_POOL_2D" and padding == "SAME" and \
-                node.attrs.get("count_include_pad", 0) and any(node.attrs.get("pads", [0])):
-            raise self.unsupported(node, "count_include_pad=1 with padding")
+        counts_pads = op == "AVERAGE_POOL_2D" and bool(node.attrs.get("count_include_pad", 0))
+        if padding == "SAME" and counts_pads:  # TFLite's SAME average leaves pads out
+            same = [same_padding(in_hw[i], kernel[i], strides[i], 1) for i in range(2)]
+            padding, explicit = "VALID", [same[0][1], same[1][1], same[0][2], same[1][2]]
+        if explicit is not None and any(explicit):
+            # zeros are what an average with count_include_pad=1 adds, and never win a
+            # max over a ReLU's output; elsewhere a zero pad would change the answer
+            if not (counts_pads or (op == "MAX_POOL_2D" and self.nonnegative(node.inputs[0]))):
+                raise self.unsupported(node, f"explicit padding {explicit} that is not TFLite "
+                                             "SAME (it is only exact for max pooling over a "
+                                             "ReLU and average pooling with count_include_pad)")
+            x = self.pad_input(node, x, explicit)
+            top, left, bottom, right = explicit
+            in_hw = [in_hw[0] + top + bottom, in_hw[1] + left + right]
         out = node.outputs[0]
         self.define(out, self.src_shape(out))
         expected = nhwc_shape(self.src_shape(out))[1:3]
@@ -367,9 +377,25 @@ class _Lowerer:
                     else (in_hw[i] - kernel[i]) // strides[i] + 1 for i in range(2))
         if tuple(expected) != got:
             raise self.unsupported(node, "ceil_mode pooling changes the output size")
-        self.emit(op, node, [self.name(node.inputs[0])], out, filter_h=kernel[0],
+        self.emit(op, node, [x], out, filter_h=kernel[0],
                   filter_w=kernel[1], stride_h=strides[0], stride_w=strides[1],
                   padding=padding, activation="NONE")
+
+    def nonnegative(self, tensor: str) -> bool:
+        """Whether ``tensor`` is a ReLU's (or a clamp at >= 0's) output in the source graph."""
+        idx = self.src.producer_index(tensor)
+        node = self.src.nodes[idx] if idx is not None else None
+        while node is not None and node.op_type in ("Identity", "Dropout"):
+            idx = self.src.producer_index(node.inputs[0])
+            node = self.src.nodes[idx] if idx is not None else None
+        if node is None or node.op_type not in ("Relu", "Clip"):
+            return False
+        if node.op_type == "Relu":
+            return True
+        low = node.attrs.get("min")
+        if len(node.inputs) > 1 and node.inputs[1] in self.src.constants:
+            low = float(np.asarray(self.src.constants[node.inputs[1]]))
+        return low is not None and low >= 0.0
 
     def op_MaxPool(self, node: Node) -> None:
         self._pool(node, "MAX_POOL_2D")

@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import exported_onnx
 from onnx import helper
 from zoo import example_input, onnx_conv1d_model, onnx_conv_model, onnx_two_exit_mlp
@@ -112,12 +114,13 @@ def test_conv1d_lowers_to_unit_height_2d_ops() -> None:
     assert (dw.attrs["dilation_h"], dw.attrs["dilation_w"]) == (1, 2)
     pools = [n for n in lowered.nodes if "POOL" in n.op_type]
     assert [(p.op_type, p.attrs["filter_h"], p.attrs["filter_w"]) for p in pools] == \
-        [("MAX_POOL_2D", 1, 2), ("AVERAGE_POOL_2D", 1, 2)]
+        [("MAX_POOL_2D", 1, 2), ("AVERAGE_POOL_2D", 1, 3)]
     # pads (2, 2) of the dilated depthwise are not TFLite SAME (that is (1, 2)): a PAD;
-    # Conv1d(padding='same', k=4) pads (1, 2), which is SAME: none
+    # AvgPool1d(3, 2, padding=1) counts its pads: a PAD; Conv1d(padding='same', k=4)
+    # pads (1, 2), which is SAME: none
     pads = [n for n in lowered.nodes if n.op_type == "PAD"]
     assert [lowered.constants[p.inputs[1]].tolist() for p in pads] == \
-        [[[0, 0], [0, 0], [2, 2], [0, 0]]]
+        [[[0, 0], [0, 0], [2, 2], [0, 0]], [[0, 0], [0, 0], [1, 1], [0, 0]]]
     assert [n.attrs["padding"] for n in lowered.nodes if n.op_type == "CONV_2D"] == \
         ["SAME", "VALID", "SAME"]
 
@@ -225,3 +228,64 @@ def test_every_accepted_operator_has_a_lowering_and_the_readme_lists_them() -> N
     listed = {part.strip() for part in names.split(",")}
     assert listed == set(SUPPORTED_OPS)
     assert "1-D" in SUPPORTED_OPS["Conv"] and "1-D" in sentence.group(1)
+
+
+class _PaddedPools(torch.nn.Module):
+    """Pools with torch's usual padding=1, which is not TFLite SAME for even sizes."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        conv = torch.nn.Conv1d if dims == 1 else torch.nn.Conv2d
+        self.dims = dims
+        self.conv = conv(4, 8, 3)
+        features = 8 * (14 if dims == 1 else 7 * 7)
+        self.fc0, self.fc1 = torch.nn.Linear(features, 3), torch.nn.Linear(features, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.conv(x))
+        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
+        avg = F.avg_pool1d if self.dims == 1 else F.avg_pool2d
+        return (self.fc0(torch.flatten(pool(h, 3, 2, 1), 1)),
+                self.fc1(torch.flatten(avg(h, 3, 2, 1), 1)))  # count_include_pad=True
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_padded_max_over_relu_and_counting_average_pools_pad_with_zeros(dims: int) -> None:
+    from eedge.backends.tflite_writer import graph_to_tflite
+    from eedge.frontends.torch_frontend import torch_to_onnx
+    from eedge.passes.quantize import observe_ranges, quantize_graph
+    from eedge.reference.int8_kernels import quantize_input
+    from eedge.runtime.interpreters import TFLMModel
+
+    torch.manual_seed(0)
+    shape = (2, 4, 30) if dims == 1 else (2, 4, 16, 16)
+    rng = np.random.default_rng(0)
+    model = torch_to_onnx(_PaddedPools(dims).eval(), rng.standard_normal(shape).astype(np.float32))
+    x = rng.standard_normal((40,) + shape[1:]).astype(np.float32)
+    lowered = assert_lowering_is_exact(model, x, "NCL" if dims == 1 else "NCHW")
+    pools = [n for n in lowered.nodes if "POOL" in n.op_type]
+    assert [p.attrs["padding"] for p in pools] == ["VALID", "VALID"]
+    assert sum(n.op_type == "PAD" for n in lowered.nodes) == 2
+    # int8: the zero pad is the zero point, the ReLU output's minimum; TFLM agrees
+    name = lowered.inputs[0].name
+    xl = to_channels_last(x, "NCL" if dims == 1 else "NCHW")
+    q = quantize_graph(lowered, observe_ranges(lowered, [{name: xl}]))
+    xq = quantize_input(xl, q.inputs[0].quant)
+    env = execute(q, {name: xq})
+    tflm = TFLMModel(graph_to_tflite(q, range(len(q.nodes)), [name], q.exits), 2).run([xq])
+    for exit_name, theirs in zip(q.exits, tflm):
+        assert np.array_equal(env[exit_name], theirs.reshape(env[exit_name].shape))
+
+
+def test_padded_max_pool_over_a_signed_tensor_is_rejected() -> None:
+    from onnx import numpy_helper
+
+    model = onnx_conv1d_model()
+    # the max pool reads the depthwise conv's output, which can be negative
+    model.graph.node[7].CopyFrom(helper.make_node("MaxPool", ["d"], ["p"], name="pool",
+                                                  kernel_shape=[3], strides=[2], pads=[1, 1]))
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "w1"))
+    model.graph.initializer.append(numpy_helper.from_array(
+        np.zeros((4, 6 * 32), np.float32), "w1"))
+    with pytest.raises(UnsupportedOpError, match=r"MaxPool node 'pool'.*not TFLite SAME.*ReLU"):
+        lower_to_tflite(onnx_to_graph(model))
