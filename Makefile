@@ -12,9 +12,11 @@ PYTHON_EXE := $(firstword $(PYTHON_FOUND))
 PYTHON_VERSION := $(lastword $(PYTHON_FOUND))
 VENV := $(if $(filter file,$(origin PYTHON)),.venv,.venv-py$(PYTHON_VERSION))
 PY := $(VENV)/bin/python
-# torch is pinned to the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
+# torch is pinned: pip's find-links hold the CPU wheel (here for Python 3.11 only); for
+# other Pythons pip finds PyPI's CUDA build (several GB), as an unpinned torch would.
 TORCH := torch==2.13.0
-STAMP := $(VENV)/.eedge-setup-done
+# named after the Python: a venv left from another version is never taken as set up
+STAMP := $(VENV)/.eedge-setup-done-py$(PYTHON_VERSION)
 PYTEST_WORKERS ?= 2
 # The Arm toolchain and QEMU build and run the generated C runtime; sshd stands in for a
 # Raspberry Pi in the profiler's tests; the aarch64 cross gcc links TVM libraries for the
