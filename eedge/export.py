@@ -27,8 +27,8 @@ from eedge.frontends.onnx_exit_softmax import StrippedExit
 from eedge.frontends.onnx_frontend import OnnxImport, import_onnx, read_onnx_file
 from eedge.frontends.tflite_frontend import load_tflite
 from eedge.frontends.torch_frontend import torch_outputs, torch_to_onnx
-from eedge.ir.bundle import (Bundle, file_entries, load_bundle, sha256_bytes,
-                             staging_directory, write_manifest)
+from eedge.ir.bundle import (MANIFEST_NAME, Bundle, check_replaceable, file_entries,
+                             load_bundle, sha256_bytes, staging_directory, write_manifest)
 from eedge.ir.graph import Dim, Graph
 from eedge.ir.layout import input_layout, to_channels_last
 from eedge.passes.cost import parameter_bytes, total_macs
@@ -191,6 +191,7 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
     opts = options or ExportOptions(**kwargs)
     out = Path(out)
     say = progress or (lambda _msg: None)
+    check_replaceable(out.absolute(), opts.force, MANIFEST_NAME)  # fail before the work
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown:
         raise InputDataError(f"unknown format {', '.join(unknown)}; choose from "

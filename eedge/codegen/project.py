@@ -272,7 +272,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                if "entropy" in model.criteria else "",
                "weight_bytes": int(sum(np.asarray(g.constants[c]).nbytes for c in used))}
     env = _environment()
-    with staging_directory(out, force) as tmp:
+    with staging_directory(out, force, marker=PROJECT_FILE) as tmp:
         for template in ("model.h", "model.c", "model_data.h", "model_data.c"):
             (tmp / template).write_text(env.get_template(f"generated/{template}.j2")
                                         .render(**context))
