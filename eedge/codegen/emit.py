@@ -18,7 +18,8 @@ from eedge.ir.graph import Graph, Node
 from eedge.reference.int8_kernels import (activation_range, add_multipliers,
                                           channel_multipliers, fc_multipliers, fc_weight_offset,
                                           mean_multiplier, quant_of, quantize_multiplier,
-                                          scale_of, softmax_multiplier, zero_point_of)
+                                          relu_multiplier, scale_of, softmax_multiplier,
+                                          zero_point_of)
 from eedge.reference.windows import padding_amounts
 
 F32 = np.float32
@@ -256,7 +257,7 @@ def _reshape(ctx: EmitContext, node: Node) -> Emitted:
 def _requantize(ctx: EmitContext, node: Node) -> Emitted:
     g = ctx.graph
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    m, s = quantize_multiplier(float(F32(F32(scale_of(in_q)) / F32(scale_of(out_q)))))
+    m, s = relu_multiplier(node.op_type, scale_of(in_q), scale_of(out_q))
     low, high = activation_range(node.op_type, out_q)
     fields = dict(size=_size(g, node.outputs[0]), in_offset=-zero_point_of(in_q),
                   out_offset=zero_point_of(out_q), multiplier=m, shift=s, act_min=low,

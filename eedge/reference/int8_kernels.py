@@ -283,11 +283,28 @@ def _pad(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
                   constant_values=zero_point_of(quant_of(g, node.outputs[0])))
 
 
+def relu_multiplier(op_type: str, in_scale: float, out_scale: float) -> tuple[int, int]:
+    """(Q31 multiplier, shift) of a standalone RELU/RELU6/RELU_N1_TO_1 that changes scale.
+
+    The two oracles build it differently, and the last bit decides exact
+    ties (0.05 -> 6/255: the float32 ratio is exactly 2.125, the double one
+    is not). TFLite Micro's RELU divides the float32 scales in double
+    (measured on tflite-micro 0.dev20261023, whose ReluPrepare converts both
+    scales to double before dividing), and TFLM is the oracle for RELU.
+    TFLM's RELU6 never requantizes (its known bug) and it has no
+    RELU_N1_TO_1, so those follow LiteRT's shared ReluPrepare, which divides
+    in float32 and widens the quotient (checked against BUILTIN_REF).
+    """
+    s_in, s_out = F32(in_scale), F32(out_scale)
+    if op_type == "RELU":
+        return quantize_multiplier(float(s_in) / float(s_out))
+    return quantize_multiplier(float(F32(s_in / s_out)))
+
+
 def _relu_family(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
-    """Requantize into the output scale, then clamp (LiteRT's semantics)."""
+    """Requantize into the output scale, then clamp (TFLM's RELU, LiteRT's RELU6/RELU_N1_TO_1)."""
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    real = float(F32(F32(scale_of(in_q)) / F32(scale_of(out_q))))
-    m, s = quantize_multiplier(real)
+    m, s = relu_multiplier(node.op_type, scale_of(in_q), scale_of(out_q))
     out = multiply_by_quantized_multiplier(args[0].astype(np.int64) - zero_point_of(in_q), m, s)
     low, high = activation_range(node.op_type, out_q)
     return _finish(out, out_q, low, high)
@@ -330,5 +347,5 @@ INT8_KERNELS: dict[str, Kernel] = {
 
 __all__ = ["INT8_KERNELS", "activation_range", "add_multipliers", "channel_multipliers",
            "dequantize_output", "fc_multipliers", "fc_weight_offset", "mean_multiplier",
-           "quant_of", "quantize_input", "round_half_away", "scale_of", "softmax_multiplier",
-           "softmax_s8", "zero_point_of"]
+           "quant_of", "quantize_input", "relu_multiplier", "round_half_away", "scale_of",
+           "softmax_multiplier", "softmax_s8", "zero_point_of"]
