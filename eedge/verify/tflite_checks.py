@@ -22,8 +22,8 @@ from eedge.runtime.cascade import Cascade
 from eedge.runtime.interpreters import LiteRTModel, TFLMModel
 from eedge.runtime.stage_runners import ReferenceRunner
 from eedge.verify.equivalence import TOLERANCE, require_finite, whole_model_exits
-from eedge.verify.tflm_exceptions import (LITERT_REF, RELU6_REASON, TFLM, check_stage_in_parts,
-                                          tflm_relu6_bug_nodes)
+from eedge.verify.tflm_exceptions import (LITERT_REF, TFLM, check_stage_in_parts,
+                                          exception_reason, tflm_exception_nodes)
 
 
 def check_float_tflite(bundle: Bundle, feeds: Mapping[str, np.ndarray],
@@ -77,8 +77,9 @@ def check_int8_reference_vs_tflm(bundle: Bundle, feeds: Mapping[str, np.ndarray]
     """Each stage: eedge's reference executor and TFLite Micro give the same bytes.
 
     A stage where TFLM is known to be wrong (a standalone RELU6 that changes
-    scale) is checked in parts instead, its RELU6 nodes against LiteRT's
-    reference kernels; the report names the reference each stage followed.
+    scale) or has no kernel (RELU_N1_TO_1) is checked in parts instead, those
+    nodes against LiteRT's reference kernels; the report names the reference
+    each stage followed.
     """
     cascade = Cascade(bundle, runtime="int8-reference")
     store = cascade.stage_inputs(dict(feeds))
@@ -88,14 +89,15 @@ def check_int8_reference_vs_tflm(bundle: Bundle, feeds: Mapping[str, np.ndarray]
         path = bundle.file(stage["files"]["tflite_int8"])
         inputs = [store[t["name"]] for t in io["inputs"]]
         runner = ReferenceRunner.from_file(path)
-        exceptions = tflm_relu6_bug_nodes(runner.graph)
+        exceptions = tflm_exception_nodes(runner.graph)
         if exceptions:
             env, parts_compared = check_stage_in_parts(
                 runner.graph, stage["name"], dict(zip(runner.inputs, inputs)), exceptions)
             ours = [env[name] for name in runner.outputs]
             stages.append({"name": stage["name"], "reference": LITERT_REF,
                            "nodes": [runner.graph.nodes[i].name for i in exceptions],
-                           "why": RELU6_REASON, "other_nodes_reference": TFLM,
+                           "why": exception_reason(runner.graph, exceptions),
+                           "other_nodes_reference": TFLM,
                            "method": "each part fed eedge's own inputs; every tensor compared",
                            "tensors_compared": parts_compared})
         else:
@@ -111,8 +113,9 @@ def check_int8_reference_vs_tflm(bundle: Bundle, feeds: Mapping[str, np.ndarray]
         store.update({t["name"]: v for t, v in zip(io["outputs"], ours)})
     reference = "TFLite Micro interpreter, every output of every stage"
     if any(s["reference"] != TFLM for s in stages):
-        reference += ("; LiteRT BUILTIN_REF for standalone RELU6 nodes that change scale, "
-                      "where TFLite Micro is known wrong (see stages)")
+        reference += ("; LiteRT BUILTIN_REF for standalone RELU6 nodes that change scale "
+                      "(TFLite Micro is known wrong there) and RELU_N1_TO_1 nodes (TFLite "
+                      "Micro has no such kernel); see stages")
     return {"reference": reference,
             "samples": int(next(iter(store.values())).shape[0]), "tensors_compared": compared,
             "identical": True, "stages": stages}

@@ -1,19 +1,21 @@
 """Where TFLite Micro is *not* the int8 reference, and how such stages are checked.
 
-TFLite Micro's interpreter is eedge's primary bit-exact oracle, with one
-known exception (DESIGN.md): a standalone RELU6 whose output quantization
-differs from its input's must be requantized into the output's scale and
-then clamped, as LiteRT's reference kernels do; TFLM clamps in the input's
-scale and copies the bytes. eedge computes the correct result, so comparing
-it with TFLM would report a false "eedge bug" for valid TensorFlow-made
-models.
+TFLite Micro's interpreter is eedge's primary bit-exact oracle, with two
+exceptions. A standalone RELU6 whose output quantization differs from its
+input's must be requantized into the output's scale and then clamped, as
+LiteRT's reference kernels do; TFLM clamps in the input's scale and copies
+the bytes (a known TFLM bug, DESIGN.md). eedge computes the correct result,
+so comparing it with TFLM would report a false "eedge bug" for valid
+TensorFlow-made models. And TFLM has no RELU_N1_TO_1 kernel at all (it
+cannot even load such a file), while eedge's own lowering emits a
+standalone one for a Clip(-1, 1) with nothing to fuse into.
 
 LiteRT's reference kernels (``OpResolverType.BUILTIN_REF``) are not a
 drop-in replacement for a whole stage either: their FULLY_CONNECTED
 requantizes in double precision (±1 on about 0.1% of outputs). So a stage
 with such a RELU6 is checked in parts, each part against the interpreter
 that is right for it, and every part is fed eedge's own values for its
-inputs: the RELU6 nodes alone against LiteRT BUILTIN_REF, every run of
+inputs: those nodes alone against LiteRT BUILTIN_REF, every run of
 other nodes between them against TFLM. Every tensor the stage computes is
 compared, so the chain of parts covers the stage end to end.
 """
@@ -37,6 +39,8 @@ LITERT_REF = "LiteRT BUILTIN_REF (reference kernels)"
 RELU6_REASON = ("TFLite Micro clamps a standalone RELU6 in its input's scale instead of "
                 "requantizing into its output's (a known TFLM bug); eedge and LiteRT's "
                 "reference kernels requantize, then clamp")
+RELU_N1_TO_1_REASON = ("TFLite Micro has no RELU_N1_TO_1 kernel; eedge follows LiteRT's "
+                       "reference kernels (requantize with the float32 scale ratio, then clamp)")
 
 
 def tflm_relu6_bug_nodes(graph: Graph) -> list[int]:
@@ -51,6 +55,21 @@ def tflm_relu6_bug_nodes(graph: Graph) -> list[int]:
                 or zero_point_of(in_q) != zero_point_of(out_q)):
             found.append(i)
     return found
+
+
+def tflm_exception_nodes(graph: Graph) -> list[int]:
+    """Indices of the int8 nodes TFLM cannot check: the RELU6 bug's and every RELU_N1_TO_1."""
+    missing = [i for i, node in enumerate(graph.nodes) if node.op_type == "RELU_N1_TO_1"
+               and getattr(graph.tensors.get(node.outputs[0]), "dtype", None) == "int8"]
+    return sorted(set(tflm_relu6_bug_nodes(graph)) | set(missing))
+
+
+def exception_reason(graph: Graph, nodes: Sequence[int]) -> str:
+    """Why the given exception nodes follow LiteRT BUILTIN_REF, for the verification report."""
+    kinds = {graph.nodes[i].op_type for i in nodes}
+    return "; ".join(reason for op, reason in (("RELU6", RELU6_REASON),
+                                              ("RELU_N1_TO_1", RELU_N1_TO_1_REASON))
+                     if op in kinds)
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,23 @@ from pathlib import Path
 
 import flatbuffers
 import numpy as np
+import onnx
 import pytest
 from cli_runner import run_cli
+from onnx import TensorProto, helper, numpy_helper
 
 from eedge.codegen.device_run import run_on_target
 from eedge.codegen.model_source import load_codegen_model
 from eedge.frontends.tflite_frontend import read_tflite_bytes
+from eedge.ir.bundle import load_bundle
 from eedge.reference.executor import execute
 from eedge.reference.fixedpoint import quantize_multiplier
-from eedge.reference.int8_kernels import relu_multiplier
+from eedge.reference.int8_kernels import quant_of, relu_multiplier
 from eedge.runtime.interpreters import LiteRTModel, TFLMModel
+from eedge.runtime.stage_runners import ReferenceRunner
 from eedge.targets import load_target
 from eedge.tflite_schema import schema as S
+from eedge.verify.tflm_exceptions import LITERT_REF, TFLM
 
 F32 = np.float32
 SHAPE = (1, 4, 4, 4)
@@ -148,4 +153,61 @@ def test_export_verifies_a_scale_changing_relu_against_tflm(
     assert code == 0, stderr
     report = json.loads((out / "manifest.json").read_text())["verification"]
     stages = report["tflite_int8"]["reference_vs_tflm"]["stages"]
-    assert [s["reference"] for s in stages] == ["TFLite Micro interpreter"]
+    assert [s["reference"] for s in stages] == [TFLM]
+
+
+def test_export_verifies_a_relu_n1_to_1_file_against_litert_ref(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TFLite Micro has no RELU_N1_TO_1 kernel: the node is checked against LiteRT BUILTIN_REF.
+
+    Before, export stopped with "TFLite Micro cannot load the model".
+    """
+    path = tmp_path / "x.tflite"
+    path.write_bytes(relu_model("RELU_N1_TO_1", *TIE_SCALES))
+    out = tmp_path / "b"
+    code, stdout, stderr = run_cli(capsys, "export", str(path), "--out", str(out))
+    assert code == 0, stderr
+    assert "LiteRT BUILTIN_REF" in stdout
+    report = json.loads((out / "manifest.json").read_text())["verification"]
+    stage, = report["tflite_int8"]["reference_vs_tflm"]["stages"]
+    assert stage["reference"] == LITERT_REF and "RELU_N1_TO_1" in stage["why"]
+
+
+def _clip_mlp() -> onnx.ModelProto:
+    """x -> Clip(-1, 1) (nothing to fuse into: a standalone RELU_N1_TO_1) -> two exits."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+             for name, shape in (("w0", (4, 16)), ("b0", (4,)), ("w1", (8, 16)), ("b1", (8,)),
+                                 ("w2", (4, 8)), ("b2", (4,)))]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n)
+              for n, v in (("lo", -1.0), ("hi", 1.0))]
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["h"], name="clip"),
+             helper.make_node("Gemm", ["h", "w0", "b0"], ["exit0"], name="e0", transB=1),
+             helper.make_node("Gemm", ["h", "w1", "b1"], ["g1"], name="fc1", transB=1),
+             helper.make_node("Relu", ["g1"], ["r1"], name="act1"),
+             helper.make_node("Gemm", ["r1", "w2", "b2"], ["exit1"], name="e1", transB=1)]
+    graph = helper.make_graph(
+        nodes, "clip_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("exit0", "exit1")],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_eedge_made_standalone_relu_n1_to_1_exports(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """eedge's own quantizer keeps one parameter set across a standalone activation; its
+    RELU_N1_TO_1 still has no TFLM kernel, so `export --int8` failed on any such model."""
+    onnx.save(_clip_mlp(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz",
+             x=np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32) * 2)
+    out = tmp_path / "b"
+    code, _, stderr = run_cli(capsys, "export", str(tmp_path / "m.onnx"), "--out", str(out),
+                              "--int8", "--calib", str(tmp_path / "calib.npz"))
+    assert code == 0, stderr
+    bundle = load_bundle(out)
+    graph = ReferenceRunner.from_file(
+        bundle.file(bundle.stages[0]["files"]["tflite_int8"])).graph
+    clip = next(n for n in graph.nodes if n.op_type == "RELU_N1_TO_1")
+    assert quant_of(graph, clip.inputs[0]) == quant_of(graph, clip.outputs[0])
