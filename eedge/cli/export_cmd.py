@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
 from eedge.cli.progress import progress
@@ -103,11 +104,12 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
     for line in summary_lines(manifest):
         out_console.print(line)
     if result.dropped_nodes:
+        dropped = escape(", ".join(result.dropped_nodes[:5]))
         out_console.print(f"[yellow]note:[/] {len(result.dropped_nodes)} node(s) feed no exit "
-                          f"and were dropped: {', '.join(result.dropped_nodes[:5])}")
+                          f"and were dropped: {dropped}")
     for note in result.notes:
-        out_console.print(f"[yellow]note:[/] {note}")
-    out_console.print(f"wrote {result.bundle.path}")
+        out_console.print(f"[yellow]note:[/] {escape(note)}")
+    out_console.print(f"wrote {escape(str(result.bundle.path))}", soft_wrap=True)
 
 
 def _torch_model_name(spec: str) -> str:
