@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.options import FiniteFloat
 from eedge.cli.progress import progress
 from eedge.cli.tables import human_cost, human_count
 from eedge.errors import InputDataError
@@ -55,10 +56,12 @@ def exit_costs(bundle: Any, budget_kind: str, profile: Path | None, target: str 
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Held-out data: .npz with x (inputs) and y (integer labels).")
-@click.option("--max-accuracy-drop", type=float,
+@click.option("--max-accuracy-drop", type=FiniteFloat(0, 1),
               help="Cheapest thresholds whose accuracy is within this of the final exit's.")
-@click.option("--budget-macs", type=float, help="Most accurate thresholds within MACs/sample.")
-@click.option("--budget-ms", type=float, help="Most accurate thresholds within ms/sample.")
+@click.option("--budget-macs", type=FiniteFloat(min=0),
+              help="Most accurate thresholds within MACs/sample.")
+@click.option("--budget-ms", type=FiniteFloat(min=0),
+              help="Most accurate thresholds within ms/sample.")
 @click.option("--profile", "profile", type=click.Path(path_type=Path),
               help="Latencies for --budget-ms (a report from `eedge profile --report`).")
 @click.option("--target", "target", help="Measure latencies for --budget-ms on this target.")
@@ -66,7 +69,7 @@ def exit_costs(bundle: Any, budget_kind: str, profile: Path | None, target: str 
               show_default=True, help="How an exit scores its confidence.")
 @click.option("--runtime", type=click.Choice(list(RUNTIMES)),
               help="Runtime whose decisions are calibrated (default: onnx, else int8).")
-@click.option("--confidence-z", default=2.0, show_default=True,
+@click.option("--confidence-z", type=FiniteFloat(0, 100), default=2.0, show_default=True,
               help="With --max-accuracy-drop: bound the drop by this many standard errors "
                    "(0 trusts the calibration data at face value).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),

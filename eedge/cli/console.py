@@ -6,7 +6,6 @@ machine-readable even while a spinner runs.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,13 +60,10 @@ def json_option(func: F) -> F:
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=_jsonable))
+    """Standard JSON (never NaN/Infinity: :mod:`eedge.strict_json`) on stdout."""
+    from eedge.strict_json import dumps
 
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
+    click.echo(dumps(data, indent=2))
 
 
 @contextmanager

@@ -14,8 +14,10 @@ from eedge.cli.tables import human_bytes, human_count
 @click.command("demo")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Keep the bundle, weights and test data in this directory.")
-@click.option("--seed", default=0, show_default=True, help="Seed for data split and training.")
-@click.option("--epochs", default=30, show_default=True, help="Training epochs.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed for data split and training.")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=30, show_default=True,
+              help="Training epochs.")
 @click.option("--target", "target_name", default="qemu-cortex-m4", show_default=True,
               help="Where to run the generated C runtime (an mcu-qemu target or host).")
 @click.option("--no-firmware", is_flag=True, help="Skip generating and running the C runtime.")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from eedge.cli.options import FiniteFloat
 from eedge.cli.console import (debug_option, json_option, out_console, print_json,
                                progress_status)
 from eedge.cli.tables import human_bytes
@@ -30,7 +31,7 @@ from eedge.io.arrays import load_array
               help="Test inputs embedded in MCU firmware (.npy or .npz x; float or int8).")
 @click.option("--exits", "extra_exits", metavar="TENSOR,...",
               help="For a .tflite source: tensors that are early exits.")
-@click.option("--budget-macs", type=float,
+@click.option("--budget-macs", type=FiniteFloat(min=0, min_open=True),
               help="Budget-aware firmware: adapt thresholds on the device to average this "
                    "many MACs per inference (max_softmax and margin criteria).")
 @click.option("--force", is_flag=True, help="Replace an existing project.")

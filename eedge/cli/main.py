@@ -61,6 +61,19 @@ def _raise_interrupt(_signum: int, _frame: Any) -> NoReturn:
     raise KeyboardInterrupt
 
 
+def _show_click_error(exc: click.ClickException) -> None:
+    """A bad option is one line too (``error: Invalid value for '--threads': ...``), with
+    the command's --help named, like every other error; a bare group still shows help."""
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        exc.show()
+        return
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    print_error("error", message)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("interrupted", highlight=False)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
-        exc.show()
+        _show_click_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted", highlight=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json, progress_status
+from eedge.cli.options import FiniteFloat
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_array
 from eedge.runtime.stage_runners import RUNTIMES
@@ -16,9 +17,9 @@ from eedge.runtime.stage_runners import RUNTIMES
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Clean, in-distribution inputs (.npy or .npz with x), in stream order.")
-@click.option("--window", default=32, show_default=True,
+@click.option("--window", type=click.IntRange(1, 1_000_000), default=32, show_default=True,
               help="Inferences whose mean ensemble confidence the monitor watches.")
-@click.option("--false-alarm", default=0.01, show_default=True,
+@click.option("--false-alarm", type=FiniteFloat(0, 1), default=0.01, show_default=True,
               help="Share of clean windows allowed to raise the flag.")
 @click.option("--check", "checks", multiple=True, type=click.Path(path_type=Path),
               help="Also report the share of windows flagged on these inputs (e.g. shifted "

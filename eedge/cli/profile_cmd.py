@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.options import threads_option
 from eedge.cli.progress import progress
 from eedge.cli.tables import human_count
 from eedge.errors import InputDataError
-from eedge.io.arrays import load_array
+from eedge.strict_json import dumps
+from eedge.io.arrays import load_array, load_optional
+from eedge.policies.labels import check_labels
 from eedge.runtime.stage_runners import RUNTIMES
+
+MAX_RUNS = 1_000_000  # per stage: beyond this a measurement only burns time
 
 
 @click.command("profile")
@@ -27,9 +30,11 @@ from eedge.runtime.stage_runners import RUNTIMES
               help="Inputs (.npz with x, optional y) for exit rates and accuracy; the first "
                    "sample also feeds the timed stages.")
 @click.option("--exit-rates", help="Exit rates instead of --data, e.g. 0.5,0.3,0.2.")
-@click.option("--threads", default=1, show_default=True, help="Threads (pinned).")
-@click.option("--warmup", default=20, show_default=True, help="Untimed runs per stage.")
-@click.option("--repeats", default=200, show_default=True, help="Timed runs per stage.")
+@threads_option("Threads (pinned)")
+@click.option("--warmup", type=click.IntRange(0, MAX_RUNS), default=20, show_default=True,
+              help="Untimed runs per stage.")
+@click.option("--repeats", type=click.IntRange(1, MAX_RUNS), default=200, show_default=True,
+              help="Timed runs per stage.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="Also write the JSON report to this file.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
@@ -65,9 +70,10 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
     x = y = None
     if data is not None:
         x = load_array(data, "x")
-        if data.suffix == ".npz":
-            with np.load(data, allow_pickle=False) as archive:
-                y = archive["y"] if "y" in archive.files else None
+        y = load_optional(data, "y")
+        if y is not None:
+            samples = len(x) if x.ndim == len(loaded.manifest["inputs"][0]["shape"]) else 1
+            y = check_labels(y, [e["num_classes"] for e in loaded.exits], str(data), samples)
     sample = x if x is not None else random_sample(loaded)
     with progress(f"profiling on {target.name}", quiet=as_json) as shown:
         profiles = profile_target(loaded, target, sample, runtime, threads, warmup, repeats,
@@ -81,7 +87,7 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
             exits = exit_statistics(loaded, decider, x, y, shown.say, shown.tick)
     report = build_report(profiles, loaded, exits)
     if report_path is not None:
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        report_path.write_text(dumps(report, indent=2) + "\n")
     if plot_path is not None:
         plot(report, plot_path)
     if as_json:

@@ -9,9 +9,10 @@ import numpy as np
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.options import FiniteFloat, threads_option
 from eedge.cli.progress import progress
 from eedge.errors import InputDataError
-from eedge.io.arrays import load_array
+from eedge.io.arrays import load_array, load_optional
 from eedge.ir.layout import user_rank
 from eedge.policies.labels import check_labels
 from eedge.policies.thresholds import parse_thresholds
@@ -26,12 +27,12 @@ from eedge.runtime.stage_runners import RUNTIMES
               help="Inputs: .npy, or .npz with x (and optionally y to report accuracy).")
 @click.option("--thresholds", help="Override per-exit thresholds, e.g. 0.95,0.9.")
 @click.option("--no-early-exit", is_flag=True, help="Run every stage (final exit decides).")
-@click.option("--threads", default=1, show_default=True, help="Runtime threads.")
+@threads_option("Runtime threads")
 @click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
               help="Stage files and engine (default: onnx if present, else int8, else tflite).")
 @click.option("--target", "-t", "target_name",
               help="Run the generated C runtime instead: host (gcc) or an mcu-qemu target.")
-@click.option("--budget-macs", type=float,
+@click.option("--budget-macs", type=FiniteFloat(min=0, min_open=True),
               help="Stream the inputs one by one, adapting thresholds to keep the average "
                    "MACs per sample near this budget.")
 @json_option
@@ -86,12 +87,9 @@ def command(bundle: Path, input_path: Path, thresholds: str | None, no_early_exi
 
 
 def _optional_labels(path: Path, count: int, classes: list[int]) -> np.ndarray | None:
-    if path.suffix != ".npz":
+    labels = load_optional(path, "y")
+    if labels is None:
         return None
-    with np.load(path, allow_pickle=False) as data:
-        if "y" not in data.files:
-            return None
-        labels = data["y"]
     return check_labels(labels, classes, str(path), count)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from rich.table import Table
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
+from eedge.cli.options import FiniteFloat
 from eedge.cli.progress import Reporter, progress
 from eedge.errors import InputDataError
 from eedge.split.planner import parse_cut
@@ -236,12 +237,15 @@ def _export_with_tail(loaded: Any, cut: int | str, out: Path, triton_repo: Path 
 @click.command("serve")
 @click.argument("tail", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, help="Port (0 picks a free one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port (0 picks a free one).")
 @click.option("--runtime", help="Runtime for the tail stages (default: onnx).")
-@click.option("--max-batch", default=32, show_default=True, help="Dynamic batching: rows.")
-@click.option("--max-delay-ms", default=2.0, show_default=True,
+@click.option("--max-batch", type=click.IntRange(1, 65536), default=32, show_default=True,
+              help="Dynamic batching: rows.")
+@click.option("--max-delay-ms", type=FiniteFloat(0, 60_000), default=2.0, show_default=True,
               help="Dynamic batching: longest wait for more requests.")
-@click.option("--max-body-mb", default=16.0, show_default=True, help="Request size limit.")
+@click.option("--max-body-mb", type=FiniteFloat(0, 4096, min_open=True), default=16.0,
+              show_default=True, help="Request size limit.")
 @debug_option
 def serve(tail: Path, host: str, port: int, runtime: str | None, max_batch: int,
           max_delay_ms: float, max_body_mb: float) -> None:

@@ -73,11 +73,14 @@ def build_report(profiles: StageProfiles, bundle: Bundle,
 
 
 def parse_rates(text: str, exits: int) -> dict[str, Any]:
+    from eedge.numbers import parse_floats
+
     try:
-        rates = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise InputDataError(f"bad --exit-rates {text!r}: write fractions like 0.5,0.3,0.2")
-    if len(rates) != exits or any(r < 0 for r in rates) or abs(sum(rates) - 1) > 1e-6:
+        rates = parse_floats(text, "--exit-rates", 0.0, 1.0, count=exits)
+    except InputDataError as exc:
+        raise InputDataError(f"{exc}; write {exits} fractions summing to 1, like "
+                             "0.5,0.3,0.2") from None
+    if abs(sum(rates) - 1) > 1e-6:
         raise InputDataError(f"--exit-rates needs {exits} non-negative fractions summing to 1")
     return {"source": "given", "exit_rates": rates}
 

@@ -318,7 +318,7 @@ def _quantize(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.nda
         m, s = quantize_multiplier(scale_of(in_q) / scale_of(out_q))
         out = multiply_by_quantized_multiplier(x.astype(np.int64) - zero_point_of(in_q), m, s)
         return _finish(out, out_q, -128, 127)
-    scaled = round_half_away_f32(x.astype(F32) / F32(scale_of(out_q))).astype(np.int64)
+    scaled = _to_int64(round_half_away_f32(x.astype(F32) / F32(scale_of(out_q))))
     return np.clip(scaled + zero_point_of(out_q), -128, 127).astype(np.int8)
 
 
@@ -329,8 +329,14 @@ def _dequantize(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.n
 
 def quantize_input(x: np.ndarray, params: QuantParams) -> np.ndarray:
     """Float input -> int8 exactly as a QUANTIZE op would (what runtimes feed stages)."""
-    scaled = round_half_away_f32(np.asarray(x, F32) / F32(scale_of(params))).astype(np.int64)
+    scaled = _to_int64(round_half_away_f32(np.asarray(x, F32) / F32(scale_of(params))))
     return np.clip(scaled + zero_point_of(params), -128, 127).astype(np.int8)
+
+
+def _to_int64(values: np.ndarray) -> np.ndarray:
+    """Rounded floats as int64, saturating: a huge input (1e30 / scale) must clamp to
+    int8's end like TFLite's QUANTIZE, not wrap to INT64_MIN (and so to -128)."""
+    return np.clip(values, -(1 << 31), 1 << 31).astype(np.int64)
 
 
 def dequantize_output(q: np.ndarray, params: QuantParams) -> np.ndarray:

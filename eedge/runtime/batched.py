@@ -61,6 +61,7 @@ def infer(cascade: Cascade, x: np.ndarray | Mapping[str, np.ndarray], early_exit
         tick(1, 1)
         return result
     assert isinstance(x, np.ndarray)
+    cascade.check_inputs(x)  # once on the whole array, so an error names the right sample
     n = len(x)
     parts, sizes = [], []
     tick(0, n)
@@ -80,6 +81,7 @@ def run_all_exits(cascade: Cascade, x: np.ndarray | Mapping[str, np.ndarray],
         tick(1, 1)
         return logits
     assert isinstance(x, np.ndarray)
+    cascade.check_inputs(x)
     n = len(x)
     parts: list[list[np.ndarray]] = []
     tick(0, n)

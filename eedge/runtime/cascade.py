@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from eedge.errors import BundleError, InputDataError
+from eedge.io.arrays import check_finite as check_finite_array
 from eedge.ir.bundle import Bundle, load_bundle
 from eedge.ir.graph import QuantParams
 from eedge.ir.layout import to_channels_last
@@ -67,8 +68,13 @@ def make_session(path: Path, threads: int) -> Any:
 
 
 def prepare_inputs(inputs_spec: Sequence[Mapping[str, Any]],
-                   x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Check user arrays against the model's inputs; add a batch axis if missing."""
+                   x: np.ndarray | Mapping[str, np.ndarray],
+                   check_finite: bool = False) -> dict[str, np.ndarray]:
+    """Check user arrays against the model's inputs; add a batch axis if missing.
+
+    With ``check_finite``, NaN or infinite values are refused, checked after the
+    conversion to the model's dtype (float64 1e39 becomes float32 inf).
+    """
     if not isinstance(x, Mapping):
         if len(inputs_spec) != 1:
             names = ", ".join(s["name"] for s in inputs_spec)
@@ -95,7 +101,12 @@ def prepare_inputs(inputs_spec: Sequence[Mapping[str, Any]],
         if isinstance(expected[0], int) and expected[0] != 1 and array.shape[0] != expected[0]:
             raise InputDataError(f"input {name!r} has batch {array.shape[0]}; the model is "
                                  f"fixed to batch {expected[0]}")
-        feeds[name] = np.ascontiguousarray(array, dtype=np.dtype(spec["dtype"]))
+        if check_finite:
+            check_finite_array(array, f"input {name!r}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            feeds[name] = np.ascontiguousarray(array, dtype=np.dtype(spec["dtype"]))
+        if check_finite:
+            check_finite_array(feeds[name], f"input {name!r}", source=array)
         batch_sizes.add(array.shape[0])
     if len(batch_sizes) != 1:
         raise InputDataError(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
@@ -127,11 +138,22 @@ class Cascade:
     happen here. ``thresholds`` overrides the manifest's per-exit
     thresholds (``None`` for an exit means it never stops the cascade; the
     final exit always decides).
+
+    ``check_finite`` (default True) refuses inputs holding NaN or infinity
+    (after conversion to the model's dtype, so float64 1e39 is refused as the
+    float32 inf it would become) and exits whose float logits overflow to a
+    non-finite value, with an InputDataError naming the sample. The default is
+    on because an answer to a NaN input is a confident-looking wrong answer
+    (the int8 path quantizes NaN to a plausible class); the check costs one
+    pass over the input. Pass False only for data already checked.
     """
 
     def __init__(self, bundle: Bundle | str | Path,
                  thresholds: Sequence[float | None] | None = None, threads: int = 1,
-                 runtime: str | None = None) -> None:
+                 runtime: str | None = None, check_finite: bool = True) -> None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InputDataError(f"threads must be a positive integer, got {threads!r}")
+        self.check_finite = check_finite
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         manifest = self.bundle.manifest
         self.stages = manifest["stages"]
@@ -211,6 +233,11 @@ class Cascade:
         specs = {t["name"]: t for io in self.io for t in io["inputs"] if t["name"] in names}
         return list(specs.values())
 
+    def check_inputs(self, x: np.ndarray | Mapping[str, np.ndarray]) -> None:
+        """Raise InputDataError if ``x`` does not fit the model's inputs (shape, dtype,
+        and with ``check_finite`` NaN/inf after conversion to the model's dtype)."""
+        prepare_inputs(self.inputs, x, self.check_finite)
+
     def stage_inputs(self, x: np.ndarray | Mapping[str, np.ndarray],
                      raw: bool = False) -> dict[str, np.ndarray]:
         """User inputs -> the first stage's representation (layout, int8).
@@ -219,8 +246,8 @@ class Cascade:
         a head bundle with the same runtime) and are only shape-checked.
         """
         if raw:
-            return prepare_inputs(self.raw_input_specs(), x)
-        feeds = prepare_inputs(self.inputs, x)
+            return prepare_inputs(self.raw_input_specs(), x, self.check_finite)
+        feeds = prepare_inputs(self.inputs, x, self.check_finite)
         converted = {}
         for spec in self.inputs:
             array = feeds[spec["name"]]
@@ -238,7 +265,18 @@ class Cascade:
         values = store[spec["name"]]
         if spec.get("quant"):
             return dequantize_output(values, QuantParams.from_json(spec["quant"]))
+        self._check_logits(values, stage_index, np.arange(len(values)))
         return values
+
+    def _check_logits(self, values: np.ndarray, stage_index: int, rows: np.ndarray) -> None:
+        """With ``check_finite``: float exit logits must be finite (overflow is refused)."""
+        if not self.check_finite or values.dtype.kind != "f" or np.isfinite(values).all():
+            return
+        row = int(np.argmax(~np.isfinite(values).reshape(len(values), -1).all(axis=1)))
+        exit_index = self.stages[stage_index]["exit"]
+        raise InputDataError(f"exit {exit_index} computes non-finite logits for sample "
+                             f"{int(rows[row])}: its input overflows the model's float "
+                             "range; scale the inputs as in training")
 
     def _run_stage(self, index: int, store: dict[str, np.ndarray]) -> None:
         io = self.io[index]
@@ -315,6 +353,7 @@ class Cascade:
             q = int8_probabilities(values, QuantParams.from_json(spec["quant"]).scale[0])
             part = q.astype(np.int64) + 128
         else:
+            self._check_logits(values, stage_index, active)
             part = softmax(values)
         total = part if total is None else total + part
         if k != self.ensemble_members[-1]:
@@ -361,6 +400,7 @@ class Cascade:
             rejected = (score_q < threshold_q(low, False, criterion, classes)
                         if low is not None else np.zeros(active.size, bool))
         else:
+            self._check_logits(values, stage_index, active)
             probs = softmax(values)
             score = score_from_probabilities(probs, criterion)
             leaving = np.ones(active.size, bool) if final else (

@@ -23,6 +23,7 @@ from eedge.ir.bundle import Bundle, load_bundle
 from eedge.policies.criteria import score_from_probabilities, softmax
 from eedge.runtime.cascade import Cascade
 from eedge.split.encoding import HandoffTensor, encode
+from eedge.strict_json import dumps
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Client:
                               "exit policies (tail_policies=[e['policy'] for e in tail.exits])")
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
         try:
@@ -83,7 +84,7 @@ class Client:
         sent = 0
         if local.pending.size:
             body = {"inputs": self._inputs(local.handoff)}
-            sent = len(json.dumps(body))
+            sent = len(dumps(body))
             reply = self._request("POST", f"/v2/models/{self.model}/infer", body)
             outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
                        for o in reply["outputs"]}

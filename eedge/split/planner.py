@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from eedge.errors import InputDataError
+from eedge.numbers import check_range, parse_float
 from eedge.ir.bundle import Bundle
 from eedge.profiling.stats import reach_probabilities
 
@@ -34,10 +35,10 @@ def parse_bandwidth(text: str) -> float:
     match = _BANDWIDTH.match(text)
     if not match:
         raise InputDataError(f"bad bandwidth {text!r}: write e.g. 2Mbit/s, 500kbit/s or 10MB/s")
-    value = float(match.group(1)) * _MULTIPLIER[match.group(2).lower()]
-    bits = value * (8 if match.group(3) in ("B", "byte") else 1)
-    if bits <= 0:
-        raise InputDataError("the bandwidth must be positive")
+    number = parse_float(match.group(1), f"bandwidth {text!r}")
+    bits = number * _MULTIPLIER[match.group(2).lower()] * (
+        8 if match.group(3) in ("B", "byte") else 1)
+    check_range(bits, f"bandwidth {text!r}", 0, 1e15, low_open=True)
     return bits
 
 
@@ -45,7 +46,10 @@ def parse_duration_ms(text: str) -> float:
     match = re.match(r"^\s*([0-9.]+)\s*(ms|s|us)\s*$", text)
     if not match:
         raise InputDataError(f"bad duration {text!r}: write e.g. 20ms")
-    return float(match.group(1)) * {"ms": 1.0, "s": 1000.0, "us": 0.001}[match.group(2)]
+    ms = parse_float(match.group(1), f"duration {text!r}") * {
+        "ms": 1.0, "s": 1000.0, "us": 0.001}[match.group(2)]
+    check_range(ms, f"duration {text!r}", 0, 86_400_000)  # at most a day
+    return ms
 
 
 def cut_elements(bundle: Bundle) -> list[int]:

@@ -32,11 +32,24 @@ from eedge.errors import EedgeError, InputDataError
 from eedge.ir.bundle import load_bundle
 from eedge.runtime.cascade import Cascade
 from eedge.split.encoding import decode
+from eedge.strict_json import dumps
 
 V2_TYPES = {"FP32": np.float32, "INT8": np.int8, "INT64": np.int64}
 DRAIN_LIMIT = 64 << 20  # refused bodies up to this size are read so the client gets a 413
 NUMPY_TO_V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int8): "INT8",
                np.dtype(np.int64): "INT64"}
+
+
+def _refuse_nonfinite(name: str, array: np.ndarray) -> None:
+    """400 for NaN/inf, checked in the model's dtype (FP32 1e39 arrives as inf)."""
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row = int(np.argmax(bad.reshape(len(array), -1).any(axis=1))) if array.ndim else 0
+        raise RequestError(HTTPStatus.BAD_REQUEST,
+                           f"input {name!r}: row {row} holds NaN or infinity (in "
+                           f"{array.dtype}); send finite numbers")
 
 
 class RequestError(Exception):
@@ -62,7 +75,9 @@ class TailModel:
         if split.get("role") != "tail":
             raise InputDataError(f"{bundle_dir} is not a tail bundle; make one with "
                                  "`eedge split export BUNDLE --after CUT`")
-        cascade = Cascade(bundle, runtime=runtime)
+        # inputs are checked per request in parse(); outputs per request in the handler,
+        # so one request's overflow does not fail the others batched with it
+        cascade = Cascade(bundle, runtime=runtime, check_finite=False)
         offset = int(split.get("head_exits", 0))
         return cls(name or bundle.manifest["model"]["name"], cascade, offset,
                    cascade.raw_input_specs())
@@ -127,19 +142,20 @@ class TailModel:
                                        "numbers")
                 try:
                     array = np.asarray(data, dtype=np.float64)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise RequestError(HTTPStatus.BAD_REQUEST,
                                        f"input {name!r}: data must be numbers") from None
                 if want == "INT8" and (np.any(array != np.round(array)) or
                                        np.any(np.abs(array + 0.5) > 128)):
                     raise RequestError(HTTPStatus.BAD_REQUEST,
                                        f"input {name!r}: INT8 data out of range")
-                if not np.all(np.isfinite(array)):
-                    raise RequestError(HTTPStatus.BAD_REQUEST, f"input {name!r}: not finite")
-                arrays[name] = array.astype(V2_TYPES[want]).reshape(shape)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    arrays[name] = array.astype(V2_TYPES[want]).reshape(shape)
             if set(arrays) != set(expected):
                 raise RequestError(HTTPStatus.BAD_REQUEST,
                                    f"missing inputs: {sorted(set(expected) - set(arrays))}")
+        for name, array in arrays.items():
+            _refuse_nonfinite(name, array)
         rows = {a.shape[0] for a in arrays.values()}
         if len(rows) != 1 or 0 in rows:
             raise RequestError(HTTPStatus.BAD_REQUEST, "inputs disagree on the batch size")
@@ -150,6 +166,8 @@ class TailModel:
         return arrays, n
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The tail cascade on checked inputs; rows whose float logits overflow get
+        probabilities that are not finite, which the handler refuses per request."""
         result = self.cascade.infer(arrays, raw=True)
         return {"predictions": result.predictions,
                 "exit_index": result.exit_index + self.exit_offset,
@@ -227,7 +245,7 @@ def make_handler(model: TailModel, batcher: Batcher, max_body: int, max_rows: in
             pass
 
         def _send(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
+            data = dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -282,11 +300,17 @@ def make_handler(model: TailModel, batcher: Batcher, max_body: int, max_rows: in
                     raise RequestError(HTTPStatus.BAD_REQUEST, "body shorter than its length")
                 try:
                     body = json.loads(raw)
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                except (UnicodeDecodeError, ValueError, RecursionError) as exc:
                     raise RequestError(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") \
                         from None
                 arrays, rows = model.parse(body, max_rows)
                 outputs = batcher.submit(arrays, rows).result(timeout=timeout_s)
+                overflow = ~np.isfinite(outputs["probabilities"]).all(axis=-1)
+                if overflow.any():
+                    raise RequestError(HTTPStatus.BAD_REQUEST,
+                                       f"row {int(np.argmax(overflow))}: the model's outputs "
+                                       "overflow for these inputs (not finite); send inputs "
+                                       "scaled as in training")
             except RequestError as exc:
                 self._send(exc.status, {"error": str(exc)})
                 return
