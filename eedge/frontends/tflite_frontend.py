@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from eedge.errors import ModelError, UnsupportedOpError
+from eedge.frontends.tflite_quant import (check_activation_quant, check_quant_params,
+                                          check_requantization)
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.tflite_schema import schema
 
@@ -185,7 +187,7 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
         if dtype is None:
             raise UnsupportedOpError(f"tensor {tname!r} has type {t.Type()}; eedge reads "
                                      "float32, int8, int32 and int64 tensors")
-        quant = _quant(t, tname, shape, budget)
+        quant = _quant(t, tname, shape, dtype, budget)
         buffer_index = t.Buffer()
         if not 0 <= buffer_index < max(n_buffers, 1):
             raise _err(f"tensor {tname!r} points at buffer {buffer_index} of {n_buffers}")
@@ -208,6 +210,8 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
         else:
             if dtype == "int8" and quant is None:
                 raise _err(f"int8 tensor {tname!r} has no quantization parameters")
+            if quant is not None:
+                check_activation_quant(tname, quant.scale)
             tensors[tname] = TensorInfo(tname, tuple(shape), dtype, quant)
 
     def tensor_name(index: int, where: str) -> str:
@@ -260,10 +264,12 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
     result = Graph(name=name, inputs=[tensors[t] for t in inputs], exits=list(outputs),
                    nodes=nodes, constants=constants, tensors=tensors, opset=0, ir_version=0,
                    dialect="tflite", const_quant=const_quant)
+    check_requantization(result)
     return result, outputs
 
 
-def _quant(t: Any, tname: str, shape: list[int], budget: _Budget) -> QuantParams | None:
+def _quant(t: Any, tname: str, shape: list[int], dtype: str,
+           budget: _Budget) -> QuantParams | None:
     q = t.Quantization()
     if q is None or q.ScaleLength() == 0:
         return None
@@ -272,16 +278,13 @@ def _quant(t: Any, tname: str, shape: list[int], budget: _Budget) -> QuantParams
     axis = int(q.QuantizedDimension())
     if len(scales) != len(zero_points):
         raise _err(f"tensor {tname!r} has {len(scales)} scales but {len(zero_points)} zero points")
-    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
-        raise _err(f"tensor {tname!r} has a non-positive or non-finite scale")
+    check_quant_params(tname, dtype, scales, zero_points)
     if len(scales) > 1:
         if not 0 <= axis < len(shape) or shape[axis] != len(scales):
             raise _err(f"tensor {tname!r}: {len(scales)} scales do not match dimension {axis} "
                        f"of shape {shape}")
         return QuantParams(tuple(float(s) for s in scales), tuple(int(z) for z in zero_points),
                            axis)
-    if np.any(np.abs(zero_points) > (1 << 31)):
-        raise _err(f"tensor {tname!r} has an out-of-range zero point")
     return QuantParams((float(scales[0]),), (int(zero_points[0]),))
 
 
