@@ -85,16 +85,21 @@ def codegen(source: Path, target_name: str, out: Path, opt: str, dsp: bool | Non
                       f"or `make -C {out}`")
 
 
-def size_report(project_path: Path) -> dict:
-    """Build a project and check it against its target's flash and RAM."""
+def size_report(project_path: Path, sanitize: bool = False) -> dict:
+    """Build a project and check it against its target's flash and RAM.
+
+    ``sanitize`` builds the host binary with ASan and UBSan instead (host projects only).
+    """
     from eedge.codegen.project import STACK_BYTES, GeneratedProject
     from eedge.codegen.toolchain import build
 
     project = GeneratedProject.load(project_path)
     target = project.load_target()
-    result = build(project)
+    result = build(project, sanitize=sanitize)
     report = {"project": str(project_path), "target": target.name, "binary": str(result.binary),
               "arena_bytes": project.arena_bytes, "weight_bytes": project.weight_bytes}
+    if sanitize:
+        report["sanitizers"] = ["address", "undefined"]
     if project.port != "host":
         ram = result.data_bytes + result.bss_bytes + STACK_BYTES
         test_bytes = project.test_inputs * project.input_bytes
@@ -119,17 +124,21 @@ def size_report(project_path: Path) -> dict:
 
 @click.command("build")
 @click.argument("project", type=click.Path(path_type=Path))
+@click.option("--sanitize", is_flag=True,
+              help="Host projects: build build/model-sanitized with AddressSanitizer and "
+                   "UBSan (reads samples on stdin like build/model).")
 @json_option
 @debug_option
-def build_cmd(project: Path, as_json: bool) -> None:
+def build_cmd(project: Path, sanitize: bool, as_json: bool) -> None:
     """Compile a generated PROJECT and report flash and RAM against its target.
 
     \b
-    Example:
+    Examples:
       eedge build fw
+      eedge build host-fw --sanitize
     """
-    with progress_status("building", quiet=as_json):
-        report = size_report(project)
+    with progress_status("building" + (" with sanitizers" if sanitize else ""), quiet=as_json):
+        report = size_report(project, sanitize)
     if as_json:
         print_json(report)
         return
@@ -147,17 +156,36 @@ def build_cmd(project: Path, as_json: bool) -> None:
     out_console.print(table)
 
 
+def tcl_word(text: str) -> str:
+    """TEXT as one literal Tcl word: brace-quoted, so `[cmd]`, `$var`, `;` and spaces stay text.
+
+    Inside braces Tcl substitutes nothing, except that braces must balance and a
+    backslash-newline is still folded; a path holding a brace, a backslash or a
+    control character cannot be brace-quoted safely and is refused.
+    """
+    if any(c in "{}\\" or ord(c) < 32 or c == "\x7f" for c in text):
+        raise TargetError(f"cannot pass {text!r} to openocd's Tcl safely (it contains a brace, "
+                          "a backslash or a control character); move the project to a path "
+                          "without them")
+    return "{" + text + "}"
+
+
 def flash_command(target_data: dict, elf: Path) -> list[str]:
+    """The flash tool's argv (no shell); ELF made absolute so it never reads as an option."""
+    elf = elf.absolute()
     tool = target_data["flash_tool"]
     if tool == "pyocd":
-        return ["pyocd", "flash", "--target", target_data.get("pyocd_target", target_data["board"]),
-                str(elf)]
+        pyocd_target = str(target_data.get("pyocd_target", target_data["board"]))
+        if pyocd_target.startswith("-"):
+            raise TargetError(f"target {target_data['name']}: pyocd target {pyocd_target!r} "
+                              "starts with '-'; set pyocd_target to pyocd's target name")
+        return ["pyocd", "flash", "--target", pyocd_target, str(elf)]
     if tool == "openocd":
         config = target_data.get("openocd_config")
         if not config:
             raise TargetError(f"target {target_data['name']} uses openocd but sets no "
                               "openocd_config")
-        return ["openocd", "-f", config, "-c", f"program {elf} verify reset exit"]
+        return ["openocd", "-f", config, "-c", f"program {tcl_word(str(elf))} verify reset exit"]
     return ["st-flash", "--reset", "write", str(elf.with_suffix(".bin")), "0x08000000"]
 
 

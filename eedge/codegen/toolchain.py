@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eedge.codegen.project import GeneratedProject
+from eedge.codegen.project import SANITIZED_BINARY, GeneratedProject
 from eedge.errors import TargetError, ToolchainError
 from eedge.targets import Target
 
@@ -61,12 +61,27 @@ def require_tool(name: str) -> str:
     return path
 
 
-def build(project: GeneratedProject, jobs: int = 2) -> BuildResult:
-    """Run the project's Makefile; compiler errors become a ToolchainError."""
+def build(project: GeneratedProject, jobs: int = 2, sanitize: bool = False) -> BuildResult:
+    """Run the project's Makefile; compiler errors become a ToolchainError.
+
+    ``sanitize`` builds the host binary with AddressSanitizer and UBSan
+    (``make sanitize``): the same outputs, but any out-of-bounds access or
+    undefined behaviour in the runtime stops it with a report.
+    """
     require_tool("make")
     require_tool("gcc" if project.port == "host" else "arm-none-eabi-gcc")
-    proc = subprocess.run(["make", "-C", str(project.path), f"-j{jobs}"], capture_output=True,
-                          text=True, timeout=600)
+    command = ["make", "-C", str(project.path), f"-j{jobs}"]
+    if sanitize:
+        if project.port != "host":
+            raise TargetError(f"sanitizer builds run on the host; {project.path} is for "
+                              f"{project.target}: generate it with `eedge codegen ... "
+                              "--target host`")
+        makefile = project.path / "Makefile"
+        if not makefile.is_file() or "\nsanitize:" not in makefile.read_text(errors="replace"):
+            raise TargetError(f"{project.path} was generated without a sanitizer build; "
+                              "run `eedge codegen` again")
+        command.append("sanitize")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         overflow = re.search(r"region [`']?(\w+)'? overflowed by (\d+) bytes",
                              proc.stderr + proc.stdout)
@@ -75,12 +90,12 @@ def build(project: GeneratedProject, jobs: int = 2) -> BuildResult:
                               f"{overflow.group(2)} bytes of {overflow.group(1)} too many; "
                               "choose a smaller model or a bigger part")
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
-                 if "error:" in ln or "undefined reference" in ln]
+                 if "error:" in ln or "undefined reference" in ln or "cannot find" in ln]
         lines.sort(key=lambda ln: "collect2" in ln)  # the linker's summary line says least
         detail = lines[0] if lines else (proc.stderr or proc.stdout).strip()[-300:]
         raise ToolchainError(f"building {project.path} failed: {detail}")
     if project.port == "host":
-        return BuildResult(project.path / "build" / "model")
+        return BuildResult(project.path / (SANITIZED_BINARY if sanitize else "build/model"))
     elf = project.path / "build" / "firmware.elf"
     return BuildResult(elf, *elf_sizes(elf))
 
@@ -106,9 +121,10 @@ def run_host(project: GeneratedProject, binary: Path, samples: np.ndarray) -> Ru
         raise ToolchainError(f"samples have {data.shape[1]} bytes; the model takes "
                              f"{project.input_bytes}")
     proc = subprocess.run([str(binary)], input=data.tobytes(), capture_output=True, timeout=600)
-    if proc.returncode != 0:
-        raise ToolchainError(f"{binary} exited with {proc.returncode}: "
-                             f"{proc.stderr.decode(errors='replace')[-300:]}")
+    findings = sanitizer_findings(proc.stderr.decode(errors="replace"))
+    if proc.returncode != 0 or findings:
+        detail = findings[0] if findings else proc.stderr.decode(errors="replace")[-300:]
+        raise ToolchainError(f"{binary} exited with {proc.returncode}: {detail}")
     out = proc.stdout
     per_sample = sum(b for stage in project.stage_outputs for _, b in stage) + 24
     if len(out) != per_sample * len(data):
@@ -130,6 +146,14 @@ def run_host(project: GeneratedProject, binary: Path, samples: np.ndarray) -> Ru
                                     int(stages_run), rejected=bool(rejected),
                                     monitor_flag=bool(flag)))
     return RunResult(results)
+
+
+_SANITIZER_REPORT = re.compile(r"runtime error:|ERROR: (Address|Leak|Undefined)Sanitizer")
+
+
+def sanitizer_findings(stderr: str) -> list[str]:
+    """The lines of a sanitizer build's stderr that report a finding (UBSan, ASan, LSan)."""
+    return [ln.strip() for ln in stderr.splitlines() if _SANITIZER_REPORT.search(ln)]
 
 
 def qemu_command(target: Target, elf: Path) -> list[str]:

@@ -2,7 +2,8 @@
  * outputs (all stages run) followed by the cascade's decision (early exits on):
  *   stage outputs bytes..., int32 exit, int32 class, int32 score, int32 stages_run,
  *   int32 rejected, int32 monitor_flag
- * (little-endian). eedge's tests compare these bytes with the reference executor. */
+ * (little-endian). eedge's tests compare these bytes with the reference executor.
+ * Exit status: 0 after whole samples, 2 when stdin ends inside a sample, 1 on I/O errors. */
 #include <stdio.h>
 #include <string.h>
 
@@ -20,8 +21,9 @@ static void write_i32(int32_t v) {
 
 int main(void) {
     static int8_t sample[EEDGE_INPUT_BYTES];
+    size_t got;
     eedge_platform_init();
-    while (fread(sample, 1, EEDGE_INPUT_BYTES, stdin) == EEDGE_INPUT_BYTES) {
+    while ((got = fread(sample, 1, EEDGE_INPUT_BYTES, stdin)) == EEDGE_INPUT_BYTES) {
         eedge_result result;
         int32_t s, i, bytes;
         memcpy(eedge_input(), sample, EEDGE_INPUT_BYTES);
@@ -41,5 +43,14 @@ int main(void) {
         write_i32(result.rejected);
         write_i32(result.monitor_flag);
     }
-    return ferror(stdin) ? 1 : 0;
+    if (ferror(stdin)) {
+        fputs("eedge: reading the samples from stdin failed\n", stderr);
+        return 1;
+    }
+    if (got != 0) { /* a cut-off last sample is an error, not a sample padded with junk */
+        fprintf(stderr, "eedge: stdin ends inside a sample (%lu of %d bytes); send whole "
+                        "samples\n", (unsigned long)got, EEDGE_INPUT_BYTES);
+        return 2;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
 }

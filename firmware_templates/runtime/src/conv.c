@@ -171,15 +171,15 @@ void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8
  * bytes and adds the input offset in one instruction; SMLABB/SMLATT accumulate the
  * bottom and top halves separately, so each channel keeps its own sum. */
 #if defined(EEDGE_USE_DSP)
-static void depthwise_block4(const eedge_conv_params *p, const int8_t *x, const int8_t *w,
-                             int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1,
-                             int32_t offsets, int32_t acc[4]) {
+static void depthwise_block4(const eedge_conv_params *p, const int8_t *x, int32_t window,
+                             const int8_t *w, int32_t ky0, int32_t ky1, int32_t kx0,
+                             int32_t kx1, int32_t offsets, int32_t acc[4]) {
     const int32_t x_row = p->in_w * p->in_c * p->dil_h, x_step = p->in_c * p->dil_w;
     const int32_t w_row = p->k_w * p->out_c;
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     int32_t ky, kx;
     for (ky = ky0; ky < ky1; ++ky) {
-        const int8_t *xp = x + ky * x_row + kx0 * x_step;
+        const int8_t *xp = x + (window + ky * x_row + kx0 * x_step);
         const int8_t *wp = w + ky * w_row + kx0 * p->out_c;
         for (kx = kx0; kx < kx1; ++kx) {
             const int32_t xv = load_i32(xp), wv = load_i32(wp);
@@ -229,8 +229,9 @@ void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
         valid_taps(y0, p->k_h, p->dil_h, p->in_h, &ky0, &ky1);
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t x0 = ox * p->stride_w - p->pad_left;
-            /* where the (possibly outside) window starts; only valid taps are read */
-            const int8_t *window = input + (y0 * p->in_w + x0) * p->in_c;
+            /* offset of the window's first tap, negative when it starts in the padding:
+             * kept an integer, so pointers are only formed for taps inside the image */
+            const int32_t window = (y0 * p->in_w + x0) * p->in_c;
             int8_t *out = output + (oy * p->out_w + ox) * p->out_c;
             int32_t kx0, kx1, done = 0;
             valid_taps(x0, p->k_w, p->dil_w, p->in_w, &kx0, &kx1);
@@ -240,16 +241,16 @@ void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
 #if defined(EEDGE_USE_DSP)
             if (m == 1) {
                 for (; done + 4 <= p->out_c; done += 4) {
-                    depthwise_block4(p, window + done, weights + done, ky0, ky1, kx0, kx1,
-                                     offsets, acc + done);
+                    depthwise_block4(p, input + done, window, weights + done, ky0, ky1, kx0,
+                                     kx1, offsets, acc + done);
                 }
             }
 #endif
             if (done < p->out_c) {
                 for (ky = ky0; ky < ky1; ++ky) {
                     for (kx = kx0; kx < kx1; ++kx) {
-                        const int8_t *x = window + (ky * p->dil_h * p->in_w + kx * p->dil_w) *
-                                                       p->in_c;
+                        const int8_t *x = input + (window + (ky * p->dil_h * p->in_w +
+                                                             kx * p->dil_w) * p->in_c);
                         const int8_t *w = weights + (ky * p->k_w + kx) * p->out_c;
                         if (m == 1) {
                             for (c = done; c < p->out_c; ++c) {

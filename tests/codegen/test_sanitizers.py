@@ -1,0 +1,229 @@
+"""The generated C runtime under AddressSanitizer and UBSan (`make sanitize`).
+
+Every zoo architecture and every MLPerf Tiny model is generated for the host,
+built with ``-fsanitize=address,undefined -fno-sanitize-recover=all`` and run
+on random int8 inputs and edge values (all -128, all 127, alternating, zero).
+The first finding aborts the binary with a report on stderr, which fails the
+test; the bytes must still equal the reference executor's, so the sanitized
+build checks the same program the plain build ships. Zoo models run with
+thresholds that spread samples over every exit, never exit early and always
+exit first, plus the other exit policies' code (margin with a reject window,
+entropy, the budget controller, a QUTE ensemble with its monitor).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+from int8_bundles import int8_bundle
+from test_c_runtime import MLPERF, assert_matches_reference, quantized
+from zoo import example_input
+
+from eedge.codegen.model_source import CodegenModel, load_codegen_model
+from eedge.codegen.project import GeneratedProject, generate_project
+from eedge.codegen.toolchain import RunResult, build, run_host, sanitizer_findings
+from eedge.errors import ToolchainError
+from eedge.reference.executor import execute
+from eedge.runtime.cascade import Cascade
+from eedge.targets import load_target
+
+pytestmark = pytest.mark.slow
+
+ARCHITECTURES = ["sequential", "residual", "branchy", "depthwise", "audio1d"]
+MLPERF_MODELS = ["kws_ref_model", "pretrainedResnet_quant", "vww_96_int8", "ad01_int8"]
+EXTREME_THRESHOLDS = ("sequential", "audio1d")   # also built to never / always exit early
+
+
+def _sanitizers_work() -> bool:
+    """gcc here links -fsanitize=address,undefined (libasan and libubsan are installed)."""
+    if shutil.which("gcc") is None:
+        return False
+    proc = subprocess.run(["gcc", "-fsanitize=address,undefined", "-x", "c", "-", "-o",
+                           "/dev/null"], input="int main(void){return 0;}", text=True,
+                          capture_output=True)
+    return proc.returncode == 0
+
+
+requires_sanitizers = pytest.mark.skipif(not _sanitizers_work(),
+                                         reason="gcc cannot link ASan/UBSan here")
+
+
+@pytest.fixture(scope="module")
+def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sanitizer-bundles")
+
+
+def edge_values(shape: tuple[int, ...]) -> np.ndarray:
+    """All -128, all 127, alternating -128/127 and all zero: the extremes of int8."""
+    size = int(np.prod(shape))
+    alternating = np.where(np.arange(size) % 2 == 0, -128, 127).reshape(shape)
+    return np.stack([np.full(shape, -128), np.full(shape, 127), alternating,
+                     np.zeros(shape)]).astype(np.int8)
+
+
+def user_shape(model: CodegenModel) -> tuple[int, ...]:
+    """One sample's shape as the user gives it (NCHW/NCL for torch models, else NHWC)."""
+    shape = tuple(int(d) for d in model.graph.tensors[model.input].shape[1:])
+    if model.input_layout == "NCHW":
+        return (shape[2], shape[0], shape[1])
+    if model.input_layout == "NCL":
+        return (shape[2], shape[1])
+    return shape
+
+
+def dequantized(model: CodegenModel, q: np.ndarray) -> np.ndarray:
+    """Floats that quantize back to exactly ``q`` (the Python cascade takes floats)."""
+    quant = model.input_quant
+    return ((q.astype(np.float32) - np.float32(quant.zero_point[0])) *
+            np.float32(quant.scale[0])).astype(np.float32)
+
+
+def sanitized_run(model: CodegenModel, out: Path, samples: np.ndarray
+                  ) -> tuple[GeneratedProject, RunResult]:
+    """Generate for the host, build with ASan+UBSan, run; any finding fails the test."""
+    project = generate_project(model, load_target("host"), out)
+    binary = build(project, sanitize=True).binary
+    assert binary.name == "model-sanitized"
+    try:
+        return project, run_host(project, binary, samples)
+    except ToolchainError as exc:  # a non-zero exit or a sanitizer report
+        pytest.fail(f"sanitized {model.name}: {exc}")
+
+
+def zoo_inputs(name: str, model: CodegenModel, random: int) -> np.ndarray:
+    """Int8 samples in the user's layout: float test inputs (which reach every exit),
+    uniform random bytes and the edge values."""
+    shape = user_shape(model)
+    rng = np.random.default_rng(5)
+    from_floats = quantized(model, example_input(seed=11, batch=random, name=name))
+    device = tuple(int(d) for d in model.graph.tensors[model.input].shape[1:])
+    floats_user = from_floats.reshape((random,) + device)
+    if model.input_layout == "NCHW":
+        floats_user = floats_user.transpose(0, 3, 1, 2)
+    elif model.input_layout == "NCL":
+        floats_user = floats_user.reshape(random, shape[1], shape[0]).transpose(0, 2, 1)
+    noise = rng.integers(-128, 128, (random,) + shape).astype(np.int8)
+    return np.concatenate([floats_user, noise, edge_values(shape)])
+
+
+def with_thresholds(model: CodegenModel, thresholds: list[float | None]) -> CodegenModel:
+    variant = copy.copy(model)
+    variant.thresholds = thresholds
+    return variant
+
+
+@requires_sanitizers
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_zoo_under_sanitizers_has_no_findings_and_the_reference_bytes(
+        name: str, bundle_root: Path, tmp_path: Path) -> None:
+    bundle = int8_bundle(name, bundle_root)
+    model = load_codegen_model(bundle.path)
+    q = zoo_inputs(name, model, 24)
+    x = dequantized(model, q)
+    samples = quantized(model, x)
+    early = len(model.thresholds) - 1
+    variants = {"median": model.thresholds}
+    if name in EXTREME_THRESHOLDS:  # the same kernels, only the decision loop differs
+        variants.update(never=[None] * early + [model.thresholds[-1]],
+                        always=[0.0] * early + [model.thresholds[-1]])
+    python = Cascade(bundle, runtime="int8-reference").infer(x)
+    for label, thresholds in variants.items():
+        _, run = sanitized_run(with_thresholds(model, thresholds), tmp_path / label, samples)
+        assert_matches_reference(model, samples, SimpleNamespace(run=run))
+        exits = np.array([s.exit_index for s in run.samples])
+        if label == "median":
+            assert set(exits.tolist()) == set(range(early + 1)), "every exit is exercised"
+            assert np.array_equal(exits, python.exit_index)
+            assert np.array_equal([s.class_index for s in run.samples], python.predictions)
+        else:
+            assert set(exits.tolist()) == {early if label == "never" else 0}
+
+
+@requires_sanitizers
+def test_every_exit_policy_runs_clean_under_sanitizers(bundle_root: Path,
+                                                       tmp_path: Path) -> None:
+    """margin with a reject window and the budget controller, entropy, a QUTE ensemble."""
+    model = load_codegen_model(int8_bundle("sequential", bundle_root).path)
+    samples = quantized(model, dequantized(model, zoo_inputs("sequential", model, 16)))
+    margin = copy.copy(model)
+    margin.criteria = ["margin"] * 3
+    margin.thresholds, margin.window_low = [0.3, 0.3, None], [0.05, 0.05, None]
+    margin.budget = {"macs": 0.6 * model.exit_costs[-1]}
+    entropy = copy.copy(model)
+    entropy.criteria = ["entropy"] * 3
+    entropy.thresholds = [-0.8, -0.8, None]
+    ensemble = copy.copy(model)
+    ensemble.ensemble = {"members": [0, 1, 2], "monitor": {"window": 4, "rho": 0.9}}
+    for label, variant in (("margin", margin), ("entropy", entropy), ("ensemble", ensemble)):
+        _, run = sanitized_run(variant, tmp_path / label, samples)
+        assert_matches_reference(model, samples, SimpleNamespace(run=run))
+        assert all(0 <= s.exit_index < 3 for s in run.samples), label
+
+
+@requires_sanitizers
+@pytest.mark.skipif(not MLPERF.is_dir(), reason="../shared/models/mlperf_tiny is absent")
+@pytest.mark.parametrize("name", MLPERF_MODELS)
+def test_mlperf_tiny_under_sanitizers(name: str, tmp_path: Path) -> None:
+    path = MLPERF / f"{name}.tflite"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    model = load_codegen_model(path)
+    shape = user_shape(model)
+    rng = np.random.default_rng(7)
+    samples = np.concatenate([rng.integers(-128, 128, (2,) + shape).astype(np.int8),
+                              edge_values(shape)]).reshape(6, -1)
+    _, run = sanitized_run(model, tmp_path / "p", samples)
+    assert_matches_reference(model, samples, SimpleNamespace(run=run))
+    env = execute(model.graph, {model.input: samples.reshape((6,) + shape)})
+    final = env[model.stages[-1].outputs[0]].reshape(6, -1)
+    assert [s.exit_index for s in run.samples] == [0] * 6
+    assert [s.class_index for s in run.samples] == np.argmax(final, axis=1).tolist()
+
+
+@requires_sanitizers
+def test_truncated_stdin_is_a_clean_error(bundle_root: Path, tmp_path: Path) -> None:
+    """A cut-off last sample is reported (exit 2), never read past or padded."""
+    model = load_codegen_model(int8_bundle("sequential", bundle_root).path)
+    project = generate_project(model, load_target("host"), tmp_path / "p")
+    binary = build(project, sanitize=True).binary
+    size = project.input_bytes
+    per_sample = sum(b for stage in project.stage_outputs for _, b in stage) + 24
+    whole = np.random.default_rng(3).integers(-128, 128, 2 * size).astype(np.int8).tobytes()
+    for data, samples, code in ((b"", 0, 0), (whole[:1], 0, 2), (whole[:size + 7], 1, 2),
+                                (whole[:2 * size - 1], 1, 2), (whole, 2, 0)):
+        proc = subprocess.run([str(binary)], input=data, capture_output=True, timeout=60)
+        stderr = proc.stderr.decode(errors="replace")
+        assert not sanitizer_findings(stderr), stderr
+        assert proc.returncode == code, (len(data), stderr)
+        assert len(proc.stdout) == samples * per_sample
+        if code:
+            assert stderr.count("\n") == 1 and "ends inside a sample" in stderr
+
+
+@requires_sanitizers
+def test_build_command_sanitize(capsys: pytest.CaptureFixture[str], bundle_root: Path,
+                                tmp_path: Path) -> None:
+    bundle = int8_bundle("depthwise", bundle_root)
+    host = tmp_path / "host"
+    code, _, err = run_cli(capsys, "codegen", str(bundle.path), "--target", "host", "--out",
+                           str(host))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "build", str(host), "--sanitize", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["sanitizers"] == ["address", "undefined"]
+    assert Path(report["binary"]).name == "model-sanitized" and Path(report["binary"]).is_file()
+    mcu = tmp_path / "mcu"
+    code, _, err = run_cli(capsys, "codegen", str(bundle.path), "--target", "qemu-cortex-m4",
+                           "--out", str(mcu))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "build", str(mcu), "--sanitize")
+    assert code == 7 and "sanitizer builds run on the host" in err
