@@ -156,17 +156,36 @@ def build_cmd(project: Path, sanitize: bool, as_json: bool) -> None:
     out_console.print(table)
 
 
+def tcl_word(text: str) -> str:
+    """TEXT as one literal Tcl word: brace-quoted, so `[cmd]`, `$var`, `;` and spaces stay text.
+
+    Inside braces Tcl substitutes nothing, except that braces must balance and a
+    backslash-newline is still folded; a path holding a brace, a backslash or a
+    control character cannot be brace-quoted safely and is refused.
+    """
+    if any(c in "{}\\" or ord(c) < 32 or c == "\x7f" for c in text):
+        raise TargetError(f"cannot pass {text!r} to openocd's Tcl safely (it contains a brace, "
+                          "a backslash or a control character); move the project to a path "
+                          "without them")
+    return "{" + text + "}"
+
+
 def flash_command(target_data: dict, elf: Path) -> list[str]:
+    """The flash tool's argv (no shell); ELF made absolute so it never reads as an option."""
+    elf = elf.absolute()
     tool = target_data["flash_tool"]
     if tool == "pyocd":
-        return ["pyocd", "flash", "--target", target_data.get("pyocd_target", target_data["board"]),
-                str(elf)]
+        pyocd_target = str(target_data.get("pyocd_target", target_data["board"]))
+        if pyocd_target.startswith("-"):
+            raise TargetError(f"target {target_data['name']}: pyocd target {pyocd_target!r} "
+                              "starts with '-'; set pyocd_target to pyocd's target name")
+        return ["pyocd", "flash", "--target", pyocd_target, str(elf)]
     if tool == "openocd":
         config = target_data.get("openocd_config")
         if not config:
             raise TargetError(f"target {target_data['name']} uses openocd but sets no "
                               "openocd_config")
-        return ["openocd", "-f", config, "-c", f"program {elf} verify reset exit"]
+        return ["openocd", "-f", config, "-c", f"program {tcl_word(str(elf))} verify reset exit"]
     return ["st-flash", "--reset", "write", str(elf.with_suffix(".bin")), "0x08000000"]
 
 
