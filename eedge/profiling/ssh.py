@@ -70,6 +70,18 @@ def run(client: Any, command: str, timeout: float = 600) -> tuple[int, str, str]
     return stdout.channel.recv_exit_status(), out, err
 
 
+def open_sftp(client: Any, target: Target) -> Any:
+    """The SFTP session the files are copied over; a device without one is a TargetError."""
+    import paramiko
+
+    try:
+        return client.open_sftp()
+    except (paramiko.SSHException, EOFError) as exc:
+        raise TargetError(f"{target.name}: the device's sshd offers no SFTP subsystem ({exc}); "
+                          "enable `Subsystem sftp internal-sftp` (or the sftp-server path) in "
+                          "its /etc/ssh/sshd_config and restart sshd") from exc
+
+
 def check_remote_runtime(client: Any, python: str, target: Target) -> dict[str, str]:
     probe = ("import json, platform, numpy, onnxruntime; print(json.dumps({'python': "
              "platform.python_version(), 'numpy': numpy.__version__, 'onnxruntime': "
@@ -95,6 +107,8 @@ def profile_ssh(bundle: Bundle, target: Target, x: np.ndarray, runtime: str | No
               for t, value in zip(io["inputs"], inputs)}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
+    import paramiko
+
     ssh = target.get("ssh")
     say(f"connecting to {ssh['user']}@{ssh['host']}")
     client = connect(target)
@@ -106,13 +120,18 @@ def profile_ssh(bundle: Bundle, target: Target, x: np.ndarray, runtime: str | No
             raise TargetError(f"{target.name}: cannot create a temporary directory: {err}")
         try:
             say(f"copying {len(bundle.stages)} stages to {target.name}")
-            sftp = client.open_sftp()
+            sftp = open_sftp(client, target)
             files = ["manifest.json"] + [s["files"]["onnx"] for s in bundle.stages]
-            for name in files:
-                sftp.put(str(bundle.path / name), f"{remote_dir}/{name}")
-            sftp.put(str(RUNNER), f"{remote_dir}/remote_runner.py")
-            sftp.putfo(io.BytesIO(buffer.getvalue()), f"{remote_dir}/inputs.npz")
-            sftp.close()
+            try:
+                for name in files:
+                    sftp.put(str(bundle.path / name), f"{remote_dir}/{name}")
+                sftp.put(str(RUNNER), f"{remote_dir}/remote_runner.py")
+                sftp.putfo(io.BytesIO(buffer.getvalue()), f"{remote_dir}/inputs.npz")
+            except (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError) as exc:
+                raise TargetError(f"copying the stages to {target.name} failed: {exc}; check "
+                                  "the device's free space and its temporary directory") from exc
+            finally:
+                sftp.close()
             say(f"timing stages on {target.name} ({repeats} runs each)")
             command = " ".join(shlex.quote(a) for a in (
                 target.get("python"), f"{remote_dir}/remote_runner.py", remote_dir,

@@ -39,7 +39,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def fake_pi(workdir: Path) -> Iterator[FakePi]:
+def fake_pi(workdir: Path, sftp: bool = True) -> Iterator[FakePi]:
+    """sshd on a free loopback port; ``sftp=False`` leaves out the SFTP subsystem."""
     if not SSHD.exists() or shutil.which("ssh-keygen") is None:
         raise RuntimeError("openssh-server is not installed (make setup installs it)")
     import getpass
@@ -59,8 +60,9 @@ def fake_pi(workdir: Path) -> Iterator[FakePi]:
     config.write_text(f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\n"
                       f"AuthorizedKeysFile {authorized}\nPasswordAuthentication no\n"
                       "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-                      f"PidFile {workdir / 'sshd.pid'}\nSubsystem sftp internal-sftp\n"
-                      "PermitRootLogin yes\n")
+                      f"PidFile {workdir / 'sshd.pid'}\n"
+                      + ("Subsystem sftp internal-sftp\n" if sftp else "")
+                      + "PermitRootLogin yes\n")
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
