@@ -39,6 +39,7 @@ FPU_FLAGS = {"none": "-mfloat-abi=soft", "fpv4-sp-d16": "-mfloat-abi=hard -mfpu=
              "fpv5-sp-d16": "-mfloat-abi=hard -mfpu=fpv5-sp-d16"}
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
 STACK_BYTES = 8 * 1024
+MAX_STAGES = 16  # EEDGE_MAX_STAGES in runtime/include/eedge/runtime.h
 # Host sanitizer build (`make sanitize`, `eedge build --sanitize`): -O1 keeps it quick and
 # the reports readable; no recovery, so the first finding ends the run with a non-zero exit.
 SANITIZE_FLAGS = ("-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined "
@@ -219,6 +220,9 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         else dsp
     if use_dsp and port == "host":
         raise TargetError("the DSP path needs an Arm Cortex-M target")
+    if len(model.stages) > MAX_STAGES:
+        raise TargetError(f"{model.name} has {len(model.stages)} stages; the C runtime runs at "
+                          f"most {MAX_STAGES} (one tick counter each): use fewer exits")
     g = model.graph
     plan = plan_for(model)
     used: dict[str, str] = {}

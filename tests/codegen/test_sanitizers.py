@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import pytest
 from cli_runner import run_cli
 from int8_bundles import int8_bundle
@@ -28,9 +29,11 @@ from test_c_runtime import MLPERF, assert_matches_reference, quantized
 from zoo import example_input
 
 from eedge.codegen.model_source import CodegenModel, load_codegen_model
-from eedge.codegen.project import GeneratedProject, generate_project
+from eedge.codegen.project import MAX_STAGES, GeneratedProject, generate_project
 from eedge.codegen.toolchain import RunResult, build, run_host, sanitizer_findings
-from eedge.errors import ToolchainError
+from eedge.errors import TargetError, ToolchainError
+from eedge.export import export_onnx
+from eedge.policies.fixed_point import int8_probabilities, int8_score
 from eedge.reference.executor import execute
 from eedge.runtime.cascade import Cascade
 from eedge.targets import load_target
@@ -186,6 +189,12 @@ def test_mlperf_tiny_under_sanitizers(name: str, tmp_path: Path) -> None:
     final = env[model.stages[-1].outputs[0]].reshape(6, -1)
     assert [s.exit_index for s in run.samples] == [0] * 6
     assert [s.class_index for s in run.samples] == np.argmax(final, axis=1).tolist()
+    # the final exit always decides, with its max-softmax as the confidence (ad01's
+    # 640 outputs were once "rejected" with confidence INT32_MIN: over 256 classes)
+    assert not any(s.rejected for s in run.samples)
+    scale = model.graph.tensors[model.stages[-1].outputs[0]].quant.scale[0]
+    expected = int8_score(int8_probabilities(final, scale), "max_softmax")
+    assert [s.confidence for s in run.samples] == expected.tolist()
 
 
 @requires_sanitizers
@@ -227,3 +236,81 @@ def test_build_command_sanitize(capsys: pytest.CaptureFixture[str], bundle_root:
     assert code == 0, err
     code, _, err = run_cli(capsys, "build", str(mcu), "--sanitize")
     assert code == 7 and "sanitizer builds run on the host" in err
+
+
+def deep_mlp(exits: int, classes: int = 3, width: int = 8) -> onnx.ModelProto:
+    """x[N,8] -> (Gemm, Relu) per stage, each with a ``classes``-wide exit head (onnx.helper)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((0.4 * rng.standard_normal(shape)).astype(np.float32),
+                                       name)
+
+    inits, nodes, outputs, h = [], [], [], "x"
+    for k in range(exits):
+        inits += [weight(f"w{k}", width, width), weight(f"b{k}", width),
+                  weight(f"we{k}", classes, width), weight(f"be{k}", classes)]
+        nodes += [helper.make_node("Gemm", [h, f"w{k}", f"b{k}"], [f"g{k}"], transB=1),
+                  helper.make_node("Relu", [f"g{k}"], [f"h{k}"]),
+                  helper.make_node("Gemm", [f"h{k}", f"we{k}", f"be{k}"], [f"exit{k}"],
+                                   transB=1)]
+        outputs.append(helper.make_tensor_value_info(f"exit{k}", TensorProto.FLOAT,
+                                                     ["N", classes]))
+        h = f"h{k}"
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", width])], outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def mlp_codegen_model(root: Path, exits: int, classes: int = 3) -> CodegenModel:
+    onnx.save(deep_mlp(exits, classes), root / "mlp.onnx")
+    calibration = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    bundle = export_onnx(root / "mlp.onnx", root / "bundle", int8=True,
+                         calibration=calibration, force=True).bundle
+    return load_codegen_model(bundle.path)
+
+
+@requires_sanitizers
+def test_more_stages_than_the_runtime_counts_are_refused(tmp_path: Path) -> None:
+    """17 stages overflowed eedge_result.stage_ticks[16] (ASan: stack-buffer-overflow)."""
+    deep = mlp_codegen_model(tmp_path, MAX_STAGES + 1)
+    with pytest.raises(TargetError, match=f"{MAX_STAGES + 1} stages; the C runtime runs at "
+                                          f"most {MAX_STAGES}"):
+        generate_project(deep, load_target("host"), tmp_path / "too-deep")
+    assert not (tmp_path / "too-deep").exists()
+    runtime_h = (Path(__file__).parents[2] / "firmware_templates" / "runtime" / "include" /
+                 "eedge" / "runtime.h").read_text()
+    assert f"#define EEDGE_MAX_STAGES {MAX_STAGES} " in runtime_h
+    (tmp_path / "16").mkdir()
+    most = mlp_codegen_model(tmp_path / "16", MAX_STAGES)  # as deep as the runtime goes
+    samples = np.concatenate([np.random.default_rng(1).integers(-128, 128, (4, 8)),
+                              edge_values((8,))]).astype(np.int8)
+    _, run = sanitized_run(most, tmp_path / "deepest", samples)
+    assert_matches_reference(most, samples, SimpleNamespace(run=run))
+    assert {s.stages_run for s in run.samples} == {MAX_STAGES}
+
+
+@requires_sanitizers
+def test_exits_with_more_than_256_classes_score_like_python(tmp_path: Path) -> None:
+    """The exit score once needed a 256-byte buffer: wider exits were 'rejected'."""
+    model = mlp_codegen_model(tmp_path, 2, classes=300)
+    samples = np.concatenate([np.random.default_rng(2).integers(-128, 128, (6, 8)),
+                              edge_values((8,))]).astype(np.int8)
+    env = execute(model.graph, {model.input: samples})
+    for label, criterion, threshold, decides in (("final", "max_softmax", None, 1),
+                                                 ("first", "margin", 0.0, 0)):
+        variant = copy.copy(model)
+        variant.criteria = [criterion, "max_softmax"]
+        variant.thresholds = [threshold, None]
+        _, run = sanitized_run(variant, tmp_path / label, samples)
+        logits = env[model.exit_tensor(decides)].reshape(len(samples), -1)
+        scale = model.graph.tensors[model.exit_tensor(decides)].quant.scale[0]
+        expected = int8_score(int8_probabilities(logits, scale), criterion)
+        assert [s.exit_index for s in run.samples] == [decides] * len(samples)
+        assert not any(s.rejected for s in run.samples)
+        assert [s.confidence for s in run.samples] == expected.tolist()
+        assert [s.class_index for s in run.samples] == np.argmax(logits, axis=1).tolist()

@@ -61,40 +61,60 @@ static int leading_zeros(uint32_t v) {
     return n;
 }
 
+/* What every probability of one row needs: its largest logit, and the reciprocal of
+ * the sum of exponentials with the exponent that scales it back to q. */
+typedef struct {
+    int32_t max_value, reciprocal, exponent;
+} softmax_row;
+
+static int32_t scaled_diff(const eedge_softmax_params *p, int32_t diff) {
+    return eedge_srdhm((int32_t)((uint32_t)diff << p->input_shift), p->input_multiplier);
+}
+
+static void softmax_prepare(const eedge_softmax_params *p, const int8_t *in, softmax_row *row) {
+    int32_t max_value = -128, headroom, shifted, i;
+    uint32_t sum = 0; /* Q12.19 like TFLite's; unsigned, so 4096+ equal logits wrap, not UB */
+    for (i = 0; i < p->cols; ++i) {
+        max_value = in[i] > max_value ? in[i] : max_value;
+    }
+    for (i = 0; i < p->cols; ++i) {
+        const int32_t diff = in[i] - max_value;
+        if (diff >= p->diff_min) {
+            sum += (uint32_t)eedge_rdbpot(exp_on_negative_values(scaled_diff(p, diff)), 12);
+        }
+    }
+    /* the largest logit adds exp(0) = 2^19, so sum > 0 unless it wrapped to exactly 0 */
+    headroom = leading_zeros(sum);
+    if (headroom > 31) {
+        headroom = 31;
+    }
+    shifted = (int32_t)((sum << headroom) - 0x80000000u);
+    row->max_value = max_value;
+    row->reciprocal = one_over_one_plus_x(shifted);
+    row->exponent = (12 - headroom) + 31 - 8;
+}
+
+/* q of one logit of a prepared row: probability (q + 128) / 256 */
+static int32_t softmax_q(const eedge_softmax_params *p, const softmax_row *row, int32_t logit) {
+    const int32_t diff = logit - row->max_value;
+    int32_t prob;
+    if (diff < p->diff_min) {
+        return -128;
+    }
+    prob = eedge_rdbpot(eedge_srdhm(row->reciprocal, exp_on_negative_values(scaled_diff(p, diff))),
+                        row->exponent) - 128;
+    return eedge_clamp(prob, -128, 127);
+}
+
 void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t *output) {
     int32_t r, i;
     for (r = 0; r < p->rows; ++r) {
         const int8_t *in = input + r * p->cols;
         int8_t *out = output + r * p->cols;
-        int32_t max_value = -128;
-        int32_t sum = 0;
-        int32_t headroom, shifted, reciprocal, exponent;
+        softmax_row row;
+        softmax_prepare(p, in, &row);
         for (i = 0; i < p->cols; ++i) {
-            max_value = in[i] > max_value ? in[i] : max_value;
-        }
-        for (i = 0; i < p->cols; ++i) {
-            const int32_t diff = in[i] - max_value;
-            if (diff >= p->diff_min) {
-                const int32_t scaled = eedge_srdhm(
-                    (int32_t)((uint32_t)diff << p->input_shift), p->input_multiplier);
-                sum += eedge_rdbpot(exp_on_negative_values(scaled), 12);
-            }
-        }
-        headroom = leading_zeros((uint32_t)sum);
-        shifted = (int32_t)(((uint32_t)sum << headroom) - 0x80000000u);
-        reciprocal = one_over_one_plus_x(shifted);
-        exponent = (12 - headroom) + 31 - 8;
-        for (i = 0; i < p->cols; ++i) {
-            const int32_t diff = in[i] - max_value;
-            if (diff >= p->diff_min) {
-                const int32_t scaled = eedge_srdhm(
-                    (int32_t)((uint32_t)diff << p->input_shift), p->input_multiplier);
-                const int32_t prob = eedge_rdbpot(
-                    eedge_srdhm(reciprocal, exp_on_negative_values(scaled)), exponent) - 128;
-                out[i] = (int8_t)eedge_clamp(prob, -128, 127);
-            } else {
-                out[i] = -128;
-            }
+            out[i] = (int8_t)softmax_q(p, &row, in[i]);
         }
     }
 }
@@ -111,16 +131,15 @@ int32_t eedge_argmax_s8(const int8_t *logits, int32_t count) {
 
 int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int8_t *logits,
                             int32_t criterion, const uint16_t *entropy_lut) {
-    int8_t probabilities[EEDGE_MAX_CLASSES];
-    eedge_softmax_params one_row = *p;
+    /* one probability at a time: no buffer, so any number of classes works */
+    softmax_row row;
     int32_t i, first = -128, second = -128, entropy = 0;
-    one_row.rows = 1;
-    if (p->cols > EEDGE_MAX_CLASSES || p->cols < 1) {
+    if (p->cols < 1) {
         return INT32_MIN;
     }
-    eedge_softmax_s8(&one_row, logits, probabilities);
+    softmax_prepare(p, logits, &row);
     for (i = 0; i < p->cols; ++i) {
-        const int32_t q = probabilities[i];
+        const int32_t q = softmax_q(p, &row, logits[i]);
         if (q > first) {
             second = first;
             first = q;

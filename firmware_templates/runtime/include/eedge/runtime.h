@@ -6,8 +6,7 @@
 
 #include "eedge/kernels.h"
 
-#define EEDGE_MAX_STAGES 16
-#define EEDGE_MAX_CLASSES 256
+#define EEDGE_MAX_STAGES 16 /* eedge codegen refuses models with more */
 
 #define EEDGE_CRITERION_MAX_SOFTMAX 0
 #define EEDGE_CRITERION_MARGIN 1
