@@ -17,6 +17,7 @@ import click
 from eedge import __version__
 from eedge.cli.console import err_console, print_error
 from eedge.errors import EedgeError
+from eedge.optional import optional_dependency_error
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -96,12 +97,25 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted", highlight=False)
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:  # a bug in eedge, not the user's fault
+    except ModuleNotFoundError as exc:
+        missing = optional_dependency_error(exc)
+        if missing is None:
+            _exit_internal(exc, debug)
         if debug:
             traceback.print_exc()
-        print_error("internal error", f"{type(exc).__name__}: {exc} (rerun with --debug for "
-                    "the traceback and report it)")
-        sys.exit(EXIT_INTERNAL)
+        print_error("error", str(missing))
+        sys.exit(missing.exit_code)
+    except Exception as exc:  # a bug in eedge, not the user's fault
+        _exit_internal(exc, debug)
+
+
+def _exit_internal(exc: Exception, debug: bool) -> NoReturn:
+    """Anything not an EedgeError is a bug in eedge: say so, exit 1."""
+    if debug:
+        traceback.print_exc()
+    print_error("internal error", f"{type(exc).__name__}: {exc} (rerun with --debug for "
+                "the traceback and report it)")
+    sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":
