@@ -1,6 +1,7 @@
 # Two entry points, both self-installing and idempotent:
 #   make demo   set up, then run the main job end-to-end on the built-in example
 #   make test   set up, then run the whole test suite
+#   make fuzz   the hostile-input suite at full size (EEDGE_FUZZ_CASES, default 5000)
 #   make bench  speed and memory figures (bench/results.json)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -25,7 +26,7 @@ SYSTEM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm ope
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system demo test bench clean
+.PHONY: setup system demo test fuzz bench clean
 
 setup: $(STAMP)
 
@@ -54,6 +55,11 @@ demo: $(STAMP) system
 
 test: $(STAMP) system
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+# The hostile-input suite at full size (make test runs a bounded, seeded subset of it).
+fuzz: $(STAMP) system
+	EEDGE_FUZZ_CASES=$${EEDGE_FUZZ_CASES:-5000} $(PY) -m pytest -n $(PYTEST_WORKERS) -q -s \
+	  -m fuzz tests/fuzz
 
 bench: $(STAMP) system
 	$(PY) bench/run_bench.py
