@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from eedge.errors import UnsupportedOpError
+from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node
 from eedge.reference.int8_kernels import (activation_range, add_multipliers,
                                           channel_multipliers, fc_multipliers, fc_weight_offset,
@@ -75,6 +75,38 @@ def emit_node(ctx: EmitContext, node: Node) -> Emitted:
     return handler(ctx, node)
 
 
+INT32_MAX = (1 << 31) - 1
+
+
+def check_accumulator(g: Graph, node: Node, out_axis: int, weight_offset: int = 0) -> None:
+    """Refuse weights and biases whose int32 accumulator can overflow for some input.
+
+    Every partial sum of a conv/FC output channel is at most |bias| plus the
+    largest |input - zero point| (255 at most) times the sum of |weight +
+    weight offset| in magnitude. Real models stay far below 2^31; a damaged or
+    crafted file that does not would be undefined behaviour in the C runtime
+    (signed overflow) and gives other answers in every runtime, so it is
+    refused here with the channel named.
+    """
+    weights = node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if weights not in g.constants or (bias is not None and bias not in g.constants):
+        return
+    zero_point = zero_point_of(quant_of(g, node.inputs[0]))
+    reach = max(127 - zero_point, zero_point + 128)
+    w = np.abs(np.asarray(g.constants[weights], np.int64) + weight_offset)
+    per_channel = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1).sum(axis=1)
+    worst = reach * per_channel
+    if bias is not None:
+        worst = worst + np.abs(np.asarray(g.constants[bias], np.int64).reshape(-1))
+    if worst.max(initial=0) > INT32_MAX:
+        channel = int(np.argmax(worst))
+        raise ModelError(f"{node.op_type} {node.name!r}: output channel {channel} can reach "
+                         f"{int(worst[channel])} in its int32 accumulator (bias plus weights "
+                         "times inputs), beyond 2^31 - 1; the model's weights or biases are "
+                         "damaged")
+
+
 def _conv(ctx: EmitContext, node: Node) -> Emitted:
     g, a, p = ctx.graph, node.attrs, ctx.ident
     _, in_h, in_w, in_c = _dims(g, node.inputs[0])
@@ -95,6 +127,7 @@ def _conv(ctx: EmitContext, node: Node) -> Emitted:
                   act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift",
                   scratch=SCRATCH)
     kernel = "eedge_conv2d_s8" if node.op_type == "CONV_2D" else "eedge_depthwise_conv2d_s8"
+    check_accumulator(g, node, 0 if node.op_type == "CONV_2D" else 3)
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
     # conv: two int8 im2col columns; depthwise: one int32 accumulator per channel
     scratch = (k_h * k_w * in_c + 4) // 2 + 2 if node.op_type == "CONV_2D" else out_c + 4
@@ -117,6 +150,7 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
     if not per_channel:
         mult, shift = mult[:1], shift[:1]
     low, high = activation_range(node.attrs["activation"], out_q)
+    check_accumulator(g, node, 0, fc_weight_offset(g, node))
     fields = dict(in_depth=in_depth, out_depth=out_depth, in_offset=-zero_point_of(in_q),
                   weight_offset=fc_weight_offset(g, node), out_offset=zero_point_of(out_q),
                   act_min=low, act_max=high, per_channel=per_channel, multiplier=f"{p}_mult",

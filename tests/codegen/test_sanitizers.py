@@ -31,7 +31,7 @@ from zoo import example_input
 from eedge.codegen.model_source import CodegenModel, load_codegen_model
 from eedge.codegen.project import MAX_STAGES, GeneratedProject, generate_project
 from eedge.codegen.toolchain import RunResult, build, run_host, sanitizer_findings
-from eedge.errors import TargetError, ToolchainError
+from eedge.errors import ModelError, TargetError, ToolchainError
 from eedge.export import export_onnx
 from eedge.policies.fixed_point import int8_probabilities, int8_score
 from eedge.reference.executor import execute
@@ -314,3 +314,26 @@ def test_exits_with_more_than_256_classes_score_like_python(tmp_path: Path) -> N
         assert not any(s.rejected for s in run.samples)
         assert [s.confidence for s in run.samples] == expected.tolist()
         assert [s.class_index for s in run.samples] == np.argmax(logits, axis=1).tolist()
+
+
+@requires_sanitizers
+def test_biases_that_overflow_the_accumulator_are_refused(tmp_path: Path) -> None:
+    """A bias near 2^31 (a damaged file passes the reader) was signed overflow in conv.c."""
+    model = mlp_codegen_model(tmp_path, 2)
+    g = model.graph
+    fc = next(g.nodes[i] for i in model.stages[0].nodes
+              if g.nodes[i].op_type == "FULLY_CONNECTED")
+    weights, bias = g.constants[fc.inputs[1]], fc.inputs[2]
+    zero_point = int(g.tensors[fc.inputs[0]].quant.zero_point[0])
+    reach = max(127 - zero_point, zero_point + 128)
+    largest = (1 << 31) - 1 - reach * int(np.abs(weights.astype(np.int64)).sum(axis=1).max())
+    samples = np.concatenate([np.random.default_rng(3).integers(-128, 128, (4, 8)),
+                              edge_values((8,))]).astype(np.int8)
+    for value, ok in ((largest, True), (-largest, True), (largest + 1, False)):
+        g.constants[bias] = np.full_like(g.constants[bias], value)
+        if not ok:
+            with pytest.raises(ModelError, match="int32 accumulator"):
+                generate_project(model, load_target("host"), tmp_path / "refused")
+            continue
+        _, run = sanitized_run(model, tmp_path / f"bias{value}", samples)  # the edge: clean
+        assert_matches_reference(model, samples, SimpleNamespace(run=run))
