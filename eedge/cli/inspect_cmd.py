@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
 from eedge.cli.tables import human_bytes, stage_table, summary_lines
@@ -29,14 +31,26 @@ def command(bundle: Path, as_json: bool) -> None:
     if as_json:
         print_json({"bundle": str(loaded.path), "checksums": "ok", "manifest": manifest})
         return
-    out_console.print(stage_table(manifest))
+    # names, versions and methods are user text: never read as rich markup
+    out_console.print(stage_table(_escaped(manifest)))
     for line in summary_lines(manifest):
-        out_console.print(line)
+        out_console.print(line, markup=False)
     for stage in manifest["stages"]:
         ins = ", ".join(f"{t['name']}{t['shape']}" for t in stage["inputs"])
         outs = ", ".join(f"{t['name']}{t['shape']}" for t in stage["outputs"])
-        out_console.print(f"  {stage['name']}: {ins} -> {outs}")
+        out_console.print(f"  {stage['name']}: {ins} -> {outs}", markup=False)
     total = sum(f["bytes"] for f in manifest["files"].values())
     out_console.print(f"{len(manifest['files'])} files, {human_bytes(total)}, all sha256 "
                       f"checksums match (eedge {manifest['eedge_version']}, schema "
-                      f"v{manifest['schema_version']})")
+                      f"v{manifest['schema_version']})", markup=False)
+
+
+def _escaped(value: Any) -> Any:
+    """A copy with every string markup-escaped, for the table (its title and cells are markup)."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value

@@ -23,9 +23,13 @@ from typing import Any
 import jsonschema
 
 from eedge.errors import BundleError
+from eedge.ir.bundle_check import check_cross_references, check_stage_files
+from eedge.ir.manifest_json import parse_manifest
 from eedge.ir.manifest_schema import MANIFEST_SCHEMA, SCHEMA_VERSION
 
 MANIFEST_NAME = "manifest.json"
+# built once: jsonschema.validate() re-checks the schema itself on every call (~40 ms)
+_VALIDATOR = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -41,19 +45,53 @@ def sha256_file(path: Path) -> str:
 
 
 def validate_manifest(manifest: Any, where: str) -> None:
+    """Schema and cross-references; used on every load and before every write.
+
+    Checking before writing too means no eedge command can store a manifest
+    that a later command would refuse.
+    """
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}: the manifest is not a JSON object; re-export the bundle")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise BundleError(f"{where}: manifest schema_version {version!r} is not supported "
-                          f"(this eedge reads version {SCHEMA_VERSION}); re-export the bundle "
-                          "with this eedge")
-    try:
-        jsonschema.validate(manifest, MANIFEST_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        location = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise BundleError(f"{where}: manifest field {location} is invalid: {exc.message}; "
-                          "re-export the bundle") from None
+        raise BundleError(f"{where}: manifest schema_version {_short(version)} is not "
+                          f"supported (this eedge reads version {SCHEMA_VERSION}); re-export "
+                          "the bundle with this eedge")
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(manifest))
+    if error is not None:
+        location = "/".join(str(p)[:40] for p in error.absolute_path) or "(top level)"
+        raise BundleError(f"{where}: manifest field {location} is invalid: "
+                          f"{_schema_message(error)}; re-export the bundle") from None
+    check_cross_references(manifest, where)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value as it may appear in a one-line message: repr'd and cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message without the whole offending value (it may be megabytes)."""
+    if error.validator in ("enum", "const"):
+        return f"{_short(error.instance)} is not one of {_short(error.validator_value, 120)}"
+    if error.validator == "required":
+        return error.message
+    if error.validator in ("type", "anyOf", "oneOf"):
+        return f"{_short(error.instance)} is not valid here (expected {_expected(error)})"
+    bound = error.validator_value if error.validator != "pattern" else "the allowed characters"
+    return f"{_short(error.instance)} breaks {error.validator} {_short(bound, 80)}"
+
+
+def _expected(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if "type" in schema:
+        return str(schema["type"])
+    options = schema.get("anyOf") or schema.get("oneOf") or []
+    kinds = [str(o.get("type") or ("one of " + _short(o.get("enum"), 80) if "enum" in o
+                                   else "a constant"))
+             for o in options if isinstance(o, dict)]
+    return " or ".join(kinds) or "another value"
 
 
 @dataclass
@@ -86,13 +124,9 @@ def load_bundle(path: Path | str, verify_checksums: bool = True) -> Bundle:
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(f"{path} has no {MANIFEST_NAME}; it is not an eedge bundle")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is "
-                          "damaged: re-export it") from None
+    manifest = parse_manifest(manifest_path)
     validate_manifest(manifest, str(path))
-    _check_references(manifest, path)
+    _check_file_entries(manifest, path)
     if verify_checksums:
         for name, entry in manifest["files"].items():
             file_path = path / name
@@ -102,10 +136,11 @@ def load_bundle(path: Path | str, verify_checksums: bool = True) -> Bundle:
             if sha256_file(file_path) != entry["sha256"]:
                 raise BundleError(f"{path}: file {name} does not match its sha256 in the "
                                   "manifest (modified or corrupted); re-export the bundle")
+    check_stage_files(manifest, path, verified=verify_checksums)
     return Bundle(path=path, manifest=manifest)
 
 
-def _check_references(manifest: Mapping[str, Any], path: Path) -> None:
+def _check_file_entries(manifest: Mapping[str, Any], path: Path) -> None:
     files = manifest["files"]
     referenced = [manifest["model"]["file"], *manifest["model"].get("files", {}).values()] + [
         f for stage in manifest["stages"] for f in stage["files"].values()]
@@ -113,20 +148,6 @@ def _check_references(manifest: Mapping[str, Any], path: Path) -> None:
         if name not in files:
             raise BundleError(f"{path}: manifest refers to {name}, which has no checksum "
                               "entry; the manifest was edited by hand: re-export")
-    for i, stage in enumerate(manifest["stages"]):
-        missing_io = [f for f in stage["files"] if f not in stage.get("io", {})]
-        if missing_io:
-            raise BundleError(f"{path}: stage {i} has no input/output description for "
-                              f"{', '.join(missing_io)}; re-export the bundle")
-        if stage["index"] != i:
-            raise BundleError(f"{path}: stage {i} has index {stage['index']}; stages must be "
-                              "listed in order")
-    for exit_entry in manifest["exits"]:
-        stage_index = exit_entry["stage"]
-        if stage_index >= len(manifest["stages"]) or \
-                manifest["stages"][stage_index]["exit"] != exit_entry["index"]:
-            raise BundleError(f"{path}: exit {exit_entry['index']} points at stage "
-                              f"{stage_index}, which does not produce it")
 
 
 def file_entries(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -140,7 +161,8 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(manifest, out, indent=2, sort_keys=False)
+            # strict JSON: the loader refuses NaN/Infinity, so never write them
+            json.dump(manifest, out, indent=2, sort_keys=False, allow_nan=False)
             out.write("\n")
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; bundles are shared
         os.replace(tmp, directory / MANIFEST_NAME)

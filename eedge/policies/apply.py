@@ -9,6 +9,7 @@ among the checksummed files, so every checksum stays valid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,8 +57,25 @@ def record_thresholds(bundle: Bundle, thresholds: Sequence[float | None],
                 policy["window_low"] = old["window_low"]
             entry["policy"] = policy
         if calibration is not None:
-            manifest["calibration"] = dict(calibration)
+            manifest["calibration"] = finite_or_null(dict(calibration))
         else:
             manifest.pop("calibration", None)
 
     return update_manifest(bundle, change)
+
+
+def finite_or_null(value: Any) -> Any:
+    """Statistics for the manifest: NaN/inf (an undefined accuracy, an unbounded cost) as null.
+
+    The manifest is strict JSON and the loader refuses non-finite numbers, so
+    writing one would leave a bundle no command can open again.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "tolist") and not isinstance(value, (list, dict, str)):
+        return finite_or_null(value.tolist())  # numpy scalars and arrays
+    if isinstance(value, Mapping):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value

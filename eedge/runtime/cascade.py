@@ -209,6 +209,10 @@ class Cascade:
         if window_low is not None:
             if len(window_low) != len(self.exits):
                 raise InputDataError("give one window edge per exit")
+            for k, low in enumerate(window_low):  # NaN fails the comparison too
+                if low is not None and not (isinstance(low, (int, float)) and 0.0 <= low <= 1.0):
+                    raise InputDataError(f"window edge {low} for exit{k} is not a number in "
+                                         "[0, 1]; give one, or None for no window")
             self.window_low = list(window_low)
 
     def set_thresholds(self, thresholds: Sequence[float | None]) -> None:
