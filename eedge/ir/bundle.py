@@ -2,9 +2,12 @@
 
 A bundle is written all at once or not at all: files go to a hidden
 temporary directory beside the target, are checked, and the directory is
-renamed into place. Loading verifies the manifest against its schema and
-every file against its sha256, so a tampered, truncated or missing file is
-an error that names the file rather than a wrong answer later.
+renamed into place. Loading reads the manifest as strict, bounded JSON
+(:mod:`eedge.ir.manifest_json`), verifies it against its schema, every file
+against its sha256, and the manifest's claims against each other and against
+the stage files' own inputs and outputs (:mod:`eedge.ir.bundle_check`), so a
+tampered, truncated, missing or swapped file, or a hand-edited number, is an
+error that names it rather than a wrong answer later.
 """
 
 from __future__ import annotations
