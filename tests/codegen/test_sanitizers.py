@@ -337,3 +337,22 @@ def test_biases_that_overflow_the_accumulator_are_refused(tmp_path: Path) -> Non
             continue
         _, run = sanitized_run(model, tmp_path / f"bias{value}", samples)  # the edge: clean
         assert_matches_reference(model, samples, SimpleNamespace(run=run))
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
+def test_clang_builds_the_generated_c_without_warnings(bundle_root: Path,
+                                                       tmp_path: Path) -> None:
+    """clang -Wall -Wextra -Werror (the Makefile's flags), plain and with its sanitizers."""
+    models = {"depthwise": load_codegen_model(int8_bundle("depthwise", bundle_root).path),
+              "audio1d": load_codegen_model(int8_bundle("audio1d", bundle_root).path)}
+    if (MLPERF / "kws_ref_model.tflite").is_file():
+        models["kws"] = load_codegen_model(MLPERF / "kws_ref_model.tflite")
+    for name, model in models.items():
+        project = generate_project(model, load_target("host"), tmp_path / name)
+        for goal in ("build/model", "sanitize"):
+            proc = subprocess.run(["make", "-C", str(project.path), "CC=clang", goal],
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, f"{name} {goal}: {proc.stderr[-2000:]}"
+        samples = edge_values((project.input_bytes,))
+        run = run_host(project, project.path / "build" / "model-sanitized", samples)
+        assert_matches_reference(model, samples, SimpleNamespace(run=run))
