@@ -22,6 +22,7 @@ import numpy as np
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.frontends.tflite_quant import (check_activation_quant, check_quant_params,
                                           check_requantization)
+from eedge.frontends.tflite_shapes import check_node_shapes
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.tflite_schema import schema
 
@@ -177,6 +178,9 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
         t = graph.Tensors(i)
         raw_name = t.Name()
         tname = raw_name.decode("utf-8", "replace") if raw_name else f"tensor{i}"
+        if any(ord(c) < 32 or ord(c) == 127 for c in tname) or len(tname) > 1024:
+            raise _err(f"tensor {i} has a name with control characters or over 1024 "
+                       f"characters ({tname[:40]!r}); rename it")
         if tname in tensors or tname in constants:
             tname = f"{tname}#{i}"
         names.append(tname)
@@ -335,6 +339,7 @@ def _check_node(node: Node, tensors: dict[str, TensorInfo], constants: dict[str,
             _check_int8_weights(node, tensors, constants, const_quant)
     if op in ("ADD", "MUL") and len(node.inputs) != 2:
         raise _err(f"{where} needs exactly two inputs")
+    check_node_shapes(node, tensors, constants)
 
 
 def _check_int8_weights(node: Node, tensors: dict[str, TensorInfo],
@@ -362,12 +367,31 @@ def _check_int8_weights(node: Node, tensors: dict[str, TensorInfo],
             raise _err(f"{where}: bias scale does not equal input scale x weight scale")
 
 
+def _check_litert_loads(data: bytes, path: Path) -> None:
+    """A user's file must also load in LiteRT (its flatbuffer verifier and Prepare).
+
+    eedge's reader walks only the fields it uses; LiteRT verifies the whole
+    buffer (names, metadata, signatures) and every operator's Prepare. Export
+    keeps the file as the bundle's reference model, so a file LiteRT rejects is
+    refused here, as a model error, before anything is written.
+    """
+    from eedge.errors import BundleError
+    from eedge.runtime.interpreters import litert_interpreter
+
+    try:
+        litert_interpreter(data)
+    except BundleError as exc:
+        raise ModelError(f"{path.name}: {exc}; the file is corrupted or uses features eedge "
+                         "does not read") from None
+
+
 def load_tflite(path: Path, exits: Sequence[str] | None = None) -> tuple[Graph, bytes]:
     """Read a .tflite file; ``exits`` (tensor names) adds early exits before the outputs."""
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; check the path")
     data = path.read_bytes()
     graph, outputs = read_tflite_bytes(data, name=path.stem)
+    _check_litert_loads(data, path)
     if exits:
         unknown = [e for e in exits if e not in graph.tensors]
         if unknown:
