@@ -97,6 +97,9 @@ def read_profile(reader: FrameReader) -> dict[str, Any]:
     frame = reader.next()
     while frame.type != HELLO:
         frame = reader.next()
+    if len(frame.payload) < 2:  # a valid CRC over a short payload: not eedge firmware
+        raise TargetError(f"malformed HELLO frame from the board ({len(frame.payload)} "
+                          "payload bytes, expected 2): is it running eedge firmware?")
     version, stages = struct.unpack("<BB", frame.payload[:2])
     if version != PROTOCOL_VERSION:
         raise TargetError(f"the firmware speaks protocol {version}; this eedge reads "

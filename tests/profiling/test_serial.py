@@ -50,6 +50,14 @@ def test_crc_and_frames_survive_noise_and_corruption() -> None:
     assert result["bad_frames"] == 2
 
 
+def test_short_hello_frame_is_a_target_error() -> None:
+    """A HELLO with a valid CRC but under 2 payload bytes was struct.error (exit 1)."""
+    for payload in (b"", b"\x01"):
+        reader = FrameReader(io.BytesIO(encode(HELLO, payload) + encode(DONE, b"")), 1.0)
+        with pytest.raises(TargetError, match="malformed HELLO frame"):
+            read_profile(reader)
+
+
 def test_silence_times_out_with_advice() -> None:
     with pytest.raises(TargetError, match="no complete frame"):
         FrameReader(io.BytesIO(b"\x00" * 10), timeout_s=0.2).next()
