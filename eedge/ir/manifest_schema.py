@@ -98,6 +98,7 @@ _VERIFICATION = {
                         "tensors_compared": _COUNT,
                         "stages": {"type": "array", "maxItems": MAX_STAGES, "items": {
                             "type": "object", "required": ["name", "reference"],
+                            "dependentRequired": {"why": ["nodes"]},
                             "properties": {"name": _TEXT, "reference": _TEXT,
                                            "why": _TEXT,
                                            "nodes": {"type": "array", "maxItems": MAX_TENSORS,
@@ -189,8 +190,10 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             }],
         },
         "verification": _VERIFICATION,
-        "quantization": {"type": "object", "properties": {
-            "scheme": _TEXT, "observer": _TEXT, "calibration_samples": _COUNT}},
+        "quantization": {"type": "object",
+                         "required": ["scheme", "observer", "calibration_samples"],
+                         "properties": {"scheme": _TEXT, "observer": _TEXT,
+                                        "calibration_samples": _COUNT}},
         "calibration": {"type": "object"},
         "ensemble": {"type": "object", "required": ["members", "aggregation"],
                      "properties": {"members": {"type": "array", "minItems": 2,

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from eedge.errors import BundleError
@@ -126,3 +127,21 @@ def test_statistics_are_written_finite(bundle_dir: Path) -> None:
     with pytest.raises(ValueError):
         update_manifest(bundle, lambda m: m.update(calibration={"x": float("nan")}))
     load_bundle(bundle.path)  # the refused write left the manifest as it was
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m["quantization"].pop("calibration_samples"),
+    lambda m: m["verification"]["tflite_int8"]["reference_vs_tflm"]["stages"][0].update(
+        why="a reason"),
+    lambda m: m["verification"]["onnx"].update(max_abs_diff="0"),
+])
+def test_sections_inspect_prints_are_complete(bundle_of, change) -> None:  # type: ignore[no-untyped-def]
+    """Found by the manifest fuzz: a dropped key crashed `eedge inspect` with a KeyError."""
+    calibration = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+    bundle_dir = bundle_of("mlp", formats=("onnx", "tflite"), int8=True,
+                           calibration=calibration).bundle.path
+    manifest = json.loads((bundle_dir / MANIFEST_NAME).read_text())
+    change(manifest)
+    _write(bundle_dir, json.dumps(manifest))
+    with pytest.raises(BundleError, match="manifest field (quantization|verification)"):
+        load_bundle(bundle_dir)
