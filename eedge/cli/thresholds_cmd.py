@@ -71,7 +71,8 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
             "never" if r["threshold"] is None else f"{r['threshold']:.4f}")
         device = [] if not integer else [
             "-" if r.get("threshold_q") is None else str(r["threshold_q"])]
-        table.add_row(f"exit{r['index']}", r["criterion"], shown, *device, r["method"] or "-")
+        table.add_row(f"exit{r['index']}", r["criterion"], shown, *device,
+                      escape(r["method"] or "-"))  # manifest text: never markup
     out_console.print(table)
     if values is not None:
         out_console.print(f"thresholds written to {escape(str(loaded.path))}/manifest.json; "

@@ -36,6 +36,7 @@ _TEXT = {"type": "string", "maxLength": MAX_TEXT}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 1024,
          "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 _FILE_NAME = {"type": "string", "maxLength": 255, "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"}
+_STAGE_NAME = {**_FILE_NAME, "maxLength": 64}  # eedge names stages (stage0, ...) and their files
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _DIM = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_DIM},
                   {"type": "string", "minLength": 1, "maxLength": 64,
@@ -136,7 +137,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                              "param_bytes", "handoff_bytes_per_sample"],
                 "properties": {
                     "index": _INDEX,
-                    "name": _NAME,
+                    "name": _STAGE_NAME,
                     "side": {"enum": [None, "head", "tail"]},
                     "files": {"type": "object", "minProperties": 1, "maxProperties": 64,
                               "propertyNames": {"anyOf": [

@@ -6,9 +6,9 @@ infinite, huge or negative, keys dropped or duplicated, strings with rich
 markup and control characters, lists emptied or extended, deep nesting,
 non-UTF-8 bytes, broken cross-references, swapped stage files) and, in about
 half the cases, re-signs the file checksums so the mutation reaches past the
-checksum check. Then ``inspect``, ``run`` (ONNX Runtime and eedge's int8
-reference), ``calibrate --dry-run``, ``evaluate`` and ``codegen --target host``
-must each end in a one-line error or a normal answer (see harness.py).
+checksum check. Then ``inspect``, ``thresholds`` (show), ``run`` (ONNX Runtime
+and eedge's int8 reference), ``calibrate --dry-run``, ``evaluate`` and
+``codegen --target host`` must each end in a one-line error or a normal answer (see harness.py).
 """
 
 from __future__ import annotations
@@ -393,6 +393,7 @@ def mutate_case(rng: random.Random, pristine: Pristine, bundle: Path) -> str:
 def _commands(bundle: Path, data: Path, case_dir: Path) -> list[list[str]]:
     b, d = str(bundle), str(data)
     return [["inspect", b],
+            ["thresholds", b],
             ["run", b, "--input", d, "--runtime", "onnx"],
             ["run", b, "--input", d, "--runtime", "int8-reference"],
             ["calibrate", b, "--data", d, "--dry-run", "--max-accuracy-drop", "0.02"],

@@ -102,11 +102,11 @@ def test_nesting_depth_ignores_brackets_in_strings() -> None:
 def test_manifest_markup_in_model_name_does_not_crash_inspect(
         bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     update_manifest(load_bundle(bundle_dir), lambda m: (
-        m["model"].update(name="x[/]"), m["stages"][0].update(name="[bold]s[/]"),
-        m.update(eedge_version="[/x]")))
+        m["model"].update(name="x[/]"), m.update(eedge_version="[/x]"),
+        m["verification"]["onnx"].update(reference="[bold]r[/]")))
     code, out, err = run_cli(capsys, "inspect", str(bundle_dir))
     assert code == 0, err
-    assert "x[/]: 2 stages" in out and "[bold]s[/]" in out and "[/x]" in out
+    assert "x[/]: 2 stages" in out and "[/x]" in out
 
 
 def test_schema_messages_stay_one_short_line(bundle_dir: Path) -> None:
@@ -144,4 +144,22 @@ def test_sections_inspect_prints_are_complete(bundle_of, change) -> None:  # typ
     change(manifest)
     _write(bundle_dir, json.dumps(manifest))
     with pytest.raises(BundleError, match="manifest field (quantization|verification)"):
+        load_bundle(bundle_dir)
+
+
+def test_markup_in_manifest_text_does_not_crash_thresholds(
+        bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    update_manifest(load_bundle(bundle_dir), lambda m: m["exits"][0]["policy"].update(
+        method="[/]"))
+    code, out, err = run_cli(capsys, "thresholds", str(bundle_dir))
+    assert code == 0, err
+    assert "[/]" in out
+
+
+def test_stage_names_are_eedge_names(bundle_dir: Path) -> None:
+    """eedge names stages itself; markup in one crashed `eedge profile`'s table."""
+    manifest = json.loads((bundle_dir / MANIFEST_NAME).read_text())
+    manifest["stages"][0]["name"] = "[/]stage0"
+    _write(bundle_dir, json.dumps(manifest))
+    with pytest.raises(BundleError, match="stages/0/name is invalid"):
         load_bundle(bundle_dir)
