@@ -35,6 +35,10 @@ _TEXT = {"type": "string", "maxLength": MAX_TEXT}
 # names are printed and written into generated C comments and tables: no control characters
 _NAME = {"type": "string", "minLength": 1, "maxLength": 1024,
          "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+# the model name becomes a C string literal (codegen), a Triton model directory and a URL
+# path segment (split): no control characters, quotes, backslashes or path separators
+_MODEL_NAME = {"type": "string", "minLength": 1, "maxLength": 256,
+               "pattern": '^[^\\x00-\\x1f\\x7f"\\\\/]+$'}
 _FILE_NAME = {"type": "string", "maxLength": 255, "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"}
 _STAGE_NAME = {**_FILE_NAME, "maxLength": 64}  # eedge names stages (stage0, ...) and their files
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -118,7 +122,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["name", "source_format", "source_sha256", "opset", "file"],
             "properties": {
-                "name": _NAME,
+                "name": _MODEL_NAME,
                 "source_format": {"enum": ["onnx", "torch", "tflite"]},
                 "source_sha256": _SHA256,
                 "opset": {"type": "integer", "minimum": 0, "maximum": 1000},

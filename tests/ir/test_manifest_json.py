@@ -163,3 +163,13 @@ def test_stage_names_are_eedge_names(bundle_dir: Path) -> None:
     _write(bundle_dir, json.dumps(manifest))
     with pytest.raises(BundleError, match="stages/0/name is invalid"):
         load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize("name", ['x"\n#include "/etc/passwd', "../../elsewhere", "a\\b"])
+def test_model_names_cannot_escape_c_strings_or_directories(bundle_dir: Path, name: str) -> None:
+    """codegen writes `#define EEDGE_MODEL_NAME "<name>"`; split --triton makes a directory."""
+    manifest = json.loads((bundle_dir / MANIFEST_NAME).read_text())
+    manifest["model"]["name"] = name
+    _write(bundle_dir, json.dumps(manifest))
+    with pytest.raises(BundleError, match="model/name is invalid"):
+        load_bundle(bundle_dir)
