@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-import numpy as np
 import onnx
-from onnx import helper
 
 from eedge.errors import ModelError
+from eedge.frontends.onnx_tensors import expected_bytes
 
 
 def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -46,6 +45,9 @@ def _data_file(location: str, tensor: str, model_dir: Path) -> Path:
     if not location:
         raise ModelError(f"tensor {tensor!r} is stored externally but names no file; export "
                          "the model again")
+    if "\x00" in location:
+        raise ModelError(f"tensor {tensor!r} names its data file with a NUL character; the "
+                         "model file is corrupted")
     if PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute() \
             or PureWindowsPath(location).drive:
         raise ModelError(f"tensor {tensor!r} stores its data at the absolute path "
@@ -64,10 +66,7 @@ def _data_file(location: str, tensor: str, model_dir: Path) -> Path:
 
 
 def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
-    if tensor.data_type == onnx.TensorProto.STRING:
-        return None
-    itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+    return expected_bytes(tensor)  # unknown types and absurd dims are a ModelError
 
 
 def embed_external_data(model: onnx.ModelProto, model_dir: Path) -> None:

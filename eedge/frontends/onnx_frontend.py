@@ -29,6 +29,7 @@ from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_sh
                                         infer_with_batch, make_batch_symbolic)
 from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
 from eedge.frontends.onnx_external_data import embed_external_data
+from eedge.frontends.onnx_tensors import check_tensor_data
 from eedge.frontends.ops import SUPPORTED_OPS
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 
@@ -162,8 +163,26 @@ def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo | None:
             dims.append(d.dim_param)
         else:
             dims.append("?")
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"tensor {value.name[:80]!r} has element type {ttype.elem_type}, "
+                         "which ONNX does not define; the model file is corrupted") from None
     return TensorInfo(value.name, tuple(dims), dtype)
+
+
+_AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+
+
+def _check_auto_pad(node: onnx.NodeProto, attrs: Mapping[str, Any]) -> None:
+    """ONNX Runtime refuses these at load; refuse them at the door, as a model error."""
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad not in _AUTO_PADS:
+        raise ModelError(f"node {node.name[:80]!r} ({node.op_type}) has auto_pad "
+                         f"{str(auto_pad)[:40]!r}; ONNX allows {', '.join(_AUTO_PADS)}")
+    if auto_pad != "NOTSET" and "pads" in attrs:
+        raise ModelError(f"node {node.name[:80]!r} ({node.op_type}) has both auto_pad "
+                         f"{auto_pad} and pads; ONNX allows one of them")
 
 
 def _check_supported(nodes: Sequence[onnx.NodeProto]) -> None:
@@ -242,6 +261,7 @@ def import_onnx(model: onnx.ModelProto,
                 name: str = "model") -> OnnxImport:
     """Normalize an ONNX model (outputs = exits) and convert it into a :class:`Graph`."""
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never mutate the caller's
+    check_tensor_data(model)
     notes: list[str] = []
     opsets = {o.domain: o.version for o in model.opset_import}
     opset = next((opsets[d] for d in DEFAULT_DOMAINS if d in opsets), None)
@@ -303,8 +323,9 @@ def _model_to_graph(model: onnx.ModelProto, opset: int, name: str) -> Graph:
         if node.op_type == "Constant":
             constants[node.output[0]] = _constant_value(node)
             continue
-        nodes.append(Node(node.name, node.op_type, list(node.input), list(node.output),
-                          _attribute_values(node)))
+        attrs = _attribute_values(node)
+        _check_auto_pad(node, attrs)
+        nodes.append(Node(node.name, node.op_type, list(node.input), list(node.output), attrs))
 
     tensors: dict[str, TensorInfo] = {}
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -314,6 +335,10 @@ def _model_to_graph(model: onnx.ModelProto, opset: int, name: str) -> Graph:
     inputs = [tensors[i.name] for i in graph.input if i.name not in constants]
     if not inputs:
         raise ModelError("the ONNX model has no inputs")
+    for info in inputs:
+        if any(isinstance(d, int) and d < 1 for d in info.shape):
+            raise ModelError(f"input {info.name[:80]!r} has shape {list(info.shape)[:8]}; "
+                             "dimensions must be positive (or a symbolic batch)")
     exits = [o.name for o in graph.output]
     if not exits:
         raise ModelError("the ONNX model has no outputs; its outputs must be the exits")
