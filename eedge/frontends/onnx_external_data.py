@@ -75,7 +75,11 @@ def embed_external_data(model: onnx.ModelProto, model_dir: Path) -> None:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
-        path = _data_file(info.get("location", ""), tensor.name, model_dir)
+        location = info.get("location", "")
+        if not isinstance(location, str):  # protobuf hands back bytes that are not UTF-8
+            raise ModelError(f"tensor {tensor.name!r} names its data file with bytes that are "
+                             "not UTF-8; the model file is corrupted")
+        path = _data_file(location, tensor.name, model_dir)
         try:
             offset = int(info.get("offset", 0))
             length = int(info["length"]) if "length" in info else None
@@ -83,7 +87,8 @@ def embed_external_data(model: onnx.ModelProto, model_dir: Path) -> None:
             raise ModelError(f"tensor {tensor.name!r} has a malformed external data offset "
                              "or length; export the model again") from None
         size = path.stat().st_size
-        if offset < 0 or (length is not None and (length < 0 or offset + length > size)):
+        if offset < 0 or offset > size or (length is not None and
+                                           (length < 0 or offset + length > size)):
             raise ModelError(f"tensor {tensor.name!r} lies outside {path.name} "
                              f"({size} bytes); the data file is truncated or belongs to "
                              "another export")

@@ -29,12 +29,14 @@ from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_sh
                                         infer_with_batch, make_batch_symbolic)
 from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
 from eedge.frontends.onnx_external_data import embed_external_data
-from eedge.frontends.onnx_tensors import check_tensor_data
+from eedge.frontends.onnx_tensors import check_tensor_data, check_text_fields
 from eedge.frontends.ops import SUPPORTED_OPS
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 MIN_OPSET = 13
+MAX_INPUT_DIM = 1 << 24  # the bundle manifest's bound on a dimension
+MAX_NAME = 1024          # the bundle manifest's bound on a tensor name
 
 
 @dataclass
@@ -64,6 +66,7 @@ def read_onnx_file(path: Path) -> onnx.ModelProto:
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise ModelError(f"{path} is not a valid ONNX file ({type(exc).__name__}); "
                          "export the model again or pass the right file") from exc
+    check_text_fields(model)
     embed_external_data(model, path.parent)
     return model
 
@@ -267,6 +270,9 @@ def import_onnx(model: onnx.ModelProto,
     opset = next((opsets[d] for d in DEFAULT_DOMAINS if d in opsets), None)
     if opset is None:
         raise ModelError("the ONNX model imports no standard operator set; it cannot be read")
+    if opset > onnx.defs.onnx_opset_version():
+        raise ModelError(f"the model imports operator set {opset}; this onnx knows up to "
+                         f"{onnx.defs.onnx_opset_version()}: export it with an older opset")
     if opset < MIN_OPSET:
         model = _convert_opset(model, opset)
         notes.append(f"the model uses opset {opset}; eedge converted it to opset {MIN_OPSET} "
@@ -283,6 +289,7 @@ def import_onnx(model: onnx.ModelProto,
     stripped = strip_exit_softmax(model)
     notes += [s.note() for s in stripped]
     _check_supported(model.graph.node)
+    _check_names(model.graph)
     if input_shapes:
         _apply_input_shapes(model, input_shapes)
         del model.graph.value_info[:]  # stale shapes would contradict the new input shape
@@ -339,6 +346,13 @@ def _model_to_graph(model: onnx.ModelProto, opset: int, name: str) -> Graph:
         if any(isinstance(d, int) and d < 1 for d in info.shape):
             raise ModelError(f"input {info.name[:80]!r} has shape {list(info.shape)[:8]}; "
                              "dimensions must be positive (or a symbolic batch)")
+        if any(isinstance(d, int) and d > MAX_INPUT_DIM for d in info.shape):
+            raise ModelError(f"input {info.name[:80]!r} has shape {list(info.shape)[:8]}; "
+                             f"dimensions above {MAX_INPUT_DIM} are not supported")
+        if any(not isinstance(d, int) for d in info.shape[1:]):
+            raise ModelError(f"input {info.name[:80]!r} has shape {list(info.shape)[:8]}; only "
+                             "the batch (first) dimension may be symbolic: pass --input-shape")
+    _check_conv_groups(nodes, tensors, constants)
     exits = [o.name for o in graph.output]
     if not exits:
         raise ModelError("the ONNX model has no outputs; its outputs must be the exits")
@@ -351,6 +365,33 @@ def _model_to_graph(model: onnx.ModelProto, opset: int, name: str) -> Graph:
                              "must be (batch, classes) logits, one per exit")
     return Graph(name=name, inputs=inputs, exits=exits, nodes=nodes, constants=constants,
                  tensors=tensors, opset=opset, ir_version=model.ir_version)
+
+
+def _check_names(graph: onnx.GraphProto) -> None:
+    """Tensor names go into the manifest and generated C: bounded, no control characters."""
+    names = [v.name for v in list(graph.input) + list(graph.output)]
+    names += [name for node in graph.node for name in node.output]
+    for name in names:
+        if len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ModelError(f"tensor name {name[:40]!r}... has control characters or is over "
+                             f"{MAX_NAME} characters; rename it in the model")
+
+
+def _check_conv_groups(nodes: Sequence[Node], tensors: Mapping[str, TensorInfo],
+                       constants: Mapping[str, np.ndarray]) -> None:
+    """ONNX shape inference does not check `group`; ONNX Runtime fails at run time."""
+    for node in nodes:
+        if node.op_type != "Conv" or len(node.inputs) < 2 or node.inputs[1] not in constants:
+            continue
+        weight = constants[node.inputs[1]]
+        x = tensors.get(node.inputs[0])
+        group = node.attrs.get("group", 1)
+        if x is None or weight.ndim < 3 or len(x.shape) < 2 or not isinstance(x.shape[1], int):
+            continue
+        if not isinstance(group, int) or group < 1 or weight.shape[0] % group or \
+                x.shape[1] != weight.shape[1] * group:
+            raise ModelError(f"Conv {node.name[:80]!r}: group {str(group)[:24]} does not fit "
+                             f"{x.shape[1]} input channels and weights {list(weight.shape)}")
 
 
 def _check_shapes(nodes: Sequence[Node], tensors: Mapping[str, TensorInfo],
@@ -366,6 +407,10 @@ def _check_shapes(nodes: Sequence[Node], tensors: Mapping[str, TensorInfo],
                 raise ModelError(f"cannot infer a static shape for tensor {out!r} (node "
                                  f"{node.name!r}, {node.op_type}): got {shape}; pass "
                                  "--input-shape with fixed dimensions")
+            if any(isinstance(d, int) and d < 1 for d in info.shape):
+                raise ModelError(f"tensor {out[:80]!r} (node {node.name[:80]!r}, "
+                                 f"{node.op_type}) has shape {list(info.shape)[:8]}: an empty "
+                                 "dimension; check the kernel, stride, dilation and pads")
 
 
 def load_onnx(path: Path, input_shapes: Mapping[str | None, tuple[Dim, ...]] | None = None

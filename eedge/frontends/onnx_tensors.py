@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from onnx import helper, numpy_helper
 
 from eedge.errors import ModelError
@@ -86,9 +88,32 @@ def check_tensor_data(model: onnx.ModelProto) -> None:
                 raise ModelError(f"{_where(tensor)} holds {len(tensor.raw_data)} bytes of data "
                                  f"but its dims {list(tensor.dims)[:8]} and type need "
                                  f"{expected}; the model file is corrupted")
-            continue
         try:
-            numpy_helper.to_array(tensor)
+            values = numpy_helper.to_array(tensor)
         except Exception as exc:  # typed fields of the wrong length, bad encodings
             raise ModelError(f"{_where(tensor)} cannot be decoded ({type(exc).__name__}: "
                              f"{str(exc)[:120]}); the model file is corrupted") from None
+        if values.dtype.kind in "fc" and np.isnan(values).any():
+            raise ModelError(f"{_where(tensor)} holds NaN values; the model's weights are "
+                             "broken (check the training run or the file)")
+
+
+def _check_strings(message: Message, depth: int = 0) -> None:
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            for text in (value if field.label == FieldDescriptor.LABEL_REPEATED else [value]):
+                if not isinstance(text, str):
+                    raise UnicodeDecodeError("utf-8", bytes(text), 0, 1, "not text")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and depth < 64:
+            items = value if field.label == FieldDescriptor.LABEL_REPEATED else [value]
+            for item in items:
+                _check_strings(item, depth + 1)
+
+
+def check_text_fields(model: onnx.ModelProto) -> None:
+    """Every string field is UTF-8 text (protobuf hands back bytes or raises on access)."""
+    try:
+        _check_strings(model)
+    except UnicodeDecodeError:
+        raise ModelError("the ONNX file holds a name or attribute that is not UTF-8 text; the "
+                         "file is corrupted: export the model again") from None

@@ -68,7 +68,41 @@ def _auto_pad(value: str) -> Edit:
     return edit
 
 
+def _group(value: int) -> Edit:
+    def edit(m: onnx.ModelProto) -> None:
+        m.graph.node[0].attribute.append(helper.make_attribute("group", value))
+    return edit
+
+
+def _symbolic_channels(m: onnx.ModelProto) -> None:
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "M"
+
+
+def _dilation(m: onnx.ModelProto) -> None:
+    m.graph.node[0].attribute.append(helper.make_attribute("dilations", [7, 7]))
+
+
+def _nan_weight(m: onnx.ModelProto) -> None:
+    init = _init(m, "c1.w")
+    init.raw_data = b"\x00\x00\xc0\x7f" + init.raw_data[4:]
+
+
+def _opset(m: onnx.ModelProto) -> None:
+    m.opset_import[0].version = 99
+
+
+def _long_name(m: onnx.ModelProto) -> None:
+    m.graph.output[2].name = m.graph.node[-1].output[0] = "x" * 5000
+
+
 @pytest.mark.parametrize("edit, message", [
+    (_group(1 << 40), r"group 1099511627776 does not fit 1 input channels and weights \[4, 1"),
+    (_symbolic_channels, "only the batch .* may be symbolic"),
+    (_dilation, r"has shape \[.*, 4, -4, -4\]: an empty dimension"),
+    (_nan_weight, "'c1.w' holds NaN values"),
+    (_input_dim(1 << 40), "dimensions above 16777216"),
+    (_opset, "imports operator set 99"),
+    (_long_name, "over 1024 characters"),
     (_longer, r"'c2.b' holds 40 bytes of data but its dims \[8\] and type need 32"),
     (_odd_length, "holds 17 bytes"),
     (_double, "holds 2304 bytes of data but its dims .* need 4608"),
@@ -109,3 +143,38 @@ def test_export_cli_gives_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert exc.value.code == ModelError.exit_code and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and "c2.b" in err
+
+
+def test_offset_past_the_end_without_length(tmp_path: Path) -> None:
+    """Was `ValueError: read length must be non-negative or -1`."""
+    model = tiny_cnn()
+    init = _init(model, "c0.b")
+    (tmp_path / "data.bin").write_bytes(init.raw_data)
+    init.ClearField("raw_data")
+    init.data_location = TensorProto.EXTERNAL
+    init.external_data.add(key="location", value="data.bin")
+    init.external_data.add(key="offset", value=str(1 << 40))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelError, match="lies outside data.bin"):
+        read_onnx_file(path)
+
+
+@pytest.mark.parametrize("field", ["name", "location"])
+def test_text_that_is_not_utf8(tmp_path: Path, field: str) -> None:
+    """Bit flips in names: UnicodeDecodeError / `bytes-like object is required` (exit 1)."""
+    model = tiny_cnn()
+    if field == "location":
+        init = _init(model, "c0.b")
+        init.ClearField("raw_data")
+        init.data_location = TensorProto.EXTERNAL
+        init.external_data.add(key="location", value="dataXbin")
+        marker = b"dataXbin"
+    else:
+        model.graph.node[1].name = "nodeXname"
+        marker = b"nodeXname"
+    data = model.SerializeToString().replace(marker, marker.replace(b"X", b"\xd1"))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ModelError, match="not UTF-8"):
+        import_onnx(read_onnx_file(path))

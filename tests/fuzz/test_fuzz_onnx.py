@@ -44,7 +44,7 @@ def _external(model: onnx.ModelProto, rng: random.Random, case: Path) -> str:
     if location in ("data.bin", "link.bin"):
         raw = init.raw_data or np.zeros(1, np.float32).tobytes()
         (case / "data.bin").write_bytes(raw[:rng.choice([0, 3, len(raw)])] + b"\x00" * 8)
-        if location == "link.bin":
+        if location == "link.bin" and not (case / "link.bin").is_symlink():
             os.symlink(case.parent / SECRET, case / "link.bin")
     init.ClearField("raw_data")
     del init.float_data[:]
@@ -89,6 +89,8 @@ def _initializer(model: onnx.ModelProto, rng: random.Random) -> str:
 def _graph(model: onnx.ModelProto, rng: random.Random) -> str:
     g = model.graph
     nodes = list(g.node)
+    if not nodes:
+        return "graph: no node left"
     node = rng.choice(nodes)
     how = rng.choice(["self-cycle", "cycle", "unknown-op", "domain", "drop-node", "dup-output",
                       "rename-input", "no-outputs", "bad-output", "dup-graph-output",
@@ -138,6 +140,8 @@ def _graph(model: onnx.ModelProto, rng: random.Random) -> str:
 
 def _attribute(model: onnx.ModelProto, rng: random.Random) -> str:
     convs = [n for n in model.graph.node if n.attribute]
+    if not convs:
+        return "attribute: no node with attributes left"
     node = rng.choice(convs)
     name = rng.choice(["strides", "pads", "kernel_shape", "group", "dilations", "axis",
                        "transB", "auto_pad", "alpha"])
@@ -152,6 +156,8 @@ def _attribute(model: onnx.ModelProto, rng: random.Random) -> str:
 
 def _signature(model: onnx.ModelProto, rng: random.Random) -> str:
     how = rng.choice(["input-dims", "input-type", "opset", "ir", "no-input", "two-inputs"])
+    if not model.graph.input:
+        return "signature: no input left"
     x = model.graph.input[0]
     if how == "input-dims":
         dims = x.type.tensor_type.shape.dim
@@ -204,8 +210,11 @@ def build_case(base: onnx.ModelProto, rng: random.Random, case: Path) -> str:
     for _ in range(rng.choice([1, 1, 1, 2, 3])):
         mutation: Any = rng.choices([_external, _initializer, _graph, _attribute, _signature],
                                     weights=[2, 3, 4, 2, 2])[0]
-        notes.append(mutation(model, rng, case) if mutation is _external
-                     else mutation(model, rng))
+        try:
+            notes.append(mutation(model, rng, case) if mutation is _external
+                         else mutation(model, rng))
+        except (IndexError, ValueError) as exc:  # an earlier mutation left nothing to aim at
+            notes.append(f"{mutation.__name__} skipped ({type(exc).__name__})")
     data = model.SerializeToString()
     if rng.random() < 0.25:
         data, note = _bytes(data, rng)
