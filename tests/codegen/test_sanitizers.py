@@ -230,6 +230,10 @@ def test_build_command_sanitize(capsys: pytest.CaptureFixture[str], bundle_root:
     report = json.loads(out)
     assert report["sanitizers"] == ["address", "undefined"]
     assert Path(report["binary"]).name == "model-sanitized" and Path(report["binary"]).is_file()
+    makefile = host / "Makefile"  # a project generated before `make sanitize` existed
+    makefile.write_text(makefile.read_text().split("\nsanitize:")[0] + "\n")
+    code, _, err = run_cli(capsys, "build", str(host), "--sanitize")
+    assert code == 7 and "without a sanitizer build; run `eedge codegen` again" in err
     mcu = tmp_path / "mcu"
     code, _, err = run_cli(capsys, "codegen", str(bundle.path), "--target", "qemu-cortex-m4",
                            "--out", str(mcu))
