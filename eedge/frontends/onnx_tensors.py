@@ -96,6 +96,19 @@ def check_tensor_data(model: onnx.ModelProto) -> None:
         if values.dtype.kind in "fc" and np.isnan(values).any():
             raise ModelError(f"{_where(tensor)} holds NaN values; the model's weights are "
                              "broken (check the training run or the file)")
+    _check_infinite_initializers(model.graph)
+
+
+def _check_infinite_initializers(graph: onnx.GraphProto) -> None:
+    """inf is a weight only as a Clip bound (clamp without a limit); anywhere else it is broken."""
+    bounds = {name for node in graph.node if node.op_type == "Clip" for name in node.input[1:]}
+    for tensor in graph.initializer:
+        if tensor.name in bounds or tensor.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if values.dtype.kind in "fc" and np.isinf(values).any():
+            raise ModelError(f"{_where(tensor)} holds infinite values; the model's weights are "
+                             "broken (check the training run or the file)")
 
 
 def _check_strings(message: Message, depth: int = 0) -> None:

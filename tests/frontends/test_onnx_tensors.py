@@ -87,6 +87,11 @@ def _nan_weight(m: onnx.ModelProto) -> None:
     init.raw_data = b"\x00\x00\xc0\x7f" + init.raw_data[4:]
 
 
+def _inf_weight(m: onnx.ModelProto) -> None:
+    init = _init(m, "c1.w")
+    init.raw_data = b"\x00\x00\x80\x7f" + init.raw_data[4:]
+
+
 def _opset(m: onnx.ModelProto) -> None:
     m.opset_import[0].version = 99
 
@@ -100,6 +105,7 @@ def _long_name(m: onnx.ModelProto) -> None:
     (_symbolic_channels, "only the batch .* may be symbolic"),
     (_dilation, r"has shape \[.*, 4, -4, -4\]: an empty dimension"),
     (_nan_weight, "'c1.w' holds NaN values"),
+    (_inf_weight, "'c1.w' holds infinite values"),  # was "not finite on the calibration data"
     (_input_dim(1 << 40), "dimensions above 16777216"),
     (_opset, "imports operator set 99"),
     (_long_name, "over 1024 characters"),
