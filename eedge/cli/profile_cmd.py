@@ -74,14 +74,12 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
         if y is not None:
             samples = len(x) if x.ndim == len(loaded.manifest["inputs"][0]["shape"]) else 1
             y = check_labels(y, [e["num_classes"] for e in loaded.exits], str(data), samples)
+    exits = parse_rates(exit_rates, len(loaded.exits)) if exit_rates is not None else None
     sample = x if x is not None else random_sample(loaded)
     with progress(f"profiling on {target.name}", quiet=as_json) as shown:
         profiles = profile_target(loaded, target, sample, runtime, threads, warmup, repeats,
                                   shown.say, shown.tick)
-        exits = None
-        if exit_rates is not None:
-            exits = parse_rates(exit_rates, len(loaded.exits))
-        elif x is not None:
+        if exits is None and x is not None:
             decider = "int8-reference" if profiles.unit in ("instructions", "cycles") else (
                 runtime or default_runtime(loaded.manifest))
             exits = exit_statistics(loaded, decider, x, y, shown.say, shown.tick)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -58,7 +59,8 @@ def _read_header(stream: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, 
         else:
             raise InputDataError(f"{where} has .npy format version {version}; eedge reads "
                                  "versions 1.0 and 2.0 (np.save writes them)")
-    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as exc:
+    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError, KeyError,
+            tokenize.TokenError, RecursionError, MemoryError) as exc:  # numpy parses the text
         raise InputDataError(f"{where} has a malformed .npy header ({_first_line(exc)}); "
                              "save it again with np.save") from None
     dtype = np.dtype(dtype)
@@ -180,6 +182,9 @@ def load_optional(path: Path, key: str) -> np.ndarray | None:
 
 def check_samples(array: np.ndarray, where: str, key: str = "x") -> None:
     """Refuse an array with no samples (or samples with no values) in one line."""
+    if array.ndim == 0:
+        raise InputDataError(f"{key} ({where}) is a single number, not an array of samples; "
+                             "save the samples (N, ...) with np.save or np.savez")
     if array.size == 0:
         raise InputDataError(f"no samples in {key} ({where}, shape {list(array.shape)}); "
                              "pass at least one sample")

@@ -329,7 +329,8 @@ def _dequantize(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.n
 
 def quantize_input(x: np.ndarray, params: QuantParams) -> np.ndarray:
     """Float input -> int8 exactly as a QUANTIZE op would (what runtimes feed stages)."""
-    scaled = _to_int64(round_half_away_f32(np.asarray(x, F32) / F32(scale_of(params))))
+    with np.errstate(over="ignore", invalid="ignore"):  # 3e38 / 0.01 saturates, silently
+        scaled = _to_int64(round_half_away_f32(np.asarray(x, F32) / F32(scale_of(params))))
     return np.clip(scaled + zero_point_of(params), -128, 127).astype(np.int8)
 
 

@@ -298,9 +298,12 @@ class Cascade:
         logits: dict[int, np.ndarray] = {}
         for stage in self.stages:
             self._run_stage(stage["index"], store)
-            if stage["exit"] is not None:
-                logits[stage["exit"]] = (store[self.io[stage["index"]]["outputs"][0]["name"]]
-                                         if raw else self._exit_logits(stage["index"], store))
+            if stage["exit"] is not None and raw:
+                values = store[self.io[stage["index"]]["outputs"][0]["name"]]
+                self._check_logits(values, stage["index"], np.arange(len(values)))
+                logits[stage["exit"]] = values
+            elif stage["exit"] is not None:
+                logits[stage["exit"]] = self._exit_logits(stage["index"], store)
         return [logits[k] for k in range(len(self.exits))]
 
     def infer(self, x: np.ndarray | Mapping[str, np.ndarray],
