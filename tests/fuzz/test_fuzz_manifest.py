@@ -8,7 +8,8 @@ non-UTF-8 bytes, broken cross-references, swapped stage files) and, in about
 half the cases, re-signs the file checksums so the mutation reaches past the
 checksum check. Then ``inspect``, ``thresholds`` (show), ``run`` (ONNX Runtime
 and eedge's int8 reference), ``calibrate --dry-run``, ``evaluate`` and
-``codegen --target host`` must each end in a one-line error or a normal answer (see harness.py).
+``codegen --target host`` must each end in a one-line error or a normal answer
+(see harness.py).
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
+from fuzz.digits_bundle import build_digits_bundle
 from fuzz.harness import FuzzTally, check_cli_case, seeds
 
 pytestmark = pytest.mark.fuzz
 
-SAMPLES = 8  # rows of the case data: enough for calibrate/evaluate, and their search stays small
+SAMPLES = 8  # rows of the case data: enough for calibrate and evaluate
+# calibrate's threshold search costs about a second on each case whose manifest stays valid
+# (a 101 x 101 grid for two deciding exits), so the bounded default is smaller than the
+# harness's; EEDGE_FUZZ_CASES (make fuzz) sets the count as for every fuzz test
+DEFAULT_CASES = 25
 
 
 @dataclass(frozen=True)
@@ -42,44 +47,13 @@ class Pristine:
     manifest: dict[str, Any]
 
 
-def _build_bundle(out: Path) -> None:
-    """The demo's digits CNN (seeded, untrained: the numbers don't matter here).
-
-    The legacy TorchScript exporter takes a fraction of a second where the dynamo
-    export of ``eedge demo`` takes several, so the fuzz file stays inside its budget;
-    the bundle has the same structure (ONNX, float and int8 TFLite stages, 3 exits).
-    """
-    import torch
-
-    from eedge.examples.demo import load_digits_splits, seed_everything
-    from eedge.examples.digits_model import build_model
-    from eedge.export import export_onnx
-    from eedge.ir.bundle import load_bundle
-    from eedge.policies.apply import write_thresholds
-
-    data = load_digits_splits(seed=0)
-    seed_everything(0)
-    model = build_model().eval()
-    onnx_path = out / "digits.onnx"
-    torch.onnx.export(model, (torch.from_numpy(data.x_val[:2]),), str(onnx_path), dynamo=False,
-                      input_names=["input"], output_names=["exit0", "exit1", "exit2"],
-                      dynamic_axes={"input": {0: "batch"}}, opset_version=17)
-    result = export_onnx(onnx_path, out / "bundle", formats=("onnx", "tflite"), int8=True,
-                         calibration=data.x_train[:64])
-    write_thresholds(load_bundle(result.bundle.path), [0.3, 0.2, None], "fuzz fixture")
-    np.savez(out / "data.npz", x=data.x_test[:SAMPLES], y=data.y_test[:SAMPLES])
-    onnx_path.unlink()
-
-
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
     root = tmp_path_factory.mktemp("fuzz-manifest")
-    (root / "pristine").mkdir()
-    _build_bundle(root / "pristine")
-    bundle = root / "pristine" / "bundle"
+    bundle, data = build_digits_bundle(root / "pristine", samples=SAMPLES)
     manifest = json.loads((bundle / "manifest.json").read_text())
     (root / "cases").mkdir()
-    return Pristine(root, bundle, root / "pristine" / "data.npz", manifest)
+    return Pristine(root, bundle, data, manifest)
 
 
 # --- JSON with things json.dumps cannot write: raw literals and duplicate keys ----------
@@ -404,7 +378,7 @@ def _commands(bundle: Path, data: Path, case_dir: Path) -> list[list[str]]:
 def test_fuzz_manifest(pristine: Pristine, capsys: pytest.CaptureFixture[str]) -> None:
     tally = FuzzTally("manifest")
     started = time.perf_counter()
-    for index, rng in enumerate(seeds("manifest")):
+    for index, rng in enumerate(seeds("manifest", DEFAULT_CASES)):
         case_dir = pristine.root / "cases" / f"case{index}"
         bundle = case_dir / "bundle"
         shutil.copytree(pristine.bundle, bundle)
