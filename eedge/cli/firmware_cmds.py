@@ -88,7 +88,8 @@ def codegen(source: Path, target_name: str, out: Path, opt: str, dsp: bool | Non
 def size_report(project_path: Path, sanitize: bool = False) -> dict:
     """Build a project and check it against its target's flash and RAM.
 
-    ``sanitize`` builds the host binary with ASan and UBSan instead (host projects only).
+    ``sanitize`` builds with the sanitizers instead: ASan and UBSan on the host, UBSan
+    in trap mode for microcontrollers.
     """
     from eedge.codegen.project import STACK_BYTES, GeneratedProject
     from eedge.codegen.toolchain import build
@@ -99,7 +100,8 @@ def size_report(project_path: Path, sanitize: bool = False) -> dict:
     report = {"project": str(project_path), "target": target.name, "binary": str(result.binary),
               "arena_bytes": project.arena_bytes, "weight_bytes": project.weight_bytes}
     if sanitize:
-        report["sanitizers"] = ["address", "undefined"]
+        report["sanitizers"] = (["address", "undefined"] if project.port == "host"
+                                else ["undefined (trap)"])
     if project.port != "host":
         ram = result.data_bytes + result.bss_bytes + STACK_BYTES
         test_bytes = project.test_inputs * project.input_bytes
@@ -125,8 +127,8 @@ def size_report(project_path: Path, sanitize: bool = False) -> dict:
 @click.command("build")
 @click.argument("project", type=click.Path(path_type=Path))
 @click.option("--sanitize", is_flag=True,
-              help="Host projects: build build/model-sanitized with AddressSanitizer and "
-                   "UBSan (reads samples on stdin like build/model).")
+              help="Build with sanitizers: host projects get build/model-sanitized (ASan and "
+                   "UBSan), firmware build/firmware-sanitized.elf (UBSan, trapping).")
 @json_option
 @debug_option
 def build_cmd(project: Path, sanitize: bool, as_json: bool) -> None:

@@ -45,6 +45,9 @@ MAX_STAGES = 16  # EEDGE_MAX_STAGES in runtime/include/eedge/runtime.h
 SANITIZE_FLAGS = ("-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined "
                   "-fno-sanitize-recover=all")
 SANITIZED_BINARY = "build/model-sanitized"
+# Microcontroller ports: UBSan alone, trapping (ASan needs an OS); the DSP kernels are covered.
+MCU_SANITIZE_FLAGS = "-fsanitize=undefined -fsanitize-undefined-trap-on-error"
+SANITIZED_ELF = "build/firmware-sanitized.elf"
 # (flash, RAM) origins: QEMU's MPS2 maps code at 0; STM32 parts put flash at 0x08000000
 MEMORY_ORIGINS = {"qemu-mps2": ("0x00000000", "0x20000000"),
                   "cortex-m-generic": ("0x08000000", "0x20000000")}
@@ -376,14 +379,27 @@ CFLAGS = {common} $(ARCH) -ffunction-sections -fdata-sections{defines}
 LDFLAGS = {ldflags}
 SOURCES = {sources} $(BOARD_SOURCES)
 
-build/firmware.elf: $(SOURCES) $(wildcard *.h runtime/include/eedge/*.h port/*.h)
+SANITIZE_FLAGS = {MCU_SANITIZE_FLAGS}
+SANITIZED_LDFLAGS = $(subst firmware.map,firmware-sanitized.map,$(LDFLAGS))
+HEADERS = $(wildcard *.h runtime/include/eedge/*.h port/*.h)
+
+build/firmware.elf: $(SOURCES) $(HEADERS)
 \tmkdir -p build
 \t$(CC) $(CFLAGS) $(SOURCES) $(LDFLAGS) -o $@
 \t$(SIZE) $@
 
+# `make sanitize`: UBSan in trap mode (no runtime library on bare metal): undefined
+# behaviour executes a UDF instruction, a fault the harness reports and exits on.
+sanitize: {SANITIZED_ELF}
+
+{SANITIZED_ELF}: $(SOURCES) $(HEADERS)
+\tmkdir -p build
+\t$(CC) $(CFLAGS) $(SANITIZE_FLAGS) $(SOURCES) $(SANITIZED_LDFLAGS) -o $@
+\t$(SIZE) $@
+
 clean:
 \trm -rf build
-.PHONY: clean
+.PHONY: clean sanitize
 """
 
 

@@ -30,7 +30,8 @@ from zoo import example_input
 
 from eedge.codegen.model_source import CodegenModel, load_codegen_model
 from eedge.codegen.project import MAX_STAGES, GeneratedProject, generate_project
-from eedge.codegen.toolchain import RunResult, build, run_host, sanitizer_findings
+from eedge.codegen.toolchain import (RunResult, build, run_host, run_qemu,
+                                     sanitizer_findings)
 from eedge.errors import ModelError, TargetError, ToolchainError
 from eedge.export import export_onnx
 from eedge.policies.fixed_point import int8_probabilities, int8_score
@@ -238,8 +239,11 @@ def test_build_command_sanitize(capsys: pytest.CaptureFixture[str], bundle_root:
     code, _, err = run_cli(capsys, "codegen", str(bundle.path), "--target", "qemu-cortex-m4",
                            "--out", str(mcu))
     assert code == 0, err
-    code, _, err = run_cli(capsys, "build", str(mcu), "--sanitize")
-    assert code == 7 and "sanitizer builds run on the host" in err
+    code, out, err = run_cli(capsys, "build", str(mcu), "--sanitize", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["sanitizers"] == ["undefined (trap)"]
+    assert Path(report["binary"]).name == "firmware-sanitized.elf"
 
 
 def deep_mlp(exits: int, classes: int = 3, width: int = 8) -> onnx.ModelProto:
@@ -360,3 +364,31 @@ def test_clang_builds_the_generated_c_without_warnings(bundle_root: Path,
         samples = edge_values((project.input_bytes,))
         run = run_host(project, project.path / "build" / "model-sanitized", samples)
         assert_matches_reference(model, samples, SimpleNamespace(run=run))
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None
+                    or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="the Arm toolchain or QEMU is not installed")
+@pytest.mark.parametrize("name", ["residual", "audio1d"])
+def test_dsp_kernels_under_trapping_ubsan_in_qemu(name: str, bundle_root: Path,
+                                                   tmp_path: Path) -> None:
+    """The SMLAD/SXTAB16 paths only build for Cortex-M: UBSan in trap mode covers them
+    (conv and FC in residual, depthwise in audio1d); a finding would fault and exit 3."""
+    model = load_codegen_model(int8_bundle(name, bundle_root).path)
+    shape = user_shape(model)
+    rng = np.random.default_rng(9)
+    q = np.concatenate([rng.integers(-128, 128, (2,) + shape).astype(np.int8),
+                        edge_values(shape)])
+    samples = quantized(model, dequantized(model, q))
+    target = load_target("qemu-cortex-m4")
+    project = generate_project(model, target, tmp_path / "fw", samples, dsp=True)
+    elf = build(project, sanitize=True).binary
+    assert elf.name == "firmware-sanitized.elf"
+    disassembly = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)],
+                                 capture_output=True, text=True, check=True).stdout
+    assert "\tudf\t" in disassembly, "UBSan inserted no trap"
+    try:
+        run = run_qemu(project, target, elf)
+    except ToolchainError as exc:  # a trap ends in the fault handler: exit 3
+        pytest.fail(f"sanitized {name} on the Cortex-M4: {exc}")
+    assert_matches_reference(model, samples, SimpleNamespace(run=run))
