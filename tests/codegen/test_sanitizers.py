@@ -6,9 +6,13 @@ on random int8 inputs and edge values (all -128, all 127, alternating, zero).
 The first finding aborts the binary with a report on stderr, which fails the
 test; the bytes must still equal the reference executor's, so the sanitized
 build checks the same program the plain build ships. Zoo models run with
-thresholds that spread samples over every exit, never exit early and always
-exit first, plus the other exit policies' code (margin with a reject window,
-entropy, the budget controller, a QUTE ensemble with its monitor).
+thresholds that spread samples over every exit (the sequential net also with
+thresholds that never exit early and always exit first), plus the other exit
+policies' code (margin with a reject window, entropy, the budget controller, a
+QUTE ensemble with its monitor). The Cortex-M DSP kernels, which only build for
+Arm, run in QEMU built with UBSan in trap mode. Regression tests for what the
+sanitizers found: more stages than the runtime counts, exits over 256 classes,
+biases that overflow the int32 accumulator, a cut-off last sample on stdin.
 """
 
 from __future__ import annotations
