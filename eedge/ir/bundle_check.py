@@ -115,24 +115,9 @@ def _check_tensor_sizes(manifest: Mapping[str, Any], where: str) -> None:
             raise _fail(where, f"{label} tensor {_name(t['name'])} claims "
                                f"{t['bytes_per_sample']} bytes per sample, but its shape "
                                f"{t['shape']} of {t['dtype']} takes {expected}")
-        quant = t.get("quant")
-        if quant:
-            _check_quant(quant, t, label, where)
-
-
-def _check_quant(quant: Mapping[str, Any], t: Mapping[str, Any], label: str,
-                 where: str) -> None:
-    scales, zero_points, axis = quant["scale"], quant["zero_point"], quant.get("axis")
-    if len(scales) != len(zero_points):
-        raise _fail(where, f"{label} tensor {_name(t['name'])} has {len(scales)} scales but "
-                           f"{len(zero_points)} zero points")
-    if len(scales) > 1 and (axis is None or axis >= len(t["shape"]) or
-                            t["shape"][axis] != len(scales)):
-        raise _fail(where, f"{label} tensor {_name(t['name'])} has {len(scales)} scales that "
-                           f"do not match axis {axis} of shape {t['shape']}")
-    if t["dtype"] != "int8":
-        raise _fail(where, f"{label} tensor {_name(t['name'])} is {t['dtype']} but has int8 "
-                           "quantization parameters")
+        if t.get("quant") and t["dtype"] != "int8":  # the schema allows one scale and zp
+            raise _fail(where, f"{label} tensor {_name(t['name'])} is {t['dtype']} but has int8 "
+                               "quantization parameters")
 
 
 def _check_exits(manifest: Mapping[str, Any], where: str) -> None:
@@ -312,7 +297,6 @@ class FileTensor:
     dtype: str
     scale: tuple[float, ...] = ()         # TFLite quantization; empty when none
     zero_point: tuple[int, ...] = ()
-    axis: int = 0
 
 
 @dataclass(frozen=True)
@@ -415,8 +399,7 @@ def _compare_quant(where: str, what: str, f: FileTensor,
         return
     scales = tuple(float(np.float32(s)) for s in described["scale"])
     zero_points = tuple(int(z) for z in described["zero_point"])
-    same = scales == f.scale and zero_points == f.zero_point and (
-        len(scales) <= 1 or described.get("axis") == f.axis)
+    same = scales == f.scale and zero_points == f.zero_point
     if not same:
         raise _fail(where, f"{what} has scale {_numbers(f.scale)} zero point "
                            f"{_numbers(f.zero_point)} in the file, scale {_numbers(scales)} "
@@ -534,14 +517,12 @@ def _tflite_io(buf: bytearray) -> FileIO:
         q = t.Quantization()
         scale: tuple[float, ...] = ()
         zero_point: tuple[int, ...] = ()
-        axis = 0
         if q is not None and q.ScaleLength():
             scale = tuple(float(s) for s in q.ScaleAsNumpy())
             zero_point = tuple(int(z) for z in q.ZeroPointAsNumpy()) \
                 if q.ZeroPointLength() else ()
-            axis = int(q.QuantizedDimension())
         return FileTensor(name, shape, types.get(t.Type(), f"TFLite type {t.Type()}"), scale,
-                          zero_point, axis)
+                          zero_point)
 
     def indices(length: int, as_numpy: Any) -> list[int]:
         return [int(i) for i in as_numpy()] if length else []

@@ -47,13 +47,15 @@ _DIM = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_DIM},
                    "pattern": "^[^\\x00-\\x1f\\x7f]*$"}]}
 _SHAPE = {"type": "array", "maxItems": MAX_RANK, "items": _DIM}
 _FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+# activations (every tensor a manifest describes) are quantized per tensor: one scale and
+# zero point, as the runtimes read them
 _QUANT = {
     "type": "object",
     "required": ["scale", "zero_point"],
     "properties": {
-        "scale": {"type": "array", "minItems": 1, "maxItems": MAX_DIM,
+        "scale": {"type": "array", "minItems": 1, "maxItems": 1,
                   "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e30}},
-        "zero_point": {"type": "array", "minItems": 1, "maxItems": MAX_DIM,
+        "zero_point": {"type": "array", "minItems": 1, "maxItems": 1,
                        "items": {"type": "integer", "minimum": -128, "maximum": 127}},
         "axis": {"anyOf": [{"type": "null"},
                            {"type": "integer", "minimum": 0, "maximum": MAX_RANK - 1}]},
