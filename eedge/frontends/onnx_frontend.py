@@ -81,9 +81,10 @@ def parse_input_shape(text: str) -> tuple[str | None, tuple[Dim, ...]]:
             raise ModelError(f"bad --input-shape {text!r}: empty dimension; "
                              "write it like 1,1,8,8 or input:N,3,32,32")
         if part.lstrip("-").isdigit():
-            value = int(part)
-            if value <= 0:
-                raise ModelError(f"bad --input-shape {text!r}: dimensions must be positive")
+            value = int(part) if len(part) <= 12 else 1 << 40  # no 5,000-digit int parsing
+            if value <= 0 or value >= 1 << 31:
+                raise ModelError(f"bad --input-shape {text[:60]!r}: dimensions must be "
+                                 f"positive and below 2**31")
             dims.append(value)
         else:
             dims.append(part)

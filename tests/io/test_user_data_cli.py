@@ -181,3 +181,13 @@ def test_cascade_checks_inputs_by_default_and_can_be_told_not_to(made) -> None: 
     assert unchecked.predictions.shape == (1,)
     with pytest.raises(InputDataError, match="threads"):
         Cascade(bundle, threads=0)
+
+
+def test_input_shape_dimensions_are_bounded() -> None:
+    from eedge.errors import ModelError
+    from eedge.frontends.onnx_frontend import parse_input_shape
+
+    for text in ("1" * 5000, "1,1,8," + "9" * 20, "1,-1,8,8", "0,1"):
+        with pytest.raises(ModelError, match="bad --input-shape"):
+            parse_input_shape(text)
+    assert parse_input_shape("x:N,1,8,8") == ("x", ("N", 1, 8, 8))
