@@ -111,8 +111,8 @@ def _derived(node: Node, graph: Graph) -> list[tuple[int, int]]:
             raise _err(f"{node.name}: softmax beta {beta} must be finite and positive")
         k.softmax_multiplier(k.scale_of(k.quant_of(graph, node.inputs[0])), beta)
     elif op in ("RELU", "RELU6", "RELU_N1_TO_1"):
-        ratio = k.F32(k.scale_of(k.quant_of(graph, node.inputs[0]))) / k.F32(k.scale_of(out_q))
-        pairs.append(k.quantize_multiplier(float(ratio)))
+        pairs.append(k.relu_multiplier(op, k.scale_of(k.quant_of(graph, node.inputs[0])),
+                                       k.scale_of(out_q)))
         k.activation_range(op, out_q)
     elif op in ("MEAN", "QUANTIZE") and graph.tensors.get(node.inputs[0]) is not None \
             and graph.tensors[node.inputs[0]].dtype == "int8":
