@@ -392,6 +392,11 @@ def load_tflite(path: Path, exits: Sequence[str] | None = None) -> tuple[Graph, 
     data = path.read_bytes()
     graph, outputs = read_tflite_bytes(data, name=path.stem)
     _check_litert_loads(data, path)
+    for name in outputs:
+        if len(graph.tensors[name].shape) != 2:
+            raise ModelError(f"output {name[:80]!r} of {path.name} has shape "
+                             f"{list(graph.tensors[name].shape)}; the outputs of a .tflite "
+                             "model are its exits: (batch, classes) logits")
     if exits:
         unknown = [e for e in exits if e not in graph.tensors]
         if unknown:

@@ -118,3 +118,19 @@ def test_a_file_litert_refuses_is_a_model_error(tmp_path: Path,
     code, err = _run(capsys, ["export", str(path), "--out", str(tmp_path / "b")])
     assert code == ModelError.exit_code and "LiteRT cannot load" in err, err
     assert not (tmp_path / "b").exists()
+
+
+def test_an_output_that_is_not_logits_is_a_model_error(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """Found by the fuzzer: an output index moved to a 4-D tensor was exported, and only the
+    bundle check after the export refused it (BundleError, exit 4)."""
+    def conv_out_is_an_output(tensors: dict[str, S.TensorT], graph: S.SubGraphT) -> None:
+        graph.outputs = [7, 3]
+
+    path = tmp_path / "four_d.tflite"
+    path.write_bytes(_edit(conv_out_is_an_output))
+    with pytest.raises(ModelError, match=r"output 'conv_out' .* shape \[1, 3, 3, 2\]"):
+        load_tflite(path)
+    code, err = _run(capsys, ["export", str(path), "--out", str(tmp_path / "b")])
+    assert code == ModelError.exit_code and "(batch, classes)" in err, err
