@@ -26,6 +26,7 @@ several times) costs nothing.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,112 +422,197 @@ def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes, start: int, end: int, wanted: set[int]) -> list[tuple[int, int, int]]:
-    """(field, start, end) of the length-delimited ``wanted`` fields of one message."""
-    found = []
+Field = tuple[int, int, Any]  # field number, wire type, value (int, or (start, end) of bytes)
+
+
+def _fields(buf: bytes, start: int, end: int, wanted: set[int]) -> list[Field]:
+    """The ``wanted`` fields of one protobuf message, in order; the others are skipped."""
+    found: list[Field] = []
     pos = start
     while pos < end:
         key, pos = _varint(buf, pos, end)
         field, wire = key >> 3, key & 7
+        value: Any = None
         if wire == 0:
-            _, pos = _varint(buf, pos, end)
+            value, pos = _varint(buf, pos, end)
         elif wire == 1:
             pos += 8
         elif wire == 5:
             pos += 4
         elif wire == 2:
             length, pos = _varint(buf, pos, end)
-            if field in wanted and pos + length <= end:
-                found.append((field, pos, pos + length))
+            value = (pos, pos + length)
             pos += length
         else:
             raise BundleError(f"malformed ONNX file (wire type {wire})")
         if pos > end:
             raise BundleError("malformed ONNX file (a field runs past its message)")
+        if field in wanted and value is not None:
+            found.append((field, wire, value))
     return found
 
 
-def read_onnx_io(data: bytes) -> FileIO:
-    """The graph inputs and outputs of an ONNX model, without decoding its weights."""
-    import onnx
-    from google.protobuf.message import DecodeError
-    from onnx import helper
+def _one(fields: list[Field], number: int, wire: int) -> Any:
+    """The last occurrence of a scalar field (protobuf's rule), or None."""
+    values = [v for f, w, v in fields if f == number and w == wire]
+    return values[-1] if values else None
 
-    graph_field, input_field, output_field = 7, 11, 12  # ModelProto.graph, GraphProto.*
+
+# onnx.TensorProto.DataType -> numpy name, for the types a manifest may name
+_ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
+               9: "bool", 10: "float16", 11: "float64"}
+
+
+def _text(buf: bytes, span: tuple[int, int]) -> str:
+    return bytes(buf[span[0]:span[1]]).decode("utf-8", "replace")
+
+
+def _value_info(buf: bytes, start: int, end: int) -> FileTensor:
+    """A ValueInfoProto: name (1), type (2) -> tensor_type (1) -> elem_type (1), shape (2)."""
+    info = _fields(buf, start, end, {1, 2})
+    name_span = _one(info, 1, 2)
+    name = _text(buf, name_span) if name_span else ""
+    elem_type, dims = 0, []
+    type_span = _one(info, 2, 2)
+    tensor_span = _one(_fields(buf, *type_span, {1}), 1, 2) if type_span else None
+    if tensor_span:
+        tensor = _fields(buf, *tensor_span, {1, 2})
+        elem_type = _one(tensor, 1, 0) or 0
+        shape_span = _one(tensor, 2, 2)
+        for _, wire, dim_span in (_fields(buf, *shape_span, {1}) if shape_span else []):
+            if wire != 2:
+                continue
+            dim = _fields(buf, *dim_span, {1, 2})
+            value, param = _one(dim, 1, 0), _one(dim, 2, 2)
+            if value is not None:
+                dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+            else:
+                dims.append(_text(buf, param) if param else None)
+    dtype = _ONNX_TYPES.get(elem_type, f"ONNX type {elem_type}")
+    return FileTensor(name, tuple(dims), dtype)
+
+
+def read_onnx_io(data: bytes) -> FileIO:
+    """The graph inputs and outputs of an ONNX model, without decoding anything else.
+
+    The protobuf wire format is walked by hand to ModelProto.graph (7) and its
+    input (11) and output (12) fields: initializers and nodes are skipped by their
+    length, and neither onnx nor protobuf needs importing.
+    """
     inputs: list[FileTensor] = []
     outputs: list[FileTensor] = []
-    for _, g_start, g_end in _fields(data, 0, len(data), {graph_field}):
-        for field, start, end in _fields(data, g_start, g_end, {input_field, output_field}):
-            try:
-                value = onnx.ValueInfoProto.FromString(data[start:end])
-            except DecodeError:
-                raise BundleError("malformed ONNX file (an input/output does not "
-                                  "decode)") from None
-            ttype = value.type.tensor_type
-            try:
-                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
-            except (KeyError, TypeError, ValueError):
-                dtype = f"ONNX type {ttype.elem_type}"
-            dims = tuple(int(d.dim_value) if d.HasField("dim_value") else
-                         (d.dim_param if d.HasField("dim_param") else None)
-                         for d in ttype.shape.dim)
-            tensor = FileTensor(value.name, dims, dtype)
-            (inputs if field == input_field else outputs).append(tensor)
+    for _, wire, graph in _fields(data, 0, len(data), {7}):
+        if wire != 2:
+            continue
+        for field, io_wire, (start, end) in _fields(data, *graph, {11, 12}):
+            if io_wire == 2:
+                tensor = _value_info(data, start, end)
+                (inputs if field == 11 else outputs).append(tensor)
     if not outputs:
         raise BundleError("not an ONNX model with a graph (no graph outputs found)")
     return FileIO(tuple(inputs), tuple(outputs))
 
 
 def read_tflite_io(data: bytes) -> FileIO:
-    """Subgraph 0's input and output tensors of a TFLite flatbuffer."""
+    """Subgraph 0's input and output tensors of a TFLite flatbuffer.
+
+    Read with a few bounds-checked offset lookups rather than the generated
+    schema bindings: importing those loads TFLite Micro's interpreter (about
+    60 ms), which ``eedge run`` with ONNX Runtime or LiteRT never needs.
+    """
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise BundleError("not a TFLite flatbuffer (file identifier TFL3 missing)")
-    try:
-        return _tflite_io(bytearray(data))
-    except BundleError:
-        raise
-    except Exception as exc:  # struct.error, IndexError, ... from offsets out of range
-        raise BundleError(f"malformed TFLite file ({type(exc).__name__})") from None
-
-
-def _tflite_io(buf: bytearray) -> FileIO:
-    from eedge.tflite_schema import schema
-
-    types = {schema.TensorType.FLOAT32: "float32", schema.TensorType.INT8: "int8",
-             schema.TensorType.INT32: "int32", schema.TensorType.INT64: "int64",
-             schema.TensorType.FLOAT16: "float16", schema.TensorType.UINT8: "uint8",
-             schema.TensorType.INT16: "int16", schema.TensorType.BOOL: "bool"}
-    model = schema.Model.GetRootAs(buf, 0)
-    if model.SubgraphsLength() < 1:
+    flat = _Flat(bytes(data))
+    model = flat.root()
+    subgraphs = flat.tables(model, 2)              # Model.subgraphs
+    if not subgraphs:
         raise BundleError("the TFLite file has no subgraph")
-    graph = model.Subgraphs(0)
-    count = graph.TensorsLength()
+    graph = subgraphs[0]
+    tensors = flat.tables(graph, 0)                # SubGraph.tensors
 
     def tensor(index: int) -> FileTensor:
-        if not 0 <= index < count:
-            raise BundleError(f"the TFLite file's subgraph refers to tensor {index} of {count}")
-        t = graph.Tensors(index)
-        raw = t.Name()
+        if not 0 <= index < len(tensors):
+            raise BundleError(f"the TFLite file's subgraph refers to tensor {index} of "
+                              f"{len(tensors)}")
+        t = tensors[index]
+        raw = flat.string(t, 3)                    # Tensor.name
         name = raw.decode("utf-8", "replace") if raw else f"tensor{index}"
-        shape: tuple[int, ...] = tuple(int(d) for d in t.ShapeAsNumpy()) \
-            if t.ShapeLength() else ()
-        if t.ShapeSignatureLength() and len(shape):
-            signature = t.ShapeSignatureAsNumpy()
-            if len(signature) == len(shape) and int(signature[0]) == -1:
-                shape = (-1,) + shape[1:]
-        q = t.Quantization()
+        shape = flat.numbers(t, 0, "i")            # Tensor.shape
+        signature = flat.numbers(t, 7, "i")        # Tensor.shape_signature
+        if shape and len(signature) == len(shape) and signature[0] == -1:
+            shape = (-1,) + shape[1:]
+        kind = flat.scalar(t, 1, "b", 0)           # Tensor.type
+        quant = flat.table(t, 4)                   # Tensor.quantization
         scale: tuple[float, ...] = ()
         zero_point: tuple[int, ...] = ()
-        if q is not None and q.ScaleLength():
-            scale = tuple(float(s) for s in q.ScaleAsNumpy())
-            zero_point = tuple(int(z) for z in q.ZeroPointAsNumpy()) \
-                if q.ZeroPointLength() else ()
-        return FileTensor(name, shape, types.get(t.Type(), f"TFLite type {t.Type()}"), scale,
-                          zero_point)
+        if quant is not None:
+            scale = tuple(float(v) for v in flat.numbers(quant, 2, "f"))
+            zero_point = tuple(int(v) for v in flat.numbers(quant, 3, "q"))
+        dtype = _TFLITE_TYPES.get(kind, f"TFLite type {kind}")
+        return FileTensor(name, tuple(int(d) for d in shape), dtype, scale,
+                          zero_point if scale else ())
 
-    def indices(length: int, as_numpy: Any) -> list[int]:
-        return [int(i) for i in as_numpy()] if length else []
-
-    inputs = tuple(tensor(i) for i in indices(graph.InputsLength(), graph.InputsAsNumpy))
-    outputs = tuple(tensor(i) for i in indices(graph.OutputsLength(), graph.OutputsAsNumpy))
+    inputs = tuple(tensor(i) for i in flat.numbers(graph, 1, "i"))    # SubGraph.inputs
+    outputs = tuple(tensor(i) for i in flat.numbers(graph, 2, "i"))   # SubGraph.outputs
     return FileIO(inputs, outputs)
+
+
+# tflite::TensorType -> numpy name
+_TFLITE_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
+                 7: "int16", 9: "int8", 10: "float64"}
+
+
+class _Flat:
+    """Just enough of the flatbuffer format to read tables, vectors and strings, checked."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def _unpack(self, fmt: str, pos: int) -> Any:
+        size = struct.calcsize("<" + fmt)
+        if pos < 0 or pos + size > len(self.data):
+            raise BundleError("malformed TFLite file (an offset points outside it)")
+        return struct.unpack_from("<" + fmt, self.data, pos)[0]
+
+    def root(self) -> int:
+        return self._unpack("I", 0)
+
+    def _field(self, table: int, index: int) -> int | None:
+        vtable = table - self._unpack("i", table)
+        vtable_size = self._unpack("H", vtable)
+        slot = 4 + 2 * index
+        if slot + 2 > vtable_size:
+            return None
+        offset = self._unpack("H", vtable + slot)
+        return table + offset if offset else None
+
+    def scalar(self, table: int, index: int, fmt: str, default: Any) -> Any:
+        pos = self._field(table, index)
+        return default if pos is None else self._unpack(fmt, pos)
+
+    def table(self, table: int, index: int) -> int | None:
+        pos = self._field(table, index)
+        return None if pos is None else pos + self._unpack("I", pos)
+
+    def _vector(self, table: int, index: int, item: int) -> tuple[int, int]:
+        pos = self._field(table, index)
+        if pos is None:
+            return 0, 0
+        start = pos + self._unpack("I", pos)
+        count = self._unpack("I", start)
+        if start + 4 + count * item > len(self.data):
+            raise BundleError("malformed TFLite file (a vector runs past its end)")
+        return start + 4, count
+
+    def tables(self, table: int, index: int) -> list[int]:
+        start, count = self._vector(table, index, 4)
+        return [start + 4 * i + self._unpack("I", start + 4 * i) for i in range(count)]
+
+    def numbers(self, table: int, index: int, fmt: str) -> tuple[Any, ...]:
+        size = struct.calcsize("<" + fmt)
+        start, count = self._vector(table, index, size)
+        return struct.unpack_from(f"<{count}{fmt}", self.data, start) if count else ()
+
+    def string(self, table: int, index: int) -> bytes:
+        start, count = self._vector(table, index, 1)
+        return self.data[start:start + count]
