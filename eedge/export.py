@@ -35,7 +35,8 @@ from eedge.passes.cost import parameter_bytes, total_macs
 from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.passes.partition import Partition, partition
 from eedge.passes.quantize import TensorRange, observe_ranges, quantize_graph
-from eedge.verify.equivalence import TOLERANCE, check_staged_equals_whole, random_inputs
+from eedge.verify.equivalence import (TOLERANCE, check_staged_equals_whole, random_inputs,
+                                      require_finite)
 from eedge.verify.tflite_checks import (check_float_tflite, check_int8_reference_vs_tflm,
                                         check_int8_staged_vs_monolithic)
 
@@ -398,6 +399,9 @@ def _check_against_torch(module: "torch.nn.Module", model: onnx.ModelProto,
     x = np.ascontiguousarray(example, dtype=np.float32)
     expected = torch_outputs(module, x)
     got = session.run(None, {session.get_inputs()[0].name: x})
+    for k, (a, b) in enumerate(zip(expected, got)):
+        require_finite(np.asarray(a), f"the torch module's exit {k}")
+        require_finite(np.asarray(b), f"the exported ONNX model's exit {k}")
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, got))
     if worst > TOLERANCE:
         raise VerificationError(f"the ONNX export differs from the torch module by {worst:.3g} "

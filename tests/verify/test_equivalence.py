@@ -55,7 +55,42 @@ def test_nan_weights_are_refused_not_verified(onnx_file, tmp_path, formats) -> N
     path = tmp_path / "nan.onnx"
     onnx.save(model, path)
     out = tmp_path / "bundle"
-    with pytest.raises(ModelError, match="NaN or infinite"):
+    with pytest.raises(ModelError, match="NaN"):
         export_onnx(path, out, formats=formats)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_outputs_that_overflow_to_infinity_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Finite weights can still give inf (1e30 * 1e30): the comparison must not pass it."""
+    from onnx import TensorProto, helper
+
+    from eedge.export import export_onnx
+
+    big = numpy_helper.from_array(np.full((4, 4), 1e30, np.float32), "big")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "big"], ["h"]),
+         helper.make_node("MatMul", ["h", "big"], ["logits"])], "overflow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])], [big])
+    path = tmp_path / "overflow.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        export_onnx(path, tmp_path / "bundle", formats=("onnx",))
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.slow
+def test_torch_module_with_nan_weights_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The demo's model.pt with stage1.0.weight set to NaN once exported as 'verified'."""
+    import torch
+
+    from eedge.examples.digits_model import DigitsNet
+    from eedge.export import export_torch
+
+    model = DigitsNet().eval()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(ModelError, match="NaN"):
+        export_torch(model, torch.zeros(1, 1, 8, 8), tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
