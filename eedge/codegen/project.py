@@ -21,6 +21,7 @@ import jinja2
 import numpy as np
 
 from eedge import __version__
+from eedge.codegen.c_text import c_comment_text, c_string_body
 from eedge.codegen.emit import EmitContext, emit_node, softmax_fields
 from eedge.codegen.model_source import CodegenModel
 from eedge.codegen.planner import MemoryPlan, plan_memory
@@ -268,7 +269,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     constants = _c_constants(model, used)
     input_info = g.tensors[model.input]
     quant = model.input_quant
-    context = {"version": __version__, "source": model.source, "name": model.name,
+    context = {"version": __version__, "source": c_comment_text(model.source),
+               "name": c_string_body(model.name),
                "stages": stages_ctx, "exits": exits_ctx, "declarations": declarations,
                "arena_bytes": max(plan.arena_bytes, 16), "input_offset": plan.offsets[model.input],
                "scratch_words": scratch_words,
