@@ -193,6 +193,7 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
     out = Path(out)
     say = progress or (lambda _msg: None)
     check_replaceable(out.absolute(), opts.force, MANIFEST_NAME)  # fail before the work
+    graph.name = bundle_model_name(graph.name)
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown:
         raise InputDataError(f"unknown format {', '.join(unknown)}; choose from "
@@ -231,6 +232,17 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
         write_manifest(tmp, manifest)
     return ExportResult(bundle=load_bundle(out), dropped_nodes=primary.part.dropped_nodes,
                         notes=list(notes))
+
+
+def bundle_model_name(name: str) -> str:
+    """The model's name as a bundle may hold it (see the manifest schema).
+
+    Names come from file names, which may hold quotes, backslashes or control
+    characters; the name ends up in C string literals, Triton directories and URLs,
+    so those characters become ``_`` rather than failing the export at the end.
+    """
+    cleaned = "".join("_" if (not ch.isprintable() or ch in '"\\/') else ch for ch in name)
+    return cleaned[:256] or "model"
 
 
 def _variants(primary: _Variant, opts: ExportOptions, say: Progress

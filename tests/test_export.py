@@ -222,3 +222,15 @@ def test_torch_module_returning_probabilities_gets_logit_exits(tmp_path: Path) -
         logits = [t.numpy() for t in net(torch.from_numpy(x))]
     for got, want in zip(Cascade(result.bundle).run_all_exits(x), logits):
         assert np.allclose(got, want, atol=1e-4)
+
+
+def test_file_names_with_quotes_and_backslashes_export(onnx_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The model name comes from the file name; it used to fail at the manifest write."""
+    import shutil
+
+    from eedge.export import export_onnx
+
+    hostile = tmp_path / 'm"x\\y\tz.onnx'
+    shutil.copy(onnx_file("mlp"), hostile)
+    bundle = export_onnx(hostile, tmp_path / "b").bundle
+    assert bundle.manifest["model"]["name"] == "m_x_y_z"
