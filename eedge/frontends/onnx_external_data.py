@@ -11,33 +11,16 @@ the model's folder: absolute paths and paths that climb out are refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import onnx
 
 from eedge.errors import ModelError
-from eedge.frontends.onnx_tensors import expected_bytes
-
-
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _graph_tensors(sub)
+from eedge.frontends.onnx_tensors import expected_bytes, graph_tensors
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _graph_tensors(model.graph))
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph_tensors(model.graph))
 
 
 def _data_file(location: str, tensor: str, model_dir: Path) -> Path:
@@ -71,7 +54,7 @@ def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
 
 def embed_external_data(model: onnx.ModelProto, model_dir: Path) -> None:
     """Replace every external tensor reference in ``model`` by the bytes it names."""
-    for tensor in _graph_tensors(model.graph):
+    for tensor in graph_tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
