@@ -122,7 +122,7 @@ def test_profile_errors(capsys, bundle, data) -> None:  # type: ignore[no-untype
     code, _, err = cli(capsys, "profile", str(bundle.path), "--target", "stm32f767")
     assert code in (7, 8) and ("flash" in err or "serial" in err)  # no board here
     code, _, err = cli(capsys, "profile", str(bundle.path), "--exit-rates", "0.5,0.5")
-    assert code == 5 and "3 non-negative fractions" in err
+    assert code == 5 and "needs 3 comma-separated values" in err
     code, _, err = cli(capsys, "profile", str(bundle.path), "--exit-rates", "0.5,0.3,0.2",
                        "--data", str(data))
     assert code == 5
