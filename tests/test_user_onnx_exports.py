@@ -134,13 +134,18 @@ def test_default_export_with_external_data(files: dict[str, Path], net: TwoExitN
 
 
 def test_fixed_batch_4_export_gets_a_symbolic_batch(files: dict[str, Path], net: TwoExitNet,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     result = export_onnx(files["batch4"], tmp_path / "b", formats=("onnx", "tflite"),
                          int8=True, calibration=_inputs(32, seed=1))
     manifest = result.bundle.manifest
     assert manifest["inputs"][0]["shape"] == ["batch", 1, 8, 8]
     assert any("fixed batch of 4" in n for n in result.notes)
     assert manifest["model"]["notes"] == result.notes
+    from cli_runner import run_cli
+
+    code, out, err = run_cli(capsys, "inspect", str(result.bundle.path))
+    assert code == 0 and "note: " in out, err  # inspect shows what import changed
     x = _inputs(7)
     for got, want in zip(Cascade(result.bundle).run_all_exits(x), _torch_exits(net, x)):
         assert got.shape == (7, 10) and np.allclose(got, want, atol=1e-4)

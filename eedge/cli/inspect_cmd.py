@@ -39,6 +39,8 @@ def command(bundle: Path, as_json: bool) -> None:
         ins = ", ".join(f"{t['name']}{t['shape']}" for t in stage["inputs"])
         outs = ", ".join(f"{t['name']}{t['shape']}" for t in stage["outputs"])
         out_console.print(f"  {stage['name']}: {ins} -> {outs}", markup=False)
+    for note in manifest["model"].get("notes", []):  # what import changed in the model
+        out_console.print(f"note: {note}", markup=False)
     total = sum(f["bytes"] for f in manifest["files"].values())
     out_console.print(f"{len(manifest['files'])} files, {human_bytes(total)}, all sha256 "
                       f"checksums match (eedge {manifest['eedge_version']}, schema "
