@@ -1,7 +1,7 @@
 """Fuzz: mutated ``.tflite`` files through ``eedge export`` and ``eedge codegen``.
 
 Bases: the int8 files eedge writes (a stage file and the whole model of a small
-three-exit CNN, see small_models.py) and, when ``/work/shared/models/mlperf_tiny``
+three-exit CNN, see small_models.py) and, when ``../shared/models/mlperf_tiny``
 is there, the MLPerf Tiny int8 reference models nobody here wrote. Mutations:
 bit flips, truncation, 4-byte overwrites anywhere, and writes aimed through the
 flatbuffer accessors at the fields runtimes trust: quantization scales and zero
@@ -28,7 +28,7 @@ from fuzz.small_models import tiny_int8_bundle
 
 pytestmark = pytest.mark.fuzz
 
-MLPERF = Path("/work/shared/models/mlperf_tiny")
+MLPERF = Path(__file__).resolve().parents[3] / "shared" / "models" / "mlperf_tiny"
 MLPERF_MODELS = ("kws_ref_model.tflite", "pretrainedResnet_quant.tflite", "ad01_int8.tflite",
                  "vww_96_int8.tflite")
 
