@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ SLICE_SECONDS = 0.2  # about five progress updates a second
 FIRST_ROWS = 4       # the first slice measures the speed
 MAX_ROWS = 4096      # bounds the memory of one slice
 MAX_GROWTH = 8       # a slice is at most this many times the one before
+T = TypeVar("T")
 
 
 def _slices(samples: int) -> Iterator[slice]:
@@ -52,6 +54,20 @@ def _batched(cascade: Cascade, x: np.ndarray | Mapping[str, np.ndarray]) -> bool
         len(cascade.inputs) == 1
 
 
+def _over_slices(cascade: Cascade, x: np.ndarray, run: Callable[[np.ndarray], T],
+                 tick: Tick) -> tuple[list[T], list[int]]:
+    """``run`` on consecutive slices of ``x``, ticking after each; results and sizes."""
+    cascade.check_inputs(x)  # once on the whole array, so an error names the right sample
+    n = len(x)
+    parts, sizes = [], []
+    tick(0, n)
+    for rows in _slices(n):
+        parts.append(run(x[rows]))
+        sizes.append(len(x[rows]))
+        tick(min(rows.stop, n), n)
+    return parts, sizes
+
+
 def infer(cascade: Cascade, x: np.ndarray | Mapping[str, np.ndarray], early_exit: bool = True,
           tick: Tick | None = None) -> CascadeResult:
     """``cascade.infer`` over slices of ``x``, ticking (samples done, samples) after each."""
@@ -61,14 +77,8 @@ def infer(cascade: Cascade, x: np.ndarray | Mapping[str, np.ndarray], early_exit
         tick(1, 1)
         return result
     assert isinstance(x, np.ndarray)
-    cascade.check_inputs(x)  # once on the whole array, so an error names the right sample
-    n = len(x)
-    parts, sizes = [], []
-    tick(0, n)
-    for rows in _slices(n):
-        parts.append(cascade.infer(x[rows], early_exit=early_exit))
-        sizes.append(len(x[rows]))
-        tick(min(rows.stop, n), n)
+    parts, sizes = _over_slices(cascade, x, lambda rows: cascade.infer(
+        rows, early_exit=early_exit), tick)
     return join_results(parts, sizes)
 
 
@@ -81,13 +91,8 @@ def run_all_exits(cascade: Cascade, x: np.ndarray | Mapping[str, np.ndarray],
         tick(1, 1)
         return logits
     assert isinstance(x, np.ndarray)
-    cascade.check_inputs(x)
-    n = len(x)
-    parts: list[list[np.ndarray]] = []
-    tick(0, n)
-    for rows in _slices(n):
-        parts.append(cascade.run_all_exits(x[rows], raw=raw))
-        tick(min(rows.stop, n), n)
+    parts, _sizes = _over_slices(cascade, x, lambda rows: cascade.run_all_exits(
+        rows, raw=raw), tick)
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
