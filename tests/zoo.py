@@ -151,6 +151,21 @@ def build_torch(name: str, seed: int = 0) -> nn.Module:
     return TORCH_MODELS[name]().eval()
 
 
+def _two_exit_model(nodes: list[onnx.NodeProto], name: str, input_shape: list[int | str],
+                    inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+    """A checked opset-17 model: input x, two 4-class exits exit0 and exit1."""
+    batch = input_shape[0]
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("exit0", TensorProto.FLOAT, [batch, 4]),
+         helper.make_tensor_value_info("exit1", TensorProto.FLOAT, [batch, 4])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def onnx_two_exit_mlp(batch: int | str = "N", op: str = "Relu") -> onnx.ModelProto:
     """A two-exit MLP written directly with onnx.helper (no torch).
 
@@ -172,15 +187,7 @@ def onnx_two_exit_mlp(batch: int | str = "N", op: str = "Relu") -> onnx.ModelPro
         helper.make_node("Relu", ["g1"], ["h1"], name="act1"),
         helper.make_node("Gemm", ["h1", "we1", "be1"], ["exit1"], name="exit1_fc", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16])],
-        [helper.make_tensor_value_info("exit0", TensorProto.FLOAT, [batch, 4]),
-         helper.make_tensor_value_info("exit1", TensorProto.FLOAT, [batch, 4])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _two_exit_model(nodes, "mlp", [batch, 16], inits)
 
 
 def onnx_conv_model(batch: int | str = "N") -> onnx.ModelProto:
@@ -240,12 +247,4 @@ def onnx_conv1d_model(batch: int | str = "N") -> onnx.ModelProto:
         helper.make_node("Flatten", ["p"], ["f1"], name="flat1"),
         helper.make_node("Gemm", ["f1", "w1", "b1"], ["exit1"], name="exit1_fc", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "conv1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 64])],
-        [helper.make_tensor_value_info("exit0", TensorProto.FLOAT, [batch, 4]),
-         helper.make_tensor_value_info("exit1", TensorProto.FLOAT, [batch, 4])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _two_exit_model(nodes, "conv1d", [batch, 1, 64], inits)
