@@ -9,11 +9,13 @@ the accepted range.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import click
+
+from eedge.errors import InputDataError
+from eedge.numbers import parse_float
 
 #: Most threads any command starts: far more than helps, far fewer than hurts.
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
@@ -30,25 +32,11 @@ class FiniteFloat(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        if isinstance(value, float) and math.isfinite(value):
-            number = value
-        else:
-            try:
-                number = float(str(value).strip())
-            except (ValueError, OverflowError):
-                self.fail(f"{str(value)[:40]!r} is not a number", param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{str(value)[:40]!r} is not a finite number", param, ctx)
-        low = self.min is not None and (number <= self.min if self.min_open
-                                        else number < self.min)
-        if low or (self.max is not None and number > self.max):
-            self.fail(f"{number:g} is not in {self._range()}", param, ctx)
-        return number
-
-    def _range(self) -> str:
-        lo = "-inf" if self.min is None else f"{self.min:g}"
-        hi = "inf" if self.max is None else f"{self.max:g}"
-        return f"{'(' if self.min_open or self.min is None else '['}{lo}, {hi}]"
+        """The rules of :func:`eedge.numbers.parse_float`, reported as a usage error."""
+        try:
+            return parse_float(value, "", self.min, self.max, self.min_open)
+        except InputDataError as exc:
+            self.fail(str(exc).removeprefix(": "), param, ctx)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "NUMBER"
