@@ -21,6 +21,7 @@ import numpy as np
 from eedge import __version__
 from eedge.errors import ModelError
 from eedge.ir.graph import Graph, QuantParams
+from eedge.ops import registry
 from eedge.tflite_schema import schema
 
 TENSOR_TYPES = {"float32": schema.TensorType.FLOAT32, "int8": schema.TensorType.INT8,
@@ -112,6 +113,9 @@ def _options(op: str, attrs: dict[str, Any]) -> tuple[int, Any]:
         return o.BuiltinOptions.DequantizeOptions, o.DequantizeOptionsT()
     if op in ("RELU", "RELU6", "RELU_N1_TO_1"):
         return o.BuiltinOptions.NONE, None
+    registered = registry.builtin(op)
+    if registered is not None:
+        return registered.write_options(attrs)
     raise ModelError(f"the TFLite writer has no encoding for {op}")
 
 
@@ -168,7 +172,9 @@ def graph_to_tflite(graph: Graph, node_indices: Sequence[int], inputs: Sequence[
     for i in order:
         node = graph.nodes[i]
         quantized = graph.tensors[node.outputs[0]].dtype == "int8"
-        version = INT8_OP_VERSIONS.get(node.op_type, 1) if quantized else 1
+        registered = registry.builtin(node.op_type)
+        int8_version = registered.int8_version if registered is not None else 1
+        version = INT8_OP_VERSIONS.get(node.op_type, int8_version) if quantized else 1
         key = (node.op_type, version)
         if key not in opcodes:
             code = schema.OperatorCodeT()

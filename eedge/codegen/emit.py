@@ -15,6 +15,7 @@ import numpy as np
 
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node
+from eedge.ops import registry
 from eedge.reference.int8_kernels import (activation_range, add_multipliers,
                                           channel_multipliers, fc_multipliers, fc_weight_offset,
                                           mean_multiplier, quant_of, quantize_multiplier,
@@ -69,6 +70,8 @@ def _operand(ctx: EmitContext, tensor: str) -> str:
 
 def emit_node(ctx: EmitContext, node: Node) -> Emitted:
     handler = _HANDLERS.get(node.op_type)
+    if handler is None and (registered := registry.builtin(node.op_type)) is not None:
+        handler = registered.emit_c
     if handler is None:
         raise UnsupportedOpError(f"the C runtime has no kernel for {node.op_type} "
                                  f"(node {node.name!r})")

@@ -27,11 +27,12 @@ from eedge.codegen.model_source import CodegenModel
 from eedge.codegen.planner import MemoryPlan, plan_memory
 from eedge.errors import TargetError
 from eedge.ir.bundle import staging_directory
+from eedge.ops import registry
 from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, NEVER, threshold_q
 from eedge.resources import data_dir, require_dir
+from eedge.targets import Target, load_target, target_from_data
 
 CRITERION_IDS = {"max_softmax": 0, "margin": 1, "entropy": 2}
-from eedge.targets import Target, load_target, target_from_data
 
 TEMPLATES = data_dir("firmware_templates")
 PORTS = {"host": "host", "mcu-qemu": "qemu-mps2", "mcu-serial": "cortex-m-generic"}
@@ -152,7 +153,9 @@ def plan_for(model: CodegenModel) -> MemoryPlan:
     for step, i in enumerate(order):
         node = g.nodes[i]
         out = node.outputs[0]
-        if node.op_type not in IN_PLACE_OPS or out in aliased:
+        registered = registry.builtin(node.op_type)
+        in_place = node.op_type in IN_PLACE_OPS or (registered is not None and registered.in_place)
+        if not in_place or out in aliased:
             continue
         for t in g.activation_inputs(node):
             same_size = g.tensors[t].elements_per_sample() == g.tensors[out].elements_per_sample()

@@ -30,7 +30,7 @@ from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_sh
 from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
 from eedge.frontends.onnx_external_data import embed_external_data
 from eedge.frontends.onnx_tensors import check_tensor_data, check_text_fields
-from eedge.frontends.ops import SUPPORTED_OPS
+from eedge.frontends.ops import supported_onnx_ops
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -190,14 +190,15 @@ def _check_auto_pad(node: onnx.NodeProto, attrs: Mapping[str, Any]) -> None:
 
 
 def _check_supported(nodes: Sequence[onnx.NodeProto]) -> None:
-    bad = [n for n in nodes if n.op_type not in SUPPORTED_OPS and n.op_type != "Constant"]
+    supported = supported_onnx_ops()
+    bad = [n for n in nodes if n.op_type not in supported and n.op_type != "Constant"]
     if bad:
         first = bad[0]
         more = f" (and {len(bad) - 1} more: " + ", ".join(
             sorted({n.op_type for n in bad[1:]})) + ")" if len(bad) > 1 else ""
         raise UnsupportedOpError(
             f"unsupported operator {first.op_type} in node {first.name!r}{more}; eedge "
-            f"supports {', '.join(sorted(SUPPORTED_OPS))}: rewrite that part of the model "
+            f"supports {', '.join(sorted(supported))}: rewrite that part of the model "
             "with these")
     for n in nodes:
         if n.domain not in DEFAULT_DOMAINS:

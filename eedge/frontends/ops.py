@@ -34,5 +34,13 @@ SUPPORTED_OPS: dict[str, str] = {
     "Dropout": "dropout (inference: identity)",
 }
 
+def supported_onnx_ops() -> dict[str, str]:
+    """Every ONNX operator eedge accepts: the table above and the registry's lowerings."""
+    from eedge.ops.registry import lowerings
+    ops = dict(SUPPORTED_OPS)
+    ops.update({name: op.summary for name, op in lowerings().items()})
+    return ops
+
+
 MAC_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 """Operators whose cost is counted as multiply-accumulates."""

@@ -24,6 +24,7 @@ from eedge.frontends.tflite_quant import (check_activation_quant, check_quant_pa
                                           check_requantization)
 from eedge.frontends.tflite_shapes import check_node_shapes
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
+from eedge.ops import registry
 from eedge.tflite_schema import schema
 
 SUPPORTED_BUILTINS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL",
@@ -117,6 +118,9 @@ def _options(op_name: str, operator: Any) -> dict[str, Any]:
         if opts is None:
             raise _err("CONCATENATION without its options")
         return {"axis": opts.Axis(), "activation": _ACTIVATIONS.get(opts.FusedActivationFunction())}
+    registered = registry.builtin(op_name)
+    if registered is not None:
+        return registered.read_options(operator)
     return {}
 
 
@@ -239,9 +243,10 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
             raise _err(f"operator {i} uses operator code {code_index} of {len(opcodes)}")
         op_name = opcodes[code_index]
         where = f"operator {i} ({op_name})"
-        if op_name not in SUPPORTED_BUILTINS:
+        if op_name not in SUPPORTED_BUILTINS and registry.builtin(op_name) is None:
+            supported = list(SUPPORTED_BUILTINS) + sorted(registry.builtins())
             raise UnsupportedOpError(f"unsupported TFLite operator {op_name} ({where}); eedge "
-                                     f"supports {', '.join(SUPPORTED_BUILTINS)}")
+                                     f"supports {', '.join(supported)}")
         op_inputs = ["" if int(j) == -1 else tensor_name(int(j), where)
                      for j in _vector(operator.InputsLength, operator.InputsAsNumpy, budget)]
         op_outputs = [tensor_name(int(j), where)
@@ -306,6 +311,8 @@ def _check_node(node: Node, tensors: dict[str, TensorInfo], constants: dict[str,
     where = f"{node.name}"
     minimum = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "ADD": 2, "MUL": 2,
                "MEAN": 2, "RESHAPE": 1, "PAD": 2, "CONCATENATION": 1}.get(op, 1)
+    if (registered := registry.builtin(op)) is not None:
+        minimum = registered.min_inputs
     if len(node.inputs) < minimum or not node.inputs[0]:
         raise _err(f"{where} has {len(node.inputs)} inputs; it needs at least {minimum}")
     for t in node.inputs:

@@ -19,6 +19,7 @@ import numpy as np
 
 from eedge.errors import ModelError
 from eedge.ir.graph import Graph, Node
+from eedge.ops import registry
 
 # A real model's scales sit many decades inside this range; outside it, float32
 # products/quotients of scales (and of scales with data) overflow or underflow.
@@ -114,6 +115,9 @@ def _derived(node: Node, graph: Graph) -> list[tuple[int, int]]:
         pairs.append(k.relu_multiplier(op, k.scale_of(k.quant_of(graph, node.inputs[0])),
                                        k.scale_of(out_q)))
         k.activation_range(op, out_q)
+    elif (registered := registry.builtin(op)) is not None:
+        if registered.derived_multipliers is not None:
+            pairs += registered.derived_multipliers(node, graph)
     elif op in ("MEAN", "QUANTIZE") and graph.tensors.get(node.inputs[0]) is not None \
             and graph.tensors[node.inputs[0]].dtype == "int8":
         pairs.append(k.quantize_multiplier(k.scale_of(k.quant_of(graph, node.inputs[0])) /

@@ -16,6 +16,7 @@ import numpy as np
 
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Node, TensorInfo
+from eedge.ops import registry
 from eedge.reference.windows import padding_amounts
 
 # ops whose first input is the data and whose output has its type (QUANTIZE and
@@ -145,6 +146,9 @@ def expected_output(node: Node, shapes: list[tuple[int, ...]],
         return _pad_output(node, x, constants)
     if op == "CONCATENATION":
         return _concat_output(node, shapes)
+    registered = registry.builtin(op)
+    if registered is not None:
+        return registered.output_shapes(node, shapes, constants)[0]
     return x  # SOFTMAX, RELU*, QUANTIZE, DEQUANTIZE keep the shape
 
 
@@ -164,7 +168,10 @@ def check_node_shapes(node: Node, tensors: dict[str, TensorInfo],
     out_shape, out_type = info(node.outputs[0])
     inputs = [info(t) for t in node.inputs if t]
     data = inputs if node.op_type in _ALL_INPUTS_TYPED else inputs[:1]
-    if node.op_type in _SAME_TYPE | _ALL_INPUTS_TYPED and any(t != out_type for _, t in data):
+    registered = registry.builtin(node.op_type)
+    same_type = node.op_type in _SAME_TYPE | _ALL_INPUTS_TYPED or (
+        registered is not None and registered.same_type)
+    if same_type and any(t != out_type for _, t in data):
         raise _err(f"{node.name}: {node.op_type} reads {', '.join(t for _, t in data)} but "
                    f"writes {out_type}")
     if node.op_type == "QUANTIZE" and out_type != "int8":

@@ -35,6 +35,7 @@ import numpy as np
 
 from eedge.errors import UnsupportedOpError
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
+from eedge.ops import registry
 from eedge.passes.fold_batchnorm import bn_affine, fold_batchnorm
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -210,9 +211,13 @@ class _Lowerer:
     # -- ops ----------------------------------------------------------------
     def lower(self, node: Node) -> None:
         handler = getattr(self, f"op_{node.op_type}", None)
-        if handler is None:
+        if handler is not None:
+            handler(node)
+            return
+        registered = registry.lowering(node.op_type)
+        if registered is None:
             raise self.unsupported(node, "no TFLite lowering for this operator")
-        handler(node)
+        registered.lower(self, node)
 
     def op_Conv(self, node: Node) -> None:
         x = self.name(node.inputs[0])
@@ -539,6 +544,10 @@ class _Lowerer:
         self.emit("DEPTHWISE_CONV_2D", node, [x, w, b], out, stride_h=1, stride_w=1,
                   dilation_h=1, dilation_w=1, padding="VALID", activation="NONE",
                   depth_multiplier=1)
+
+
+Lowerer = _Lowerer
+"""The lowering context registry lowerings receive (its helpers are their API)."""
 
 
 def _same_perm(a: np.ndarray | None, b: np.ndarray | None) -> bool:

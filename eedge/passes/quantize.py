@@ -23,6 +23,7 @@ import numpy as np
 
 from eedge.errors import InputDataError, ModelError
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
+from eedge.ops import registry
 from eedge.reference.executor import execute
 from eedge.reference.fixedpoint import round_half_away
 
@@ -121,13 +122,18 @@ def activation_params(graph: Graph, ranges: Mapping[str, TensorRange]) -> dict[s
     """One parameter set per activation tensor, honouring the shared-params ops."""
     groups = _UnionFind()
     for node in graph.nodes:
-        if node.op_type in SHARED_PARAM_OPS:
-            for t in graph.activation_inputs(node):
+        op = registry.builtin(node.op_type)
+        if node.op_type in SHARED_PARAM_OPS or (op is not None and op.quant == "shared"):
+            for t in graph.activation_inputs(node) + node.outputs[1:]:
                 groups.union(t, node.outputs[0])
     fixed: dict[str, QuantParams] = {}
     for node in graph.nodes:
+        op = registry.builtin(node.op_type)
         if node.op_type == "SOFTMAX":
             fixed[groups.find(node.outputs[0])] = SOFTMAX_OUTPUT
+        elif op is not None and isinstance(op.quant, QuantParams):
+            for out in node.outputs:
+                fixed[groups.find(out)] = op.quant
     merged: dict[str, TensorRange] = {}
     for name in graph.tensors:
         if name not in ranges:
@@ -170,6 +176,11 @@ def _quantize_constants(graph: Graph, node: Node, act: Mapping[str, QuantParams]
                         constants: dict[str, np.ndarray],
                         const_quant: dict[str, QuantParams]) -> None:
     op = node.op_type
+    registered = registry.builtin(op)
+    if registered is not None:
+        if registered.quantize_constants is not None:
+            registered.quantize_constants(graph, node, act, constants, const_quant)
+        return
     if op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
         axis = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": None}[op]
         w_name, b_name = node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else ""

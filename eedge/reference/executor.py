@@ -8,6 +8,7 @@ import numpy as np
 
 from eedge.errors import ModelError
 from eedge.ir.graph import Graph
+from eedge.ops import registry
 from eedge.reference.float_kernels import FLOAT_KERNELS
 from eedge.reference.int8_kernels import INT8_KERNELS
 
@@ -30,6 +31,8 @@ def execute(graph: Graph, feeds: Mapping[str, np.ndarray],
         node = graph.nodes[i]
         table = INT8_KERNELS if is_quantized_node(graph, i) else FLOAT_KERNELS
         kernel = table.get(node.op_type)
+        if kernel is None and (op := registry.builtin(node.op_type)) is not None:
+            kernel = op.int8_kernel if table is INT8_KERNELS else op.float_kernel
         if kernel is None:
             kind = "int8" if table is INT8_KERNELS else "float"
             raise ModelError(f"no {kind} reference kernel for {node.op_type} (node "
@@ -44,5 +47,12 @@ def execute(graph: Graph, feeds: Mapping[str, np.ndarray],
                 args.append(graph.constants[t])
             else:
                 raise ModelError(f"node {node.name!r} reads {t!r}, which is not computed yet")
-        env[node.outputs[0]] = kernel(node, graph, args)
+        result = kernel(node, graph, args)
+        if isinstance(result, tuple):  # a multi-output op: one array per output
+            if len(result) != len(node.outputs):
+                raise ModelError(f"node {node.name!r} computed {len(result)} outputs but "
+                                 f"declares {len(node.outputs)}")
+            env.update(zip(node.outputs, result))
+        else:
+            env[node.outputs[0]] = result
     return env

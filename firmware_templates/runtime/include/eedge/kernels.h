@@ -84,4 +84,11 @@ void eedge_copy_s8(const int8_t *input, int8_t *output, int32_t size);
 void eedge_concat_part_s8(const int8_t *input, int32_t outer, int32_t in_inner,
                           int32_t out_inner, int32_t offset, int8_t *output);
 
+/* operator families added through eedge.ops (one header and one source each) */
+#include "eedge/kernels_activation.h"
+#include "eedge/kernels_binary.h"
+#include "eedge/kernels_resize.h"
+#include "eedge/kernels_movement.h"
+#include "eedge/kernels_reduce.h"
+
 #endif /* EEDGE_KERNELS_H */
