@@ -1,0 +1,45 @@
+/* Unary activations (int8): a 256-byte table lookup, and PRELU's per-channel requantization. */
+#include <string.h>
+
+#include "eedge/fixedpoint.h"
+#include "eedge/kernels.h"
+
+static inline int8_t eedge_lookup(const int8_t *table, int8_t x) {
+    return table[(uint8_t)x];
+}
+
+void eedge_lut_s8(const int8_t table[256], const int8_t *input, int8_t *output, int32_t size) {
+    int32_t i = 0;
+#if defined(EEDGE_USE_DSP)
+    /* One word of four bytes per iteration: one load, four lookups, one store (the byte
+     * order inside the word does not matter, each byte maps to its own place).
+     * memcpy keeps unaligned arena offsets legal; it compiles to LDR/STR on Cortex-M4. */
+    const uint8_t *t = (const uint8_t *)table;
+    for (; i + 4 <= size; i += 4) {
+        uint32_t word;
+        memcpy(&word, input + i, 4);
+        word = (uint32_t)t[word & 0xFFu] | ((uint32_t)t[(word >> 8) & 0xFFu] << 8) |
+               ((uint32_t)t[(word >> 16) & 0xFFu] << 16) | ((uint32_t)t[word >> 24] << 24);
+        memcpy(output + i, &word, 4);
+    }
+#endif
+    for (; i < size; ++i) {
+        output[i] = eedge_lookup(table, input[i]);
+    }
+}
+
+void eedge_prelu_s8(const eedge_prelu_params *p, const int8_t *alpha, const int8_t *input,
+                    int8_t *output) {
+    int32_t i = 0;
+    while (i < p->size) {
+        int32_t j;
+        /* one period of alpha per pass: no modulo per element */
+        for (j = 0; j < p->alpha_period && i < p->size; ++j, ++i) {
+            const int32_t x = (int32_t)input[i] + p->in_offset;
+            const int32_t v = x >= 0
+                ? eedge_requantize(x, p->m_pos, p->s_pos)
+                : eedge_requantize(x * ((int32_t)alpha[j] + p->alpha_offset), p->m_neg, p->s_neg);
+            output[i] = (int8_t)eedge_clamp(v + p->out_offset, -128, 127);
+        }
+    }
+}
