@@ -1,0 +1,320 @@
+"""ONNX Slice, Split and Transpose lowered to TFLite builtins, and layouts beyond 4-D.
+
+The lowerer stores a 4-D NCHW activation as NHWC and a 3-D (N, C, L) one as
+(N, 1, L, C). A tensor's *layout* says which ONNX axis each lowered axis
+holds: (0, 2, 3, 1) for 4-D, the identity for 2-D. Tensors of rank 5 get one
+too, recorded in the lowerer's ``layout`` table, so that ShuffleNet's channel
+shuffle as torch exports it,
+
+    Reshape (N, C, H, W) -> (N, g, C/g, H, W); Transpose (0, 2, 1, 3, 4); Reshape -> (N, C, H, W)
+
+lowers without a single byte moving at the reshapes: the 5-D tensors are
+stored (N, H, W, g, C/g) and (N, H, W, C/g, g) (layout (0, 3, 4, 1, 2)), so
+the first reshape splits NHWC's channel axis in place, the transpose swaps
+the last two axes (TRANSPOSE (0, 1, 2, 4, 3)), and the last reshape merges
+them back -- exactly the NHWC form of the shuffle. A 5-D tensor gets that
+layout only when every ONNX reader of it is one of the ops here (reshape,
+transpose, slice, split), which all honour layouts; otherwise it stays in
+ONNX order, which every other op assumes for ranks other than 3 and 4.
+
+Whether a reshape moves bytes is decided by comparing, for both tensors, the
+ONNX (row-major) index of the element at each lowered position; when no
+layout makes them equal the reshape becomes TRANSPOSE to ONNX order, RESHAPE,
+TRANSPOSE back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from eedge.ir.graph import Dim, Node, TensorInfo
+from eedge.ops.registry import Lowering, register_lowering
+from eedge.passes.lower_tflite import Lowerer, nchw_view
+
+NHWC = (0, 2, 3, 1)
+CHANNEL_SPLIT = (0, 3, 4, 1, 2)
+"""Layout of a 5-D tensor splitting NCHW's channels: (N, H, W, a, b) for ONNX (N, a, b, H, W)."""
+LAYOUT_AWARE = frozenset({"Reshape", "Transpose", "Slice", "Split", "Flatten", "Squeeze",
+                          "Unsqueeze"})
+
+
+def default_layout(rank: int) -> tuple[int, ...]:
+    return NHWC if rank in (3, 4) else tuple(range(rank))
+
+
+def layout_of(lw: Lowerer, lowered: str, rank: int) -> tuple[int, ...]:
+    """The layout of a lowered tensor whose ONNX form has ``rank`` axes."""
+    return lw.layout.get(lowered, default_layout(rank))
+
+
+def _view(shape: Sequence[Dim]) -> tuple[int, ...]:
+    """The ONNX shape as the lowerer sees it (3-D as NCHW with unit H), batch as 1."""
+    return tuple(int(d) if isinstance(d, int) else 1 for d in nchw_view(shape))
+
+
+def lowered_shape(shape: Sequence[Dim], layout: Sequence[int]) -> tuple[Dim, ...]:
+    view = nchw_view(shape)
+    return tuple(view[a] for a in layout)
+
+
+def element_order(shape: Sequence[Dim], layout: Sequence[int]) -> np.ndarray:
+    """For each lowered position (one sample), the ONNX row-major index of its element."""
+    dims = _view(shape)[1:]
+    index = np.arange(math.prod(dims)).reshape(dims)
+    return index.transpose([a - 1 for a in layout[1:]]).ravel()
+
+
+def _define(lw: Lowerer, name: str, shape: Sequence[Dim], layout: Sequence[int]) -> None:
+    lw.tensors[name] = TensorInfo(name, lowered_shape(shape, layout), "float32")
+    if tuple(layout) != default_layout(len(shape)):
+        lw.layout[name] = tuple(layout)
+
+
+def _custom_layout_ok(lw: Lowerer, tensor: str) -> bool:
+    """Whether every ONNX reader of ``tensor`` honours a non-default layout."""
+    readers = lw.src.consumers().get(tensor, [])
+    return tensor not in lw.src.exits and all(
+        lw.src.nodes[i].op_type in LAYOUT_AWARE for i in readers)
+
+
+def _candidates(lw: Lowerer, tensor: str, rank: int) -> list[tuple[int, ...]]:
+    """Layouts a new rank-``rank`` tensor may take, preferred first."""
+    if rank != 5 or not _custom_layout_ok(lw, tensor):
+        return [default_layout(rank)]
+    rest = [(0,) + p for p in itertools.permutations(range(1, rank))]
+    return [CHANNEL_SPLIT] + [p for p in rest if p != CHANNEL_SPLIT]
+
+
+def _node(lw: Lowerer, name: str, op: str, inputs: list[str], outputs: list[str],
+          **attrs: object) -> None:
+    taken = {n.name for n in lw.nodes}
+    unique = name if name not in taken else f"{name}/{op.lower()}"
+    k = 1
+    while unique in taken:
+        unique, k = f"{name}/{op.lower()}{k}", k + 1
+    lw.nodes.append(Node(unique, op, inputs, outputs, dict(attrs)))
+
+
+def _transpose(lw: Lowerer, node: Node, x: str, perm: Sequence[int], out: str) -> None:
+    const = lw.const(f"{out}/perm", np.array(perm, np.int32))
+    _node(lw, node.name, "TRANSPOSE", [x, const], [out])
+
+
+def _reshape_to(lw: Lowerer, node: Node, x: str, out: str) -> None:
+    lowered = [int(d) if isinstance(d, int) else -1 for d in lw.tensors[out].shape]
+    lowered[0] = -1
+    shape = lw.const(f"{out}/shape", np.array(lowered, np.int32))
+    _node(lw, node.name, "RESHAPE", [x, shape], [out])
+
+
+def _source(lw: Lowerer, node: Node) -> tuple[str, tuple[int, ...]]:
+    """The lowered input of ``node`` and its layout; flattened channels-first tensors refused."""
+    x = lw.name(node.inputs[0])
+    if x in lw.perm:
+        raise lw.unsupported(node, "its input is a flattened channels-first tensor")
+    return x, layout_of(lw, x, len(lw.src_shape(node.inputs[0])))
+
+
+# -- Reshape with a rank-5 side -------------------------------------------------------------
+def needs_layouts(lw: Lowerer, node: Node) -> bool:
+    """Whether a Reshape/Squeeze/Unsqueeze is this module's (a rank-5 tensor on either side)."""
+    ranks = (len(lw.src_shape(node.inputs[0])), len(lw.src_shape(node.outputs[0])))
+    return max(ranks) > 4 or lw.name(node.inputs[0]) in lw.layout
+
+
+def lower_reshape(lw: Lowerer, node: Node) -> None:
+    """A reshape from or to rank 5: free when some layout of the output keeps the bytes."""
+    x, in_layout = _source(lw, node)
+    in_shape, out = lw.src_shape(node.inputs[0]), node.outputs[0]
+    out_shape = lw.src_shape(out)
+    order = element_order(in_shape, in_layout)
+    for layout in _candidates(lw, out, len(out_shape)):
+        if np.array_equal(element_order(out_shape, layout), order):
+            _define(lw, out, out_shape, layout)
+            _reshape_to(lw, node, x, out)
+            return
+    if len(out_shape) <= 2:  # a flatten: the consumer's weights absorb the order
+        _define(lw, out, out_shape, default_layout(len(out_shape)))
+        lw.perm[out] = order
+        _reshape_to(lw, node, x, out)
+        return
+    # bytes move: go through ONNX order (identity layouts) and back, skipping identities
+    in_view, out_view = nchw_view(in_shape), nchw_view(out_shape)
+    identity_in, identity_out = tuple(range(len(in_view))), tuple(range(len(out_view)))
+    onnx_in = x
+    if tuple(in_layout) != identity_in:
+        onnx_in = f"{out}/onnx_order"
+        lw.tensors[onnx_in] = TensorInfo(onnx_in, tuple(in_view), "float32")
+        _transpose(lw, node, x, [in_layout.index(a) for a in identity_in], onnx_in)
+    layout = default_layout(len(out_shape))
+    if tuple(layout) == identity_out:
+        _define(lw, out, out_shape, layout)
+        _reshape_to(lw, node, onnx_in, out)
+        return
+    onnx_out = f"{out}/reshaped"
+    lw.tensors[onnx_out] = TensorInfo(onnx_out, tuple(out_view), "float32")
+    _reshape_to(lw, node, onnx_in, onnx_out)
+    _define(lw, out, out_shape, layout)
+    _transpose(lw, node, onnx_out, list(layout), out)
+
+
+# -- Transpose ------------------------------------------------------------------------------
+def _view_perm(perm: Sequence[int], rank: int) -> list[int]:
+    """An ONNX permutation of a 3-D tensor as one of its (N, C, 1, L) view."""
+    if rank != 3:
+        return list(perm)
+    to_view = {0: 0, 1: 1, 2: 3}
+    mapped = [to_view[p] for p in perm]
+    return [mapped[0], mapped[1], 2, mapped[2]]
+
+
+def _reshapes_moving(lw: Lowerer, tensor: str, layout: Sequence[int]) -> int:
+    """How many reshapes reading ``tensor`` into rank <= 4 would move bytes with ``layout``.
+
+    A transpose picks its output layout by this first (ShuffleNet's shuffle:
+    the reshape after it must be free), and by whether it is free itself second.
+    """
+    shape = lw.src_shape(tensor)
+    moving = 0
+    for i in lw.src.consumers().get(tensor, []):
+        reader = lw.src.nodes[i]
+        out_shape = lw.src_shape(reader.outputs[0])
+        if reader.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") and \
+                2 < len(out_shape) <= 4:
+            moving += not np.array_equal(element_order(shape, layout),
+                                         element_order(out_shape, default_layout(4)))
+    return moving
+
+
+def lower_transpose(lw: Lowerer, node: Node) -> None:
+    x, in_layout = _source(lw, node)
+    rank = len(lw.src_shape(node.inputs[0]))
+    out = node.outputs[0]
+    out_shape = lw.src_shape(out)
+    perm = [int(p) for p in node.attrs.get("perm", list(range(rank))[::-1])]
+    view_perm = _view_perm(perm, rank)
+    options = []
+    for layout in _candidates(lw, out, rank):
+        lowered = [in_layout.index(view_perm[a]) for a in layout]
+        cost = (_reshapes_moving(lw, out, layout), lowered != sorted(lowered))
+        options.append((cost, layout, lowered))
+    (_, moves), layout, lowered = min(options, key=lambda o: o[0])
+    if lowered[0] != 0:
+        raise lw.unsupported(node, f"permutation {perm} moves the batch axis")
+    if len(lowered) > 5:
+        raise lw.unsupported(node, f"a {len(lowered)}-D transpose (TFLM: at most 5-D)")
+    if not moves:
+        lw.alias[out] = x
+        return
+    _define(lw, out, out_shape, layout)
+    _transpose(lw, node, x, lowered, out)
+
+
+# -- Slice ----------------------------------------------------------------------------------
+def _slice_inputs(lw: Lowerer, node: Node) -> tuple[list[int], list[int], list[int], list[int]]:
+    rank = len(lw.src_shape(node.inputs[0]))
+    if len(node.inputs) == 1:  # opset 1: attributes
+        starts, ends = list(node.attrs["starts"]), list(node.attrs["ends"])
+        axes = list(node.attrs.get("axes", range(len(starts))))
+        return starts, ends, axes, [1] * len(starts)
+    starts = lw.const_of(node, 1, "starts").reshape(-1).tolist()
+    ends = lw.const_of(node, 2, "ends").reshape(-1).tolist()
+    axes = (lw.const_of(node, 3, "axes").reshape(-1).tolist()
+            if len(node.inputs) > 3 and node.inputs[3] else list(range(len(starts))))
+    steps = (lw.const_of(node, 4, "steps").reshape(-1).tolist()
+             if len(node.inputs) > 4 and node.inputs[4] else [1] * len(starts))
+    return starts, ends, [int(a) % rank for a in axes], steps
+
+
+def _clamp(value: int, size: int) -> int:
+    value = value + size if value < 0 else value
+    return max(0, min(size, value))
+
+
+def lower_slice(lw: Lowerer, node: Node) -> None:
+    x, layout = _source(lw, node)
+    in_shape = lw.src_shape(node.inputs[0])
+    view = nchw_view(in_shape)
+    view_axis = {0: 0, 1: 1, 2: 3} if len(in_shape) == 3 else {a: a for a in range(len(view))}
+    begin, count, steps = [0] * len(view), [int(d) if isinstance(d, int) else -1 for d in view], \
+        [1] * len(view)
+    for start, end, axis, step in zip(*_slice_inputs(lw, node)):
+        if step <= 0:
+            raise lw.unsupported(node, f"step {step} (only positive steps)")
+        if axis == 0:
+            raise lw.unsupported(node, "slicing the batch axis")
+        size = int(in_shape[axis])
+        first, stop = _clamp(int(start), size), _clamp(int(end), size)
+        n = max(0, -(-(stop - first) // int(step)))
+        if n == 0:
+            raise lw.unsupported(node, f"an empty slice of axis {axis}")
+        a = view_axis[axis]
+        begin[a], count[a], steps[a] = first, n, int(step)
+    out = node.outputs[0]
+    _define(lw, out, lw.src_shape(out), layout)
+    lowered = [layout[i] for i in range(len(layout))]
+    b = [begin[a] for a in lowered]
+    c = [count[a] for a in lowered]
+    c[0] = -1
+    s = [steps[a] for a in lowered]
+    if all(v == 1 for v in s):
+        _node(lw, node.name, "SLICE", [x, lw.const(f"{out}/begin", np.array(b, np.int32)),
+                                       lw.const(f"{out}/size", np.array(c, np.int32))], [out])
+        return
+    if len(s) > 4:
+        raise lw.unsupported(node, "a strided 5-D slice (TFLM's STRIDED_SLICE is at most 4-D)")
+    e = [bi + ci * si if ci > 0 else 0 for bi, ci, si in zip(b, c, s)]
+    _node(lw, node.name, "STRIDED_SLICE",
+          [x, lw.const(f"{out}/begin", np.array(b, np.int32)),
+           lw.const(f"{out}/end", np.array(e, np.int32)),
+           lw.const(f"{out}/strides", np.array(s, np.int32))], [out],
+          begin_mask=1, end_mask=1, shrink_axis_mask=0)
+
+
+# -- Split ----------------------------------------------------------------------------------
+def split_sizes(lw: Lowerer, node: Node) -> list[int]:
+    """ONNX Split's part sizes: the ``split`` input or attribute, else equal (opset 18 rounding)."""
+    axis = int(node.attrs.get("axis", 0)) % len(lw.src_shape(node.inputs[0]))
+    size = int(lw.src_shape(node.inputs[0])[axis])
+    if len(node.inputs) > 1 and node.inputs[1]:
+        return [int(v) for v in lw.const_of(node, 1, "split sizes").reshape(-1)]
+    if "split" in node.attrs:
+        return [int(v) for v in node.attrs["split"]]
+    n = len(node.outputs)
+    part = -(-size // n)
+    return [part] * (n - 1) + [size - part * (n - 1)]
+
+
+def lower_split(lw: Lowerer, node: Node) -> None:
+    x, layout = _source(lw, node)
+    in_shape = lw.src_shape(node.inputs[0])
+    axis = int(node.attrs.get("axis", 0)) % len(in_shape)
+    if axis == 0:
+        raise lw.unsupported(node, "splitting the batch axis")
+    sizes = split_sizes(lw, node)
+    if len(sizes) != len(node.outputs) or sum(sizes) != int(in_shape[axis]) or min(sizes) < 1:
+        raise lw.unsupported(node, f"sizes {sizes} do not split axis {axis} of {list(in_shape)}")
+    view_axis = 3 if len(in_shape) == 3 and axis == 2 else axis
+    lowered_axis = layout.index(view_axis)
+    for out in node.outputs:
+        _define(lw, out, lw.src_shape(out), layout)
+    axis_const = lw.const(f"{node.name}/axis", np.array(lowered_axis, np.int32))
+    if len(set(sizes)) == 1:
+        _node(lw, node.name, "SPLIT", [axis_const, x], list(node.outputs),
+              num_splits=len(sizes))
+    else:
+        sizes_const = lw.const(f"{node.name}/sizes", np.array(sizes, np.int32))
+        _node(lw, node.name, "SPLIT_V", [x, sizes_const, axis_const], list(node.outputs),
+              num_splits=len(sizes))
+
+
+register_lowering(Lowering("Slice", "slice with constant starts/ends/axes and positive steps",
+                           lower_slice, ("SLICE", "STRIDED_SLICE")))
+register_lowering(Lowering("Split", "split into equal or given parts", lower_split,
+                           ("SPLIT", "SPLIT_V")))
+register_lowering(Lowering("Transpose", "transpose (batch axis fixed; channel shuffle)",
+                           lower_transpose, ("TRANSPOSE",)))
