@@ -67,7 +67,8 @@ def chain_graph(x_shape: tuple[int, ...], in_q: QuantParams | None, layers: list
     graph = Graph("ops", [tensors["x"]], ["flat"], nodes, constants, tensors, 13, 8, "tflite")
     if in_q:
         for node in nodes[:-1]:
-            rule = registry.builtin(node.op_type).quantize_constants
+            op = registry.builtin(node.op_type)
+            rule = op.quantize_constants if op is not None else None
             if rule is not None:
                 quantized: dict[str, np.ndarray] = {}
                 rule(graph, node, quant, quantized, graph.const_quant)
