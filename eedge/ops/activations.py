@@ -189,6 +189,9 @@ def alpha_period(out_dims: list[int], alpha: np.ndarray) -> tuple[int, np.ndarra
 
 
 def _emit_prelu(ctx: EmitContext, node: Node) -> Emitted:
+    """A table lookup when alpha is one value (the output then depends on the byte alone);
+    otherwise the PRELU kernel: a table for x >= 0, fixed point with the channel's alpha below.
+    """
     g, p = ctx.graph, ctx.ident
     x, alpha_name, out = node.inputs[0], node.inputs[1], node.outputs[0]
     if _dims(g, x) != _dims(g, out):
@@ -197,10 +200,18 @@ def _emit_prelu(ctx: EmitContext, node: Node) -> Emitted:
     if alpha_name not in g.constants:
         raise UnsupportedOpError(f"PRELU {node.name!r}: the C runtime needs a constant alpha")
     alpha = np.asarray(g.constants[alpha_name])
+    one_alpha = alpha.reshape(-1)[:1]
+
+    def with_one_alpha(n: Node, graph: Graph, args: list[np.ndarray | None]) -> np.ndarray:
+        return k8.prelu_s8(n, graph, [args[0], one_alpha])
+
+    if np.all(alpha == one_alpha):
+        return _emit_lut(with_one_alpha)(ctx, node)
     period, expanded = alpha_period(_dims(g, out), alpha)
     in_q, alpha_q, out_q = (quant_of(g, t) for t in (x, alpha_name, out))
-    m1, s1, m2, s2 = k8.prelu_params(scale_of(in_q), scale_of(alpha_q), scale_of(out_q))
-    declarations = []
+    _, _, m_neg, s_neg = k8.prelu_params(scale_of(in_q), scale_of(alpha_q), scale_of(out_q))
+    declarations = [int_array(f"{p}_positive", k8.lookup_table(with_one_alpha, node, g),
+                              "int8_t")]
     if alpha.size == period:           # stored alpha already lists one period in order
         alpha_ref = ctx.constant_ref(alpha_name)
     else:
@@ -208,9 +219,9 @@ def _emit_prelu(ctx: EmitContext, node: Node) -> Emitted:
         declarations.append(int_array(alpha_ref, expanded, "int8_t"))
     fields = dict(size=_size(g, out), alpha_period=period, in_offset=-zero_point_of(in_q),
                   alpha_offset=-zero_point_of(alpha_q), out_offset=zero_point_of(out_q),
-                  m_pos=m1, s_pos=s1, m_neg=m2, s_neg=s2)
+                  m_neg=m_neg, s_neg=s_neg)
     declarations.append(struct("eedge_prelu_params", f"{p}_params", fields))
-    return Emitted(declarations, f"eedge_prelu_s8(&{p}_params, {alpha_ref}, "
+    return Emitted(declarations, f"eedge_prelu_s8(&{p}_params, {alpha_ref}, {p}_positive, "
                                  f"{_operand(ctx, x)}, {ctx.tensor_ref(out)})")
 
 

@@ -1,4 +1,4 @@
-/* Unary activations (int8): a 256-byte table lookup, and PRELU's per-channel requantization. */
+/* Unary activations (int8): a 256-byte table lookup, and PRELU with per-channel alpha. */
 #include <string.h>
 
 #include "eedge/fixedpoint.h"
@@ -28,18 +28,22 @@ void eedge_lut_s8(const int8_t table[256], const int8_t *input, int8_t *output, 
     }
 }
 
-void eedge_prelu_s8(const eedge_prelu_params *p, const int8_t *alpha, const int8_t *input,
-                    int8_t *output) {
+void eedge_prelu_s8(const eedge_prelu_params *p, const int8_t *alpha, const int8_t positive[256],
+                    const int8_t *input, int8_t *output) {
     int32_t i = 0;
     while (i < p->size) {
+        const int32_t end = p->size - i < p->alpha_period ? p->size : i + p->alpha_period;
         int32_t j;
         /* one period of alpha per pass: no modulo per element */
-        for (j = 0; j < p->alpha_period && i < p->size; ++j, ++i) {
+        for (j = 0; i < end; ++i, ++j) {
             const int32_t x = (int32_t)input[i] + p->in_offset;
-            const int32_t v = x >= 0
-                ? eedge_requantize(x, p->m_pos, p->s_pos)
-                : eedge_requantize(x * ((int32_t)alpha[j] + p->alpha_offset), p->m_neg, p->s_neg);
-            output[i] = (int8_t)eedge_clamp(v + p->out_offset, -128, 127);
+            if (x >= 0) {
+                output[i] = eedge_lookup(positive, input[i]);
+            } else {
+                const int32_t v = eedge_requantize(x * ((int32_t)alpha[j] + p->alpha_offset),
+                                                   p->m_neg, p->s_neg) + p->out_offset;
+                output[i] = (int8_t)eedge_clamp(v, -128, 127);
+            }
         }
     }
 }
