@@ -470,3 +470,17 @@ def test_torch_model_with_reductions_exports_int8_and_runs_in_c(tmp_path: Path) 
         for stage, outputs in zip(codegen.stages, sample.stage_outputs):
             for name, got in zip(stage.outputs, outputs):
                 assert np.array_equal(got, env[name][n].reshape(-1)[: got.size]), (n, name)
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tflite" / "reduce_minmax.tflite"
+
+
+@pytest.mark.skipif(not FIXTURE.is_file(), reason="tests/fixtures/tflite/reduce_minmax.tflite is absent")
+def test_tensorflow_converter_reductions_equal_tflite_micro() -> None:
+    """TFLiteConverter's SUM and MEAN over a scalar axis -1 and REDUCE_MAX without keep_dims."""
+    data = FIXTURE.read_bytes()
+    graph, outputs = read_tflite_bytes(data)
+    assert {"SUM", "MEAN", "REDUCE_MAX"} <= set(ops_of(graph))
+    x = int8_inputs(tuple(int(d) for d in graph.inputs[0].shape))
+    ours = execute(graph, {graph.inputs[0].name: x})[outputs[0]]
+    assert np.array_equal(ours, tflm(data, x).reshape(ours.shape))

@@ -23,6 +23,14 @@
 
 #define LANE_FLUSH 256  /* 16-bit lanes hold 256 int8 values exactly: 256 * -128 = -32768 */
 
+/* The inner loops live out of line: inlined into the dispatcher they ran out of registers
+ * (spills inside the loop cost a third more instructions on Cortex-M4). */
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
 #if defined(EEDGE_USE_DSP)
 #include <arm_acle.h>
 
@@ -38,11 +46,11 @@ static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
     return r;
 }
 
-/* Byte-wise signed maximum of four lanes (SSUB8 sets the GE flags SEL reads). */
+/* Byte-wise signed maximum of four lanes (SSUB8 sets the GE flags SEL reads; GCC
+ * tracks that dependency, so the pair may be scheduled like any other code). */
 static inline int32_t max_s8x4(int32_t a, int32_t b) {
-    int32_t r;
-    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(r) : "r"(a), "r"(b) : "cc");
-    return r;
+    (void)__ssub8((int8x4_t)a, (int8x4_t)b);
+    return (int32_t)__sel((uint8x4_t)a, (uint8x4_t)b);
 }
 
 static inline int32_t lanes_sum(int32_t v) {
@@ -54,6 +62,37 @@ static int8_t finish_sum(const eedge_reduce_params *p, int32_t sum) {
     const int32_t shifted = (int32_t)((uint32_t)sum - (uint32_t)(p->in_zero_point * p->count));
     const int32_t value = eedge_requantize(shifted, p->multiplier, p->shift) + p->out_zero_point;
     return (int8_t)eedge_clamp(value, -128, 127);
+}
+
+/* Sum and maximum of n bytes `stride` apart, four per iteration (two accumulators). */
+static NOINLINE int32_t sum_strided(const int8_t *x, int32_t n, int32_t stride) {
+    int32_t s0 = 0, s1 = 0, i = 0;
+    const int32_t stride2 = 2 * stride, stride3 = 3 * stride, stride4 = 4 * stride;
+    for (; i + 4 <= n; i += 4, x += stride4) {
+        s0 += x[0];
+        s1 += x[stride];
+        s0 += x[stride2];
+        s1 += x[stride3];
+    }
+    for (; i < n; ++i, x += stride) {
+        s0 += *x;
+    }
+    return s0 + s1;
+}
+
+static NOINLINE int32_t max_strided(const int8_t *x, int32_t n, int32_t stride) {
+    int32_t m0 = -128, m1 = -128, i = 0;
+    const int32_t stride2 = 2 * stride, stride3 = 3 * stride, stride4 = 4 * stride;
+    for (; i + 4 <= n; i += 4, x += stride4) {
+        m0 = x[0] > m0 ? x[0] : m0;
+        m1 = x[stride] > m1 ? x[stride] : m1;
+        m0 = x[stride2] > m0 ? x[stride2] : m0;
+        m1 = x[stride3] > m1 ? x[stride3] : m1;
+    }
+    for (; i < n; ++i, x += stride) {
+        m0 = *x > m0 ? *x : m0;
+    }
+    return m0 > m1 ? m0 : m1;
 }
 
 /* Sum and maximum of n contiguous bytes. */
@@ -71,10 +110,7 @@ static int32_t sum_row(const int8_t *x, int32_t n) {
         sum += lanes_sum(even) + lanes_sum(odd);
     }
 #endif
-    for (; i < n; ++i) {
-        sum += x[i];
-    }
-    return sum;
+    return sum + sum_strided(x + i, n - i, 1);
 }
 
 static int32_t max_row(const int8_t *x, int32_t n) {
@@ -91,62 +127,77 @@ static int32_t max_row(const int8_t *x, int32_t n) {
         }
     }
 #endif
-    for (; i < n; ++i) {
-        best = x[i] > best ? x[i] : best;
+    if (i < n) {
+        const int32_t rest = max_strided(x + i, n - i, 1);
+        best = rest > best ? rest : best;
     }
     return best;
 }
 
+#if defined(EEDGE_USE_DSP)
+/* Sums of four adjacent channels over len positions `stride` bytes apart, two positions
+ * per iteration. */
+static NOINLINE void sum4_strided(const int8_t *x, int32_t len, int32_t stride,
+                                  int32_t sums[4]) {
+    sums[0] = sums[1] = sums[2] = sums[3] = 0;
+    while (len > 0) {
+        int32_t n = len > LANE_FLUSH ? LANE_FLUSH : len, even = 0, odd = 0;
+        len -= n;
+        for (; n >= 2; n -= 2, x += 2 * stride) {
+            const int32_t w0 = load_i32(x), w1 = load_i32(x + stride);
+            even = __sxtab16(even, w0);
+            odd = sxtab16_ror8(odd, w0);
+            even = __sxtab16(even, w1);
+            odd = sxtab16_ror8(odd, w1);
+        }
+        if (n > 0) {
+            const int32_t w = load_i32(x);
+            even = __sxtab16(even, w);
+            odd = sxtab16_ror8(odd, w);
+            x += stride;
+        }
+        sums[0] += (int16_t)(even & 0xffff);
+        sums[1] += (int16_t)(odd & 0xffff);
+        sums[2] += even >> 16;
+        sums[3] += odd >> 16;
+    }
+}
+
+/* Maxima of four adjacent channels over len positions `stride` bytes apart. */
+static NOINLINE int32_t max4_strided(const int8_t *x, int32_t len, int32_t stride) {
+    int32_t m0 = (int32_t)0x80808080u, m1 = m0;
+    for (; len >= 2; len -= 2, x += 2 * stride) {
+        m0 = max_s8x4(load_i32(x), m0);
+        m1 = max_s8x4(load_i32(x + stride), m1);
+    }
+    if (len > 0) {
+        m0 = max_s8x4(load_i32(x), m0);
+    }
+    return max_s8x4(m0, m1);
+}
+#endif
+
 /* One output per channel c < inner: the reduction over len positions `inner` bytes apart. */
 static void reduce_strided(const eedge_reduce_params *p, const int8_t *x, int32_t len,
                            int32_t inner, int8_t *out) {
-    int32_t c = 0, r;
+    int32_t c = 0;
 #if defined(EEDGE_USE_DSP)
     for (; c + 4 <= inner; c += 4) {
-        const int8_t *ptr = x + c;
         if (p->op == EEDGE_REDUCE_MAX) {
-            int32_t m = (int32_t)0x80808080u;
-            for (r = 0; r < len; ++r, ptr += inner) {
-                m = max_s8x4(load_i32(ptr), m);
-            }
+            const int32_t m = max4_strided(x + c, len, inner);
             memcpy(out + c, &m, 4);
         } else {
-            int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            for (r = 0; r < len;) {
-                const int32_t stop = len - r > LANE_FLUSH ? r + LANE_FLUSH : len;
-                int32_t even = 0, odd = 0;
-                for (; r < stop; ++r, ptr += inner) {
-                    const int32_t w = load_i32(ptr);
-                    even = __sxtab16(even, w);
-                    odd = sxtab16_ror8(odd, w);
-                }
-                s0 += (int16_t)(even & 0xffff);
-                s2 += even >> 16;
-                s1 += (int16_t)(odd & 0xffff);
-                s3 += odd >> 16;
+            int32_t sums[4], k;
+            sum4_strided(x + c, len, inner, sums);
+            for (k = 0; k < 4; ++k) {
+                out[c + k] = finish_sum(p, sums[k]);
             }
-            out[c] = finish_sum(p, s0);
-            out[c + 1] = finish_sum(p, s1);
-            out[c + 2] = finish_sum(p, s2);
-            out[c + 3] = finish_sum(p, s3);
         }
     }
 #endif
     for (; c < inner; ++c) {
-        const int8_t *ptr = x + c;
-        if (p->op == EEDGE_REDUCE_MAX) {
-            int32_t best = -128;
-            for (r = 0; r < len; ++r, ptr += inner) {
-                best = *ptr > best ? *ptr : best;
-            }
-            out[c] = (int8_t)best;
-        } else {
-            int32_t sum = 0;
-            for (r = 0; r < len; ++r, ptr += inner) {
-                sum += *ptr;
-            }
-            out[c] = finish_sum(p, sum);
-        }
+        out[c] = p->op == EEDGE_REDUCE_MAX ? (int8_t)max_strided(x + c, len, inner)
+                                           : finish_sum(p, sum_strided(x + c, len, inner));
     }
 }
 
