@@ -310,5 +310,8 @@ def test_qemu_cortex_m4_is_bit_exact_and_counts_instructions_per_element(
     with capsys.disabled():
         print("\nCortex-M4 instructions per element: " +
               ", ".join(f"{k} {v:.2f}" for k, v in per_element.items()))
-    # a byte moved costs a load, a store and pointer steps: bounded, so a regression shows
-    assert all(0 < v < 8 for v in per_element.values()), per_element
+    # measured 3.05, 2.03, 2.03 (word loads/stores; the byte loop they replace cost 9.1 and
+    # 5.5): bounds with a little slack, so a regression to byte loops fails
+    bounds = {"transpose (channel shuffle)": 3.5, "slice (half the channels)": 2.5,
+              "split (two halves)": 2.5}
+    assert all(0 < per_element[k] < bounds[k] for k in bounds), per_element
