@@ -13,7 +13,7 @@ Facts from TFLM's transpose_conv.cc and the reference integer kernel:
   MultiplyByQuantizedMultiplier (the same multipliers as CONV_2D), the output
   offset and the activation clamp. Integer sums do not depend on their
   order, so the C kernel gathers, per output pixel, the taps that reach it
-  (no int32 scratch the size of the output, unlike TFLM's scatter).
+  (a tap list as scratch, not TFLM's int32 buffer the size of the output).
 
 ONNX pads map onto TFLite's two paddings through the weights: the lowering
 appends zero rows/columns to the kernel (a zero tap adds nothing, in float
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from eedge.codegen.emit import (INT32_MAX, EmitContext, Emitted, _dims, _operand, int_array,
-                                struct)
+from eedge.codegen.emit import (INT32_MAX, SCRATCH, EmitContext, Emitted, _dims, _operand,
+                                int_array, struct)
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node, QuantParams
 from eedge.ops import registry
@@ -252,12 +252,14 @@ def _emit(ctx: EmitContext, node: Node) -> Emitted:
                   pad_top=tflite_pad(out_h, w_shape[1], a["stride_h"], a["padding"]),
                   pad_left=tflite_pad(out_w, w_shape[2], a["stride_w"], a["padding"]),
                   in_offset=-zero_point_of(in_q), out_offset=zero_point_of(out_q),
-                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift")
+                  act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift",
+                  scratch=SCRATCH)
     bias = _operand(ctx, node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else "0"
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
                     struct("eedge_transpose_conv_params", f"{p}_params", fields)],
                    f"eedge_transpose_conv_s8(&{p}_params, {_operand(ctx, node.inputs[2])}, "
-                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})")
+                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})",
+                   2 * w_shape[1] * w_shape[2])   # the tap list of one output pixel
 
 
 # -- ONNX lowering ------------------------------------------------------------------------

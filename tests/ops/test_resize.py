@@ -217,6 +217,34 @@ def test_lowering_equals_onnx_runtime(attrs: dict[str, str], flags: tuple[bool, 
     np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)
 
 
+def test_1d_resize_lowers_on_the_unit_height_layout() -> None:
+    """(N, C, L) is lowered as (N, 1, L, C): a 1-D linear resize is a bilinear one of height 1."""
+    rng = np.random.default_rng(5)
+
+    def model(head: bool) -> onnx.ModelProto:
+        inits = [numpy_helper.from_array(np.array([1, 1, 2], F32), "sc")]
+        nodes = [helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rs", mode="linear",
+                                  coordinate_transformation_mode="half_pixel")]
+        outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 14])]
+        if head:
+            inits.append(numpy_helper.from_array(rng.standard_normal((4, 42)).astype(F32), "w"))
+            nodes += [helper.make_node("Flatten", ["y"], ["f"]),
+                      helper.make_node("Gemm", ["f", "w"], ["e"], transB=1)]
+            outputs = [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, [1, 3, 7])], outputs, initializer=inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        return m
+
+    x = rng.standard_normal((1, 3, 7)).astype(F32)
+    expected = ort.InferenceSession(model(False).SerializeToString()).run(None, {"x": x})[0]
+    lowered = lower_to_tflite(onnx_to_graph(model(True)))
+    assert lowered.tensors["y"].shape == (1, 1, 14, 3)
+    got = execute(lowered, {"x": x.transpose(0, 2, 1)[:, None]})["y"][:, 0].transpose(0, 2, 1)
+    np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)
+
+
 @pytest.mark.parametrize("attrs,what", [
     (dict(mode="nearest"), "round_prefer_floor"),          # ONNX's defaults
     (dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="floor"),

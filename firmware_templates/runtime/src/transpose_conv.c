@@ -2,14 +2,15 @@
  *
  * TFLite scatters every input pixel into an int32 buffer the size of the output and
  * requantizes afterwards. Here each output pixel gathers the taps that reach it
- * instead (output y = input y * stride - pad + kernel y, so kernel rows congruent to
- * y + pad modulo the stride, each with one input row), so no output-sized scratch is
- * needed; integer sums do not depend on their order, so the bytes are TFLite's. The
- * bias is added after the products and before the per-channel requantization, as in
- * TFLite. Weights are OHWI: each tap's weights for one output channel are the input
- * channels, contiguous, so each tap is a dot product over the input channels; on
- * Cortex-M with DSP, SXTAB16 widens four input bytes and adds the input offset and
- * SMLAD does two multiply-accumulates per instruction, for two output channels at once.
+ * instead (output y = input y * stride - pad + kernel y: kernel rows congruent to
+ * y + pad modulo the stride, each with one input row), so the scratch is one tap list
+ * (two words per kernel tap), not an output-sized int32 buffer. Integer sums do not
+ * depend on their order, so the bytes are TFLite's; the bias is added after the
+ * products and before the per-channel requantization, as in TFLite. Weights are OHWI:
+ * a tap's weights for one output channel are its input channels, contiguous, so each
+ * tap is a dot product over the input channels, for four output channels at once (one
+ * input load serves four). On Cortex-M with DSP, SXTAB16 widens four input bytes and
+ * adds the input offset, and SMLAD does two multiply-accumulates per instruction.
  */
 #include <string.h>
 
@@ -32,10 +33,11 @@ static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
 }
 #endif
 
-/* acc[0] += sum (x + offset) * w0, acc[1] += sum (x + offset) * w1 over n channels. */
-static inline void dot_1x2(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t n,
-                           int32_t offset, int32_t acc[2]) {
-    int32_t a0 = acc[0], a1 = acc[1];
+/* acc[j] += sum over n channels of (x + offset) * w[j], for four weight rows. */
+static inline void dot_1x4(const int8_t *x, const int8_t *const w[4], int32_t n, int32_t offset,
+                           int32_t acc[4]) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int8_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
     int32_t i = 0;
 #if defined(EEDGE_USE_DSP)
     const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
@@ -50,6 +52,12 @@ static inline void dot_1x2(const int8_t *x, const int8_t *w0, const int8_t *w1, 
             memcpy(&wv, w1 + i, 4);
             a1 = __smlad(xe, __sxtb16(wv), a1);
             a1 = __smlad(xo, sxtb16_ror8(wv), a1);
+            memcpy(&wv, w2 + i, 4);
+            a2 = __smlad(xe, __sxtb16(wv), a2);
+            a2 = __smlad(xo, sxtb16_ror8(wv), a2);
+            memcpy(&wv, w3 + i, 4);
+            a3 = __smlad(xe, __sxtb16(wv), a3);
+            a3 = __smlad(xo, sxtb16_ror8(wv), a3);
         }
     }
 #endif
@@ -57,9 +65,13 @@ static inline void dot_1x2(const int8_t *x, const int8_t *w0, const int8_t *w1, 
         const int32_t v = x[i] + offset;
         a0 += v * w0[i];
         a1 += v * w1[i];
+        a2 += v * w2[i];
+        a3 += v * w3[i];
     }
     acc[0] = a0;
     acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
 static inline int8_t finish(int32_t acc, const int32_t *bias, int32_t oc,
@@ -71,38 +83,55 @@ static inline int8_t finish(int32_t acc, const int32_t *bias, int32_t oc,
     return (int8_t)eedge_clamp(acc, p->act_min, p->act_max);
 }
 
+/* The taps reaching output pixel (oy, ox): pairs of (input offset, weight offset). */
+static int32_t gather_taps(const eedge_transpose_conv_params *p, int32_t oy, int32_t ox,
+                           int32_t *taps) {
+    const int32_t ty = oy + p->pad_top, tx = ox + p->pad_left;
+    int32_t n = 0, fy, fx;
+    for (fy = ty % p->stride_h; fy < p->k_h && fy <= ty; fy += p->stride_h) {
+        const int32_t iy = (ty - fy) / p->stride_h;
+        if (iy >= p->in_h) {
+            continue;
+        }
+        for (fx = tx % p->stride_w; fx < p->k_w && fx <= tx; fx += p->stride_w) {
+            const int32_t ix = (tx - fx) / p->stride_w;
+            if (ix < p->in_w) {
+                taps[2 * n] = (iy * p->in_w + ix) * p->in_c;
+                taps[2 * n + 1] = (fy * p->k_w + fx) * p->in_c;
+                ++n;
+            }
+        }
+    }
+    return n;
+}
+
 void eedge_transpose_conv_s8(const eedge_transpose_conv_params *p, const int8_t *input,
                              const int8_t *weights, const int32_t *bias, int8_t *output) {
-    const int32_t tap = p->in_c, filter = p->k_h * p->k_w * p->in_c;
-    int32_t oy, ox, oc, fy, fx;
+    const int32_t filter = p->k_h * p->k_w * p->in_c;
+    int32_t *taps = p->scratch;
+    int32_t oy, ox, oc, t, j;
     for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t ty = oy + p->pad_top;
         for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t tx = ox + p->pad_left;
+            const int32_t n = gather_taps(p, oy, ox, taps);
             int8_t *out = output + (oy * p->out_w + ox) * p->out_c;
-            for (oc = 0; oc < p->out_c; oc += 2) {
-                const int32_t pair = oc + 1 < p->out_c;
-                const int8_t *w0 = weights + oc * filter;
-                const int8_t *w1 = pair ? w0 + filter : w0;
-                int32_t acc[2] = {0, 0};
-                for (fy = ty % p->stride_h; fy < p->k_h && fy <= ty; fy += p->stride_h) {
-                    const int32_t iy = (ty - fy) / p->stride_h;
-                    if (iy >= p->in_h) {
-                        continue;
-                    }
-                    for (fx = tx % p->stride_w; fx < p->k_w && fx <= tx; fx += p->stride_w) {
-                        const int32_t ix = (tx - fx) / p->stride_w;
-                        const int32_t k = (fy * p->k_w + fx) * tap;
-                        if (ix >= p->in_w) {
-                            continue;
-                        }
-                        dot_1x2(input + (iy * p->in_w + ix) * p->in_c, w0 + k, w1 + k, p->in_c,
-                                p->in_offset, acc);
-                    }
+            for (oc = 0; oc < p->out_c; oc += 4) {
+                /* four output channels at a time; past the last one, repeat the last row */
+                const int8_t *rows[4];
+                int32_t acc[4] = {0, 0, 0, 0};
+                for (j = 0; j < 4; ++j) {
+                    rows[j] = weights + (oc + j < p->out_c ? oc + j : p->out_c - 1) * filter;
                 }
-                out[oc] = finish(acc[0], bias, oc, p);
-                if (pair) {
-                    out[oc + 1] = finish(acc[1], bias, oc + 1, p);
+                for (t = 0; t < n; ++t) {
+                    const int8_t *w[4];
+                    const int32_t k = taps[2 * t + 1];
+                    w[0] = rows[0] + k;
+                    w[1] = rows[1] + k;
+                    w[2] = rows[2] + k;
+                    w[3] = rows[3] + k;
+                    dot_1x4(input + taps[2 * t], w, p->in_c, p->in_offset, acc);
+                }
+                for (j = 0; j < 4 && oc + j < p->out_c; ++j) {
+                    out[oc + j] = finish(acc[j], bias, oc + j, p);
                 }
             }
         }

@@ -32,7 +32,11 @@ typedef struct {
     int32_t act_min, act_max;
     const int32_t *multiplier;  /* one per output channel */
     const int32_t *shift;
+    int32_t *scratch;           /* EEDGE_TRANSPOSE_CONV_SCRATCH_WORDS words, owned by the model */
 } eedge_transpose_conv_params;
+
+/* Scratch of a transposed convolution, in 32-bit words: the taps of one output pixel. */
+#define EEDGE_TRANSPOSE_CONV_SCRATCH_WORDS(k_h, k_w) (2 * (k_h) * (k_w))
 
 void eedge_resize_nearest_s8(const eedge_resize_nearest_params *p, const int8_t *input,
                              int8_t *output);
