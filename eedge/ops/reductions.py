@@ -32,6 +32,7 @@ import numpy as np
 
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node, TensorInfo
+from eedge.ir.layout import CHANNELS_FIRST, to_channels_last
 from eedge.ops import registry
 from eedge.ops.registry import Builtin, Lowering, register_builtin, register_lowering
 from eedge.reference.fixedpoint import (multiply_by_quantized_multiplier, quantize_multiplier,
@@ -48,11 +49,7 @@ MAX_COUNT = 1 << 23
 # -- lowering ------------------------------------------------------------------
 def _channels_last(x: np.ndarray) -> np.ndarray:
     """An ONNX-layout array in the lowered graph's layout (NCHW -> NHWC, NCL -> N1LC)."""
-    if x.ndim == 4:
-        return x.transpose(0, 2, 3, 1)
-    if x.ndim == 3:
-        return x.transpose(0, 2, 1)[:, None]
-    return x
+    return to_channels_last(x, CHANNELS_FIRST.get(x.ndim))
 
 
 def _lowered_axes(axes: Iterable[int], rank: int) -> list[int]:
@@ -210,7 +207,8 @@ def int8_mean_or_sum(node: Node, g: Graph, args: Sequence[np.ndarray | None]) ->
     m, s = reduce_multiplier(node, g, count)
     total = x.astype(np.int64).sum(axis=axes, keepdims=bool(node.attrs["keep_dims"]))
     shifted = wrap_int32(total - zero_point_of(quant_of(g, node.inputs[0])) * count)
-    out = multiply_by_quantized_multiplier(shifted, m, s) + zero_point_of(quant_of(g, node.outputs[0]))
+    out = multiply_by_quantized_multiplier(shifted, m, s) + zero_point_of(
+        quant_of(g, node.outputs[0]))
     return np.clip(out, -128, 127).astype(np.int8)
 
 
@@ -293,9 +291,9 @@ def emit_reduce(ctx: Any, node: Node) -> Any:
     dims = _dims(g, node.inputs[0])
     if node.inputs[1] not in g.constants:
         raise UnsupportedOpError(f"{node.op_type} {node.name!r}: the axes must be a constant")
-    axes = g.constants[node.inputs[1]].reshape(-1)
+    axes = {int(a) % len(dims) for a in g.constants[node.inputs[1]].reshape(-1)}
     full, mask = canonical_dims(dims, axes)
-    count = int(np.prod([dims[int(a) % len(dims)] for a in set(int(a) % len(dims) for a in axes)]))
+    count = int(np.prod([dims[a] for a in axes]))
     if count > MAX_COUNT:
         raise UnsupportedOpError(f"{node.op_type} {node.name!r}: {count} elements per output "
                                  f"exceed the C kernel's int32 sum (at most {MAX_COUNT})")

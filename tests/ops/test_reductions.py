@@ -102,12 +102,14 @@ def reduce_tflite(in_shape: tuple[int, ...], qi: Quant, specs: list[Spec]) -> by
         shape_t = tensor(f"shape{k}", [2], None, np.array(flat, np.int32))
         out = tensor(f"out{k}", flat, qo)
         reduce_op = S.OperatorT()
-        reduce_op.opcodeIndex, reduce_op.inputs, reduce_op.outputs = opcode(op, 2), [x, axes_t], [z]
+        reduce_op.opcodeIndex = opcode(op, 2)
+        reduce_op.inputs, reduce_op.outputs = [x, axes_t], [z]
         reduce_op.builtinOptionsType = S.BuiltinOptions.ReducerOptions
         reduce_op.builtinOptions = S.ReducerOptionsT()
         reduce_op.builtinOptions.keepDims = keep
         reshape = S.OperatorT()
-        reshape.opcodeIndex, reshape.inputs, reshape.outputs = opcode("RESHAPE", 1), [z, shape_t], [out]
+        reshape.opcodeIndex = opcode("RESHAPE", 1)
+        reshape.inputs, reshape.outputs = [z, shape_t], [out]
         reshape.builtinOptionsType = S.BuiltinOptions.ReshapeOptions
         reshape.builtinOptions = S.ReshapeOptionsT()
         reshape.builtinOptions.newShape = flat
@@ -475,7 +477,7 @@ def test_torch_model_with_reductions_exports_int8_and_runs_in_c(tmp_path: Path) 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tflite" / "reduce_minmax.tflite"
 
 
-@pytest.mark.skipif(not FIXTURE.is_file(), reason="tests/fixtures/tflite/reduce_minmax.tflite is absent")
+@pytest.mark.skipif(not FIXTURE.is_file(), reason="the reduce_minmax.tflite fixture is absent")
 def test_tensorflow_converter_reductions_equal_tflite_micro() -> None:
     """TFLiteConverter's SUM and MEAN over a scalar axis -1 and REDUCE_MAX without keep_dims."""
     data = FIXTURE.read_bytes()
