@@ -377,6 +377,9 @@ def test_canonical_dims_merge_axes_the_kernel_sees_as_one() -> None:
     assert canonical_dims([1, 4, 6, 8], [-1]) == ([1, 1, 24, 8], [0, 0, 0, 1])
     assert canonical_dims([1, 4, 6, 8], [1, 3]) == ([1, 4, 6, 8], [0, 1, 0, 1])
     assert canonical_dims([1, 12, 6], [1]) == ([1, 1, 12, 6], [0, 0, 1, 0])
+    assert canonical_dims([1, 2, 3, 4, 5], [1, 2]) == ([1, 1, 6, 20], [0, 0, 1, 0])  # 5-D
+    with pytest.raises(UnsupportedOpError, match="four alternating"):
+        canonical_dims([2, 2, 2, 2, 2], [1, 3])
 
 
 C_SHAPE = (1, 8, 40, 14)   # 320 positions (> 256: the DSP lanes flush), 14 = 3 * 4 + 2 channels
