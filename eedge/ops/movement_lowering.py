@@ -1,4 +1,4 @@
-"""ONNX Slice, Split and Transpose lowered to TFLite builtins, and layouts beyond 4-D.
+"""ONNX Slice, Split, Transpose and torch.stack lowered to TFLite builtins; layouts beyond 4-D.
 
 The lowerer stores a 4-D NCHW activation as NHWC and a 3-D (N, C, L) one as
 (N, 1, L, C). A tensor's *layout* says which ONNX axis each lowered axis
@@ -16,6 +16,12 @@ them back -- exactly the NHWC form of the shuffle. A 5-D tensor gets that
 layout only when every ONNX reader of it is one of the ops here (reshape,
 transpose, slice, split), which all honour layouts; otherwise it stays in
 ONNX order, which every other op assumes for ranks other than 3 and 4.
+
+torch.stack exports one Unsqueeze per input and a Concat along the new axis:
+that becomes one PACK of the 4-D inputs, its axis placed where the 5-D
+result gets a layout that keeps later reshapes free. torch.unbind (Split,
+then Squeeze of each part) is not turned into UNPACK: its 3-D parts would be
+(N, C, L) tensors, which eedge stores as (N, 1, L, C), not UNPACK's order.
 
 Whether a reshape moves bytes is decided by comparing, for both tensors, the
 ONNX (row-major) index of the element at each lowered position; when no
@@ -40,6 +46,7 @@ CHANNEL_SPLIT = (0, 3, 4, 1, 2)
 """Layout of a 5-D tensor splitting NCHW's channels: (N, H, W, a, b) for ONNX (N, a, b, H, W)."""
 LAYOUT_AWARE = frozenset({"Reshape", "Transpose", "Slice", "Split", "Flatten", "Squeeze",
                           "Unsqueeze"})
+"""ONNX readers that honour a rank-5 tensor's layout (Concat only as torch.stack's PACK)."""
 
 
 def default_layout(rank: int) -> tuple[int, ...]:
@@ -128,6 +135,9 @@ def needs_layouts(lw: Lowerer, node: Node) -> bool:
 
 def lower_reshape(lw: Lowerer, node: Node) -> None:
     """A reshape from or to rank 5: free when some layout of the output keeps the bytes."""
+    if _stacking_concat(lw, node) is not None:  # torch.stack: the Concat emits one PACK
+        lw.alias[node.outputs[0]] = lw.name(node.inputs[0])
+        return
     x, in_layout = _source(lw, node)
     in_shape, out = lw.src_shape(node.inputs[0]), node.outputs[0]
     out_shape = lw.src_shape(out)
@@ -160,6 +170,75 @@ def lower_reshape(lw: Lowerer, node: Node) -> None:
     _reshape_to(lw, node, onnx_in, onnx_out)
     _define(lw, out, out_shape, layout)
     _transpose(lw, node, onnx_out, list(layout), out)
+
+
+# -- torch.stack: Unsqueeze on every input, Concat along the new axis -> PACK -----------------
+def _unsqueeze_axis(lw: Lowerer, node: Node) -> int | None:
+    """The one axis an Unsqueeze inserts (of its rank-5 output), or None."""
+    if node.op_type != "Unsqueeze":
+        return None
+    if len(node.inputs) > 1 and node.inputs[1]:
+        if node.inputs[1] not in lw.src.constants:
+            return None
+        axes = [int(a) for a in np.asarray(lw.src.constants[node.inputs[1]]).reshape(-1)]
+    else:
+        axes = [int(a) for a in node.attrs.get("axes", [])]
+    return axes[0] % 5 if len(axes) == 1 else None
+
+
+def _stack_inputs(lw: Lowerer, concat: Node) -> list[Node] | None:
+    """The Unsqueeze nodes a Concat stacks (torch.stack of 4-D tensors), or None."""
+    out_shape = lw.src_shape(concat.outputs[0])
+    if concat.op_type != "Concat" or len(out_shape) != 5:
+        return None
+    axis = int(concat.attrs.get("axis", 0)) % 5
+    consumers = lw.src.consumers()
+    members = []
+    for t in concat.inputs:
+        index = lw.src.producer_index(t)
+        node = lw.src.nodes[index] if index is not None else None
+        if node is None or _unsqueeze_axis(lw, node) != axis or consumers.get(t) != \
+                [lw.src.nodes.index(concat)] or len(lw.src_shape(node.inputs[0])) != 4:
+            return None
+        members.append(node)
+    if axis == 0 or not _custom_layout_ok(lw, concat.outputs[0]):
+        return None
+    return members
+
+
+def _stacking_concat(lw: Lowerer, node: Node) -> Node | None:
+    """The Concat that stacks this Unsqueeze's output with the others', or None."""
+    readers = lw.src.consumers().get(node.outputs[0], [])
+    if node.op_type != "Unsqueeze" or len(readers) != 1:
+        return None
+    concat = lw.src.nodes[readers[0]]
+    return concat if _stack_inputs(lw, concat) is not None else None
+
+
+def lower_stack(lw: Lowerer, node: Node) -> bool:
+    """Lower a Concat of Unsqueezes (torch.stack) as one PACK; False when it is not one.
+
+    The stacked 4-D tensors are NHWC; the new ONNX axis goes where it makes the
+    5-D result's layout the channel-split one when it can (stacking along or
+    after the channels, then merging into channels, moves no byte).
+    """
+    members = _stack_inputs(lw, node)
+    if members is None:
+        return False
+    axis = int(node.attrs.get("axis", 0)) % 5
+    shift = [i if i < axis else i + 1 for i in range(4)]
+    nhwc = [shift[i] for i in NHWC]
+    out = node.outputs[0]
+    options = []
+    for j in range(1, 5):
+        layout = tuple(nhwc[:j] + [axis] + nhwc[j:])
+        options.append(((_reshapes_moving(lw, out, layout), layout != CHANNEL_SPLIT, -j),
+                        j, layout))
+    _, j, layout = min(options)
+    _define(lw, out, lw.src_shape(out), layout)
+    inputs = [lw.name(m.inputs[0]) for m in members]
+    _node(lw, node.name, "PACK", inputs, [out], values_count=len(inputs), axis=j)
+    return True
 
 
 # -- Transpose ------------------------------------------------------------------------------
@@ -207,10 +286,13 @@ def lower_transpose(lw: Lowerer, node: Node) -> None:
         raise lw.unsupported(node, f"permutation {perm} moves the batch axis")
     if len(lowered) > 5:
         raise lw.unsupported(node, f"a {len(lowered)}-D transpose (TFLM: at most 5-D)")
-    if not moves:
+    if not moves and tuple(layout) == tuple(in_layout):
         lw.alias[out] = x
         return
     _define(lw, out, out_shape, layout)
+    if not moves:  # same bytes under another layout: a reshape (an alias in the C runtime)
+        _reshape_to(lw, node, x, out)
+        return
     _transpose(lw, node, x, lowered, out)
 
 

@@ -1,10 +1,11 @@
 """Movement ops from ONNX: lowering vs ONNX Runtime, float .tflite in LiteRT, a ShuffleNet.
 
-ONNX Slice (steps, negative indices), Split (equal, unequal) and Transpose
+ONNX Slice (steps, negative indices), Split (equal, unequal), Transpose
 (ShuffleNet's channel shuffle as torch exports it: Reshape -> 5-D, Transpose,
-Reshape back) are lowered to SLICE/STRIDED_SLICE, SPLIT/SPLIT_V and TRANSPOSE
-in NHWC; the lowered float graph must equal ONNX Runtime and its float
-.tflite must equal eedge's float kernels in LiteRT. A two-exit
+Reshape back) and torch.stack (Unsqueezes + Concat) are lowered to
+SLICE/STRIDED_SLICE, SPLIT/SPLIT_V, TRANSPOSE and PACK in NHWC; the lowered
+float graph must equal ONNX Runtime and its float .tflite must equal eedge's
+float kernels in LiteRT. A two-exit
 ShuffleNetV2-style torch model goes the whole user path (default
 ``torch.onnx.export``, ``export_onnx(int8=True)``: export itself checks the
 int8 stages against tflite-micro), then through the generated C on the host,
@@ -115,6 +116,28 @@ def transpose_model() -> onnx.ModelProto:
                       inits)
 
 
+def stack_model(axis: int) -> onnx.ModelProto:
+    """torch.stack([x, x + x, x], dim=axis) as torch exports it (Unsqueezes + Concat), then a
+    transpose of the last two axes and a merge of the stacked axis into its neighbour."""
+    shape: list[object] = ["N", 8, 5, 6]
+    shape.insert(axis, 3)
+    swapped = shape[:3] + [shape[4], shape[3]]
+    merge = int(axis == 1)   # merge axes (1, 2) into channels, else (3, 4) into width
+    merged = (["N", swapped[1] * swapped[2]] + swapped[3:] if merge else
+              swapped[:3] + [swapped[3] * swapped[4]])
+    nodes = [helper.make_node("Unsqueeze", ["x", "ax"], ["u0"], name="u0"),
+             helper.make_node("Add", ["x", "x"], ["x2"], name="twice"),
+             helper.make_node("Unsqueeze", ["x2", "ax"], ["u1"], name="u1"),
+             helper.make_node("Unsqueeze", ["x", "ax"], ["u2"], name="u2"),
+             helper.make_node("Concat", ["u0", "u1", "u2"], ["stacked"], name="stack", axis=axis),
+             helper.make_node("Transpose", ["stacked"], ["swapped"], name="swap",
+                              perm=[0, 1, 2, 4, 3]),
+             helper.make_node("Reshape", ["swapped", "merged_shape"], ["merged"], name="merge")]
+    inits = [_init("ax", np.array([axis], np.int64)),
+             _init("merged_shape", np.array([0] + merged[1:], np.int64))]
+    return onnx_model(nodes, ["N", 8, 5, 6], {"swapped": swapped, "merged": merged}, inits)
+
+
 def lowered_matches_ort(model: onnx.ModelProto) -> Graph:
     lowered = lower_to_tflite(onnx_to_graph(model))
     x = np.random.default_rng(3).standard_normal((4, 8, 5, 6)).astype(F32)
@@ -163,13 +186,38 @@ def test_a_reshape_that_moves_bytes_through_rank_5_goes_through_onnx_order() -> 
     assert ops_of(lowered).count("TRANSPOSE") == 2
 
 
-@pytest.mark.parametrize("make", [slice_model, split_model, transpose_model])
+@pytest.mark.parametrize("axis", [1, 2, 3, 4])
+def test_torch_stack_lowers_to_one_pack(axis: int) -> None:
+    """Unsqueezes + Concat become PACK; its axis is placed so the transpose and merge after
+    it are free where they can be (stacking after the channels is the channel-split layout)."""
+    lowered = lowered_matches_ort(stack_model(axis))
+    ops = ops_of(lowered)
+    assert ops.count("PACK") == 1 and "CONCATENATION" not in ops
+    if axis in (1, 2):
+        assert "TRANSPOSE" in ops   # swapping H and W moves bytes in NHWC
+    pack = next(n for n in lowered.nodes if n.op_type == "PACK")
+    assert pack.attrs["values_count"] == 3 and len(pack.inputs) == 3
+
+
+def test_int8_export_of_a_stack_is_checked_against_tflm(tmp_path: Path) -> None:
+    path = tmp_path / "stack.onnx"
+    onnx.save(stack_model(2), str(path))
+    x = np.random.default_rng(6).standard_normal((32, 8, 5, 6)).astype(F32)
+    result = export_onnx(path, tmp_path / "bundle", int8=True, calibration=x, force=True)
+    check = result.bundle.manifest["verification"]["tflite_int8"]["reference_vs_tflm"]
+    assert check["identical"] and check["samples"] >= 16
+    model = load_codegen_model(tmp_path / "bundle")
+    assert "PACK" in {n.op_type for n in model.graph.nodes}
+
+
+@pytest.mark.parametrize("make", [slice_model, split_model, transpose_model,
+                                  lambda: stack_model(2)])
 def test_float_tflite_in_litert_equals_the_float_kernels(make) -> None:
     lowered = lower_to_tflite(onnx_to_graph(make()))
     data = graph_to_tflite(lowered, range(len(lowered.nodes)), ["x"], lowered.exits)
     x = np.random.default_rng(5).standard_normal((3, 5, 6, 8)).astype(F32)
     env = execute(lowered, {"x": x})
-    assert {"SLICE", "SPLIT", "TRANSPOSE"} & set(ops_of(lowered))
+    assert {"SLICE", "SPLIT", "TRANSPOSE", "PACK"} & set(ops_of(lowered))
     litert = LiteRTModel(data, reference=False).run([x])
     for name, got in zip(lowered.exits, litert):
         assert np.array_equal(env[name], got.reshape(env[name].shape)), name
