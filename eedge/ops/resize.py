@@ -203,10 +203,22 @@ def _reader(options: str) -> Any:
 
 
 # -- C ------------------------------------------------------------------------------------
+INT16_MAX = (1 << 15) - 1
+
+
+def _c_dims(ctx: EmitContext, node: Node) -> tuple[int, int, int, int, int]:
+    """(in_h, in_w, c, out_h, out_w); the C index tables are int16."""
+    _, in_h, in_w, c = _dims(ctx.graph, node.inputs[0])
+    _, out_h, out_w, _ = _dims(ctx.graph, node.outputs[0])
+    if max(in_h, in_w) > INT16_MAX:
+        raise UnsupportedOpError(f"{node.op_type} {node.name!r}: the C runtime resizes images "
+                                 f"up to {INT16_MAX} pixels high and wide, not {in_h}x{in_w}")
+    return in_h, in_w, c, out_h, out_w
+
+
 def _emit_nearest(ctx: EmitContext, node: Node) -> Emitted:
-    g, p = ctx.graph, ctx.ident
-    _, in_h, in_w, c = _dims(g, node.inputs[0])
-    _, out_h, out_w, _ = _dims(g, node.outputs[0])
+    p = ctx.ident
+    in_h, in_w, c, out_h, out_w = _c_dims(ctx, node)
     align, half = _flags(node)
     rows = nearest_indices(in_h, out_h, align, half)
     cols = nearest_indices(in_w, out_w, align, half)
@@ -218,9 +230,8 @@ def _emit_nearest(ctx: EmitContext, node: Node) -> Emitted:
 
 
 def _emit_bilinear(ctx: EmitContext, node: Node) -> Emitted:
-    g, p = ctx.graph, ctx.ident
-    _, in_h, in_w, c = _dims(g, node.inputs[0])
-    _, out_h, out_w, _ = _dims(g, node.outputs[0])
+    p = ctx.ident
+    in_h, in_w, c, out_h, out_w = _c_dims(ctx, node)
     align, half = _flags(node)
     y0, y1, dy = bilinear_int_coords(in_h, out_h, align, half)
     x0, x1, dx = bilinear_int_coords(in_w, out_w, align, half)
