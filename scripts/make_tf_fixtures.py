@@ -14,9 +14,9 @@ TensorFlow is NOT an eedge dependency. Run this in a throwaway venv:
         y=d.target.astype('int64'))"
     /tmp/tfvenv/bin/python scripts/make_tf_fixtures.py /tmp/digits.npz tests/fixtures/tflite
 
-then refresh tests/fixtures/tflite/SHA256SUMS (the script rewrites it) and the
-op facts in that folder's README (dump them with
-``tests/frontends/test_tf_converter_fixtures.py FILE``).
+It rewrites tests/fixtures/tflite/SHA256SUMS; then refresh the op dump in that
+folder's README (``.venv/bin/python tests/frontends/test_tf_converter_fixtures.py``)
+and CONVERTER_OPS in that test module.
 Seeds are fixed; bytes can still change across TensorFlow versions.
 """
 
@@ -41,7 +41,6 @@ layers = keras.layers
 
 SEED = 0
 STEPS = 60          # training steps per model: seconds, enough to move weights off init
-BATCH = 32
 CALIBRATION = 128   # representative samples
 
 
@@ -245,7 +244,7 @@ def train(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
     losses = [keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n_out
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses if n_out > 1 else losses[0])
     ys = [y] * n_out if n_out > 1 else y
-    # batch 1 is baked into the Input for the converter; train through a batch-free clone
+    # the Inputs have batch size 1 (the converter then writes static batch-1 shapes)
     model.fit(x, ys, batch_size=1, epochs=1, steps_per_epoch=STEPS, shuffle=False, verbose=0)
 
 
