@@ -47,15 +47,23 @@ def _err(message: str) -> ModelError:
     return ModelError(f"invalid TFLite model: {message}")
 
 
-def _ints(node: Node, index: int, constants: dict[str, np.ndarray], what: str) -> list[int]:
-    """Constant integer input ``index`` of ``node`` (TFLM needs these constant)."""
+def _ints(node: Node, index: int, constants: dict[str, np.ndarray], what: str,
+          int32: bool = True) -> list[int]:
+    """Constant integer input ``index`` of ``node`` (TFLM needs these constant).
+
+    TFLM reads TRANSPOSE's permutation, STRIDED_SLICE's indices and the axes
+    as int32 data whatever their declared type (only SLICE switches on it), so
+    an int64 one would be misread there: refused unless ``int32`` is False.
+    """
     name = node.inputs[index] if len(node.inputs) > index else ""
     if not name or name not in constants:
         raise UnsupportedOpError(f"{node.name}: {node.op_type} needs a constant {what} "
                                  f"(input {index})")
     value = np.asarray(constants[name])
-    if value.dtype.kind != "i":
-        raise _err(f"{node.name}: {what} {name!r} must be an integer tensor, not {value.dtype}")
+    if value.dtype.kind != "i" or (int32 and value.dtype != np.int32):
+        raise _err(f"{node.name}: {what} {name!r} must be an int32 tensor, not {value.dtype} "
+                   "(TFLite Micro reads it as int32)" if int32 else
+                   f"{node.name}: {what} {name!r} must be an integer tensor, not {value.dtype}")
     return [int(v) for v in value.reshape(-1)]
 
 
@@ -159,8 +167,8 @@ def _transpose_c(ctx: EmitContext, node: Node) -> Emitted:
 def _slice_bounds(node: Node, shape: Shape, constants: dict[str, np.ndarray]
                   ) -> list[tuple[int, int, int]]:
     """(start, count, step) per axis, the way TFLite's SLICE reads begin and size."""
-    begin = _ints(node, 1, constants, "begin")
-    size = _ints(node, 2, constants, "size")
+    begin = _ints(node, 1, constants, "begin", int32=False)
+    size = _ints(node, 2, constants, "size", int32=False)
     if len(shape) > 5 or len(begin) != len(shape) or len(size) != len(shape):
         raise _err(f"{node.name}: SLICE begin {begin} and size {size} do not fit input "
                    f"{list(shape)} (TFLM slices at most 5-D)")

@@ -44,6 +44,9 @@ CASES: dict[str, Case] = {
     "slice_4d": ([(1, 5, 6, 8)], "SLICE",
                  [None, np.array([0, 1, 2, 3], I32), np.array([1, 3, -1, 4], I32)],
                  [(1, 3, 4, 4)], {}),
+    "slice_int64": ([(1, 5, 6, 8)], "SLICE",
+                    [None, np.array([0, 2, 0, 5], np.int64), np.array([-1, 2, 6, -1], np.int64)],
+                    [(1, 2, 6, 3)], {}),
     "slice_5d": ([(1, 3, 4, 2, 6)], "SLICE",
                  [None, np.array([0, 1, 0, 1, 2], I32), np.array([-1, 2, 4, 1, 3], I32)],
                  [(1, 2, 4, 1, 3)], {}),
@@ -170,6 +173,16 @@ def test_reader_checks_every_output_shape() -> None:
         g.tensors["y2"] = TensorInfo("y2", (1, 4, 4, 5), "int8", QUANTS[0])
     with pytest.raises(ModelError, match="output 'y2' as \\[1, 4, 4, 4\\]"):
         read_tflite_bytes(_graph_with("split", widen))
+
+
+def test_reader_refuses_int64_indices_tflm_would_read_as_int32() -> None:
+    def widen(g: Graph) -> None:
+        g.constants["c1"] = g.constants["c1"].astype(np.int64)
+    with pytest.raises(ModelError, match="int32"):
+        read_tflite_bytes(_graph_with("transpose_4d", widen))
+    # SLICE reads int64 begin and size itself (TFLM switches on their type)
+    read_tflite_bytes(_graph_with("slice_4d", lambda g: g.constants.update(
+        c1=g.constants["c1"].astype(np.int64), c2=g.constants["c2"].astype(np.int64))))
 
 
 def test_reader_refuses_ops_on_the_batch_axis() -> None:
