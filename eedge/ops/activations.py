@@ -10,7 +10,9 @@ values and emits that table; one C kernel (``eedge_lut_s8``) applies it.
 That is bit-exact by construction and faster than any fixed-point
 evaluation (a load, a lookup and a store per byte; four bytes per word on
 the DSP path). PRELU's output also depends on the channel's alpha, so it
-has its own fixed-point kernel (``eedge_prelu_s8``).
+has its own kernel (``eedge_prelu_s8``: a table for inputs at or above the zero
+point, fixed point with the channel's alpha below it, SSAT on the DSP path);
+with a single alpha value it is a table lookup too.
 """
 
 from __future__ import annotations
@@ -250,6 +252,6 @@ register_builtin(Builtin(
     float_kernel=_prelu, int8_kernel=k8.prelu_s8, emit_c=_emit_prelu,
     write_options=_no_options, read_options=_read_nothing, output_shapes=_prelu_shape,
     quantize_constants=_quantize_alpha, derived_multipliers=_prelu_derived, int8_version=1,
-    min_inputs=2, in_place=True))
+    min_inputs=2, dsp=True, in_place=True))
 
 from eedge.ops import activations_lower  # noqa: E402,F401  (registers the ONNX lowerings)
