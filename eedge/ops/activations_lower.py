@@ -6,8 +6,8 @@ broadcast against the NCHW input and transposed to NHWC (torch's
 HardSigmoid has no TFLite builtin: TensorFlow's ``hard_sigmoid`` is
 ``relu6(x + 3) / 6``, so it becomes ADD(3) -> RELU6 -> MUL(1/6), with a
 MUL(6 alpha) in front when alpha is not 1/6 (``max(0, min(1, a x + b))`` is
-``relu6(6a x + 6b) / 6``). SiLU needs nothing here: torch exports it as
-Sigmoid and Mul of two activations, which lower to LOGISTIC and MUL.
+``relu6(6a x + 6b) / 6``). torch exports SiLU as Sigmoid and a Mul of two
+activations (LOGISTIC and MUL); ONNX's own Swish (opset 24) lowers the same way.
 """
 
 from __future__ import annotations
@@ -106,6 +106,21 @@ def _hard_sigmoid(lw: Any, node: Node) -> None:
     step("MUL", x, float(F32(1) / F32(6)), out)
 
 
+def _swish(lw: Any, node: Node) -> None:
+    """ONNX Swish (opset 24): x * sigmoid(alpha x), LOGISTIC and a MUL of two activations, as
+    torch's SiLU export (Sigmoid, Mul) lowers; a MUL by alpha first when alpha is not 1."""
+    alpha = F32(node.attrs.get("alpha", 1.0))
+    x, out = lw.name(node.inputs[0]), node.outputs[0]
+    gate_input = x
+    if alpha != F32(1):
+        gate_input = f"{node.name}/scaled"
+        _activation(lw, node, "MUL", x, gate_input,
+                    lw.const(f"{gate_input}/operand", np.array(alpha, F32)), activation="NONE")
+    gate = f"{node.name}/sigmoid"
+    _activation(lw, node, "LOGISTIC", gate_input, gate)
+    _activation(lw, node, "MUL", x, out, gate, activation="NONE")
+
+
 register_lowering(Lowering("Sigmoid", "sigmoid", _unary("LOGISTIC"), ("LOGISTIC",)))
 register_lowering(Lowering("Tanh", "tanh", _unary("TANH"), ("TANH",)))
 register_lowering(Lowering("HardSwish", "hard swish (torch nn.Hardswish)",
@@ -116,3 +131,5 @@ register_lowering(Lowering("PRelu", "parametric ReLU (constant slope, per channe
 register_lowering(Lowering("Elu", "ELU (alpha 1)", _elu, ("ELU",)))
 register_lowering(Lowering("HardSigmoid", "hard sigmoid (as MUL, ADD, RELU6 and MUL by 1/6)",
                            _hard_sigmoid, ("MUL", "ADD", "RELU6")))
+register_lowering(Lowering("Swish", "x * sigmoid(alpha x) (ONNX opset 24)", _swish,
+                           ("LOGISTIC", "MUL")))

@@ -162,8 +162,9 @@ def onnx_model(op: str, shape: tuple[int, ...], attrs: dict | None = None,
     graph = helper.make_graph(
         nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape[1:]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
+    swish = op == "Swish"   # ONNX has it from opset 24 (IR version 10)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24 if swish else 17)])
+    m.ir_version = 10 if swish else 8
     return m
 
 
@@ -181,6 +182,8 @@ FLOAT_CASES = {
                           {"ADD", "MUL"}),     # RELU6 is fused into the ADD
     "hardsigmoid_onnx": ("HardSigmoid", {}, None, False, {"ADD", "MUL"}),
     "silu": ("SiLU", {}, None, False, {"LOGISTIC", "MUL"}),
+    "swish": ("Swish", {}, None, False, {"LOGISTIC", "MUL"}),
+    "swish_alpha": ("Swish", {"alpha": 1.702}, None, False, {"LOGISTIC", "MUL"}),
 }
 
 
@@ -216,5 +219,6 @@ def test_registry_declares_every_activation_on_every_path() -> None:
         op = ops[name]
         assert op.in_place and op.dsp
     lowerings = registry.lowerings()
-    for onnx_op in ("Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "PRelu", "Elu", "HardSigmoid"):
+    for onnx_op in ("Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "PRelu", "Elu", "HardSigmoid",
+                    "Swish"):
         assert set(lowerings[onnx_op].builtins) <= set(ops) | {"ADD", "MUL", "RELU6"}

@@ -1,9 +1,11 @@
-"""HardSigmoid on the int8 and C paths: it lowers to MUL/ADD with scalar constants and RELU6,
-so it needs ADD and MUL to broadcast a constant in int8 and in C (the binary family's kernels).
+"""HardSigmoid and Swish on the int8 and C paths: they lower to MUL/ADD with scalar constants
+(and RELU6, LOGISTIC), so they need ADD and MUL to broadcast a constant in int8 and in C (the
+binary family's kernels).
 
-Two exits: torch's alpha 1/6 (ADD(3) + RELU6, then MUL(1/6)) and ONNX's default
-alpha 0.2 (MUL(1.2) first). export_onnx verifies eedge's int8 reference against
-TFLite Micro on every stage; the host C build must equal the reference.
+Three exits: HardSigmoid with torch's alpha 1/6 (ADD(3) + RELU6, then MUL(1/6)), with ONNX's
+default alpha 0.2 (MUL(1.2) first), and Swish with alpha 1.702 (MUL, LOGISTIC, MUL).
+export_onnx verifies eedge's int8 reference against TFLite Micro on every stage; the host C
+build must equal the reference.
 """
 
 from __future__ import annotations
@@ -22,35 +24,36 @@ from eedge.reference.int8_kernels import quantize_input
 from eedge.targets import load_target
 
 
-def two_hard_sigmoids() -> onnx.ModelProto:
+def broadcasting_activations() -> onnx.ModelProto:
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array(rng.standard_normal((5, 36)).astype(np.float32) * 0.3, w)
-             for w in ("w0", "w1")]
+             for w in ("w0", "w1", "w2")]
     nodes = []
-    for k, attrs in enumerate(({"alpha": 1 / 6, "beta": 0.5}, {})):
-        nodes += [helper.make_node("HardSigmoid", ["x"], [f"h{k}"], name=f"hs{k}", **attrs),
+    for k, (op, attrs) in enumerate((("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
+                                     ("HardSigmoid", {}), ("Swish", {"alpha": 1.702}))):
+        nodes += [helper.make_node(op, ["x"], [f"h{k}"], name=f"act{k}", **attrs),
                   helper.make_node("Flatten", [f"h{k}"], [f"f{k}"], name=f"flat{k}"),
                   helper.make_node("Gemm", [f"f{k}", f"w{k}"], [f"y{k}"], name=f"fc{k}",
                                    transB=1)]
     graph = helper.make_graph(
         nodes, "hard_sigmoids",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3, 3])],
-        [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, ["N", 5]) for k in range(2)],
+        [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, ["N", 5]) for k in range(3)],
         initializer=inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])   # Swish: 24
+    m.ir_version = 10
     return m
 
 
-def test_hard_sigmoid_exports_int8_and_runs_bit_exact_in_c(tmp_path: Path) -> None:
+def test_hard_sigmoid_and_swish_export_int8_and_run_bit_exact_in_c(tmp_path: Path) -> None:
     path = tmp_path / "hs.onnx"
-    onnx.save(two_hard_sigmoids(), path)
+    onnx.save(broadcasting_activations(), path)
     calibration = np.random.default_rng(0).uniform(-6, 6, (64, 4, 3, 3)).astype(np.float32)
     export_onnx(path, tmp_path / "b", int8=True, calibration=calibration, force=True)
 
     m = load_codegen_model(tmp_path / "b")
     ops = sorted(n.op_type for n in m.graph.nodes)
-    assert ops.count("MUL") == 3 and ops.count("ADD") == 2
+    assert ops.count("MUL") == 5 and ops.count("ADD") == 2 and ops.count("LOGISTIC") == 1
     x = np.random.default_rng(1).uniform(-6, 6, (8, 4, 3, 3)).astype(np.float32)
     run = run_on_target(m, load_target("host"), x)
     env = execute(m.graph, {m.input: quantize_input(x.transpose(0, 2, 3, 1), m.input_quant)})
