@@ -114,6 +114,15 @@ def test_logistic_and_tanh_refuse_other_output_quantization() -> None:
             read_tflite_bytes(model(SHAPE, (0.05, 3), [Act(op, q)]))
 
 
+def test_reader_refuses_broken_leaky_relu_and_prelu_files() -> None:
+    with pytest.raises(ModelError, match="LEAKY_RELU alpha nan is not finite"):
+        read_tflite_bytes(model(SHAPE, (0.05, 3), [Act("LEAKY_RELU", (0.04, 0),
+                                                        alpha=float("nan"))]))
+    bad_alpha = (np.zeros((1, 1, 3), np.int8), (0.01, 0))   # 3 does not broadcast against 8
+    with pytest.raises(ModelError, match="PRELU .*does not broadcast"):
+        read_tflite_bytes(model(SHAPE, (0.05, 3), [Act("PRELU", (0.04, 0), prelu=bad_alpha)]))
+
+
 def test_writer_reader_round_trip_keeps_the_graph() -> None:
     acts = [Act("HARD_SWISH", (0.03, -100)), Act("LEAKY_RELU", (0.04, -10), alpha=0.25, source=1),
             Act("PRELU", (0.04, -3), prelu=(ALPHA8, (0.01, -2)), source=2),
