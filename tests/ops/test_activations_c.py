@@ -51,8 +51,9 @@ def device_equals_reference(path: Path, x: np.ndarray, target: str, dsp: bool | 
     for k, stage in enumerate(m.stages):
         expected = env[stage.outputs[0]]
         device = np.stack([s.stage_outputs[k][0] for s in run.run.samples])
-        assert np.array_equal(device.reshape(expected.shape), expected), \
-            f"stage {k} ({stage.outputs[0]}): {int((device.reshape(expected.shape) != expected).sum())} bytes differ"
+        device = device.reshape(expected.shape)
+        assert np.array_equal(device, expected), \
+            f"stage {k} ({stage.outputs[0]}): {int((device != expected).sum())} bytes differ"
         compared += expected.size
     assert compared == len(m.stages) * x.size
 
