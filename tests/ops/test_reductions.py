@@ -463,14 +463,18 @@ def test_torch_model_with_reductions_exports_int8_and_runs_in_c(tmp_path: Path) 
     assert report["tflite_int8"]["staged_vs_monolithic"]["identical"]
     graph, _ = read_tflite_bytes((result.bundle.path / "model.int8.tflite").read_bytes())
     assert {"REDUCE_MAX", "MEAN", "SUM"} <= set(ops_of(graph))
-    codegen = load_codegen_model(result.bundle.path)
     x = np.random.default_rng(5).standard_normal((50, 1, 8, 8)).astype(np.float32)
+    assert_bundle_runs_bit_exactly_on_the_host(result.bundle.path, x)
+
+
+def assert_bundle_runs_bit_exactly_on_the_host(bundle: Path, x: np.ndarray) -> None:
+    """Every output of every stage of the host C build equals the int8 reference's."""
+    codegen = load_codegen_model(bundle)
     run = run_on_target(codegen, load_target("host"), x)
-    samples = device_samples(x, tuple(int(d) for d in codegen.graph.tensors[codegen.input].shape),
-                             codegen.input_quant.scale[0], codegen.input_quant.zero_point[0],
-                             codegen.input_layout)
-    env = execute(codegen.graph, {codegen.input: samples.reshape(
-        (len(x),) + tuple(int(d) for d in codegen.graph.tensors[codegen.input].shape[1:]))})
+    shape = tuple(int(d) for d in codegen.graph.tensors[codegen.input].shape)
+    samples = device_samples(x, shape, codegen.input_quant.scale[0],
+                             codegen.input_quant.zero_point[0], codegen.input_layout)
+    env = execute(codegen.graph, {codegen.input: samples.reshape((len(x),) + shape[1:])})
     for n, sample in enumerate(run.run.samples):
         for stage, outputs in zip(codegen.stages, sample.stage_outputs):
             for name, got in zip(stage.outputs, outputs):
@@ -489,3 +493,17 @@ def test_tensorflow_converter_reductions_equal_tflite_micro() -> None:
     x = int8_inputs(tuple(int(d) for d in graph.inputs[0].shape))
     ours = execute(graph, {graph.inputs[0].name: x})[outputs[0]]
     assert np.array_equal(ours, tflm(data, x).reshape(ours.shape))
+
+
+def test_channel_mean_without_keepdims_exports_int8_and_runs_in_c(tmp_path: Path) -> None:
+    """torch's x.mean(1) of NCHW: MEAN then TRANSPOSE, through PTQ, TFLM and the C runtime."""
+    model = reduce_onnx("ReduceMean", (1, 6, 4, 5), [1], 0, 18)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    calibration = np.random.default_rng(0).standard_normal((32, 6, 4, 5)).astype(np.float32)
+    result = export_onnx(path, tmp_path / "bundle", int8=True, calibration=calibration,
+                         force=True)
+    assert result.bundle.manifest["verification"]["tflite_int8"]["reference_vs_tflm"]["identical"]
+    assert ops_of(load_codegen_model(result.bundle.path).graph)[:2] == ["MEAN", "TRANSPOSE"]
+    x = np.random.default_rng(6).standard_normal((50, 6, 4, 5)).astype(np.float32)
+    assert_bundle_runs_bit_exactly_on_the_host(result.bundle.path, x)
