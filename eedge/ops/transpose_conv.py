@@ -253,9 +253,13 @@ def _emit(ctx: EmitContext, node: Node) -> Emitted:
                   pad_left=tflite_pad(out_w, w_shape[2], a["stride_w"], a["padding"]),
                   in_offset=-zero_point_of(in_q), out_offset=zero_point_of(out_q),
                   act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift",
-                  scratch=SCRATCH)
+                  live=f"{p}_live", scratch=SCRATCH)
+    # taps whose weights are zero in every channel (the lowering's kernel padding) are skipped
+    live = np.any(g.constants[node.inputs[1]].reshape(w_shape[0], w_shape[1] * w_shape[2], -1)
+                  != 0, axis=(0, 2)).astype(np.uint8)
     bias = _operand(ctx, node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else "0"
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
+                    int_array(f"{p}_live", live, "uint8_t"),
                     struct("eedge_transpose_conv_params", f"{p}_params", fields)],
                    f"eedge_transpose_conv_s8(&{p}_params, {_operand(ctx, node.inputs[2])}, "
                    f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})",

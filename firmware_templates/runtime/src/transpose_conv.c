@@ -33,7 +33,9 @@ static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
 }
 #endif
 
-/* acc[j] += sum over n channels of (x + offset) * w[j], for four weight rows. */
+/* acc[j] += sum over n channels of (x + offset) * w[j], for four weight rows. (Four rows
+ * spill a weight pointer or two on Cortex-M4; two rows per input load measured slower
+ * overall, the per-tap bookkeeping doubling.) */
 static inline void dot_1x4(const int8_t *x, const int8_t *const w[4], int32_t n, int32_t offset,
                            int32_t acc[4]) {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
@@ -83,7 +85,10 @@ static inline int8_t finish(int32_t acc, const int32_t *bias, int32_t oc,
     return (int8_t)eedge_clamp(acc, p->act_min, p->act_max);
 }
 
-/* The taps reaching output pixel (oy, ox): pairs of (input offset, weight offset). */
+/* The taps reaching output pixel (oy, ox): pairs of (input offset, weight offset).
+ * Taps whose weights are zero for every channel are left out: the lowering pads
+ * kernels with zero rows and columns to express ONNX pads (PyTorch's k=3, s=2, p=1,
+ * output_padding=1 becomes 4x4), and skipping them restores the 3x3 cost. */
 static int32_t gather_taps(const eedge_transpose_conv_params *p, int32_t oy, int32_t ox,
                            int32_t *taps) {
     const int32_t ty = oy + p->pad_top, tx = ox + p->pad_left;
@@ -95,7 +100,7 @@ static int32_t gather_taps(const eedge_transpose_conv_params *p, int32_t oy, int
         }
         for (fx = tx % p->stride_w; fx < p->k_w && fx <= tx; fx += p->stride_w) {
             const int32_t ix = (tx - fx) / p->stride_w;
-            if (ix < p->in_w) {
+            if (ix < p->in_w && p->live[fy * p->k_w + fx]) {
                 taps[2 * n] = (iy * p->in_w + ix) * p->in_c;
                 taps[2 * n + 1] = (fy * p->k_w + fx) * p->in_c;
                 ++n;

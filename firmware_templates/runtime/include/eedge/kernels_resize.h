@@ -32,6 +32,7 @@ typedef struct {
     int32_t act_min, act_max;
     const int32_t *multiplier;  /* one per output channel */
     const int32_t *shift;
+    const uint8_t *live;        /* per kernel tap (k_h * k_w): 0 if its weights are all zero */
     int32_t *scratch;           /* EEDGE_TRANSPOSE_CONV_SCRATCH_WORDS words, owned by the model */
 } eedge_transpose_conv_params;
 
