@@ -91,6 +91,10 @@ def _accumulate(node: Node, x: np.ndarray, w: np.ndarray, args: list[np.ndarray 
 
 
 def _float_kernel(node: Node, _g: Graph, args: list[np.ndarray | None]) -> np.ndarray:
+    if args[1].dtype != np.float32:
+        raise UnsupportedOpError(f"TRANSPOSE_CONV {node.name!r}: float input with "
+                                 f"{args[1].dtype} weights (a hybrid model); eedge runs float "
+                                 "or int8 models")
     x = args[2].astype(np.float64)
     out = _accumulate(node, x, args[1], args)
     if len(args) > 3 and args[3] is not None:
