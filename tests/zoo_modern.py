@@ -253,11 +253,11 @@ def digits16(name: str) -> DigitsData:
                       up(splits.x_test), splits.y_test)
 
 
-def train(name: str, data: DigitsData, steps: int = 200, seed: int = 0) -> nn.Module:
+def train(name: str, data: DigitsData, steps: int = 150, seed: int = 0) -> nn.Module:
     """Train every exit jointly (summed cross-entropy), a fixed number of Adam steps.
 
     One thread and a fixed step count: the result is the same on every run
-    (about 2-6 s per model), and pytest-xdist workers do not fight over cores.
+    (about 1-5 s per model unloaded), and pytest-xdist workers do not fight over cores.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
