@@ -159,10 +159,10 @@ def hard_swish_params(node: Node, in_scale: float, out_scale: float) -> tuple[in
     hires = F32(1.0 / 128.0) * F32(in_scale)
     out_m, out_e = quantize_multiplier(float(F32(hires / F32(out_scale))))
     relu_m, relu_e = quantize_multiplier(float(F32(hires / F32(3.0 / 32768.0))))
-    if out_e > 0 or out_e < -15:
+    if out_e > 0:
         raise ModelError(f"HARD_SWISH {node.name!r}: input scale {in_scale:.3g} and output "
                          f"scale {out_scale:.3g} give output exponent {out_e}; TFLite's kernel "
-                         "needs an input scale below 128 x the output scale and above 2^-8 x it")
+                         "needs an input scale below 128 x the output scale")
     return _q15(out_m), out_e, _q15(relu_m), relu_e
 
 
@@ -172,6 +172,18 @@ def _srdhm16(a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
     ab = a * b
     result = trunc_div(ab + np.where(ab >= 0, 1 << 14, 1 - (1 << 14)), 1 << 15)
     return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, result)
+
+
+def _rdbpot16(x: np.ndarray, exponent: int) -> np.ndarray:
+    """gemmlowp's RoundingDivideByPOT on int16 values.
+
+    From 16 on, its mask (2^exponent - 1 cast to int16) is -1 and the result is
+    1 for x >= 0 and -1 below (what TFLM computes for such scales), not a rounding.
+    """
+    if exponent < 16:
+        return rdbpot(x, exponent)
+    x = np.asarray(x, np.int64)
+    return np.where(x >= 0, 1, -1)
 
 
 def _shift16(x: np.ndarray, amount: int) -> np.ndarray:
@@ -191,10 +203,10 @@ def hard_swish_s8(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np
     if relu_e > 0:
         reluish = _shift16(reluish, 1)
     elif relu_e < 0:
-        reluish = rdbpot(reluish, -relu_e)
+        reluish = _rdbpot16(reluish, -relu_e)
     reluish = (reluish + (1 << 15)) >> 1           # [-1, 1] -> [0, 1] in Q15
     product = trunc_div(reluish * preshift_out, 1 << 15)   # never both -2^15: reluish >= 0
-    out = rdbpot(product, -out_e) + zero_point_of(out_q)
+    out = _rdbpot16(product, -out_e) + zero_point_of(out_q)
     return np.clip(out, -128, 127).astype(np.int8)
 
 
@@ -247,8 +259,8 @@ def elu_s8(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarra
     values = np.arange(-128, 128)
     x = F32(scale_of(in_q)) * (values - zero_point_of(in_q)).astype(F32)
     # expf is correctly rounded here (double exp, rounded once), as glibc's is in practice
-    with np.errstate(under="ignore"):
-        curve = np.where(x < 0, np.exp(x.astype(np.float64)).astype(F32) - F32(1.0), x)
+    below = np.exp(np.minimum(x, 0).astype(np.float64)).astype(F32) - F32(1.0)
+    curve = np.where(x < 0, below, x)
     inverse = F32(1.0) / F32(scale_of(out_q))
     rescaled = round_half_away_f32((curve * inverse).astype(F32))
     table = np.clip(rescaled + F32(zero_point_of(out_q)), -128, 127).astype(np.int8)

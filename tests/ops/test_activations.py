@@ -79,6 +79,24 @@ def test_int8_reference_equals_tflite_micro(op: str, in_q: tuple[float, int], ac
     assert np.array_equal(got, litert), f"{int((got != litert).sum())} bytes differ from LiteRT"
 
 
+@pytest.mark.parametrize("in_q,out_q", [((0.001, 30), (3.0, -20)), ((1e-6, 3), (1e-3, 0)),
+                                         ((1.0, 0), (1 / 127, 0))])
+def test_hard_swish_at_extreme_scale_ratios_equals_tflite_micro(in_q: tuple[float, int],
+                                                               out_q: tuple[float, int]) -> None:
+    """Output exponents beyond 15 make gemmlowp's int16 rounding shift return +-1 (its mask
+    wraps); eedge does what TFLM does there instead of refusing or rounding."""
+    data = model(SHAPE, in_q, [Act("HARD_SWISH", out_q)])
+    x = every_byte(SHAPE, extra=1)
+    got = ours(data, x)
+    assert np.array_equal(got, TFLMModel(data, 1).run([x])[0].reshape(got.shape))
+
+
+def test_hard_swish_refuses_what_tflite_micro_refuses() -> None:
+    """TFLM's Prepare fails when the input scale / 128 exceeds the output scale."""
+    with pytest.raises(ModelError, match="HARD_SWISH .*below 128 x the output scale"):
+        read_tflite_bytes(model(SHAPE, (1.0, 0), [Act("HARD_SWISH", (0.0055, 0))]))
+
+
 def test_litert_reference_resolver_has_no_elu() -> None:
     """Why ELU is checked against TFLM only (eedge's LiteRT loader falls back to the default
     kernels for such ops, whose ELU table differs from TFLM's in a few bytes)."""
