@@ -140,8 +140,9 @@ def _fixed_output(node: Node, g: Graph, expected: QuantParams) -> None:
 def _q4_derived(expected: QuantParams):
     def derived(node: Node, g: Graph) -> list[tuple[int, int]]:
         _fixed_output(node, g, expected)
-        multiplier, shift, _ = k8.q4_input_params(node, scale_of(quant_of(g, node.inputs[0])))
-        return [(multiplier, shift)]
+        multiplier, shift, radius = k8.q4_input_params(node,
+                                                       scale_of(quant_of(g, node.inputs[0])))
+        return [(multiplier, shift)] if radius else []   # radius 0: nothing is rescaled
     return derived
 
 

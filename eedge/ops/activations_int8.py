@@ -113,9 +113,10 @@ def q4_input_params(node: Node, in_scale: float) -> tuple[int, int, int]:
     real = float(F32(in_scale)) * float(1 << (31 - INPUT_INTEGER_BITS))
     mantissa, shift = math.frexp(real)
     multiplier = int(round_half_away(mantissa * (1 << 31)))
-    if multiplier >= (1 << 31) or not 0 <= shift <= 30:
-        raise ModelError(f"{node.op_type} {node.name!r}: input scale {in_scale:.3g} is outside "
-                         "the range TFLite's fixed-point kernel can rescale (2^-27 .. 2^3)")
+    if multiplier >= (1 << 31) or shift < 0:
+        raise ModelError(f"{node.op_type} {node.name!r}: input scale {in_scale:.3g} is below "
+                         "the range TFLite's fixed-point kernel can rescale (2^-28)")
+    # from shift 31 on (scale >= 8) the radius is 0: every input saturates, none is rescaled
     radius = math.floor(((1 << INPUT_INTEGER_BITS) - 1) * (1 << (31 - INPUT_INTEGER_BITS))
                         / (1 << shift))
     return multiplier, shift, radius
