@@ -395,7 +395,8 @@ def test_cli_export(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str
                                   str(tmp_path / "bundle"),
                                   *(["--exits", ",".join(exits)] if exits else []))
         if code != 0:
-            raise _CliFailed(stderr.strip())
+            raise _CliFailed(stderr.strip().splitlines()[-1] if stderr.strip() else
+                             f"exit code {code} and no message")
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["stages"]
 
