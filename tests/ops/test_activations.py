@@ -91,6 +91,19 @@ def test_hard_swish_at_extreme_scale_ratios_equals_tflite_micro(in_q: tuple[floa
     assert np.array_equal(got, TFLMModel(data, 1).run([x])[0].reshape(got.shape))
 
 
+@pytest.mark.parametrize("act", [Act("LOGISTIC", LOGISTIC_Q), Act("TANH", TANH_Q)],
+                         ids=["LOGISTIC", "TANH"])
+@pytest.mark.parametrize("in_q", [(8.0, 3), (20.0, -5), (1e-8, 5)])
+def test_logistic_and_tanh_at_extreme_input_scales_equal_tflite_micro(
+        act: Act, in_q: tuple[float, int]) -> None:
+    """From scale 8 the kernel's input radius is 0 (every input saturates); at 1e-8 the
+    rescaling shift is near its end. Both as TFLM computes them."""
+    data = model(SHAPE, in_q, [act])
+    x = every_byte(SHAPE, extra=1)
+    got = ours(data, x)
+    assert np.array_equal(got, TFLMModel(data, 1).run([x])[0].reshape(got.shape))
+
+
 def test_hard_swish_refuses_what_tflite_micro_refuses() -> None:
     """TFLM's Prepare fails when the input scale / 128 exceeds the output scale."""
     with pytest.raises(ModelError, match="HARD_SWISH .*below 128 x the output scale"):
