@@ -33,47 +33,61 @@ static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
 }
 #endif
 
-/* acc[j] += sum over n channels of (x + offset) * w[j], for four weight rows. (Four rows
- * spill a weight pointer or two on Cortex-M4; two rows per input load measured slower
- * overall, the per-tap bookkeeping doubling.) */
-static inline void dot_1x4(const int8_t *x, const int8_t *const w[4], int32_t n, int32_t offset,
-                           int32_t acc[4]) {
+/* acc[j] += sum over n channels of (x + offset) * w[j * stride], for four weight rows
+ * `stride` bytes apart (four consecutive output channels of OHWI weights). One weight
+ * pointer and the stride, rather than four pointers, keep the loop within the
+ * Cortex-M4's registers (four pointers spilled two of them on every iteration). */
+static inline void dot_1x4(const int8_t *x, const int8_t *w, int32_t stride, int32_t n,
+                           int32_t offset, int32_t acc[4]) {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    const int8_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
-    int32_t i = 0;
+    const int8_t *const end = x + n;
 #if defined(EEDGE_USE_DSP)
+    const int8_t *const end4 = x + (n & ~3);
     const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
-    for (; i + 4 <= n; i += 4) {
+    while (x < end4) {
         int32_t xv, wv;
-        memcpy(&xv, x + i, 4);
+        memcpy(&xv, x, 4);
+        x += 4;
         {
             const int32_t xe = __sxtab16(offsets, xv), xo = sxtab16_ror8(offsets, xv);
-            memcpy(&wv, w0 + i, 4);
+            memcpy(&wv, w, 4);
             a0 = __smlad(xe, __sxtb16(wv), a0);
             a0 = __smlad(xo, sxtb16_ror8(wv), a0);
-            memcpy(&wv, w1 + i, 4);
+            memcpy(&wv, w + stride, 4);
             a1 = __smlad(xe, __sxtb16(wv), a1);
             a1 = __smlad(xo, sxtb16_ror8(wv), a1);
-            memcpy(&wv, w2 + i, 4);
+            memcpy(&wv, w + 2 * stride, 4);
             a2 = __smlad(xe, __sxtb16(wv), a2);
             a2 = __smlad(xo, sxtb16_ror8(wv), a2);
-            memcpy(&wv, w3 + i, 4);
+            memcpy(&wv, w + 3 * stride, 4);
             a3 = __smlad(xe, __sxtb16(wv), a3);
             a3 = __smlad(xo, sxtb16_ror8(wv), a3);
         }
+        w += 4;
     }
 #endif
-    for (; i < n; ++i) {
-        const int32_t v = x[i] + offset;
-        a0 += v * w0[i];
-        a1 += v * w1[i];
-        a2 += v * w2[i];
-        a3 += v * w3[i];
+    while (x < end) {
+        const int32_t v = *x++ + offset;
+        a0 += v * w[0];
+        a1 += v * w[stride];
+        a2 += v * w[2 * stride];
+        a3 += v * w[3 * stride];
+        ++w;
     }
     acc[0] = a0;
     acc[1] = a1;
     acc[2] = a2;
     acc[3] = a3;
+}
+
+/* acc += sum over n channels of (x + offset) * w: one output channel (the last few). */
+static inline int32_t dot_1x1(const int8_t *x, const int8_t *w, int32_t n, int32_t offset,
+                              int32_t acc) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        acc += (x[i] + offset) * w[i];
+    }
+    return acc;
 }
 
 static inline int8_t finish(int32_t acc, const int32_t *bias, int32_t oc,
@@ -112,32 +126,33 @@ static int32_t gather_taps(const eedge_transpose_conv_params *p, int32_t oy, int
 
 void eedge_transpose_conv_s8(const eedge_transpose_conv_params *p, const int8_t *input,
                              const int8_t *weights, const int32_t *bias, int8_t *output) {
-    const int32_t filter = p->k_h * p->k_w * p->in_c;
+    const int32_t filter = p->k_h * p->k_w * p->in_c, in_c = p->in_c, offset = p->in_offset;
+    const int32_t out_c = p->out_c, groups = out_c & ~3;
     int32_t *taps = p->scratch;
-    int32_t oy, ox, oc, t, j;
+    int32_t oy, ox, oc, t;
     for (oy = 0; oy < p->out_h; ++oy) {
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t n = gather_taps(p, oy, ox, taps);
-            int8_t *out = output + (oy * p->out_w + ox) * p->out_c;
-            for (oc = 0; oc < p->out_c; oc += 4) {
-                /* four output channels at a time; past the last one, repeat the last row */
-                const int8_t *rows[4];
+            int8_t *out = output + (oy * p->out_w + ox) * out_c;
+            for (oc = 0; oc < groups; oc += 4) {
+                const int8_t *rows = weights + oc * filter;
                 int32_t acc[4] = {0, 0, 0, 0};
-                for (j = 0; j < 4; ++j) {
-                    rows[j] = weights + (oc + j < p->out_c ? oc + j : p->out_c - 1) * filter;
-                }
                 for (t = 0; t < n; ++t) {
-                    const int8_t *w[4];
-                    const int32_t k = taps[2 * t + 1];
-                    w[0] = rows[0] + k;
-                    w[1] = rows[1] + k;
-                    w[2] = rows[2] + k;
-                    w[3] = rows[3] + k;
-                    dot_1x4(input + taps[2 * t], w, p->in_c, p->in_offset, acc);
+                    dot_1x4(input + taps[2 * t], rows + taps[2 * t + 1], filter, in_c, offset,
+                            acc);
                 }
-                for (j = 0; j < 4 && oc + j < p->out_c; ++j) {
-                    out[oc + j] = finish(acc[j], bias, oc + j, p);
+                out[oc] = finish(acc[0], bias, oc, p);
+                out[oc + 1] = finish(acc[1], bias, oc + 1, p);
+                out[oc + 2] = finish(acc[2], bias, oc + 2, p);
+                out[oc + 3] = finish(acc[3], bias, oc + 3, p);
+            }
+            for (; oc < out_c; ++oc) {   /* the last out_c % 4 channels, one at a time */
+                const int8_t *row = weights + oc * filter;
+                int32_t acc = 0;
+                for (t = 0; t < n; ++t) {
+                    acc = dot_1x1(input + taps[2 * t], row + taps[2 * t + 1], in_c, offset, acc);
                 }
+                out[oc] = finish(acc, bias, oc, p);
             }
         }
     }
