@@ -160,6 +160,11 @@ def _leaky_derived(node: Node, g: Graph) -> list[tuple[int, int]]:
 
 
 def _prelu_derived(node: Node, g: Graph) -> list[tuple[int, int]]:
+    alpha = node.inputs[1]
+    kind = (np.asarray(g.constants[alpha]).dtype.name if alpha in g.constants
+            else getattr(g.tensors.get(alpha), "dtype", None))
+    if kind != "int8":   # TFLite's int8 kernel reads alpha's bytes as int8 whatever they are
+        raise ModelError(f"PRELU {node.name!r}: an int8 PRELU needs an int8 alpha, not {kind}")
     m1, s1, m2, s2 = k8.prelu_params(*(scale_of(quant_of(g, t)) for t in
                                        (node.inputs[0], node.inputs[1], node.outputs[0])))
     return [(m1, s1), (m2, s2)]

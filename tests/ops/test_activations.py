@@ -152,6 +152,9 @@ def test_reader_refuses_broken_leaky_relu_and_prelu_files() -> None:
     bad_alpha = (np.zeros((1, 1, 3), np.int8), (0.01, 0))   # 3 does not broadcast against 8
     with pytest.raises(ModelError, match="PRELU .*does not broadcast"):
         read_tflite_bytes(model(SHAPE, (0.05, 3), [Act("PRELU", (0.04, 0), prelu=bad_alpha)]))
+    float_alpha = (np.full((1, 1, 8), 0.25, np.float32), (0.01, 0))
+    with pytest.raises(ModelError, match="PRELU .*needs an int8 alpha, not float32"):
+        read_tflite_bytes(model(SHAPE, (0.05, 3), [Act("PRELU", (0.04, 0), prelu=float_alpha)]))
 
 
 def test_writer_reader_round_trip_keeps_the_graph() -> None:

@@ -71,7 +71,8 @@ def model(shape: tuple[int, ...], in_q: Quant, acts: list[Act], outputs: list[in
         op_t.inputs = [produced[act.source]]
         if act.prelu is not None:
             values, q = act.prelu
-            op_t.inputs.append(tensor(f"alpha{i}", values.shape, q, data=values))
+            kind = S.TensorType.FLOAT32 if values.dtype == np.float32 else ttype
+            op_t.inputs.append(tensor(f"alpha{i}", values.shape, q, kind, data=values))
         if act.alpha is not None:
             opts = S.LeakyReluOptionsT()
             opts.alpha = act.alpha
