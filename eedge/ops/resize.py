@@ -33,8 +33,8 @@ refuses the node naming a mode that works.
 
 C (firmware_templates/runtime/src/resize.c): both kernels are portable only.
 On QEMU's Cortex-M4, 8x8x16 -> 16x16x16: nearest 1.5 instructions per output
-element (row copies), bilinear 23.7; a SIMD bilinear (SXTB16/PKH/SMUAD)
-measured 23.5 and was dropped. TRANSPOSE_CONV has a DSP path (SMLAD).
+element (row copies), bilinear 18.7; a SIMD bilinear (SXTB16/PKH/SMUAD)
+measured 21.3 and was dropped. TRANSPOSE_CONV has a DSP path (SMLAD).
 """
 
 from __future__ import annotations
