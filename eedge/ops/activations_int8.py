@@ -13,8 +13,9 @@ kernels they call:
   the kernels never read the output scale.
 * HARD_SWISH works in int16 (gemmlowp's 16-bit doubling multiplies, Q15
   multipliers rounded down from Q31).
-* LEAKY_RELU and PRELU requantize each sign with its own multiplier
-  (LEAKY_RELU's ratios in float32, PRELU's in double).
+* LEAKY_RELU and PRELU requantize each sign with its own multiplier (ratios
+  in double; for LEAKY_RELU that is what tflite-micro's Python interpreter
+  does, not its mirrored sources, see :func:`leaky_relu_params`).
 * ELU is a 256-entry table filled in float32 at Prepare.
 
 Every op except PRELU (whose answer also depends on the channel's alpha)
@@ -214,10 +215,17 @@ def hard_swish_s8(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np
 # -- LEAKY_RELU / PRELU ------------------------------------------------------------------
 
 def leaky_relu_params(in_scale: float, out_scale: float, alpha: float) -> tuple[int, ...]:
-    """(identity multiplier, shift, alpha multiplier, shift): float32 ratios, as Prepare has."""
-    s_in, s_out = F32(in_scale), F32(out_scale)
-    m_id, s_id = quantize_multiplier(float(F32(s_in / s_out)))
-    m_alpha, s_alpha = quantize_multiplier(float(F32(s_in * F32(alpha) / s_out)))
+    """(identity multiplier, shift, alpha multiplier, shift), from double ratios of the
+    float32 scales and alpha.
+
+    Measured against tflite-micro 0.dev20261023 (the oracle): the float32
+    ratios of the TFLM sources mirrored here (and of LiteRT's reference
+    kernel) give other bytes on exact ties, e.g. scales 0.05 -> 0.04 with
+    alpha 1 (-117.5 must become -118), and 0.05 -> 6/255 for the identity.
+    """
+    s_in, s_out = float(F32(in_scale)), float(F32(out_scale))
+    m_id, s_id = quantize_multiplier(s_in / s_out)
+    m_alpha, s_alpha = quantize_multiplier(s_in * float(F32(alpha)) / s_out)
     return m_id, s_id, m_alpha, s_alpha
 
 

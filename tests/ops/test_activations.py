@@ -4,7 +4,9 @@ int8: eedge's reference equals tflite-micro (the oracle) on every int8 value
 and random inputs for three scale/zero-point combinations per op, and LiteRT
 BUILTIN_REF too, except ELU: LiteRT's reference resolver has no ELU at all,
 and its default (optimized) ELU fills its table another way (measured: 10 of
-256 bytes differ for scales 0.05/0.04), so TFLM alone decides ELU.
+256 bytes differ for scales 0.05/0.04), so TFLM alone decides ELU. And except
+LEAKY_RELU's exact ties: TFLM computes its scale ratios in double, LiteRT's
+reference kernel in float32 (test below).
 Float: the lowered graph equals ONNX Runtime on the ONNX op, and the float
 .tflite eedge writes runs in LiteRT to the float kernels' values. Reader:
 writer -> reader gives the same graph back. C: test_activations_c.py.
@@ -108,6 +110,46 @@ def test_hard_swish_refuses_what_tflite_micro_refuses() -> None:
     """TFLM's Prepare fails when the input scale / 128 exceeds the output scale."""
     with pytest.raises(ModelError, match="HARD_SWISH .*below 128 x the output scale"):
         read_tflite_bytes(model(SHAPE, (1.0, 0), [Act("HARD_SWISH", (0.0055, 0))]))
+
+
+@pytest.mark.parametrize("in_q,out_q,alpha", [((0.05, 3), (0.04, -10), 1.0),
+                                               ((0.05, 3), (0.04, -10), -0.5),
+                                               ((0.05, -20), (6 / 255, -128), 0.1)])
+def test_leaky_relu_ties_follow_tflite_micro_not_litert(in_q: tuple[float, int],
+                                                        out_q: tuple[float, int],
+                                                        alpha: float) -> None:
+    """Where the float32 and double scale ratios round to other multipliers, exact ties
+    (-117.5) land on other bytes: tflite-micro (the oracle) uses the double ratios, LiteRT's
+    reference kernel the float32 ones. eedge follows TFLM, and the case really differs."""
+    data = model(SHAPE, in_q, [Act("LEAKY_RELU", out_q, alpha=alpha)])
+    x = every_byte(SHAPE, extra=0)
+    got = ours(data, x)
+    assert np.array_equal(got, TFLMModel(data, 1).run([x])[0].reshape(got.shape))
+    assert not np.array_equal(got, LiteRTModel(data, reference=True).run([x])[0].reshape(-1, 256))
+
+
+TIE_SCALES = (0.05, 0.04, 0.03, 6 / 255, 1 / 128, 0.25)   # ratios that are exact: ties happen
+
+
+def test_exact_scale_ratios_equal_tflite_micro_on_every_byte() -> None:
+    """Scales whose ratios are exact make the last bit of every multiplier decide ties (the
+    float32-vs-double question of each Prepare): 36 scale pairs x 2 zero points per op.
+    A wider sweep (17 scales: 2958 files) also matched TFLM; LiteRT BUILTIN_REF differed on
+    103 LEAKY_RELU, 104 PRELU and 2 LOGISTIC (input scale 1/128) of them."""
+    x = every_byte(SHAPE, extra=0)
+    alpha = np.array([-128, -64, -1, 0, 1, 37, 64, 127], np.int8).reshape(1, 1, 8)
+    for s_in in TIE_SCALES:
+        acts = [Act("LOGISTIC", LOGISTIC_Q), Act("TANH", TANH_Q)]
+        for s_out in TIE_SCALES:
+            acts += [Act("HARD_SWISH", (s_out, -100)), Act("ELU", (s_out, 20)),
+                     Act("LEAKY_RELU", (s_out, -10), alpha=0.5),
+                     Act("PRELU", (s_out, -10), prelu=(alpha, (s_out, 0)))]
+        for zero in (-20, 3):
+            for act in acts:
+                data = model(SHAPE, (s_in, zero), [act])
+                got = ours(data, x)
+                tflm = TFLMModel(data, 1).run([x])[0].reshape(got.shape)
+                assert np.array_equal(got, tflm), f"{act.op} {s_in} -> {act.out_q}, zp {zero}"
 
 
 def test_litert_reference_resolver_has_no_elu() -> None:
