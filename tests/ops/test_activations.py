@@ -5,8 +5,9 @@ and random inputs for three scale/zero-point combinations per op, and LiteRT
 BUILTIN_REF too, except ELU: LiteRT's reference resolver has no ELU at all,
 and its default (optimized) ELU fills its table another way (measured: 10 of
 256 bytes differ for scales 0.05/0.04), so TFLM alone decides ELU. And except
-LEAKY_RELU's exact ties: TFLM computes its scale ratios in double, LiteRT's
-reference kernel in float32 (test below).
+exact ties, where TFLM is followed: LEAKY_RELU's (TFLM computes its scale
+ratios in double, LiteRT's reference kernel in float32; test below), and a
+few of PRELU's and LOGISTIC's (input scale 1/128) found by the exact-ratio sweep.
 Float: the lowered graph equals ONNX Runtime on the ONNX op, and the float
 .tflite eedge writes runs in LiteRT to the float kernels' values. Reader:
 writer -> reader gives the same graph back. C: test_activations_c.py.
