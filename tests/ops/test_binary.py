@@ -490,3 +490,33 @@ def test_reader_refuses_operands_that_do_not_broadcast() -> None:
     from eedge.ops.binary import broadcast_shape
     with pytest.raises(ModelError, match=r"operands \[1, 4\] and \[1, 3\] do not broadcast"):
         broadcast_shape(graph.nodes[0], (1, 4), (1, 3))
+
+
+@pytest.mark.parametrize("op", ["Sub", "Max", "Min"])
+def test_ptq_quantizes_constant_operands_and_matches_tflm(op: str) -> None:
+    """SUB's constant gets parameters of its own range; MAXIMUM/MINIMUM's the shared ones.
+
+    The quantized graph is written, read back, and run by eedge and tflite-micro.
+    """
+    from eedge.passes.quantize import affine_params, observe_ranges, quantize_graph
+    value = np.random.default_rng(40).uniform(-1.5, 1.0, (1, 8, 1, 1)).astype(np.float32)
+    model = _onnx_model([helper.make_node(op, ["x", "c"], ["y"], name="op")],
+                        [numpy_helper.from_array(value, "c")])
+    lowered = lower_to_tflite(onnx_to_graph(model))
+    x = to_channels_last(np.random.default_rng(41).standard_normal((64, 8, 5, 5))
+                         .astype(np.float32), "NCHW")
+    q = quantize_graph(lowered, observe_ranges(lowered, [{"x": x}]))
+    node = next(n for n in q.nodes if n.op_type == ONNX_OPS[op])
+    const, out = node.inputs[1], node.outputs[0]
+    assert q.constants[const].dtype == np.int8
+    if op == "Sub":
+        assert q.const_quant[const] == affine_params(float(value.min()), float(value.max()))
+    else:
+        assert q.const_quant[const] == q.tensors[out].quant == q.tensors[node.inputs[0]].quant
+    data = graph_to_tflite(q, range(len(q.nodes)), ["x"], q.exits)
+    read, _ = read_tflite_bytes(data)
+    xq = np.clip(np.round(x / q.tensors["x"].quant.scale[0]) + q.tensors["x"].quant.zero_point[0],
+                 -128, 127).astype(np.int8)[:N_SAMPLES]
+    ours = execute(read, {"x": xq})[read.exits[0]]
+    tflm = TFLMModel(data, 1).run([xq])[0].reshape(ours.shape)
+    assert np.array_equal(ours, tflm)
