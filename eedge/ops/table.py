@@ -86,9 +86,12 @@ def builtin_rows() -> list[Row]:
     from eedge.reference.float_kernels import FLOAT_KERNELS
     from eedge.reference.int8_kernels import INT8_KERNELS
 
+    from eedge.tflite_schema import schema
+
     registered = registry.builtins()
+    every = [k for k in vars(schema.BuiltinOperator) if not k.startswith("_")]
     names = (set(FLOAT_KERNELS) | set(INT8_KERNELS) | set(_HANDLERS) | set(SUPPORTED_BUILTINS)
-             | set(registered))
+             | set(registered) | {n for n in every if _writer_encodes(n)})
     rows = []
     for name in sorted(names):
         reg = registered.get(name)
