@@ -176,7 +176,7 @@ def run_qemu(project: GeneratedProject, target: Target, elf: Path,
     if proc.returncode != 0 or "\nEND" not in console:
         raise ToolchainError(f"the firmware failed in QEMU (exit {proc.returncode}): "
                              f"{console.strip()[-300:]}")
-    outputs: dict[int, dict[int, dict[int, np.ndarray]]] = {}
+    chunks: dict[int, dict[int, dict[int, list[bytes]]]] = {}  # long outputs span lines
     decisions: dict[int, list[int]] = {}
     stack = None
     for line in console.splitlines():
@@ -187,7 +187,7 @@ def run_qemu(project: GeneratedProject, target: Target, elf: Path,
         if kind == "O":
             n, s, i = int(rest[0]), int(rest[1]), int(rest[2])
             data = bytes.fromhex(rest[3]) if len(rest) > 3 else b""
-            outputs.setdefault(n, {}).setdefault(s, {})[i] = np.frombuffer(data, np.int8)
+            chunks.setdefault(n, {}).setdefault(s, {}).setdefault(i, []).append(data)
         elif kind == "D":
             decisions[int(rest[0])] = [int(v) for v in rest[1:]]
         elif kind == "STACK":
@@ -195,7 +195,14 @@ def run_qemu(project: GeneratedProject, target: Target, elf: Path,
     samples = []
     for n in sorted(decisions):
         d = decisions[n]
-        stages = [[outputs[n][s][i] for i in sorted(outputs[n][s])] for s in sorted(outputs[n])]
+        per_stage = chunks.get(n, {})
+        stages = [[np.frombuffer(b"".join(per_stage[s][i]), np.int8) for i in sorted(per_stage[s])]
+                  for s in sorted(per_stage)]
+        sizes = [[out.size for out in stage] for stage in stages]
+        if sizes != [[size for _, size in stage] for stage in project.stage_outputs]:
+            raise ToolchainError(f"the firmware printed stage outputs of {sizes} bytes for "
+                                 f"sample {n}; the model's are "
+                                 f"{[[b for _, b in st] for st in project.stage_outputs]}")
         samples.append(SampleResult(stages, d[0], d[1], d[2], d[5], d[6:6 + d[5]],
                                     rejected=bool(d[3]), monitor_flag=bool(d[4])))
     return RunResult(samples, stack)

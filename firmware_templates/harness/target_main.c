@@ -1,6 +1,7 @@
 /* On-target check and profile (MCU ports): runs the embedded test inputs and prints,
- * per sample, every stage output (hex), the decision and the ticks of each stage,
- * then the stack high-water mark. eedge parses these lines. */
+ * per sample, every stage output (hex, whole, in lines of up to 4096 bytes), the
+ * decision and the ticks of each stage, then the stack high-water mark. eedge parses
+ * these lines. */
 #include <stdint.h>
 #include <string.h>
 
@@ -116,20 +117,23 @@ int main(void) {
             eedge_run_stage(s);
             for (i = 0; i < eedge_stage_output_count(s); ++i) {
                 const int8_t *out = eedge_stage_output(s, i, &bytes);
-                char *p = put_text(line, "O ");
-                p = put_int(p, n);
-                p = put_text(p, " ");
-                p = put_int(p, s);
-                p = put_text(p, " ");
-                p = put_int(p, i);
-                p = put_text(p, " ");
-                if (bytes > 4096) {
-                    bytes = 4096;
-                }
-                p = put_hex(p, out, bytes);
-                p = put_text(p, "\n");
-                *p = 0;
-                eedge_platform_print(line);
+                int32_t done = 0;
+                /* lines of at most 4096 bytes; the host joins the lines of one output */
+                do {
+                    const int32_t chunk = bytes - done > 4096 ? 4096 : bytes - done;
+                    char *p = put_text(line, "O ");
+                    p = put_int(p, n);
+                    p = put_text(p, " ");
+                    p = put_int(p, s);
+                    p = put_text(p, " ");
+                    p = put_int(p, i);
+                    p = put_text(p, " ");
+                    p = put_hex(p, out + done, chunk);
+                    p = put_text(p, "\n");
+                    *p = 0;
+                    eedge_platform_print(line);
+                    done += chunk;
+                } while (done < bytes);
             }
         }
         memcpy(eedge_input(), eedge_test_inputs[n], EEDGE_INPUT_BYTES);

@@ -39,7 +39,7 @@ def assert_matches_reference(model: CodegenModel, samples: np.ndarray, run) -> N
     for n, sample in enumerate(run.run.samples):
         for stage, outputs in zip(model.stages, sample.stage_outputs):
             for name, got in zip(stage.outputs, outputs):
-                expected = env[name][n].reshape(-1)[: got.size]
+                expected = env[name][n].reshape(-1)  # whole outputs, however large
                 assert np.array_equal(got, expected), f"sample {n} {stage.index} {name}"
 
 

@@ -349,6 +349,6 @@ def test_torch_two_exit_model_exports_int8(tmp_path: Path) -> None:
     for n, sample in enumerate(run.run.samples):
         for stage, outputs in zip(model.stages, sample.stage_outputs):
             for name, got in zip(stage.outputs, outputs):
-                assert np.array_equal(got, env[name][n].reshape(-1)[: got.size]), (n, name)
+                assert np.array_equal(got, env[name][n].reshape(-1)), (n, name)
                 compared += 1
     assert compared >= 20
