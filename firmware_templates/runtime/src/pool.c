@@ -1,4 +1,4 @@
-/* Average and max pooling (same quantization in and out), and mean over H, W. */
+/* Average and max pooling (same quantization in and out); means are in reduce.c. */
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
 
@@ -52,19 +52,5 @@ void eedge_max_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *
                     (int8_t)eedge_clamp(best, p->act_min, p->act_max);
             }
         }
-    }
-}
-
-void eedge_mean_hw_s8(const eedge_mean_params *p, const int8_t *input, int8_t *output) {
-    int32_t c, i;
-    const int32_t count = p->h * p->w;
-    for (c = 0; c < p->c; ++c) {
-        int32_t sum = 0;
-        int32_t value;
-        for (i = 0; i < count; ++i) {
-            sum += input[i * p->c + c];
-        }
-        value = eedge_requantize(sum - p->in_zero_point * count, p->multiplier, p->shift);
-        output[c] = (int8_t)eedge_clamp(value + p->out_zero_point, -128, 127);
     }
 }

@@ -42,11 +42,6 @@ typedef struct {
 } eedge_pool_params;
 
 typedef struct {
-    int32_t h, w, c;            /* mean over H and W of an NHWC tensor */
-    int32_t in_zero_point, out_zero_point, multiplier, shift;
-} eedge_mean_params;
-
-typedef struct {
     int32_t rows, cols, input_multiplier, input_shift, diff_min;
 } eedge_softmax_params;
 
@@ -74,7 +69,6 @@ void eedge_add_s8(const eedge_binary_params *p, const int8_t *a, const int8_t *b
 void eedge_mul_s8(const eedge_binary_params *p, const int8_t *a, const int8_t *b, int8_t *out);
 void eedge_avg_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
 void eedge_max_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
-void eedge_mean_hw_s8(const eedge_mean_params *p, const int8_t *input, int8_t *output);
 void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t *output);
 void eedge_pad_s8(const eedge_pad_params *p, const int8_t *input, int8_t *output);
 void eedge_requantize_s8(const eedge_requant_params *p, const int8_t *input, int8_t *output);
