@@ -13,6 +13,7 @@ import numpy as np
 
 from eedge.codegen.project import TEMPLATES
 from eedge.reference.fixedpoint import multiply_by_quantized_multiplier, srdhm
+from eedge.reference.int8_kernels import softmax_multiplier, softmax_s8
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -53,3 +54,57 @@ def test_requantize_in_c_matches_the_reference(tmp_path: Path) -> None:
     got = np.array(out, dtype=np.int64).reshape(n, 2)
     assert np.array_equal(got[:, 1], srdhm(x, m))
     assert np.array_equal(got[:, 0], multiply_by_quantized_multiplier(x, m, s))
+
+
+SOFTMAX_PROGRAM = r"""
+#include <stdio.h>
+#include "eedge/kernels.h"
+static int8_t row[2048], out[2048];
+int main(void) {
+    eedge_softmax_params p;
+    int cols, i;
+    long long m, s, d;
+    while (scanf("%d %lld %lld %lld", &cols, &m, &s, &d) == 4) {
+        for (i = 0; i < cols; ++i) {
+            int v;
+            if (scanf("%d", &v) != 1) return 2;
+            row[i] = (int8_t)v;
+        }
+        p.rows = 1; p.cols = cols; p.input_multiplier = (int32_t)m;
+        p.input_shift = (int32_t)s; p.diff_min = (int32_t)d;
+        eedge_softmax_s8(&p, row, out);
+        for (i = 0; i < cols; ++i) printf("%d ", out[i]);
+        printf("\n");
+    }
+    return 0;
+}
+"""
+
+
+def test_softmax_over_wide_rows_matches_the_reference_without_undefined_shifts(
+        tmp_path: Path) -> None:
+    """About 1000 near-equal logits once shifted an int32 by 33 (UBSan) in softmax.c."""
+    source = tmp_path / "sm.c"
+    source.write_text(SOFTMAX_PROGRAM)
+    binary = tmp_path / "sm"
+    runtime = TEMPLATES / "runtime"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror",
+                    "-fsanitize=undefined", "-fno-sanitize-recover=all",
+                    f"-I{runtime / 'include'}", str(source), str(runtime / "src" / "softmax.c"),
+                    "-o", str(binary)], check=True)
+    rng = np.random.default_rng(0)
+    rows = [np.zeros(1100, np.int8), np.full(2048, 5, np.int8),
+            rng.integers(-3, 3, 1500).astype(np.int8), rng.integers(-128, 128, 700).astype(np.int8),
+            rng.integers(-128, 128, 10).astype(np.int8)]
+    scale = 0.05
+    lines, expected = [], []
+    for row in rows:
+        m, s, d = softmax_multiplier(scale)
+        lines.append(f"{row.size} {m} {s} {d} " + " ".join(str(int(v)) for v in row))
+        expected.append(softmax_s8(row.reshape(1, -1), scale).reshape(-1))
+    proc = subprocess.run([str(binary)], input="\n".join(lines) + "\n", capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    got = [np.array(line.split(), dtype=np.int64) for line in proc.stdout.splitlines()]
+    for g, e in zip(got, expected, strict=True):
+        assert np.array_equal(g, e)

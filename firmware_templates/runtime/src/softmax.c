@@ -98,7 +98,9 @@ static void softmax_prepare(const eedge_softmax_params *p, const int8_t *in, sof
 static int32_t softmax_q(const eedge_softmax_params *p, const softmax_row *row, int32_t logit) {
     const int32_t diff = logit - row->max_value;
     int32_t prob;
-    if (diff < p->diff_min) {
+    if (diff < p->diff_min || row->exponent > 31) {
+        /* exponent > 31 (about 1000 near-equal logits): the rounded quotient is 0, as the
+         * reference computes it; shifting an int32 by 32 or more would be undefined */
         return -128;
     }
     prob = eedge_rdbpot(eedge_srdhm(row->reciprocal, exp_on_negative_values(scaled_diff(p, diff))),

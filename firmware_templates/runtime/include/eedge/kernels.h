@@ -30,13 +30,6 @@ typedef struct {
 } eedge_fc_params;
 
 typedef struct {
-    int32_t size;
-    int32_t in1_offset, in2_offset, out_offset;
-    int32_t m1, s1, m2, s2, m_out, s_out;   /* add: left shift 20 and three multipliers */
-    int32_t act_min, act_max;
-} eedge_binary_params;
-
-typedef struct {
     int32_t in_h, in_w, c, out_h, out_w, f_h, f_w, stride_h, stride_w, pad_top, pad_left;
     int32_t act_min, act_max;
 } eedge_pool_params;
@@ -65,8 +58,6 @@ void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
                                const int8_t *weights, const int32_t *bias, int8_t *output);
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output);
-void eedge_add_s8(const eedge_binary_params *p, const int8_t *a, const int8_t *b, int8_t *out);
-void eedge_mul_s8(const eedge_binary_params *p, const int8_t *a, const int8_t *b, int8_t *out);
 void eedge_avg_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
 void eedge_max_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
 void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t *output);
