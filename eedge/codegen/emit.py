@@ -16,9 +16,8 @@ import numpy as np
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node
 from eedge.ops import registry
-from eedge.reference.int8_kernels import (activation_range, add_multipliers,
-                                          channel_multipliers, fc_multipliers, fc_weight_offset,
-                                          mean_multiplier, quant_of, quantize_multiplier,
+from eedge.reference.int8_kernels import (activation_range, channel_multipliers,
+                                          fc_multipliers, fc_weight_offset, quant_of,
                                           relu_multiplier, scale_of, softmax_multiplier,
                                           zero_point_of)
 from eedge.reference.windows import padding_amounts
@@ -167,26 +166,9 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
 
 
 def _binary(ctx: EmitContext, node: Node) -> Emitted:
-    g, p = ctx.graph, ctx.ident
-    a, b, out = node.inputs[0], node.inputs[1], node.outputs[0]
-    if _dims(g, a) != _dims(g, out) or _dims(g, b) != _dims(g, out):
-        raise UnsupportedOpError(f"{node.op_type} {node.name!r}: broadcasting is not supported "
-                                 "by the C runtime (operands must have the output's shape)")
-    q1, q2, qo = quant_of(g, a), quant_of(g, b), quant_of(g, out)
-    low, high = activation_range(node.attrs["activation"], qo)
-    if node.op_type == "ADD":
-        m1, s1, m2, s2, mo, so = add_multipliers(node, scale_of(q1), scale_of(q2), scale_of(qo))
-        kernel = "eedge_add_s8"
-    else:
-        m1 = s1 = m2 = s2 = 0
-        mo, so = quantize_multiplier(scale_of(q1) * scale_of(q2) / scale_of(qo))
-        kernel = "eedge_mul_s8"
-    fields = dict(size=_size(g, out), in1_offset=-zero_point_of(q1), in2_offset=-zero_point_of(q2),
-                  out_offset=zero_point_of(qo), m1=m1, s1=s1, m2=m2, s2=s2, m_out=mo,
-                  s_out=so, act_min=low, act_max=high)
-    return Emitted([struct("eedge_binary_params", f"{p}_params", fields)],
-                   f"{kernel}(&{p}_params, {_operand(ctx, a)}, {_operand(ctx, b)}, "
-                   f"{ctx.tensor_ref(out)})")
+    """ADD and MUL share the broadcasting binary kernel of the binary family (eedge.ops.binary)."""
+    from eedge.ops.binary import emit_binary
+    return emit_binary(ctx, node)
 
 
 def _pool(ctx: EmitContext, node: Node) -> Emitted:
@@ -217,17 +199,9 @@ def _unary(ctx: EmitContext, node: Node, params_type: str, kernel: str,
 
 
 def _mean(ctx: EmitContext, node: Node) -> Emitted:
-    g = ctx.graph
-    dims = _dims(g, node.inputs[0])
-    axes = sorted(int(v) % len(dims) for v in g.constants[node.inputs[1]].reshape(-1))
-    if len(dims) != 4 or axes != [1, 2]:
-        raise UnsupportedOpError(f"MEAN {node.name!r}: the C runtime averages over H and W of "
-                                 "a 4-D tensor only")
-    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    m, s = mean_multiplier(scale_of(in_q), scale_of(out_q), dims[1] * dims[2])
-    fields = dict(h=dims[1], w=dims[2], c=dims[3], in_zero_point=zero_point_of(in_q),
-                  out_zero_point=zero_point_of(out_q), multiplier=m, shift=s)
-    return _unary(ctx, node, "eedge_mean_params", "eedge_mean_hw_s8", fields)
+    # any axes: the reductions family's eedge_reduce_s8 (MEAN, SUM and REDUCE_MAX share it)
+    from eedge.ops.reductions import emit_reduce
+    return emit_reduce(ctx, node)
 
 
 def softmax_fields(graph: Graph, tensor: str, beta: float = 1.0) -> dict[str, int]:
@@ -309,3 +283,10 @@ _HANDLERS: dict[str, Callable[[EmitContext, Node], Emitted]] = {
     "RESHAPE": _reshape, "RELU": _requantize, "RELU6": _requantize,
     "RELU_N1_TO_1": _requantize,
 }
+
+DSP_KERNELS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",  # conv.c
+                         "ADD", "MUL",  # binary.c (eedge_binary_s8)
+                         "MEAN"})  # reduce.c (eedge_reduce_s8)
+"""Builtins of ``_HANDLERS`` whose C kernel has an ``EEDGE_USE_DSP`` (SIMD) path besides the
+portable one; registered builtins say so in ``Builtin.dsp``. The README's op table reads
+both; tests/ops/test_table.py checks each entry's kernel source has a DSP block."""

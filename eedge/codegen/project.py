@@ -124,6 +124,8 @@ def _environment() -> jinja2.Environment:
 
 
 IN_PLACE_OPS = frozenset({"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1"})
+ALIAS_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
+"""Ops whose output is their input's bytes under another shape: an arena alias, no copy."""
 
 
 def plan_for(model: CodegenModel) -> MemoryPlan:
@@ -144,7 +146,7 @@ def plan_for(model: CodegenModel) -> MemoryPlan:
         for t in stage.outputs:
             keep[t] = max(keep.get(t, end), end)
     aliases = {g.nodes[i].outputs[0]: g.nodes[i].inputs[0] for i in order
-               if g.nodes[i].op_type == "RESHAPE" and g.nodes[i].inputs[0] in g.tensors}
+               if g.nodes[i].op_type in ALIAS_OPS and g.nodes[i].inputs[0] in g.tensors}
     last_read = {}
     for step, (reads, _) in enumerate(steps):
         for t in reads:

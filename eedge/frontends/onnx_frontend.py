@@ -30,7 +30,8 @@ from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_sh
 from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
 from eedge.frontends.onnx_external_data import embed_external_data
 from eedge.frontends.onnx_tensors import check_tensor_data, check_text_fields
-from eedge.frontends.ops import supported_onnx_ops
+from eedge.frontends.ops import (ONNX_ALTERNATIVES, nearest_alternative,
+                                 supported_onnx_ops)
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -196,10 +197,9 @@ def _check_supported(nodes: Sequence[onnx.NodeProto]) -> None:
         first = bad[0]
         more = f" (and {len(bad) - 1} more: " + ", ".join(
             sorted({n.op_type for n in bad[1:]})) + ")" if len(bad) > 1 else ""
+        advice = nearest_alternative(first.op_type, supported, ONNX_ALTERNATIVES)
         raise UnsupportedOpError(
-            f"unsupported operator {first.op_type} in node {first.name!r}{more}; eedge "
-            f"supports {', '.join(sorted(supported))}: rewrite that part of the model "
-            "with these")
+            f"unsupported operator {first.op_type} in node {first.name!r}{more}; {advice}")
     for n in nodes:
         if n.domain not in DEFAULT_DOMAINS:
             raise UnsupportedOpError(f"node {n.name!r} uses operator domain {n.domain!r}; "

@@ -10,6 +10,8 @@ clear error at the door.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 SUPPORTED_OPS: dict[str, str] = {
     "Conv": "1-D and 2-D convolution (grouped/depthwise included)",
     "Gemm": "fully connected layer",
@@ -44,3 +46,62 @@ def supported_onnx_ops() -> dict[str, str]:
 
 MAC_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 """Operators whose cost is counted as multiply-accumulates."""
+
+_TRANSFORMER = "no transformer ops yet (issue 18)"
+_RECURRENT = ("no recurrent layers: unroll over time with Conv1d and Tanh/Sigmoid gates "
+              "(causal convolutions, as keyword spotters do)")
+ONNX_ALTERNATIVES: dict[str, str] = {
+    "Gelu": _TRANSFORMER, "LayerNormalization": _TRANSFORMER, "Attention": _TRANSFORMER,
+    "MultiHeadAttention": _TRANSFORMER, "Erf": _TRANSFORMER,
+    "SkipLayerNormalization": _TRANSFORMER, "RotaryEmbedding": _TRANSFORMER,
+    "GRU": _RECURRENT, "LSTM": _RECURRENT, "RNN": _RECURRENT,
+    "Upsample": "use Resize (re-export with opset 13 or newer)",
+    "Mish": "use HardSwish, or SiLU (Sigmoid times its input)",
+    "Swish": "use SiLU (Sigmoid times its input) or HardSwish",
+    "Selu": "use Elu", "Celu": "use Elu",
+    "LogSoftmax": "return logits (exits are logits) or use Softmax",
+    "ArgMax": "return the logits: the cascade takes the argmax itself",
+    "InstanceNormalization": "use BatchNormalization",
+    "GroupNormalization": "use BatchNormalization",
+    "Einsum": "use MatMul with a constant right-hand side",
+    "Gather": "use Slice or Split (constant indices)",
+    "Shape": "re-export with fixed input sizes so shapes fold into constants",
+    "ConstantOfShape": "re-export with fixed input sizes so shapes fold into constants",
+    "Expand": "rely on Add/Mul broadcasting instead of an explicit Expand",
+    "Tile": "use Concat of the same tensor",
+    "ReduceMin": "use ReduceMax of the input multiplied by -1",
+    "Neg": "use Mul by -1", "Abs": "use Relu(x) + Relu(-x)",
+    "Sqrt": "no math functions beyond the table: fold them into constants before export",
+    "Exp": "no math functions beyond the table: fold them into constants before export",
+    "Log": "no math functions beyond the table: fold them into constants before export",
+    "Pow": "no math functions beyond the table: fold them into constants before export",
+}
+"""Hand-written advice for common ONNX operators eedge does not support."""
+
+TFLITE_ALTERNATIVES: dict[str, str] = {
+    "GELU": _TRANSFORMER, "BATCH_MATMUL": _TRANSFORMER,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _RECURRENT, "BIDIRECTIONAL_SEQUENCE_LSTM": _RECURRENT,
+    "LSTM": _RECURRENT, "UNIDIRECTIONAL_SEQUENCE_RNN": _RECURRENT, "RNN": _RECURRENT,
+    "SVDF": _RECURRENT, "LOG_SOFTMAX": "use SOFTMAX", "ARG_MAX": "output logits instead",
+    "DIV": "use MUL by a constant reciprocal", "RESIZE_BICUBIC": "use RESIZE_BILINEAR",
+}
+"""Hand-written advice for common TFLite builtins eedge does not support."""
+
+
+def nearest_alternative(op: str, supported: Iterable[str], hints: Mapping[str, str]) -> str:
+    """What to use instead of unsupported ``op``: hand-written advice, else the closest name.
+
+    The closest name (difflib) catches near-misses such as ReduceMin -> ReduceMax;
+    without one the user is sent to the README's table.
+    """
+    import difflib
+
+    if op in hints:
+        return hints[op]
+    names = sorted(supported)
+    close = difflib.get_close_matches(op, names, n=1, cutoff=0.6) or difflib.get_close_matches(
+        op.lower(), [n.lower() for n in names], n=1, cutoff=0.6)
+    if close:
+        match = next(n for n in names if n.lower() == close[0].lower())
+        return f"nearest supported operator: {match} (README, Operators, lists all)"
+    return "see the README's Operators table for what is supported"

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from eedge.errors import ModelError, UnsupportedOpError
+from eedge.frontends.ops import TFLITE_ALTERNATIVES, nearest_alternative
 from eedge.frontends.tflite_quant import (check_activation_quant, check_quant_params,
                                           check_requantization)
 from eedge.frontends.tflite_shapes import check_node_shapes
@@ -245,25 +246,31 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
         where = f"operator {i} ({op_name})"
         if op_name not in SUPPORTED_BUILTINS and registry.builtin(op_name) is None:
             supported = list(SUPPORTED_BUILTINS) + sorted(registry.builtins())
-            raise UnsupportedOpError(f"unsupported TFLite operator {op_name} ({where}); eedge "
-                                     f"supports {', '.join(supported)}")
+            advice = nearest_alternative(op_name, supported, TFLITE_ALTERNATIVES)
+            raise UnsupportedOpError(f"unsupported TFLite operator {op_name} ({where}); "
+                                     f"{advice}")
         op_inputs = ["" if int(j) == -1 else tensor_name(int(j), where)
                      for j in _vector(operator.InputsLength, operator.InputsAsNumpy, budget)]
         op_outputs = [tensor_name(int(j), where)
                       for j in _vector(operator.OutputsLength, operator.OutputsAsNumpy, budget)]
-        if len(op_outputs) != 1 or op_outputs[0] in constants:
-            raise _err(f"{where} must produce exactly one activation tensor")
+        multi_output = registry.builtin(op_name) is not None  # SPLIT...: shapes check counts
+        if (not op_outputs or (len(op_outputs) != 1 and not multi_output)
+                or any(t in constants for t in op_outputs)
+                or len(set(op_outputs)) != len(op_outputs)):
+            raise _err(f"{where} must produce exactly one activation tensor" if not multi_output
+                       else f"{where} must produce distinct activation tensors")
         for t in op_inputs:
             if t and t not in constants and t not in produced:
                 raise _err(f"{where} reads {t!r} before it is computed")
-        if op_outputs[0] in produced:
-            raise _err(f"{where} writes {op_outputs[0]!r}, which is already computed")
+        for t in op_outputs:
+            if t in produced:
+                raise _err(f"{where} writes {t!r}, which is already computed")
         attrs = _options(op_name, operator)
         _check_attrs(op_name, attrs, where)
         node = Node(f"{op_name.lower()}_{i}", op_name, op_inputs, op_outputs, attrs)
         _check_node(node, tensors, constants, const_quant)
         nodes.append(node)
-        produced.add(op_outputs[0])
+        produced.update(op_outputs)
     for t in outputs:
         if t not in produced or t in inputs:
             raise _err(f"subgraph output {t!r} is not computed by any operator")

@@ -82,7 +82,8 @@ def _mean_output(node: Node, x: tuple[int, ...], constants: dict[str, np.ndarray
                  ) -> tuple[int, ...]:
     axes = _constant_ints(node, 1, constants, "axes").reshape(-1)
     if any(not -len(x) <= int(a) < len(x) for a in axes):
-        raise _err(f"{node.name}: MEAN axes {axes.tolist()} are out of range for {list(x)}")
+        raise _err(f"{node.name}: {node.op_type} axes {axes.tolist()} are out of range for "
+                   f"{list(x)}")
     reduced = {int(a) % len(x) for a in axes}
     if node.attrs.get("keep_dims"):
         return tuple(1 if i in reduced else d for i, d in enumerate(x))
@@ -167,7 +168,8 @@ def check_node_shapes(node: Node, tensors: dict[str, TensorInfo],
                    "bias is optional")
     out_shape, out_type = info(node.outputs[0])
     inputs = [info(t) for t in node.inputs if t]
-    data = inputs if node.op_type in _ALL_INPUTS_TYPED else inputs[:1]
+    data = inputs if node.op_type in _ALL_INPUTS_TYPED else \
+        inputs[1:2] if node.op_type == "SPLIT" else inputs[:1]  # SPLIT reads [axis, data]
     registered = registry.builtin(node.op_type)
     same_type = node.op_type in _SAME_TYPE | _ALL_INPUTS_TYPED or (
         registered is not None and registered.same_type)
@@ -183,3 +185,13 @@ def check_node_shapes(node: Node, tensors: dict[str, TensorInfo],
     if tuple(expected) != out_shape:
         raise _err(f"{node.name}: {node.op_type} computes shape {list(expected)} from its "
                    f"inputs and options, but the file declares {list(out_shape)}")
+    if registered is not None:  # multi-output ops (SPLIT, UNPACK): every output, one type
+        shapes = registered.output_shapes(node, [s for s, _ in inputs], constants)
+        if len(shapes) != len(node.outputs):
+            raise _err(f"{node.name}: {node.op_type} computes {len(shapes)} outputs, but the "
+                       f"file declares {len(node.outputs)}")
+        for name, shape in zip(node.outputs[1:], shapes[1:]):
+            if info(name) != (tuple(shape), out_type):
+                raise _err(f"{node.name}: {node.op_type} computes output {name!r} as "
+                           f"{list(shape)} {out_type}, but the file declares "
+                           f"{list(info(name)[0])} {info(name)[1]}")

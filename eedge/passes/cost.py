@@ -1,8 +1,8 @@
 """Static cost of nodes and stages: multiply-accumulates and parameter bytes.
 
 MACs are counted per sample (the batch dimension excluded) and only for
-operators that multiply weights by activations (ONNX Conv/Gemm/MatMul,
-TFLite CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED); that is the convention of
+operators that multiply weights by activations (ONNX Conv/ConvTranspose/Gemm/
+MatMul, TFLite CONV_2D/DEPTHWISE_CONV_2D/TRANSPOSE_CONV/FULLY_CONNECTED); that is the convention of
 the early-exit literature (T-RECX, EERO) and what exit-rate savings are
 reported in.
 """
@@ -39,6 +39,16 @@ def node_macs(graph: Graph, node: Node) -> int:
     if node.op_type == "DEPTHWISE_CONV_2D":
         weight = graph.constants.get(node.inputs[1])
         return 0 if weight is None else out_elems * int(np.prod(weight.shape[1:3]))
+    if node.op_type in ("ConvTranspose", "TRANSPOSE_CONV"):
+        # every input element meets each of its weights once: ONNX weights are
+        # (Cin, Cout/group, k...), TFLite's (Cout, kh, kw, Cin) with the input third
+        data = node.inputs[0] if node.op_type == "ConvTranspose" else node.inputs[2]
+        weight = graph.constants.get(node.inputs[1])
+        x = graph.tensors.get(data)
+        if weight is None or x is None:
+            return 0
+        per_input = weight.shape[1:] if node.op_type == "ConvTranspose" else weight.shape[:3]
+        return x.elements_per_sample() * int(np.prod(per_input))
     if node.op_type == "MatMul":
         left = graph.tensors.get(node.inputs[0])
         if left is None or not left.shape:

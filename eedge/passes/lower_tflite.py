@@ -121,6 +121,10 @@ class _Lowerer:
         self.tensors: dict[str, TensorInfo] = {}
         self.perm: dict[str, np.ndarray] = {}
         self.alias: dict[str, str] = {}
+        # lowered tensor -> the ONNX axis each of its axes holds, where that is not the
+        # rank's default (NHWC for 3-D/4-D, ONNX order otherwise): rank-5 tensors of
+        # channel shuffles (eedge.ops.movement_lowering)
+        self.layout: dict[str, tuple[int, ...]] = {}
 
     # -- helpers ------------------------------------------------------------
     def name(self, tensor: str) -> str:
@@ -289,19 +293,33 @@ class _Lowerer:
             raise self.unsupported(node, "the constant right-hand side must be 2-D")
         self._fully_connected(node, node.inputs[0], b.T, np.zeros(b.shape[1], np.float32))
 
-    def _elementwise(self, node: Node, op: str) -> None:
+    def _elementwise(self, node: Node, op: str, fused: bool = True,
+                     replace: dict[str, np.ndarray] | None = None) -> None:
+        """A broadcasting binary op; NCHW constants are laid out like the NHWC activations.
+
+        ``fused``: the builtin has a fused activation option (ADD, SUB, MUL; not
+        MAXIMUM/MINIMUM). ``replace`` gives constant inputs a new value (Div's
+        divisor becomes its reciprocal). Activation operands must have the
+        output's rank when it is 3-D or 4-D: a lower-rank one would need a
+        reshape to line up with the NHWC layout.
+        """
+        replace = replace or {}
         out = node.outputs[0]
         out_shape = self.src_shape(out)
+        rank = len(out_shape)
         operands, perms = [], []
         for t in node.inputs:
             if t in self.src.constants:
-                value = np.asarray(self.src.constants[t], np.float32)
-                if len(out_shape) in (3, 4) and value.ndim > 0:
-                    rank = len(out_shape)
+                value = np.asarray(replace.get(t, self.src.constants[t]), np.float32)
+                if rank in (3, 4) and value.ndim > 0:
                     value = value.reshape(nchw_view((1,) * (rank - value.ndim) + value.shape))
                     value = value.transpose(NCHW_TO_NHWC)
                 operands.append(("const", value))
             else:
+                if rank in (3, 4) and len(self.src_shape(t)) != rank:
+                    raise self.unsupported(node, f"activation {t!r} of rank "
+                                                 f"{len(self.src_shape(t))} broadcasts against "
+                                                 f"rank {rank}; reshape it to rank {rank} first")
                 operands.append(("act", self.name(t)))
                 perms.append(self.perm.get(self.name(t)))
         if len(perms) == 2 and not _same_perm(perms[0], perms[1]):
@@ -312,15 +330,16 @@ class _Lowerer:
             if kind == "act":
                 names.append(value)
                 continue
-            if perm is not None and value.ndim == 2 and value.shape[1] == perm.size:
-                value = value[:, perm]
+            if perm is not None and value.ndim in (1, 2) and value.shape[-1] == perm.size:
+                value = value[..., perm]
             elif perm is not None and value.size > 1:
                 raise self.unsupported(node, "a constant operand on a flattened tensor")
             names.append(self.const(f"{node.name}/operand{len(names)}", value))
         self.define(out, out_shape)
         if perm is not None:
             self.perm[out] = perm
-        self.emit(op, node, names, out, activation="NONE")
+        attrs = {"activation": "NONE"} if fused else {}
+        self.emit(op, node, names, out, **attrs)
 
     def op_Add(self, node: Node) -> None:
         self._elementwise(node, "ADD")
@@ -408,33 +427,23 @@ class _Lowerer:
     def op_AveragePool(self, node: Node) -> None:
         self._pool(node, "AVERAGE_POOL_2D")
 
-    def _mean(self, node: Node, axes: Iterable[int], keep: bool) -> None:
-        rank = len(self.src_shape(node.inputs[0]))
-        axes = sorted(nhwc_axis(a, rank) for a in axes)
-        if rank == 3 and axes == [2]:
-            axes = [1, 2]  # L of (N, 1, L, C); H has size 1, and H+W is the C runtime's MEAN
-        if 0 in axes:
-            raise self.unsupported(node, "a mean over the batch axis")
-        out = node.outputs[0]
-        self.define(out, self.src_shape(out))
-        if rank in (3, 4) and not keep and axes != [1, 2]:
-            raise self.unsupported(node, "a mean that drops axes other than H and W (or L)")
-        axes_name = self.const(f"{node.name}/axes", np.array(axes, np.int32))
-        self.emit("MEAN", node, [self.name(node.inputs[0]), axes_name], out,
-                  keep_dims=int(keep))
+    def _mean(self, node: Node, axes: Iterable[int] | None, keep: bool) -> None:
+        # the reductions family maps the axes and handles dropped ones for MEAN, SUM and MAX
+        from eedge.ops.reductions import lower_reduction
+        lower_reduction(self, node, "MEAN", axes, keep)
 
     def op_GlobalAveragePool(self, node: Node) -> None:
         self._mean(node, range(2, len(self.src_shape(node.inputs[0]))), True)
 
     def op_ReduceMean(self, node: Node) -> None:
-        axes = node.attrs.get("axes")
-        if len(node.inputs) > 1 and node.inputs[1]:
-            axes = self.const_of(node, 1, "axes").tolist()
-        if axes is None:
-            raise self.unsupported(node, "a mean over all axes")
-        self._mean(node, axes, bool(node.attrs.get("keepdims", 1)))
+        from eedge.ops.reductions import onnx_axes  # attribute before opset 18, input after
+        self._mean(node, onnx_axes(self, node), bool(node.attrs.get("keepdims", 1)))
 
     def _reshape(self, node: Node) -> None:
+        from eedge.ops import movement_lowering
+        if movement_lowering.needs_layouts(self, node):  # a rank-5 side: layouts decide
+            movement_lowering.lower_reshape(self, node)
+            return
         src, out = node.inputs[0], node.outputs[0]
         x = self.name(src)
         in_shape, out_shape = self.src_shape(src), self.src_shape(out)
@@ -466,6 +475,9 @@ class _Lowerer:
     op_Flatten = op_Reshape = op_Squeeze = op_Unsqueeze = _reshape
 
     def op_Concat(self, node: Node) -> None:
+        from eedge.ops import movement_lowering
+        if movement_lowering.lower_stack(self, node):  # torch.stack: Unsqueezes + Concat
+            return
         out = node.outputs[0]
         rank = len(self.src_shape(out))
         axis = int(node.attrs["axis"]) % rank

@@ -80,8 +80,8 @@ def _binary(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndar
 
 
 def _mean(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
-    x, axes = args
-    return x.mean(axis=tuple(int(a) for a in axes),
+    x, axes = args  # a scalar or repeated axes as TFLite allows them
+    return x.mean(axis=tuple(sorted({int(a) % x.ndim for a in np.asarray(axes).reshape(-1)})),
                   keepdims=bool(node.attrs["keep_dims"])).astype(np.float32)
 
 

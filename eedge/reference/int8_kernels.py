@@ -220,15 +220,9 @@ def mean_multiplier(in_scale: float, out_scale: float, count: int) -> tuple[int,
 
 
 def _mean(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
-    x, axes_arr = args
-    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
-    axes = sorted({int(v) % x.ndim for v in axes_arr})
-    count = int(np.prod([x.shape[i] for i in axes]))
-    m2, s2 = mean_multiplier(scale_of(in_q), scale_of(out_q), count)
-    total = x.astype(np.int64).sum(axis=tuple(axes), keepdims=bool(node.attrs["keep_dims"]))
-    v = wrap_int32(total - zero_point_of(in_q) * count)
-    out = multiply_by_quantized_multiplier(v, m2, s2) + zero_point_of(out_q)
-    return np.clip(out, -128, 127).astype(np.int8)
+    # TFLM's QuantizedMeanOrSum, which MEAN shares with SUM (the reductions family)
+    from eedge.ops.reductions import int8_mean_or_sum
+    return int8_mean_or_sum(node, g, args)
 
 
 def softmax_multiplier(in_scale: float, beta: float = 1.0) -> tuple[int, int, int]:

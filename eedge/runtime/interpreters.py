@@ -19,6 +19,8 @@ import numpy as np
 
 from eedge.errors import BundleError, ToolchainError
 
+MISSING_REFERENCE_OP = "Didn't find op for builtin opcode"
+
 
 def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -> Any:
     """A ready (allocated) LiteRT interpreter; falls back to tflite_runtime."""
@@ -36,6 +38,11 @@ def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -
                                       experimental_op_resolver_type=resolver)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
+        if reference and MISSING_REFERENCE_OP in str(exc):
+            # BUILTIN_REF registers no kernel for some builtins (ELU): LiteRT's default one
+            # is then its only kernel. Runs that compare LiteRT with itself (staged vs
+            # monolithic) stay consistent; TFLite Micro remains the bit-exact oracle.
+            return litert_interpreter(model, False, threads)
         raise BundleError(f"LiteRT cannot load the model: {str(exc).splitlines()[0]}") from exc
     return interpreter
 
@@ -68,6 +75,26 @@ def tflm_interpreter(model: bytes) -> Any:
         return runtime.Interpreter.from_bytes(model)
     except (ValueError, RuntimeError) as exc:
         raise BundleError(f"TFLite Micro cannot load the model: {exc}") from exc
+
+
+def has_reference_kernels(model: bytes) -> bool:
+    """Whether LiteRT's BUILTIN_REF resolver has a kernel for every operator of ``model``.
+
+    It has none for ELU, where :func:`litert_interpreter` falls back to the
+    default kernels; a check that compares LiteRT with itself must then run
+    both sides on the default kernels.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+    try:
+        with _quiet_native_stderr():
+            Interpreter(model_content=model,
+                        experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    except (ValueError, RuntimeError) as exc:
+        return MISSING_REFERENCE_OP not in str(exc)
+    return True
 
 
 class LiteRTModel:

@@ -131,7 +131,7 @@ def test_own_files_round_trip_and_are_aligned() -> None:
 @pytest.mark.parametrize("kwargs, message", [
     ({"fc_weights_transposed": True}, r"\[out, in\]"),
     ({"bias_scale": 0.5}, "bias scale"),
-    ({"op": S.BuiltinOperator.TANH}, "unsupported TFLite operator TANH"),
+    ({"op": S.BuiltinOperator.LSH_PROJECTION}, "unsupported TFLite operator LSH_PROJECTION"),
 ])
 def test_semantic_errors_runtimes_would_miss(kwargs: dict, message: str) -> None:
     with pytest.raises(ModelError, match=message):
