@@ -18,8 +18,8 @@ from eedge.ir.graph import Graph, Node
 from eedge.ops import registry
 from eedge.reference.int8_kernels import (activation_range, channel_multipliers,
                                           fc_multipliers, fc_weight_offset, quant_of,
-                                          relu_multiplier, scale_of, softmax_multiplier,
-                                          zero_point_of)
+                                          quantize_multiplier, relu_multiplier, scale_of,
+                                          softmax_multiplier, zero_point_of)
 from eedge.reference.windows import padding_amounts
 
 F32 = np.float32
@@ -276,12 +276,28 @@ def _requantize(ctx: EmitContext, node: Node) -> Emitted:
     return _unary(ctx, node, "eedge_requant_params", "eedge_requantize_s8", fields)
 
 
+
+def _quantize(ctx: EmitContext, node: Node) -> Emitted:
+    """int8 -> int8 QUANTIZE (TFLite's converter puts it where two scales must meet)."""
+    g = ctx.graph
+    source = g.tensors.get(node.inputs[0])
+    if source is None or source.dtype != "int8":
+        raise UnsupportedOpError(f"QUANTIZE {node.name!r}: the C runtime requantizes int8 to "
+                                 "int8 only; quantize the model's input on the host")
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    m, s = quantize_multiplier(scale_of(in_q) / scale_of(out_q))
+    fields = dict(size=_size(g, node.outputs[0]), in_offset=-zero_point_of(in_q),
+                  out_offset=zero_point_of(out_q), multiplier=m, shift=s, act_min=-128,
+                  act_max=127)
+    return _unary(ctx, node, "eedge_requant_params", "eedge_requantize_s8", fields)
+
 _HANDLERS: dict[str, Callable[[EmitContext, Node], Emitted]] = {
     "CONV_2D": _conv, "DEPTHWISE_CONV_2D": _conv, "FULLY_CONNECTED": _fully_connected,
     "ADD": _binary, "MUL": _binary, "AVERAGE_POOL_2D": _pool, "MAX_POOL_2D": _pool,
     "MEAN": _mean, "SOFTMAX": _softmax, "PAD": _pad, "CONCATENATION": _concat,
     "RESHAPE": _reshape, "RELU": _requantize, "RELU6": _requantize,
     "RELU_N1_TO_1": _requantize,
+    "QUANTIZE": _quantize,
 }
 
 DSP_KERNELS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",  # conv.c

@@ -140,16 +140,24 @@ def _line(cells: list[str]) -> str:
 
 def render() -> str:
     """Both tables as markdown: ONNX operators (with their builtins), then TFLite builtins."""
-    mark = {True: "✓", False: "–"}
     lines = [_line(["ONNX operator", "lowers to", *PATHS]),
              _line(["---"] * (len(PATHS) + 2))]
     for row in onnx_rows():
         via = ", ".join(row.via) if row.via else "(removed)"
-        lines.append(_line([row.op, via, *(mark[row.paths[p]] for p in PATHS)]))
+        lines.append(_line([row.op, via, *(_mark(row, p) for p in PATHS)]))
     lines += ["", _line(["TFLite builtin", *PATHS[1:]]), _line(["---"] * len(PATHS))]
     for row in builtin_rows():
-        lines.append(_line([row.op, *(mark[row.paths[p]] for p in PATHS[1:])]))
+        lines.append(_line([row.op, *(_mark(row, p) for p in PATHS[1:])]))
     return "\n".join(lines)
+
+
+def _mark(row: Row, path: str) -> str:
+    """✓ or –; the DSP build runs every C kernel, with its own SIMD path or the portable loop."""
+    if path != "C DSP":
+        return "✓" if row.paths[path] else "–"
+    if row.paths["C DSP"]:
+        return "✓ SIMD"
+    return "✓ portable loop" if row.paths["C portable"] else "–"
 
 
 def readme_table(text: str) -> str | None:

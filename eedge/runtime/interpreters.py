@@ -72,9 +72,36 @@ def tflm_interpreter(model: bytes) -> Any:
     except ImportError as exc:
         raise ToolchainError("tflite-micro is not installed: pip install tflite-micro") from exc
     try:
-        return runtime.Interpreter.from_bytes(model)
+        return runtime.Interpreter.from_bytes(model, arena_size=tflm_arena_bytes(model))
     except (ValueError, RuntimeError) as exc:
         raise BundleError(f"TFLite Micro cannot load the model: {exc}") from exc
+
+
+def tflm_arena_bytes(model: bytes) -> int:
+    """An arena that holds every activation at once, with room for TFLM's own records.
+
+    tflite-micro's default (ten times the file) is too small for models with few
+    weights and large activations (a 32x16x16 ReLU and a small classifier), which
+    then fail to allocate although they are valid. Planning is TFLM's job; this
+    bound only has to be safe, so it does not share buffers between lifetimes.
+    """
+    from eedge.tflite_schema import schema
+
+    activations = 0
+    try:
+        root = schema.Model.GetRootAs(model, 0)
+        for g in range(root.SubgraphsLength()):
+            graph = root.Subgraphs(g)
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                buffer = root.Buffers(tensor.Buffer()) if tensor.Buffer() > 0 else None
+                if buffer is not None and buffer.DataLength() > 0:
+                    continue  # a constant: it stays in the flatbuffer
+                elements = int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+                activations += (elements * 4 + 16)  # up to 4 bytes per element, aligned
+    except Exception:  # a damaged file: TFLM's own loader reports it
+        activations = 0
+    return max(10 * len(model), 2 * activations + (256 << 10))
 
 
 def has_reference_kernels(model: bytes) -> bool:
