@@ -301,10 +301,11 @@ def ensemble_section(members: list[int], exits: int) -> dict[str, Any]:
 
 def _memory_plan(bundle_dir: Path) -> dict[str, Any]:
     """The C runtime's arena for the int8 stages (target independent)."""
+    from eedge.codegen.byte_chains import fuse_byte_chains
     from eedge.codegen.model_source import load_codegen_model
     from eedge.codegen.project import plan_for
 
-    model = load_codegen_model(bundle_dir)
+    model = fuse_byte_chains(load_codegen_model(bundle_dir))  # as generate_project plans it
     plan = plan_for(model)
     return {"planner": "greedy by size over tensor lifetimes across all stages; reshape "
                        "aliases its input", "arena_bytes": plan.arena_bytes,

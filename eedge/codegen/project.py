@@ -21,6 +21,7 @@ import jinja2
 import numpy as np
 
 from eedge import __version__
+from eedge.codegen.byte_chains import LUT_OP, emit_lut, fuse_byte_chains
 from eedge.codegen.c_text import c_comment_text, c_string_body
 from eedge.codegen.emit import EmitContext, emit_node, softmax_fields
 from eedge.codegen.model_source import CodegenModel
@@ -123,7 +124,7 @@ def _environment() -> jinja2.Environment:
                               autoescape=False)
 
 
-IN_PLACE_OPS = frozenset({"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1"})
+IN_PLACE_OPS = frozenset({"ADD", "MUL", "RELU", "RELU6", "RELU_N1_TO_1", LUT_OP})
 ALIAS_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 """Ops whose output is their input's bytes under another shape: an arena alias, no copy."""
 
@@ -232,6 +233,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     if len(model.stages) > MAX_STAGES:
         raise TargetError(f"{model.name} has {len(model.stages)} stages; the C runtime runs at "
                           f"most {MAX_STAGES} (one tick counter each): use fewer exits")
+    model = fuse_byte_chains(model)
     g = model.graph
     plan = plan_for(model)
     used: dict[str, str] = {}
@@ -249,10 +251,12 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         statements = []
         for i in stage.nodes:
             node = g.nodes[i]
-            emitted = emit_node(EmitContext(g, tensor_ref, constant_ref, f"n{i}"), node)
+            context = EmitContext(g, tensor_ref, constant_ref, f"n{i}")
+            emitted = emit_lut(context, node) if node.op_type == LUT_OP else emit_node(context, node)
             declarations.extend(emitted.declarations)
             scratch_words = max(scratch_words, emitted.scratch_words)
-            statements.append(f"/* {node.op_type} {node.name} */ {emitted.statement}")
+            what = "+".join(node.attrs["fused"]) if node.op_type == LUT_OP else node.name
+            statements.append(f"/* {node.op_type} {c_comment_text(what)} */ {emitted.statement}")
         outputs = [{"offset": plan.offsets[t], "bytes": g.tensors[t].elements_per_sample()}
                    for t in stage.outputs]
         stages_ctx.append({"index": stage.index, "statements": statements, "outputs": outputs,
