@@ -33,10 +33,10 @@ import numpy as np
 from eedge.errors import ModelError
 from eedge.ir.graph import Graph, Node
 from eedge.reference.fixedpoint import (INT32_MAX, exp_on_negative_values,
-                                        multiply_by_quantized_multiplier, one_over_one_plus_x,
+                                        multiply_by_quantized_multiplier,
+                                        one_minus_x_over_one_plus_x, one_over_one_plus_x,
                                         quantize_multiplier, rdbpot, round_half_away,
-                                        round_half_away_f32, saturating_shift_left, srdhm,
-                                        trunc_div)
+                                        round_half_away_f32, trunc_div)
 from eedge.reference.int8_kernels import quant_of, scale_of, zero_point_of
 
 F32 = np.float32
@@ -47,40 +47,8 @@ INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 # -- gemmlowp fixed point that eedge.reference.fixedpoint does not have -------------------
 
 def exp_on_negative_q4(a: np.ndarray) -> np.ndarray:
-    """gemmlowp ``exp_on_negative_values`` for Q4.27 inputs (x <= 0), result in Q0.31.
-
-    :func:`eedge.reference.fixedpoint.exp_on_negative_values` is the Q5.26 case
-    (softmax, tanh); logistic calls it with four integer bits, which moves the
-    quarter mask and the barrel shifter's bits and drops its last stage.
-    """
-    a = np.asarray(a, dtype=np.int64)
-    fractional = 31 - INPUT_INTEGER_BITS
-    quarter = 1 << (fractional - 2)
-    t = (a & (quarter - 1)) - quarter
-    x = (t << INPUT_INTEGER_BITS) + (1 << 28)      # Q0.31 value + 1/8
-    x2 = srdhm(x, x)
-    x3 = srdhm(x2, x)
-    x4 = srdhm(x2, x2)
-    u = rdbpot(srdhm(rdbpot(x4, 2) + x3, 715827883) + x2, 1)
-    result = 1895147668 + srdhm(1895147668, x + u)
-    remainder = t - a
-    barrel = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
-              (2, 39332535), (3, 720401))       # exp(-2^k), k < integer bits
-    for exponent, multiplier in barrel:
-        bit = 1 << (fractional + exponent)
-        result = np.where(remainder & bit, srdhm(result, multiplier), result)
-    return np.where(a == 0, INT32_MAX, result)
-
-
-def one_minus_x_over_one_plus_x(a: np.ndarray) -> np.ndarray:
-    """gemmlowp (1 - x) / (1 + x) for x in [0, 1): Q0.31 in and out (Newton steps in Q2.29)."""
-    s = np.asarray(a, dtype=np.int64) + INT32_MAX
-    half_denominator = trunc_div(s + np.where(s >= 0, 1, -1), 2)
-    x = 1515870810 + srdhm(half_denominator, -1010580540)
-    for _ in range(3):
-        p = (1 << 29) - srdhm(half_denominator, x)
-        x = x + saturating_shift_left(srdhm(x, p), 2)
-    return saturating_shift_left(x - (1 << 29), 2)
+    """gemmlowp ``exp_on_negative_values`` for Q4.27 inputs (x <= 0), result in Q0.31."""
+    return exp_on_negative_values(a, INPUT_INTEGER_BITS)
 
 
 def logistic_q4(a: np.ndarray) -> np.ndarray:

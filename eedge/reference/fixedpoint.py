@@ -99,34 +99,51 @@ def saturating_shift_left(x: np.ndarray, k: int) -> np.ndarray:
     return np.where(x > limit, INT32_MAX, np.where(x < -limit, INT32_MIN, x << k))
 
 
-_EXP_BARREL = ((24, 1672461947), (25, 1302514674), (26, 790015084), (27, 290630308),
-               (28, 39332535), (29, 720401), (30, 242))
+_EXP_OF_MINUS_POWERS = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+                        (2, 39332535), (3, 720401), (4, 242))
+"""exp(-2^k) in Q0.31: the barrel shifter's factors, one per bit of the input."""
 
 
-def exp_on_negative_values(a: np.ndarray) -> np.ndarray:
-    """gemmlowp exp(x) for x <= 0 in Q5.26, result in Q0.31."""
+def exp_on_negative_values(a: np.ndarray, integer_bits: int = 5) -> np.ndarray:
+    """gemmlowp exp(x) for x <= 0 with ``integer_bits`` integer bits, result in Q0.31.
+
+    Softmax and tanh call it on Q5.26 values, logistic on Q4.27; the integer
+    bits move the quarter mask and decide how many barrel stages run.
+    """
     a = np.asarray(a, dtype=np.int64)
-    quarter = 1 << 24
+    fractional = 31 - integer_bits
+    quarter = 1 << (fractional - 2)
     t = (a & (quarter - 1)) - quarter
-    y = t << 5
-    x = y + (1 << 28)
+    x = (t << integer_bits) + (1 << 28)      # Q0.31 value + 1/8
     x2 = srdhm(x, x)
     x3 = srdhm(x2, x)
     x4 = srdhm(x2, x2)
     u = rdbpot(srdhm(rdbpot(x4, 2) + x3, 715827883) + x2, 1)
     result = 1895147668 + srdhm(1895147668, x + u)
     remainder = t - a
-    for bit, multiplier in _EXP_BARREL:
-        result = np.where(remainder & (1 << bit), srdhm(result, multiplier), result)
+    for exponent, multiplier in _EXP_OF_MINUS_POWERS:
+        if exponent < integer_bits:
+            bit = 1 << (fractional + exponent)
+            result = np.where(remainder & bit, srdhm(result, multiplier), result)
     return np.where(a == 0, INT32_MAX, result)
 
 
-def one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
-    """gemmlowp 1/(1+x) for x in [0, 1) (Q0.31 in, Q2.29-based Newton steps)."""
+def _reciprocal_of_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp's 1/(1+x) for x in [0, 1) in Q2.29 (Q0.31 in; three Newton steps)."""
     s = np.asarray(a, dtype=np.int64) + INT32_MAX
     half_denominator = trunc_div(s + np.where(s >= 0, 1, -1), 2)
     x = 1515870810 + srdhm(half_denominator, -1010580540)
     for _ in range(3):
         p = (1 << 29) - srdhm(half_denominator, x)
         x = x + saturating_shift_left(srdhm(x, p), 2)
-    return saturating_shift_left(x, 1)
+    return x
+
+
+def one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp 1/(1+x) for x in [0, 1): Q0.31 in, Q1.30 out (softmax, logistic)."""
+    return saturating_shift_left(_reciprocal_of_one_plus_x(a), 1)
+
+
+def one_minus_x_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp (1 - x) / (1 + x) for x in [0, 1): Q0.31 in and out (tanh)."""
+    return saturating_shift_left(_reciprocal_of_one_plus_x(a) - (1 << 29), 2)

@@ -10,35 +10,13 @@
  */
 #include <string.h>
 
+#include "eedge/dsp.h"
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
 
 #if defined(EEDGE_USE_DSP)
-#include <arm_acle.h>
-
-static inline int32_t load_i32(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 static inline int32_t rotate_right_8(int32_t v) {
     return (int32_t)(((uint32_t)v >> 8) | ((uint32_t)v << 24));
-}
-#endif
-
-#if defined(EEDGE_USE_DSP)
-/* SXTB16 / SXTAB16 with the byte rotation folded into the instruction */
-static inline int32_t sxtb16_ror8(int32_t v) {
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
-    return r;
 }
 #endif
 

@@ -18,6 +18,7 @@
  */
 #include <string.h>
 
+#include "eedge/dsp.h"
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
 
@@ -32,20 +33,6 @@
 #endif
 
 #if defined(EEDGE_USE_DSP)
-#include <arm_acle.h>
-
-static inline int32_t load_i32(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
-    return r;
-}
-
 /* Byte-wise signed maximum of four lanes (SSUB8 sets the GE flags SEL reads; GCC
  * tracks that dependency, so the pair may be scheduled like any other code). */
 static inline int32_t max_s8x4(int32_t a, int32_t b) {

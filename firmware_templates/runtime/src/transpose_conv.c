@@ -14,24 +14,9 @@
  */
 #include <string.h>
 
+#include "eedge/dsp.h"
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
-
-#if defined(EEDGE_USE_DSP)
-#include <arm_acle.h>
-
-static inline int32_t sxtb16_ror8(int32_t v) {
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline int32_t sxtab16_ror8(int32_t a, int32_t v) {
-    int32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
-    return r;
-}
-#endif
 
 /* acc[j] += sum over n channels of (x + offset) * w[j * stride], for four weight rows
  * `stride` bytes apart (four consecutive output channels of OHWI weights). One weight
