@@ -12,21 +12,30 @@ from eedge.codegen.device_run import run_on_target
 from eedge.codegen.model_source import load_codegen_model
 from eedge.codegen.project import generate_project
 from eedge.reference.executor import execute
+from eedge.reference.int8_kernels import INT8_KERNELS
 from eedge.runtime.interpreters import TFLMModel
 from eedge.targets import load_target
 
 
-def test_generated_relu6_requantizes(tmp_path: Path) -> None:
+def test_generated_relu6_is_the_requantizing_reference_as_a_table(tmp_path: Path) -> None:
+    """The code generator tabulates the byte-to-byte RELU6 from eedge's reference kernel."""
     path = tmp_path / "x.tflite"
     path.write_bytes(relu6_model())
-    generate_project(load_codegen_model(path), load_target("host"), tmp_path / "fw")
+    model = load_codegen_model(path)
+    generate_project(model, load_target("host"), tmp_path / "fw")
     source = (tmp_path / "fw" / "model.c").read_text()
-    assert re.search(r"/\* RELU6 relu6_1 \*/ eedge_requantize_s8\(", source)
-    params = re.search(r"eedge_requant_params \w+ = \{([^}]*)\}", source)
-    assert params is not None
-    # 0.05 / (6/255) = 2.125 = 0.53125 * 2**2; output zero point -128, Q(6) = 127
-    assert ".in_offset = 20, .out_offset = -128, .multiplier = 1140850688, .shift = 2, " \
-        ".act_min = -128, .act_max = 127" in params.group(1)
+    call = re.search(r"/\* EEDGE_LUT \w*relu6_1 \*/ eedge_lut_s8\((\w+_table), ", source)
+    assert call is not None
+    body = re.search(rf"static const int8_t {call.group(1)}\[256\] = \{{([^}}]*)\}}", source)
+    assert body is not None
+    table = np.array([int(v) for v in body.group(1).split(",")], np.int8)
+    node = next(n for n in model.graph.nodes if n.op_type == "RELU6")
+    every = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    expected = INT8_KERNELS["RELU6"](node, model.graph, [every]).reshape(-1)
+    assert np.array_equal(table, np.concatenate([expected[128:], expected[:128]]))
+    # input scale 0.05, zero point -20; output 6/255, -128: byte -20 is 0.0 -> -128, byte 20
+    # is 2.0 -> 85 steps -> -43, byte 127 is 7.35 -> clamped at 6.0 -> 127
+    assert table[256 - 20] == -128 and table[20] == -43 and table[127] == 127
 
 
 def test_host_build_equals_the_reference_not_tflm(tmp_path: Path) -> None:
