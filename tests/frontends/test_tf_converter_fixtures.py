@@ -217,8 +217,6 @@ KNOWN_LIMITS: dict[tuple[str, str], str] = {
     # C runtime (so export too) takes all-int8 graphs only.
     ("elu.tflite", "c"): "every activation must be int8 for the C runtime",
     ("elu.tflite", "export"): "every activation must be int8 for the C runtime",
-    # The converter requantizes MAXIMUM's inputs with int8 -> int8 QUANTIZE ops.
-    ("reduce_minmax.tflite", "c"): "the C runtime has no kernel for QUANTIZE",
 }
 
 
