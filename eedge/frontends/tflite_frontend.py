@@ -234,6 +234,7 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
                for i in _vector(graph.OutputsLength, graph.OutputsAsNumpy, budget)]
     if not inputs or not outputs:
         raise _err("the subgraph declares no inputs or no outputs")
+    exits = _signature_order(model, outputs, names, budget)
     nodes: list[Node] = []
     produced = set(inputs)
     budget.spend(graph.OperatorsLength())
@@ -277,11 +278,37 @@ def _read(buf: bytearray, name: str) -> tuple[Graph, list[str]]:
     for t in inputs:
         if t in constants:
             raise _err(f"subgraph input {t!r} is a constant")
-    result = Graph(name=name, inputs=[tensors[t] for t in inputs], exits=list(outputs),
+    result = Graph(name=name, inputs=[tensors[t] for t in inputs], exits=exits,
                    nodes=nodes, constants=constants, tensors=tensors, opset=0, ir_version=0,
                    dialect="tflite", const_quant=const_quant)
     check_requantization(result)
     return result, outputs
+
+
+def _signature_order(model: Any, outputs: list[str], names: list[str],
+                     budget: _Budget) -> list[str]:
+    """The outputs in the order of the file's serving signature, when it names all of them.
+
+    TensorFlow's converter lists a multi-output subgraph's outputs in its own
+    order (a Keras model with an early exit and a final classifier comes out
+    final first); the SignatureDef keeps the model's order (``output_0``,
+    ``output_1``...), which is the order the user wrote the exits in.
+    """
+    if model.SignatureDefsLength() != 1 or len(outputs) < 2:
+        return outputs
+    signature = model.SignatureDefs(0)
+    budget.spend(signature.OutputsLength())
+    entries = []
+    for j in range(signature.OutputsLength()):
+        entry = signature.Outputs(j)
+        index = entry.TensorIndex()
+        if not 0 <= index < len(names):
+            return outputs
+        key = (entry.Name() or b"").decode("utf-8", "replace")
+        digits = "".join(ch for ch in key if ch.isdigit())
+        entries.append((int(digits) if digits and len(digits) < 9 else j, key, names[index]))
+    ordered = [name for _, _, name in sorted(entries)]
+    return ordered if sorted(ordered) == sorted(outputs) else outputs
 
 
 def _quant(t: Any, tname: str, shape: list[int], dtype: str,
@@ -400,7 +427,13 @@ def _check_litert_loads(data: bytes, path: Path) -> None:
 
 
 def load_tflite(path: Path, exits: Sequence[str] | None = None) -> tuple[Graph, bytes]:
-    """Read a .tflite file; ``exits`` (tensor names) adds early exits before the outputs."""
+    """Read a .tflite file; ``exits`` (tensor names) adds early exits before the outputs.
+
+    Returns the graph and the whole-model reference: the file itself, or, when the
+    exits are not the file's outputs in its order (``exits`` given, or the serving
+    signature orders them differently), the graph written again with its exits as
+    outputs, so exit k of the reference is exit k of the graph.
+    """
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; check the path")
     data = path.read_bytes()
@@ -420,8 +453,14 @@ def load_tflite(path: Path, exits: Sequence[str] | None = None) -> tuple[Graph, 
             if len(graph.tensors[e].shape) != 2:
                 raise ModelError(f"--exits names {e!r} with shape {list(graph.tensors[e].shape)}; "
                                  "an exit must be (batch, classes) logits")
-        ordered = list(exits) + [o for o in outputs if o not in exits]
+        ordered = list(exits) + [o for o in graph.exits if o not in exits]
         graph = Graph(name=graph.name, inputs=graph.inputs, exits=ordered, nodes=graph.nodes,
                       constants=graph.constants, tensors=graph.tensors, opset=0, ir_version=0,
                       dialect="tflite", const_quant=graph.const_quant)
-    return graph, data
+    if graph.exits == list(outputs):
+        return graph, data
+    from eedge.backends.tflite_writer import graph_to_tflite
+
+    return graph, graph_to_tflite(graph, range(len(graph.nodes)),
+                                  [i.name for i in graph.inputs], graph.exits,
+                                  f"eedge {graph.name} (exits of {path.name} in exit order)")

@@ -233,7 +233,8 @@ def _load(name: str) -> tuple[Graph, bytes]:
     assert missing == expected, (f"{name}: eedge lacks {sorted(missing) or 'nothing'} but "
                                  f"MISSING_OPS says {sorted(expected) or 'nothing'}: update it")
     try:
-        return load_tflite(path, early_exits(path.read_bytes()))
+        graph, _ = load_tflite(path)   # the reader orders exits by the serving signature
+        return graph, path.read_bytes()  # the oracles run the converter's own file
     except UnsupportedOpError as exc:
         if any(op in str(exc) for op in missing):
             pytest.xfail(f"{name}: {exc}")
@@ -368,7 +369,7 @@ def test_host_c_equals_the_oracle(name: str, tmp_path: Path) -> None:
     graph, data = _load(name)
     x = _inputs(tuple(graph.inputs[0].shape))
     with _limit(name, "c"):
-        model = load_codegen_model(FIXTURES / name, early_exits(data))
+        model = load_codegen_model(FIXTURES / name)
         run = run_on_target(model, load_target("host"), x, workdir=tmp_path)
     device = [_stage_tensor(run, e) for e in graph.exits]
     theirs = _oracle(name, data, x)
@@ -386,12 +387,10 @@ def _stage_tensor(run: Any, tensor: str) -> np.ndarray:
 @pytest.mark.parametrize("name", FILES)
 def test_cli_export(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cli_runner import run_cli   # tests/ is on sys.path under pytest, not as a script
-    _, data = _load(name)
-    exits = early_exits(data)
-    with _limit(name, "export"):
+    _load(name)
+    with _limit(name, "export"):   # no --exits: the serving signature orders the exits
         code, _, stderr = run_cli(capsys, "export", str(FIXTURES / name), "--out",
-                                  str(tmp_path / "bundle"),
-                                  *(["--exits", ",".join(exits)] if exits else []))
+                                  str(tmp_path / "bundle"))
         if code != 0:
             raise _CliFailed(stderr.strip().splitlines()[-1] if stderr.strip() else
                              f"exit code {code} and no message")
@@ -460,3 +459,13 @@ class _CliFailed(EedgeError):
 if __name__ == "__main__":
     print("\n\n".join(dump(Path(arg)) for arg in sys.argv[1:] or
                       [str(FIXTURES / n) for n in FILES]))
+
+
+def test_exits_follow_the_serving_signature() -> None:
+    """TF's converter lists the final classifier first in the subgraph; the reader takes the
+    SignatureDef's order (output_0 = the early exit), which early_exits derives independently."""
+    data = (FIXTURES / "mobilenetv3_tiny.tflite").read_bytes()
+    early = early_exits(data)
+    assert early is not None   # the subgraph order really differs from the signature's
+    graph, _ = load_tflite(FIXTURES / "mobilenetv3_tiny.tflite")
+    assert graph.exits[:len(early)] == early and len(graph.exits) == 2
