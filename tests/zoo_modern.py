@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eedge.examples.digits import DigitsSplits, load_digits_splits
+
 SIDE = 16
 CLASSES = 10
 
@@ -224,24 +226,12 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-@dataclass
-class DigitsData:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-def digits16(name: str) -> DigitsData:
+def digits16(name: str) -> DigitsSplits:
     """scikit-learn's digits upsampled to 16x16 (bilinear), in ``name``'s input layout.
 
     The KWS model reads an image as a sequence: 16 rows are the features, the
     16 columns the time steps.
     """
-    from eedge.examples.digits import load_digits_splits
-
     splits = load_digits_splits(seed=0)
 
     def up(x: np.ndarray) -> np.ndarray:
@@ -249,11 +239,11 @@ def digits16(name: str) -> DigitsData:
                             align_corners=False).numpy().astype(np.float32)
         return big[:, 0] if len(ARCHITECTURES[name].input_shape) == 3 else big
 
-    return DigitsData(up(splits.x_train), splits.y_train, up(splits.x_val), splits.y_val,
-                      up(splits.x_test), splits.y_test)
+    return DigitsSplits(up(splits.x_train), splits.y_train, up(splits.x_val), splits.y_val,
+                        up(splits.x_test), splits.y_test)
 
 
-def train(name: str, data: DigitsData, steps: int = 150, seed: int = 0) -> nn.Module:
+def train(name: str, data: DigitsSplits, steps: int = 150, seed: int = 0) -> nn.Module:
     """Train every exit jointly (summed cross-entropy), a fixed number of Adam steps.
 
     One thread and a fixed step count: the result is the same on every run
