@@ -24,26 +24,40 @@ from eedge.codegen.emit import EmitContext, Emitted, _operand, _size, int_array
 from eedge.codegen.model_source import CodegenModel
 from eedge.ir.graph import Graph, Node
 from eedge.ops import registry
+from eedge.ops.registry import Kernel
+from eedge.reference.float_kernels import FLOAT_KERNELS
 from eedge.reference.int8_kernels import INT8_KERNELS
 
 LUT_OP = "EEDGE_LUT"
 """The code generator's own node: ``attrs["table"]`` maps each input byte (uint8 order)."""
 
-BYTE_OPS = frozenset({"RELU", "RELU6", "RELU_N1_TO_1", "QUANTIZE", "LOGISTIC", "TANH",
-                      "HARD_SWISH", "LEAKY_RELU", "ELU", "PRELU", "ADD", "SUB", "MUL",
+BYTE_OPS = frozenset({"RELU", "RELU6", "RELU_N1_TO_1", "QUANTIZE", "DEQUANTIZE", "LOGISTIC",
+                      "TANH", "HARD_SWISH", "LEAKY_RELU", "ELU", "PRELU", "ADD", "SUB", "MUL",
                       "MAXIMUM", "MINIMUM"})
-"""Operators whose output byte depends on one input byte when every other input is a
-one-element constant."""
+"""Operators whose output element depends on one input element when every other input is a
+one-element constant (DEQUANTIZE and the float forms included: a float island between a
+DEQUANTIZE and a QUANTIZE, as TensorFlow's converter leaves around ops it cannot
+quantize, is a byte-to-byte function too)."""
+
+EVERY_BYTE = np.arange(-128, 128, dtype=np.int8)
 
 
-def byte_table(node: Node, g: Graph) -> np.ndarray | None:
-    """The 256 output bytes of ``node`` indexed by its input byte as uint8, or None.
+def _kernel(node: Node, g: Graph) -> Kernel | None:
+    """The reference kernel the executor would run for ``node`` (int8 or float table)."""
+    quantized = node.op_type == "DEQUANTIZE" or g.tensors[node.outputs[0]].dtype == "int8"
+    kernel = (INT8_KERNELS if quantized else FLOAT_KERNELS).get(node.op_type)
+    registered = registry.builtin(node.op_type)
+    if kernel is None and registered is not None:
+        kernel = registered.int8_kernel if quantized else registered.float_kernel
+    return kernel
 
-    None when the node is not a byte-to-byte function: another operator, two
-    activation inputs, a constant with more than one element, or a shape change.
-    """
+
+def apply_elementwise(node: Node, g: Graph, values: np.ndarray) -> np.ndarray | None:
+    """``node`` applied to ``values`` (its one activation input, element by element), or None
+    when the node is not such a function: another operator, two activation inputs, a
+    constant with more than one element, or a change in the number of elements."""
     if node.op_type == LUT_OP:
-        return np.asarray(node.attrs["table"], np.int8)
+        return np.asarray(node.attrs["table"], np.int8)[values.astype(np.int8).view(np.uint8)]
     if node.op_type not in BYTE_OPS or len(node.outputs) != 1:
         return None
     activations = g.activation_inputs(node)
@@ -51,48 +65,69 @@ def byte_table(node: Node, g: Graph) -> np.ndarray | None:
                                     for t in node.inputs if t):
         return None
     x, out = g.tensors[activations[0]], g.tensors[node.outputs[0]]
-    if x.dtype != "int8" or out.dtype != "int8" or \
-            x.elements_per_sample() != out.elements_per_sample():
+    kernel = _kernel(node, g)
+    if kernel is None or x.elements_per_sample() != out.elements_per_sample():
         return None
-    kernel = INT8_KERNELS.get(node.op_type)
-    if kernel is None:
-        registered = registry.builtin(node.op_type)
-        kernel = registered.int8_kernel if registered is not None else None
-    if kernel is None:
+    shaped = values.reshape((1,) * (len(x.shape) - 1) + (values.size,))
+    args = [shaped if t == x.name else (g.constants[t] if t else None) for t in node.inputs]
+    result = np.asarray(kernel(node, g, args)).reshape(-1)
+    return result if result.size == values.size else None
+
+
+def byte_table(node: Node, g: Graph) -> np.ndarray | None:
+    """The 256 output bytes of an int8 -> int8 ``node`` indexed by its input byte as uint8."""
+    activations = g.activation_inputs(node)
+    if node.op_type != LUT_OP and (len(activations) != 1 or len(node.outputs) != 1 or
+                                   g.tensors[activations[0]].dtype != "int8" or
+                                   g.tensors[node.outputs[0]].dtype != "int8"):
         return None
-    every = np.arange(-128, 128, dtype=np.int8).reshape((1,) * (len(x.shape) - 1) + (256,))
-    args = [every if t == x.name else (g.constants[t] if t else None) for t in node.inputs]
-    values = np.asarray(kernel(node, g, args), np.int8).reshape(-1)
-    if values.size != 256:
-        return None
-    return np.concatenate([values[128:], values[:128]])   # uint8 order: 0..127, -128..-1
+    values = apply_elementwise(node, g, EVERY_BYTE)
+    return None if values is None else _uint8_order(values.astype(np.int8))
+
+
+def _uint8_order(values: np.ndarray) -> np.ndarray:
+    """Values listed for int8 inputs -128..127, reordered for uint8 indexing (0..255)."""
+    return np.concatenate([values[128:], values[:128]])
 
 
 def fuse_byte_chains(model: CodegenModel) -> CodegenModel:
-    """A copy of ``model`` whose byte-to-byte nodes are :data:`LUT_OP` nodes, chains fused."""
+    """A copy of ``model`` whose byte-to-byte chains are :data:`LUT_OP` nodes.
+
+    A chain starts at an int8 tensor and may pass through float tensors; it becomes
+    one table at each int8 tensor it reaches. Float tensors no int8 end absorbs are
+    left in place (the code generator then refuses them).
+    """
     g = model.graph
     kept = {model.input} | {t for stage in model.stages for t in stage.outputs}
     consumers = g.consumers()
     nodes: dict[int, Node | None] = {}
-    chain_end: dict[str, tuple[str, np.ndarray, int, list[str]]] = {}
+    # chain end tensor -> (int8 source tensor, values per source byte, member nodes, names)
+    chain_end: dict[str, tuple[str, np.ndarray, list[int], list[str]]] = {}
     for stage in model.stages:
         for i in stage.nodes:
             node = g.nodes[i]
-            table = byte_table(node, g)
-            if table is None:
+            inputs = g.activation_inputs(node)
+            if len(inputs) != 1 or len(node.outputs) != 1:
                 continue
-            source = g.activation_inputs(node)[0]
-            names = [node.name]
-            previous = chain_end.get(source)
-            if previous is not None and source not in kept and consumers.get(source) == [i] \
-                    and previous[2] in stage.nodes:
-                source, first, index, earlier = previous
-                table = table[first.view(np.uint8)]   # this node applied after the chain
-                nodes[index] = None
-                names = earlier + names
-            nodes[i] = Node(node.name, LUT_OP, [source], list(node.outputs),
-                            {"table": table, "fused": names})
-            chain_end[node.outputs[0]] = (source, table, i, names)
+            previous = chain_end.get(inputs[0])
+            if previous is not None and (inputs[0] in kept or consumers.get(inputs[0]) != [i]
+                                         or previous[2][-1] not in stage.nodes):
+                previous = None
+            if previous is None and g.tensors[inputs[0]].dtype != "int8":
+                continue
+            source, values, members, names = previous or (inputs[0], EVERY_BYTE, [], [])
+            result = apply_elementwise(node, g, values)
+            if result is None:
+                continue
+            members, names = members + [i], names + [node.name]
+            out = node.outputs[0]
+            if g.tensors[out].dtype == "int8":
+                result = result.astype(np.int8)
+                for m in members[:-1]:
+                    nodes[m] = None
+                nodes[i] = Node(node.name, LUT_OP, [source], [out],
+                                {"table": _uint8_order(result), "fused": names})
+            chain_end[out] = (source, result, members, names)
     if not nodes:
         return model
     new_index: dict[int, int] = {}

@@ -87,13 +87,20 @@ def load_codegen_model(source: Path, exits: Sequence[str] | None = None) -> Code
     return CodegenModel(graph.name, graph, stages, [None] * len(graph.exits), source.name, None)
 
 
+INT8_ONLY = ("every activation must be int8 for the C runtime; export with --int8 --calib "
+             "DATA (float inputs/outputs with QUANTIZE/DEQUANTIZE are not supported on the "
+             "device)")
+
+
 def _require_int8(graph: Graph, where: str) -> None:
+    """The model's input and exits are int8. Float tensors inside are allowed here: a float
+    island between DEQUANTIZE and QUANTIZE may become one table (eedge.codegen.byte_chains);
+    the code generator refuses any float tensor that is left after that."""
     if len(graph.inputs) != 1:
         raise ModelError(f"{where}: the C runtime supports single-input models")
-    if any(t.dtype != "int8" for t in graph.tensors.values()):
-        raise ModelError(f"{where}: every activation must be int8 for the C runtime; "
-                         "export with --int8 --calib DATA (float inputs/outputs with "
-                         "QUANTIZE/DEQUANTIZE are not supported on the device)")
+    edges = [graph.tensors[t] for t in [graph.inputs[0].name, *graph.exits]]
+    if any(t.dtype != "int8" for t in edges):
+        raise ModelError(f"{where}: {INT8_ONLY}")
 
 
 def _from_bundle(path: Path) -> CodegenModel:

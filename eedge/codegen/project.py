@@ -24,9 +24,9 @@ from eedge import __version__
 from eedge.codegen.byte_chains import LUT_OP, emit_lut, fuse_byte_chains
 from eedge.codegen.c_text import c_comment_text, c_string_body
 from eedge.codegen.emit import EmitContext, emit_node, softmax_fields
-from eedge.codegen.model_source import CodegenModel
+from eedge.codegen.model_source import INT8_ONLY, CodegenModel
 from eedge.codegen.planner import MemoryPlan, plan_memory
-from eedge.errors import TargetError
+from eedge.errors import ModelError, TargetError
 from eedge.ir.bundle import staging_directory
 from eedge.ops import registry
 from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, NEVER, threshold_q
@@ -235,6 +235,12 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                           f"most {MAX_STAGES} (one tick counter each): use fewer exits")
     model = fuse_byte_chains(model)
     g = model.graph
+    left = [t for n in g.nodes for t in n.outputs if g.tensors[t].dtype != "int8"]
+    if left:
+        raise ModelError(f"{model.source}: tensor {left[0][:80]!r} is "
+                         f"{g.tensors[left[0]].dtype}: {INT8_ONLY}; a float part between "
+                         "DEQUANTIZE and QUANTIZE runs only when each op in it works "
+                         "element by element")
     plan = plan_for(model)
     used: dict[str, str] = {}
 

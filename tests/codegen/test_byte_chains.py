@@ -80,3 +80,24 @@ def test_only_one_byte_functions_get_a_table(tmp_path: Path) -> None:
     kinds = {n.op_type: byte_table(n, g) is not None for n in g.nodes}
     assert kinds["RELU"] and kinds["ADD"] and kinds["TANH"] and kinds["SUB"]
     assert not kinds["FULLY_CONNECTED"] and not kinds["RESHAPE"]
+
+
+def test_a_float_island_that_never_returns_to_int8_is_refused(tmp_path: Path) -> None:
+    """DEQUANTIZE -> LOGISTIC (float) as a stage's last op cannot be a table: one clear line."""
+    import pytest
+
+    from eedge.codegen.model_source import CodegenModel, CodegenStage
+    from eedge.codegen.project import generate_project
+    from eedge.errors import ModelError
+    from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
+
+    q = QuantParams((0.05,), (0,))
+    tensors = {"x": TensorInfo("x", (1, 4), "int8", q), "f": TensorInfo("f", (1, 4), "float32"),
+               "s": TensorInfo("s", (1, 4), "float32"), "y": TensorInfo("y", (1, 4), "int8", q)}
+    nodes = [Node("deq", "DEQUANTIZE", ["x"], ["f"]), Node("sig", "LOGISTIC", ["f"], ["s"]),
+             Node("pad", "RELU", ["x"], ["y"])]
+    graph = Graph("island", [tensors["x"]], ["y"], nodes, {}, tensors, 0, 0, "tflite")
+    model = CodegenModel("island", graph, [CodegenStage(0, [0, 1, 2], ["x"], ["y", "s"], 0)],
+                         [None], "island.tflite", None)
+    with pytest.raises(ModelError, match="tensor 'f' is float32: every activation must be int8"):
+        generate_project(model, load_target("host"), tmp_path / "fw")
