@@ -39,7 +39,8 @@ from eedge.ops import registry
 from eedge.passes.fold_batchnorm import bn_affine, fold_batchnorm
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
-FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL"})
+FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB",
+                     "TRANSPOSE_CONV"})
 ACTIVATION_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 
 
