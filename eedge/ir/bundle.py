@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -217,9 +218,12 @@ def staging_directory(out: Path, force: bool, marker: str = MANIFEST_NAME) -> It
     out = Path(os.path.abspath(out))  # absolute, but a final symlink is not resolved
     check_replaceable(out, force, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    # The name is chosen before the directory exists and made inside the try: a signal
+    # that lands right after mkdtemp returned (before the try) once left the temp dir
+    # behind. 64 random bits make a name clash with another writer practically impossible.
+    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(8)}"
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is not
+        os.mkdir(tmp, 0o777)  # the umask applies: a bundle is as readable as other files
         yield tmp
         if out.exists():
             check_replaceable(out, force, marker)  # still ours after the work?
