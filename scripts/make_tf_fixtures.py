@@ -8,11 +8,12 @@ reference and C runtime are tested against foreign files.
 
 TensorFlow is NOT an eedge dependency. Run this in a throwaway venv:
 
-    python3.11 -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu numpy
-    .venv/bin/python -c "from sklearn.datasets import load_digits; import numpy as np; \
-        d = load_digits(); np.savez('/tmp/digits.npz', x=d.images.astype('float32'), \
-        y=d.target.astype('int64'))"
-    /tmp/tfvenv/bin/python scripts/make_tf_fixtures.py /tmp/digits.npz tests/fixtures/tflite
+    work=$(mktemp -d)
+    python3.11 -m venv "$work/tfvenv" && "$work/tfvenv/bin/pip" install tensorflow-cpu numpy
+    .venv/bin/python -c "import sys, numpy as np; from sklearn.datasets import load_digits; \
+        d = load_digits(); np.savez(sys.argv[1], x=d.images.astype('float32'), \
+        y=d.target.astype('int64'))" "$work/digits.npz"
+    "$work/tfvenv/bin/python" scripts/make_tf_fixtures.py "$work/digits.npz" tests/fixtures/tflite
 
 It rewrites tests/fixtures/tflite/SHA256SUMS; then refresh the op dump in that
 folder's README (``.venv/bin/python tests/frontends/test_tf_converter_fixtures.py``)
