@@ -66,21 +66,11 @@ def _vector(getter_len: Any, getter_np: Any, budget: _Budget) -> np.ndarray:
 
 
 def _options(op_name: str, operator: Any) -> dict[str, Any]:
-    table = operator.BuiltinOptions()
-    kind = operator.BuiltinOptionsType()
+    def load(name: str) -> Any:
+        return registry.options_table(operator, name)
 
-    def load(cls: Any, expected: int) -> Any:
-        if table is None or kind != expected:
-            return None
-        obj = cls()
-        obj.Init(table.Bytes, table.Pos)
-        return obj
-
-    o = schema
     if op_name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        cls, tag = ((o.Conv2DOptions, o.BuiltinOptions.Conv2DOptions) if op_name == "CONV_2D"
-                    else (o.DepthwiseConv2DOptions, o.BuiltinOptions.DepthwiseConv2DOptions))
-        opts = load(cls, tag)
+        opts = load("Conv2DOptions" if op_name == "CONV_2D" else "DepthwiseConv2DOptions")
         if opts is None:
             raise _err(f"{op_name} without its options")
         attrs = {"stride_h": opts.StrideH(), "stride_w": opts.StrideW(),
@@ -91,17 +81,16 @@ def _options(op_name: str, operator: Any) -> dict[str, Any]:
             attrs["depth_multiplier"] = opts.DepthMultiplier()
         return attrs
     if op_name == "FULLY_CONNECTED":
-        opts = load(o.FullyConnectedOptions, o.BuiltinOptions.FullyConnectedOptions)
+        opts = load("FullyConnectedOptions")
         if opts is not None and opts.WeightsFormat() != 0:
             raise UnsupportedOpError("FULLY_CONNECTED with shuffled weights is not supported")
         return {"activation": _ACTIVATIONS.get(opts.FusedActivationFunction() if opts else 0),
                 "keep_num_dims": bool(opts.KeepNumDims()) if opts else False}
     if op_name in ("ADD", "MUL"):
-        opts = load(o.AddOptions if op_name == "ADD" else o.MulOptions,
-                    o.BuiltinOptions.AddOptions if op_name == "ADD" else o.BuiltinOptions.MulOptions)
+        opts = load("AddOptions" if op_name == "ADD" else "MulOptions")
         return {"activation": _ACTIVATIONS.get(opts.FusedActivationFunction() if opts else 0)}
     if op_name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        opts = load(o.Pool2DOptions, o.BuiltinOptions.Pool2DOptions)
+        opts = load("Pool2DOptions")
         if opts is None:
             raise _err(f"{op_name} without its options")
         return {"filter_h": opts.FilterHeight(), "filter_w": opts.FilterWidth(),
@@ -109,13 +98,13 @@ def _options(op_name: str, operator: Any) -> dict[str, Any]:
                 "padding": _PADDINGS.get(opts.Padding()),
                 "activation": _ACTIVATIONS.get(opts.FusedActivationFunction())}
     if op_name == "MEAN":
-        opts = load(o.ReducerOptions, o.BuiltinOptions.ReducerOptions)
+        opts = load("ReducerOptions")
         return {"keep_dims": int(bool(opts.KeepDims())) if opts else 0}
     if op_name == "SOFTMAX":
-        opts = load(o.SoftmaxOptions, o.BuiltinOptions.SoftmaxOptions)
+        opts = load("SoftmaxOptions")
         return {"beta": float(opts.Beta()) if opts else 1.0}
     if op_name == "CONCATENATION":
-        opts = load(o.ConcatenationOptions, o.BuiltinOptions.ConcatenationOptions)
+        opts = load("ConcatenationOptions")
         if opts is None:
             raise _err("CONCATENATION without its options")
         return {"axis": opts.Axis(), "activation": _ACTIVATIONS.get(opts.FusedActivationFunction())}

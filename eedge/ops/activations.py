@@ -26,7 +26,7 @@ from eedge.codegen.emit import EmitContext, Emitted, _dims, _operand, _size, int
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node, QuantParams
 from eedge.ops import activations_int8 as k8
-from eedge.ops.registry import Builtin, Kernel, register_builtin
+from eedge.ops.registry import Builtin, Kernel, options_table, register_builtin
 from eedge.reference.int8_kernels import quant_of, scale_of, zero_point_of
 from eedge.tflite_schema import schema
 
@@ -84,11 +84,9 @@ def _write_leaky(attrs: dict[str, Any]) -> tuple[int, Any]:
 
 def _read_leaky(operator: Any) -> dict[str, Any]:
     """alpha, or 0 without options (TFLM's parser leaves it at the schema default)."""
-    table = operator.BuiltinOptions()
-    if table is None or operator.BuiltinOptionsType() != schema.BuiltinOptions.LeakyReluOptions:
+    opts = options_table(operator, "LeakyReluOptions")
+    if opts is None:
         return {"alpha": 0.0}
-    opts = schema.LeakyReluOptions()
-    opts.Init(table.Bytes, table.Pos)
     alpha = float(opts.Alpha())
     if not math.isfinite(alpha):
         raise ModelError(f"invalid TFLite model: LEAKY_RELU alpha {alpha} is not finite")

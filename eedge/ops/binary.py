@@ -41,7 +41,8 @@ import numpy as np
 
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node, QuantParams
-from eedge.ops.registry import Builtin, Lowering, register_builtin, register_lowering
+from eedge.ops.registry import (Builtin, Lowering, options_table, register_builtin,
+                                 register_lowering)
 from eedge.reference.fixedpoint import quantize_multiplier, rdbpot, srdhm
 from eedge.reference.float_kernels import activate
 from eedge.reference.int8_kernels import (activation_range, add_multipliers, quant_of,
@@ -245,11 +246,9 @@ def _write_minmax(_attrs: dict[str, Any]) -> tuple[int, Any]:
 
 
 def _read_sub(operator: Any) -> dict[str, Any]:
-    table = operator.BuiltinOptions()
-    if table is None or operator.BuiltinOptionsType() != schema.BuiltinOptions.SubOptions:
+    opts = options_table(operator, "SubOptions")
+    if opts is None:
         return {"activation": "NONE"}
-    opts = schema.SubOptions()
-    opts.Init(table.Bytes, table.Pos)
     code = opts.FusedActivationFunction()
     if code not in _ACTIVATIONS:
         raise ModelError(f"SUB with fused activation {code}; eedge reads NONE, RELU, "

@@ -37,7 +37,7 @@ from eedge.codegen.emit import EmitContext, Emitted, _dims, _operand
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node
 from eedge.ops import movement_copy as copy
-from eedge.ops.registry import Builtin, register_builtin
+from eedge.ops.registry import Builtin, options_table, register_builtin
 from eedge.tflite_schema import schema
 
 Shape = tuple[int, ...]
@@ -104,12 +104,8 @@ def _check_shared(node: Node, graph: Graph) -> list[tuple[int, int]]:
 
 def _load(operator: Any, cls_name: str) -> Any | None:
     """The operator's options table as ``schema.<cls_name>T``, or None when absent."""
-    table = operator.BuiltinOptions()
-    if table is None or operator.BuiltinOptionsType() != getattr(schema.BuiltinOptions, cls_name):
-        return None
-    raw = getattr(schema, cls_name)()
-    raw.Init(table.Bytes, table.Pos)
-    return getattr(schema, f"{cls_name}T").InitFromObj(raw)
+    raw = options_table(operator, cls_name)
+    return None if raw is None else getattr(schema, f"{cls_name}T").InitFromObj(raw)
 
 
 def _no_options(cls_name: str) -> Any:

@@ -234,12 +234,9 @@ def write_reducer_options(attrs: dict[str, Any]) -> tuple[int, Any]:
 
 
 def read_reducer_options(operator: Any) -> dict[str, Any]:
-    from eedge.tflite_schema import schema
-    table = operator.BuiltinOptions()
-    if table is None or operator.BuiltinOptionsType() != schema.BuiltinOptions.ReducerOptions:
+    opts = registry.options_table(operator, "ReducerOptions")
+    if opts is None:
         return {"keep_dims": 0}
-    opts = schema.ReducerOptions()
-    opts.Init(table.Bytes, table.Pos)
     return {"keep_dims": int(bool(opts.KeepDims()))}
 
 

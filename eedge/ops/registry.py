@@ -87,6 +87,20 @@ class Lowering:
     """The TFLite builtins it may lower to (for the README's table)."""
 
 
+def options_table(operator: Any, name: str) -> Any | None:
+    """The operator's builtin options read as the schema's ``name`` table (e.g.
+    ``"LeakyReluOptions"``), or None when the file stores none or another kind; a
+    ``Builtin.read_options`` then applies the schema's defaults or refuses the file."""
+    from eedge.tflite_schema import schema
+
+    table = operator.BuiltinOptions()
+    if table is None or operator.BuiltinOptionsType() != getattr(schema.BuiltinOptions, name):
+        return None
+    opts = getattr(schema, name)()
+    opts.Init(table.Bytes, table.Pos)
+    return opts
+
+
 _BUILTINS: dict[str, Builtin] = {}
 _LOWERINGS: dict[str, Lowering] = {}
 _loaded = False

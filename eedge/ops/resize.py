@@ -191,12 +191,9 @@ def _writer(options: str) -> Any:
 
 def _reader(options: str) -> Any:
     def read(operator: Any) -> dict[str, Any]:
-        table = operator.BuiltinOptions()
-        if table is None or operator.BuiltinOptionsType() != getattr(schema.BuiltinOptions,
-                                                                     options):
+        opts = registry.options_table(operator, options)
+        if opts is None:
             return {"align_corners": False, "half_pixel_centers": False}
-        opts = getattr(schema, options)()
-        opts.Init(table.Bytes, table.Pos)
         return {"align_corners": bool(opts.AlignCorners()),
                 "half_pixel_centers": bool(opts.HalfPixelCenters())}
     return read

@@ -159,11 +159,9 @@ def _write_options(attrs: dict[str, Any]) -> tuple[int, Any]:
 
 
 def _read_options(operator: Any) -> dict[str, Any]:
-    table = operator.BuiltinOptions()
-    if table is None or operator.BuiltinOptionsType() != schema.BuiltinOptions.TransposeConvOptions:
+    opts = registry.options_table(operator, "TransposeConvOptions")
+    if opts is None:
         raise ModelError("invalid TFLite model: TRANSPOSE_CONV without its options")
-    opts = schema.TransposeConvOptions()
-    opts.Init(table.Bytes, table.Pos)
     names = {v: k for k, v in ACTIVATIONS.items()}
     activation = opts.FusedActivationFunction()
     if activation not in names:
