@@ -80,7 +80,8 @@ def emit_node(ctx: EmitContext, node: Node) -> Emitted:
 INT32_MAX = (1 << 31) - 1
 
 
-def check_accumulator(g: Graph, node: Node, out_axis: int, weight_offset: int = 0) -> None:
+def check_accumulator(g: Graph, node: Node, out_axis: int, weight_offset: int = 0,
+                      data: int = 0, bias_index: int = 2) -> None:
     """Refuse weights and biases whose int32 accumulator can overflow for some input.
 
     Every partial sum of a conv/FC output channel is at most |bias| plus the
@@ -88,13 +89,15 @@ def check_accumulator(g: Graph, node: Node, out_axis: int, weight_offset: int = 
     weight offset| in magnitude. Real models stay far below 2^31; a damaged or
     crafted file that does not would be undefined behaviour in the C runtime
     (signed overflow) and gives other answers in every runtime, so it is
-    refused here with the channel named.
+    refused here with the channel named. ``data`` and ``bias_index`` say where the
+    input and the bias are (TRANSPOSE_CONV: 2 and 3; the weights are input 1 everywhere).
     """
     weights = node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    bias = (node.inputs[bias_index] if len(node.inputs) > bias_index and node.inputs[bias_index]
+            else None)
     if weights not in g.constants or (bias is not None and bias not in g.constants):
         return
-    zero_point = zero_point_of(quant_of(g, node.inputs[0]))
+    zero_point = zero_point_of(quant_of(g, node.inputs[data]))
     reach = max(127 - zero_point, zero_point + 128)
     w = np.abs(np.asarray(g.constants[weights], np.int64) + weight_offset)
     per_channel = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1).sum(axis=1)

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from eedge.codegen.emit import (INT32_MAX, SCRATCH, EmitContext, Emitted, _dims, _operand,
-                                int_array, struct)
+from eedge.codegen.emit import (SCRATCH, EmitContext, Emitted, _dims, _operand,
+                                check_accumulator, int_array, struct)
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.ir.graph import Graph, Node, QuantParams
 from eedge.ops import registry
@@ -226,20 +226,6 @@ def _derived(node: Node, g: Graph) -> list[tuple[int, int]]:
 
 
 # -- C ------------------------------------------------------------------------------------
-def _check_accumulator(g: Graph, node: Node) -> None:
-    """Refuse weights whose int32 accumulator could overflow (undefined behaviour in C)."""
-    zero_point = zero_point_of(quant_of(g, node.inputs[2]))
-    reach = max(127 - zero_point, zero_point + 128)
-    w = np.abs(g.constants[node.inputs[1]].astype(np.int64))
-    worst = reach * w.reshape(w.shape[0], -1).sum(axis=1)
-    if len(node.inputs) > 3 and node.inputs[3]:
-        worst = worst + np.abs(g.constants[node.inputs[3]].astype(np.int64).reshape(-1))
-    if worst.max(initial=0) > INT32_MAX:
-        raise ModelError(f"TRANSPOSE_CONV {node.name!r}: output channel {int(np.argmax(worst))} "
-                         "can overflow its int32 accumulator; the model's weights or biases "
-                         "are damaged")
-
-
 def _emit(ctx: EmitContext, node: Node) -> Emitted:
     g, a, p = ctx.graph, node.attrs, ctx.ident
     _, in_h, in_w, in_c = _dims(g, node.inputs[2])
@@ -248,7 +234,7 @@ def _emit(ctx: EmitContext, node: Node) -> Emitted:
     in_q, out_q = quant_of(g, node.inputs[2]), quant_of(g, node.outputs[0])
     mult, shift = _multipliers(node, g)
     low, high = activation_range(a.get("activation", "NONE"), out_q)
-    _check_accumulator(g, node)
+    check_accumulator(g, node, out_axis=0, data=2, bias_index=3)
     fields = dict(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
                   k_h=w_shape[1], k_w=w_shape[2], stride_h=a["stride_h"], stride_w=a["stride_w"],
                   pad_top=tflite_pad(out_h, w_shape[1], a["stride_h"], a["padding"]),
