@@ -22,7 +22,7 @@ from test_resize import (TORCH_ALIGNED, TORCH_BILINEAR, TORCH_NEAREST, assert_sa
                          host_c, int8_inputs, one_op_graph, reference, resize_chain,
                          tflite_bytes)
 
-from eedge.errors import UnsupportedOpError
+from eedge.errors import ModelError, UnsupportedOpError
 from eedge.frontends.onnx_frontend import onnx_to_graph
 from eedge.frontends.tflite_frontend import read_tflite_bytes
 from eedge.ir.graph import Graph, QuantParams
@@ -352,3 +352,19 @@ def test_torch_two_exit_model_exports_int8(tmp_path: Path) -> None:
                 assert np.array_equal(got, env[name][n].reshape(-1)), (n, name)
                 compared += 1
     assert compared >= 20
+
+
+def test_an_accumulator_that_can_overflow_is_refused() -> None:
+    """The code generator's shared int32 bound, told where TRANSPOSE_CONV keeps its input (2)
+    and bias (3): a damaged bias near 2^31 would be signed overflow in the C kernel."""
+    from eedge.codegen.emit import check_accumulator
+
+    graph = tc_graph(*CASES[0], scales=SCALES[0])
+    node = graph.nodes[0]
+    check_accumulator(graph, node, out_axis=0, data=2, bias_index=3)   # a sound model passes
+    bias = graph.constants[node.inputs[3]]
+    assert bias.dtype == np.int32
+    graph.constants[node.inputs[3]] = np.full_like(bias, (1 << 31) - 16)
+    with pytest.raises(ModelError, match=r"TRANSPOSE_CONV .op0.: output channel \d+ can "
+                                         r"reach \d+ in its int32 accumulator"):
+        check_accumulator(graph, node, out_axis=0, data=2, bias_index=3)
