@@ -1,4 +1,4 @@
-"""Unary activations: LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, PRELU, ELU.
+"""Unary activations: LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, PRELU, ELU, GELU, RSQRT.
 
 Registered builtins (one field per path, see :mod:`eedge.ops.registry`); the
 ONNX lowerings live in :mod:`eedge.ops.activations_lower`, the int8
@@ -66,6 +66,19 @@ def _elu(_n: Node, _g: Graph, args: list[np.ndarray | None]) -> np.ndarray:
     return np.where(x < 0, np.expm1(np.minimum(x, 0)), x).astype(F32)
 
 
+def _gelu(node: Node, _g: Graph, args: list[np.ndarray | None]) -> np.ndarray:
+    """GELU in float32: erf form (computed in double, rounded once) or LiteRT's tanh form."""
+    x = args[0].astype(F32)
+    if node.attrs.get("approximate", False):
+        return k8.gelu_f32(x, True)
+    return (F32(0.5) * x * (F32(1) + k8.erf_f32(x / F32(math.sqrt(2.0))))).astype(F32)
+
+
+def _rsqrt(_n: Node, _g: Graph, args: list[np.ndarray | None]) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (F32(1) / np.sqrt(args[0].astype(F32))).astype(F32)
+
+
 # -- options, shapes, quantization --------------------------------------------------------
 
 def _no_options(_attrs: dict[str, Any]) -> tuple[int, Any]:
@@ -91,6 +104,23 @@ def _read_leaky(operator: Any) -> dict[str, Any]:
     if not math.isfinite(alpha):
         raise ModelError(f"invalid TFLite model: LEAKY_RELU alpha {alpha} is not finite")
     return {"alpha": alpha}
+
+
+def _write_gelu(attrs: dict[str, Any]) -> tuple[int, Any]:
+    opts = schema.GeluOptionsT()
+    opts.approximate = bool(attrs.get("approximate", False))
+    return schema.BuiltinOptions.GeluOptions, opts
+
+
+def _read_gelu(operator: Any) -> dict[str, Any]:
+    """approximate, False without options (the schema's default, as LiteRT's parser has it)."""
+    opts = options_table(operator, "GeluOptions")
+    return {"approximate": bool(opts.Approximate()) if opts is not None else False}
+
+
+def _rsqrt_derived(node: Node, g: Graph) -> list[tuple[int, int]]:
+    return [k8.rsqrt_params(node, scale_of(quant_of(g, node.inputs[0])),
+                            scale_of(quant_of(g, node.outputs[0])))]
 
 
 def _same_shape(_n: Node, shapes: list[tuple[int, ...]], _c: dict[str, np.ndarray]
@@ -251,6 +281,10 @@ _lut_builtin("HARD_SWISH", "x * relu6(x + 3) / 6", _hard_swish, k8.hard_swish_s8
 _lut_builtin("LEAKY_RELU", "x > 0 ? x : alpha * x", _leaky_relu, k8.leaky_relu_s8, 2,
              write=_write_leaky, read=_read_leaky, derived_multipliers=_leaky_derived)
 _lut_builtin("ELU", "x < 0 ? exp(x) - 1 : x (alpha 1)", _elu, k8.elu_s8, 1)
+_lut_builtin("GELU", "x * Phi(x), erf or tanh form (int8 as LiteRT: TFLM has no GELU)", _gelu,
+             k8.gelu_s8, 2, write=_write_gelu, read=_read_gelu)
+_lut_builtin("RSQRT", "1 / sqrt(x) (int8: inputs at or above the zero point)", _rsqrt,
+             k8.rsqrt_s8, 2, derived_multipliers=_rsqrt_derived)
 register_builtin(Builtin(
     name="PRELU", summary="x >= 0 ? x : alpha * x (alpha a constant, per channel or scalar)",
     float_kernel=_prelu, int8_kernel=k8.prelu_s8, emit_c=_emit_prelu,

@@ -4,8 +4,9 @@ Each function first derives the integer parameters the way the kernel's
 Prepare does (which products are float32 and which double decides the last
 bit of a multiplier), then runs Eval's integer arithmetic. Read from
 tflite-micro's ``logistic_common.cc``, ``tanh.cc``, ``hard_swish_common.cc``,
-``leaky_relu_common.cc``, ``prelu_common.cc``, ``elu.cc`` and the reference
-kernels they call:
+``leaky_relu_common.cc``, ``prelu_common.cc``, ``elu.cc``, ``elementwise.cc``
+(RSQRT) and the reference kernels they call; GELU from LiteRT's ``gelu.cc``
+(tflite-micro has no GELU kernel):
 
 * LOGISTIC and TANH rescale the input to gemmlowp Q4.27 and evaluate
   gemmlowp's fixed-point ``logistic``/``tanh``; inputs beyond a radius
@@ -16,7 +17,10 @@ kernels they call:
 * LEAKY_RELU and PRELU requantize each sign with its own multiplier (ratios
   in double; for LEAKY_RELU that is what tflite-micro's Python interpreter
   does, not its mirrored sources, see :func:`leaky_relu_params`).
-* ELU is a 256-entry table filled in float32 at Prepare.
+* ELU is a 256-entry table filled in float32 at Prepare; so is GELU (LiteRT's
+  ``LUTPopulate`` with ``GeluTransform``: float32 erfc, or the tanh form).
+* RSQRT is integer arithmetic per element: gemmlowp's Newton inverse square
+  root of the offset input, then two requantizations with a fixed shift of 20.
 
 Every op except PRELU (whose answer also depends on the channel's alpha)
 maps one input byte to one output byte, which is what the C runtime's
@@ -33,6 +37,7 @@ import numpy as np
 from eedge.errors import ModelError
 from eedge.ir.graph import Graph, Node
 from eedge.reference.fixedpoint import (INT32_MAX, exp_on_negative_values,
+                                        inv_sqrt_quantized_multiplier_exp,
                                         multiply_by_quantized_multiplier,
                                         one_minus_x_over_one_plus_x, one_over_one_plus_x,
                                         quantize_multiplier, rdbpot, round_half_away,
@@ -242,6 +247,92 @@ def elu_s8(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarra
     rescaled = round_half_away_f32((curve * inverse).astype(F32))
     table = np.clip(rescaled + F32(zero_point_of(out_q)), -128, 127).astype(np.int8)
     return table[args[0].astype(np.int64) + 128]
+
+
+# -- GELU (LiteRT's table; tflite-micro has no GELU kernel) ----------------------------
+
+SQRT_2_OVER_PI = F32(math.sqrt(2.0 / math.pi))   # gelu.h's kSqrt2dPi (a float constexpr)
+_ERFC = np.frompyfunc(math.erfc, 1, 1)
+
+
+def erfc_f32(x: np.ndarray) -> np.ndarray:
+    """``std::erfc(float)``: erfc in double, rounded once to float32 (glibc's erfcf is that
+    on the values measured: every table of tests/ops/test_transformer_elementwise.py)."""
+    return _ERFC(np.asarray(x, np.float64)).astype(np.float64).astype(F32)
+
+
+def erf_f32(x: np.ndarray) -> np.ndarray:
+    """erf in double, rounded once to float32 (the float kernel's exact GELU)."""
+    return np.frompyfunc(math.erf, 1, 1)(np.asarray(x, np.float64)).astype(np.float64).astype(F32)
+
+
+def gelu_f32(x: np.ndarray, approximate: bool) -> np.ndarray:
+    """LiteRT's ``GeluTransform``/``GeluTransformApproximate`` in float32, operation by operation.
+
+    Exact: ``0.5f * x * erfc(x * -float(M_SQRT1_2))`` (LiteRT 2.x; the older erf form in
+    double gives other bytes on 17 of 363 exact-ratio scale sets, measured). Approximate:
+    ``0.5f * x * (1 + tanh(kSqrt2dPi * (x + 0.044715f * x^3)))`` with x^3 as x*x*x.
+    """
+    x = np.asarray(x, F32)
+    half = (F32(0.5) * x).astype(F32)
+    if not approximate:
+        return (half * erfc_f32((x * F32(-math.sqrt(0.5))).astype(F32))).astype(F32)
+    cube = (((F32(0.044715) * x).astype(F32) * x).astype(F32) * x).astype(F32)
+    inner = (SQRT_2_OVER_PI * (x + cube).astype(F32)).astype(F32)
+    tanh = np.tanh(inner.astype(np.float64)).astype(F32)
+    return (half * (F32(1) + tanh).astype(F32)).astype(F32)
+
+
+def float_table(node: Node, g: Graph, transform) -> np.ndarray:
+    """``LUTPopulate<int8_t>``: dequantize each byte in float32, transform, ``roundf(y / s_out)``
+    computed as ``y * (1 / s_out)``, add the zero point, clamp (indexed by value + 128)."""
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    values = np.arange(-128, 128)
+    x = (F32(scale_of(in_q)) * (values - zero_point_of(in_q)).astype(F32)).astype(F32)
+    inverse = F32(1.0) / F32(scale_of(out_q))
+    rescaled = round_half_away_f32((transform(x) * inverse).astype(F32))
+    return np.clip(rescaled + F32(zero_point_of(out_q)), -128, 127).astype(np.int8)
+
+
+def gelu_s8(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
+    """LiteRT's int8 GELU: the float32 table of :func:`gelu_f32`, looked up."""
+    approximate = bool(node.attrs.get("approximate", False))
+    table = float_table(node, g, lambda x: gelu_f32(x, approximate))
+    return table[args[0].astype(np.int64) + 128]
+
+
+# -- RSQRT ---------------------------------------------------------------------------------
+
+RSQRT_SHIFT = 20   # elementwise.cc's kShift: headroom of the intermediate 1/sqrt value
+
+
+def rsqrt_params(node: Node, in_scale: float, out_scale: float) -> tuple[int, int]:
+    """(multiplier, shift) of ``1 / (sqrtf(s_in) * s_out)``: the square root and the product
+    are float32 (``std::sqrt`` of a float), the reciprocal double, as Prepare has it."""
+    product = F32(np.sqrt(F32(in_scale))) * F32(out_scale)
+    multiplier, shift = quantize_multiplier(1.0 / float(product))
+    if shift - RSQRT_SHIFT < -31 or shift > 31 - RSQRT_SHIFT:
+        raise ModelError(f"RSQRT {node.name!r}: scales {in_scale:.3g} -> {out_scale:.3g} give a "
+                         f"rescaling shift of {shift}; TFLite's kernel shifts by {shift} - 20, "
+                         "which must stay within an int32")
+    return multiplier, shift
+
+
+def rsqrt_s8(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
+    """TFLM's int8 RSQRT (``RsqrtEvalQuantized``), per element.
+
+    x - zero point = 0 gives 127 (the kernel's "largest output"). Below the zero point
+    TFLM's Eval fails ("Rsqrt is only defined for positive values"); eedge gives those
+    bytes the zero input's 127 too, so the C table and fused byte chains stay defined.
+    """
+    in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
+    multiplier, shift = rsqrt_params(node, scale_of(in_q), scale_of(out_q))
+    value = np.maximum(args[0].astype(np.int64) - zero_point_of(in_q), 0)
+    inv_m, inv_shift = inv_sqrt_quantized_multiplier_exp(value)
+    data = multiply_by_quantized_multiplier(np.ones_like(value), inv_m, inv_shift + RSQRT_SHIFT)
+    out = multiply_by_quantized_multiplier(data, multiplier, shift - RSQRT_SHIFT)
+    out = np.clip(out + zero_point_of(out_q), -128, 127)
+    return np.where(value == 0, 127, out).astype(np.int8)
 
 
 # -- the C runtime's form ----------------------------------------------------------------

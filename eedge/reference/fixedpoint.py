@@ -147,3 +147,39 @@ def one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
 def one_minus_x_over_one_plus_x(a: np.ndarray) -> np.ndarray:
     """gemmlowp (1 - x) / (1 + x) for x in [0, 1): Q0.31 in and out (tanh)."""
     return saturating_shift_left(_reciprocal_of_one_plus_x(a) - (1 << 29), 2)
+
+
+def inv_sqrt_quantized_multiplier_exp(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's ``GetInvSqrtQuantizedMultiplierExp(x, kReverseShift)`` per element of ``values``.
+
+    1/sqrt(x) for integers x >= 0 as (Q31 multiplier, left shift): the input is
+    normalised to [2^27, 2^29) in steps of two bits, five gemmlowp Newton steps
+    in Q3.28 from a first guess of 1, a multiply by sqrt(2)/2, and a negative
+    right shift folded into the multiplier (an int32 shift that may wrap, as C's
+    does). 0 and 1 both give (INT32_MAX, 0). RSQRT and L2 normalisation use it.
+    """
+    x = np.asarray(values, dtype=np.int64).copy()
+    if np.any(x < 0):
+        raise ValueError("inverse square root of a negative integer")
+    small = x <= 1
+    x = np.where(small, 2, x)
+    shift = np.full(x.shape, 11, np.int64)
+    while np.any(x >= (1 << 29)):
+        big = x >= (1 << 29)
+        x = np.where(big, x // 4, x)
+        shift = shift + big
+    leading_zeros = 32 - np.floor(np.log2(x)).astype(np.int64) - 1   # x < 2^29: exact
+    pairs = (leading_zeros - 1) // 2 - 1
+    shift = shift - pairs
+    x = x << (2 * pairs)
+    half_input = rdbpot(x >> 1, 1)            # Q3.28 input, halved
+    half_three = (1 << 28) + (1 << 27)        # 1.5 in Q3.28
+    guess = np.full(x.shape, 1 << 28, np.int64)
+    for _ in range(5):
+        cube = saturating_shift_left(srdhm(srdhm(guess, guess), guess), 6)   # Q9 -> Q3
+        step = wrap_int32(srdhm(half_three, guess) - srdhm(half_input, cube))
+        guess = saturating_shift_left(step, 3)                                # Q6 -> Q3
+    guess = srdhm(guess, 1518500250)          # times sqrt(2)/2 (Q0.31)
+    multiplier = np.where(shift < 0, wrap_int32(guess << np.maximum(-shift, 0)), guess)
+    shift = np.maximum(shift, 0)
+    return (np.where(small, INT32_MAX, multiplier), np.where(small, 0, -shift))
