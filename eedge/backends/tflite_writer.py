@@ -80,6 +80,7 @@ def _options(op: str, attrs: dict[str, Any]) -> tuple[int, Any]:
     if op == "FULLY_CONNECTED":
         opts = o.FullyConnectedOptionsT()
         opts.fusedActivationFunction = act
+        opts.keepNumDims = bool(attrs.get("keep_num_dims", False))
         return o.BuiltinOptions.FullyConnectedOptions, opts
     if op in ("ADD", "MUL"):
         opts = o.AddOptionsT() if op == "ADD" else o.MulOptionsT()

@@ -146,9 +146,11 @@ def _conv(ctx: EmitContext, node: Node) -> Emitted:
 def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
     g, p = ctx.graph, ctx.ident
     out_depth, in_depth = _dims(g, node.inputs[1])
-    if _size(g, node.inputs[0]) != in_depth:
-        raise UnsupportedOpError(f"FULLY_CONNECTED {node.name!r}: batched inputs are not "
-                                 "supported by the C runtime")
+    # an input (..., K) is rows x K (TFLM's batches): keep_num_dims or not, the bytes are alike
+    rows = _size(g, node.inputs[0]) // in_depth
+    if rows * in_depth != _size(g, node.inputs[0]):
+        raise UnsupportedOpError(f"FULLY_CONNECTED {node.name!r}: the input's size is not a "
+                                 f"multiple of the weights' {in_depth} inputs")
     in_q, out_q = quant_of(g, node.inputs[0]), quant_of(g, node.outputs[0])
     mult, shift = fc_multipliers(g, node)
     per_channel = int(len(set(mult.tolist())) > 1 or len(set(shift.tolist())) > 1)
@@ -161,11 +163,17 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
                   act_min=low, act_max=high, per_channel=per_channel, multiplier=f"{p}_mult",
                   shift=f"{p}_shift")
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
+    x, out = _operand(ctx, node.inputs[0]), ctx.tensor_ref(node.outputs[0])
+    call = f"eedge_fully_connected_s8(&{p}_params, {{x}}, {_operand(ctx, node.inputs[1])}, " \
+           f"{bias}, {{out}})"
+    if rows == 1:
+        statement = call.format(x=x, out=out)
+    else:   # one call per row (token): the kernel computes one input vector's outputs
+        statement = (f"for (int32_t {p}_r = 0; {p}_r < {rows}; ++{p}_r) "
+                     + call.format(x=f"({x}) + {p}_r * {in_depth}",
+                                   out=f"({out}) + {p}_r * {out_depth}"))
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
-                    struct("eedge_fc_params", f"{p}_params", fields)],
-                   f"eedge_fully_connected_s8(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})",
-                   0)
+                    struct("eedge_fc_params", f"{p}_params", fields)], statement, 0)
 
 
 def _binary(ctx: EmitContext, node: Node) -> Emitted:

@@ -132,6 +132,9 @@ def expected_output(node: Node, shapes: list[tuple[int, ...]],
     if op == "FULLY_CONNECTED":
         units, depth = shapes[1]
         rows = int(np.prod(x, dtype=np.int64)) // depth
+        if a.get("keep_num_dims") and (not x or x[-1] != depth):
+            raise _err(f"{node.name}: FULLY_CONNECTED keeps the dimensions of input {list(x)} "
+                       f"but its last axis is not the weights' {depth} inputs")
         return x[:-1] + (units,) if a.get("keep_num_dims") else (rows, units)
     if op in ("ADD", "MUL"):
         try:

@@ -57,7 +57,15 @@ def _fully_connected(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -
     out = x.reshape(-1, w.shape[1]).astype(np.float64) @ w.T.astype(np.float64)
     if b is not None:
         out = out + b
-    return activate(out, node.attrs["activation"]).astype(np.float32)
+    out = activate(out, node.attrs["activation"]).astype(np.float32)
+    return out.reshape(fc_output_shape(node, x.shape, w.shape))
+
+
+def fc_output_shape(node: Node, x: tuple[int, ...], w: tuple[int, ...]) -> tuple[int, ...]:
+    """(rows, units), or the input's shape with its last axis replaced by units when the node
+    keeps its dimensions (keep_num_dims: a Linear over the tokens of a 3-D/4-D tensor)."""
+    rows = int(np.prod(x, dtype=np.int64)) // int(w[1])
+    return tuple(x[:-1]) + (int(w[0]),) if node.attrs.get("keep_num_dims") else (rows, int(w[0]))
 
 
 def _pool(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:

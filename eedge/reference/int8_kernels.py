@@ -19,6 +19,7 @@ from eedge.reference.fixedpoint import (exp_on_negative_values, multiply_by_quan
                                         one_over_one_plus_x, quantize_multiplier, rdbpot,
                                         round_half_away, round_half_away_f32, srdhm, trunc_div,
                                         wrap_int32)
+from eedge.reference.float_kernels import fc_output_shape
 from eedge.reference.windows import gather_windows
 
 Kernel = Callable[[Node, Graph, Sequence[np.ndarray | None]], np.ndarray]
@@ -150,7 +151,7 @@ def _fully_connected(node: Node, g: Graph, args: Sequence[np.ndarray | None]) ->
         acc = acc + b.astype(np.int64)
     out = multiply_by_quantized_multiplier(wrap_int32(acc), mult, shift)
     low, high = activation_range(node.attrs["activation"], out_q)
-    return _finish(out, out_q, low, high)
+    return _finish(out, out_q, low, high).reshape(fc_output_shape(node, x.shape, w.shape))
 
 
 def _smaller_than_one(real: float, node: Node) -> tuple[int, int]:

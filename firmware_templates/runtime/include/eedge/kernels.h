@@ -75,5 +75,6 @@ void eedge_concat_part_s8(const int8_t *input, int32_t outer, int32_t in_inner,
 #include "eedge/kernels_resize.h"
 #include "eedge/kernels_movement.h"
 #include "eedge/kernels_reduce.h"
+#include "eedge/kernels_matmul.h"
 
 #endif /* EEDGE_KERNELS_H */

@@ -1,0 +1,277 @@
+"""BATCH_MATMUL and FULLY_CONNECTED with keep_num_dims on every path (eedge.ops.matmul).
+
+Hand-built .tflite files (the schema bindings, not eedge's writer) hold the
+products a transformer needs: 2-D to 5-D, attention heads, broadcast batch
+axes, adj_x/adj_y, K odd and not a multiple of 4, 1 to 20 rows, a constant
+rhs. eedge's reader and int8 reference must give TFLite Micro's bytes (the
+oracle) and LiteRT BUILTIN_REF's (equal for BATCH_MATMUL; FULLY_CONNECTED's
+reference kernel requantizes in double, see DESIGN.md); the float reference
+must agree with LiteRT; eedge's writer must round-trip; the generated C must
+give the reference's bytes on the host and in QEMU (Cortex-M4, DSP path on
+and off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+import pytest
+
+from eedge.backends.tflite_writer import graph_to_tflite
+from eedge.codegen.device_run import run_on_target
+from eedge.codegen.model_source import load_codegen_model
+from eedge.errors import ModelError
+from eedge.frontends.tflite_frontend import read_tflite_bytes
+from eedge.ops import registry
+from eedge.ops.matmul import batch_steps
+from eedge.reference.executor import execute
+from eedge.runtime.interpreters import LiteRTModel, TFLMModel
+from eedge.targets import load_target
+from eedge.tflite_schema import schema as S
+
+Quant = tuple[float, int]
+N_INPUTS = 120
+
+
+@dataclass(frozen=True)
+class Case:
+    """One product: lhs and rhs shapes as stored (adj_* say which axes are transposed)."""
+
+    lhs: tuple[int, ...]
+    rhs: tuple[int, ...]
+    adj_x: bool = False
+    adj_y: bool = False
+    rhs_const: bool = False
+
+    def dims(self) -> tuple[tuple[int, ...], int, int, int]:
+        m, k = (self.lhs[-1], self.lhs[-2]) if self.adj_x else (self.lhs[-2], self.lhs[-1])
+        n = self.rhs[-2] if self.adj_y else self.rhs[-1]
+        rank = max(len(self.lhs), len(self.rhs))
+        lb = (1,) * (rank - len(self.lhs)) + self.lhs[:-2]
+        rb = (1,) * (rank - len(self.rhs)) + self.rhs[:-2]
+        return tuple(max(a, b) for a, b in zip(lb, rb)), m, n, k
+
+    def out(self) -> tuple[int, ...]:
+        batch, m, n, _ = self.dims()
+        return batch + (m, n)
+
+
+CASES = [
+    Case((1, 5, 7), (1, 7, 3)),                           # 3-D, K = 7
+    Case((1, 2, 17, 16), (1, 2, 16, 17)),                 # attention P.V-like, two heads
+    Case((1, 2, 17, 16), (1, 2, 17, 16), adj_y=True),     # Q.K^T
+    Case((1, 3, 9, 5), (1, 1, 5, 6)),                     # rhs broadcast over heads, K = 5
+    Case((1, 1, 6, 11), (1, 4, 11, 3)),                   # lhs broadcast, K = 11
+    Case((1, 6, 13), (1, 6, 20), adj_x=True),             # lhs stored (K, M), N = 20
+    Case((1, 2, 9, 4), (1, 2, 5, 9), adj_x=True, adj_y=True),
+    Case((1, 10), (10, 7), rhs_const=True),               # 2-D, one row, constant rhs
+    Case((1, 2, 1, 3, 6), (1, 1, 3, 6, 4)),               # 5-D, two broadcast axes
+    Case((1, 20, 12), (1, 12, 1)),                        # 20 rows, one column
+    Case((1, 3, 4, 5), (1, 5, 2)),                        # ranks 4 and 3
+    Case((1, 4, 3), (1, 2, 4, 9), adj_x=True),           # ranks 3 and 4, lhs transposed
+]
+CASE_IDS = [f"{c.lhs}x{c.rhs}{'-ax' if c.adj_x else ''}{'-ay' if c.adj_y else ''}"
+            for c in CASES]
+
+
+class Builder:
+    """A TFLite model written with the schema's object API (a foreign file)."""
+
+    def __init__(self) -> None:
+        self.model = S.ModelT()
+        self.model.version = 3
+        self.model.buffers = [S.BufferT()]
+        self.model.operatorCodes = []
+        self.codes: dict[str, int] = {}
+        self.tensors: list[S.TensorT] = []
+        self.operators: list[S.OperatorT] = []
+
+    def tensor(self, name: str, shape: tuple[int, ...], q: Quant | None,
+               value: np.ndarray | None = None, dtype: int = S.TensorType.INT8) -> int:
+        t = S.TensorT()
+        t.name, t.shape, t.buffer, t.type = name, list(shape), 0, dtype
+        if q is not None:
+            t.quantization = S.QuantizationParametersT()
+            t.quantization.scale, t.quantization.zeroPoint = [q[0]], [q[1]]
+        if value is not None:
+            buf = S.BufferT()
+            buf.data = list(np.ascontiguousarray(value).tobytes())
+            self.model.buffers.append(buf)
+            t.buffer = len(self.model.buffers) - 1
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def op(self, builtin: str, inputs: list[int], outputs: list[int], version: int,
+           options_type: int = 0, options: object = None) -> None:
+        if builtin not in self.codes:
+            code = S.OperatorCodeT()
+            code.builtinCode = code.deprecatedBuiltinCode = getattr(S.BuiltinOperator, builtin)
+            code.version = version
+            self.model.operatorCodes.append(code)
+            self.codes[builtin] = len(self.model.operatorCodes) - 1
+        o = S.OperatorT()
+        o.opcodeIndex = self.codes[builtin]
+        o.inputs, o.outputs = inputs, outputs
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        self.operators.append(o)
+
+    def bmm(self, lhs: int, rhs: int, out: int, case: Case, version: int) -> None:
+        opts = S.BatchMatMulOptionsT()
+        opts.adjX, opts.adjY = case.adj_x, case.adj_y
+        self.op("BATCH_MATMUL", [lhs, rhs], [out], version, S.BuiltinOptions.BatchMatMulOptions,
+                opts)
+
+    def reshape(self, x: int, out: int, shape: tuple[int, ...]) -> None:
+        opts = S.ReshapeOptionsT()
+        opts.newShape = list(shape)
+        shape_t = self.tensor(f"shape{len(self.tensors)}", (len(shape),), None,
+                              np.array(shape, np.int32), S.TensorType.INT32)
+        self.op("RESHAPE", [x, shape_t], [out], 1, S.BuiltinOptions.ReshapeOptions, opts)
+
+    def finish(self, inputs: list[int], outputs: list[int]) -> bytes:
+        graph = S.SubGraphT()
+        graph.name, graph.tensors, graph.operators = "main", self.tensors, self.operators
+        graph.inputs, graph.outputs = inputs, outputs
+        self.model.subgraphs = [graph]
+        builder = flatbuffers.Builder(4096)
+        builder.Finish(self.model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
+def out_quant(case: Case, ql: Quant, qr: Quant, factor: float = 1.0) -> Quant:
+    """An output scale that spreads random products over most of int8 (not saturated)."""
+    k = case.dims()[3]
+    return (ql[0] * qr[0] * 74.0 * 74.0 * np.sqrt(k) / 45.0 * factor, 5)
+
+
+def constant_rhs(case: Case) -> np.ndarray:
+    return np.random.default_rng(9).integers(-128, 128, case.rhs, dtype=np.int8)
+
+
+def bmm_tflite(case: Case, ql: Quant, qr: Quant, qo: Quant | None, float_model: bool = False
+               ) -> bytes:
+    """lhs, rhs (inputs; rhs a constant when the case says so) -> BATCH_MATMUL -> out."""
+    b = Builder()
+    dtype = S.TensorType.FLOAT32 if float_model else S.TensorType.INT8
+    lhs = b.tensor("lhs", case.lhs, None if float_model else ql, dtype=dtype)
+    if case.rhs_const:
+        value = constant_rhs(case)
+        value = value.astype(np.float32) / 64 if float_model else value
+        rhs = b.tensor("rhs", case.rhs, None if float_model else qr, value, dtype)
+    else:
+        rhs = b.tensor("rhs", case.rhs, None if float_model else qr, dtype=dtype)
+    out = b.tensor("out", case.out(), qo, dtype=dtype)
+    b.bmm(lhs, rhs, out, case, 1 if float_model else 2)
+    return b.finish([lhs] if case.rhs_const else [lhs, rhs], [out])
+
+
+def int8_samples(shape: tuple[int, ...], count: int, seed: int) -> np.ndarray:
+    """Random bytes with the extremes first (all -128, all 127: the largest sums)."""
+    x = np.random.default_rng(seed).integers(-128, 128, (count,) + shape[1:], dtype=np.int8)
+    x[0], x[1] = -128, 127
+    return x
+
+
+def feeds(case: Case, count: int = N_INPUTS, seed: int = 0) -> list[np.ndarray]:
+    arrays = [int8_samples(case.lhs, count, seed)]
+    if not case.rhs_const:
+        arrays.append(int8_samples(case.rhs, count, seed + 1))
+    return arrays
+
+
+QUANTS: list[tuple[Quant, Quant]] = [((0.05, -3), (0.04, 7)), ((0.02, 0), (0.11, -128)),
+                                     ((0.5, 127), (0.003, 0))]
+
+
+# -- shapes, options, reader ----------------------------------------------------------
+def test_registered_with_its_paths() -> None:
+    op = registry.builtin("BATCH_MATMUL")
+    assert op is not None and op.int8_version == 2 and op.dsp and not op.in_place
+    assert op.quant == "observed" and op.min_inputs == 2
+
+
+def test_batch_steps_follow_tflm_extents() -> None:
+    assert batch_steps((1, 2, 3), (1, 2, 3, 4, 5)) == [0, 60, 20]
+    assert batch_steps((1, 2, 3), (1, 1, 3, 4, 5)) == [0, 0, 20]
+    assert batch_steps((1, 2, 3), (4, 5)) == [0, 0, 0]
+    assert batch_steps((1, 2, 3), (2, 1, 4, 5)) == [0, 20, 0]
+
+
+def test_reader_refuses_products_tflite_refuses() -> None:
+    bad = Case((1, 5, 7), (1, 6, 3))           # K 7 vs 6
+    with pytest.raises(ModelError, match="summed axis"):
+        read_tflite_bytes(bmm_tflite(bad, (0.1, 0), (0.1, 0), (0.1, 0)))
+    bad = Case((1, 2, 5, 7), (1, 3, 7, 3))     # heads 2 vs 3
+    with pytest.raises(ModelError, match="broadcast"):
+        read_tflite_bytes(bmm_tflite(bad, (0.1, 0), (0.1, 0), (0.1, 0)))
+
+
+# -- int8 reference vs TFLite Micro and LiteRT BUILTIN_REF ------------------------------
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_int8_reference_equals_tflite_micro_and_litert(case: Case) -> None:
+    arrays = feeds(case)
+    names = ["lhs"] if case.rhs_const else ["lhs", "rhs"]
+    for n, (ql, qr) in enumerate(QUANTS):
+        qo = out_quant(case, ql, qr)
+        data = bmm_tflite(case, ql, qr, qo)
+        graph, outputs = read_tflite_bytes(data)
+        assert graph.nodes[0].attrs == {"adj_x": case.adj_x, "adj_y": case.adj_y}
+        ours = execute(graph, dict(zip(names, arrays)))[outputs[0]]
+        assert ours.shape == (N_INPUTS,) + case.out()[1:]
+        expected = TFLMModel(data, 1).run(arrays)[0].reshape(ours.shape)
+        assert np.array_equal(ours, expected), (
+            f"{ql} {qr} -> {qo}: {int((ours != expected).sum())} bytes differ from TFLM")
+        litert = LiteRTModel(data, reference=True).run(arrays)[0].reshape(ours.shape)
+        assert np.array_equal(ours, litert), f"{ql} {qr}: LiteRT BUILTIN_REF differs"
+        saturated = np.isin(ours[2:], (-128, 127)).mean()
+        assert saturated < 0.3 and len(np.unique(ours)) > 20, (n, saturated)
+
+
+def test_multiplier_above_one_and_saturation_equal_tflite_micro() -> None:
+    """s_lhs * s_rhs > s_out: a left-shifting multiplier, most outputs clamped."""
+    case = CASES[1]
+    ql, qr = (0.05, -3), (0.04, 7)
+    data = bmm_tflite(case, ql, qr, (ql[0] * qr[0] * 0.3, -20))
+    graph, outputs = read_tflite_bytes(data)
+    arrays = feeds(case, 40, 3)
+    ours = execute(graph, {"lhs": arrays[0], "rhs": arrays[1]})[outputs[0]]
+    expected = TFLMModel(data, 1).run(arrays)[0].reshape(ours.shape)
+    assert np.array_equal(ours, expected)
+    assert np.isin(ours, (-128, 127)).mean() > 0.5
+
+
+# -- float ----------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES[:8:2] + [CASES[6], CASES[8]],
+                         ids=lambda c: f"{c.lhs}x{c.rhs}")
+def test_float_reference_equals_litert(case: Case) -> None:
+    data = bmm_tflite(case, (1, 0), (1, 0), None, float_model=True)
+    graph, outputs = read_tflite_bytes(data)
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal((6,) + case.lhs[1:]).astype(np.float32)]
+    if not case.rhs_const:
+        arrays.append(rng.standard_normal((6,) + case.rhs[1:]).astype(np.float32))
+    names = ["lhs", "rhs"][:len(arrays)]
+    ours = execute(graph, dict(zip(names, arrays)))[outputs[0]]
+    for reference in (True, False):
+        litert = LiteRTModel(data, reference=reference).run(arrays)[0].reshape(ours.shape)
+        np.testing.assert_allclose(ours, litert, rtol=1e-5, atol=1e-5)
+
+
+# -- eedge's writer ----------------------------------------------------------------------
+def test_writer_round_trip_runs_like_the_foreign_file() -> None:
+    for case in (CASES[2], CASES[6], CASES[7]):
+        ql, qr = QUANTS[0]
+        data = bmm_tflite(case, ql, qr, out_quant(case, ql, qr))
+        graph, outputs = read_tflite_bytes(data)
+        names = [t.name for t in graph.inputs]
+        written = graph_to_tflite(graph, range(len(graph.nodes)), names, outputs)
+        again, _ = read_tflite_bytes(written)
+        assert [(n.op_type, n.attrs) for n in again.nodes] == [(n.op_type, n.attrs)
+                                                               for n in graph.nodes]
+        arrays = feeds(case, 30, 7)
+        expected = execute(graph, dict(zip(names, arrays)))[outputs[0]]
+        tflm = TFLMModel(written, 1).run(arrays)[0].reshape(expected.shape)
+        assert np.array_equal(tflm, expected)
