@@ -29,6 +29,7 @@ from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_sh
                                         infer_with_batch, make_batch_symbolic)
 from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
 from eedge.frontends.onnx_external_data import embed_external_data
+from eedge.frontends.onnx_recurrent import unroll_recurrent
 from eedge.frontends.onnx_tensors import check_tensor_data, check_text_fields
 from eedge.frontends.ops import (ONNX_ALTERNATIVES, nearest_alternative,
                                  supported_onnx_ops)
@@ -290,6 +291,7 @@ def import_onnx(model: onnx.ModelProto,
                          "single-input models: merge the inputs into one tensor and re-export")
     stripped = strip_exit_softmax(model)
     notes += [s.note() for s in stripped]
+    notes += unroll_recurrent(model)
     _check_supported(model.graph.node)
     _check_names(model.graph)
     if input_shapes:
