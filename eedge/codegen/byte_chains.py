@@ -32,8 +32,8 @@ LUT_OP = "EEDGE_LUT"
 """The code generator's own node: ``attrs["table"]`` maps each input byte (uint8 order)."""
 
 BYTE_OPS = frozenset({"RELU", "RELU6", "RELU_N1_TO_1", "QUANTIZE", "DEQUANTIZE", "LOGISTIC",
-                      "TANH", "HARD_SWISH", "LEAKY_RELU", "ELU", "PRELU", "ADD", "SUB", "MUL",
-                      "MAXIMUM", "MINIMUM"})
+                      "TANH", "HARD_SWISH", "LEAKY_RELU", "ELU", "GELU", "RSQRT", "PRELU",
+                      "ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM"})
 """Operators whose output element depends on one input element when every other input is a
 one-element constant (DEQUANTIZE and the float forms included: a float island between a
 DEQUANTIZE and a QUANTIZE, as TensorFlow's converter leaves around ops it cannot

@@ -51,7 +51,7 @@ _TRANSFORMER = "no transformer ops yet (issue 18)"
 _RECURRENT = ("no recurrent layers: unroll over time with Conv1d and Tanh/Sigmoid gates "
               "(causal convolutions, as keyword spotters do)")
 ONNX_ALTERNATIVES: dict[str, str] = {
-    "Gelu": _TRANSFORMER, "LayerNormalization": _TRANSFORMER, "Attention": _TRANSFORMER,
+    "LayerNormalization": _TRANSFORMER, "Attention": _TRANSFORMER,
     "MultiHeadAttention": _TRANSFORMER, "Erf": _TRANSFORMER,
     "SkipLayerNormalization": _TRANSFORMER, "RotaryEmbedding": _TRANSFORMER,
     "GRU": _RECURRENT, "LSTM": _RECURRENT, "RNN": _RECURRENT,
@@ -79,7 +79,7 @@ ONNX_ALTERNATIVES: dict[str, str] = {
 """Hand-written advice for common ONNX operators eedge does not support."""
 
 TFLITE_ALTERNATIVES: dict[str, str] = {
-    "GELU": _TRANSFORMER, "BATCH_MATMUL": _TRANSFORMER,
+    "BATCH_MATMUL": _TRANSFORMER,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": _RECURRENT, "BIDIRECTIONAL_SEQUENCE_LSTM": _RECURRENT,
     "LSTM": _RECURRENT, "UNIDIRECTIONAL_SEQUENCE_RNN": _RECURRENT, "RNN": _RECURRENT,
     "SVDF": _RECURRENT, "LOG_SOFTMAX": "use SOFTMAX", "ARG_MAX": "output logits instead",

@@ -8,6 +8,8 @@ HardSigmoid has no TFLite builtin: TensorFlow's ``hard_sigmoid`` is
 MUL(6 alpha) in front when alpha is not 1/6 (``max(0, min(1, a x + b))`` is
 ``relu6(6a x + 6b) / 6``). torch exports SiLU as Sigmoid and a Mul of two
 activations (LOGISTIC and MUL); ONNX's own Swish (opset 24) lowers the same way.
+Gelu (opset 20) maps to GELU, its ``approximate`` string ("none" / "tanh") to
+GeluOptions' boolean.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def _elu(lw: Any, node: Node) -> None:
         raise lw.unsupported(node, f"Elu with alpha {alpha:g}: TFLite's ELU is alpha 1 "
                                    "(use torch.nn.ELU() with its default alpha)")
     _activation(lw, node, "ELU", lw.name(node.inputs[0]), node.outputs[0])
+
+
+def _gelu(lw: Any, node: Node) -> None:
+    approximate = node.attrs.get("approximate", "none")
+    if isinstance(approximate, bytes):
+        approximate = approximate.decode()
+    if approximate not in ("none", "tanh"):
+        raise lw.unsupported(node, f"Gelu with approximate={approximate!r}: ONNX defines "
+                                   "'none' and 'tanh'")
+    _activation(lw, node, "GELU", lw.name(node.inputs[0]), node.outputs[0],
+                approximate=approximate == "tanh")
 
 
 def nhwc_slope(slope: np.ndarray, x_rank: int) -> np.ndarray:
@@ -129,6 +142,7 @@ register_lowering(Lowering("LeakyRelu", "leaky ReLU", _leaky_relu, ("LEAKY_RELU"
 register_lowering(Lowering("PRelu", "parametric ReLU (constant slope, per channel or scalar)",
                            _prelu, ("PRELU",)))
 register_lowering(Lowering("Elu", "ELU (alpha 1)", _elu, ("ELU",)))
+register_lowering(Lowering("Gelu", "GELU, erf or tanh form (ONNX opset 20)", _gelu, ("GELU",)))
 register_lowering(Lowering("HardSigmoid", "hard sigmoid (as MUL, ADD, RELU6 and MUL by 1/6)",
                            _hard_sigmoid, ("MUL", "ADD", "RELU6")))
 register_lowering(Lowering("Swish", "x * sigmoid(alpha x) (ONNX opset 24)", _swish,

@@ -1,4 +1,5 @@
-"""Binary elementwise operators with broadcasting: SUB, MAXIMUM, MINIMUM (and ADD/MUL's C side).
+"""Binary elementwise operators with broadcasting: SUB, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE
+(and ADD/MUL's C side).
 
 ADD and MUL keep their entries in the older per-path tables; this module
 adds SUB, MAXIMUM and MINIMUM to the registry, the ONNX lowerings of Sub,
@@ -20,6 +21,12 @@ Facts from tflite-micro that decide the arithmetic (read in its sources):
   point: the registry marks them ``quant="shared"``, a constant operand is
   quantized with the shared parameters, and the reader refuses files whose
   parameters differ (TFLM would silently compare bytes of different scales).
+* SQUARED_DIFFERENCE (squared_difference.cc) shifts both offset inputs left by
+  7 (not 20: the square of the difference must fit an int32), scales each by
+  ``s_i / (2 max(s1, s2))`` (double ratios, "smaller than one" multipliers),
+  squares the difference and requantizes it by ``(2 max)^2 / (2^14 s_out)``.
+  Its broadcasting is TFLM's ``BroadcastBinaryFunction4DSlow``: operands of
+  different shapes have at most 4 dimensions (same shapes: any rank).
 * Broadcasting follows numpy's rules, and TFLM's broadcast loop (shared by
   ADD's and MUL's "4DSlow"/"6DSlow" paths, SUB and MAXIMUM/MINIMUM) collapses
   unit and contiguous dimensions as :func:`broadcast_loops` does; it accepts up
@@ -29,7 +36,10 @@ The C kernel (firmware_templates/runtime/src/binary.c) explains its own speed
 tricks; measured on qemu-cortex-m4 for 1x16x16x32 int8 (instructions per
 element, portable / DSP): same-shape ADD 24.7 / 15.8 (the old kernel: 84.4),
 SUB 25.2 / 16.0, squeeze-excite MUL by a 1x1x1x32 constant 27.8 / 16.9 (the
-old kernel had no broadcasting), MAXIMUM 10.0 / 2.5.
+old kernel had no broadcasting), MAXIMUM 10.0 / 2.5; SQUARED_DIFFERENCE of 1x64x64 and its 1x64x1 row mean (LayerNorm's
+variance) 19.4 / 15.2 (13 instructions in the DSP inner loop; the rest is the 256-entry table
+and the per-row calls), of two 1x64x64 tensors 20.6 / 16.2
+(tests/ops/test_transformer_elementwise.py).
 """
 
 from __future__ import annotations
@@ -53,7 +63,9 @@ F32 = np.float32
 MAX_RANK = 6
 LEFT_SHIFT = 20          # TFLite's headroom for int8 ADD/SUB
 LUT_MIN_ELEMENTS = 512   # ADD/SUB tabulate scaled inputs (512 words of scratch) from this size
-OP_CODES = {"ADD": 0, "SUB": 1, "MUL": 2, "MAXIMUM": 3, "MINIMUM": 4}
+SQD_LEFT_SHIFT = 7       # TFLite's headroom for int8 SQUARED_DIFFERENCE
+TFLM_BROADCAST_RANK = 4  # BroadcastBinaryFunction4DSlow
+OP_CODES = {"ADD": 0, "SUB": 1, "MUL": 2, "MAXIMUM": 3, "MINIMUM": 4, "SQUARED_DIFFERENCE": 5}
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
 _ACTIVATION_CODES = {v: k for k, v in _ACTIVATIONS.items()}
 
@@ -77,6 +89,17 @@ def _output_shapes(node: Node, shapes: list[tuple[int, ...]],
         raise ModelError(f"{node.op_type} {node.name!r} has {len(shapes)} inputs; it takes "
                          "exactly two")
     return [broadcast_shape(node, shapes[0], shapes[1])]
+
+
+def _sqdiff_shapes(node: Node, shapes: list[tuple[int, ...]],
+                   constants: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
+    """Two operands; when their shapes differ, at most 4-D (TFLM's 4-D broadcast)."""
+    out = _output_shapes(node, shapes, constants)
+    if tuple(shapes[0]) != tuple(shapes[1]) and len(out[0]) > TFLM_BROADCAST_RANK:
+        raise ModelError(f"SQUARED_DIFFERENCE {node.name!r}: broadcasting {list(shapes[0])} "
+                         f"against {list(shapes[1])} has {len(out[0])} dimensions; TFLite's "
+                         f"kernel broadcasts up to {TFLM_BROADCAST_RANK}")
+    return out
 
 
 def broadcast_loops(out: Sequence[int], a: Sequence[int], b: Sequence[int]
@@ -117,6 +140,9 @@ def _float(node: Node, _g: Graph, args: list[np.ndarray | None]) -> np.ndarray:
     x, y = args
     if node.op_type == "SUB":
         return activate(x - y, node.attrs["activation"]).astype(np.float32)
+    if node.op_type == "SQUARED_DIFFERENCE":
+        difference = (np.asarray(x, F32) - np.asarray(y, F32)).astype(F32)
+        return (difference * difference).astype(F32)
     fn = np.maximum if node.op_type == "MAXIMUM" else np.minimum
     return fn(x, y).astype(np.float32)
 
@@ -159,6 +185,41 @@ def _sub_int8(node: Node, g: Graph, args: list[np.ndarray | None]) -> np.ndarray
     total = rdbpot(srdhm(diff, mo), -sho) + zero_point_of(out_q)
     low, high = activation_range(node.attrs["activation"], out_q)
     return np.clip(total, low, high).astype(np.int8)
+
+
+def squared_difference_multipliers(node: Node, s1: float, s2: float, so: float
+                                   ) -> tuple[int, ...]:
+    """(m1, shift1, m2, shift2, m_out, shift_out) of int8 SQUARED_DIFFERENCE, as Prepare derives
+    them: double ratios of the float32 scales; 2^14 * s_out is a float32 product (exact)."""
+    twice_max = 2.0 * float(max(F32(s1), F32(s2)))
+    m1, sh1 = _smaller_than_one(float(F32(s1)) / twice_max, node)
+    m2, sh2 = _smaller_than_one(float(F32(s2)) / twice_max, node)
+    denominator = float(F32(1 << (2 * SQD_LEFT_SHIFT)) * F32(so))
+    mo, sho = quantize_multiplier(twice_max * twice_max / denominator)
+    return m1, sh1, m2, sh2, mo, sho
+
+
+def _sqdiff_int8(node: Node, g: Graph, args: list[np.ndarray | None]) -> np.ndarray:
+    from eedge.reference.fixedpoint import multiply_by_quantized_multiplier
+    x1, x2 = args
+    q1, q2 = quant_of(g, node.inputs[0]), quant_of(g, node.inputs[1])
+    out_q = quant_of(g, node.outputs[0])
+    m1, sh1, m2, sh2, mo, sho = squared_difference_multipliers(
+        node, scale_of(q1), scale_of(q2), scale_of(out_q))
+
+    def scaled(x: np.ndarray, zero_point: int, m: int, shift: int) -> np.ndarray:
+        return rdbpot(srdhm((x.astype(np.int64) - zero_point) << SQD_LEFT_SHIFT, m), -shift)
+
+    difference = scaled(x1, zero_point_of(q1), m1, sh1) - scaled(x2, zero_point_of(q2), m2, sh2)
+    total = multiply_by_quantized_multiplier(difference * difference, mo, sho)
+    return np.clip(total + zero_point_of(out_q), -128, 127).astype(np.int8)
+
+
+def _sqdiff_derived(node: Node, g: Graph) -> list[tuple[int, int]]:
+    m1, s1, m2, s2, mo, so = squared_difference_multipliers(
+        node, *(scale_of(quant_of(g, t)) for t in (node.inputs[0], node.inputs[1],
+                                                   node.outputs[0])))
+    return [(m1, s1), (m2, s2), (mo, so)]
 
 
 def _shared_check(node: Node, g: Graph) -> None:
@@ -241,6 +302,10 @@ def _write_sub(attrs: dict[str, Any]) -> tuple[int, Any]:
     return schema.BuiltinOptions.SubOptions, opts
 
 
+def _write_sqdiff(_attrs: dict[str, Any]) -> tuple[int, Any]:
+    return schema.BuiltinOptions.SquaredDifferenceOptions, schema.SquaredDifferenceOptionsT()
+
+
 def _write_minmax(_attrs: dict[str, Any]) -> tuple[int, Any]:
     return schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT()
 
@@ -290,6 +355,14 @@ def _quant_fields(node: Node, g: Graph) -> dict[str, int]:
                                      f"2^{so} or more; the int32 product would overflow "
                                      "(TFLM's too): give the output a larger scale")
         fields.update(m_out=mo, l_out=max(so, 0), r_out=max(-so, 0))
+    elif op == "SQUARED_DIFFERENCE":
+        m1, s1, m2, s2, mo, so = squared_difference_multipliers(
+            node, scale_of(qa), scale_of(qb), scale_of(qo))
+        if so > 0:   # the square (< 2^30) would be shifted left: TFLM's int32 may overflow
+            raise UnsupportedOpError(f"SQUARED_DIFFERENCE {node.name!r}: the output scale is "
+                                     "below (2 max(s1, s2))^2 / 2^14 (an output multiplier of "
+                                     "1 or more); the C runtime needs a larger output scale")
+        fields.update(m1=m1, r1=-s1, m2=m2, r2=-s2, m_out=mo, r_out=-so)
     else:
         _shared_check(node, g)
     low, high = activation_range(node.attrs.get("activation", "NONE"), qo)
@@ -308,7 +381,7 @@ def emit_binary(ctx: Any, node: Node) -> Any:
         raise UnsupportedOpError(f"{node.op_type} {node.name!r}: broadcasting needs "
                                  f"{len(levels)} loop levels; the C runtime has {MAX_RANK}")
     size = int(np.prod(out_dims))
-    lut = node.op_type in ("ADD", "SUB") and size >= LUT_MIN_ELEMENTS
+    lut = node.op_type in ("ADD", "SUB", "SQUARED_DIFFERENCE") and size >= LUT_MIN_ELEMENTS
     pad = MAX_RANK - len(levels)
     fields: dict[str, object] = dict(op=OP_CODES[node.op_type], **_quant_fields(node, g))
     fields.update(rank=len(levels), dims=_int_list([e for e, _, _ in levels] + [1] * pad),
@@ -329,6 +402,11 @@ register_builtin(Builtin(
     name="SUB", summary="elementwise subtract with broadcasting", int8_kernel=_sub_int8,
     write_options=_write_sub, read_options=_read_sub, quantize_constants=_own_range_constants,
     derived_multipliers=_sub_derived, dsp=True, **_COMMON))
+register_builtin(Builtin(
+    name="SQUARED_DIFFERENCE", summary="(x - y)^2 with broadcasting (LayerNorm's variance)",
+    int8_kernel=_sqdiff_int8, write_options=_write_sqdiff, read_options=_read_minmax,
+    quantize_constants=_own_range_constants, derived_multipliers=_sqdiff_derived, dsp=True,
+    **{**_COMMON, "output_shapes": _sqdiff_shapes}))
 for _name, _summary in (("MAXIMUM", "elementwise maximum with broadcasting"),
                         ("MINIMUM", "elementwise minimum with broadcasting")):
     register_builtin(Builtin(

@@ -16,7 +16,7 @@ from eedge.tflite_schema import schema as S
 
 Quant = tuple[float, int]
 INT8_VERSIONS = {"LOGISTIC": 2, "TANH": 2, "HARD_SWISH": 1, "LEAKY_RELU": 2, "PRELU": 1,
-                 "ELU": 1, "RESHAPE": 1}
+                 "ELU": 1, "GELU": 2, "RSQRT": 2, "RESHAPE": 1}
 LOGISTIC_Q: Quant = (1.0 / 256, -128)
 TANH_Q: Quant = (1.0 / 128, 0)
 
@@ -30,7 +30,7 @@ class Act:
     alpha: float | None = None
     prelu: tuple[np.ndarray, Quant] | None = None   # int8 (or float) values, quantization
     source: int = 0   # which tensor it reads: 0 = the model input, k = the k-th node's output
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)   # GELU: {"approximate": bool}
 
 
 def model(shape: tuple[int, ...], in_q: Quant, acts: list[Act], outputs: list[int] | None = None,
@@ -42,7 +42,8 @@ def model(shape: tuple[int, ...], in_q: Quant, acts: list[Act], outputs: list[in
     m.operatorCodes = []
     for op in ops:
         code = S.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = getattr(S.BuiltinOperator, op)
+        code.builtinCode = getattr(S.BuiltinOperator, op)
+        code.deprecatedBuiltinCode = min(code.builtinCode, 127)   # GELU is 150
         code.version = INT8_VERSIONS[op] if dtype == "int8" else 1
         m.operatorCodes.append(code)
     ttype = S.TensorType.INT8 if dtype == "int8" else S.TensorType.FLOAT32
@@ -77,6 +78,10 @@ def model(shape: tuple[int, ...], in_q: Quant, acts: list[Act], outputs: list[in
             opts = S.LeakyReluOptionsT()
             opts.alpha = act.alpha
             op_t.builtinOptionsType, op_t.builtinOptions = S.BuiltinOptions.LeakyReluOptions, opts
+        if act.op == "GELU":
+            opts = S.GeluOptionsT()
+            opts.approximate = bool(act.extra.get("approximate", False))
+            op_t.builtinOptionsType, op_t.builtinOptions = S.BuiltinOptions.GeluOptions, opts
         op_t.outputs = [tensor(f"y{i}", shape, act.out_q)]
         produced.append(op_t.outputs[0])
         operators.append(op_t)

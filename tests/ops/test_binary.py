@@ -79,7 +79,9 @@ def single_op_tflite(op: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]
                "SUB": (S.BuiltinOptions.SubOptions, S.SubOptionsT),
                "MUL": (S.BuiltinOptions.MulOptions, S.MulOptionsT),
                "MAXIMUM": (S.BuiltinOptions.MaximumMinimumOptions, S.MaximumMinimumOptionsT),
-               "MINIMUM": (S.BuiltinOptions.MaximumMinimumOptions, S.MaximumMinimumOptionsT)}
+               "MINIMUM": (S.BuiltinOptions.MaximumMinimumOptions, S.MaximumMinimumOptionsT),
+               "SQUARED_DIFFERENCE": (S.BuiltinOptions.SquaredDifferenceOptions,
+                                      S.SquaredDifferenceOptionsT)}
     kind, cls = options[op]
     opts = cls()
     if hasattr(opts, "fusedActivationFunction"):

@@ -1,9 +1,12 @@
-/* int8 ADD, SUB, MUL, MAXIMUM, MINIMUM with broadcasting, bit-exact with TFLite Micro.
+/* int8 ADD, SUB, MUL, MAXIMUM, MINIMUM, SQUARED_DIFFERENCE with broadcasting, bit-exact with
+ * TFLite Micro.
  *
  * Arithmetic (TFLM's reference kernels): ADD/SUB shift both offset inputs left by 20,
  * scale each to a common scale (Q31 multiplier, rounding right shift), add or
  * subtract, and requantize the result; MUL requantizes the product of the offset
- * inputs; MAXIMUM/MINIMUM compare raw bytes (shared quantization).
+ * inputs; MAXIMUM/MINIMUM compare raw bytes (shared quantization); SQUARED_DIFFERENCE
+ * shifts the offset inputs left by 7, scales each, and requantizes the squared difference
+ * (|difference| <= 2 x 255 x 2^7 / 2, so its square stays below 2^30).
  *
  * Why it is fast and still exact:
  * - The loop nest makes one row call per innermost run: same-shape operands are one
@@ -16,6 +19,9 @@
  * - ADD/SUB of 512 elements or more first tabulate 2 x the scaled value of each of
  *   the 256 int8 inputs of each operand (negated for SUB's second), in the model's
  *   scratch: two of the three requantizations per element become table reads.
+ * - SQUARED_DIFFERENCE over a row whose second operand is one value (LayerNorm's
+ *   x - mean, broadcast over the last axis) scales that value once per row, and with
+ *   512 elements or more reads the first operand's scaled value from a table.
  * - DSP path: SSAT saturates when the activation range is the whole int8 range; MUL
  *   widens four bytes at a time with SXTAB16 (adding the offsets) and multiplies
  *   halfwords with SMULBB/SMULTT; MAXIMUM/MINIMUM compare four lanes with SSUB8 and
@@ -67,6 +73,11 @@ static inline int32_t bin_round(int32_t x, int32_t r, int32_t half, int32_t neg)
 /* ADD/SUB: an offset input v (|v| <= 255) shifted left by 20 and scaled. */
 static inline int32_t bin_scale_in(int32_t v, int32_t m, int32_t r, int32_t half, int32_t neg) {
     return bin_round(bin_high((int32_t)((uint32_t)v << 21), m), r, half, neg);
+}
+
+/* SQUARED_DIFFERENCE: an offset input v (|v| <= 255) shifted left by 7 and scaled. */
+static inline int32_t bin_scale_sqd(int32_t v, int32_t m, int32_t r, int32_t half, int32_t neg) {
+    return bin_round(bin_high((int32_t)((uint32_t)v << 8), m), r, half, neg);
 }
 
 /* Each row loop copies the output stage's constants (bin_out) into locals: `out` is an
@@ -219,6 +230,69 @@ BIN_ROW void minmax_row(int32_t is_max, const int8_t *a, int32_t sa, const int8_
     }
 }
 
+/* The square of a difference (2 d^2 < 2^31) requantized: the square is never negative, so
+ * the rounding shift needs no sign correction, and the result (>= the zero point) only
+ * saturates at 127. */
+static inline int32_t sqd_requant(bin_out o, int32_t d) {
+    return ((bin_high(2 * d * d, o.m) + o.half) >> o.r) + o.offset;
+}
+
+#if defined(EEDGE_USE_DSP)
+#define SQD_OUT(o, d) ((int8_t)__ssat(sqd_requant((o), (d)), 8))
+#else
+#define SQD_OUT(o, d) ((int8_t)sqd_top(sqd_requant((o), (d))))
+static inline int32_t sqd_top(int32_t v) {
+    return v > 127 ? 127 : v;
+}
+#endif
+
+BIN_ROW void sqdiff_row(const bin_ctx *c, const int8_t *a, int32_t sa, const int8_t *b,
+                        int32_t sb, int8_t *out, int32_t n) {
+    const bin_out o = c->out;
+    const int32_t off1 = c->off1, m1 = c->m1, r1 = c->r1, half1 = c->half1, neg1 = c->neg1;
+    const int32_t off2 = c->off2, m2 = c->m2, r2 = c->r2, half2 = c->half2, neg2 = c->neg2;
+    const int32_t *l1 = c->lut1 != 0 ? c->lut1 + 128 : 0;
+    const int32_t *l2 = c->lut2 != 0 ? c->lut2 + 128 : 0;
+    int32_t i;
+    if (sb == 0) {   /* one second value per row (x - mean): scale it once */
+        const int32_t y = bin_scale_sqd((int32_t)*b + off2, m2, r2, half2, neg2);
+        if (l1 != 0 && sa == 1) {
+            for (i = 0; i < n; ++i) {
+                out[i] = SQD_OUT(o, l1[a[i]] - y);
+            }
+            return;
+        }
+        for (i = 0; i < n; ++i) {
+            const int32_t x = l1 != 0 ? l1[*a] : bin_scale_sqd((int32_t)*a + off1, m1, r1, half1,
+                                                               neg1);
+            out[i] = SQD_OUT(o, x - y);
+            a += sa;
+        }
+        return;
+    }
+    if (l1 != 0 && l2 != 0) {
+        if (sa == 1 && sb == 1) {
+            for (i = 0; i < n; ++i) {
+                out[i] = SQD_OUT(o, l1[a[i]] - l2[b[i]]);
+            }
+            return;
+        }
+        for (i = 0; i < n; ++i) {
+            out[i] = SQD_OUT(o, l1[*a] - l2[*b]);
+            a += sa;
+            b += sb;
+        }
+        return;
+    }
+    for (i = 0; i < n; ++i) {
+        const int32_t d = bin_scale_sqd((int32_t)*a + off1, m1, r1, half1, neg1) -
+                          bin_scale_sqd((int32_t)*b + off2, m2, r2, half2, neg2);
+        out[i] = SQD_OUT(o, d);
+        a += sa;
+        b += sb;
+    }
+}
+
 static void bin_setup(const eedge_binary_bcast_params *p, bin_ctx *c) {
     const int32_t sub = p->op == EEDGE_BINARY_SUB;
     c->off1 = p->in1_offset;
@@ -237,6 +311,19 @@ static void bin_setup(const eedge_binary_bcast_params *p, bin_ctx *c) {
     bin_shift_constants(p->r2, &c->half2, &c->neg2);
     bin_shift_constants(p->r_out, &c->out.half, &c->out.neg);
     c->lut1 = c->lut2 = 0;
+    if (p->lut != 0 && p->op == EEDGE_BINARY_SQUARED_DIFFERENCE) {
+        /* the second operand's table only when rows walk it (not for x - row mean) */
+        const int32_t both = p->b_step[p->rank - 1] != 0;
+        int32_t v;
+        for (v = -128; v < 128; ++v) {
+            p->lut[v + 128] = bin_scale_sqd(v + c->off1, c->m1, c->r1, c->half1, c->neg1);
+            if (both) {
+                p->lut[v + 384] = bin_scale_sqd(v + c->off2, c->m2, c->r2, c->half2, c->neg2);
+            }
+        }
+        c->lut1 = p->lut;
+        c->lut2 = both ? p->lut + 256 : 0;
+    }
     if (p->lut != 0 && (sub || p->op == EEDGE_BINARY_ADD)) {
         int32_t v;
         for (v = -128; v < 128; ++v) {
@@ -258,6 +345,9 @@ static void bin_row(const eedge_binary_bcast_params *p, const bin_ctx *c, const 
         break;
     case EEDGE_BINARY_MUL:
         mul_row(c, a, sa, b, sb, out, n);
+        break;
+    case EEDGE_BINARY_SQUARED_DIFFERENCE:
+        sqdiff_row(c, a, sa, b, sb, out, n);
         break;
     default:
         minmax_row(p->op == EEDGE_BINARY_MAXIMUM, a, sa, b, sb, out, n);
