@@ -39,13 +39,14 @@ import numpy as np
 
 from eedge.ir.graph import Dim, Node, TensorInfo
 from eedge.ops.registry import Lowering, register_lowering
+from eedge.passes.layout_classes import FREE, PLAIN_LAYOUTS
 from eedge.passes.lower_tflite import Lowerer, nchw_view
 
 NHWC = (0, 2, 3, 1)
 CHANNEL_SPLIT = (0, 3, 4, 1, 2)
 """Layout of a 5-D tensor splitting NCHW's channels: (N, H, W, a, b) for ONNX (N, a, b, H, W)."""
 LAYOUT_AWARE = frozenset({"Reshape", "Transpose", "Slice", "Split", "Flatten", "Squeeze",
-                          "Unsqueeze"})
+                          "Unsqueeze", "Gather"})
 """ONNX readers that honour a rank-5 tensor's layout (Concat only as torch.stack's PACK)."""
 
 
@@ -55,7 +56,17 @@ def default_layout(rank: int) -> tuple[int, ...]:
 
 def layout_of(lw: Lowerer, lowered: str, rank: int) -> tuple[int, ...]:
     """The layout of a lowered tensor whose ONNX form has ``rank`` axes."""
-    return lw.layout.get(lowered, default_layout(rank))
+    return lw.layout_of(lowered, rank)
+
+
+def batch_axis(shape: Sequence[Dim]) -> int:
+    """The ONNX axis holding the batch: the symbolic one (transformers move it), else 0."""
+    return next((i for i, d in enumerate(shape) if isinstance(d, str)), 0)
+
+
+def view_axis(axis: int, rank: int) -> int:
+    """ONNX axis ``axis`` as an axis of the lowerer's view (3-D read as (N, C, 1, L))."""
+    return (0, 1, 3)[axis] if rank == 3 else axis
 
 
 def _view(shape: Sequence[Dim]) -> tuple[int, ...]:
@@ -69,10 +80,14 @@ def lowered_shape(shape: Sequence[Dim], layout: Sequence[int]) -> tuple[Dim, ...
 
 
 def element_order(shape: Sequence[Dim], layout: Sequence[int]) -> np.ndarray:
-    """For each lowered position (one sample), the ONNX row-major index of its element."""
-    dims = _view(shape)[1:]
+    """For each lowered position (one sample), the ONNX row-major index of its element.
+
+    The batch counts as 1 wherever it sits (lowered graphs run one sample),
+    so a layout may move it: attention's (3, N, h, T, d) tensors do.
+    """
+    dims = _view(shape)
     index = np.arange(math.prod(dims)).reshape(dims)
-    return index.transpose([a - 1 for a in layout[1:]]).ravel()
+    return index.transpose(list(layout)).ravel()
 
 
 def _define(lw: Lowerer, name: str, shape: Sequence[Dim], layout: Sequence[int]) -> None:
@@ -90,6 +105,12 @@ def _custom_layout_ok(lw: Lowerer, tensor: str) -> bool:
 
 def _candidates(lw: Lowerer, tensor: str, rank: int) -> list[tuple[int, ...]]:
     """Layouts a new rank-``rank`` tensor may take, preferred first."""
+    if rank in PLAIN_LAYOUTS:
+        if lw.classes.get(tensor) == FREE and _custom_layout_ok(lw, tensor):
+            first = [default_layout(rank), PLAIN_LAYOUTS[rank]]
+            rest = [(0,) + p for p in itertools.permutations(range(1, 4))]
+            return first + [p for p in rest if p not in first]
+        return [lw.class_layout(tensor, rank)]
     if rank != 5 or not _custom_layout_ok(lw, tensor):
         return [default_layout(rank)]
     rest = [(0,) + p for p in itertools.permutations(range(1, rank))]
@@ -113,7 +134,8 @@ def _transpose(lw: Lowerer, node: Node, x: str, perm: Sequence[int], out: str) -
 
 def _reshape_to(lw: Lowerer, node: Node, x: str, out: str) -> None:
     lowered = [int(d) if isinstance(d, int) else -1 for d in lw.tensors[out].shape]
-    lowered[0] = -1
+    if -1 not in lowered:  # a fixed batch: still written as "any" like the symbolic one
+        lowered[0] = -1
     shape = lw.const(f"{out}/shape", np.array(lowered, np.int32))
     _node(lw, node.name, "RESHAPE", [x, shape], [out])
 
@@ -130,7 +152,9 @@ def _source(lw: Lowerer, node: Node) -> tuple[str, tuple[int, ...]]:
 def needs_layouts(lw: Lowerer, node: Node) -> bool:
     """Whether a Reshape/Squeeze/Unsqueeze is this module's (a rank-5 tensor on either side)."""
     ranks = (len(lw.src_shape(node.inputs[0])), len(lw.src_shape(node.outputs[0])))
-    return max(ranks) > 4 or lw.name(node.inputs[0]) in lw.layout
+    out = node.outputs[0]
+    return max(ranks) > 4 or lw.name(node.inputs[0]) in lw.layout or (
+        ranks[1] in PLAIN_LAYOUTS and _candidates(lw, out, ranks[1]) != [default_layout(ranks[1])])
 
 
 def lower_reshape(lw: Lowerer, node: Node) -> None:
@@ -264,8 +288,9 @@ def _reshapes_moving(lw: Lowerer, tensor: str, layout: Sequence[int]) -> int:
         out_shape = lw.src_shape(reader.outputs[0])
         if reader.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") and \
                 2 < len(out_shape) <= 4:
+            target = lw.class_layout(reader.outputs[0], len(out_shape))
             moving += not np.array_equal(element_order(shape, layout),
-                                         element_order(out_shape, default_layout(4)))
+                                         element_order(out_shape, target))
     return moving
 
 
@@ -282,8 +307,6 @@ def lower_transpose(lw: Lowerer, node: Node) -> None:
         cost = (_reshapes_moving(lw, out, layout), lowered != sorted(lowered))
         options.append((cost, layout, lowered))
     (_, moves), layout, lowered = min(options, key=lambda o: o[0])
-    if lowered[0] != 0:
-        raise lw.unsupported(node, f"permutation {perm} moves the batch axis")
     if len(lowered) > 5:
         raise lw.unsupported(node, f"a {len(lowered)}-D transpose (TFLM: at most 5-D)")
     if not moves and tuple(layout) == tuple(in_layout):
@@ -321,27 +344,27 @@ def lower_slice(lw: Lowerer, node: Node) -> None:
     x, layout = _source(lw, node)
     in_shape = lw.src_shape(node.inputs[0])
     view = nchw_view(in_shape)
-    view_axis = {0: 0, 1: 1, 2: 3} if len(in_shape) == 3 else {a: a for a in range(len(view))}
+    to_view = {0: 0, 1: 1, 2: 3} if len(in_shape) == 3 else {a: a for a in range(len(view))}
+    batch = to_view[batch_axis(in_shape)]
     begin, count, steps = [0] * len(view), [int(d) if isinstance(d, int) else -1 for d in view], \
         [1] * len(view)
     for start, end, axis, step in zip(*_slice_inputs(lw, node)):
         if step <= 0:
             raise lw.unsupported(node, f"step {step} (only positive steps)")
-        if axis == 0:
+        if axis == batch_axis(in_shape):
             raise lw.unsupported(node, "slicing the batch axis")
         size = int(in_shape[axis])
         first, stop = _clamp(int(start), size), _clamp(int(end), size)
         n = max(0, -(-(stop - first) // int(step)))
         if n == 0:
             raise lw.unsupported(node, f"an empty slice of axis {axis}")
-        a = view_axis[axis]
+        a = to_view[axis]
         begin[a], count[a], steps[a] = first, n, int(step)
     out = node.outputs[0]
     _define(lw, out, lw.src_shape(out), layout)
     lowered = [layout[i] for i in range(len(layout))]
     b = [begin[a] for a in lowered]
-    c = [count[a] for a in lowered]
-    c[0] = -1
+    c = [-1 if a == batch else count[a] for a in lowered]
     s = [steps[a] for a in lowered]
     if all(v == 1 for v in s):
         _node(lw, node.name, "SLICE", [x, lw.const(f"{out}/begin", np.array(b, np.int32)),
@@ -350,11 +373,12 @@ def lower_slice(lw: Lowerer, node: Node) -> None:
     if len(s) > 4:
         raise lw.unsupported(node, "a strided 5-D slice (TFLM's STRIDED_SLICE is at most 4-D)")
     e = [bi + ci * si if ci > 0 else 0 for bi, ci, si in zip(b, c, s)]
+    whole = sum(1 << j for j, ci in enumerate(c) if ci < 0)  # axes taken whole (the batch)
     _node(lw, node.name, "STRIDED_SLICE",
           [x, lw.const(f"{out}/begin", np.array(b, np.int32)),
            lw.const(f"{out}/end", np.array(e, np.int32)),
            lw.const(f"{out}/strides", np.array(s, np.int32))], [out],
-          begin_mask=1, end_mask=1, shrink_axis_mask=0)
+          begin_mask=whole, end_mask=whole, shrink_axis_mask=0)
 
 
 # -- Split ----------------------------------------------------------------------------------
@@ -375,13 +399,12 @@ def lower_split(lw: Lowerer, node: Node) -> None:
     x, layout = _source(lw, node)
     in_shape = lw.src_shape(node.inputs[0])
     axis = int(node.attrs.get("axis", 0)) % len(in_shape)
-    if axis == 0:
+    if axis == batch_axis(in_shape):
         raise lw.unsupported(node, "splitting the batch axis")
     sizes = split_sizes(lw, node)
     if len(sizes) != len(node.outputs) or sum(sizes) != int(in_shape[axis]) or min(sizes) < 1:
         raise lw.unsupported(node, f"sizes {sizes} do not split axis {axis} of {list(in_shape)}")
-    view_axis = 3 if len(in_shape) == 3 and axis == 2 else axis
-    lowered_axis = layout.index(view_axis)
+    lowered_axis = layout.index(view_axis(axis, len(in_shape)))
     for out in node.outputs:
         _define(lw, out, lw.src_shape(out), layout)
     axis_const = lw.const(f"{node.name}/axis", np.array(lowered_axis, np.int32))

@@ -52,11 +52,6 @@ def _channels_last(x: np.ndarray) -> np.ndarray:
     return to_channels_last(x, CHANNELS_FIRST.get(x.ndim))
 
 
-def _lowered_axes(axes: Iterable[int], rank: int) -> list[int]:
-    from eedge.passes.lower_tflite import nhwc_axis
-    return sorted({nhwc_axis(a, rank) for a in axes})
-
-
 def _reduced_shape(shape: Sequence[int], axes: Iterable[int], keep: bool) -> tuple[int, ...]:
     axes = set(axes)
     if keep:
@@ -65,7 +60,9 @@ def _reduced_shape(shape: Sequence[int], axes: Iterable[int], keep: bool) -> tup
 
 
 def _order_fix(onnx_shape: Sequence[int], onnx_axes: Sequence[int],
-               lowered_axes: Sequence[int], keep: bool) -> tuple[int, ...] | None:
+               lowered_axes: Sequence[int], keep: bool,
+               lower_in: Any = _channels_last, lower_out: Any = _channels_last
+               ) -> tuple[int, ...] | None:
     """None when the NHWC reduction leaves its results in the order the lowered output stores;
     otherwise the permutation of its keep_dims result that does (ValueError if none does).
 
@@ -75,8 +72,8 @@ def _order_fix(onnx_shape: Sequence[int], onnx_axes: Sequence[int],
     drops them: ONNX's (N, H, W) is a 3-D tensor, stored as (N, 1, W, H).
     """
     x = np.random.default_rng(0).integers(-(1 << 20), 1 << 20, tuple(onnx_shape))
-    expected = _channels_last(x.sum(axis=tuple(onnx_axes), keepdims=keep))
-    reduced = _channels_last(x).sum(axis=tuple(lowered_axes), keepdims=True)
+    expected = lower_out(x.sum(axis=tuple(onnx_axes), keepdims=keep))
+    reduced = lower_in(x).sum(axis=tuple(lowered_axes), keepdims=True)
     if np.array_equal(reduced.ravel(), expected.ravel()):
         return None
     for rest in itertools.permutations(range(1, reduced.ndim)):
@@ -110,11 +107,13 @@ def lower_reduction(lw: Any, node: Node, op: str, axes: Iterable[int] | None,
         raise lw.unsupported(node, "a reduction over the batch axis")
     if rank not in (2, 3, 4):
         raise lw.unsupported(node, f"a {rank}-D input (only 2-D, 3-D and 4-D)")
-    lowered = _lowered_axes(onnx_axes, rank)
     x_name = lw.name(x)
+    lowered = sorted({lw.lowered_axis(x_name, a, rank) for a in onnx_axes})
     in_lowered = tuple(int(d) if isinstance(d, int) else 1 for d in lw.tensors[x_name].shape)
     out = node.outputs[0]
     lw.define(out, lw.src_shape(out))
+    out_rank = len(lw.src_shape(out))
+    in_layout, out_layout = lw.layout_of(x_name, rank), lw.layout_of(out, out_rank)
     target = tuple(int(d) if isinstance(d, int) else 1 for d in lw.tensors[out].shape)
     # the unit H axis of a (N, 1, L, C) view goes away with the reduced axes when ONNX drops them
     drop = sorted(set(lowered) | ({1} if rank == 3 else set()))
@@ -122,7 +121,9 @@ def lower_reduction(lw: Any, node: Node, op: str, axes: Iterable[int] | None,
     candidates += [(lowered, True), (lowered, False)]
     sample = tuple(int(d) if isinstance(d, int) else 1 for d in in_shape)
     try:
-        perm = _order_fix(sample, onnx_axes, lowered, keep)
+        perm = _order_fix(sample, onnx_axes, lowered, keep,
+                          lambda a: lw.to_lowered(a, in_layout),
+                          lambda a: lw.to_lowered(a, out_layout))
     except ValueError:
         raise lw.unsupported(node, f"dropping axes {onnx_axes} of a {rank}-D tensor leaves the "
                                    "results in another order than the lowered layout stores "

@@ -37,6 +37,7 @@ from eedge.errors import UnsupportedOpError
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 from eedge.ops import registry
 from eedge.passes.fold_batchnorm import bn_affine, fold_batchnorm
+from eedge.passes.layout_classes import PLAIN, PLAIN_LAYOUTS, layout_classes
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB",
@@ -126,6 +127,8 @@ class _Lowerer:
         # rank's default (NHWC for 3-D/4-D, ONNX order otherwise): rank-5 tensors of
         # channel shuffles (eedge.ops.movement_lowering)
         self.layout: dict[str, tuple[int, ...]] = {}
+        # ONNX tensor -> spatial / plain / free (eedge.passes.layout_classes)
+        self.classes = layout_classes(graph)
 
     # -- helpers ------------------------------------------------------------
     def name(self, tensor: str) -> str:
@@ -134,8 +137,38 @@ class _Lowerer:
     def src_shape(self, tensor: str) -> tuple[Dim, ...]:
         return self.src.tensors[tensor].shape
 
+    def class_layout(self, name: str, rank: int) -> tuple[int, ...]:
+        """The layout a 3-D/4-D activation's class gives it (NHWC unless it is plain)."""
+        if rank in PLAIN_LAYOUTS and self.classes.get(name) == PLAIN:
+            return PLAIN_LAYOUTS[rank]
+        return NCHW_TO_NHWC if rank in (3, 4) else tuple(range(rank))
+
     def define(self, name: str, onnx_shape: Sequence[Dim]) -> None:
+        layout = self.class_layout(name, len(onnx_shape))
+        if len(onnx_shape) in PLAIN_LAYOUTS and layout != NCHW_TO_NHWC:
+            view = nchw_view(onnx_shape)
+            self.tensors[name] = TensorInfo(name, tuple(view[a] for a in layout), "float32")
+            self.layout[name] = layout
+            return
         self.tensors[name] = TensorInfo(name, nhwc_shape(onnx_shape), "float32")
+
+    def layout_of(self, lowered: str, rank: int) -> tuple[int, ...]:
+        """Which view axis (3-D as (N, C, 1, L)) each axis of a lowered tensor holds."""
+        default = NCHW_TO_NHWC if rank in (3, 4) else tuple(range(rank))
+        return self.layout.get(lowered, default)
+
+    def lowered_axis(self, lowered: str, onnx_axis: int, rank: int) -> int:
+        """Where ONNX axis ``onnx_axis`` of a rank-``rank`` activation sits once lowered."""
+        axis = onnx_axis % rank
+        view_axis = (0, 1, 3)[axis] if rank == 3 else axis
+        return self.layout_of(lowered, rank).index(view_axis)
+
+    def to_lowered(self, value: np.ndarray, layout: Sequence[int]) -> np.ndarray:
+        """An ONNX-order array (3-D read as (N, C, 1, L)) in a lowered tensor's layout."""
+        if value.ndim in (3, 4):
+            value = value.reshape(nchw_view(value.shape))
+        return np.ascontiguousarray(value.transpose(layout)) if value.ndim == len(layout) \
+            else value
 
     def const(self, name: str, value: np.ndarray) -> str:
         self.constants[name] = np.ascontiguousarray(value)
@@ -313,8 +346,8 @@ class _Lowerer:
             if t in self.src.constants:
                 value = np.asarray(replace.get(t, self.src.constants[t]), np.float32)
                 if rank in (3, 4) and value.ndim > 0:
-                    value = value.reshape(nchw_view((1,) * (rank - value.ndim) + value.shape))
-                    value = value.transpose(NCHW_TO_NHWC)
+                    value = value.reshape((1,) * (rank - value.ndim) + value.shape)
+                    value = self.to_lowered(value, self.class_layout(out, rank))
                 operands.append(("const", value))
             else:
                 if rank in (3, 4) and len(self.src_shape(t)) != rank:
@@ -487,7 +520,7 @@ class _Lowerer:
             raise self.unsupported(node, "constant inputs to Concat")
         self.define(out, self.src_shape(out))
         if rank in (3, 4):
-            axis = nhwc_axis(axis, rank)
+            axis = self.lowered_axis(out, axis, rank)
         elif rank == 2 and axis == 1 and any(t in self.perm for t in inputs):
             parts, offset = [], 0
             for t in inputs:
@@ -511,20 +544,26 @@ class _Lowerer:
         pairs = np.stack([pads[:rank], pads[rank:]], axis=1).astype(np.int32)
         if rank == 3:
             pairs = np.insert(pairs, 2, 0, axis=0)  # the unit H axis is never padded
-        if rank in (3, 4):
-            pairs = pairs[list(NCHW_TO_NHWC)]
         x = self.name(node.inputs[0])
         if x in self.perm:
             raise self.unsupported(node, "padding a flattened channels-first tensor")
         out = node.outputs[0]
         self.define(out, self.src_shape(out))
+        if rank in (3, 4):
+            pairs = pairs[list(self.layout_of(out, rank))]
         self.emit("PAD", node, [x, self.const(f"{node.name}/paddings", pairs)], out)
 
     def op_Softmax(self, node: Node) -> None:
         rank = len(self.src_shape(node.inputs[0]))
-        if rank != 2 or int(node.attrs.get("axis", -1)) % rank != 1:
-            raise self.unsupported(node, "softmax must be over the class axis of a 2-D tensor")
         x, out = self.name(node.inputs[0]), node.outputs[0]
+        axis = int(node.attrs.get("axis", -1)) % rank
+        if rank == 2 and axis != 1 or rank > 4 or rank == 1:
+            raise self.unsupported(node, "softmax must be over the last axis of a 2-D, 3-D or "
+                                         "4-D tensor")
+        if rank > 2 and self.lowered_axis(x, axis, rank) != len(self.tensors[x].shape) - 1:
+            raise self.unsupported(node, f"softmax over axis {axis} of a {rank}-D tensor "
+                                         "stored channels-last (TFLite's SOFTMAX is over the "
+                                         "last axis; softmax over the last ONNX axis)")
         self.define(out, self.src_shape(out))
         if x in self.perm:
             self.perm[out] = self.perm[x]

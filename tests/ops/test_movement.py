@@ -171,8 +171,10 @@ def test_channel_shuffle_is_reshape_transpose_reshape_in_nhwc() -> None:
     assert [n.op_type for n in shuffle] == ["RESHAPE", "TRANSPOSE", "RESHAPE"]
     assert lowered.tensors[shuffle[0].outputs[0]].shape[1:] == (5, 6, 2, 4)
     assert lowered.constants[shuffle[1].inputs[1]].tolist() == [0, 1, 2, 4, 3]
+    # only a flatten reads the H <-> W transpose's output: it takes the layout in which the
+    # transpose moves no byte, and the fully connected layer's weights absorb the order
     swap = next(n for n in lowered.nodes if n.name == "swap")
-    assert lowered.constants[swap.inputs[1]].tolist() == [0, 2, 1, 3]
+    assert swap.op_type == "RESHAPE"
 
 
 def test_a_reshape_that_moves_bytes_through_rank_5_goes_through_onnx_order() -> None:
@@ -183,7 +185,9 @@ def test_a_reshape_that_moves_bytes_through_rank_5_goes_through_onnx_order() -> 
     inits = [_init("grouped", np.array([0, 2, 4, 5, 6], np.int64)),
              _init("back", np.array([0, 8, 5, 6], np.int64))]
     lowered = lowered_matches_ort(onnx_model(nodes, ["N", 8, 5, 6], {"y": ["N", 8, 5, 6]}, inits))
-    assert ops_of(lowered).count("TRANSPOSE") == 2
+    # into ONNX order once; y, read only by the exit's flatten, stays in ONNX order (the
+    # fully connected layer's weights absorb it) instead of a transpose back to NHWC
+    assert ops_of(lowered).count("TRANSPOSE") == 1
 
 
 @pytest.mark.parametrize("axis", [1, 2, 3, 4])
