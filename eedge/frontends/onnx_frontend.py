@@ -29,6 +29,8 @@ from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_sh
                                         infer_with_batch, make_batch_symbolic)
 from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
 from eedge.frontends.onnx_external_data import embed_external_data
+from eedge.frontends.onnx_fold import fold_constants
+from eedge.frontends.onnx_patterns import drop_zero_initial_states, fuse_patterns
 from eedge.frontends.onnx_recurrent import unroll_recurrent
 from eedge.frontends.onnx_tensors import check_tensor_data, check_text_fields
 from eedge.frontends.ops import (ONNX_ALTERNATIVES, nearest_alternative,
@@ -238,16 +240,55 @@ def _settle_batch(model: onnx.ModelProto, user_batch: Dim | None) -> list[str]:
     if not first.HasField("dim_value"):
         symbol = user_batch if isinstance(user_batch, str) else (
             first.dim_param or BATCH_SYMBOL)
-        first.dim_param = symbol
+        make_batch_symbolic(model, target.name, 1, symbol)  # follows the batch, any axis
         return []
     batch = int(first.dim_value)
     if batch == 1 and (user_batch is None or user_batch == 1):
         return []  # kept: the runtime feeds fixed-batch-1 models row by row
     symbol = user_batch if isinstance(user_batch, str) else BATCH_SYMBOL
     rewritten = make_batch_symbolic(model, target.name, batch, symbol)
-    where = f" (rewrote Reshape node(s) {', '.join(rewritten)})" if rewritten else ""
+    where = f" (rewrote node(s) {', '.join(rewritten)})" if rewritten else ""
     return [f"the model was exported with a fixed batch of {batch}; eedge made the batch "
             f"dimension symbolic{where}"]
+
+
+def _fix_batch_for_folding(model: onnx.ModelProto, user_batch: Dim | None
+                           ) -> tuple[Dim | None, list[str]]:
+    """Give a symbolic batch the value 1 when the model computes shapes from it.
+
+    ``Shape`` of a tensor whose batch is symbolic cannot fold. eedge does
+    not need the user's dynamic-batch shape arithmetic: it folds at batch 1
+    and makes the batch symbolic itself (:func:`_settle_batch`), proving each
+    Reshape it rewrites, or refusing with the node named.
+    """
+    target = _graph_inputs(model)[0]
+    dims = target.type.tensor_type.shape.dim
+    if not len(dims) or dims[0].HasField("dim_value") or \
+            not any(n.op_type in ("Shape", "Size") for n in model.graph.node):
+        return user_batch, []
+    symbol = user_batch if isinstance(user_batch, str) else (dims[0].dim_param or BATCH_SYMBOL)
+    dims[0].Clear()
+    dims[0].dim_value = 1
+    return symbol, [f"the model computes shapes from its batch ({symbol}); eedge folded them at "
+                    "batch 1 and made the batch symbolic itself"]
+
+
+def _normalize_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Fold shape arithmetic, fuse GELU/LayerNorm formulas, drop zero recurrent states."""
+    notes: list[str] = []
+    folded = [name for name, op in fold_constants(model) if op != "Constant"]
+    if folded:
+        notes.append(f"eedge folded {len(folded)} node(s) computing constants (shape "
+                     "arithmetic) into initializers")
+    model, fused = fuse_patterns(model)
+    notes += fused
+    if fused:
+        fold_constants(model)  # the opset converter may add Constant nodes
+    dropped = drop_zero_initial_states(model)
+    if dropped:
+        notes.append(f"eedge dropped the all-zero initial states of {', '.join(dropped)} "
+                     "(zero is ONNX's default)")
+    return model, notes
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -291,14 +332,20 @@ def import_onnx(model: onnx.ModelProto,
                          "single-input models: merge the inputs into one tensor and re-export")
     stripped = strip_exit_softmax(model)
     notes += [s.note() for s in stripped]
-    notes += unroll_recurrent(model)
-    _check_supported(model.graph.node)
-    _check_names(model.graph)
     if input_shapes:
         _apply_input_shapes(model, input_shapes)
         del model.graph.value_info[:]  # stale shapes would contradict the new input shape
+    user_batch = _user_batch(input_shapes)
     if graph_inputs:
-        notes += _settle_batch(model, _user_batch(input_shapes))
+        user_batch, folded_notes = _fix_batch_for_folding(model, user_batch)
+        notes += folded_notes
+    model, pattern_notes = _normalize_graph(model)
+    notes += pattern_notes
+    notes += unroll_recurrent(model)
+    _check_supported(model.graph.node)
+    _check_names(model.graph)
+    if graph_inputs:
+        notes += _settle_batch(model, user_batch)
     normalized = onnx.ModelProto.FromString(model.SerializeToString())
     try:
         onnx.checker.check_model(model)
@@ -361,7 +408,7 @@ def _model_to_graph(model: onnx.ModelProto, opset: int, name: str) -> Graph:
     if not exits:
         raise ModelError("the ONNX model has no outputs; its outputs must be the exits")
 
-    _check_shapes(nodes, tensors, constants)
+    _check_shapes(nodes, tensors, constants, inputs[0].shape[0] if inputs[0].shape else None)
     for exit_name in exits:
         info = tensors[exit_name]
         if len(info.shape) != 2:
@@ -399,14 +446,19 @@ def _check_conv_groups(nodes: Sequence[Node], tensors: Mapping[str, TensorInfo],
 
 
 def _check_shapes(nodes: Sequence[Node], tensors: Mapping[str, TensorInfo],
-                  constants: Mapping[str, np.ndarray]) -> None:
-    """Every activation needs a static shape (batch aside) for costs and planning."""
+                  constants: Mapping[str, np.ndarray], batch: Dim | None = None) -> None:
+    """Every activation needs a static shape (batch aside) for costs and planning.
+
+    The batch symbol may sit at any one axis (attention and recurrent layers
+    move it; :func:`check_batch_axis` proved each tensor holds it once).
+    """
     for node in nodes:
         for out in node.outputs:
             if not out:
                 continue
             info = tensors.get(out)
-            if info is None or any(isinstance(d, str) for d in info.shape[1:]):
+            if info is None or any(isinstance(d, str) and d != batch
+                                   for d in info.shape[1:]):
                 shape = "unknown" if info is None else list(info.shape)
                 raise ModelError(f"cannot infer a static shape for tensor {out!r} (node "
                                  f"{node.name!r}, {node.op_type}): got {shape}; pass "
