@@ -23,7 +23,9 @@ kernels/kernel_util.cc), read at the mirrored commit of Aug 2026:
 * TFLM transposes operands into persistent buffers for its loop; the result
   does not depend on that, so eedge's C kernel reads lhs/rhs with strides
   (``adj_y`` rhs and plain lhs are read in place) and packs a strided operand
-  into the model's shared scratch only when its K axis is not contiguous.
+  into the model's shared scratch only when its K axis is not contiguous; the
+  offsets are applied from row and column sums (``sum (l+lo)(r+ro) = sum lr +
+  ro sum l + lo sum r + K lo ro``), which keeps its inner loop in registers.
 """
 
 from __future__ import annotations
@@ -185,8 +187,10 @@ def batch_steps(batch: Sequence[int], operand: Sequence[int]) -> list[int]:
 
 
 def scratch_bytes(node: Node, m: int, n: int, k: int) -> int:
-    """Packed copies the kernel makes: rhs as (N, K) unless adj_y, lhs as (M, K) if adj_x."""
-    return (0 if node.attrs.get("adj_y") else n * k) + (m * k if node.attrs.get("adj_x") else 0)
+    """What the kernel keeps: M + N int32 row sums (the offsets are applied from them), then
+    packed copies: rhs as (N, K) unless adj_y, lhs as (M, K) if adj_x."""
+    packs = (0 if node.attrs.get("adj_y") else n * k) + (m * k if node.attrs.get("adj_x") else 0)
+    return 4 * (m + n) + packs
 
 
 def emit_batch_matmul(ctx: Any, node: Node) -> Any:

@@ -2,7 +2,7 @@
 
 MACs are counted per sample (the batch dimension excluded) and only for
 operators that multiply weights by activations (ONNX Conv/ConvTranspose/Gemm/
-MatMul, TFLite CONV_2D/DEPTHWISE_CONV_2D/TRANSPOSE_CONV/FULLY_CONNECTED); that is the convention of
+MatMul, TFLite CONV_2D/DEPTHWISE_CONV_2D/TRANSPOSE_CONV/FULLY_CONNECTED/BATCH_MATMUL); that is the convention of
 the early-exit literature (T-RECX, EERO) and what exit-rate savings are
 reported in.
 """
@@ -49,6 +49,11 @@ def node_macs(graph: Graph, node: Node) -> int:
             return 0
         per_input = weight.shape[1:] if node.op_type == "ConvTranspose" else weight.shape[:3]
         return x.elements_per_sample() * int(np.prod(per_input))
+    if node.op_type == "BATCH_MATMUL":   # products of two activations, like ONNX MatMul's
+        left = graph.tensors.get(node.inputs[0])
+        if left is None or len(left.shape) < 2:
+            return 0
+        return out_elems * int(left.shape[-2] if node.attrs.get("adj_x") else left.shape[-1])
     if node.op_type == "MatMul":
         left = graph.tensors.get(node.inputs[0])
         if left is None or not left.shape:

@@ -275,3 +275,226 @@ def test_writer_round_trip_runs_like_the_foreign_file() -> None:
         expected = execute(graph, dict(zip(names, arrays)))[outputs[0]]
         tflm = TFLMModel(written, 1).run(arrays)[0].reshape(expected.shape)
         assert np.array_equal(tflm, expected)
+
+
+# -- FULLY_CONNECTED on the tokens of 3-D / 4-D tensors -----------------------------------
+@dataclass(frozen=True)
+class FcCase:
+    x: tuple[int, ...]     # input as FULLY_CONNECTED reads it
+    units: int
+    keep: bool = True
+
+    def out(self) -> tuple[int, ...]:
+        rows = int(np.prod(self.x)) // self.x[-1]
+        return self.x[:-1] + (self.units,) if self.keep else (rows, self.units)
+
+
+FC_CASES = [FcCase((1, 20, 12), 7), FcCase((1, 2, 5, 9), 6), FcCase((1, 3, 8), 5, keep=False)]
+QX: Quant = (0.05, -3)
+
+
+def fc_weights(case: FcCase) -> tuple[np.ndarray, np.ndarray, Quant, Quant]:
+    rng = np.random.default_rng(case.units)
+    w = rng.integers(-127, 128, (case.units, case.x[-1]), dtype=np.int8)
+    qw = (0.02, 0)
+    bias = rng.integers(-2000, 2000, case.units).astype(np.int32)
+    qo = (QX[0] * qw[0] * 74 * 74 * np.sqrt(case.x[-1]) / 45, -4)
+    return w, bias, qw, qo
+
+
+def add_fc(b: Builder, x: int, case: FcCase, name: str, float_model: bool = False) -> int:
+    w, bias, qw, qo = fc_weights(case)
+    if float_model:
+        wt = b.tensor(f"{name}/w", w.shape, None, w.astype(np.float32) / 64,
+                      S.TensorType.FLOAT32)
+        bt = b.tensor(f"{name}/b", bias.shape, None, bias.astype(np.float32) / 1000,
+                      S.TensorType.FLOAT32)
+        out = b.tensor(name, case.out(), None, dtype=S.TensorType.FLOAT32)
+    else:
+        wt = b.tensor(f"{name}/w", w.shape, qw, w)
+        bt = b.tensor(f"{name}/b", bias.shape, (QX[0] * qw[0], 0), bias, S.TensorType.INT32)
+        out = b.tensor(name, case.out(), qo)
+    opts = S.FullyConnectedOptionsT()
+    opts.keepNumDims = case.keep
+    b.op("FULLY_CONNECTED", [x, wt, bt], [out], 1 if float_model else 4,
+         S.BuiltinOptions.FullyConnectedOptions, opts)
+    return out
+
+
+@pytest.mark.parametrize("case", FC_CASES, ids=lambda c: f"{c.x}-{c.units}-{c.keep}")
+def test_fully_connected_keep_num_dims_equals_tflite_micro(case: FcCase) -> None:
+    b = Builder()
+    x = b.tensor("x", case.x, QX)
+    out = add_fc(b, x, case, "y")
+    data = b.finish([x], [out])
+    graph, outputs = read_tflite_bytes(data)
+    assert graph.nodes[0].attrs["keep_num_dims"] is case.keep
+    assert tuple(graph.tensors["y"].shape) == case.out()
+    xs = int8_samples(case.x, N_INPUTS, 11)
+    ours = execute(graph, {"x": xs})[outputs[0]]
+    if case.keep:
+        assert ours.shape == (N_INPUTS,) + case.out()[1:]
+    expected = TFLMModel(data, 1).run([xs])[0]
+    assert np.array_equal(ours.reshape(expected.shape), expected)
+    written = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], outputs)
+    again, _ = read_tflite_bytes(written)
+    assert again.nodes[0].attrs == graph.nodes[0].attrs
+    assert np.array_equal(TFLMModel(written, 1).run([xs])[0], expected)
+
+
+def test_fully_connected_keep_num_dims_float_equals_litert() -> None:
+    case = FC_CASES[1]
+    b = Builder()
+    x = b.tensor("x", case.x, None, dtype=S.TensorType.FLOAT32)
+    out = add_fc(b, x, case, "y", float_model=True)
+    data = b.finish([x], [out])
+    graph, outputs = read_tflite_bytes(data)
+    xs = np.random.default_rng(2).standard_normal((5,) + case.x[1:]).astype(np.float32)
+    ours = execute(graph, {"x": xs})[outputs[0]]
+    litert = LiteRTModel(data, reference=True).run([xs])[0]
+    assert litert.shape == ours.shape == (5,) + case.out()[1:]
+    np.testing.assert_allclose(ours, litert, rtol=1e-5, atol=1e-5)
+
+
+def test_keep_num_dims_needs_the_weights_inputs_last() -> None:
+    """LiteRT refuses keep_num_dims when the input's last axis is not the weights' inputs."""
+    b = Builder()
+    x = b.tensor("x", (1, 4, 6), QX)
+    w = b.tensor("w", (5, 12), (0.02, 0), np.ones((5, 12), np.int8))
+    out = b.tensor("y", (1, 4, 5), (0.1, 0))
+    opts = S.FullyConnectedOptionsT()
+    opts.keepNumDims = True
+    b.op("FULLY_CONNECTED", [x, w], [out], 4, S.BuiltinOptions.FullyConnectedOptions, opts)
+    with pytest.raises(ModelError, match="keeps the dimensions"):
+        read_tflite_bytes(b.finish([x], [out]))
+
+
+# -- C runtime: host and Cortex-M4 -------------------------------------------------------
+C_FC_CASES = [c for c in FC_CASES if c.keep]
+"""(rows, units) outputs of more than one row change eedge's batch axis: no exit can read them."""
+BENCH = 1   # CASES[BENCH] is the (1,2,17,16)x(1,2,16,17) product measured on the M4
+QR: Quant = (0.04, 7)
+
+
+def c_model(tmp_path: Path) -> tuple[Path, int]:
+    """One int8 input x (1, S) feeding 16 stages: the BATCH_MATMUL cases, the FC cases, a
+    bare slice of one benchmark operand and a timed copy of the benchmark product last
+    (both with 2-byte exits, so that the stages hold little but the slices and product).
+
+    Each operand is a SLICE of x, reshaped; rhs is requantized to its own parameters
+    (QUANTIZE) except in the benchmark, so that its stage holds little but the product.
+    """
+    b = Builder()
+    size = max(max(int(np.prod(c.lhs)) + int(np.prod(c.rhs)) for c in CASES),
+               max(int(np.prod(c.x)) for c in FC_CASES))
+    x = b.tensor("x", (1, size), QX)
+    outputs = []
+
+    def sliced(name: str, start: int, shape: tuple[int, ...], q: Quant | None) -> int:
+        n = int(np.prod(shape))
+        begin = b.tensor(f"{name}/begin", (2,), None, np.array([0, start], np.int32),
+                         S.TensorType.INT32)
+        count = b.tensor(f"{name}/size", (2,), None, np.array([1, n], np.int32),
+                         S.TensorType.INT32)
+        flat = b.tensor(f"{name}/flat", (1, n), QX)
+        b.op("SLICE", [x, begin, count], [flat], 2, S.BuiltinOptions.SliceOptions,
+             S.SliceOptionsT())
+        if q is not None:
+            requant = b.tensor(f"{name}/q", (1, n), q)
+            b.op("QUANTIZE", [flat], [requant], 2)
+            flat = requant
+        out = b.tensor(name, shape, QX if q is None else q)
+        b.reshape(flat, out, shape)
+        return out
+
+    def exit_of(t: int, shape: tuple[int, ...], q: Quant, keep: int = 0) -> None:
+        """(1, F) exit of t; only its first ``keep`` bytes when given (the exit's softmax
+        score costs about 250 instructions per logit on the M4: timed stages keep 2)."""
+        flat = (1, int(np.prod(shape)))
+        out = b.tensor(f"exit{len(outputs)}", flat, q)
+        b.reshape(t, out, flat)
+        if keep:
+            begin = b.tensor(f"exit{len(outputs)}/begin", (2,), None, np.zeros(2, np.int32),
+                             S.TensorType.INT32)
+            count = b.tensor(f"exit{len(outputs)}/size", (2,), None,
+                             np.array([1, keep], np.int32), S.TensorType.INT32)
+            head = b.tensor(f"exit{len(outputs)}/head", (1, keep), q)
+            b.op("SLICE", [out, begin, count], [head], 2, S.BuiltinOptions.SliceOptions,
+                 S.SliceOptionsT())
+            out = head
+        outputs.append(out)
+
+    def product(k: int, case: Case, keep: int = 0) -> None:
+        lhs = sliced(f"lhs{k}", 0, case.lhs, None)
+        qr = None if k == BENCH else QR
+        if case.rhs_const:
+            rhs = b.tensor(f"rhs{k}", case.rhs, QR, constant_rhs(case))
+        else:
+            rhs = sliced(f"rhs{k}", int(np.prod(case.lhs)), case.rhs, qr)
+        qo = out_quant(case, QX, qr or QX)
+        out = b.tensor(f"bmm{k}", case.out(), qo)
+        b.bmm(lhs, rhs, out, case, 2)
+        exit_of(out, case.out(), qo, keep)
+
+    for k, case in enumerate(CASES):
+        product(k, case)
+    for k, fc in enumerate(C_FC_CASES):
+        xin = sliced(f"fcx{k}", 0, fc.x, None)
+        exit_of(add_fc(b, xin, fc, f"fc{k}"), fc.out(), fc_weights(fc)[3])
+    operand = int(np.prod(CASES[BENCH].lhs))
+    exit_of(sliced("bare", 0, (1, operand), None), (1, operand), QX, keep=2)
+    product(len(CASES), CASES[BENCH], keep=2)   # last: the final exit must cost the most MACs
+    path = tmp_path / "matmul.tflite"
+    path.write_bytes(b.finish([x], outputs))
+    return path, size
+
+
+def assert_device_matches(path: Path, x: np.ndarray, target: str, dsp: bool | None = None
+                          ) -> dict:  # type: ignore[type-arg]
+    model = load_codegen_model(path)
+    assert len(model.stages) == len(CASES) + len(C_FC_CASES) + 2
+    run = run_on_target(model, load_target(target), x, dsp=dsp)
+    env = execute(model.graph, {model.input: x})
+    for k, stage in enumerate(model.stages):
+        device = np.stack([s.stage_outputs[k][0] for s in run.run.samples])
+        expected = env[stage.outputs[0]]
+        assert np.array_equal(device, expected.reshape(device.shape)), f"stage {k}"
+    return run.summary()
+
+
+def test_host_c_build_is_bit_exact(tmp_path: Path) -> None:
+    path, size = c_model(tmp_path)
+    graph, outputs = read_tflite_bytes(path.read_bytes())
+    x = int8_samples((1, size), 60, 21)
+    tflm = TFLMModel(path.read_bytes(), len(outputs)).run([x])
+    env = execute(graph, {"x": x})
+    for name, expected in zip(outputs, tflm):
+        assert np.array_equal(env[name], expected.reshape(env[name].shape)), name
+    assert_device_matches(path, x, "host")
+
+
+def test_qemu_cortex_m4_is_bit_exact_with_and_without_dsp(tmp_path: Path) -> None:
+    """Both builds give the reference's bytes; the DSP build saves about one instruction/MAC.
+
+    Instructions per MAC of the (1,2,17,16)x(1,2,16,17) product (9248 MACs): the
+    timed copy's stage minus twice the bare stage (one operand's slice and a 2-byte
+    exit), i.e. the kernel alone give or take one tiny exit.
+    """
+    path, size = c_model(tmp_path)
+    x = int8_samples((1, size), 3, 22)
+    summaries = {dsp: assert_device_matches(path, x, "qemu-cortex-m4", dsp)
+                 for dsp in (True, False)}
+    assert summaries[True]["dsp"] and not summaries[False]["dsp"]
+    case = CASES[BENCH]
+    batch, m, n, k = case.dims()
+    macs = int(np.prod(batch)) * m * n * k
+    per_mac = {}
+    for dsp, summary in summaries.items():
+        stages = summary["stage_instructions_mean"]
+        per_mac[dsp] = (stages[-1] - 2 * stages[-2]) / macs
+    print(f"BATCH_MATMUL {case.lhs}x{case.rhs}: instructions per MAC "
+          f"DSP {per_mac[True]:.2f}, portable {per_mac[False]:.2f}")
+    # measured: DSP 5.96, portable 7.04 -- at K = 16 each output's requantization (~30
+    # instructions, TFLM's arithmetic) and the operand packing and sums weigh as much as
+    # the multiply-accumulates; the DSP path saves about one instruction per MAC
+    assert per_mac[False] - per_mac[True] > 0.5

@@ -9,45 +9,59 @@
  * (adj_y = 1, attention's Q.K^T) already are contiguous along K and are read in
  * place; otherwise the operand is packed once per distinct matrix into the
  * model's scratch (K contiguous), which costs K*N (or M*K) byte moves against
- * M*N*K multiply-accumulates. The product then works on 2x2 blocks (two lhs
+ * M*N*K multiply-accumulates. The offsets are applied per output from row sums
+ * of lhs and column sums of rhs (computed once per distinct matrix), so the
+ * inner loop multiplies raw bytes. The product works on 2x2 blocks (two lhs
  * rows against two rhs columns: four accumulators share every loaded byte). On
  * Cortex-M with the DSP extension (EEDGE_USE_DSP) one word load brings four
- * bytes of each operand, SXTAB16 widens them into 16-bit lanes with the offset
- * added (|x + offset| <= 255 fits a lane), and SMLAD does two
- * multiply-accumulates per instruction.
+ * bytes of each operand, SXTB16 widens them into 16-bit lanes and SMLAD does
+ * two multiply-accumulates per instruction.
  */
 #include "eedge/dsp.h"
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
 
-/* acc[2*i + j] = sum over n of (li[k] + lo) * (rj[k] + ro), i, j in {0, 1} */
-static void dot_2x2(const int8_t *l0, const int8_t *l1, const int8_t *r0, const int8_t *r1,
-                    int32_t n, int32_t lo, int32_t ro, int32_t acc[4]) {
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    int32_t k = 0;
-#if defined(EEDGE_USE_DSP)
-    const int32_t lo2 = (int32_t)(((uint32_t)(uint16_t)lo << 16) | (uint16_t)lo);
-    const int32_t ro2 = (int32_t)(((uint32_t)(uint16_t)ro << 16) | (uint16_t)ro);
-    for (; k + 4 <= n; k += 4) {
-        const int32_t x0 = load_i32(l0 + k), x1 = load_i32(l1 + k);
-        const int32_t y0 = load_i32(r0 + k), y1 = load_i32(r1 + k);
-        const int32_t x0e = __sxtab16(lo2, x0), x0o = sxtab16_ror8(lo2, x0);
-        const int32_t x1e = __sxtab16(lo2, x1), x1o = sxtab16_ror8(lo2, x1);
-        const int32_t y0e = __sxtab16(ro2, y0), y0o = sxtab16_ror8(ro2, y0);
-        const int32_t y1e = __sxtab16(ro2, y1), y1o = sxtab16_ror8(ro2, y1);
-        a00 = __smlad(x0e, y0e, a00);
-        a00 = __smlad(x0o, y0o, a00);
-        a01 = __smlad(x0e, y1e, a01);
-        a01 = __smlad(x0o, y1o, a01);
-        a10 = __smlad(x1e, y0e, a10);
-        a10 = __smlad(x1o, y0o, a10);
-        a11 = __smlad(x1e, y1e, a11);
-        a11 = __smlad(x1o, y1o, a11);
-    }
+/* Out of line: inlined into the loops around it, its inner loop ran out of registers
+ * (spills inside the loop cost a third more instructions on Cortex-M4). */
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
 #endif
-    for (; k < n; ++k) {
-        const int32_t x0 = l0[k] + lo, x1 = l1[k] + lo;
-        const int32_t y0 = r0[k] + ro, y1 = r1[k] + ro;
+
+/* acc[2*i + j] = sum over k < n of li[k] * rj[k] for i, j in {0, 1}, where l1 = l0 + l_step
+ * and r1 = r0 + r_step (a step of 0 repeats a lone last row or column). Raw bytes: the
+ * offsets are applied afterwards from row and column sums, which keeps the inner loop
+ * within the registers (four sums, two pointers, two steps, the unpacked lanes). */
+static NOINLINE void dot_2x2(const int8_t *l0, int32_t l_step, const int8_t *r0,
+                             int32_t r_step, int32_t n, int32_t acc[4]) {
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    int32_t k;
+#if defined(EEDGE_USE_DSP)
+    const int8_t *const end = l0 + (n & ~3);
+    for (; l0 < end; l0 += 4, r0 += 4) {
+        const int32_t x0 = load_i32(l0), x1 = load_i32(l0 + l_step);
+        const int32_t y0 = load_i32(r0), y1 = load_i32(r0 + r_step);
+        const int32_t x0e = __sxtb16(x0), x1e = __sxtb16(x1);
+        const int32_t y0e = __sxtb16(y0), y1e = __sxtb16(y1);
+        a00 = __smlad(x0e, y0e, a00);
+        a01 = __smlad(x0e, y1e, a01);
+        a10 = __smlad(x1e, y0e, a10);
+        a11 = __smlad(x1e, y1e, a11);
+        {
+            const int32_t x0o = sxtb16_ror8(x0), x1o = sxtb16_ror8(x1);
+            const int32_t y0o = sxtb16_ror8(y0), y1o = sxtb16_ror8(y1);
+            a00 = __smlad(x0o, y0o, a00);
+            a01 = __smlad(x0o, y1o, a01);
+            a10 = __smlad(x1o, y0o, a10);
+            a11 = __smlad(x1o, y1o, a11);
+        }
+    }
+    n &= 3;
+#endif
+    for (k = 0; k < n; ++k) {
+        const int32_t x0 = l0[k], x1 = l0[l_step + k];
+        const int32_t y0 = r0[k], y1 = r0[r_step + k];
         a00 += x0 * y0;
         a01 += x0 * y1;
         a10 += x1 * y0;
@@ -57,6 +71,26 @@ static void dot_2x2(const int8_t *l0, const int8_t *l1, const int8_t *r0, const 
     acc[1] = a01;
     acc[2] = a10;
     acc[3] = a11;
+}
+
+/* sums[r] = sum of row r of x (rows, n) */
+static void row_sums(const int8_t *x, int32_t rows, int32_t n, int32_t *sums) {
+    int32_t r, k;
+    for (r = 0; r < rows; ++r, x += n) {
+        int32_t s = 0;
+        k = 0;
+#if defined(EEDGE_USE_DSP)
+        for (; k + 4 <= n; k += 4) {
+            const int32_t v = load_i32(x + k);
+            s = __smlad(__sxtb16(v), 0x00010001, s);
+            s = __smlad(sxtb16_ror8(v), 0x00010001, s);
+        }
+#endif
+        for (; k < n; ++k) {
+            s += x[k];
+        }
+        sums[r] = s;
+    }
 }
 
 /* dst (cols, rows) = transpose of src (rows, cols) */
@@ -69,33 +103,38 @@ static void transpose_s8(const int8_t *src, int32_t rows, int32_t cols, int8_t *
     }
 }
 
-static inline int8_t finish(const eedge_batch_matmul_params *p, int32_t acc) {
-    return (int8_t)eedge_clamp(eedge_requantize(acc, p->multiplier, p->shift) + p->out_offset,
-                               -128, 127);
+/* sum (l + lo)(r + ro) = sum l*r + ro * sum l + lo * sum r + K * lo * ro; the terms are
+ * added modulo 2^32 (unsigned), which gives the exact int32 total the generator bounds. */
+static inline int8_t finish(const eedge_batch_matmul_params *p, int32_t raw, int32_t lsum,
+                            int32_t rsum, uint32_t constant) {
+    const uint32_t total = (uint32_t)raw + (uint32_t)(p->rhs_offset * lsum) +
+                           (uint32_t)(p->lhs_offset * rsum) + constant;
+    return (int8_t)eedge_clamp(eedge_requantize((int32_t)total, p->multiplier, p->shift) +
+                               p->out_offset, -128, 127);
 }
 
-/* One (M, K) x (N, K)^T product, both operands contiguous along K. A lone last row or
- * column is computed against itself twice and written once. */
+/* One (M, K) x (N, K)^T product, both operands contiguous along K, with their row sums. */
 static void matmul_one(const eedge_batch_matmul_params *p, const int8_t *lhs,
-                       const int8_t *rhs_t, int8_t *out) {
+                       const int8_t *rhs_t, const int32_t *lsum, const int32_t *rsum,
+                       int8_t *out) {
     const int32_t M = p->rows, N = p->cols, K = p->depth;
+    const uint32_t constant = (uint32_t)(K * p->lhs_offset * p->rhs_offset);
     int32_t m, n, acc[4];
     for (m = 0; m < M; m += 2) {
         const int8_t *l0 = lhs + m * K;
-        const int8_t *l1 = m + 1 < M ? l0 + K : l0;
+        const int32_t two_rows = m + 1 < M;
         int8_t *o0 = out + m * N;
         for (n = 0; n < N; n += 2) {
-            const int8_t *r0 = rhs_t + n * K;
-            const int8_t *r1 = n + 1 < N ? r0 + K : r0;
-            dot_2x2(l0, l1, r0, r1, K, p->lhs_offset, p->rhs_offset, acc);
-            o0[n] = finish(p, acc[0]);
-            if (n + 1 < N) {
-                o0[n + 1] = finish(p, acc[1]);
+            const int32_t two_cols = n + 1 < N;
+            dot_2x2(l0, two_rows ? K : 0, rhs_t + n * K, two_cols ? K : 0, K, acc);
+            o0[n] = finish(p, acc[0], lsum[m], rsum[n], constant);
+            if (two_cols) {
+                o0[n + 1] = finish(p, acc[1], lsum[m], rsum[n + 1], constant);
             }
-            if (m + 1 < M) {
-                o0[N + n] = finish(p, acc[2]);
-                if (n + 1 < N) {
-                    o0[N + n + 1] = finish(p, acc[3]);
+            if (two_rows) {
+                o0[N + n] = finish(p, acc[2], lsum[m + 1], rsum[n], constant);
+                if (two_cols) {
+                    o0[N + n + 1] = finish(p, acc[3], lsum[m + 1], rsum[n + 1], constant);
                 }
             }
         }
@@ -105,9 +144,11 @@ static void matmul_one(const eedge_batch_matmul_params *p, const int8_t *lhs,
 void eedge_batch_matmul_s8(const eedge_batch_matmul_params *p, const int8_t *lhs,
                            const int8_t *rhs, int8_t *output) {
     const int32_t M = p->rows, N = p->cols, K = p->depth;
-    int8_t *packed_rhs = (int8_t *)p->scratch;                      /* (N, K) unless adj_y */
-    int8_t *packed_lhs = packed_rhs + (p->adj_y ? 0 : N * K);       /* (M, K) if adj_x */
-    const int8_t *rhs_done = 0, *lhs_done = 0;  /* the matrices the packs hold */
+    int32_t *lsum = p->scratch;                                    /* M row sums of lhs */
+    int32_t *rsum = lsum + M;                                      /* N column sums of rhs */
+    int8_t *packed_rhs = (int8_t *)(rsum + N);                     /* (N, K) unless adj_y */
+    int8_t *packed_lhs = packed_rhs + (p->adj_y ? 0 : N * K);      /* (M, K) if adj_x */
+    const int8_t *rhs_done = 0, *lhs_done = 0;  /* the matrices the sums (and packs) hold */
     int8_t *out = output;
     int32_t b0, b1, b2;
     for (b0 = 0; b0 < p->batch[0]; ++b0) {
@@ -117,21 +158,23 @@ void eedge_batch_matmul_s8(const eedge_batch_matmul_params *p, const int8_t *lhs
                                   b2 * p->lhs_step[2];
                 const int8_t *r = rhs + b0 * p->rhs_step[0] + b1 * p->rhs_step[1] +
                                   b2 * p->rhs_step[2];
-                if (!p->adj_y) {
-                    if (r != rhs_done) {
+                const int8_t *l_rows = p->adj_x ? packed_lhs : l;
+                const int8_t *r_rows = p->adj_y ? r : packed_rhs;
+                if (r != rhs_done) {
+                    if (!p->adj_y) {
                         transpose_s8(r, K, N, packed_rhs);
-                        rhs_done = r;
                     }
-                    r = packed_rhs;
+                    row_sums(r_rows, N, K, rsum);
+                    rhs_done = r;
                 }
-                if (p->adj_x) {
-                    if (l != lhs_done) {
+                if (l != lhs_done) {
+                    if (p->adj_x) {
                         transpose_s8(l, K, M, packed_lhs);
-                        lhs_done = l;
                     }
-                    l = packed_lhs;
+                    row_sums(l_rows, M, K, lsum);
+                    lhs_done = l;
                 }
-                matmul_one(p, l, r, out);
+                matmul_one(p, l_rows, r_rows, lsum, rsum, out);
                 out += M * N;
             }
         }

@@ -14,7 +14,8 @@ typedef struct {
     int32_t lhs_offset, rhs_offset;  /* -zero points */
     int32_t out_offset;         /* +output zero point */
     int32_t multiplier, shift;
-    int32_t *scratch;           /* (adj_y ? 0 : N*K) + (adj_x ? M*K : 0) bytes, owned by the model */
+    int32_t *scratch;           /* M + N words of row sums, then (adj_y ? 0 : N*K) +
+                                 * (adj_x ? M*K : 0) bytes of packed operands; the model's */
 } eedge_batch_matmul_params;
 
 /* output must not overlap lhs or rhs (the planner never aliases it). */
