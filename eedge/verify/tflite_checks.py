@@ -120,8 +120,8 @@ def check_int8_reference_vs_tflm(bundle: Bundle, feeds: Mapping[str, np.ndarray]
     reference = "TFLite Micro interpreter, every output of every stage"
     if any(s["reference"] != TFLM for s in stages):
         reference += ("; LiteRT BUILTIN_REF for standalone RELU6 nodes that change scale "
-                      "(TFLite Micro is known wrong there) and RELU_N1_TO_1 nodes (TFLite "
-                      "Micro has no such kernel); see stages")
+                      "(TFLite Micro is known wrong there) and RELU_N1_TO_1 and GELU nodes "
+                      "(TFLite Micro has no such kernels); see stages")
     return {"reference": reference,
             "samples": int(next(iter(store.values())).shape[0]), "tensors_compared": compared,
             "identical": True, "stages": stages}

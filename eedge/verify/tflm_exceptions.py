@@ -8,7 +8,9 @@ the bytes (a known TFLM bug, DESIGN.md). eedge computes the correct result,
 so comparing it with TFLM would report a false "eedge bug" for valid
 TensorFlow-made models. And TFLM has no RELU_N1_TO_1 kernel at all (it
 cannot even load such a file), while eedge's own lowering emits a
-standalone one for a Clip(-1, 1) with nothing to fuse into.
+standalone one for a Clip(-1, 1) with nothing to fuse into. Nor has it a GELU
+kernel (transformers' activation): eedge follows LiteRT's, whose reference and
+default kernels fill the same float32 table.
 
 LiteRT's reference kernels (``OpResolverType.BUILTIN_REF``) are not a
 drop-in replacement for a whole stage either: their FULLY_CONNECTED
@@ -41,6 +43,10 @@ RELU6_REASON = ("TFLite Micro clamps a standalone RELU6 in its input's scale ins
                 "reference kernels requantize, then clamp")
 RELU_N1_TO_1_REASON = ("TFLite Micro has no RELU_N1_TO_1 kernel; eedge follows LiteRT's "
                        "reference kernels (requantize with the float32 scale ratio, then clamp)")
+GELU_REASON = ("TFLite Micro has no GELU kernel; eedge follows LiteRT's (a 256-entry table "
+               "filled in float32 from GeluTransform)")
+NO_TFLM_KERNEL = {"RELU_N1_TO_1": RELU_N1_TO_1_REASON, "GELU": GELU_REASON}
+"""int8 builtins TFLite Micro cannot run at all, and why eedge's bytes are still checked."""
 
 
 def tflm_relu6_bug_nodes(graph: Graph) -> list[int]:
@@ -58,8 +64,9 @@ def tflm_relu6_bug_nodes(graph: Graph) -> list[int]:
 
 
 def tflm_exception_nodes(graph: Graph) -> list[int]:
-    """Indices of the int8 nodes TFLM cannot check: the RELU6 bug's and every RELU_N1_TO_1."""
-    missing = [i for i, node in enumerate(graph.nodes) if node.op_type == "RELU_N1_TO_1"
+    """Indices of the int8 nodes TFLM cannot check: the RELU6 bug's and every node TFLM has no
+    kernel for (:data:`NO_TFLM_KERNEL`)."""
+    missing = [i for i, node in enumerate(graph.nodes) if node.op_type in NO_TFLM_KERNEL
                and getattr(graph.tensors.get(node.outputs[0]), "dtype", None) == "int8"]
     return sorted(set(tflm_relu6_bug_nodes(graph)) | set(missing))
 
@@ -67,8 +74,7 @@ def tflm_exception_nodes(graph: Graph) -> list[int]:
 def exception_reason(graph: Graph, nodes: Sequence[int]) -> str:
     """Why the given exception nodes follow LiteRT BUILTIN_REF, for the verification report."""
     kinds = {graph.nodes[i].op_type for i in nodes}
-    return "; ".join(reason for op, reason in (("RELU6", RELU6_REASON),
-                                              ("RELU_N1_TO_1", RELU_N1_TO_1_REASON))
+    return "; ".join(reason for op, reason in (("RELU6", RELU6_REASON), *NO_TFLM_KERNEL.items())
                      if op in kinds)
 
 

@@ -15,22 +15,29 @@ also measures SQUARED_DIFFERENCE's instructions per element.
 
 from __future__ import annotations
 
+import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+import torch
+from torch import nn
 from test_activations import onnx_model
 from test_activations_models import Act, every_byte, model
 from test_binary import single_op_tflite
 
 from eedge.backends.onnx_writer import serialize
 from eedge.backends.tflite_writer import graph_to_tflite
-from eedge.codegen.byte_chains import BYTE_OPS
+from eedge.codegen.byte_chains import BYTE_OPS, LUT_OP, fuse_byte_chains
 from eedge.codegen.device_run import run_on_target
-from eedge.codegen.model_source import CodegenModel, CodegenStage
+from eedge.codegen.inputs import device_samples
+from eedge.codegen.model_source import CodegenModel, CodegenStage, load_codegen_model
 from eedge.errors import BundleError, ModelError
+from eedge.export import export_onnx
 from eedge.frontends.onnx_frontend import onnx_to_graph
 from eedge.frontends.tflite_frontend import read_tflite_bytes
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
@@ -213,8 +220,8 @@ def test_float_kernels_equal_litert(act: Act) -> None:
 
 def float_sqd_graph(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> Graph:
     out = tuple(int(d) for d in np.broadcast_shapes(shape_a, shape_b))
-    t = {"x": TensorInfo("x", shape_a, "float32", None), "y": TensorInfo("y", shape_b, "float32", None),
-         "z": TensorInfo("z", out, "float32", None)}
+    t = {name: TensorInfo(name, shape, "float32", None)
+         for name, shape in (("x", shape_a), ("y", shape_b), ("z", out))}
     return Graph("sqd", [t["x"], t["y"]], ["z"], [Node("sqd", "SQUARED_DIFFERENCE", ["x", "y"],
                                                        ["z"], {})], {}, t, 0, 0, "tflite")
 
@@ -281,6 +288,22 @@ def test_onnx_gelu_on_a_flattened_tensor_keeps_the_flatten_order() -> None:
     expected = ort.InferenceSession(serialize(m)).run(None, {"x": x})[0]
     got = execute(lower_to_tflite(onnx_to_graph(m)), {"x": to_channels_last(x, "NCHW")})["y"]
     np.testing.assert_allclose(got, expected, atol=3e-6, rtol=1e-5)
+
+
+def test_rsqrt_then_gelu_fuse_into_one_table() -> None:
+    """byte_chains: RSQRT -> GELU becomes one EEDGE_LUT equal to the two reference kernels."""
+    t = {name: TensorInfo(name, (1, 256), "int8", Q((sc,), (zp,)))
+         for name, sc, zp in (("x", 0.02, -128), ("r", 0.05, -128), ("g", 0.04, -120))}
+    nodes = [Node("rsqrt", "RSQRT", ["x"], ["r"], {}),
+             Node("gelu", "GELU", ["r"], ["g"], {"approximate": True})]
+    graph = Graph("chain", [t["x"]], ["g"], nodes, {}, t, 0, 0, "tflite")
+    m = CodegenModel("chain", graph, [CodegenStage(0, [0, 1], ["x"], ["g"], 0)], [None], "t",
+                     None)
+    fused = fuse_byte_chains(m).graph.nodes
+    assert [(n.op_type, n.attrs["fused"]) for n in fused] == [(LUT_OP, ["rsqrt", "gelu"])]
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    want = execute(graph, {"x": x})["g"].reshape(-1)
+    assert np.array_equal(np.asarray(fused[0].attrs["table"], np.int8)[x.view(np.uint8)][0], want)
 
 
 def test_registry_and_byte_chains_know_the_new_ops() -> None:
@@ -408,3 +431,50 @@ def test_qemu_cortex_m4_equals_the_reference_and_counts_instructions(
     assert 0 < figures["SQUARED_DIFFERENCE x - row mean"] < bound, figures
     assert 0 < figures["SQUARED_DIFFERENCE same shape"] < bound + 1, figures
     assert broadcast_loops((1, 64, D), (1, 64, D), (1, 64, 1)) == [(64, D, 1), (D, 1, 0)]
+
+
+# -- end to end: torch nn.GELU through PTQ, verification and the C runtime ---------------------
+
+class GeluNet(nn.Module):
+    """conv -> GELU (erf) -> exit 0; -> conv -> GELU (tanh) -> exit 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0, self.conv1 = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 8, 3, 2, 1)
+        self.head0, self.head1 = nn.Linear(96, 4), nn.Linear(32, 4)
+        self.gelu, self.gelu_tanh = nn.GELU(), nn.GELU(approximate="tanh")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.gelu(self.conv0(x))
+        g = self.gelu_tanh(self.conv1(h))
+        return self.head0(torch.flatten(h, 1)), self.head1(torch.flatten(g, 1))
+
+
+def test_torch_gelu_exports_int8_verified_and_runs_in_c(tmp_path: Path) -> None:
+    """torch.onnx.export writes Gelu (opset 20+); the int8 export verifies every stage (GELU
+    nodes against LiteRT BUILTIN_REF, the rest against TFLM) and the C host build of the
+    bundle gives the reference's bytes."""
+    torch.manual_seed(0)
+    path = tmp_path / "gelu.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(GeluNet().eval(), (torch.randn(1, 1, 4, 4),), str(path))
+    gelus = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Gelu"]
+    assert len(gelus) == 2
+    calibration = np.random.default_rng(0).standard_normal((64, 1, 4, 4)).astype(F32)
+    export_onnx(path, tmp_path / "bundle", int8=True, calibration=calibration, force=True)
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    stages = manifest["verification"]["tflite_int8"]["reference_vs_tflm"]["stages"]
+    assert len(stages) == 2 and all(s["why"].startswith("TFLite Micro has no GELU kernel")
+                                    for s in stages)
+    m = load_codegen_model(tmp_path / "bundle")
+    x = calibration[:4]
+    run = run_on_target(m, load_target("host"), x)
+    samples = device_samples(x, tuple(int(d) for d in m.graph.tensors[m.input].shape),
+                             m.input_quant.scale[0], m.input_quant.zero_point[0], m.input_layout)
+    env = execute(m.graph, {m.input: np.stack(samples).reshape(
+        (-1,) + tuple(int(d) for d in m.graph.tensors[m.input].shape[1:]))})
+    for k, sample in enumerate(run.run.samples):
+        for stage, outputs in zip(m.stages, sample.stage_outputs):
+            for name, got in zip(stage.outputs, outputs):
+                assert np.array_equal(np.asarray(got).reshape(-1), env[name][k].reshape(-1))
