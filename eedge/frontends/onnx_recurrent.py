@@ -39,6 +39,7 @@ length: anything else is refused with one line naming the node.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -73,29 +74,56 @@ def unroll_recurrent(model: onnx.ModelProto) -> list[str]:
     used = {name for n in graph.node for name in list(n.input) + list(n.output)}
     used |= {v.name for v in list(graph.input) + list(graph.output) + list(graph.initializer)}
     used |= {n.name for n in graph.node}
-    consumed = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    graph_outputs = {o.name for o in graph.output}
+    consumed = {name for n in graph.node for name in n.input} | graph_outputs
     producers = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
 
     new_nodes: list[onnx.NodeProto] = []
     notes: list[str] = []
-    replaced: list[onnx.NodeProto] = []
+    candidates: set[str] = set()  # what may be left unread: dropped at the end
+    sequences: dict[str, _Seq] = {}
+    alias: dict[str, str] = {}  # a Gather of one time step -> that step's state
     for index, node in enumerate(graph.node):
+        for k, name in enumerate(node.input):
+            if name in alias:
+                node.input[k] = alias[name]
         if node.op_type not in RECURRENT_OPS or node.domain not in ("", "ai.onnx"):
+            step = _follow(node, sequences, constants, shapes)
+            if isinstance(step, str) and node.output[0] not in graph_outputs:
+                alias[node.output[0]] = step
+                candidates.add(node.output[0])
+                continue
+            if step is not None:
+                candidates.add(node.output[0])
             new_nodes.append(node)
             continue
         builder = _Builder(node.name or f"{node.op_type}_{index}", used)
         cell = _Cell.read(node, builder.prefix, constants, shapes)
         outputs = [o if o in consumed else "" for o in node.output]
-        source, time_axis = _projection_source(node.input[0], cell.layout, producers)
-        _unroll(cell, builder, source, time_axis, outputs)
+        stacked = sequences.get(node.input[0])
+        if stacked is not None and stacked.kind == ("tnh" if cell.layout == 0 else "nth"):
+            source: str | list[str] = stacked.states  # the previous layer's states, per step
+            time_axis = -1
+        else:
+            source, time_axis = _projection_source(node.input[0], cell.layout, producers,
+                                                   consumers)
+        states = _unroll(cell, builder, source, time_axis, outputs)
+        if outputs[0] and len(states) == 1:
+            sequences[outputs[0]] = _Seq(states[0], "y0" if cell.layout == 0 else "y1")
         graph.initializer.extend(builder.initializers)
         new_nodes.extend(builder.nodes)
-        replaced.append(node)
+        candidates |= {o for n in builder.nodes for o in n.output}
+        candidates |= {name for name in node.input if name}
         notes.append(f"{node.op_type} node {builder.prefix!r} was unrolled over its {cell.steps} "
                      f"time step(s) into {len(builder.nodes)} nodes")
+    available = {i.name for i in graph.initializer} | {i.name for i in graph.input}
     del graph.node[:]
-    graph.node.extend(new_nodes)
-    _drop_dead(graph, {name for n in replaced for name in n.input if name})
+    graph.node.extend(_topological(new_nodes, available))
+    _drop_dead(graph, candidates)
     produced = {o for n in graph.node for o in n.output}
     kept = [v for v in graph.value_info if v.name in produced]
     del graph.value_info[:]
@@ -236,24 +264,119 @@ class _Cell:
         return cell
 
 
-def _projection_source(x: str, layout: int,
-                       producers: dict[str, onnx.NodeProto]) -> tuple[str, int]:
+def _swaps_first_axes(node: onnx.NodeProto) -> bool:
+    perm = next((list(helper.get_attribute_value(a)) for a in node.attribute
+                 if a.name == "perm"), None)
+    return node.op_type == "Transpose" and perm == [1, 0, 2]
+
+
+def _projection_source(x: str, layout: int, producers: dict[str, onnx.NodeProto],
+                       consumers: dict[str, list[onnx.NodeProto]]) -> tuple[str, int]:
     """Where the input projection reads the sequence, and its time axis.
 
     torch writes ``Transpose(perm=[1, 0, 2])`` in front of a ``batch_first``
-    recurrent layer; projecting its input instead keeps every tensor of the
-    unrolled cell batch first (the Transpose is dropped if nothing else
-    reads it).
+    recurrent layer (the dynamo exporter), or reads a time-major sequence
+    that is also transposed to batch first for something else (the legacy
+    exporter, between stacked layers). Projecting the batch-first tensor
+    keeps every tensor of the unrolled cell batch first, and an early exit
+    between layers then cuts the graph at a batch-first tensor. An unread
+    Transpose is dropped afterwards.
     """
     if layout == 1:
         return x, 1
     producer = producers.get(x)
-    if producer is not None and producer.op_type == "Transpose":
-        perm = next((list(helper.get_attribute_value(a)) for a in producer.attribute
-                     if a.name == "perm"), None)
-        if perm == [1, 0, 2]:
-            return producer.input[0], 1
+    if producer is not None and _swaps_first_axes(producer):
+        return producer.input[0], 1
+    for consumer in consumers.get(x, []):
+        if _swaps_first_axes(consumer) and consumer.output[0]:
+            return consumer.output[0], 1
     return x, 0
+
+
+def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Order ``nodes`` so each follows its producers, keeping the given order where it can.
+
+    A projection may read a Transpose that the original graph placed after
+    the recurrent node.
+    """
+    producer_of = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    waiting = [sum(1 for name in set(n.input) if name and name not in available and
+                   name in producer_of) for n in nodes]
+    readers: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in set(n.input):
+            if name and name not in available and name in producer_of:
+                readers.setdefault(producer_of[name], []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: list[onnx.NodeProto] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for j in readers.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        raise ModelError("the graph has a cycle after unrolling GRU/LSTM")
+    return order
+
+
+@dataclass
+class _Seq:
+    """A tensor known to stack one direction's per-step states along time.
+
+    ``kind`` names its layout: ``y0`` (T, 1, N, H) and ``y1`` (N, T, 1, H) are
+    ``Y`` of layout 0 and 1; ``tn1h`` (T, N, 1, H) is torch's transposed Y;
+    ``tnh`` (T, N, H) and ``nth`` (N, T, H) are the squeezed sequences.
+    """
+
+    states: list[str]
+    kind: str
+
+
+_TIME_AXIS = {"tnh": 0, "nth": 1}
+_SQUEEZES = {("y0", (1,)): "tnh", ("y1", (2,)): "nth", ("tn1h", (2,)): "tnh"}
+_TRANSPOSES = {("y0", (0, 2, 1, 3)): "tn1h", ("tnh", (1, 0, 2)): "nth",
+               ("nth", (1, 0, 2)): "tnh"}
+
+
+def _follow(node: onnx.NodeProto, sequences: dict[str, _Seq], constants: dict[str, np.ndarray],
+            shapes: dict[str, tuple[int | str | None, ...]]) -> str | _Seq | None:
+    """What ``node`` makes of a stacked sequence: another layout of it, one step, or nothing.
+
+    torch reads the last hidden state as ``Y -> Squeeze/Transpose/Reshape ->
+    Gather(time, -1)``; following those layout changes lets the exit read the
+    step's 2-D state itself (no 4-D Y, no Gather) and the next layer project
+    each step's state directly. Only exact layout identities are followed.
+    """
+    seq = sequences.get(node.input[0]) if node.input else None
+    if seq is None or not node.output or not node.output[0]:
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    kind = None
+    if node.op_type == "Squeeze" and len(node.input) > 1:
+        axes = constants.get(node.input[1])
+        rank = 4
+        if axes is not None:
+            kind = _SQUEEZES.get((seq.kind, tuple(int(a) % rank for a in axes.reshape(-1))))
+    elif node.op_type == "Transpose":
+        kind = _TRANSPOSES.get((seq.kind, tuple(attrs.get("perm", ()))))
+    elif node.op_type == "Reshape" and seq.kind == "tn1h":
+        before, after = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if before and after and all(isinstance(d, int) for d in before + after) and \
+                after == before[:2] + before[3:]:
+            kind = "tnh"
+    elif node.op_type == "Gather" and seq.kind in _TIME_AXIS and \
+            int(attrs.get("axis", 0)) % 3 == _TIME_AXIS[seq.kind]:
+        index = constants.get(node.input[1])
+        if index is not None and index.ndim == 0 and -len(seq.states) <= int(index) < \
+                len(seq.states):
+            return seq.states[int(index)]
+    if kind is None:
+        return None
+    sequences[node.output[0]] = _Seq(seq.states, kind)
+    return sequences[node.output[0]]
 
 
 # -- building the unrolled graph ---------------------------------------------------------------
@@ -327,7 +450,7 @@ class _Steps:
             self.sizes[key] = self.b.const("split" + "_".join(map(str, key)),
                                            np.array(key, np.int64))
         outs = self.b.ops("Split", [x, self.sizes[key]], f"{tag}/split",
-                          [self.b.fresh(f"{tag}/{n}") for n in names], axis=-1)
+                          [self.b.fresh(f"{tag}/{n}") for n in names], axis=1)
         return outs
 
     def add(self, x: str, value: np.ndarray | str | None, tag: str) -> str:
@@ -338,8 +461,14 @@ class _Steps:
         return self.b.op("Add", [x, other], tag)
 
 
-def _unroll(cell: _Cell, b: _Builder, source: str, time_axis: int, outputs: Sequence[str]
-            ) -> None:
+def _unroll(cell: _Cell, b: _Builder, source: str | list[str], time_axis: int,
+            outputs: Sequence[str]) -> list[list[str]]:
+    """Emit the cell's steps and its used outputs; return each direction's states in time order.
+
+    ``source``: the sequence tensor (projected at once, sliced on ``time_axis``)
+    or a previous layer's 2-D states (each projected by its own Gemm: T FCs
+    instead of MatMul + T Slice/Squeeze + the Unsqueeze/Concat that built it).
+    """
     steps = _Steps(b)
     H, T = cell.hidden, cell.steps
     gates = GATES[cell.op]
@@ -355,9 +484,10 @@ def _unroll(cell: _Cell, b: _Builder, source: str, time_axis: int, outputs: Sequ
             # r multiplies (h·Rhᵀ + Rbh): that bias stays inside the recurrent product
             in_bias[2 * H:] = wb[2 * H:]
             rec_bias[2 * H:] = rb[2 * H:]
-        proj = b.op("MatMul", [source, b.const(f"{tag}W_t", np.ascontiguousarray(W.T))],
-                    f"{tag}x_proj")
-        proj = steps.add(proj, in_bias, f"{tag}x_proj_bias")
+        if isinstance(source, str):
+            proj = b.op("MatMul", [source, b.const(f"{tag}W_t", np.ascontiguousarray(W.T))],
+                        f"{tag}x_proj")
+            proj = steps.add(proj, in_bias, f"{tag}x_proj_bias")
         h: np.ndarray | str | None = _initial(cell, b, steps, "h", d)
         c: np.ndarray | str | None = _initial(cell, b, steps, "c", d) if cell.op == "LSTM" \
             else None
@@ -366,10 +496,16 @@ def _unroll(cell: _Cell, b: _Builder, source: str, time_axis: int, outputs: Sequ
         order = range(T) if direction == "forward" else range(T - 1, -1, -1)
         for t in order:
             st = f"{tag}t{t}"
-            sl = b.op("Slice", [proj, b.const(f"{st}/start", np.array([t], np.int64)),
-                                b.const(f"{st}/end", np.array([t + 1], np.int64)),
-                                steps.axes_const((time_axis,))], f"{st}/x_slice")
-            x_t = b.op("Squeeze", [sl, steps.axes_const((time_axis,))], f"{st}/x")
+            if isinstance(source, str):
+                sl = b.op("Slice", [proj, b.const(f"{st}/start", np.array([t], np.int64)),
+                                    b.const(f"{st}/end", np.array([t + 1], np.int64)),
+                                    steps.axes_const((time_axis,))], f"{st}/x_slice")
+                x_t = b.op("Squeeze", [sl, steps.axes_const((time_axis,))], f"{st}/x")
+            else:
+                operands = [source[t], steps.weight("W", W)]
+                if np.any(in_bias):
+                    operands.append(steps.weight("W_bias", in_bias))
+                x_t = b.op("Gemm", operands, f"{st}/x", transB=1)
             if cell.op == "GRU":
                 h = _gru_step(cell, b, steps, st, x_t, h, R, rec_bias)
             else:
@@ -381,6 +517,7 @@ def _unroll(cell: _Cell, b: _Builder, source: str, time_axis: int, outputs: Sequ
         states["h"].append(hs)
         states["c"].append(cs)
     _outputs(cell, b, steps, states, outputs)
+    return states["h"]
 
 
 def _initial(cell: _Cell, b: _Builder, steps: _Steps, key: str, d: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -185,6 +186,44 @@ def test_names_are_deterministic_and_weights_dropped() -> None:
     assert sum(n.op_type == "Gemm" for n in a.graph.node) == 2
 
 
+@pytest.mark.parametrize("op,graph_output", [("GRU", False), ("LSTM", False), ("LSTM", True)])
+def test_stacked_layers_and_a_step_read_by_gather(op: str, graph_output: bool) -> None:
+    """Layer 2 projects layer 1's states step by step; Gather(time, 3) reads step 3's state.
+
+    ``graph_output``: layer 1's squeezed sequence is also an output, so it stays.
+    """
+    steps, batch = 5, "N"
+    first = _model(op, _weights(op, 1, True, "absent", 1, 5), steps, 0, "y", batch)
+    g = GATES[op]
+    rng = np.random.default_rng(6)
+    graph = first.graph
+    graph.initializer.extend([
+        numpy_helper.from_array(rng.standard_normal((1, g * H, H)).astype(np.float32), "W2"),
+        numpy_helper.from_array(rng.standard_normal((1, g * H, H)).astype(np.float32), "R2"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array(3, np.int64), "three"),
+        numpy_helper.from_array(rng.standard_normal((H, 2)).astype(np.float32), "head")])
+    graph.node.extend([
+        helper.make_node("Squeeze", ["Y", "one"], ["seq"]),
+        helper.make_node(op, ["seq", "W2", "R2"], ["Y2"], name="rnn2", hidden_size=H),
+        helper.make_node("Gather", ["seq", "three"], ["step3"], axis=0),
+        helper.make_node("MatMul", ["step3", "head"], ["exit1"])])
+    del graph.output[:]
+    graph.output.extend([helper.make_tensor_value_info("exit1", TensorProto.FLOAT, [batch, 2]),
+                         helper.make_tensor_value_info("Y2", TensorProto.FLOAT,
+                                                       [steps, 1, batch, H])])
+    if graph_output:
+        graph.output.append(helper.make_tensor_value_info("seq", TensorProto.FLOAT,
+                                                          [steps, batch, H]))
+    unrolled = _unrolled(first)
+    ops = [n.op_type for n in unrolled.graph.node]
+    assert "Gather" not in ops
+    assert ops.count("MatMul") == 2  # layer 1's projection and the head; layer 2 uses Gemms
+    assert ("Squeeze" in {n.op_type for n in unrolled.graph.node if "seq" in n.output}) \
+        == graph_output
+    assert _max_error(first, unrolled, (1, 3)) < 1e-5
+
+
 def _set_attr(model: onnx.ModelProto, **attrs: object) -> onnx.ModelProto:
     node = model.graph.node[0]
     for key, value in attrs.items():
@@ -257,9 +296,27 @@ def test_models_without_recurrent_nodes_are_untouched() -> None:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+_EXPORTS: dict[tuple[str, bool], tuple[Any, onnx.ModelProto]] = {}
+
+
+def _export(name: str, dynamo: bool, directory: Path) -> tuple[Any, onnx.ModelProto]:
+    """An untrained zoo model and its export, made once per exporter (exports are slow)."""
+    if (name, dynamo) not in _EXPORTS:
+        import torch
+        import zoo_sequence  # type: ignore[import-not-found]
+
+        torch.manual_seed(0)
+        module = zoo_sequence.MODELS[name].factory().eval()
+        path = directory / f"{name}_{'dynamo' if dynamo else 'legacy'}.onnx"
+        zoo_sequence.export_default(name, module, path, dynamo=dynamo)
+        _EXPORTS[name, dynamo] = module, onnx.load(str(path))
+    return _EXPORTS[name, dynamo]
+
+
 @pytest.mark.parametrize("name,dynamo,fold", list(itertools.product(
     ("gru", "lstm"), (True, False), (False, True))))
-def test_torch_exports(name: str, dynamo: bool, fold: bool, tmp_path: Path) -> None:
+def test_torch_exports(name: str, dynamo: bool, fold: bool,
+                       tmp_path_factory: pytest.TempPathFactory) -> None:
     """Both exporters' models unroll and match ONNX Runtime and torch (batch 1, as exported).
 
     ``fold``: the shape arithmetic of the legacy exporter's zero initial state is
@@ -267,12 +324,8 @@ def test_torch_exports(name: str, dynamo: bool, fold: bool, tmp_path: Path) -> N
     recurrent product; unfolded, the state is an ordinary tensor the steps read.
     """
     import torch
-    import zoo_sequence  # type: ignore[import-not-found]
 
-    torch.manual_seed(0)
-    module = zoo_sequence.MODELS[name].factory().eval()
-    path = zoo_sequence.export_default(name, module, tmp_path / f"{name}.onnx", dynamo=dynamo)
-    source = onnx.load(str(path))
+    module, source = _export(name, dynamo, tmp_path_factory.getbasetemp())
     model = onnx.ModelProto.FromString(source.SerializeToString())
     if fold:
         onnx_fold = pytest.importorskip("eedge.frontends.onnx_fold")
@@ -280,12 +333,15 @@ def test_torch_exports(name: str, dynamo: bool, fold: bool, tmp_path: Path) -> N
     notes = unroll_recurrent(model)
     assert len(notes) == 2
     onnx.checker.check_model(model)
-    ops = {n.op_type for n in model.graph.node}
-    assert not ops & {"GRU", "LSTM"}
+    ops = [n.op_type for n in model.graph.node]
+    assert not set(ops) & {"GRU", "LSTM"}
     if fold or dynamo:
-        # what the torch exporters leave around Y (the lead's lowering) plus the unrolled cells
-        assert ops <= PRIMITIVE | {"Transpose", "Reshape", "Gather"}, ops
-        assert sum(n.op_type == "Gemm" for n in model.graph.node) == 2 * 7 + 2  # t=0 has none
+        # torch's Y -> Squeeze/Transpose/Reshape -> Gather(time, -1) became the step's state:
+        # one 3-D MatMul projects the input, everything else is 2-D
+        assert set(ops) <= PRIMITIVE - {"Concat", "Unsqueeze"}, set(ops)
+        assert ops.count("MatMul") == 1
+        # layer 1: no recurrent product at t=0; layer 2: T input and T-1 recurrent; exits
+        assert ops.count("Gemm") == 7 + (8 + 7) + 2
     assert _max_error(source, model, (1,)) < 1e-5
     x = np.random.default_rng(0).standard_normal((1, 8, 8)).astype(np.float32)
     with torch.no_grad():
