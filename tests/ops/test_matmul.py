@@ -498,3 +498,22 @@ def test_qemu_cortex_m4_is_bit_exact_with_and_without_dsp(tmp_path: Path) -> Non
     # instructions, TFLM's arithmetic) and the operand packing and sums weigh as much as
     # the multiply-accumulates; the DSP path saves about one instruction per MAC
     assert per_mac[False] - per_mac[True] > 0.5
+
+
+# -- PTQ -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", [CASES[2], CASES[7]], ids=["QKt", "const-rhs"])
+def test_ptq_quantizes_activations_and_a_constant_rhs(case: Case) -> None:
+    """The float file through eedge's PTQ and writer: TFLM runs it and agrees byte for byte."""
+    from eedge.passes.quantize import observe_ranges, quantize_graph
+    graph, outputs = read_tflite_bytes(bmm_tflite(case, (1, 0), (1, 0), None, float_model=True))
+    names = [t.name for t in graph.inputs]
+    shapes = {"lhs": case.lhs, "rhs": case.rhs}
+    rng = np.random.default_rng(0)
+    batches = [{n: rng.standard_normal((8,) + shapes[n][1:]).astype(np.float32) for n in names}
+               for _ in range(4)]
+    quantized = quantize_graph(graph, observe_ranges(graph, batches))
+    data = graph_to_tflite(quantized, range(len(quantized.nodes)), names, outputs)
+    int8_graph, int8_outputs = read_tflite_bytes(data)
+    arrays = [int8_samples(shapes[n], 50, 3) for n in names]
+    ours = execute(int8_graph, dict(zip(names, arrays)))[int8_outputs[0]]
+    assert np.array_equal(ours, TFLMModel(data, 1).run(arrays)[0].reshape(ours.shape))
