@@ -2,7 +2,8 @@
 
 MACs are counted per sample (the batch dimension excluded) and only for
 operators that multiply weights by activations (ONNX Conv/ConvTranspose/Gemm/
-MatMul, TFLite CONV_2D/DEPTHWISE_CONV_2D/TRANSPOSE_CONV/FULLY_CONNECTED/BATCH_MATMUL); that is the convention of
+MatMul, TFLite CONV_2D/DEPTHWISE_CONV_2D/TRANSPOSE_CONV/FULLY_CONNECTED/
+BATCH_MATMUL); that is the convention of
 the early-exit literature (T-RECX, EERO) and what exit-rate savings are
 reported in.
 """
