@@ -13,9 +13,16 @@ The pass rewrites the ModelProto in place; the contract for the lowering:
 - inputs of all time steps are projected at once: one ``MatMul`` of the
   sequence by a constant ``Wᵀ`` (+ one ``Add`` of the folded biases), then
   ``Slice`` + ``Squeeze`` per step give 2-D ``(N, gates·H)`` tensors. When
-  the sequence is the output of a ``Transpose(perm=[1, 0, 2])`` (what torch
-  writes for ``batch_first=True``) the projection reads the batch-first
-  tensor instead, so nothing time-major is computed;
+  the sequence is the output (or has a consumer) ``Transpose(perm=[1, 0, 2])``
+  (what torch writes for ``batch_first=True``) the projection reads the
+  batch-first tensor instead, so nothing time-major is computed;
+- a layer whose input is a previous layer's ``Y`` (through the Squeeze/
+  Transpose/Reshape torch writes) projects each step's 2-D state with its
+  own ``Gemm`` instead: T FCs replace MatMul + T Slice/Squeeze + the T
+  Unsqueeze and the Concat that built ``Y`` (same MACs); and a
+  ``Gather`` of one time step from such a sequence (torch's ``h[:, -1]``)
+  becomes that step's state, so exits read 2-D states and the 4-D ``Y``
+  disappears when nothing else reads it;
 - the recurrent product is one ``Gemm(h, R, transB=1)`` per step with a
   constant ``R`` (one FULLY_CONNECTED), whose result is cut into gates by a
   ``Split`` on the last axis: one FC and one SPLIT are cheaper than one FC
@@ -30,7 +37,9 @@ The pass rewrites the ModelProto in place; the contract for the lowering:
   folded: its recurrent product is computed here, and zero terms are
   dropped, so no node has only constant inputs;
 - ``Y``/``Y_h``/``Y_c`` are built (``Unsqueeze`` + ``Concat``) exactly as
-  ONNX defines them, and only when something reads them.
+  ONNX defines them, and only when something reads them;
+- new nodes and tensors are named ``<recurrent node>/<direction>/t<step>/<what>``;
+  the weights and unread nodes the rewrite leaves behind are dropped.
 
 Only default activations, no ``clip``, no peepholes, no ``input_forget``,
 and ``sequence_lens`` only when it is constant and equal to the sequence

@@ -343,6 +343,12 @@ def test_torch_exports(name: str, dynamo: bool, fold: bool,
         # layer 1: no recurrent product at t=0; layer 2: T input and T-1 recurrent; exits
         assert ops.count("Gemm") == 7 + (8 + 7) + 2
     assert _max_error(source, model, (1,)) < 1e-5
+    if fold:  # the frontend's whole import: folding, unrolling, the operator check, the IR
+        from eedge.frontends.onnx_frontend import import_onnx
+
+        imported = import_onnx(source, name=name)
+        assert not {n.op_type for n in imported.graph.nodes} & {"GRU", "LSTM"}
+        assert _max_error(source, imported.model, (1,)) < 1e-5
     x = np.random.default_rng(0).standard_normal((1, 8, 8)).astype(np.float32)
     with torch.no_grad():
         expected = [o.numpy() for o in module(torch.from_numpy(x))]
