@@ -21,7 +21,8 @@
  *   scratch: two of the three requantizations per element become table reads.
  * - SQUARED_DIFFERENCE over a row whose second operand is one value (LayerNorm's
  *   x - mean, broadcast over the last axis) scales that value once per row, and with
- *   512 elements or more reads the first operand's scaled value from a table.
+ *   512 elements or more reads the first operand's scaled value from a table (four
+ *   elements per iteration); the DSP path squares with SSUB16 + SMUAD on halfword pairs.
  * - DSP path: SSAT saturates when the activation range is the whole int8 range; MUL
  *   widens four bytes at a time with SXTAB16 (adding the offsets) and multiplies
  *   halfwords with SMULBB/SMULTT; MAXIMUM/MINIMUM compare four lanes with SSUB8 and
@@ -230,21 +231,43 @@ BIN_ROW void minmax_row(int32_t is_max, const int8_t *a, int32_t sa, const int8_
     }
 }
 
-/* The square of a difference (2 d^2 < 2^31) requantized: the square is never negative, so
- * the rounding shift needs no sign correction, and the result (>= the zero point) only
- * saturates at 127. */
-static inline int32_t sqd_requant(bin_out o, int32_t d) {
-    return ((bin_high(2 * d * d, o.m) + o.half) >> o.r) + o.offset;
-}
-
+/* A scaled SQUARED_DIFFERENCE input s (|s| <= 255 x 2^7 / 2 = 16320) as the row loops hold
+ * it, and twice the square of the difference of two: on the DSP path both halfwords carry
+ * s, so one SSUB16 gives the difference twice (|d| <= 32640 fits a halfword) and one SMUAD
+ * adds its two squares: 2 d^2 < 2^31. */
 #if defined(EEDGE_USE_DSP)
-#define SQD_OUT(o, d) ((int8_t)__ssat(sqd_requant((o), (d)), 8))
+static inline int32_t sqd_pack(int32_t s) {
+    return (int32_t)(((uint32_t)s & 0xFFFFu) * 0x10001u);
+}
+static inline int32_t sqd_twice_square(int32_t x, int32_t y) {
+    const int32_t d = (int32_t)__ssub16(x, y);
+    return (int32_t)__smuad(d, d);
+}
 #else
-#define SQD_OUT(o, d) ((int8_t)sqd_top(sqd_requant((o), (d))))
-static inline int32_t sqd_top(int32_t v) {
-    return v > 127 ? 127 : v;
+static inline int32_t sqd_pack(int32_t s) {
+    return s;
+}
+static inline int32_t sqd_twice_square(int32_t x, int32_t y) {
+    const int32_t d = x - y;
+    return 2 * d * d;
 }
 #endif
+
+/* The squared difference requantized: never negative, so the rounding shift needs no sign
+ * correction, and the result (>= the zero point) only saturates at 127. */
+static inline int8_t sqd_out(bin_out o, int32_t x, int32_t y) {
+    const int32_t v = ((bin_high(sqd_twice_square(x, y), o.m) + o.half) >> o.r) + o.offset;
+#if defined(EEDGE_USE_DSP)
+    return (int8_t)__ssat(v, 8);
+#else
+    return (int8_t)(v > 127 ? 127 : v);
+#endif
+}
+
+/* An offset input scaled, in the row loops' form. */
+static inline int32_t sqd_scaled(int32_t v, int32_t m, int32_t r, int32_t half, int32_t neg) {
+    return sqd_pack(bin_scale_sqd(v, m, r, half, neg));
+}
 
 BIN_ROW void sqdiff_row(const bin_ctx *c, const int8_t *a, int32_t sa, const int8_t *b,
                         int32_t sb, int8_t *out, int32_t n) {
@@ -253,41 +276,46 @@ BIN_ROW void sqdiff_row(const bin_ctx *c, const int8_t *a, int32_t sa, const int
     const int32_t off2 = c->off2, m2 = c->m2, r2 = c->r2, half2 = c->half2, neg2 = c->neg2;
     const int32_t *l1 = c->lut1 != 0 ? c->lut1 + 128 : 0;
     const int32_t *l2 = c->lut2 != 0 ? c->lut2 + 128 : 0;
-    int32_t i;
+    int32_t i = 0;
     if (sb == 0) {   /* one second value per row (x - mean): scale it once */
-        const int32_t y = bin_scale_sqd((int32_t)*b + off2, m2, r2, half2, neg2);
+        const int32_t y = sqd_scaled((int32_t)*b + off2, m2, r2, half2, neg2);
         if (l1 != 0 && sa == 1) {
-            for (i = 0; i < n; ++i) {
-                out[i] = SQD_OUT(o, l1[a[i]] - y);
+            for (; i + 4 <= n; i += 4) {   /* four per iteration: the loop test amortised */
+                out[i] = sqd_out(o, l1[a[i]], y);
+                out[i + 1] = sqd_out(o, l1[a[i + 1]], y);
+                out[i + 2] = sqd_out(o, l1[a[i + 2]], y);
+                out[i + 3] = sqd_out(o, l1[a[i + 3]], y);
+            }
+            for (; i < n; ++i) {
+                out[i] = sqd_out(o, l1[a[i]], y);
             }
             return;
         }
-        for (i = 0; i < n; ++i) {
-            const int32_t x = l1 != 0 ? l1[*a] : bin_scale_sqd((int32_t)*a + off1, m1, r1, half1,
-                                                               neg1);
-            out[i] = SQD_OUT(o, x - y);
+        for (; i < n; ++i) {
+            const int32_t x = l1 != 0 ? l1[*a] : sqd_scaled((int32_t)*a + off1, m1, r1, half1,
+                                                            neg1);
+            out[i] = sqd_out(o, x, y);
             a += sa;
         }
         return;
     }
     if (l1 != 0 && l2 != 0) {
         if (sa == 1 && sb == 1) {
-            for (i = 0; i < n; ++i) {
-                out[i] = SQD_OUT(o, l1[a[i]] - l2[b[i]]);
+            for (; i < n; ++i) {
+                out[i] = sqd_out(o, l1[a[i]], l2[b[i]]);
             }
             return;
         }
-        for (i = 0; i < n; ++i) {
-            out[i] = SQD_OUT(o, l1[*a] - l2[*b]);
+        for (; i < n; ++i) {
+            out[i] = sqd_out(o, l1[*a], l2[*b]);
             a += sa;
             b += sb;
         }
         return;
     }
-    for (i = 0; i < n; ++i) {
-        const int32_t d = bin_scale_sqd((int32_t)*a + off1, m1, r1, half1, neg1) -
-                          bin_scale_sqd((int32_t)*b + off2, m2, r2, half2, neg2);
-        out[i] = SQD_OUT(o, d);
+    for (; i < n; ++i) {
+        out[i] = sqd_out(o, sqd_scaled((int32_t)*a + off1, m1, r1, half1, neg1),
+                         sqd_scaled((int32_t)*b + off2, m2, r2, half2, neg2));
         a += sa;
         b += sb;
     }
@@ -316,9 +344,9 @@ static void bin_setup(const eedge_binary_bcast_params *p, bin_ctx *c) {
         const int32_t both = p->b_step[p->rank - 1] != 0;
         int32_t v;
         for (v = -128; v < 128; ++v) {
-            p->lut[v + 128] = bin_scale_sqd(v + c->off1, c->m1, c->r1, c->half1, c->neg1);
+            p->lut[v + 128] = sqd_scaled(v + c->off1, c->m1, c->r1, c->half1, c->neg1);
             if (both) {
-                p->lut[v + 384] = bin_scale_sqd(v + c->off2, c->m2, c->r2, c->half2, c->neg2);
+                p->lut[v + 384] = sqd_scaled(v + c->off2, c->m2, c->r2, c->half2, c->neg2);
             }
         }
         c->lut1 = p->lut;
