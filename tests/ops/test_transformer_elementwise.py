@@ -9,8 +9,10 @@ TFLM on inputs below the zero point; eedge maps them to 127 (the zero input's
 byte), so only bytes at or above the zero point are compared.
 Float: eedge's kernels against LiteRT; the ONNX Gelu (both ``approximate``
 values) lowered to GELU against ONNX Runtime. Writer -> reader keeps the graph.
-C: host and QEMU Cortex-M4 (DSP on and off) equal the reference; the QEMU run
-also measures SQUARED_DIFFERENCE's instructions per element.
+C: host (ASan + UBSan build) and QEMU Cortex-M4 (DSP on and off) equal the
+reference; the QEMU run also measures SQUARED_DIFFERENCE's instructions per
+element. End to end: a torch model with nn.GELU (both forms) exports int8, its
+verification passes (GELU nodes against LiteRT) and its C build matches.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -36,14 +39,16 @@ from eedge.codegen.byte_chains import BYTE_OPS, LUT_OP, fuse_byte_chains
 from eedge.codegen.device_run import run_on_target
 from eedge.codegen.inputs import device_samples
 from eedge.codegen.model_source import CodegenModel, CodegenStage, load_codegen_model
-from eedge.errors import BundleError, ModelError
+from eedge.codegen.project import generate_project
+from eedge.codegen.toolchain import build, run_host
+from eedge.errors import BundleError, ModelError, ToolchainError, UnsupportedOpError
 from eedge.export import export_onnx
 from eedge.frontends.onnx_frontend import onnx_to_graph
 from eedge.frontends.tflite_frontend import read_tflite_bytes
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.ir.layout import to_channels_last
 from eedge.ops import registry
-from eedge.ops.binary import broadcast_loops
+from eedge.ops.binary import _quant_fields, broadcast_loops
 from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.reference.executor import execute
 from eedge.runtime.interpreters import LiteRTModel, TFLMModel
@@ -401,10 +406,26 @@ def test_c_model_reference_equals_litert() -> None:
             assert np.array_equal(got.reshape(-1), env[name][k].reshape(-1)), name
 
 
-def test_c_host_equals_the_reference() -> None:
+def test_c_host_build_under_sanitizers_equals_the_reference(tmp_path: Path) -> None:
+    """ASan + UBSan host build (the Makefile's `sanitize`): no finding, the reference's bytes."""
     m = c_model()
     x = c_inputs(3)
-    device_equals_reference(m, x, run_on_target(m, load_target("host"), x))
+    project = generate_project(m, load_target("host"), tmp_path / "host")
+    try:
+        run = run_host(project, build(project, sanitize=True).binary, x.reshape(len(x), -1))
+    except ToolchainError as exc:   # a non-zero exit or a sanitizer report
+        pytest.fail(f"sanitized build: {exc}")
+    device_equals_reference(m, x, SimpleNamespace(run=run))
+
+
+def test_c_refuses_an_output_scale_that_would_shift_the_square_left() -> None:
+    """An output multiplier of 1 or more would shift the square (< 2^30) left: TFLM's int32
+    arithmetic may overflow there, so the C emitter refuses it with the reason."""
+    g = float_sqd_graph((1, 4, 8), (1, 4, 1))
+    for name, q in (("x", (0.05, 0)), ("y", (0.05, 0)), ("z", (1e-7, -128))):
+        g.tensors[name] = TensorInfo(name, g.tensors[name].shape, "int8", Q((q[0],), (q[1],)))
+    with pytest.raises(UnsupportedOpError, match="SQUARED_DIFFERENCE .*larger output scale"):
+        _quant_fields(g.nodes[0], g)
 
 
 @pytest.mark.skipif(not HAVE_QEMU, reason="no Arm toolchain or QEMU")
