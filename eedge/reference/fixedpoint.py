@@ -168,7 +168,7 @@ def inv_sqrt_quantized_multiplier_exp(values: np.ndarray) -> tuple[np.ndarray, n
         big = x >= (1 << 29)
         x = np.where(big, x // 4, x)
         shift = shift + big
-    leading_zeros = 32 - np.floor(np.log2(x)).astype(np.int64) - 1   # x < 2^29: exact
+    leading_zeros = 32 - np.frexp(x.astype(np.float64))[1].astype(np.int64)   # of uint32 x
     pairs = (leading_zeros - 1) // 2 - 1
     shift = shift - pairs
     x = x << (2 * pairs)

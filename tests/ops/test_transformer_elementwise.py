@@ -51,6 +51,7 @@ from eedge.ops import registry
 from eedge.ops.binary import _quant_fields, broadcast_loops
 from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.reference.executor import execute
+from eedge.reference.fixedpoint import inv_sqrt_quantized_multiplier_exp
 from eedge.runtime.interpreters import LiteRTModel, TFLMModel
 from eedge.targets import load_target
 
@@ -124,6 +125,18 @@ def test_rsqrt_int8_equals_tflite_micro_and_litert(case: int) -> None:
     litert = LiteRTModel(data, reference=True).run([x])[0].reshape(got.shape)
     assert np.array_equal(got, litert)
     assert got[0, 0] == 127 and len(np.unique(got[0])) > 8   # the zero point: largest output
+
+
+def test_inv_sqrt_multiplier_is_one_over_sqrt_to_q31_precision() -> None:
+    """fixedpoint.inv_sqrt_quantized_multiplier_exp: 0 and 1 give (INT32_MAX, 0); elsewhere
+    multiplier * 2^shift / 2^31 is 1/sqrt(x) within Newton's precision, over int32 inputs
+    (the normalisation by 4 above 2^29 included); shifts are never positive."""
+    x = np.concatenate([np.arange(2, 4096), np.geomspace(4096, 2**31 - 1, 2000).astype(np.int64)])
+    m, shift = inv_sqrt_quantized_multiplier_exp(x)
+    assert np.all(shift <= 0) and np.all((m > 0) & (m < 2**31))
+    np.testing.assert_allclose(m * np.exp2(shift) / 2**31 * np.sqrt(x), 1.0, atol=2e-6)
+    m0, s0 = inv_sqrt_quantized_multiplier_exp(np.array([0, 1]))
+    assert m0.tolist() == [2**31 - 1] * 2 and s0.tolist() == [0, 0]
 
 
 def test_rsqrt_below_the_zero_point_fails_in_tflm_and_is_127_in_eedge() -> None:
