@@ -61,8 +61,14 @@ class TensorInfo:
         return bool(self.shape) and isinstance(self.shape[0], str)
 
     def elements_per_sample(self) -> int:
-        """Element count ignoring the batch dimension (dim 0)."""
-        dims = self.shape[1:] if self.shape else ()
+        """Element count ignoring the batch dimension (dim 0, or the symbol's axis).
+
+        Inside a model the symbolic batch may sit on any axis (attention
+        permutes it, recurrent layers are time-major).
+        """
+        symbolic = [i for i, d in enumerate(self.shape) if isinstance(d, str)]
+        skip = symbolic[0] if symbolic else 0
+        dims = [d for i, d in enumerate(self.shape) if i != skip]
         return int(np.prod([int(d) for d in dims], dtype=np.int64)) if dims else 1
 
     def bytes_per_sample(self) -> int:

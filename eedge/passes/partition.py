@@ -128,6 +128,27 @@ def _stage_io(graph: Graph, stages: list[Stage]) -> None:
                     outputs.setdefault(out, None)
         stage.inputs = list(inputs)
         stage.outputs = list(outputs)
+        _check_batch_first(graph, stage)
+
+
+def _check_batch_first(graph: Graph, stage: Stage) -> None:
+    """Stages hand on only the rows that did not exit: hand-offs must lead with the batch.
+
+    Inside a stage the batch may sit on any axis (attention permutes it,
+    recurrent layers are time-major); the runtime selects rows of a hand-off
+    along its first axis.
+    """
+    batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
+    if not isinstance(batch, str):
+        return
+    for name in stage.outputs:
+        shape = list(graph.tensors[name].shape) if name in graph.tensors else []
+        if shape and shape[0] != batch and batch in shape:
+            raise ModelError(
+                f"stage {stage.index} hands tensor {name!r} (shape {shape}) to a later stage "
+                f"with the batch at axis {shape.index(batch)}; the cascade passes on the rows "
+                "that did not exit, so hand-offs must be batch first: branch the exit off a "
+                "batch-first tensor (e.g. after the Transpose back to (batch, ...))")
 
 
 def partition(graph: Graph, split_after: str | int | None = None) -> Partition:
