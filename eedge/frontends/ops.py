@@ -52,7 +52,9 @@ _RECURRENT = ("no recurrent layers: unroll over time with Conv1d and Tanh/Sigmoi
               "(causal convolutions, as keyword spotters do)")
 ONNX_ALTERNATIVES: dict[str, str] = {
     "LayerNormalization": _TRANSFORMER, "Attention": _TRANSFORMER,
-    "MultiHeadAttention": _TRANSFORMER, "Erf": _TRANSFORMER,
+    "MultiHeadAttention": _TRANSFORMER,
+    "Erf": ("eedge fuses GELU's x * 0.5 * (1 + erf(x / sqrt(2))) into Gelu; this Erf is not "
+            "part of that exact formula (check its constants, or use nn.GELU)"),
     "SkipLayerNormalization": _TRANSFORMER, "RotaryEmbedding": _TRANSFORMER,
     "GRU": _RECURRENT, "LSTM": _RECURRENT, "RNN": _RECURRENT,
     "Upsample": "use Resize (re-export with opset 13 or newer)",
@@ -65,9 +67,12 @@ ONNX_ALTERNATIVES: dict[str, str] = {
     "GroupNormalization": "use BatchNormalization",
     "Einsum": "use MatMul with a constant right-hand side",
     "Gather": "use Slice or Split (constant indices)",
-    "Shape": "re-export with fixed input sizes so shapes fold into constants",
-    "ConstantOfShape": "re-export with fixed input sizes so shapes fold into constants",
-    "Expand": "rely on Add/Mul broadcasting instead of an explicit Expand",
+    "Shape": ("eedge folds shapes it can infer; this one depends on a dimension it cannot: "
+              "pass --input-shape with fixed sizes or re-export with fixed input sizes"),
+    "ConstantOfShape": ("eedge folds it when its shape is known; pass --input-shape with fixed "
+                        "sizes or re-export with fixed input sizes"),
+    "Expand": ("eedge folds Expand of constants; for an activation rely on Add/Mul "
+               "broadcasting instead of an explicit Expand"),
     "Tile": "use Concat of the same tensor",
     "ReduceMin": "use ReduceMax of the input multiplied by -1",
     "Neg": "use Mul by -1", "Abs": "use Relu(x) + Relu(-x)",
