@@ -1,4 +1,4 @@
-"""Unroll ONNX GRU and LSTM nodes over their fixed sequence length into primitive ops.
+"""Unroll ONNX GRU, LSTM and RNN nodes over their fixed sequence length into primitive ops.
 
 No TFLite builtin, reference kernel or C kernel runs a recurrent cell, but
 every piece of one is an op eedge already deploys on every path (float,
@@ -58,9 +58,10 @@ from onnx import helper, numpy_helper
 
 from eedge.errors import ModelError, UnsupportedOpError
 
-RECURRENT_OPS = ("GRU", "LSTM")
-GATES = {"GRU": 3, "LSTM": 4}
-DEFAULT_ACTIVATIONS = {"GRU": ("sigmoid", "tanh"), "LSTM": ("sigmoid", "tanh", "tanh")}
+RECURRENT_OPS = ("GRU", "LSTM", "RNN")
+GATES = {"GRU": 3, "LSTM": 4, "RNN": 1}
+DEFAULT_ACTIVATIONS = {"GRU": ("sigmoid", "tanh"), "LSTM": ("sigmoid", "tanh", "tanh"),
+                       "RNN": ("tanh",)}
 MIN_OPSET = 13  # Slice/Squeeze/Unsqueeze/Split take their axes and sizes as inputs
 
 
@@ -76,7 +77,7 @@ def unroll_recurrent(model: onnx.ModelProto) -> list[str]:
         return []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
-        raise ModelError(f"unrolling GRU/LSTM needs opset {MIN_OPSET} or newer (the model "
+        raise ModelError(f"unrolling GRU/LSTM/RNN needs opset {MIN_OPSET} or newer (the model "
                          f"uses {opset}); convert it first")
     shapes = _static_shapes(model)
     constants = _constants(graph)
@@ -104,7 +105,7 @@ def unroll_recurrent(model: onnx.ModelProto) -> list[str]:
             step = _follow(node, sequences, constants, shapes)
             if isinstance(step, str) and node.output[0] not in graph_outputs:
                 alias[node.output[0]] = step
-                candidates.add(node.output[0])
+                candidates |= {name for name in node.input if name}  # e.g. its index
                 continue
             if step is not None:
                 candidates.add(node.output[0])
@@ -174,7 +175,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 
 @dataclass
 class _Cell:
-    """One GRU/LSTM node's weights and attributes, per direction."""
+    """One GRU/LSTM/RNN node's weights and attributes, per direction."""
 
     op: str
     name: str
@@ -327,7 +328,7 @@ def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.
             if waiting[j] == 0:
                 heapq.heappush(ready, j)
     if len(order) != len(nodes):
-        raise ModelError("the graph has a cycle after unrolling GRU/LSTM")
+        raise ModelError("the graph has a cycle after unrolling GRU/LSTM/RNN")
     return order
 
 
@@ -517,8 +518,10 @@ def _unroll(cell: _Cell, b: _Builder, source: str | list[str], time_axis: int,
                 x_t = b.op("Gemm", operands, f"{st}/x", transB=1)
             if cell.op == "GRU":
                 h = _gru_step(cell, b, steps, st, x_t, h, R, rec_bias)
-            else:
+            elif cell.op == "LSTM":
                 h, c = _lstm_step(cell, b, steps, st, x_t, h, c, R)
+            else:
+                h = _rnn_step(b, steps, st, x_t, h, R)
             assert isinstance(h, str)
             hs[t] = h
             if isinstance(c, str):
@@ -591,6 +594,17 @@ def _gru_step(cell: _Cell, b: _Builder, steps: _Steps, st: str, x_t: str,
     prev = h if isinstance(h, str) else b.const(f"{st}/h_prev", h)
     diff = b.op("Sub", [prev, n], f"{st}/h_diff")
     return b.op("Add", [n, b.op("Mul", [z, diff], f"{st}/z_diff")], f"{st}/h")
+
+
+def _rnn_step(b: _Builder, steps: _Steps, st: str, x_t: str, h: np.ndarray | str | None,
+              R: np.ndarray) -> str:
+    """One plain RNN step: h_t = tanh(x_t·Wᵀ + h·Rᵀ + Wb + Rb) (biases are in x_t)."""
+    if isinstance(h, str):
+        rec = b.op("Gemm", [h, steps.weight("R", R)], f"{st}/h_proj", transB=1)
+        pre = b.op("Add", [x_t, rec], f"{st}/sum")
+    else:
+        pre = steps.add(x_t, None if h is None else h @ R.T, f"{st}/sum")
+    return b.op("Tanh", [pre], f"{st}/h")
 
 
 def _lstm_step(cell: _Cell, b: _Builder, steps: _Steps, st: str, x_t: str,

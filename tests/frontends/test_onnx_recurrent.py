@@ -1,4 +1,4 @@
-"""GRU/LSTM unrolled into primitive ops compute what ONNX Runtime's GRU/LSTM compute.
+"""GRU/LSTM/RNN unrolled into primitive ops compute what ONNX Runtime's nodes compute.
 
 Single-node models built with ``onnx.helper`` over a grid of attributes,
 initial states and used outputs, and the torch exports of the zoo's
@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.frontends.onnx_recurrent import unroll_recurrent
 
-GATES = {"GRU": 3, "LSTM": 4}
+GATES = {"GRU": 3, "LSTM": 4, "RNN": 1}
 PRIMITIVE = {"MatMul", "Gemm", "Add", "Sub", "Mul", "Sigmoid", "Tanh", "Split", "Slice",
              "Squeeze", "Unsqueeze", "Concat"}
 F, H = 5, 4
@@ -34,10 +34,11 @@ def _weights(op: str, dirs: int, bias: bool, init: str, batch: int, seed: int
     """W, R, B and the initial states in layout 0 (``init``: absent, zero or rand)."""
     rng = np.random.default_rng(seed)
     g = GATES[op]
-    arrays = {"W": rng.standard_normal((dirs, g * H, F)), "R": rng.standard_normal((dirs, g * H, H))}
+    arrays = {"W": rng.standard_normal((dirs, g * H, F)),
+              "R": rng.standard_normal((dirs, g * H, H))}
     if bias:
         arrays["B"] = rng.standard_normal((dirs, 2 * g * H))
-    for key in (("h",) if op == "GRU" else ("h", "c")):
+    for key in (("h", "c") if op == "LSTM" else ("h",)):
         if init == "zero":
             arrays[key] = np.zeros((dirs, batch, H))
         elif init == "rand":
@@ -48,14 +49,14 @@ def _weights(op: str, dirs: int, bias: bool, init: str, batch: int, seed: int
 def _model(op: str, arrays: dict[str, np.ndarray], steps: int, layout: int, outputs: str,
            batch: int | str, direction: str = "forward", lbr: int = 1,
            wrap: bool = False) -> onnx.ModelProto:
-    """One GRU/LSTM node; ``wrap``: layout 1 computed as layout 0 between Transposes."""
+    """One GRU/LSTM/RNN node; ``wrap``: layout 1 computed as layout 0 between Transposes."""
     dirs = arrays["W"].shape[0]
     node_layout = 0 if wrap else layout
     inits, inputs, nodes = [], ["X", "W", "R", "B" if "B" in arrays else "", ""], []
     for name in ("W", "R", "B"):
         if name in arrays:
             inits.append(numpy_helper.from_array(arrays[name], name))
-    for key in (("h",) if op == "GRU" else ("h", "c")):
+    for key in (("h", "c") if op == "LSTM" else ("h",)):
         if key in arrays:
             value = arrays[key] if node_layout == 0 else arrays[key].transpose(1, 0, 2)
             inits.append(numpy_helper.from_array(np.ascontiguousarray(value), f"init_{key}"))
@@ -64,15 +65,14 @@ def _model(op: str, arrays: dict[str, np.ndarray], steps: int, layout: int, outp
             inputs.append("")
     while inputs and not inputs[-1]:
         inputs.pop()
-    names = ["Y", "Y_h", "Y_c"][:2 if op == "GRU" else 3]
+    names = ["Y", "Y_h", "Y_c"][:3 if op == "LSTM" else 2]
     wanted = {"y": {"Y"}, "h": {"Y_h"}, "all": set(names)}[outputs]
     attrs: dict[str, object] = {"hidden_size": H, "layout": node_layout, "direction": direction}
     if op == "GRU":
         attrs["linear_before_reset"] = lbr
-    x_name = "X"
     if wrap:
         nodes.append(helper.make_node("Transpose", ["X"], ["X_t"], perm=[1, 0, 2]))
-        inputs[0] = x_name = "X_t"
+        inputs[0] = "X_t"
     node_outs = [(n if not wrap else f"{n}_t") if n in wanted else "" for n in names]
     while not node_outs[-1]:
         node_outs.pop()
@@ -85,7 +85,6 @@ def _model(op: str, arrays: dict[str, np.ndarray], steps: int, layout: int, outp
               "Y_h": [dirs, batch, H] if layout == 0 else [batch, dirs, H]}
     shapes["Y_c"] = shapes["Y_h"]
     x_shape = [steps, batch, F] if layout == 0 else [batch, steps, F]
-    del x_name
     graph = helper.make_graph(
         nodes, "rnn", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, shapes[n]) for n in names
@@ -136,7 +135,8 @@ def _check(op: str, layout: int, lbr: int, bias: bool, init: str, steps: int, ou
 
 GRID = [(op, layout, lbr, bias, init, steps, outputs)
         for op, layout, lbr, bias, init, steps, outputs in itertools.product(
-            ("GRU", "LSTM"), (0, 1), (0, 1), (True, False), ("absent", "zero", "rand"), (1, 7),
+            ("GRU", "LSTM", "RNN"), (0, 1), (0, 1), (True, False), ("absent", "zero", "rand"),
+            (1, 7),
             ("y", "h", "all"))
         if op == "GRU" or lbr == 0]
 
@@ -150,7 +150,8 @@ def test_single_node_grid(op: str, layout: int, lbr: int, bias: bool, init: str,
 
 DIRECTIONS = [(op, direction, layout, init)
               for op, direction, layout, init in itertools.product(
-                  ("GRU", "LSTM"), ("reverse", "bidirectional"), (0, 1), ("absent", "rand"))]
+                  ("GRU", "LSTM", "RNN"), ("reverse", "bidirectional"), (0, 1),
+                  ("absent", "rand"))]
 
 
 @pytest.mark.parametrize("op,direction,layout,init", DIRECTIONS,
@@ -186,7 +187,8 @@ def test_names_are_deterministic_and_weights_dropped() -> None:
     assert sum(n.op_type == "Gemm" for n in a.graph.node) == 2
 
 
-@pytest.mark.parametrize("op,graph_output", [("GRU", False), ("LSTM", False), ("LSTM", True)])
+@pytest.mark.parametrize("op,graph_output", [("GRU", False), ("LSTM", False), ("LSTM", True),
+                                             ("RNN", False)])
 def test_stacked_layers_and_a_step_read_by_gather(op: str, graph_output: bool) -> None:
     """Layer 2 projects layer 1's states step by step; Gather(time, 3) reads step 3's state.
 
@@ -218,6 +220,7 @@ def test_stacked_layers_and_a_step_read_by_gather(op: str, graph_output: bool) -
     unrolled = _unrolled(first)
     ops = [n.op_type for n in unrolled.graph.node]
     assert "Gather" not in ops
+    assert "three" not in {i.name for i in unrolled.graph.initializer}  # the Gather's index
     assert ops.count("MatMul") == 2  # layer 1's projection and the head; layer 2 uses Gemms
     assert ("Squeeze" in {n.op_type for n in unrolled.graph.node if "seq" in n.output}) \
         == graph_output
@@ -238,6 +241,8 @@ def _set_attr(model: onnx.ModelProto, **attrs: object) -> onnx.ModelProto:
     ("LSTM", {"input_forget": 1}, "input_forget=1 is not supported"),
     ("GRU", {"activations": ["Relu", "Tanh"]}, "activations=['relu', 'tanh']"),
     ("LSTM", {"activations": ["Sigmoid", "Tanh", "Relu"]}, "activations="),
+    ("RNN", {"activations": ["Relu"]}, "activations=['relu']"),
+    ("GRU", {"direction": "sideways"}, "direction='sideways'"),
 ])
 def test_refused_attributes(op: str, attrs: dict[str, object], message: str) -> None:
     model = _set_attr(_model(op, _weights(op, 1, True, "absent", 1, 0), 3, 0, "all", 1), **attrs)
