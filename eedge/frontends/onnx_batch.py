@@ -143,8 +143,10 @@ class _BatchTracker:
     """
 
     def __init__(self, model: onnx.ModelProto, input_name: str, batch: int,
-                 choices: dict[str, int] | None = None) -> None:
+                 choices: dict[str, int] | None = None, advice: str | None = None) -> None:
         self.model, self.batch = model, batch
+        self.advice = advice or ("re-export the model with a dynamic batch (torch: "
+                                 "dynamic_shapes={'x': {0: Dim('batch')}}) or with batch 1")
         self.choices = choices or {}
         self.options: dict[str, int] = {}  # ambiguous Reshape -> number of readings
         self.parents: dict[str, str] = {}  # ambiguous Reshape -> the merge it read from
@@ -328,8 +330,7 @@ class _BatchTracker:
             raise ModelError(
                 f"the model is fixed to batch {self.batch} and Reshape node {node.name!r} bakes "
                 f"it in (shape {target.tolist()} from input {act.shape}) in a way eedge "
-                "cannot prove to be the batch; re-export the model with a dynamic batch "
-                "(torch: dynamic_shapes={'x': {0: Dim('batch')}}) or with batch 1")
+                f"cannot prove to be the batch; {self.advice}")
         new_target, out = found
         out = _Act(list(out.shape), out.axis, out.groups,
                    node.name if out.groups is not None else "")
@@ -776,7 +777,7 @@ def _reshape_batch(in_shape: list[int], axis: int, batch: int, target: list[int]
 
 
 def make_batch_symbolic(model: onnx.ModelProto, input_name: str, batch: int,
-                        symbol: str = BATCH_SYMBOL) -> list[str]:
+                        symbol: str = BATCH_SYMBOL, advice: str | None = None) -> list[str]:
     """Rewrite ``model`` (fixed to ``batch``) in place; returns the rewritten nodes.
 
     Follows the batch from the input through every node (:class:`_BatchTracker`),
@@ -792,7 +793,7 @@ def make_batch_symbolic(model: onnx.ModelProto, input_name: str, batch: int,
     for _attempt in range(4 * len(model.graph.node) + 1):
         work = onnx.ModelProto()
         work.CopyFrom(model)
-        tracker = _BatchTracker(work, input_name, batch, choices)
+        tracker = _BatchTracker(work, input_name, batch, choices, advice)
         try:
             tracker.run()
             break

@@ -224,7 +224,8 @@ def _convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return converted
 
 
-def _settle_batch(model: onnx.ModelProto, user_batch: Dim | None) -> list[str]:
+def _settle_batch(model: onnx.ModelProto, user_batch: Dim | None,
+                  folded_at_1: bool = False) -> list[str]:
     """Make the batch symbolic unless the model is fixed to batch 1 and nobody asks.
 
     A fixed batch above 1 cannot run a cascade (later stages see fewer
@@ -246,6 +247,10 @@ def _settle_batch(model: onnx.ModelProto, user_batch: Dim | None) -> list[str]:
     if batch == 1 and (user_batch is None or user_batch == 1):
         return []  # kept: the runtime feeds fixed-batch-1 models row by row
     symbol = user_batch if isinstance(user_batch, str) else BATCH_SYMBOL
+    if folded_at_1:  # the user's dynamic batch, fixed to 1 for folding (already noted)
+        make_batch_symbolic(model, target.name, batch, symbol, advice=(
+            "export the model with a fixed batch (eedge makes the batch symbolic itself)"))
+        return []
     rewritten = make_batch_symbolic(model, target.name, batch, symbol)
     where = f" (rewrote node(s) {', '.join(rewritten)})" if rewritten else ""
     return [f"the model was exported with a fixed batch of {batch}; eedge made the batch "
@@ -336,6 +341,7 @@ def import_onnx(model: onnx.ModelProto,
         _apply_input_shapes(model, input_shapes)
         del model.graph.value_info[:]  # stale shapes would contradict the new input shape
     user_batch = _user_batch(input_shapes)
+    folded_notes: list[str] = []
     if graph_inputs:
         user_batch, folded_notes = _fix_batch_for_folding(model, user_batch)
         notes += folded_notes
@@ -345,7 +351,7 @@ def import_onnx(model: onnx.ModelProto,
     _check_supported(model.graph.node)
     _check_names(model.graph)
     if graph_inputs:
-        notes += _settle_batch(model, user_batch)
+        notes += _settle_batch(model, user_batch, folded_at_1=bool(folded_notes))
     normalized = onnx.ModelProto.FromString(model.SerializeToString())
     try:
         onnx.checker.check_model(model)

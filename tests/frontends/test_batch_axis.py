@@ -260,3 +260,25 @@ def test_hand_off_with_the_batch_inside_is_refused() -> None:
     with pytest.raises(ModelError, match=r"stage 0 hands tensor 'tw' \(shape \[4, 'N', 8\]\) "
                                          r"to a later stage with the batch at axis 1"):
         partition(graph)
+
+
+def test_dynamic_export_that_cannot_be_proven_asks_for_a_fixed_batch() -> None:
+    """A dynamic-batch file computing shapes: folded at batch 1, then every Reshape proven."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMax", ["sf"], ["k"], keepdims=0),
+             helper.make_node("Mul", ["x", "k"], ["xs"]),
+             helper.make_node("Transpose", ["xs"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["t", "odd"], ["r"], name="odd_view"),
+             helper.make_node("Reshape", ["r", "back"], ["m"]),
+             helper.make_node("Transpose", ["m"], ["mb"], perm=[1, 0, 2]),
+             helper.make_node("ReduceMean", ["mb"], ["p"], axes=[1], keepdims=0),
+             helper.make_node("Gemm", ["p", "head"], ["exit0"], transB=1)]
+    inits = [numpy_helper.from_array(np.array([2, 6], np.int64), "odd"),
+             numpy_helper.from_array(np.array([3, 1, 4], np.int64), "back"),
+             _weights(3, 4, name="head")]
+    model = _model(nodes, inits, ["n", 3, 4], {"exit0": ["n", 3]})
+    with pytest.raises(ModelError, match=r"Reshape node 'odd_view' bakes it in .* export the "
+                                         r"model with a fixed batch \(eedge makes the batch "
+                                         r"symbolic itself\)"):
+        import_onnx(model)
