@@ -256,17 +256,31 @@ class _BatchTracker:
         if len(axes) != 1:
             raise _refuse(node, "combines tensors whose batch sits at different axes")
         axis = axes.pop()
-        for name in node.input:
+        for i, name in enumerate(node.input):
             if name and name not in self.acts:
                 shape = self.static(node, name)
                 k = axis - (out_rank - len(shape))
                 if 0 <= k < len(shape) and shape[k] != 1:
-                    raise _refuse(node, f"combines the batch axis with constant {name!r} of "
-                                  f"shape {shape}, which is not 1 there")
+                    node.input[i] = self._one_sample(node, name, k)
         for out in node.output:
             if out:
                 self.set(out, _Act(self.static(node, out), axis))
         return None
+
+    def _one_sample(self, node: onnx.NodeProto, name: str, axis: int) -> str:
+        """A constant expanded to the export batch (``bias.expand(4, ...)``), cut to one row.
+
+        Broadcasting the single row gives the same values at the export
+        batch and the right ones at any other; a constant whose rows differ
+        is per-sample data and is refused.
+        """
+        value = self.constants.get(name)
+        if value is None or value.shape[axis] != self.batch or not np.array_equal(
+                value, np.broadcast_to(np.take(value, [0], axis=axis), value.shape)):
+            raise _refuse(node, f"combines the batch axis with constant {name!r} of shape "
+                          f"{list(self.static(node, name))}, which differs from sample to sample")
+        self.rewritten.append(node.name)
+        return self.const(f"{name}__one_sample", np.take(value, [0], axis=axis))
 
     def _elementwise_expanded(self, node: onnx.NodeProto, acts: dict[int, _Act],
                               first: _Act) -> None:

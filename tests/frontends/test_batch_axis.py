@@ -282,3 +282,22 @@ def test_dynamic_export_that_cannot_be_proven_asks_for_a_fixed_batch() -> None:
                                          r"model with a fixed batch \(eedge makes the batch "
                                          r"symbolic itself\)"):
         import_onnx(model)
+
+
+def test_constant_expanded_to_the_export_batch_is_cut_to_one_row() -> None:
+    """x + bias.expand(4, -1) at export batch 4: one row broadcasts at any batch."""
+    row = np.linspace(-1, 1, 8).astype(np.float32)
+    nodes = [helper.make_node("Add", ["x", "bias"], ["h"], name="add_bias"),
+             helper.make_node("Gemm", ["h", "head"], ["exit0"], transB=1)]
+    inits = [numpy_helper.from_array(np.tile(row, (4, 1)), "bias"), _weights(3, 8, name="head")]
+    model = _model(nodes, inits, [4, 8], {"exit0": [4, 3]})
+    imported = import_onnx(model)
+    assert imported.graph.inputs[0].shape == ("batch", 8)
+    x = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)
+    w = numpy_helper.to_array(inits[1])
+    np.testing.assert_allclose(_session(imported.model).run(None, {"x": x})[0],
+                               (x + row) @ w.T, atol=1e-5)
+    inits[0] = numpy_helper.from_array(np.arange(32, dtype=np.float32).reshape(4, 8), "bias")
+    with pytest.raises(ModelError, match=r"'add_bias' \(Add\) combines the batch axis with "
+                                         r"constant 'bias' of shape \[4, 8\], which differs"):
+        import_onnx(_model(nodes, inits, [4, 8], {"exit0": [4, 3]}))
