@@ -252,7 +252,9 @@ def _settle_batch(model: onnx.ModelProto, user_batch: Dim | None,
             "export the model with a fixed batch (eedge makes the batch symbolic itself)"))
         return []
     rewritten = make_batch_symbolic(model, target.name, batch, symbol)
-    where = f" (rewrote node(s) {', '.join(rewritten)})" if rewritten else ""
+    shown = ", ".join(rewritten[:6]) + (f" and {len(rewritten) - 6} more"
+                                        if len(rewritten) > 6 else "")
+    where = f" (rewrote node(s) {shown})" if rewritten else ""
     return [f"the model was exported with a fixed batch of {batch}; eedge made the batch "
             f"dimension symbolic{where}"]
 
@@ -347,6 +349,7 @@ def import_onnx(model: onnx.ModelProto,
         notes += folded_notes
     model, pattern_notes = _normalize_graph(model)
     notes += pattern_notes
+    opset = next(o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS)
     notes += unroll_recurrent(model)
     _check_supported(model.graph.node)
     _check_names(model.graph)

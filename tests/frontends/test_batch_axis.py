@@ -73,6 +73,8 @@ def test_zoo_exports_import_with_a_symbolic_batch(name: str, dynamo: bool, tmp_p
     shape = zoo_sequence.MODELS[name].input_shape
     imported = import_onnx(read_onnx_file(path), {None: ("N", *shape[1:])})
     assert imported.graph.inputs[0].shape == ("N", *shape[1:])
+    assert imported.graph.opset == next(o.version for o in imported.model.opset_import
+                                        if o.domain == "")  # after any conversion
     ops = {n.op_type for n in imported.model.graph.node}
     assert not ops & LEFT_TO_FOLD, ops & LEFT_TO_FOLD
     if name in ("vit", "kwt"):
