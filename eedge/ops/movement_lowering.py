@@ -39,7 +39,7 @@ import numpy as np
 
 from eedge.ir.graph import Dim, Node, TensorInfo
 from eedge.ops.registry import Lowering, register_lowering
-from eedge.passes.layout_classes import FREE, PLAIN_LAYOUTS
+from eedge.passes.layout_classes import FREE, PLAIN_LAYOUTS, leading_axis, plain_layout
 from eedge.passes.lower_tflite import Lowerer, nchw_view
 
 NHWC = (0, 2, 3, 1)
@@ -59,9 +59,13 @@ def layout_of(lw: Lowerer, lowered: str, rank: int) -> tuple[int, ...]:
     return lw.layout_of(lowered, rank)
 
 
-def batch_axis(shape: Sequence[Dim]) -> int:
-    """The ONNX axis holding the batch: the symbolic one (transformers move it), else 0."""
-    return next((i for i, d in enumerate(shape) if isinstance(d, str)), 0)
+def batch_axis(shape: Sequence[Dim]) -> int | None:
+    """The ONNX axis holding the batch: the symbolic one (transformers move it).
+
+    None for a fixed-shape tensor: a model whose batch could not be made
+    symbolic runs with exactly its exported shapes, so no axis is special.
+    """
+    return next((i for i, d in enumerate(shape) if isinstance(d, str)), None)
 
 
 def view_axis(axis: int, rank: int) -> int:
@@ -103,18 +107,27 @@ def _custom_layout_ok(lw: Lowerer, tensor: str) -> bool:
         lw.src.nodes[i].op_type in LAYOUT_AWARE for i in readers)
 
 
+def leads_with_batch(shape: Sequence[Dim], layout: Sequence[int]) -> bool:
+    """Whether ``layout`` stores the batch first (a unit axis, for a fixed-shape tensor)."""
+    view = nchw_view(shape)
+    if any(isinstance(d, str) for d in view):
+        return layout[0] == leading_axis(shape)
+    return view[layout[0]] == 1 or layout[0] == leading_axis(shape)
+
+
 def _candidates(lw: Lowerer, tensor: str, rank: int) -> list[tuple[int, ...]]:
-    """Layouts a new rank-``rank`` tensor may take, preferred first."""
-    if rank in PLAIN_LAYOUTS:
-        if lw.classes.get(tensor) == FREE and _custom_layout_ok(lw, tensor):
-            first = [default_layout(rank), PLAIN_LAYOUTS[rank]]
-            rest = [(0,) + p for p in itertools.permutations(range(1, 4))]
-            return first + [p for p in rest if p not in first]
+    """Layouts a new rank-``rank`` tensor may take, preferred first (all store the batch first)."""
+    shape = lw.src_shape(tensor)
+    free = _custom_layout_ok(lw, tensor) and (rank == 5 or lw.classes.get(tensor) == FREE)
+    if rank in PLAIN_LAYOUTS and not free:
         return [lw.class_layout(tensor, rank)]
-    if rank != 5 or not _custom_layout_ok(lw, tensor):
-        return [default_layout(rank)]
-    rest = [(0,) + p for p in itertools.permutations(range(1, rank))]
-    return [CHANNEL_SPLIT] + [p for p in rest if p != CHANNEL_SPLIT]
+    if rank not in PLAIN_LAYOUTS and not free:
+        return [plain_layout(shape) if rank == 5 else default_layout(rank)]
+    preferred = [default_layout(rank) if rank in PLAIN_LAYOUTS else CHANNEL_SPLIT,
+                 plain_layout(shape)]
+    every = itertools.permutations(range(len(nchw_view(shape))))
+    ordered = preferred + [p for p in every if p not in preferred]
+    return [p for p in ordered if leads_with_batch(shape, p)] or [plain_layout(shape)]
 
 
 def _node(lw: Lowerer, name: str, op: str, inputs: list[str], outputs: list[str],
@@ -163,7 +176,29 @@ def lower_reshape(lw: Lowerer, node: Node) -> None:
         lw.alias[node.outputs[0]] = lw.name(node.inputs[0])
         return
     x, in_layout = _source(lw, node)
-    in_shape, out = lw.src_shape(node.inputs[0]), node.outputs[0]
+    reshape_lowered(lw, node, x, lw.src_shape(node.inputs[0]), in_layout, node.outputs[0])
+
+
+def _column_permutation(order: np.ndarray, out_shape: Sequence[Dim]) -> np.ndarray | None:
+    """For a reshape into 2-D, the one column order every row has (a fully connected layer's
+    weights can absorb it); None when rows differ or the result is not 2-D."""
+    if len(out_shape) != 2:
+        return None
+    cols = _view(out_shape)[1]
+    rows = order.reshape(-1, cols)
+    perm = rows[0] - rows[0].min()
+    if not np.array_equal(rows, np.arange(len(rows))[:, None] * cols + perm[None, :]):
+        return None
+    return perm
+
+
+def reshape_lowered(lw: Lowerer, node: Node, x: str, in_shape: Sequence[Dim],
+                    in_layout: Sequence[int], out: str) -> None:
+    """Lowered ``x`` (ONNX shape ``in_shape`` stored in ``in_layout``) reshaped into ``out``.
+
+    Free (a RESHAPE, an alias in C) when some layout ``out`` may take keeps
+    the bytes; otherwise through ONNX order with TRANSPOSEs.
+    """
     out_shape = lw.src_shape(out)
     order = element_order(in_shape, in_layout)
     for layout in _candidates(lw, out, len(out_shape)):
@@ -171,21 +206,22 @@ def lower_reshape(lw: Lowerer, node: Node) -> None:
             _define(lw, out, out_shape, layout)
             _reshape_to(lw, node, x, out)
             return
-    if len(out_shape) <= 2:  # a flatten: the consumer's weights absorb the order
+    columns = _column_permutation(order, out_shape)
+    if columns is not None:  # a flatten: the consumer's weights absorb the order
         _define(lw, out, out_shape, default_layout(len(out_shape)))
-        lw.perm[out] = order
+        lw.perm[out] = columns
         _reshape_to(lw, node, x, out)
         return
     # bytes move: go through ONNX order (identity layouts) and back, skipping identities
     in_view, out_view = nchw_view(in_shape), nchw_view(out_shape)
     identity_in, identity_out = tuple(range(len(in_view))), tuple(range(len(out_view)))
     onnx_in = x
-    if tuple(in_layout) != identity_in:
+    if not np.array_equal(order, element_order(in_shape, identity_in)):
         onnx_in = f"{out}/onnx_order"
         lw.tensors[onnx_in] = TensorInfo(onnx_in, tuple(in_view), "float32")
         _transpose(lw, node, x, [in_layout.index(a) for a in identity_in], onnx_in)
-    layout = default_layout(len(out_shape))
-    if tuple(layout) == identity_out:
+    layout = _candidates(lw, out, len(out_shape))[0]
+    if np.array_equal(element_order(out_shape, layout), element_order(out_shape, identity_out)):
         _define(lw, out, out_shape, layout)
         _reshape_to(lw, node, onnx_in, out)
         return
@@ -301,12 +337,22 @@ def lower_transpose(lw: Lowerer, node: Node) -> None:
     out_shape = lw.src_shape(out)
     perm = [int(p) for p in node.attrs.get("perm", list(range(rank))[::-1])]
     view_perm = _view_perm(perm, rank)
+    in_shape = lw.src_shape(node.inputs[0])
+    onnx_index = np.arange(math.prod(_view(in_shape))).reshape(_view(in_shape))
+    stored = onnx_index.transpose(in_layout)          # input element at each lowered position
     options = []
     for layout in _candidates(lw, out, rank):
-        lowered = [in_layout.index(view_perm[a]) for a in layout]
-        cost = (_reshapes_moving(lw, out, layout), lowered != sorted(lowered))
-        options.append((cost, layout, lowered))
-    (_, moves), layout, lowered = min(options, key=lambda o: o[0])
+        wanted = onnx_index.transpose(view_perm).transpose(layout)
+        moves = not np.array_equal(stored.ravel(), wanted.ravel())
+        options.append(((_reshapes_moving(lw, out, layout), moves), layout, wanted))
+    (_, moves), layout, wanted = min(options, key=lambda o: o[0])
+    lowered = [in_layout.index(view_perm[a]) for a in layout]
+    if moves and lowered[0] != 0:  # the batch stays put: only unit axes moved around it
+        lowered = next((list(p) for p in itertools.permutations(range(len(layout)))
+                        if p[0] == 0 and stored.transpose(p).shape == wanted.shape
+                        and np.array_equal(stored.transpose(p), wanted)), lowered)
+        if lowered[0] != 0:
+            raise lw.unsupported(node, f"permutation {perm} moves the batch")
     if len(lowered) > 5:
         raise lw.unsupported(node, f"a {len(lowered)}-D transpose (TFLM: at most 5-D)")
     if not moves and tuple(layout) == tuple(in_layout):
@@ -345,7 +391,7 @@ def lower_slice(lw: Lowerer, node: Node) -> None:
     in_shape = lw.src_shape(node.inputs[0])
     view = nchw_view(in_shape)
     to_view = {0: 0, 1: 1, 2: 3} if len(in_shape) == 3 else {a: a for a in range(len(view))}
-    batch = to_view[batch_axis(in_shape)]
+    sliced: set[int] = set()
     begin, count, steps = [0] * len(view), [int(d) if isinstance(d, int) else -1 for d in view], \
         [1] * len(view)
     for start, end, axis, step in zip(*_slice_inputs(lw, node)):
@@ -360,11 +406,14 @@ def lower_slice(lw: Lowerer, node: Node) -> None:
             raise lw.unsupported(node, f"an empty slice of axis {axis}")
         a = to_view[axis]
         begin[a], count[a], steps[a] = first, n, int(step)
+        sliced.add(a)
     out = node.outputs[0]
     _define(lw, out, lw.src_shape(out), layout)
     lowered = [layout[i] for i in range(len(layout))]
     b = [begin[a] for a in lowered]
-    c = [-1 if a == batch else count[a] for a in lowered]
+    # axes taken whole are "to the end": the batch (symbolic) and, as before, the first
+    c = [-1 if a not in sliced and (j == 0 or count[a] < 0) else count[a]
+         for j, a in enumerate(lowered)]
     s = [steps[a] for a in lowered]
     if all(v == 1 for v in s):
         _node(lw, node.name, "SLICE", [x, lw.const(f"{out}/begin", np.array(b, np.int32)),

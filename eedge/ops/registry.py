@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from eedge.codegen.emit import EmitContext, Emitted
 
 FAMILIES = ("eedge.ops.activations", "eedge.ops.binary", "eedge.ops.resize",
-            "eedge.ops.movement", "eedge.ops.reductions", "eedge.ops.matmul")
+            "eedge.ops.movement", "eedge.ops.reductions", "eedge.ops.matmul",
+            "eedge.ops.sequence_lowering")
 
 Kernel = Callable[[Node, Graph, list[np.ndarray | None]], "np.ndarray | tuple[np.ndarray, ...]"]
 """A reference kernel: one array, or a tuple with one array per output for multi-output ops."""

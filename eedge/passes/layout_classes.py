@@ -28,7 +28,9 @@ sequence operators convert their operands themselves. Graph inputs are
 
 from __future__ import annotations
 
-from eedge.ir.graph import Graph
+from collections.abc import Sequence
+
+from eedge.ir.graph import Dim, Graph
 
 SPATIAL, PLAIN, FREE = "spatial", "plain", "free"
 
@@ -45,7 +47,8 @@ REDUCTIONS = frozenset({"ReduceMean", "ReduceSum", "ReduceMax"})
 
 MOVEMENT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
                           "Split", "Gather", "Expand"})
-"""Boundaries: the lowering converts between whatever layouts their sides have."""
+"""Boundaries: the lowering converts between whatever layouts their sides have (so do
+reductions that drop axes: they map their axes through any layout)."""
 
 
 class _Classes:
@@ -85,8 +88,40 @@ def _is_sequence_use(graph: Graph, op: str, tensors: list[str]) -> bool:
 
 
 PLAIN_LAYOUTS = {3: (0, 2, 1, 3), 4: (0, 1, 2, 3)}
-"""Layouts (see eedge.ops.movement_lowering) of plain tensors: ONNX order; a 3-D (N, T, D)
-tensor is stored (N, 1, T, D), the view (N, T, 1, D) with its unit axis moved forward."""
+"""Layouts (see eedge.ops.movement_lowering) of plain tensors with the batch first: ONNX
+order; a 3-D (N, T, D) tensor is stored (N, 1, T, D), its view (N, T, 1, D) with the unit
+axis moved forward."""
+
+
+def _view_dims(shape: Sequence[Dim]) -> list[Dim]:
+    return [shape[0], shape[1], 1, shape[2]] if len(shape) == 3 else list(shape)
+
+
+def leading_axis(shape: Sequence[Dim]) -> int:
+    """The view axis a lowered tensor must store first: its batch.
+
+    Lowered graphs keep the batch as axis 0 (the reference executor runs
+    calibration batches through them, and every byte-moving builtin leaves
+    axis 0 alone). Transformers move the batch (torch's attention works on
+    (T, N, D) and (3, N, h, T, d) tensors), so the batch is the symbolic
+    axis wherever it sits; a fixed-shape tensor (batch 1) leads with a unit
+    axis: its ONNX axis 0 when that is 1, else its first unit axis.
+    """
+    view = _view_dims(shape)
+    symbolic = [i for i, d in enumerate(view) if isinstance(d, str)]
+    if symbolic:
+        return symbolic[0]
+    if view[0] == 1:
+        return 0
+    return next((i for i, d in enumerate(view) if d == 1), 0)
+
+
+def plain_layout(shape: Sequence[Dim]) -> tuple[int, ...]:
+    """ONNX order with the batch (see :func:`leading_axis`) first, then a 3-D view's unit axis."""
+    rank = len(shape)
+    first = leading_axis(shape)
+    order = [first] + ([2] if rank == 3 and first != 2 else [])
+    return tuple(order + [a for a in range(len(_view_dims(shape))) if a not in order])
 
 
 def layout_classes(graph: Graph) -> dict[str, str]:
@@ -109,7 +144,7 @@ def layout_classes(graph: Graph) -> dict[str, str]:
         if not tensors:
             continue
         op = node.op_type
-        if op in MOVEMENT_OPS:
+        if op in MOVEMENT_OPS or op in REDUCTIONS and not node.attrs.get("keepdims", 1):
             for t in tensors:
                 classes.find(t)
             continue

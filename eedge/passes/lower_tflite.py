@@ -37,7 +37,7 @@ from eedge.errors import UnsupportedOpError
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 from eedge.ops import registry
 from eedge.passes.fold_batchnorm import bn_affine, fold_batchnorm
-from eedge.passes.layout_classes import PLAIN, PLAIN_LAYOUTS, layout_classes
+from eedge.passes.layout_classes import PLAIN, PLAIN_LAYOUTS, layout_classes, plain_layout
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB",
@@ -129,6 +129,8 @@ class _Lowerer:
         self.layout: dict[str, tuple[int, ...]] = {}
         # ONNX tensor -> spatial / plain / free (eedge.passes.layout_classes)
         self.classes = layout_classes(graph)
+        # ids of source nodes another lowering already covered (a Linear's bias Add)
+        self.absorbed: set[int] = set()
 
     # -- helpers ------------------------------------------------------------
     def name(self, tensor: str) -> str:
@@ -140,12 +142,14 @@ class _Lowerer:
     def class_layout(self, name: str, rank: int) -> tuple[int, ...]:
         """The layout a 3-D/4-D activation's class gives it (NHWC unless it is plain)."""
         if rank in PLAIN_LAYOUTS and self.classes.get(name) == PLAIN:
-            return PLAIN_LAYOUTS[rank]
+            shape = self.src.tensors[name].shape if name in self.src.tensors else None
+            return plain_layout(shape) if shape is not None else PLAIN_LAYOUTS[rank]
         return NCHW_TO_NHWC if rank in (3, 4) else tuple(range(rank))
 
     def define(self, name: str, onnx_shape: Sequence[Dim]) -> None:
         layout = self.class_layout(name, len(onnx_shape))
-        if len(onnx_shape) in PLAIN_LAYOUTS and layout != NCHW_TO_NHWC:
+        if len(onnx_shape) in PLAIN_LAYOUTS and self.classes.get(name) == PLAIN:
+            layout = plain_layout(onnx_shape)
             view = nchw_view(onnx_shape)
             self.tensors[name] = TensorInfo(name, tuple(view[a] for a in layout), "float32")
             self.layout[name] = layout
@@ -248,6 +252,8 @@ class _Lowerer:
 
     # -- ops ----------------------------------------------------------------
     def lower(self, node: Node) -> None:
+        if id(node) in self.absorbed:
+            return
         handler = getattr(self, f"op_{node.op_type}", None)
         if handler is not None:
             handler(node)
@@ -322,7 +328,14 @@ class _Lowerer:
         self._fully_connected(node, node.inputs[0], weight, bias)
 
     def op_MatMul(self, node: Node) -> None:
+        from eedge.ops import sequence_lowering
+        if node.inputs[1] not in self.src.constants:
+            sequence_lowering.lower_batch_matmul(self, node)
+            return
         b = self.const_of(node, 1, "right-hand side")
+        if b.ndim == 2 and len(self.src_shape(node.inputs[0])) > 2:
+            sequence_lowering.lower_linear(self, node, b)
+            return
         if b.ndim != 2:
             raise self.unsupported(node, "the constant right-hand side must be 2-D")
         self._fully_connected(node, node.inputs[0], b.T, np.zeros(b.shape[1], np.float32))

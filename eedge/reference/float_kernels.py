@@ -93,9 +93,19 @@ def _mean(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarra
                   keepdims=bool(node.attrs["keep_dims"])).astype(np.float32)
 
 
+def reshape_target(x: np.ndarray, shape: np.ndarray) -> list[int]:
+    """RESHAPE's new shape for ``x``: a -1 (the batch, wherever it sits: attention's
+    (3, N, h, T, d) tensors) is inferred; without one the leading axis is the batch the
+    reference runs (a file's 1 stands for any batch)."""
+    dims = [int(d) for d in np.asarray(shape).reshape(-1)]
+    if -1 in dims:
+        return dims
+    return [x.shape[0]] + dims[1:]
+
+
 def _reshape(_n: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     x, shape = args
-    return x.reshape([x.shape[0]] + [int(d) for d in shape[1:]])
+    return x.reshape(reshape_target(x, shape))
 
 
 def _softmax(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:

@@ -19,7 +19,7 @@ from eedge.reference.fixedpoint import (exp_on_negative_values, multiply_by_quan
                                         one_over_one_plus_x, quantize_multiplier, rdbpot,
                                         round_half_away, round_half_away_f32, srdhm, trunc_div,
                                         wrap_int32)
-from eedge.reference.float_kernels import fc_output_shape
+from eedge.reference.float_kernels import fc_output_shape, reshape_target
 from eedge.reference.windows import gather_windows
 
 Kernel = Callable[[Node, Graph, Sequence[np.ndarray | None]], np.ndarray]
@@ -265,7 +265,7 @@ def _softmax(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndar
 
 def _reshape(_n: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
     x, shape = args
-    return x.reshape([x.shape[0]] + [int(d) for d in shape[1:]])
+    return x.reshape(reshape_target(x, shape))
 
 
 def _concat(node: Node, _g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:
