@@ -479,7 +479,8 @@ class _BatchTracker:
             return None
         return self._concat_constants(node, axis, out)
 
-    def _concat_constants(self, node: onnx.NodeProto, axis: int, out: _Act) -> list:
+    def _concat_constants(self, node: onnx.NodeProto, axis: int, out: _Act,
+                          fixed: bool = False) -> list:
         """Concat(constant, activation) -> Pad(activation) + constant: valid at any batch.
 
         The class token is ``cat([cls.expand(B, -1, -1), x], 1)``: folded at the
@@ -489,7 +490,7 @@ class _BatchTracker:
         there (and zeros elsewhere) gives the same values (x + 0 and 0 + c
         are exact) with the batch free to broadcast.
         """
-        b = out.axis
+        b = out.axis  # with ``fixed`` (the batch stays fixed) the constants are kept whole
         pieces: list[tuple[str, int, np.ndarray | None]] = []
         offset = 0
         for name in node.input:
@@ -501,7 +502,7 @@ class _BatchTracker:
             if name not in self.acts and value is None:
                 raise _refuse(node, f"concatenates {name!r}, which is neither a constant nor "
                               "a tensor eedge can follow")
-            if value is not None:
+            if value is not None and not fixed:
                 if value.ndim != out.rank or not np.array_equal(
                         value, np.broadcast_to(np.take(value, [0], axis=b), value.shape)):
                     raise _refuse(node, f"concatenates constant {name!r}, which differs from "
@@ -511,7 +512,8 @@ class _BatchTracker:
             offset += size
         dtype = next(v.dtype for _, _, v in pieces if v is not None)
         added_shape = list(out.shape)
-        added_shape[b] = 1
+        if not fixed:
+            added_shape[b] = 1
         added = np.zeros(added_shape, dtype)
         replaced: list[onnx.NodeProto] = []
         padded: list[str] = []
@@ -788,6 +790,43 @@ def _reshape_batch(in_shape: list[int], axis: int, batch: int, target: list[int]
             [j + width - 1] for j in range(q + 1, len(target))]
         found.append((new, _Act(shape, q + (1 if a > 1 else 0), groups)))
     return found
+
+
+def pad_constant_concats(model: onnx.ModelProto, input_name: str) -> list[str]:
+    """Concat of constants and activations -> Pad + Add in a fixed-batch model, in place.
+
+    The same rewrite :func:`make_batch_symbolic` makes for the class token,
+    so the lowering meets one form whatever the batch: no Concat reads a
+    constant after the import. Returns the rewritten Concat nodes.
+    """
+    tracker = _BatchTracker(model, input_name, _fixed_batch(model, input_name))
+    constants = {i.name for i in model.graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        names = [n for n in node.input if n]
+        mixed = node.op_type == "Concat" and any(n in constants for n in names) and \
+            any(n not in constants for n in names)
+        if not mixed:
+            nodes.append(node)
+            continue
+        shape = tracker.static(node, node.output[0])
+        for name in names:
+            if name not in constants:
+                tracker.acts[name] = _Act(tracker.static(node, name), 0)
+        axis = int(_attr(node, "axis", 0)) % len(shape)  # type: ignore[call-overload]
+        nodes.extend(tracker._concat_constants(node, axis, _Act(shape, 0), fixed=True))
+    if tracker.rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        model.graph.initializer.extend(tracker.new_inits)
+        del model.graph.value_info[:]
+    return tracker.rewritten
+
+
+def _fixed_batch(model: onnx.ModelProto, input_name: str) -> int:
+    value = next(v for v in model.graph.input if v.name == input_name)
+    first = value.type.tensor_type.shape.dim[0]
+    return int(first.dim_value) if first.HasField("dim_value") else 1
 
 
 def make_batch_symbolic(model: onnx.ModelProto, input_name: str, batch: int,

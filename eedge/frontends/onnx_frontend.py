@@ -26,7 +26,8 @@ from onnx import helper, numpy_helper, version_converter
 
 from eedge.errors import ModelError, UnsupportedOpError
 from eedge.frontends.onnx_batch import (BATCH_SYMBOL, check_batch_axis, infer_shapes,
-                                        infer_with_batch, make_batch_symbolic)
+                                        infer_with_batch, make_batch_symbolic,
+                                        pad_constant_concats)
 from eedge.frontends.onnx_exit_softmax import StrippedExit, strip_exit_softmax
 from eedge.frontends.onnx_external_data import embed_external_data
 from eedge.frontends.onnx_fold import fold_constants
@@ -245,7 +246,11 @@ def _settle_batch(model: onnx.ModelProto, user_batch: Dim | None,
         return []
     batch = int(first.dim_value)
     if batch == 1 and (user_batch is None or user_batch == 1):
-        return []  # kept: the runtime feeds fixed-batch-1 models row by row
+        # kept: the runtime feeds fixed-batch-1 models row by row; the class token's
+        # Concat takes the form the symbolic path gives it, so lowering meets one form
+        padded = pad_constant_concats(model, target.name)
+        return [f"eedge rewrote Concat node(s) {', '.join(padded)} of constants and "
+                "activations as Pad + Add"] if padded else []
     symbol = user_batch if isinstance(user_batch, str) else BATCH_SYMBOL
     if folded_at_1:  # the user's dynamic batch, fixed to 1 for folding (already noted)
         make_batch_symbolic(model, target.name, batch, symbol, advice=(

@@ -303,3 +303,20 @@ def test_constant_expanded_to_the_export_batch_is_cut_to_one_row() -> None:
     with pytest.raises(ModelError, match=r"'add_bias' \(Add\) combines the batch axis with "
                                          r"constant 'bias' of shape \[4, 8\], which differs"):
         import_onnx(_model(nodes, inits, [4, 8], {"exit0": [4, 3]}))
+
+
+def test_fixed_batch_class_token_concat_takes_the_same_form(tmp_path: Path,
+                                                             lowerable: None) -> None:
+    """Kept at batch 1, the class token still becomes Pad + Add: one form to lower."""
+    torch.manual_seed(0)
+    module = zoo_sequence.MODELS["vit"].factory().eval()
+    path = zoo_sequence.export_default("vit", module, tmp_path / "vit.onnx", dynamo=True)
+    imported = import_onnx(read_onnx_file(path))
+    assert imported.graph.inputs[0].shape == (1, 1, 8, 8)
+    ops = [n.op_type for n in imported.model.graph.node]
+    assert "Concat" not in ops and ops.count("Pad") == 1
+    assert any("Pad + Add" in n for n in imported.notes)
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    for want, have in zip(_session(str(path)).run(None, {"x": x}),
+                          _session(imported.model).run(None, {"x": x})):
+        np.testing.assert_allclose(have, want, atol=1e-5)
