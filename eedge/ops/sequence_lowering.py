@@ -204,7 +204,7 @@ def lower_layer_norm(lw: Lowerer, node: Node) -> None:
     current = centered
     for i, (name, op, constant) in enumerate(steps):
         target = out if i == len(steps) - 1 else tensor(name, x_shape)
-        other = inv_std if constant is None else lw.const(f"{base}/{name}", constant)
+        other = inv_std if constant is None else lw.const(f"{base}/{name}_value", constant)
         _node(lw, f"{node.name}/{name}", op, [current, other], [target], activation="NONE")
         current = target
 
