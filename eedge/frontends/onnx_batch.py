@@ -360,7 +360,8 @@ class _BatchTracker:
 
     def _op_Flatten(self, node: onnx.NodeProto, acts: dict[int, _Act]) -> None:
         act = self.plain(node, acts[0], node.input[0])
-        axis = int(_attr(node, "axis", 1)) % max(act.rank, 1)  # type: ignore[call-overload]
+        axis = int(_attr(node, "axis", 1))  # type: ignore[call-overload]
+        axis += act.rank if axis < 0 else 0  # ONNX allows axis == rank (a trailing unit axis)
         side = act.shape[:axis] if act.axis < axis else act.shape[axis:]
         if int(np.prod(side, dtype=np.int64)) != self.batch:
             raise _refuse(node, f"(axis {axis}) merges the batch (axis {act.axis}) with other "

@@ -47,16 +47,16 @@ def supported_onnx_ops() -> dict[str, str]:
 MAC_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 """Operators whose cost is counted as multiply-accumulates."""
 
-_TRANSFORMER = "no transformer ops yet (issue 18)"
-_RECURRENT = ("no recurrent layers: unroll over time with Conv1d and Tanh/Sigmoid gates "
-              "(causal convolutions, as keyword spotters do)")
+_FUSED_ATTENTION = ("fused attention operators are not supported: export with torch.onnx.export "
+                    "defaults, which write attention as MatMul, Softmax and Transpose (supported)")
+_RECURRENT = ("fused recurrent builtins are not supported: export the model to ONNX instead "
+              "(eedge unrolls ONNX GRU, LSTM and RNN over their fixed sequence length)")
 ONNX_ALTERNATIVES: dict[str, str] = {
-    "LayerNormalization": _TRANSFORMER, "Attention": _TRANSFORMER,
-    "MultiHeadAttention": _TRANSFORMER,
+    "Attention": _FUSED_ATTENTION, "MultiHeadAttention": _FUSED_ATTENTION,
     "Erf": ("eedge fuses GELU's x * 0.5 * (1 + erf(x / sqrt(2))) into Gelu; this Erf is not "
             "part of that exact formula (check its constants, or use nn.GELU)"),
-    "SkipLayerNormalization": _TRANSFORMER, "RotaryEmbedding": _TRANSFORMER,
-    "GRU": _RECURRENT, "LSTM": _RECURRENT, "RNN": _RECURRENT,
+    "SkipLayerNormalization": "use LayerNormalization after an Add (what torch exports)",
+    "RotaryEmbedding": _FUSED_ATTENTION,
     "Upsample": "use Resize (re-export with opset 13 or newer)",
     "Mish": "use HardSwish, or SiLU (Sigmoid times its input)",
     "Swish": "use SiLU (Sigmoid times its input) or HardSwish",
@@ -66,7 +66,6 @@ ONNX_ALTERNATIVES: dict[str, str] = {
     "InstanceNormalization": "use BatchNormalization",
     "GroupNormalization": "use BatchNormalization",
     "Einsum": "use MatMul with a constant right-hand side",
-    "Gather": "use Slice or Split (constant indices)",
     "Shape": ("eedge folds shapes it can infer; this one depends on a dimension it cannot: "
               "pass --input-shape with fixed sizes or re-export with fixed input sizes"),
     "ConstantOfShape": ("eedge folds it when its shape is known; pass --input-shape with fixed "
@@ -84,7 +83,6 @@ ONNX_ALTERNATIVES: dict[str, str] = {
 """Hand-written advice for common ONNX operators eedge does not support."""
 
 TFLITE_ALTERNATIVES: dict[str, str] = {
-    "BATCH_MATMUL": _TRANSFORMER,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": _RECURRENT, "BIDIRECTIONAL_SEQUENCE_LSTM": _RECURRENT,
     "LSTM": _RECURRENT, "UNIDIRECTIONAL_SEQUENCE_RNN": _RECURRENT, "RNN": _RECURRENT,
     "SVDF": _RECURRENT, "LOG_SOFTMAX": "use SOFTMAX", "ARG_MAX": "output logits instead",

@@ -140,7 +140,29 @@ def _node(lw: Lowerer, name: str, op: str, inputs: list[str], outputs: list[str]
     lw.nodes.append(Node(unique, op, inputs, outputs, dict(attrs)))
 
 
+def batch_kept(dims: Sequence[int], perm: Sequence[int]) -> list[int]:
+    """``perm``, or one moving the same bytes that leaves axis 0 (the batch) first.
+
+    Permutations differing only in where unit axes go move no byte
+    differently; lowered graphs keep the batch at axis 0, so among them the
+    one that keeps axis 0 first is written.
+    """
+    perm = list(perm)
+    if perm[0] == 0:
+        return perm
+    index = np.arange(math.prod(dims)).reshape(dims)
+    wanted = index.transpose(perm)
+    for p in itertools.permutations(range(len(perm))):
+        if p[0] == 0 and index.transpose(p).shape == wanted.shape and \
+                np.array_equal(index.transpose(p), wanted):
+            return list(p)
+    return perm
+
+
 def _transpose(lw: Lowerer, node: Node, x: str, perm: Sequence[int], out: str) -> None:
+    perm = batch_kept(_view(lw.tensors[x].shape), perm)
+    if perm[0] != 0:
+        raise lw.unsupported(node, "it would move the batch off the first axis")
     const = lw.const(f"{out}/perm", np.array(perm, np.int32))
     _node(lw, node.name, "TRANSPOSE", [x, const], [out])
 
@@ -347,12 +369,6 @@ def lower_transpose(lw: Lowerer, node: Node) -> None:
         options.append(((_reshapes_moving(lw, out, layout), moves), layout, wanted))
     (_, moves), layout, wanted = min(options, key=lambda o: o[0])
     lowered = [in_layout.index(view_perm[a]) for a in layout]
-    if moves and lowered[0] != 0:  # the batch stays put: only unit axes moved around it
-        lowered = next((list(p) for p in itertools.permutations(range(len(layout)))
-                        if p[0] == 0 and stored.transpose(p).shape == wanted.shape
-                        and np.array_equal(stored.transpose(p), wanted)), lowered)
-        if lowered[0] != 0:
-            raise lw.unsupported(node, f"permutation {perm} moves the batch")
     if len(lowered) > 5:
         raise lw.unsupported(node, f"a {len(lowered)}-D transpose (TFLM: at most 5-D)")
     if not moves and tuple(layout) == tuple(in_layout):

@@ -43,7 +43,7 @@ def _refused(capsys: pytest.CaptureFixture[str], path: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("op, attrs, advice", [
-    ("Gelu", {}, "no transformer ops yet (issue 18)"),
+    ("Erf", {}, "eedge fuses GELU's"),
     ("ReduceProd", {"keepdims": 0}, "nearest supported operator: ReduceSum"),
     ("ReduceMin", {"keepdims": 0}, "ReduceMax"),
     ("Cos", {}, "README's Operators table"),
@@ -63,7 +63,7 @@ def test_tflite_unsupported_builtin_is_one_line_with_advice(
     line = _refused(capsys, path, tmp_path)
     op = "UNIDIRECTIONAL_SEQUENCE_LSTM"
     assert f"unsupported TFLite operator {op} (operator 0 ({op}))" in line
-    assert "no recurrent layers" in line
+    assert "eedge unrolls ONNX GRU, LSTM and RNN" in line
 
 
 def test_advice_never_names_an_unsupported_operator() -> None:
