@@ -20,6 +20,7 @@ from eedge.reference.int8_kernels import (activation_range, channel_multipliers,
                                           fc_multipliers, fc_weight_offset, quant_of,
                                           quantize_multiplier, relu_multiplier, scale_of,
                                           softmax_multiplier, zero_point_of)
+from eedge.reference.fixedpoint import exp_on_negative_values, srdhm, wrap_int32
 from eedge.reference.windows import padding_amounts
 
 F32 = np.float32
@@ -228,8 +229,31 @@ def _softmax(ctx: EmitContext, node: Node) -> Emitted:
     if zero_point_of(out_q) != -128 or F32(scale_of(out_q)) != F32(1 / 256):
         raise UnsupportedOpError(f"SOFTMAX {node.name!r}: int8 output must use scale 1/256 "
                                  "and zero point -128")
-    fields = softmax_fields(g, node.inputs[0], float(node.attrs.get("beta", 1.0)))
-    return _unary(ctx, node, "eedge_softmax_params", "eedge_softmax_s8", fields)
+    beta = float(node.attrs.get("beta", 1.0))
+    fields = softmax_fields(g, node.inputs[0], beta)
+    p = ctx.ident
+    table = softmax_exp_table(scale_of(quant_of(g, node.inputs[0])), beta)
+    return Emitted([int_array(f"{p}_exp", table), struct("eedge_softmax_params", f"{p}_params",
+                                                         fields)],
+                   f"eedge_softmax_lut_s8(&{p}_params, {p}_exp, {table.size}, "
+                   f"{_operand(ctx, node.inputs[0])}, {ctx.tensor_ref(node.outputs[0])})")
+
+
+def softmax_exp_table(in_scale: float, beta: float = 1.0) -> np.ndarray:
+    """exp(-d) for each distance d = max - logit (0..255) as TFLite's int8 softmax computes it.
+
+    The exponential depends on d alone, so eedge_softmax_lut_s8 looks it up instead of
+    running gemmlowp's exp twice per logit (softmax was a third of a keyword transformer's
+    instructions). Distances below diff_min hold 0 (they add nothing and give q = -128, as
+    the reference); trailing zeros are cut, the kernel reads d >= size as 0.
+    """
+    mult, shift, diff_min = softmax_multiplier(in_scale, beta)
+    diff = -np.arange(256, dtype=np.int64)
+    valid = diff >= diff_min
+    scaled = srdhm(wrap_int32(diff << shift), mult)
+    exps = np.where(valid, exp_on_negative_values(np.where(valid, scaled, 0)), 0)
+    nonzero = np.flatnonzero(exps)
+    return exps[:int(nonzero[-1]) + 1 if nonzero.size else 0].astype(np.int64)
 
 
 def _pad(ctx: EmitContext, node: Node) -> Emitted:

@@ -71,18 +71,17 @@ static int32_t scaled_diff(const eedge_softmax_params *p, int32_t diff) {
     return eedge_srdhm((int32_t)((uint32_t)diff << p->input_shift), p->input_multiplier);
 }
 
-static void softmax_prepare(const eedge_softmax_params *p, const int8_t *in, softmax_row *row) {
-    int32_t max_value = -128, headroom, shifted, i;
-    uint32_t sum = 0; /* Q12.19 like TFLite's; unsigned, so 4096+ equal logits wrap, not UB */
-    for (i = 0; i < p->cols; ++i) {
+static int32_t row_max(const int8_t *in, int32_t cols) {
+    int32_t max_value = -128, i;
+    for (i = 0; i < cols; ++i) {
         max_value = in[i] > max_value ? in[i] : max_value;
     }
-    for (i = 0; i < p->cols; ++i) {
-        const int32_t diff = in[i] - max_value;
-        if (diff >= p->diff_min) {
-            sum += (uint32_t)eedge_rdbpot(exp_on_negative_values(scaled_diff(p, diff)), 12);
-        }
-    }
+    return max_value;
+}
+
+/* the reciprocal and exponent of a row from its sum of exponentials (Q12.19) */
+static void softmax_scale(uint32_t sum, int32_t max_value, softmax_row *row) {
+    int32_t headroom, shifted;
     /* the largest logit adds exp(0) = 2^19, so sum > 0 unless it wrapped to exactly 0 */
     headroom = leading_zeros(sum);
     if (headroom > 31) {
@@ -92,6 +91,19 @@ static void softmax_prepare(const eedge_softmax_params *p, const int8_t *in, sof
     row->max_value = max_value;
     row->reciprocal = one_over_one_plus_x(shifted);
     row->exponent = (12 - headroom) + 31 - 8;
+}
+
+static void softmax_prepare(const eedge_softmax_params *p, const int8_t *in, softmax_row *row) {
+    const int32_t max_value = row_max(in, p->cols);
+    int32_t i;
+    uint32_t sum = 0; /* Q12.19 like TFLite's; unsigned, so 4096+ equal logits wrap, not UB */
+    for (i = 0; i < p->cols; ++i) {
+        const int32_t diff = in[i] - max_value;
+        if (diff >= p->diff_min) {
+            sum += (uint32_t)eedge_rdbpot(exp_on_negative_values(scaled_diff(p, diff)), 12);
+        }
+    }
+    softmax_scale(sum, max_value, row);
 }
 
 /* q of one logit of a prepared row: probability (q + 128) / 256 */
@@ -117,6 +129,44 @@ void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t
         softmax_prepare(p, in, &row);
         for (i = 0; i < p->cols; ++i) {
             out[i] = (int8_t)softmax_q(p, &row, in[i]);
+        }
+    }
+}
+
+/* exp_table[d] is exp of the logit max - d (Q0.31) as TFLite computes it, 0 where d is
+ * below diff_min or the exponential is 0, and for d >= exp_count: a logit is int8, so its
+ * distance to the row's maximum is 0..255 and the exponentials are known when the code is
+ * generated. A zero exponential adds nothing to the sum and gives q = -128, what the
+ * reference gives a logit below diff_min, so the bytes equal eedge_softmax_s8's while each
+ * logit costs a lookup instead of gemmlowp's exp (about 150 instructions) twice. */
+void eedge_softmax_lut_s8(const eedge_softmax_params *p, const int32_t *exp_table,
+                          int32_t exp_count, const int8_t *input, int8_t *output) {
+    int32_t r, i;
+    for (r = 0; r < p->rows; ++r) {
+        const int8_t *in = input + r * p->cols;
+        int8_t *out = output + r * p->cols;
+        const int32_t max_value = row_max(in, p->cols);
+        uint32_t sum = 0;
+        softmax_row row;
+        for (i = 0; i < p->cols; ++i) {
+            const int32_t d = max_value - in[i];
+            /* rounding shift of a non-negative value: (e + 2^11) >> 12, in unsigned */
+            sum += d < exp_count ? ((uint32_t)exp_table[d] + 2048u) >> 12 : 0u;
+        }
+        softmax_scale(sum, max_value, &row);
+        if (row.exponent > 31) { /* see softmax_q: every quotient rounds to 0 */
+            for (i = 0; i < p->cols; ++i) {
+                out[i] = -128;
+            }
+            continue;
+        }
+        for (i = 0; i < p->cols; ++i) {
+            const int32_t d = max_value - in[i];
+            int32_t prob = -128;
+            if (d < exp_count) {
+                prob = eedge_rdbpot(eedge_srdhm(row.reciprocal, exp_table[d]), row.exponent) - 128;
+            }
+            out[i] = (int8_t)eedge_clamp(prob, -128, 127);
         }
     }
 }

@@ -61,6 +61,9 @@ void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
 void eedge_avg_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
 void eedge_max_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
 void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t *output);
+/* The same bytes from a table of exponentials per distance to the row's maximum (softmax.c) */
+void eedge_softmax_lut_s8(const eedge_softmax_params *p, const int32_t *exp_table,
+                          int32_t exp_count, const int8_t *input, int8_t *output);
 void eedge_pad_s8(const eedge_pad_params *p, const int8_t *input, int8_t *output);
 void eedge_requantize_s8(const eedge_requant_params *p, const int8_t *input, int8_t *output);
 void eedge_copy_s8(const int8_t *input, int8_t *output, int32_t size);
