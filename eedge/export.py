@@ -12,7 +12,7 @@ ONNX graph; the two partitions must agree stage by stage.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from eedge.frontends.tflite_frontend import load_tflite
 from eedge.frontends.torch_frontend import torch_outputs, torch_to_onnx
 from eedge.ir.bundle import (MANIFEST_NAME, Bundle, check_replaceable, file_entries,
                              load_bundle, sha256_bytes, staging_directory, write_manifest)
-from eedge.ir.graph import Dim, Graph
+from eedge.ir.graph import Dim, Graph, TensorInfo
 from eedge.ir.layout import input_layout, to_channels_last
 from eedge.passes.cost import parameter_bytes, total_macs
 from eedge.passes.lower_tflite import lower_to_tflite
@@ -61,6 +61,7 @@ class ExportOptions:
     check_inputs: Sequence[np.ndarray] = ()
     force: bool = False
     ensemble: Sequence[int] | None = None   # exits averaged into the final prediction
+    lowering_graph: Graph | None = None     # the graph the TFLite lowering reads, if not it
 
 
 @dataclass
@@ -245,6 +246,15 @@ def bundle_model_name(name: str) -> str:
     return cleaned[:256] or "model"
 
 
+def fixed_batch(graph: Graph) -> Graph:
+    """``graph`` with its symbolic batch fixed to 1 again (see ``OnnxImport.lowering_graph``)."""
+    def fixed(info: TensorInfo) -> TensorInfo:
+        return replace(info, shape=tuple(1 if isinstance(d, str) else d for d in info.shape))
+    tensors = {name: fixed(info) for name, info in graph.tensors.items()}
+    return replace(graph, inputs=[tensors.get(i.name, fixed(i)) for i in graph.inputs],
+                   tensors=tensors)
+
+
 def _variants(primary: _Variant, opts: ExportOptions, say: Progress
               ) -> tuple[list[_Variant], dict[str, Any] | None]:
     graph = primary.graph
@@ -257,7 +267,8 @@ def _variants(primary: _Variant, opts: ExportOptions, say: Progress
             say("lowering to TFLite operators (NHWC)")
             protected = [opts.split_after] if isinstance(opts.split_after, str) and \
                 not opts.split_after.isdigit() else []
-            lowered = lower_to_tflite(graph, protected)
+            lowered = lower_to_tflite(graph, protected) if opts.lowering_graph is None \
+                else fixed_batch(lower_to_tflite(opts.lowering_graph, protected))
     else:
         if "onnx" in opts.formats and tuple(opts.formats) != ("onnx",):
             raise ModelError("a .tflite model cannot be exported to ONNX; use --format tflite")
@@ -364,6 +375,7 @@ def export_onnx(path: Path | str, out: Path | str,
     imported = import_onnx(read_onnx_file(path), input_shapes, name=path.stem)
     if imported.changed:
         check_normalized(str(path), imported)
+    kwargs.setdefault("lowering_graph", imported.lowering_graph)
     return export_graph(imported.graph, serialize(imported.model), "onnx",
                         sha256_bytes(path.read_bytes()), out, progress=progress,
                         notes=imported.notes, **kwargs)
@@ -396,6 +408,7 @@ def export_torch(module: "torch.nn.Module", example: Any, out: Path | str, name:
     imported = import_onnx(model, name=name)
     if imported.changed:
         check_normalized(raw, imported)
+    kwargs.setdefault("lowering_graph", imported.lowering_graph)
     return export_graph(imported.graph, serialize(imported.model), "torch", sha256_bytes(raw),
                         out, progress=progress, notes=imported.notes, **kwargs)
 

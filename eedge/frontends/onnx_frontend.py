@@ -52,6 +52,11 @@ class OnnxImport:
     model: onnx.ModelProto
     notes: list[str] = field(default_factory=list)
     stripped_exits: list[StrippedExit] = field(default_factory=list)
+    lowering_graph: Graph | None = None
+    """For a model kept at a fixed batch of 1: the same graph with the batch followed
+    through every node (symbolic, then fixed to 1 again), which the TFLite lowering reads
+    so that each tensor stores its batch first even where torch moved it (attention's
+    (T, N, D) tensors); None when the batch is symbolic anyway or cannot be followed."""
 
     @property
     def changed(self) -> bool:
@@ -371,7 +376,26 @@ def import_onnx(model: onnx.ModelProto,
     if symbol:
         check_batch_axis(model, symbol)
     graph = _model_to_graph(model, opset, name)
-    return OnnxImport(graph, normalized, notes, stripped)
+    twin = None if symbol or not graph_inputs else _batch_followed(normalized, opset, name)
+    return OnnxImport(graph, normalized, notes, stripped, twin)
+
+
+def _batch_followed(model: onnx.ModelProto, opset: int, name: str) -> Graph | None:
+    """A fixed-batch-1 model's graph with the batch axis of every tensor known (see
+    :attr:`OnnxImport.lowering_graph`), or None when eedge cannot follow it."""
+    target = _graph_inputs(model)[0]
+    dims = target.type.tensor_type.shape.dim
+    if not len(dims) or not dims[0].HasField("dim_value") or dims[0].dim_value != 1:
+        return None
+    twin = onnx.ModelProto.FromString(model.SerializeToString())
+    try:
+        make_batch_symbolic(twin, target.name, 1, BATCH_SYMBOL)
+        twin = infer_with_batch(twin, BATCH_SYMBOL)
+        check_batch_axis(twin, BATCH_SYMBOL)
+        graph = _model_to_graph(twin, opset, name)
+    except ModelError:
+        return None
+    return graph
 
 
 def _batch_symbol(model: onnx.ModelProto) -> str | None:
