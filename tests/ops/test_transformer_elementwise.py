@@ -153,6 +153,18 @@ def test_rsqrt_refuses_scales_whose_shift_leaves_the_int32() -> None:
         read_tflite_bytes(model((1, 4), (1e4, -128), [Act("RSQRT", (1e4, 0))]))
 
 
+@pytest.mark.parametrize("in_q,out_q", [((0.0177, -128), (0.00312, -128)),
+                                        ((0.0174, -100), (0.00361, -128)),
+                                        ((1e-4, -128), (5e-7, -128))])
+def test_rsqrt_with_a_positive_rescaling_shift_equals_tflite_micro(
+        in_q: tuple[float, int], out_q: tuple[float, int]) -> None:
+    """A LayerNorm's variance -> 1/std (a trained ViT's scales: shift 12; and shift 28): Eval
+    left-shifts the 1/sqrt value, which TFLM does in an int32 without overflow."""
+    data = model((1, 128 - in_q[1]), in_q, [Act("RSQRT", out_q)])
+    x = np.arange(in_q[1], 128, dtype=np.int8)[None]
+    assert np.array_equal(ours(data, x), TFLMModel(data, 1).run([x])[0].reshape(x.shape))
+
+
 # -- SQUARED_DIFFERENCE ----------------------------------------------------------------------
 
 SQD_CASES = [  # (shape a, shape b, qa, qb, qo)
