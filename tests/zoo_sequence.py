@@ -60,13 +60,14 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm encoder block: x + attn(ln(x)); x + mlp(ln(x)) with GELU."""
+    """Pre-norm encoder block: x + attn(ln(x)); x + mlp(ln(x)) with GELU (or ``mlp_act``)."""
 
-    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+    def __init__(self, dim: int, heads: int, hidden: int,
+                 mlp_act: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), mlp_act(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -74,16 +75,21 @@ class Block(nn.Module):
 
 
 class EarlyExitViT(nn.Module):
-    """Patch embedding, class token, positional embedding, 6 blocks, exits after 2, 4, 6."""
+    """Patch embedding, class token, positional embedding, 6 blocks, exits after 2, 4, 6.
+
+    ``mlp_act=nn.ReLU`` gives a variant TFLite Micro can run whole (it has no
+    GELU kernel), so LayerNorm, attention and BATCH_MATMUL are checked against it.
+    """
 
     def __init__(self, dim: int = 32, depth: int = 6, heads: int = 2, patch: int = 2,
-                 side: int = 8, exits: tuple[int, ...] = (2, 4, 6)) -> None:
+                 side: int = 8, exits: tuple[int, ...] = (2, 4, 6),
+                 mlp_act: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         tokens = (side // patch) ** 2
         self.patch_embed = nn.Conv2d(1, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, heads, dim * 2) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, dim * 2, mlp_act) for _ in range(depth))
         self.exit_after = exits
         self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, CLASSES))
                                    for _ in exits)
@@ -151,6 +157,15 @@ MODELS: dict[str, SequenceModel] = {
     "gru": SequenceModel(lambda: RecurrentKWS(nn.GRU), (1, 8, 8), "rows"),
     "lstm": SequenceModel(lambda: RecurrentKWS(nn.LSTM), (1, 8, 8), "rows"),
 }
+VARIANTS: dict[str, SequenceModel] = {
+    "vit-relu": SequenceModel(lambda: EarlyExitViT(mlp_act=nn.ReLU), (1, 1, 8, 8), "patches"),
+}
+"""Test-only variants (not part of the zoo's four): ``spec`` finds them by name too."""
+
+
+def spec(name: str) -> SequenceModel:
+    """A zoo model's or a variant's description."""
+    return MODELS[name] if name in MODELS else VARIANTS[name]
 
 
 def mfcc_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +186,7 @@ def mfcc_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def dataset(name: str) -> DigitsSplits:
     """Train/val/test splits in ``name``'s input layout."""
-    kind = MODELS[name].data
+    kind = spec(name).data
     if kind == "mfcc":
         parts = [mfcc_like(n, seed) for n, seed in ((1000, 1), (300, 2), (300, 3))]
         return DigitsSplits(*parts[0], *parts[1], *parts[2])
@@ -188,7 +203,7 @@ def train(name: str, data: DigitsSplits, steps: int = 300, seed: int = 0) -> nn.
     torch.set_num_threads(1)
     try:
         torch.manual_seed(seed)
-        model = MODELS[name].factory()
+        model = spec(name).factory()
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
         x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
         rng = np.random.default_rng(seed)
@@ -219,7 +234,7 @@ def export_default(name: str, model: nn.Module, path: Path, dynamo: bool = True)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        args = (torch.zeros(MODELS[name].input_shape),)
+        args = (torch.zeros(spec(name).input_shape),)
         if dynamo:
             torch.onnx.export(model.eval(), args, str(path))
         else:
@@ -227,4 +242,4 @@ def export_default(name: str, model: nn.Module, path: Path, dynamo: bool = True)
     return path
 
 
-__all__ = ["MODELS", "accuracy", "dataset", "export_default", "math", "train"]
+__all__ = ["MODELS", "VARIANTS", "accuracy", "spec", "dataset", "export_default", "math", "train"]
