@@ -142,6 +142,10 @@ def graph_to_tflite(graph: Graph, node_indices: Sequence[int], inputs: Sequence[
     model.buffers = [_AlignedBuffer()]
     tensors: list[Any] = []
     index: dict[str, int] = {}
+    # constants with equal bytes share one buffer (legal in TFLite; TFLM and LiteRT read
+    # buffers only through tensors, which keep their own type, shape and quantization):
+    # an unrolled GRU/LSTM repeats its recurrent weights at every time step
+    buffer_of: dict[bytes, int] = {}
 
     def tensor_index(name: str) -> int:
         if name in index:
@@ -152,10 +156,13 @@ def graph_to_tflite(graph: Graph, node_indices: Sequence[int], inputs: Sequence[
             value = np.ascontiguousarray(graph.constants[name])
             t.shape = list(value.shape)
             t.type = TENSOR_TYPES[value.dtype.name]
-            buffer = _AlignedBuffer()
-            buffer.data = np.frombuffer(value.tobytes(), dtype=np.uint8)
-            model.buffers.append(buffer)
-            t.buffer = len(model.buffers) - 1
+            data = value.tobytes()
+            if not data or data not in buffer_of:
+                buffer = _AlignedBuffer()
+                buffer.data = np.frombuffer(data, dtype=np.uint8)
+                model.buffers.append(buffer)
+                buffer_of[data] = len(model.buffers) - 1
+            t.buffer = buffer_of[data] if data else len(model.buffers) - 1
             t.quantization = _quantization(graph.const_quant.get(name))
         else:
             info = graph.tensors[name]

@@ -201,7 +201,11 @@ def _budget_context(model: CodegenModel) -> dict[str, Any] | None:
 
 def _c_constants(model: CodegenModel, used: dict[str, str]) -> list[dict[str, Any]]:
     out = []
+    emitted = set()
     for original, ident in used.items():
+        if ident in emitted:  # another constant with the same values
+            continue
+        emitted.add(ident)
         value = np.asarray(model.graph.constants[original])
         ctype = {"int8": "int8_t", "int32": "int32_t"}.get(value.dtype.name)
         if ctype is None:
@@ -244,8 +248,16 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     plan = plan_for(model)
     used: dict[str, str] = {}
 
+    by_content: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+
     def constant_ref(name: str) -> str:
-        return used.setdefault(name, f"eedge_const_{len(used)}")
+        # constants with equal values share one array (an unrolled GRU/LSTM's FCs repeat
+        # their weights at every time step; TFLite files share them as one buffer)
+        if name not in used:
+            value = np.ascontiguousarray(g.constants[name])
+            key = (value.dtype.str, value.shape, value.tobytes())
+            used[name] = by_content.setdefault(key, f"eedge_const_{len(by_content)}")
+        return used[name]
 
     def tensor_ref(name: str) -> str:
         return f"T({plan.offsets[name]})"
@@ -299,7 +311,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                "ensemble": _ensemble_context(model),
                "entropy_lut": ", ".join(str(int(v)) for v in ENTROPY_LUT)
                if "entropy" in model.criteria else "",
-               "weight_bytes": int(sum(np.asarray(g.constants[c]).nbytes for c in used))}
+               "weight_bytes": int(sum(np.asarray(g.constants[c]).nbytes
+                                       for c in {ident: c for c, ident in used.items()}.values()))}
     env = _environment()
     with staging_directory(out, force, marker=PROJECT_FILE) as tmp:
         for template in ("model.h", "model.c", "model_data.h", "model_data.c"):
