@@ -165,14 +165,12 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
                   shift=f"{p}_shift")
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
     x, out = _operand(ctx, node.inputs[0]), ctx.tensor_ref(node.outputs[0])
-    call = f"eedge_fully_connected_s8(&{p}_params, {{x}}, {_operand(ctx, node.inputs[1])}, " \
-           f"{bias}, {{out}})"
+    weights = _operand(ctx, node.inputs[1])
     if rows == 1:
-        statement = call.format(x=x, out=out)
-    else:   # one call per row (token): the kernel computes one input vector's outputs
-        statement = (f"for (int32_t {p}_r = 0; {p}_r < {rows}; ++{p}_r) "
-                     + call.format(x=f"({x}) + {p}_r * {in_depth}",
-                                   out=f"({out}) + {p}_r * {out_depth}"))
+        statement = f"eedge_fully_connected_s8(&{p}_params, {x}, {weights}, {bias}, {out})"
+    else:   # the tokens: two rows per block share each weight load
+        statement = (f"eedge_fully_connected_rows_s8(&{p}_params, {rows}, {x}, {weights}, "
+                     f"{bias}, {out})")
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
                     struct("eedge_fc_params", f"{p}_params", fields)], statement, 0)
 

@@ -294,38 +294,127 @@ static void dot_4x1(const int8_t *w, int32_t stride, const int8_t *x, int32_t n,
 
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output) {
+    /* the parameters in locals: every int8 store may alias *p, so the compiler would
+     * reload them for each output otherwise */
+    const int32_t in_depth = p->in_depth, out_depth = p->out_depth, in_offset = p->in_offset;
+    const int32_t out_offset = p->out_offset, low = p->act_min, high = p->act_max;
+    const int32_t per_channel = p->per_channel;
+    const int32_t *multiplier = p->multiplier, *shift = p->shift;
     int32_t oc, i;
     if (p->weight_offset != 0) { /* asymmetric weights: rare, kept simple */
-        for (oc = 0; oc < p->out_depth; ++oc) {
-            const int8_t *row = weights + oc * p->in_depth;
-            const int32_t q = p->per_channel ? oc : 0;
+        for (oc = 0; oc < out_depth; ++oc) {
+            const int8_t *row = weights + oc * in_depth;
+            const int32_t q = per_channel ? oc : 0;
             int32_t acc = 0;
-            for (i = 0; i < p->in_depth; ++i) {
-                acc += ((int32_t)input[i] + p->in_offset) * ((int32_t)row[i] + p->weight_offset);
+            for (i = 0; i < in_depth; ++i) {
+                acc += ((int32_t)input[i] + in_offset) * ((int32_t)row[i] + p->weight_offset);
             }
-            output[oc] = finish(acc, bias, oc, p->multiplier[q], p->shift[q], p->out_offset,
-                                p->act_min, p->act_max);
+            output[oc] = finish(acc, bias, oc, multiplier[q], shift[q], out_offset, low, high);
         }
         return;
     }
-    for (oc = 0; oc < p->out_depth; oc += 4) {
+    for (oc = 0; oc < out_depth; oc += 4) {
         int32_t acc[4], r;
-        const int32_t rows = p->out_depth - oc < 4 ? p->out_depth - oc : 4;
+        const int32_t rows = out_depth - oc < 4 ? out_depth - oc : 4;
         if (rows == 4) {
-            dot_4x1(weights + oc * p->in_depth, p->in_depth, input, p->in_depth, p->in_offset,
-                    acc);
+            dot_4x1(weights + oc * in_depth, in_depth, input, in_depth, in_offset, acc);
         } else {
             for (r = 0; r < rows; ++r) {
                 int32_t pair[4] = {0, 0, 0, 0};
-                const int8_t *row = weights + (oc + r) * p->in_depth;
-                dot_2x2(row, row, input, input, p->in_depth, p->in_offset, pair);
+                const int8_t *row = weights + (oc + r) * in_depth;
+                dot_2x2(row, row, input, input, in_depth, in_offset, pair);
                 acc[r] = pair[0];
             }
         }
         for (r = 0; r < rows; ++r) {
-            const int32_t q = p->per_channel ? oc + r : 0;
-            output[oc + r] = finish(acc[r], bias, oc + r, p->multiplier[q], p->shift[q],
-                                    p->out_offset, p->act_min, p->act_max);
+            const int32_t q = per_channel ? oc + r : 0;
+            output[oc + r] = finish(acc[r], bias, oc + r, multiplier[q], shift[q], out_offset,
+                                    low, high);
         }
+    }
+}
+
+/* Two weight rows (w, w + n) against two input rows (x, x + n): one stride for both pairs,
+ * so the DSP loop needs one register less than dot_2x2 and keeps everything in registers.
+ * acc = {w0.x0, w0.x1, w1.x0, w1.x1}. */
+static inline void fc_block_2x2(const int8_t *w, const int8_t *x, int32_t n, int32_t offset,
+                                int32_t acc[4]) {
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    int32_t i = 0;
+#if defined(EEDGE_USE_DSP)
+    const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    for (; i + 4 <= n; i += 4) {
+        const int32_t x0 = load_i32(x + i), x1 = load_i32(x + n + i);
+        const int32_t x0e = __sxtab16(offsets, x0), x0o = sxtab16_ror8(offsets, x0);
+        const int32_t x1e = __sxtab16(offsets, x1), x1o = sxtab16_ror8(offsets, x1);
+        int32_t v = load_i32(w + i);
+        int32_t we = __sxtb16(v), wo = sxtb16_ror8(v);
+        a00 = __smlad(x0e, we, a00);
+        a00 = __smlad(x0o, wo, a00);
+        a01 = __smlad(x1e, we, a01);
+        a01 = __smlad(x1o, wo, a01);
+        v = load_i32(w + n + i);
+        we = __sxtb16(v);
+        wo = sxtb16_ror8(v);
+        a10 = __smlad(x0e, we, a10);
+        a10 = __smlad(x0o, wo, a10);
+        a11 = __smlad(x1e, we, a11);
+        a11 = __smlad(x1o, wo, a11);
+    }
+#endif
+    for (; i < n; ++i) {
+        const int32_t x0 = x[i] + offset, x1 = x[n + i] + offset;
+        a00 += w[i] * x0;
+        a01 += w[i] * x1;
+        a10 += w[n + i] * x0;
+        a11 += w[n + i] * x1;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+/* `rows` input vectors (the tokens of a keep_num_dims FULLY_CONNECTED) against the same
+ * weights: two rows and two output channels per block (dot_2x2, as convolution pairs
+ * pixels), so each weight word is loaded and widened once for two rows. An odd last row
+ * and asymmetric weights take the one-row kernel. */
+void eedge_fully_connected_rows_s8(const eedge_fc_params *p, int32_t rows, const int8_t *input,
+                                   const int8_t *weights, const int32_t *bias, int8_t *output) {
+    const int32_t in_depth = p->in_depth, out_depth = p->out_depth, in_offset = p->in_offset;
+    const int32_t out_offset = p->out_offset, low = p->act_min, high = p->act_max;
+    const int32_t per_channel = p->per_channel;
+    const int32_t *multiplier = p->multiplier, *shift = p->shift;
+    int32_t r = 0, oc;
+    if (p->weight_offset == 0) {
+        for (; r + 2 <= rows; r += 2) {
+            const int8_t *x0 = input + r * in_depth, *x1 = x0 + in_depth;
+            int8_t *o0 = output + r * out_depth, *o1 = o0 + out_depth;
+            for (oc = 0; oc < out_depth; oc += 2) {
+                const int32_t pair = oc + 1 < out_depth;
+                const int8_t *w0 = weights + oc * in_depth;
+                int32_t acc[4] = {0, 0, 0, 0};
+                int32_t q = per_channel ? oc : 0;
+                if (pair) {
+                    fc_block_2x2(w0, x0, in_depth, in_offset, acc);
+                } else {
+                    dot_2x2(w0, w0, x0, x1, in_depth, in_offset, acc);
+                }
+                o0[oc] = finish(acc[0], bias, oc, multiplier[q], shift[q], out_offset, low,
+                                high);
+                o1[oc] = finish(acc[1], bias, oc, multiplier[q], shift[q], out_offset, low,
+                                high);
+                if (pair) {
+                    q = per_channel ? oc + 1 : 0;
+                    o0[oc + 1] = finish(acc[2], bias, oc + 1, multiplier[q], shift[q],
+                                        out_offset, low, high);
+                    o1[oc + 1] = finish(acc[3], bias, oc + 1, multiplier[q], shift[q],
+                                        out_offset, low, high);
+                }
+            }
+        }
+    }
+    for (; r < rows; ++r) {
+        eedge_fully_connected_s8(p, input + r * in_depth, weights, bias, output + r * out_depth);
     }
 }
