@@ -1,4 +1,4 @@
-"""``eedge demo``: the whole main path on the built-in digits example."""
+"""``eedge demo``: the whole main path on a built-in digits example (CNN or ViT)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from eedge.cli.tables import human_bytes, human_count
               help="Keep the bundle, weights and test data in this directory.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Seed for data split and training.")
-@click.option("--epochs", type=click.IntRange(1, 10_000), default=30, show_default=True,
-              help="Training epochs.")
+@click.option("--model", "model_name", type=click.Choice(["cnn", "vit"]), default="cnn",
+              show_default=True,
+              help="The example: a 3-exit CNN, or a 3-exit vision transformer (4 blocks).")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=None,
+              help="Training epochs.  [default: 30 for the CNN, 15 for the ViT]")
 @click.option("--target", "target_name", default="qemu-cortex-m4", show_default=True,
               help="Where to run the generated C runtime (an mcu-qemu target or host).")
 @click.option("--no-firmware", is_flag=True, help="Skip generating and running the C runtime.")
@@ -26,9 +29,9 @@ from eedge.cli.tables import human_bytes, human_count
                    "with the accuracy-drop monitor and the firmware overhead.")
 @json_option
 @debug_option
-def command(out: Path | None, seed: int, epochs: int, target_name: str, no_firmware: bool,
-            qute: bool, as_json: bool) -> None:
-    """Train a 3-exit CNN on digits, export it (ONNX, TFLite, int8), run the cascade.
+def command(out: Path | None, seed: int, model_name: str, epochs: int | None, target_name: str,
+            no_firmware: bool, qute: bool, as_json: bool) -> None:
+    """Train a 3-exit CNN (or ViT) on digits, export it (ONNX, TFLite, int8), run the cascade.
 
     Needs no download: the data ships with scikit-learn. Takes seconds.
 
@@ -36,21 +39,27 @@ def command(out: Path | None, seed: int, epochs: int, target_name: str, no_firmw
     Example:
       eedge demo --out demo-out
       eedge inspect demo-out/bundle
+      eedge demo --model vit
     """
-    from eedge.examples.demo import run_demo
+    from eedge.examples.demo import MODELS, run_demo
 
-    if epochs < 1:
+    if epochs is not None and epochs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--epochs")
     if qute:
-        _qute_demo(out, seed, epochs, no_firmware, as_json)
+        if model_name != "cnn":
+            raise click.UsageError("--qute compares variants of the CNN; drop --model "
+                                   f"{model_name}")
+        _qute_demo(out, seed, epochs or MODELS["cnn"].epochs, no_firmware, as_json)
         return
     with progress_status("demo", quiet=as_json) as say:
         report = run_demo(out, seed=seed, epochs=epochs, progress=say,
-                          firmware_target=None if no_firmware else target_name)
+                          firmware_target=None if no_firmware else target_name,
+                          model_name=model_name)
     if as_json:
         print_json(report.to_json())
         return
-    table = Table(title=f"digits cascade on {report.test_samples} test images")
+    kind = "" if model_name == "cnn" else f"{model_name.upper()} "
+    table = Table(title=f"digits {kind}cascade on {report.test_samples} test images")
     for name in ("exit", "stage", "MACs to here", "threshold", "exit alone acc",
                  "int8 alone acc", "exit rate", "acc of exited"):
         table.add_column(name, justify="right")
