@@ -170,9 +170,10 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
         statement = f"eedge_fully_connected_s8(&{p}_params, {x}, {weights}, {bias}, {out})"
     else:   # the tokens: two rows per block share each weight load
         statement = (f"eedge_fully_connected_rows_s8(&{p}_params, {rows}, {x}, {weights}, "
-                     f"{bias}, {out})")
+                     f"{bias}, {out}, {SCRATCH})")
     return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
-                    struct("eedge_fc_params", f"{p}_params", fields)], statement, 0)
+                    struct("eedge_fc_params", f"{p}_params", fields)], statement,
+                   0 if rows == 1 else 2 * out_depth)
 
 
 def _binary(ctx: EmitContext, node: Node) -> Emitted:

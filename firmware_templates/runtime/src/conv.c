@@ -292,6 +292,31 @@ static void dot_4x1(const int8_t *w, int32_t stride, const int8_t *x, int32_t n,
     acc[3] = a3;
 }
 
+/* The output stage of one row: int32 sums (bias included) to int8. A separate loop with
+ * few live values: inside the block loop the requantization constants spill. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void fc_requantize_row(const int32_t *acc, int32_t n, const int32_t *multiplier,
+                              const int32_t *shift, int32_t per_channel, int32_t out_offset,
+                              int32_t low, int32_t high, int8_t *out) {
+    int32_t i;
+    if (per_channel) {
+        for (i = 0; i < n; ++i) {
+            const int32_t v = eedge_requantize(acc[i], multiplier[i], shift[i]) + out_offset;
+            out[i] = (int8_t)eedge_clamp(v, low, high);
+        }
+    } else {
+        const int32_t m = multiplier[0], sh = shift[0];
+        for (i = 0; i < n; ++i) {
+            const int32_t v = eedge_requantize(acc[i], m, sh) + out_offset;
+            out[i] = (int8_t)eedge_clamp(v, low, high);
+        }
+    }
+}
+
+#define FC_CHUNK 16
+
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output) {
     /* the parameters in locals: every int8 store may alias *p, so the compiler would
@@ -313,24 +338,28 @@ void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
         }
         return;
     }
-    for (oc = 0; oc < out_depth; oc += 4) {
-        int32_t acc[4], r;
-        const int32_t rows = out_depth - oc < 4 ? out_depth - oc : 4;
-        if (rows == 4) {
-            dot_4x1(weights + oc * in_depth, in_depth, input, in_depth, in_offset, acc);
-        } else {
-            for (r = 0; r < rows; ++r) {
-                int32_t pair[4] = {0, 0, 0, 0};
-                const int8_t *row = weights + (oc + r) * in_depth;
-                dot_2x2(row, row, input, input, in_depth, in_offset, pair);
-                acc[r] = pair[0];
+    /* sums of up to FC_CHUNK outputs, then their output stage in one tight loop */
+    for (oc = 0; oc < out_depth; oc += FC_CHUNK) {
+        int32_t acc[FC_CHUNK], r, k;
+        const int32_t count = out_depth - oc < FC_CHUNK ? out_depth - oc : FC_CHUNK;
+        for (k = 0; k + 4 <= count; k += 4) {
+            dot_4x1(weights + (oc + k) * in_depth, in_depth, input, in_depth, in_offset,
+                    acc + k);
+        }
+        for (; k < count; ++k) {
+            int32_t pair[4] = {0, 0, 0, 0};
+            const int8_t *row = weights + (oc + k) * in_depth;
+            dot_2x2(row, row, input, input, in_depth, in_offset, pair);
+            acc[k] = pair[0];
+        }
+        if (bias != 0) {
+            for (r = 0; r < count; ++r) {
+                acc[r] += bias[oc + r];
             }
         }
-        for (r = 0; r < rows; ++r) {
-            const int32_t q = per_channel ? oc + r : 0;
-            output[oc + r] = finish(acc[r], bias, oc + r, multiplier[q], shift[q], out_offset,
-                                    low, high);
-        }
+        fc_requantize_row(acc, count, per_channel ? multiplier + oc : multiplier,
+                          per_channel ? shift + oc : shift, per_channel, out_offset, low, high,
+                          output + oc);
     }
 }
 
@@ -376,42 +405,41 @@ static inline void fc_block_2x2(const int8_t *w, const int8_t *x, int32_t n, int
 }
 
 /* `rows` input vectors (the tokens of a keep_num_dims FULLY_CONNECTED) against the same
- * weights: two rows and two output channels per block (dot_2x2, as convolution pairs
- * pixels), so each weight word is loaded and widened once for two rows. An odd last row
- * and asymmetric weights take the one-row kernel. */
+ * weights: two rows and two output channels per block (fc_block_2x2), so each weight word
+ * is loaded and widened once for two rows; the two rows' sums go to `scratch`
+ * (2 x out_depth words) and are requantized row by row. An odd last row and asymmetric
+ * weights take the one-row kernel. */
 void eedge_fully_connected_rows_s8(const eedge_fc_params *p, int32_t rows, const int8_t *input,
-                                   const int8_t *weights, const int32_t *bias, int8_t *output) {
+                                   const int8_t *weights, const int32_t *bias, int8_t *output,
+                                   int32_t *scratch) {
     const int32_t in_depth = p->in_depth, out_depth = p->out_depth, in_offset = p->in_offset;
-    const int32_t out_offset = p->out_offset, low = p->act_min, high = p->act_max;
-    const int32_t per_channel = p->per_channel;
-    const int32_t *multiplier = p->multiplier, *shift = p->shift;
     int32_t r = 0, oc;
     if (p->weight_offset == 0) {
+        int32_t *acc0 = scratch, *acc1 = scratch + out_depth;
         for (; r + 2 <= rows; r += 2) {
             const int8_t *x0 = input + r * in_depth, *x1 = x0 + in_depth;
-            int8_t *o0 = output + r * out_depth, *o1 = o0 + out_depth;
-            for (oc = 0; oc < out_depth; oc += 2) {
-                const int32_t pair = oc + 1 < out_depth;
-                const int8_t *w0 = weights + oc * in_depth;
-                int32_t acc[4] = {0, 0, 0, 0};
-                int32_t q = per_channel ? oc : 0;
-                if (pair) {
-                    fc_block_2x2(w0, x0, in_depth, in_offset, acc);
-                } else {
-                    dot_2x2(w0, w0, x0, x1, in_depth, in_offset, acc);
-                }
-                o0[oc] = finish(acc[0], bias, oc, multiplier[q], shift[q], out_offset, low,
-                                high);
-                o1[oc] = finish(acc[1], bias, oc, multiplier[q], shift[q], out_offset, low,
-                                high);
-                if (pair) {
-                    q = per_channel ? oc + 1 : 0;
-                    o0[oc + 1] = finish(acc[2], bias, oc + 1, multiplier[q], shift[q],
-                                        out_offset, low, high);
-                    o1[oc + 1] = finish(acc[3], bias, oc + 1, multiplier[q], shift[q],
-                                        out_offset, low, high);
-                }
+            int8_t *o0 = output + r * out_depth;
+            for (oc = 0; oc + 2 <= out_depth; oc += 2) {
+                int32_t acc[4];
+                const int32_t b0 = bias != 0 ? bias[oc] : 0, b1 = bias != 0 ? bias[oc + 1] : 0;
+                fc_block_2x2(weights + oc * in_depth, x0, in_depth, in_offset, acc);
+                acc0[oc] = acc[0] + b0;
+                acc1[oc] = acc[1] + b0;
+                acc0[oc + 1] = acc[2] + b1;
+                acc1[oc + 1] = acc[3] + b1;
             }
+            if (oc < out_depth) {
+                const int8_t *w0 = weights + oc * in_depth;
+                const int32_t b0 = bias != 0 ? bias[oc] : 0;
+                int32_t acc[4] = {0, 0, 0, 0};
+                dot_2x2(w0, w0, x0, x1, in_depth, in_offset, acc);
+                acc0[oc] = acc[0] + b0;
+                acc1[oc] = acc[1] + b0;
+            }
+            fc_requantize_row(acc0, out_depth, p->multiplier, p->shift, p->per_channel,
+                              p->out_offset, p->act_min, p->act_max, o0);
+            fc_requantize_row(acc1, out_depth, p->multiplier, p->shift, p->per_channel,
+                              p->out_offset, p->act_min, p->act_max, o0 + out_depth);
         }
     }
     for (; r < rows; ++r) {

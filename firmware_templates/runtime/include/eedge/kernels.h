@@ -58,9 +58,11 @@ void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
                                const int8_t *weights, const int32_t *bias, int8_t *output);
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output);
-/* `rows` input vectors of in_depth bytes, each giving out_depth outputs (keep_num_dims) */
+/* `rows` input vectors of in_depth bytes, each giving out_depth outputs (keep_num_dims);
+ * scratch: 2 x out_depth words */
 void eedge_fully_connected_rows_s8(const eedge_fc_params *p, int32_t rows, const int8_t *input,
-                                   const int8_t *weights, const int32_t *bias, int8_t *output);
+                                   const int8_t *weights, const int32_t *bias, int8_t *output,
+                                   int32_t *scratch);
 void eedge_avg_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
 void eedge_max_pool_s8(const eedge_pool_params *p, const int8_t *input, int8_t *output);
 void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t *output);
