@@ -58,7 +58,7 @@ def command(out: Path | None, seed: int, model_name: str, epochs: int | None, ta
     if as_json:
         print_json(report.to_json())
         return
-    kind = "" if model_name == "cnn" else f"{model_name.upper()} "
+    kind = {"cnn": "", "vit": "ViT "}[model_name]
     table = Table(title=f"digits {kind}cascade on {report.test_samples} test images")
     for name in ("exit", "stage", "MACs to here", "threshold", "exit alone acc",
                  "int8 alone acc", "exit rate", "acc of exited"):
