@@ -32,6 +32,7 @@ from eedge.ir.bundle import (MANIFEST_NAME, Bundle, check_replaceable, file_entr
 from eedge.ir.graph import Dim, Graph, TensorInfo
 from eedge.ir.layout import input_layout, to_channels_last
 from eedge.passes.cost import parameter_bytes, total_macs
+from eedge.passes.layout_classes import PLAIN, layout_classes
 from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.passes.partition import Partition, partition
 from eedge.passes.quantize import TensorRange, observe_ranges, quantize_graph
@@ -82,7 +83,9 @@ class _Variant:
 
 def _tensor_json(graph: Graph, name: str, layout: bool = False) -> dict[str, Any]:
     entry = graph.tensors[name].to_json()
-    named = input_layout(len(graph.tensors[name].shape), graph.dialect) if layout else None
+    tokens = graph.dialect == "onnx" and layout and layout_classes(graph).get(name) == PLAIN
+    named = input_layout(len(graph.tensors[name].shape), graph.dialect, tokens) if layout \
+        else None
     if named is not None:
         entry["layout"] = named
     return entry

@@ -23,6 +23,8 @@ def user_sample_shape(input_shape: tuple[int, ...], layout: str | None) -> tuple
     sample = tuple(int(d) for d in input_shape[1:])
     if layout == "NCHW" and len(sample) == 3:
         return (sample[2], sample[0], sample[1])
+    if layout == "NLC" and len(sample) == 3 and sample[0] == 1:
+        return (sample[1], sample[2])
     if layout == "NCL" and len(sample) == 3 and sample[0] == 1:
         return (sample[2], sample[1])
     return sample

@@ -214,6 +214,8 @@ def channels_last_shape(shape: Sequence[Any], layout: str | None) -> list[Any]:
     """The shape :func:`eedge.ir.layout.to_channels_last` gives an array of ``shape``."""
     if layout == "NCHW" and len(shape) == 4:
         return [shape[0], shape[2], shape[3], shape[1]]
+    if layout == "NLC" and len(shape) == 3:
+        return [shape[0], 1, shape[1], shape[2]]
     if layout == "NCL" and len(shape) == 3:
         return [shape[0], 1, shape[2], shape[1]]
     return list(shape)

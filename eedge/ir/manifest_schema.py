@@ -27,7 +27,7 @@ MAX_COUNT = 1 << 53        # MACs, bytes: exact in a double, far beyond any mode
 MAX_TEXT = 4096            # names, methods, versions
 # element types eedge's frontends produce (numpy names); anything else is refused
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
-LAYOUTS = ("NCHW", "NCL", "NHWC")
+LAYOUTS = ("NCHW", "NCL", "NHWC", "NLC")
 
 _INDEX = {"type": "integer", "minimum": 0, "maximum": MAX_STAGES - 1}
 _COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}

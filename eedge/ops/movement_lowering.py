@@ -115,11 +115,23 @@ def leads_with_batch(shape: Sequence[Dim], layout: Sequence[int]) -> bool:
     return view[layout[0]] == 1 or layout[0] == leading_axis(shape)
 
 
+def _only_products_read(lw: Lowerer, tensor: str) -> bool:
+    """Whether every reader is a MatMul of two activations (BATCH_MATMUL reads either
+    operand stored with its last two axes swapped, through adj_x / adj_y)."""
+    readers = lw.src.consumers().get(tensor, [])
+    return bool(readers) and tensor not in lw.src.exits and all(
+        lw.src.nodes[i].op_type == "MatMul" and
+        not any(t in lw.src.constants for t in lw.src.nodes[i].inputs) for i in readers)
+
+
 def _candidates(lw: Lowerer, tensor: str, rank: int) -> list[tuple[int, ...]]:
     """Layouts a new rank-``rank`` tensor may take, preferred first (all store the batch first)."""
     shape = lw.src_shape(tensor)
     free = _custom_layout_ok(lw, tensor) and (rank == 5 or lw.classes.get(tensor) == FREE)
     if rank in PLAIN_LAYOUTS and not free:
+        if _only_products_read(lw, tensor):  # K^T: stored as K, read with adj_y
+            plain = plain_layout(shape)
+            return [plain, plain[:-2] + (plain[-1], plain[-2])]
         return [lw.class_layout(tensor, rank)]
     if rank not in PLAIN_LAYOUTS and not free:
         return [plain_layout(shape) if rank == 5 else default_layout(rank)]

@@ -61,11 +61,31 @@ def in_onnx_order(lw: Lowerer, node: Node, src: str) -> str:
     return converted
 
 
-def _check_plain_output(lw: Lowerer, node: Node, out: str) -> None:
+def plain_target(lw: Lowerer, node: Node, out: str) -> str:
+    """Where a product writes ``out`` (defined by the caller): ``out`` itself when it is
+    stored in ONNX order; otherwise a plain temporary that :func:`finish_plain` transposes
+    into ``out`` (a Linear whose output meets channels-last operators, e.g. a residual
+    Add with a channels-last input)."""
+    shape = lw.src_shape(out)
+    rank = len(shape)
+    layout = lw.layout_of(out, rank)
+    if rank not in PLAIN_LAYOUTS or np.array_equal(element_order(shape, layout),
+                                                   element_order(shape, plain_layout(shape))):
+        return out
+    temp = f"{out}/onnx_order"
+    lw.tensors[temp] = TensorInfo(temp, lowered_shape(shape, plain_layout(shape)), "float32")
+    lw.layout[temp] = plain_layout(shape)
+    return temp
+
+
+def finish_plain(lw: Lowerer, node: Node, written: str, out: str) -> None:
+    """Transpose a plain temporary from :func:`plain_target` into ``out``'s layout."""
+    if written == out:
+        return
     rank = len(lw.src_shape(out))
-    if rank in PLAIN_LAYOUTS and lw.layout_of(out, rank) != plain_layout(lw.src_shape(out)):
-        raise lw.unsupported(node, f"its output {out!r} is also read by convolution-style "
-                                   "operators (channels-last); transpose it explicitly")
+    src, dst = lw.layout_of(written, rank), lw.layout_of(out, rank)
+    perm = lw.const(f"{out}/perm", np.array([src.index(a) for a in dst], np.int32))
+    _node(lw, f"{node.name}/to_layout", "TRANSPOSE", [written, perm], [out])
 
 
 # -- MatMul ----------------------------------------------------------------------------------
@@ -99,10 +119,11 @@ def lower_linear(lw: Lowerer, node: Node, weight: np.ndarray) -> None:
         lw.absorbed.add(id(add))
         out = add.outputs[0]
     lw.define(out, lw.src_shape(out))
-    _check_plain_output(lw, node, out)
+    target = plain_target(lw, node, out)
     w = lw.const(f"{node.name}/weights", np.ascontiguousarray(weight.T, F32))
     b = lw.const(f"{node.name}/bias", bias)
-    lw.emit("FULLY_CONNECTED", node, [x, w, b], out, activation="NONE", keep_num_dims=True)
+    lw.emit("FULLY_CONNECTED", node, [x, w, b], target, activation="NONE", keep_num_dims=True)
+    finish_plain(lw, node, target, out)
 
 
 def _operand(lw: Lowerer, node: Node, src: str) -> tuple[str, bool]:
@@ -136,8 +157,9 @@ def lower_batch_matmul(lw: Lowerer, node: Node) -> None:
     b, adj_y = _operand(lw, node, node.inputs[1])
     out = node.outputs[0]
     lw.define(out, lw.src_shape(out))
-    _check_plain_output(lw, node, out)
-    lw.emit("BATCH_MATMUL", node, [a, b], out, adj_x=adj_x, adj_y=adj_y)
+    target = plain_target(lw, node, out)
+    lw.emit("BATCH_MATMUL", node, [a, b], target, adj_x=adj_x, adj_y=adj_y)
+    finish_plain(lw, node, target, out)
 
 
 # -- LayerNormalization ----------------------------------------------------------------------

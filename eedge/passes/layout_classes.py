@@ -22,8 +22,9 @@ or a GELU never needs a transpose. Data-movement operators (Reshape,
 Transpose, Slice, Split, Gather...) are boundaries: the lowering finds, for
 each, the cheapest way between the layouts on its two sides (often none).
 Where both kinds of operator meet one class, ``spatial`` wins and the
-sequence operators convert their operands themselves. Graph inputs are
-``spatial``: they keep the layout the bundle's manifest records for them.
+sequence operators convert their operands themselves. 4-D graph inputs
+are images (``spatial``); a 3-D input takes its readers' class, and the
+manifest records it as NCL (spatial) or NLC (plain, tokens).
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def layout_classes(graph: Graph) -> dict[str, str]:
         return bool(t) and t in graph.tensors and t not in graph.constants and \
             len(graph.tensors[t].shape) in (3, 4)
 
-    for info in graph.inputs:
-        if spatial_rank(info.name):
+    for info in graph.inputs:  # images stay NCHW -> NHWC; 3-D inputs follow their readers
+        if spatial_rank(info.name) and len(info.shape) == 4:
             classes.vote(info.name, SPATIAL)
     for node in graph.nodes:
         tensors = [t for t in list(node.inputs) + list(node.outputs) if spatial_rank(t)]
