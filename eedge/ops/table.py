@@ -29,7 +29,7 @@ PATHS = ("ONNX stage", "TFLite f32", "int8 reference", "C portable", "C DSP")
 ORIGINAL_LOWERINGS: dict[str, tuple[str, ...]] = {
     "Conv": ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD"),
     "Gemm": ("FULLY_CONNECTED",),
-    "MatMul": ("FULLY_CONNECTED",),
+    "MatMul": ("FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE"),
     "Add": ("ADD",),
     "Mul": ("MUL",),
     "Relu": ("RELU",),
@@ -53,6 +53,16 @@ ORIGINAL_LOWERINGS: dict[str, tuple[str, ...]] = {
 the producer emit nothing; Identity and Dropout are removed). Registry lowerings declare
 theirs in ``Lowering.builtins``; ``tests/ops/test_table.py`` checks this map covers
 exactly the lowerer's methods."""
+
+
+UNROLLED: dict[str, tuple[str, ...]] = {
+    "GRU": ("FULLY_CONNECTED", "LOGISTIC", "TANH", "SPLIT", "MUL", "ADD", "SUB", "SLICE",
+            "RESHAPE"),
+    "LSTM": ("FULLY_CONNECTED", "LOGISTIC", "TANH", "SPLIT", "MUL", "ADD", "SLICE", "RESHAPE"),
+    "RNN": ("FULLY_CONNECTED", "TANH", "ADD", "SLICE", "RESHAPE"),
+}
+"""Recurrent layers the frontend unrolls over their fixed sequence length
+(:mod:`eedge.frontends.onnx_recurrent`) and the builtins their steps lower to."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,10 @@ def onnx_rows() -> list[Row]:
     by_builtin = {r.op: r.paths for r in builtin_rows()}
     lowerings = registry.lowerings()
     rows = []
-    for op in sorted(supported_onnx_ops()):
-        if op in lowerings:
+    for op in sorted(set(supported_onnx_ops()) | set(UNROLLED)):
+        if op in UNROLLED:
+            via = UNROLLED[op]
+        elif op in lowerings:
             via = tuple(lowerings[op].builtins)
         elif op in SUPPORTED_OPS:
             via = ORIGINAL_LOWERINGS.get(op, ("?",))
