@@ -129,6 +129,15 @@ BIN_ROW void addsub_row(const bin_ctx *c, int32_t sub, const int8_t *a, int32_t 
     {
         const int32_t off1 = c->off1, m1 = c->m1, r1 = c->r1, half1 = c->half1, neg1 = c->neg1;
         const int32_t off2 = c->off2, m2 = c->m2, r2 = c->r2, half2 = c->half2, neg2 = c->neg2;
+        if (sa == 1 && sb == 0) {   /* one second value per row (x - row mean): scale it once */
+            const int32_t y = bin_scale_in((int32_t)*b + off2, m2, r2, half2, neg2);
+            const int32_t y2 = 2 * (sub ? -y : y);
+            for (i = 0; i < n; ++i) {
+                out[i] = (int8_t)bin_finish(o, 2 * bin_scale_in((int32_t)a[i] + off1, m1, r1,
+                                                                half1, neg1) + y2);
+            }
+            return;
+        }
         for (i = 0; i < n; ++i) {
             const int32_t x = bin_scale_in((int32_t)*a + off1, m1, r1, half1, neg1);
             const int32_t y = bin_scale_in((int32_t)*b + off2, m2, r2, half2, neg2);
@@ -185,6 +194,40 @@ BIN_ROW void mul_row(const bin_ctx *c, const int8_t *a, int32_t sa, const int8_t
 #endif
         for (; i < n; ++i) {
             const int32_t product = ((int32_t)a[i] + off1) * ((int32_t)b[i] + off2);
+            out[i] = (int8_t)bin_finish(o, (int32_t)((uint32_t)product << o.l2));
+        }
+        return;
+    }
+    if (sa == 1 && sb == 0) {   /* one second value per row (LayerNorm's x * 1/std) */
+        const int32_t y = (int32_t)*b + off2;   /* |y| <= 255: a halfword */
+#if defined(EEDGE_USE_DSP)
+        const uint32_t pack1 = ((uint32_t)off1 & 0xFFFFu) * 0x10001u;
+        const int32_t yy = (int32_t)(((uint32_t)y & 0xFFFFu) * 0x10001u);
+#define BIN_MUL_ROW(store)                                                              \
+        for (; i + 4 <= n; i += 4) {                                                    \
+            uint32_t wa;                                                                \
+            int32_t a02, a13;                                                           \
+            memcpy(&wa, a + i, 4);                                                      \
+            a02 = BIN_EVEN(wa, pack1);                                                  \
+            a13 = BIN_ODD(wa, pack1);                                                   \
+            out[i] = store(BIN_LOW(a02, yy));                                           \
+            out[i + 1] = store(BIN_LOW(a13, yy));                                       \
+            out[i + 2] = store(BIN_HIGH(a02, yy));                                      \
+            out[i + 3] = store(BIN_HIGH(a13, yy));                                      \
+        }
+#define BIN_SAT(prod) ((int8_t)__ssat(bin_requant(o, (int32_t)((uint32_t)(prod) << o.l2)), 8))
+#define BIN_CLAMP(prod) ((int8_t)bin_finish(o, (int32_t)((uint32_t)(prod) << o.l2)))
+        if (o.low == -128 && o.high == 127) {
+            BIN_MUL_ROW(BIN_SAT)
+        } else {
+            BIN_MUL_ROW(BIN_CLAMP)
+        }
+#undef BIN_MUL_ROW
+#undef BIN_SAT
+#undef BIN_CLAMP
+#endif
+        for (; i < n; ++i) {
+            const int32_t product = ((int32_t)a[i] + off1) * y;
             out[i] = (int8_t)bin_finish(o, (int32_t)((uint32_t)product << o.l2));
         }
         return;
