@@ -92,18 +92,25 @@ def command(out: Path | None, seed: int, model_name: str, epochs: int | None, ta
     device = report.device
     if device:
         rates = ", ".join(f"{r:.1%}" for r in device["exit_rates"])
-        stages = ", ".join(f"{v / 1e3:.0f}k" for v in device["stage_instructions"] or [])
+        where = "native" if device["flash_bytes"] is None else "QEMU"
         out_console.print(
-            f"on {device['target']} (generated C, QEMU): accuracy {device['accuracy']:.2%}, "
+            f"on {device['target']} (generated C, {where}): accuracy {device['accuracy']:.2%}, "
             f"exit rates {rates}, decisions identical to Python: "
             f"{device['same_decisions_as_python']}")
-        out_console.print(
-            f"  instructions per stage {stages}; per inference {device['instructions_per_inference'] / 1e3:.0f}k "
-            f"with exits vs {device['instructions_all_stages'] / 1e3:.0f}k through every stage")
-        out_console.print(
-            f"  flash {human_bytes(device['flash_bytes'])} (weights "
-            f"{human_bytes(device['weight_bytes'])}), RAM {human_bytes(device['ram_bytes'])} "
-            f"(arena {device['arena_bytes']} B + stack {device['stack_bytes']} B)")
+        if device["stage_instructions"]:
+            stages = ", ".join(f"{v / 1e3:.0f}k" for v in device["stage_instructions"])
+            out_console.print(
+                f"  instructions per stage {stages}; per inference "
+                f"{device['instructions_per_inference'] / 1e3:.0f}k with exits vs "
+                f"{device['instructions_all_stages'] / 1e3:.0f}k through every stage")
+        if device["flash_bytes"] is not None:
+            out_console.print(
+                f"  flash {human_bytes(device['flash_bytes'])} (weights "
+                f"{human_bytes(device['weight_bytes'])}), RAM {human_bytes(device['ram_bytes'])} "
+                f"(arena {device['arena_bytes']} B + stack {device['stack_bytes']} B)")
+        else:
+            out_console.print(f"  weights {human_bytes(device['weight_bytes'])}, arena "
+                              f"{device['arena_bytes']} B")
     elif report.device_skipped:
         out_console.print(f"[yellow]C runtime skipped:[/] {report.device_skipped}")
     if report.bundle:

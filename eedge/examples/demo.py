@@ -202,16 +202,18 @@ def _add_device(report: DemoReport, bundle: Any, target_name: str, x: np.ndarray
         report.device_skipped = str(exc)
         return
     ticks = [sum(s.stage_ticks) for s in run.run.samples]
-    per_tick = run.instructions_per_tick or 1
+    per_tick = run.instructions_per_tick  # None on the host: only QEMU counts instructions
     report.device = {
         "target": target_name, "accuracy": float(np.mean(run.predictions == y)),
         "exit_rates": [float(np.mean(run.exit_index == k)) for k in range(len(report.exits))],
         "stage_instructions": stage_instructions,
-        "instructions_per_inference": float(np.mean(ticks)) * per_tick,
-        "instructions_all_stages": float(sum(stage_instructions or [0])),
-        "flash_bytes": summary["flash_bytes"], "weight_bytes": summary["weight_bytes"],
-        "ram_bytes": summary["arena_bytes"] + (summary["stack_used_bytes"] or 0),
-        "arena_bytes": summary["arena_bytes"], "stack_bytes": summary["stack_used_bytes"],
+        "instructions_per_inference": float(np.mean(ticks)) * per_tick if per_tick else None,
+        "instructions_all_stages": float(sum(stage_instructions)) if stage_instructions
+        else None,
+        # flash and stack are measured on MCU builds only (None for --target host)
+        "flash_bytes": summary.get("flash_bytes"), "weight_bytes": summary["weight_bytes"],
+        "ram_bytes": summary["arena_bytes"] + (summary.get("stack_used_bytes") or 0),
+        "arena_bytes": summary["arena_bytes"], "stack_bytes": summary.get("stack_used_bytes"),
         "same_decisions_as_python": bool(
             np.array_equal(run.exit_index, Cascade(bundle, runtime="int8-reference")
                            .infer(x).exit_index))}

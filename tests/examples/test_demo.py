@@ -44,9 +44,13 @@ def test_demo_without_out_leaves_nothing(tmp_path: Path, monkeypatch) -> None:  
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
-    report = run_demo(None, epochs=2)
+    report = run_demo(None, epochs=2, firmware_target="host")  # the build's files too
     assert report.bundle is None
     assert list(tmp_path.iterdir()) == []
+    if report.device is not None:  # host C: decisions, no instruction counts or flash
+        assert report.device["same_decisions_as_python"] is True
+        assert report.device["stage_instructions"] is None
+        assert report.device["flash_bytes"] is None and report.device["arena_bytes"] > 0
 
 
 def test_training_is_deterministic() -> None:
