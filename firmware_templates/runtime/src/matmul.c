@@ -103,39 +103,57 @@ static void transpose_s8(const int8_t *src, int32_t rows, int32_t cols, int8_t *
     }
 }
 
+/* The output stage's constants in locals (passed by value): `out` is an int8_t pointer,
+ * which may alias *p, so fields read through p would be reloaded after every store. */
+typedef struct {
+    int32_t lhs_offset, rhs_offset, multiplier, shift, out_offset;
+    uint32_t constant;   /* K * lhs_offset * rhs_offset */
+} bmm_out;
+
 /* sum (l + lo)(r + ro) = sum l*r + ro * sum l + lo * sum r + K * lo * ro; the terms are
- * added modulo 2^32 (unsigned), which gives the exact int32 total the generator bounds. */
-static inline int8_t finish(const eedge_batch_matmul_params *p, int32_t raw, int32_t lsum,
-                            int32_t rsum, uint32_t constant) {
-    const uint32_t total = (uint32_t)raw + (uint32_t)(p->rhs_offset * lsum) +
-                           (uint32_t)(p->lhs_offset * rsum) + constant;
-    return (int8_t)eedge_clamp(eedge_requantize((int32_t)total, p->multiplier, p->shift) +
-                               p->out_offset, -128, 127);
+ * added modulo 2^32 (unsigned), which gives the exact int32 total the generator bounds.
+ * One row's raw sums at a time, in a loop of its own: inside the block loop the output
+ * stage's constants did not fit the registers (every output reloaded them). */
+static NOINLINE void requantize_row(bmm_out o, const int32_t *raw, int32_t lsum,
+                                    const int32_t *rsum, int32_t count, int8_t *out) {
+    const uint32_t row_term = (uint32_t)(o.rhs_offset * lsum) + o.constant;
+    int32_t i;
+    for (i = 0; i < count; ++i) {
+        const uint32_t total = (uint32_t)raw[i] + row_term + (uint32_t)(o.lhs_offset * rsum[i]);
+        out[i] = (int8_t)eedge_clamp(eedge_requantize((int32_t)total, o.multiplier, o.shift) +
+                                     o.out_offset, -128, 127);
+    }
 }
+
+#define BMM_CHUNK 32   /* columns per pass: two rows of raw sums on the stack (256 bytes) */
 
 /* One (M, K) x (N, K)^T product, both operands contiguous along K, with their row sums. */
 static void matmul_one(const eedge_batch_matmul_params *p, const int8_t *lhs,
                        const int8_t *rhs_t, const int32_t *lsum, const int32_t *rsum,
                        int8_t *out) {
     const int32_t M = p->rows, N = p->cols, K = p->depth;
-    const uint32_t constant = (uint32_t)(K * p->lhs_offset * p->rhs_offset);
-    int32_t m, n, acc[4];
+    const bmm_out o = {p->lhs_offset, p->rhs_offset, p->multiplier, p->shift, p->out_offset,
+                       (uint32_t)(K * p->lhs_offset * p->rhs_offset)};
+    int32_t m, n0, n, acc[4], raw0[BMM_CHUNK], raw1[BMM_CHUNK];
     for (m = 0; m < M; m += 2) {
         const int8_t *l0 = lhs + m * K;
         const int32_t two_rows = m + 1 < M;
         int8_t *o0 = out + m * N;
-        for (n = 0; n < N; n += 2) {
-            const int32_t two_cols = n + 1 < N;
-            dot_2x2(l0, two_rows ? K : 0, rhs_t + n * K, two_cols ? K : 0, K, acc);
-            o0[n] = finish(p, acc[0], lsum[m], rsum[n], constant);
-            if (two_cols) {
-                o0[n + 1] = finish(p, acc[1], lsum[m], rsum[n + 1], constant);
-            }
-            if (two_rows) {
-                o0[N + n] = finish(p, acc[2], lsum[m + 1], rsum[n], constant);
+        for (n0 = 0; n0 < N; n0 += BMM_CHUNK) {
+            const int32_t count = N - n0 < BMM_CHUNK ? N - n0 : BMM_CHUNK;
+            for (n = 0; n < count; n += 2) {
+                const int32_t two_cols = n + 1 < count;
+                dot_2x2(l0, two_rows ? K : 0, rhs_t + (n0 + n) * K, two_cols ? K : 0, K, acc);
+                raw0[n] = acc[0];
+                raw1[n] = acc[2];
                 if (two_cols) {
-                    o0[N + n + 1] = finish(p, acc[3], lsum[m + 1], rsum[n + 1], constant);
+                    raw0[n + 1] = acc[1];
+                    raw1[n + 1] = acc[3];
                 }
+            }
+            requantize_row(o, raw0, lsum[m], rsum + n0, count, o0 + n0);
+            if (two_rows) {
+                requantize_row(o, raw1, lsum[m + 1], rsum + n0, count, o0 + N + n0);
             }
         }
     }
