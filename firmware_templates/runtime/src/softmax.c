@@ -160,13 +160,21 @@ void eedge_softmax_lut_s8(const eedge_softmax_params *p, const int32_t *exp_tabl
             }
             continue;
         }
-        for (i = 0; i < p->cols; ++i) {
-            const int32_t d = max_value - in[i];
-            int32_t prob = -128;
-            if (d < exp_count) {
-                prob = eedge_rdbpot(eedge_srdhm(row.reciprocal, exp_table[d]), row.exponent) - 128;
+        {
+            /* reciprocal and exponentials are >= 0: the doubling high multiply cannot
+             * saturate and the rounding shift needs no sign correction (exponent <= 31) */
+            const int64_t reciprocal = row.reciprocal;
+            const int32_t exponent = row.exponent;
+            const uint32_t mask = (uint32_t)(((uint64_t)1 << exponent) - 1u), half = mask >> 1;
+            for (i = 0; i < p->cols; ++i) {
+                const int32_t d = max_value - in[i];
+                int32_t prob = -128;
+                if (d < exp_count) {
+                    const int32_t v = (int32_t)((reciprocal * exp_table[d] + (1 << 30)) >> 31);
+                    prob = (v >> exponent) + (((uint32_t)v & mask) > half) - 128;
+                }
+                out[i] = (int8_t)(prob > 127 ? 127 : prob);
             }
-            out[i] = (int8_t)eedge_clamp(prob, -128, 127);
         }
     }
 }
