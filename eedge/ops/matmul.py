@@ -16,8 +16,11 @@ kernels/kernel_util.cc), read at the mirrored commit of Aug 2026:
   ``(lhs - zp_lhs) * (rhs - zp_rhs)`` over K, one MultiplyByQuantizedMultiplier
   and the output zero point, clamped to [-128, 127] (no fused activation).
 * The multiplier comes from GetQuantizedConvolutionMultipler's bias-less
-  form: ``double(float(s_lhs * s_rhs)) / double(s_out)`` -- the scale product
-  is rounded to float32 first -- then QuantizeMultiplier.
+  form, then QuantizeMultiplier. The mirrored source rounds the scale product
+  to float32 first, but tflite-micro's interpreter (the oracle) takes it in
+  double, as for FULLY_CONNECTED (``int8_kernels.fc_multipliers``): a trained
+  keyword transformer's Q.K^T had 4 of 153,664 outputs one apart with the
+  float32 product (sums of +-32306, where the high multiply lands on x.5).
 * Both zero points may be nonzero (int16 needs them 0; eedge does int8 only).
   int8 is op version 2 (LiteRT's op_version.cc).
 * TFLM transposes operands into persistent buffers for its loop; the result
@@ -120,11 +123,11 @@ def float_batch_matmul(node: Node, g: Graph, args: Sequence[np.ndarray | None]) 
 
 
 def batch_matmul_multiplier(node: Node, g: Graph) -> tuple[int, int]:
-    """QuantizeMultiplier(double(float(s_lhs * s_rhs)) / double(s_out)), as TFLM's Prepare."""
-    s_lhs = F32(scale_of(quant_of(g, node.inputs[0])))
-    s_rhs = F32(scale_of(quant_of(g, node.inputs[1])))
-    product = float(F32(s_lhs * s_rhs))
-    return quantize_multiplier(product / float(F32(scale_of(quant_of(g, node.outputs[0])))))
+    """QuantizeMultiplier(double(s_lhs) * double(s_rhs) / double(s_out)), as tflite-micro's
+    interpreter computes it (the product in double: see the module's facts)."""
+    s_lhs = float(F32(scale_of(quant_of(g, node.inputs[0]))))
+    s_rhs = float(F32(scale_of(quant_of(g, node.inputs[1]))))
+    return quantize_multiplier(s_lhs * s_rhs / float(F32(scale_of(quant_of(g, node.outputs[0])))))
 
 
 def int8_batch_matmul(node: Node, g: Graph, args: Sequence[np.ndarray | None]) -> np.ndarray:

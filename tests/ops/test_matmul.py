@@ -243,6 +243,23 @@ def test_multiplier_above_one_and_saturation_equal_tflite_micro() -> None:
     assert np.isin(ours, (-128, 127)).mean() > 0.5
 
 
+def test_scale_product_is_taken_in_double_as_tflite_micro_does() -> None:
+    """A trained keyword transformer's Q.K^T scales: a sum of 32306 lands the high multiply
+    on x.5 with the double product (TFLM: 75) and below it with the float32 one (74,
+    LiteRT BUILTIN_REF's answer). eedge follows TFLM, and the case really differs."""
+    case = Case((1, 1, 3), (1, 3, 1))
+    ql, qr, qo = (0.019297251477837563, -2), (0.014590139500796795, 4), (0.12209368497133255, 0)
+    data = bmm_tflite(case, ql, qr, qo)
+    graph, outputs = read_tflite_bytes(data)
+    lhs = np.array([[[127, 127, 20]]], np.int8)                      # (l + 2): 129 129 22
+    rhs = np.array([[[127], [127], [30]]], np.int8)                  # (r - 4): 123 123 26
+    ours = execute(graph, {"lhs": lhs, "rhs": rhs})[outputs[0]]
+    assert ours.reshape(-1).tolist() == [75]
+    assert np.array_equal(ours, TFLMModel(data, 1).run([lhs, rhs])[0].reshape(ours.shape))
+    litert = LiteRTModel(data, reference=True).run([lhs, rhs])[0].reshape(ours.shape)
+    assert litert.reshape(-1).tolist() == [74]
+
+
 # -- float ----------------------------------------------------------------------------
 @pytest.mark.parametrize("case", CASES[:8:2] + [CASES[6], CASES[8]],
                          ids=lambda c: f"{c.lhs}x{c.rhs}")
