@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from qute_bench import qute_checks, show_qute  # noqa: E402
 from tvm_bench import show_tvm, tvm_vs_ort  # noqa: E402
 from architectures_bench import architectures_bench, show_architectures  # noqa: E402
+from sequence_bench import sequence_bench, show_sequence  # noqa: E402
 
 MLPERF = {"kws": "kws_ref_model.tflite", "resnet": "pretrainedResnet_quant.tflite",
           "vww": "vww_96_int8.tflite", "ad01": "ad01_int8.tflite"}
@@ -347,6 +348,7 @@ def main() -> None:
                                      "residual96": medium_bundle(Path(tmp) / "tvm-medium")},
                                     Path(tmp))
         results["architectures"] = architectures_bench(Path(tmp) / "architectures")
+        results["sequence"] = sequence_bench(Path(tmp) / "sequence")
         for name, bundle in bundles.items():
             model = load_codegen_model(bundle)
             shape = [int(d) for d in model.graph.tensors[model.input].shape]
@@ -436,6 +438,8 @@ def show(results: dict[str, Any]) -> None:
         show_profiler(results["profiler"])
     if "architectures" in results:
         show_architectures(results["architectures"], console)
+    if "sequence" in results:
+        show_sequence(results["sequence"], console)
     table = Table(title=f"generated C runtime on {results['target']} (instructions per inference)")
     for column in ("model", "MACs", "portable", "DSP", "DSP/portable", "instr/MAC",
                    "RAM (arena+stack)", "tflite-micro arena", "RAM ratio", "code bytes"):
