@@ -68,6 +68,25 @@ def _accuracy(bundle: Path, runtime: str, x: np.ndarray, y: np.ndarray) -> list[
     return [float(np.mean(np.argmax(lg, axis=-1) == y)) for lg in logits]
 
 
+def model_entry(bundle: Path, manifest: dict[str, Any], data: Any) -> dict[str, Any]:
+    """MACs, exits, float (ONNX Runtime) and int8 (device bytes) accuracy per exit on the
+    test split: the figures every bench of a trained zoo model reports."""
+    return {"macs": int(sum(s["macs"] for s in manifest["stages"])),
+            "stage_macs": [int(s["macs"]) for s in manifest["stages"]],
+            "exits": len(manifest["exits"]),
+            "float_accuracy": _accuracy(bundle, "onnx", data.x_test, data.y_test),
+            "int8_accuracy": _accuracy(bundle, "int8-reference", data.x_test, data.y_test),
+            "test_samples": len(data.y_test)}
+
+
+def memory_entry(summary: dict[str, Any]) -> dict[str, Any]:
+    """Flash and RAM figures of a device run's summary (DSP build)."""
+    return {"flash_bytes": summary["flash_bytes"], "arena_bytes": summary["arena_bytes"],
+            "stack_bytes": summary["stack_used_bytes"], "weight_bytes": summary["weight_bytes"],
+            "code_bytes": summary["code_bytes"],
+            "ram_bytes": summary["arena_bytes"] + summary["stack_used_bytes"]}
+
+
 def architecture_entry(name: str, workdir: Path) -> dict[str, Any]:
     from zoo_modern import digits16, export_default, train
 
@@ -75,14 +94,7 @@ def architecture_entry(name: str, workdir: Path) -> dict[str, Any]:
     source = export_default(train(name, data, steps=200), workdir / f"{name}.onnx")
     bundle = workdir / name
     exported = export_onnx(source, bundle, int8=True, calibration=data.x_val[:100], force=True)
-    manifest = exported.bundle.manifest
-    entry: dict[str, Any] = {
-        "macs": int(sum(s["macs"] for s in manifest["stages"])),
-        "stage_macs": [int(s["macs"]) for s in manifest["stages"]],
-        "exits": len(manifest["exits"]),
-        "float_accuracy": _accuracy(bundle, "onnx", data.x_test, data.y_test),
-        "int8_accuracy": _accuracy(bundle, "int8-reference", data.x_test, data.y_test),
-        "test_samples": len(data.y_test)}
+    entry = model_entry(bundle, exported.bundle.manifest, data)
     outputs = {}
     for dsp in (True, False):
         key = "dsp" if dsp else "portable"
@@ -91,11 +103,8 @@ def architecture_entry(name: str, workdir: Path) -> dict[str, Any]:
         entry[f"instructions_{key}"] = sum(stages)
         outputs[key] = summary["stage_bytes"]
         if dsp:
-            entry.update(flash_bytes=summary["flash_bytes"], arena_bytes=summary["arena_bytes"],
-                         stack_bytes=summary["stack_used_bytes"],
-                         weight_bytes=summary["weight_bytes"], code_bytes=summary["code_bytes"])
+            entry.update(memory_entry(summary))
     entry["dsp_bytes_equal_portable"] = outputs["dsp"] == outputs["portable"]
-    entry["ram_bytes"] = entry["arena_bytes"] + entry["stack_bytes"]
     entry["dsp_over_portable"] = entry["instructions_dsp"] / entry["instructions_portable"]
     entry["instructions_per_mac_dsp"] = entry["instructions_dsp"] / max(entry["macs"], 1)
     return entry
@@ -238,42 +247,59 @@ def micro_bench(workdir: Path) -> dict[str, Any]:
             "ops": ops, "above_twice_add": slow}
 
 
+def bench_models(names: Any, entry: Any, workdir: Path) -> dict[str, Any]:
+    """``entry(name, workdir)`` for each model; a model that fails (an operator that has not
+    landed, an export that stopped working) is recorded with its error, not fatal."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    models: dict[str, Any] = {}
+    for name in names:
+        try:
+            models[name] = entry(name, workdir)
+        except Exception as exc:
+            models[name] = {"error": str(exc).splitlines()[0][:200]}
+    return models
+
+
 def architectures_bench(workdir: Path) -> dict[str, Any]:
     from zoo_modern import ARCHITECTURES
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    models = {}
-    for name in ARCHITECTURES:
-        try:
-            models[name] = architecture_entry(name, workdir)
-        except Exception as exc:
-            models[name] = {"error": str(exc).splitlines()[0][:200]}
-    return {"target": TARGET, "models": models, "micro": micro_bench(workdir / "micro")}
+    return {"target": TARGET, "models": bench_models(ARCHITECTURES, architecture_entry, workdir),
+            "micro": micro_bench(workdir / "micro")}
 
 
 def _pct(values: list[float]) -> str:
     return " / ".join(f"{v:.1%}" for v in values)
 
 
-def show_architectures(results: dict[str, Any], out: Console = console) -> None:
-    table = Table(title=f"modern architectures on {results['target']} (one inference, every "
-                        "stage; accuracy on held-out digits per exit)")
-    for column in ("model", "MACs", "exits", "float acc", "int8 acc", "DSP instr per stage",
-                   "portable instr per stage", "DSP/portable", "instr/MAC", "flash", "RAM",
-                   "DSP == portable bytes"):
+def models_table(title: str, columns: tuple[str, ...], models: dict[str, Any],
+                 row: Any) -> Table:
+    """One row per model (``row(entry)`` after its name); a failed model shows its error."""
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column, justify="right")
-    for name, e in results["models"].items():
+    for name, e in models.items():
         if "error" in e:
-            table.add_row(name, e["error"], *[""] * 10)
-            continue
-        table.add_row(name, f"{e['macs']:,}", str(e["exits"]), _pct(e["float_accuracy"]),
-                      _pct(e["int8_accuracy"]),
-                      " / ".join(f"{v:,.0f}" for v in e["stage_instructions_dsp"]),
-                      " / ".join(f"{v:,.0f}" for v in e["stage_instructions_portable"]),
-                      f"{e['dsp_over_portable']:.2f}", f"{e['instructions_per_mac_dsp']:.2f}",
-                      f"{e['flash_bytes']:,}", f"{e['ram_bytes']:,}",
-                      str(e["dsp_bytes_equal_portable"]))
-    out.print(table)
+            table.add_row(name, e["error"], *[""] * (len(columns) - 2))
+        else:
+            table.add_row(name, *row(e))
+    return table
+
+
+def show_architectures(results: dict[str, Any], out: Console = console) -> None:
+    out.print(models_table(
+        f"modern architectures on {results['target']} (one inference, every stage; accuracy "
+        "on held-out digits per exit)",
+        ("model", "MACs", "exits", "float acc", "int8 acc", "DSP instr per stage",
+         "portable instr per stage", "DSP/portable", "instr/MAC", "flash", "RAM",
+         "DSP == portable bytes"),
+        results["models"],
+        lambda e: (f"{e['macs']:,}", str(e["exits"]), _pct(e["float_accuracy"]),
+                   _pct(e["int8_accuracy"]),
+                   " / ".join(f"{v:,.0f}" for v in e["stage_instructions_dsp"]),
+                   " / ".join(f"{v:,.0f}" for v in e["stage_instructions_portable"]),
+                   f"{e['dsp_over_portable']:.2f}", f"{e['instructions_per_mac_dsp']:.2f}",
+                   f"{e['flash_bytes']:,}", f"{e['ram_bytes']:,}",
+                   str(e["dsp_bytes_equal_portable"]))))
     micro = results["micro"]
     table = Table(title="single operators on 1x16x16x32 int8 (DSP build): instructions per "
                         "output element")
@@ -291,15 +317,20 @@ def show_architectures(results: dict[str, Any], out: Console = console) -> None:
     out.print("above 2x ADD per element: " + (", ".join(micro["above_twice_add"]) or "none"))
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="eedge-arch-bench-") as tmp:
-        results = architectures_bench(Path(tmp))
+def run_alone(key: str, bench: Any, show: Any) -> None:
+    """A bench script run by itself: its section merged into bench/results.json, its table."""
+    with tempfile.TemporaryDirectory(prefix=f"eedge-{key}-bench-") as tmp:
+        results = bench(Path(tmp))
     path = ROOT / "bench" / "results.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged["architectures"] = results
+    merged[key] = results
     path.write_text(json.dumps(merged, indent=2) + "\n")
-    show_architectures(results)
-    console.print(f"wrote {path} (architectures)")
+    show(results)
+    console.print(f"wrote {path} ({key})")
+
+
+def main() -> None:
+    run_alone("architectures", architectures_bench, show_architectures)
 
 
 if __name__ == "__main__":

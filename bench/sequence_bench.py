@@ -15,21 +15,19 @@ under "sequence") or from ``make bench``.
 
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from architectures_bench import _accuracy, _instructions  # noqa: E402
+from architectures_bench import (_instructions, _pct, bench_models, memory_entry,  # noqa: E402
+                                 model_entry, models_table, run_alone)
 
 from eedge.export import export_onnx  # noqa: E402
 
@@ -68,22 +66,12 @@ def sequence_entry(name: str, workdir: Path) -> dict[str, Any]:
     source = export_default(name, model, workdir / f"{name}.onnx")
     bundle = workdir / name
     exported = export_onnx(source, bundle, int8=True, calibration=data.x_val[:100], force=True)
-    manifest = exported.bundle.manifest
-    entry: dict[str, Any] = {
-        "macs": int(sum(s["macs"] for s in manifest["stages"])),
-        "stage_macs": [int(s["macs"]) for s in manifest["stages"]],
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "exits": len(manifest["exits"]),
-        "float_accuracy": _accuracy(bundle, "onnx", data.x_test, data.y_test),
-        "int8_accuracy": _accuracy(bundle, "int8-reference", data.x_test, data.y_test),
-        "test_samples": len(data.y_test),
-        "calibrated": calibrated_point(bundle, data)}
+    entry = model_entry(bundle, exported.bundle.manifest, data)
+    entry["params"] = int(sum(p.numel() for p in model.parameters()))
+    entry["calibrated"] = calibrated_point(bundle, data)
     stages, summary = _instructions(bundle, data.x_test[:1], dsp=True)
     entry.update(stage_instructions_dsp=stages, instructions_dsp=sum(stages),
-                 flash_bytes=summary["flash_bytes"], arena_bytes=summary["arena_bytes"],
-                 stack_bytes=summary["stack_used_bytes"], weight_bytes=summary["weight_bytes"],
-                 code_bytes=summary["code_bytes"])
-    entry["ram_bytes"] = entry["arena_bytes"] + entry["stack_bytes"]
+                 **memory_entry(summary))
     entry["instructions_per_mac_dsp"] = entry["instructions_dsp"] / max(entry["macs"], 1)
     return entry
 
@@ -91,51 +79,29 @@ def sequence_entry(name: str, workdir: Path) -> dict[str, Any]:
 def sequence_bench(workdir: Path) -> dict[str, Any]:
     from zoo_sequence import MODELS
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    models = {}
-    for name in MODELS:
-        try:
-            models[name] = sequence_entry(name, workdir)
-        except Exception as exc:  # a model that stopped exporting: recorded, not fatal
-            models[name] = {"error": str(exc).splitlines()[0][:200]}
-    return {"target": TARGET, "max_accuracy_drop": MAX_DROP, "models": models}
-
-
-def _pct(values: list[float]) -> str:
-    return " / ".join(f"{v:.1%}" for v in values)
+    return {"target": TARGET, "max_accuracy_drop": MAX_DROP,
+            "models": bench_models(MODELS, sequence_entry, workdir)}
 
 
 def show_sequence(results: dict[str, Any], out: Console = console) -> None:
-    table = Table(title=f"transformers and RNNs on {results['target']} (DSP build; accuracy on "
-                        "the test split per exit; calibrated at <= "
-                        f"{results['max_accuracy_drop']:.0%} drop, int8 scores)")
-    for column in ("model", "MACs", "params", "float acc", "int8 acc", "calibrated acc",
-                   "expected MACs (saved)", "instr per stage", "instr/MAC", "flash", "RAM",
-                   "arena + stack"):
-        table.add_column(column, justify="right")
-    for name, e in results["models"].items():
-        if "error" in e:
-            table.add_row(name, e["error"], *[""] * 10)
-            continue
-        c = e["calibrated"]
-        table.add_row(name, f"{e['macs']:,}", f"{e['params']:,}", _pct(e["float_accuracy"]),
-                      _pct(e["int8_accuracy"]), f"{c['accuracy']:.1%}",
-                      f"{c['expected_macs']:,.0f} ({c['macs_saved']:.0%})",
-                      " / ".join(f"{v:,.0f}" for v in e["stage_instructions_dsp"]),
-                      f"{e['instructions_per_mac_dsp']:.2f}", f"{e['flash_bytes']:,}",
-                      f"{e['ram_bytes']:,}", f"{e['arena_bytes']:,} + {e['stack_bytes']:,}")
-    out.print(table)
+    out.print(models_table(
+        f"transformers and RNNs on {results['target']} (DSP build; accuracy on the test split "
+        f"per exit; calibrated at <= {results['max_accuracy_drop']:.0%} drop, int8 scores)",
+        ("model", "MACs", "params", "float acc", "int8 acc", "calibrated acc",
+         "expected MACs (saved)", "instr per stage", "instr/MAC", "flash", "RAM",
+         "arena + stack"),
+        results["models"],
+        lambda e: (f"{e['macs']:,}", f"{e['params']:,}", _pct(e["float_accuracy"]),
+                   _pct(e["int8_accuracy"]), f"{e['calibrated']['accuracy']:.1%}",
+                   f"{e['calibrated']['expected_macs']:,.0f} "
+                   f"({e['calibrated']['macs_saved']:.0%})",
+                   " / ".join(f"{v:,.0f}" for v in e["stage_instructions_dsp"]),
+                   f"{e['instructions_per_mac_dsp']:.2f}", f"{e['flash_bytes']:,}",
+                   f"{e['ram_bytes']:,}", f"{e['arena_bytes']:,} + {e['stack_bytes']:,}")))
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="eedge-seq-bench-") as tmp:
-        results = sequence_bench(Path(tmp))
-    path = ROOT / "bench" / "results.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged["sequence"] = results
-    path.write_text(json.dumps(merged, indent=2) + "\n")
-    show_sequence(results)
-    console.print(f"wrote {path} (sequence)")
+    run_alone("sequence", sequence_bench, show_sequence)
 
 
 if __name__ == "__main__":
