@@ -110,6 +110,17 @@ typedef struct {
     uint32_t constant;   /* K * lhs_offset * rhs_offset */
 } bmm_out;
 
+/* floor((x2 m + 2^31) / 2^32): SMMULR on Cortex-M with the DSP extension */
+static inline int32_t bmm_high(int32_t x2, int32_t m) {
+#if defined(EEDGE_USE_DSP)
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(x2), "r"(m));
+    return r;
+#else
+    return (int32_t)(((int64_t)x2 * m + (int64_t)0x80000000) >> 32);
+#endif
+}
+
 /* sum (l + lo)(r + ro) = sum l*r + ro * sum l + lo * sum r + K * lo * ro; the terms are
  * added modulo 2^32 (unsigned), which gives the exact int32 total the generator bounds.
  * One row's raw sums at a time, in a loop of its own: inside the block loop the output
@@ -118,6 +129,26 @@ static NOINLINE void requantize_row(bmm_out o, const int32_t *raw, int32_t lsum,
                                     const int32_t *rsum, int32_t count, int8_t *out) {
     const uint32_t row_term = (uint32_t)(o.rhs_offset * lsum) + o.constant;
     int32_t i;
+    if (o.shift <= 0) {
+        /* as conv.c's FC output stage: for |total| < 2^30 the doubling high multiply is
+         * the rounded high word of twice the total times m (SMMULR on the DSP path) and
+         * the rounding shift cannot overflow; larger totals take the general arithmetic */
+        const int32_t m = o.multiplier, r = -o.shift;
+        const int32_t half = r > 0 ? (int32_t)(1u << (r - 1)) : 0, neg = r > 0 ? -1 : 0;
+        for (i = 0; i < count; ++i) {
+            const int32_t x = (int32_t)((uint32_t)raw[i] + row_term +
+                                        (uint32_t)(o.lhs_offset * rsum[i]));
+            int32_t v;
+            if ((uint32_t)x + 0x40000000u < 0x80000000u) {
+                const int32_t h = bmm_high((int32_t)((uint32_t)x << 1), m);
+                v = (int32_t)((uint32_t)h + (uint32_t)half + (uint32_t)((h >> 31) & neg)) >> r;
+            } else {
+                v = eedge_requantize(x, m, o.shift);
+            }
+            out[i] = (int8_t)eedge_clamp(v + o.out_offset, -128, 127);
+        }
+        return;
+    }
     for (i = 0; i < count; ++i) {
         const uint32_t total = (uint32_t)raw[i] + row_term + (uint32_t)(o.lhs_offset * rsum[i]);
         out[i] = (int8_t)eedge_clamp(eedge_requantize((int32_t)total, o.multiplier, o.shift) +
