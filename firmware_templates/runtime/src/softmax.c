@@ -141,37 +141,39 @@ void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t
  * logit costs a lookup instead of gemmlowp's exp (about 150 instructions) twice. */
 void eedge_softmax_lut_s8(const eedge_softmax_params *p, const int32_t *exp_table,
                           int32_t exp_count, const int8_t *input, int8_t *output) {
+    const int32_t rows = p->rows, cols = p->cols;   /* locals: int8 stores may alias *p */
     int32_t r, i;
-    for (r = 0; r < p->rows; ++r) {
-        const int8_t *in = input + r * p->cols;
-        int8_t *out = output + r * p->cols;
-        const int32_t max_value = row_max(in, p->cols);
+    for (r = 0; r < rows; ++r) {
+        const int8_t *in = input + r * cols;
+        int8_t *out = output + r * cols;
+        const int32_t max_value = row_max(in, cols);
         uint32_t sum = 0;
         softmax_row row;
-        for (i = 0; i < p->cols; ++i) {
+        for (i = 0; i < cols; ++i) {
             const int32_t d = max_value - in[i];
             /* rounding shift of a non-negative value: (e + 2^11) >> 12, in unsigned */
             sum += d < exp_count ? ((uint32_t)exp_table[d] + 2048u) >> 12 : 0u;
         }
         softmax_scale(sum, max_value, &row);
         if (row.exponent > 31) { /* see softmax_q: every quotient rounds to 0 */
-            for (i = 0; i < p->cols; ++i) {
+            for (i = 0; i < cols; ++i) {
                 out[i] = -128;
             }
             continue;
         }
         {
             /* reciprocal and exponentials are >= 0: the doubling high multiply cannot
-             * saturate and the rounding shift needs no sign correction (exponent <= 31) */
+             * saturate, and the rounding shift of v >= 0 by e (4 <= e <= 31) is
+             * (v + 2^(e-1)) >> e, in unsigned */
             const int64_t reciprocal = row.reciprocal;
             const int32_t exponent = row.exponent;
-            const uint32_t mask = (uint32_t)(((uint64_t)1 << exponent) - 1u), half = mask >> 1;
-            for (i = 0; i < p->cols; ++i) {
+            const uint32_t half = 1u << (exponent - 1);
+            for (i = 0; i < cols; ++i) {
                 const int32_t d = max_value - in[i];
                 int32_t prob = -128;
                 if (d < exp_count) {
                     const int32_t v = (int32_t)((reciprocal * exp_table[d] + (1 << 30)) >> 31);
-                    prob = (v >> exponent) + (((uint32_t)v & mask) > half) - 128;
+                    prob = (int32_t)(((uint32_t)v + half) >> exponent) - 128;
                 }
                 out[i] = (int8_t)(prob > 127 ? 127 : prob);
             }
