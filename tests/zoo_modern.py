@@ -244,7 +244,13 @@ def digits16(name: str) -> DigitsSplits:
 
 
 def train(name: str, data: DigitsSplits, steps: int = 150, seed: int = 0) -> nn.Module:
-    """Train every exit jointly (summed cross-entropy), a fixed number of Adam steps.
+    """Train every exit jointly (summed cross-entropy), a fixed number of Adam steps."""
+    return fit_exits(ARCHITECTURES[name].factory, data, steps, seed, lr=5e-3, batch=32)
+
+
+def fit_exits(factory: Callable[[], nn.Module], data: DigitsSplits, steps: int, seed: int,
+              lr: float, batch: int) -> nn.Module:
+    """Build a model and train all its exits jointly (summed cross-entropy) with Adam.
 
     One thread and a fixed step count: the result is the same on every run
     (about 1-5 s per model unloaded), and pytest-xdist workers do not fight over cores.
@@ -253,15 +259,15 @@ def train(name: str, data: DigitsSplits, steps: int = 150, seed: int = 0) -> nn.
     torch.set_num_threads(1)
     try:
         torch.manual_seed(seed)
-        model = ARCHITECTURES[name].factory()
-        optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+        model = factory()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
         rng = np.random.default_rng(seed)
         model.train()
         for _step in range(steps):
-            batch = torch.from_numpy(rng.choice(len(x), 32, replace=False))
+            rows = torch.from_numpy(rng.choice(len(x), batch, replace=False))
             optimizer.zero_grad()
-            loss = sum(F.cross_entropy(logits, y[batch]) for logits in model(x[batch]))
+            loss = sum(F.cross_entropy(logits, y[rows]) for logits in model(x[rows]))
             loss.backward()  # type: ignore[union-attr]
             optimizer.step()
     finally:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from eedge.examples.digits import DigitsSplits, load_digits_splits
 from eedge.examples.vit_model import EarlyExitViT  # the ViT `eedge demo --model vit` trains
+from zoo_modern import accuracy, fit_exits
 
 CLASSES = 10
 
@@ -135,30 +134,7 @@ def dataset(name: str) -> DigitsSplits:
 
 def train(name: str, data: DigitsSplits, steps: int = 300, seed: int = 0) -> nn.Module:
     """Train every exit jointly (summed cross-entropy), fixed Adam steps on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(seed)
-        model = spec(name).factory()
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-        rng = np.random.default_rng(seed)
-        model.train()
-        for _step in range(steps):
-            batch = torch.from_numpy(rng.choice(len(x), 64, replace=False))
-            optimizer.zero_grad()
-            loss = sum(F.cross_entropy(logits, y[batch]) for logits in model(x[batch]))
-            loss.backward()  # type: ignore[union-attr]
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
-
-
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> list[float]:
-    with torch.no_grad():
-        outs = model(torch.from_numpy(x))
-    return [float((o.argmax(1).numpy() == y).mean()) for o in outs]
+    return fit_exits(spec(name).factory, data, steps, seed, lr=3e-3, batch=64)
 
 
 def export_default(name: str, model: nn.Module, path: Path, dynamo: bool = True) -> Path:
@@ -179,4 +155,4 @@ def export_default(name: str, model: nn.Module, path: Path, dynamo: bool = True)
 
 
 __all__ = ["EarlyExitViT", "MODELS", "VARIANTS", "accuracy", "spec", "dataset", "export_default",
-           "math", "train"]
+           "train"]

@@ -55,17 +55,6 @@ typedef struct {
     const int32_t *lut1, *lut2;   /* 2 x scaled input per int8 value (index value + 128) */
 } bin_ctx;
 
-/* TFLite's SaturatingRoundingDoublingHighMul(x, m) for m > 0 and |x| < 2^30, given 2x. */
-static inline int32_t bin_high(int32_t x2, int32_t m) {
-#if defined(EEDGE_USE_DSP)
-    int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(x2), "r"(m));
-    return r;
-#else
-    return (int32_t)(((int64_t)x2 * m + (int64_t)0x80000000) >> 32);
-#endif
-}
-
 /* Rounding right shift, ties away from zero: half = 2^(r-1) and neg = -1 when r > 0. */
 static inline int32_t bin_round(int32_t x, int32_t r, int32_t half, int32_t neg) {
     return (int32_t)((uint32_t)x + (uint32_t)half + (uint32_t)((x >> 31) & neg)) >> r;
@@ -73,19 +62,19 @@ static inline int32_t bin_round(int32_t x, int32_t r, int32_t half, int32_t neg)
 
 /* ADD/SUB: an offset input v (|v| <= 255) shifted left by 20 and scaled. */
 static inline int32_t bin_scale_in(int32_t v, int32_t m, int32_t r, int32_t half, int32_t neg) {
-    return bin_round(bin_high((int32_t)((uint32_t)v << 21), m), r, half, neg);
+    return bin_round(eedge_high_mul_small((int32_t)((uint32_t)v << 21), m), r, half, neg);
 }
 
 /* SQUARED_DIFFERENCE: an offset input v (|v| <= 255) shifted left by 7 and scaled. */
 static inline int32_t bin_scale_sqd(int32_t v, int32_t m, int32_t r, int32_t half, int32_t neg) {
-    return bin_round(bin_high((int32_t)((uint32_t)v << 8), m), r, half, neg);
+    return bin_round(eedge_high_mul_small((int32_t)((uint32_t)v << 8), m), r, half, neg);
 }
 
 /* Each row loop copies the output stage's constants (bin_out) into locals: `out` is an
  * int8_t pointer, which may alias anything, so fields read through a pointer would be
  * reloaded after every store. */
 static inline int32_t bin_requant(bin_out o, int32_t x2) {
-    return bin_round(bin_high(x2, o.m), o.r, o.half, o.neg) + o.offset;
+    return bin_round(eedge_high_mul_small(x2, o.m), o.r, o.half, o.neg) + o.offset;
 }
 
 static inline int32_t bin_finish(bin_out o, int32_t x2) {
@@ -299,7 +288,7 @@ static inline int32_t sqd_twice_square(int32_t x, int32_t y) {
 /* The squared difference requantized: never negative, so the rounding shift needs no sign
  * correction, and the result (>= the zero point) only saturates at 127. */
 static inline int8_t sqd_out(bin_out o, int32_t x, int32_t y) {
-    const int32_t v = ((bin_high(sqd_twice_square(x, y), o.m) + o.half) >> o.r) + o.offset;
+    const int32_t v = ((eedge_high_mul_small(sqd_twice_square(x, y), o.m) + o.half) >> o.r) + o.offset;
 #if defined(EEDGE_USE_DSP)
     return (int8_t)__ssat(v, 8);
 #else

@@ -292,17 +292,6 @@ static void dot_4x1(const int8_t *w, int32_t stride, const int8_t *x, int32_t n,
     acc[3] = a3;
 }
 
-/* floor((x2 m + 2^31) / 2^32): SMMULR on Cortex-M with the DSP extension */
-static inline int32_t fc_high(int32_t x2, int32_t m) {
-#if defined(EEDGE_USE_DSP)
-    int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(x2), "r"(m));
-    return r;
-#else
-    return (int32_t)(((int64_t)x2 * m + (int64_t)0x80000000) >> 32);
-#endif
-}
-
 /* The output stage of one row: int32 sums (bias included) to int8. A separate loop with
  * few live values: inside the block loop the requantization constants spill. */
 #if defined(__GNUC__)
@@ -323,7 +312,7 @@ static void fc_requantize_row(const int32_t *acc, int32_t n, const int32_t *mult
             const int32_t x = acc[i];
             int32_t v;
             if ((uint32_t)x + 0x40000000u < 0x80000000u) {
-                const int32_t h = fc_high((int32_t)((uint32_t)x << 1), m);
+                const int32_t h = eedge_high_mul_small((int32_t)((uint32_t)x << 1), m);
                 v = (int32_t)((uint32_t)h + (uint32_t)half + (uint32_t)((h >> 31) & neg)) >> r;
             } else {
                 v = eedge_requantize(x, m, -r);

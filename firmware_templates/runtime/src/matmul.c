@@ -110,17 +110,6 @@ typedef struct {
     uint32_t constant;   /* K * lhs_offset * rhs_offset */
 } bmm_out;
 
-/* floor((x2 m + 2^31) / 2^32): SMMULR on Cortex-M with the DSP extension */
-static inline int32_t bmm_high(int32_t x2, int32_t m) {
-#if defined(EEDGE_USE_DSP)
-    int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(x2), "r"(m));
-    return r;
-#else
-    return (int32_t)(((int64_t)x2 * m + (int64_t)0x80000000) >> 32);
-#endif
-}
-
 /* sum (l + lo)(r + ro) = sum l*r + ro * sum l + lo * sum r + K * lo * ro; the terms are
  * added modulo 2^32 (unsigned), which gives the exact int32 total the generator bounds.
  * One row's raw sums at a time, in a loop of its own: inside the block loop the output
@@ -140,7 +129,7 @@ static NOINLINE void requantize_row(bmm_out o, const int32_t *raw, int32_t lsum,
                                         (uint32_t)(o.lhs_offset * rsum[i]));
             int32_t v;
             if ((uint32_t)x + 0x40000000u < 0x80000000u) {
-                const int32_t h = bmm_high((int32_t)((uint32_t)x << 1), m);
+                const int32_t h = eedge_high_mul_small((int32_t)((uint32_t)x << 1), m);
                 v = (int32_t)((uint32_t)h + (uint32_t)half + (uint32_t)((h >> 31) & neg)) >> r;
             } else {
                 v = eedge_requantize(x, m, o.shift);

@@ -33,6 +33,19 @@ static inline int32_t eedge_requantize(int32_t x, int32_t multiplier, int32_t sh
     return eedge_rdbpot(eedge_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
+/* eedge_srdhm(x, m) for m > 0 and |x| < 2^30, given x2 = 2x: floor((x2 m + 2^31) / 2^32),
+ * one SMMULR on Cortex-M with the DSP extension. The output stages of FULLY_CONNECTED,
+ * BATCH_MATMUL and the binary kernels use it when their sums are known to be that small. */
+static inline int32_t eedge_high_mul_small(int32_t x2, int32_t m) {
+#if defined(EEDGE_USE_DSP)
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(x2), "r"(m));
+    return r;
+#else
+    return (int32_t)(((int64_t)x2 * m + (int64_t)0x80000000) >> 32);
+#endif
+}
+
 static inline int32_t eedge_clamp(int32_t x, int32_t low, int32_t high) {
     return x < low ? low : (x > high ? high : x);
 }
