@@ -174,4 +174,7 @@ def layout_classes(graph: Graph) -> dict[str, str]:
         root = classes.find(t)
         free = not classes.votes.get(root) and sizes[root] == 1
         result[t] = FREE if free else classes.kind(t)
+    for info in graph.inputs:  # a sequence only data movement reads (a GRU's time-major
+        if result.get(info.name) == FREE:  # transpose): kept in the user's (N, T, D) order
+            result[info.name] = PLAIN
     return result

@@ -362,11 +362,9 @@ class _Lowerer:
                     value = value.reshape((1,) * (rank - value.ndim) + value.shape)
                     value = self.to_lowered(value, self.class_layout(out, rank))
                 operands.append(("const", value))
+            elif rank in (3, 4) and len(self.src_shape(t)) != rank:
+                operands.append(("act", self.broadcast_operand(node, t, out, rank)))
             else:
-                if rank in (3, 4) and len(self.src_shape(t)) != rank:
-                    raise self.unsupported(node, f"activation {t!r} of rank "
-                                                 f"{len(self.src_shape(t))} broadcasts against "
-                                                 f"rank {rank}; reshape it to rank {rank} first")
                 operands.append(("act", self.name(t)))
                 perms.append(self.perm.get(self.name(t)))
         if len(perms) == 2 and not _same_perm(perms[0], perms[1]):
@@ -387,6 +385,32 @@ class _Lowerer:
             self.perm[out] = perm
         attrs = {"activation": "NONE"} if fused else {}
         self.emit(op, node, names, out, **attrs)
+
+    def broadcast_operand(self, node: Node, tensor: str, out: str, rank: int) -> str:
+        """A lower-rank activation operand (torch's unrolled RNN adds (N, H) to (1, N, H))
+        reshaped to ``rank`` the ONNX way (leading unit axes) in the output's layout; a
+        RESHAPE, refused when the bytes would have to move."""
+        from eedge.ops.movement_lowering import element_order, lowered_shape
+        x, shape = self.name(tensor), self.src_shape(tensor)
+        padded = (1,) * (rank - len(shape)) + tuple(shape)
+        layout = self.class_layout(out, rank)
+        if x in self.perm or not np.array_equal(
+                element_order(shape, self.layout_of(x, len(shape))),
+                element_order(padded, layout)):
+            raise self.unsupported(node, f"activation {tensor!r} of rank {len(shape)} "
+                                         f"broadcasts against rank {rank} in another layout; "
+                                         f"reshape it to rank {rank} first")
+        name = f"{node.name}/{tensor}/rank{rank}"
+        self.tensors[name] = TensorInfo(name, lowered_shape(padded, layout), "float32")
+        if tuple(layout) != NCHW_TO_NHWC:
+            self.layout[name] = tuple(layout)
+        dims = [int(d) if isinstance(d, int) else -1 for d in self.tensors[name].shape]
+        if -1 not in dims:
+            dims[0] = -1
+        self.nodes.append(Node(f"{name}/reshape", "RESHAPE",
+                               [x, self.const(f"{name}/shape", np.array(dims, np.int32))],
+                               [name], {}))
+        return name
 
     def op_Add(self, node: Node) -> None:
         self._elementwise(node, "ADD")

@@ -237,3 +237,24 @@ def test_attention_block_int8_equals_tflite_micro(tmp_path: Path) -> None:
                          formats=("onnx",))
     stage = result.bundle.manifest["stages"][0]
     assert "tflite_int8" in stage["files"]
+
+
+class StackedRNN(nn.Module):
+    """nn.RNN, which the dynamo exporter writes already unrolled: each step adds the input
+    projection, an (N, H) tensor, to the recurrent one, a (1, N, H) tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn1, self.rnn2 = nn.RNN(4, 6, batch_first=True), nn.RNN(6, 6, batch_first=True)
+        self.exit1, self.exit2 = nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h1, _ = self.rnn1(x)
+        h2, _ = self.rnn2(h1)
+        return self.exit1(h1[:, -1]), self.exit2(h2[:, -1])
+
+
+def test_lower_rank_operands_broadcast_by_a_free_reshape(tmp_path: Path) -> None:
+    lowered = lowered_matches_ort(exported(StackedRNN(), (1, 5, 4), tmp_path / "m.onnx"),
+                                  batch=1)
+    assert ops(lowered)["TANH"] == 10 and ops(lowered)["TRANSPOSE"] == 0
