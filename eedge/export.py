@@ -207,6 +207,8 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
                        ("tflite_int8" if graph.inputs[0].dtype == "int8" or any(
                            t.dtype == "int8" for t in graph.tensors.values()) else "tflite"),
                        graph, partition(graph, opts.split_after))
+    if opts.lowering_graph is not None:  # a fixed batch of 1: hand-offs checked on the twin
+        partition(opts.lowering_graph, opts.split_after)  # that knows where the batch sits
     variants, quant_report = _variants(primary, opts, say)
     with staging_directory(out, opts.force) as tmp:
         model_files = {}

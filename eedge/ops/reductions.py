@@ -103,7 +103,9 @@ def lower_reduction(lw: Any, node: Node, op: str, axes: Iterable[int] | None,
     if any(not -rank <= int(a) < rank for a in axes):
         raise lw.unsupported(node, f"axes {axes} are out of range for a {rank}-D input")
     onnx_axes = sorted({int(a) % rank for a in axes})
-    if 0 in onnx_axes:
+    from eedge.ops.movement_lowering import batch_axis
+    batch = batch_axis(in_shape)
+    if (0 if batch is None else batch) in onnx_axes:  # a fixed batch sits first
         raise lw.unsupported(node, "a reduction over the batch axis")
     if rank not in (2, 3, 4):
         raise lw.unsupported(node, f"a {rank}-D input (only 2-D, 3-D and 4-D)")

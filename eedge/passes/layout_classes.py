@@ -144,6 +144,9 @@ def layout_classes(graph: Graph) -> dict[str, str]:
         tensors = [t for t in list(node.inputs) + list(node.outputs) if spatial_rank(t)]
         if not tensors:
             continue
+        for t in tensors:  # channels-last assumes the batch first; (T, N, D) cannot be NHWC
+            if any(isinstance(d, str) for d in graph.tensors[t].shape[1:]):
+                classes.vote(t, PLAIN)
         op = node.op_type
         if op in MOVEMENT_OPS or op in REDUCTIONS and not node.attrs.get("keepdims", 1):
             for t in tensors:
@@ -174,7 +177,9 @@ def layout_classes(graph: Graph) -> dict[str, str]:
         root = classes.find(t)
         free = not classes.votes.get(root) and sizes[root] == 1
         result[t] = FREE if free else classes.kind(t)
+    readers = graph.consumers()
     for info in graph.inputs:  # a sequence only data movement reads (a GRU's time-major
-        if result.get(info.name) == FREE:  # transpose): kept in the user's (N, T, D) order
-            result[info.name] = PLAIN
+        ops = {graph.nodes[i].op_type for i in readers.get(info.name, [])}  # transpose)
+        if result.get(info.name) == FREE and ops and ops <= MOVEMENT_OPS:
+            result[info.name] = PLAIN  # is kept in the user's (N, T, D) order
     return result

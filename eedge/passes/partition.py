@@ -147,8 +147,9 @@ def _check_batch_first(graph: Graph, stage: Stage) -> None:
             raise ModelError(
                 f"stage {stage.index} hands tensor {name!r} (shape {shape}) to a later stage "
                 f"with the batch at axis {shape.index(batch)}; the cascade passes on the rows "
-                "that did not exit, so hand-offs must be batch first: branch the exit off a "
-                "batch-first tensor (e.g. after the Transpose back to (batch, ...))")
+                "that did not exit, so hand-offs must be batch first: build the layers with "
+                "batch_first=True (torch's transformer and recurrent layers default to "
+                "time-major) or transpose back to (batch, ...) before each exit's block ends")
 
 
 def partition(graph: Graph, split_after: str | int | None = None) -> Partition:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from eedge.backends.onnx_writer import serialize
-from eedge.errors import UnsupportedOpError
+from eedge.errors import ModelError, UnsupportedOpError
 from eedge.export import export_onnx, fixed_batch
 from eedge.frontends.onnx_frontend import OnnxImport, import_onnx, read_onnx_file
 from eedge.ir.graph import Graph
@@ -258,3 +258,75 @@ def test_lower_rank_operands_broadcast_by_a_free_reshape(tmp_path: Path) -> None
     lowered = lowered_matches_ort(exported(StackedRNN(), (1, 5, 4), tmp_path / "m.onnx"),
                                   batch=1)
     assert ops(lowered)["TANH"] == 10 and ops(lowered)["TRANSPOSE"] == 0
+
+
+class TimeMajor(nn.Module):
+    """torch's defaults: time-major (T, N, D) layers, a bidirectional GRU, mean over time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, bidirectional=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.gru(x.transpose(0, 1))      # (T, N, 12): the batch on axis 1
+        return self.head(y.mean(dim=0))
+
+
+def test_time_major_tensors_keep_the_batch_first_once_lowered(tmp_path: Path) -> None:
+    """Concatenating per-step states along time and reducing over time (axis 0) while the
+    batch sits on axis 1 or 2: the lowered tensors store the batch first."""
+    lowered = lowered_matches_ort(exported(TimeMajor(), (1, 5, 4), tmp_path / "m.onnx"),
+                                  batch=1)
+    for node in lowered.nodes:
+        if node.op_type == "TRANSPOSE":
+            assert lowered.constants[node.inputs[1]][0] == 0
+    lowered_matches_ort(exported(TimeMajor(), (1, 5, 4), tmp_path / "s.onnx", ("N", 5, 4)),
+                        batch=3)
+
+
+class TimeMajorExits(nn.Module):
+    """Time-major recurrent layers with an exit after each: unrolled, the layers hand on
+    per-step (N, H) states, so the stage boundary is batch first after all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru1, self.gru2 = nn.GRU(4, 6), nn.GRU(6, 6)
+        self.exit1, self.exit2 = nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h1, _ = self.gru1(x.transpose(0, 1))
+        h2, _ = self.gru2(h1)
+        return self.exit1(h1[-1]), self.exit2(h2[-1])
+
+
+class TimeMajorTransformer(nn.Module):
+    """torch's default encoder layer (batch_first=False) with an exit after each layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+                                    for _ in range(2))
+        self.exits = nn.ModuleList(nn.Linear(8, 3) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h, outs = x.transpose(0, 1), []
+        for layer, head in zip(self.layers, self.exits):
+            h = layer(h)
+            outs.append(head(h.mean(dim=0)))
+        return tuple(outs)
+
+
+def test_time_major_recurrent_exits_export(tmp_path: Path) -> None:
+    exported(TimeMajorExits(), (1, 5, 4), tmp_path / "m.onnx")
+    calib = np.random.default_rng(0).standard_normal((32, 5, 4)).astype(F32)
+    export_onnx(tmp_path / "m.onnx", tmp_path / "bundle", int8=True, calibration=calib,
+                formats=("onnx",))
+
+
+def test_a_time_major_hand_off_is_refused_with_advice(tmp_path: Path) -> None:
+    """The cascade passes on rows along the first axis; a fixed-batch export is checked on
+    its batch-followed twin instead of failing later in ONNX Runtime."""
+    exported(TimeMajorTransformer(), (1, 5, 8), tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="batch_first=True"):
+        export_onnx(tmp_path / "m.onnx", tmp_path / "bundle", formats=("onnx",))
