@@ -32,6 +32,7 @@ from eedge.ir.bundle import (MANIFEST_NAME, Bundle, check_replaceable, file_entr
 from eedge.ir.graph import Dim, Graph, TensorInfo
 from eedge.ir.layout import input_layout, to_channels_last
 from eedge.passes.cost import parameter_bytes, total_macs
+from eedge.passes.batch_first_handoffs import batch_first_handoffs
 from eedge.passes.layout_classes import PLAIN, layout_classes
 from eedge.passes.lower_tflite import lower_to_tflite
 from eedge.passes.partition import Partition, partition
@@ -251,6 +252,14 @@ def bundle_model_name(name: str) -> str:
     return cleaned[:256] or "model"
 
 
+def _batch_first_handoffs(imported: OnnxImport) -> tuple[Graph, Graph | None]:
+    """The import's graph (and its batch-followed twin) with time-major hand-offs
+    transposed batch-first at their stage boundary (eedge.passes.batch_first_handoffs)."""
+    twin = imported.lowering_graph
+    graph = batch_first_handoffs(imported.graph, twin)
+    return graph, (batch_first_handoffs(twin) if twin is not None else None)
+
+
 def fixed_batch(graph: Graph) -> Graph:
     """``graph`` with its symbolic batch fixed to 1 again (see ``OnnxImport.lowering_graph``)."""
     def fixed(info: TensorInfo) -> TensorInfo:
@@ -380,8 +389,9 @@ def export_onnx(path: Path | str, out: Path | str,
     imported = import_onnx(read_onnx_file(path), input_shapes, name=path.stem)
     if imported.changed:
         check_normalized(str(path), imported)
-    kwargs.setdefault("lowering_graph", imported.lowering_graph)
-    return export_graph(imported.graph, serialize(imported.model), "onnx",
+    graph, twin = _batch_first_handoffs(imported)
+    kwargs.setdefault("lowering_graph", twin)
+    return export_graph(graph, serialize(imported.model), "onnx",
                         sha256_bytes(path.read_bytes()), out, progress=progress,
                         notes=imported.notes, **kwargs)
 
@@ -413,8 +423,9 @@ def export_torch(module: "torch.nn.Module", example: Any, out: Path | str, name:
     imported = import_onnx(model, name=name)
     if imported.changed:
         check_normalized(raw, imported)
-    kwargs.setdefault("lowering_graph", imported.lowering_graph)
-    return export_graph(imported.graph, serialize(imported.model), "torch", sha256_bytes(raw),
+    graph, twin = _batch_first_handoffs(imported)
+    kwargs.setdefault("lowering_graph", twin)
+    return export_graph(graph, serialize(imported.model), "torch", sha256_bytes(raw),
                         out, progress=progress, notes=imported.notes, **kwargs)
 
 

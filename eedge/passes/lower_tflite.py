@@ -42,6 +42,9 @@ from eedge.passes.layout_classes import PLAIN, PLAIN_LAYOUTS, layout_classes, pl
 NCHW_TO_NHWC = (0, 2, 3, 1)
 FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB",
                      "TRANSPOSE_CONV"})
+MAX_CONCAT_INPUTS = 10
+"""TFLite Micro's CONCATENATION takes at most 10 inputs (kMaxInputNum); longer ones are
+concatenated in groups."""
 ACTIVATION_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 
 
@@ -567,7 +570,25 @@ class _Lowerer:
             self.perm[out] = np.concatenate(parts)
         elif any(t in self.perm for t in inputs):
             raise self.unsupported(node, "concatenating flattened tensors along the batch")
+        while len(inputs) > MAX_CONCAT_INPUTS:  # a recurrent layer's 49 time steps
+            inputs = [self._partial_concat(node, inputs[i:i + MAX_CONCAT_INPUTS], axis, out, i)
+                      for i in range(0, len(inputs), MAX_CONCAT_INPUTS)]
         self.emit("CONCATENATION", node, inputs, out, axis=axis, activation="NONE")
+
+    def _partial_concat(self, node: Node, inputs: list[str], axis: int, out: str,
+                        first: int) -> str:
+        """Concatenate a group of at most MAX_CONCAT_INPUTS (one input passes through)."""
+        if len(inputs) == 1:
+            return inputs[0]
+        shape = list(self.tensors[inputs[0]].shape)
+        shape[axis] = sum(int(self.tensors[t].shape[axis]) for t in inputs)
+        name = f"{out}/part{first}_{len(self.nodes)}"
+        self.tensors[name] = TensorInfo(name, tuple(shape), "float32")
+        if out in self.layout:
+            self.layout[name] = self.layout[out]
+        self.nodes.append(Node(f"{node.name}/part{first}_{len(self.nodes)}", "CONCATENATION",
+                               inputs, [name], {"axis": axis, "activation": "NONE"}))
+        return name
 
     def op_Pad(self, node: Node) -> None:
         if node.attrs.get("mode", "constant") != "constant":

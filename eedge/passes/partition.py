@@ -74,6 +74,7 @@ def _exit_node_sets(graph: Graph) -> list[set[int]]:
                 "list the exits earliest first (outputs in depth order)")
         stages.append(own)
         covered |= needed
+    _keep_boundary_transposes(graph, stages)
     final_cost = total_macs(graph, ancestry[-1])
     for k, needed in enumerate(ancestry[:-1]):
         cost = total_macs(graph, needed)
@@ -83,6 +84,27 @@ def _exit_node_sets(graph: Graph) -> list[set[int]]:
                 f"final exit ({final_cost} MACs); list the exits in depth order, earliest "
                 "first and the final classifier last")
     return stages
+
+
+def _keep_boundary_transposes(graph: Graph, stages: list[set[int]]) -> None:
+    """A Transpose that makes a hand-off batch first (eedge.passes.batch_first_handoffs)
+    runs in the stage of its input's producer, not in the stage that reads its output."""
+    from eedge.passes.batch_first_handoffs import BATCH_FIRST_SUFFIX
+
+    stage_of = {n: k for k, nodes in enumerate(stages) for n in nodes}
+    for i, node in enumerate(graph.nodes):
+        if node.op_type != "Transpose" or not node.name.endswith(BATCH_FIRST_SUFFIX):
+            continue
+        producer = graph.producer_index(node.inputs[0])
+        if producer in stage_of and i in stage_of and stage_of[producer] < stage_of[i]:
+            stages[stage_of[i]].discard(i)
+            stages[stage_of[producer]].add(i)
+            stage_of[i] = stage_of[producer]
+
+
+def stage_sets(graph: Graph) -> list[set[int]]:
+    """The node indices of each exit's stage (before any head/tail split)."""
+    return _exit_node_sets(graph)
 
 
 def _head_nodes(graph: Graph, cut: str) -> set[int]:

@@ -324,9 +324,38 @@ def test_time_major_recurrent_exits_export(tmp_path: Path) -> None:
                 formats=("onnx",))
 
 
-def test_a_time_major_hand_off_is_refused_with_advice(tmp_path: Path) -> None:
-    """The cascade passes on rows along the first axis; a fixed-batch export is checked on
-    its batch-followed twin instead of failing later in ONNX Runtime."""
+def test_time_major_hand_offs_are_transposed_batch_first(tmp_path: Path) -> None:
+    """torch's default (T, N, D) encoder layers with an exit after each: the hand-off is
+    transposed batch first at the boundary, so the cascade routes rows correctly."""
+    from eedge.runtime import Cascade
+
     exported(TimeMajorTransformer(), (1, 5, 8), tmp_path / "m.onnx")
-    with pytest.raises(ModelError, match="batch_first=True"):
-        export_onnx(tmp_path / "m.onnx", tmp_path / "bundle", formats=("onnx",))
+    calib = np.random.default_rng(0).standard_normal((32, 5, 8)).astype(F32)
+    result = export_onnx(tmp_path / "m.onnx", tmp_path / "bundle", int8=True,
+                         calibration=calib, formats=("onnx",))
+    handoffs = result.bundle.manifest["stages"][0]["outputs"][1:]
+    assert [h["name"].endswith("/batch_first") for h in handoffs] == [True]
+    x = np.random.default_rng(3).standard_normal((16, 5, 8)).astype(F32)
+    whole = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"))
+    logits = [np.concatenate(parts) for parts in zip(*(whole.run(None, {"x": row[None]})
+                                                       for row in x))]
+    probs = np.exp(logits[0]) / np.exp(logits[0]).sum(axis=1, keepdims=True)
+    threshold = float(np.median(probs.max(axis=1)))
+    got = Cascade(tmp_path / "bundle", thresholds=[threshold, None]).infer(x)
+    assert 0 < int((got.exit_index == 0).sum()) < len(x)
+    for row, k in enumerate(got.exit_index):
+        assert got.predictions[row] == int(np.argmax(logits[k][row]))
+
+
+def test_long_sequences_concatenate_in_groups_tflite_micro_accepts(tmp_path: Path) -> None:
+    """A bidirectional GRU's output over 12 steps is one Concat of 12 states; TFLite Micro
+    takes at most 10 inputs per CONCATENATION (export verifies the int8 file in it)."""
+    exported(TimeMajor(), (1, 12, 4), tmp_path / "m.onnx")
+    calib = np.random.default_rng(0).standard_normal((32, 12, 4)).astype(F32)
+    result = export_onnx(tmp_path / "m.onnx", tmp_path / "bundle", int8=True,
+                         calibration=calib, formats=("onnx",))
+    from eedge.frontends.tflite_frontend import read_tflite_bytes
+    stage = result.bundle.path / result.bundle.manifest["stages"][0]["files"]["tflite_int8"]
+    graph, _ = read_tflite_bytes(stage.read_bytes())
+    concats = [n for n in graph.nodes if n.op_type == "CONCATENATION"]
+    assert concats and max(len(n.inputs) for n in concats) <= 10
