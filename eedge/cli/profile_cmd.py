@@ -39,11 +39,15 @@ MAX_RUNS = 1_000_000  # per stage: beyond this a measurement only burns time
               help="Also write the JSON report to this file.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Write a PNG of per-stage and cumulative latency vs exit accuracy.")
+@click.option("--per-op", "per_op", is_flag=True,
+              help="Time every operator of the generated C (host build or QEMU; BUNDLE may "
+                   "be an int8 .tflite): a table per stage with MACs and cost per MAC.")
 @json_option
 @debug_option
 def command(bundle: Path, target_name: str, runtime: str | None, data: Path | None,
             exit_rates: str | None, threads: int, warmup: int, repeats: int,
-            report_path: Path | None, plot_path: Path | None, as_json: bool) -> None:
+            report_path: Path | None, plot_path: Path | None, per_op: bool,
+            as_json: bool) -> None:
     """Measure every stage of BUNDLE on a target and predict the cascade's latency.
 
     E[latency] = sum over stages of P(reach stage) x stage latency, with exit rates
@@ -54,6 +58,7 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
       eedge profile demo-out/bundle --target host --data demo-out/test.npz
       eedge profile demo-out/bundle --target qemu-cortex-m4 --data demo-out/test.npz
       eedge profile demo-out/bundle --target my-pi.yaml --plot pi.png
+      eedge profile demo-out/bundle --target qemu-cortex-m4 --per-op
     """
     from eedge.ir.bundle import load_bundle
     from eedge.profiling.drivers import profile_target, random_sample
@@ -66,6 +71,11 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
     if data is not None and exit_rates is not None:
         raise InputDataError("give --data or --exit-rates, not both")
     target = load_target(target_name)
+    if per_op:
+        if exit_rates is not None:
+            raise InputDataError("--per-op times every stage; --exit-rates does not apply")
+        _per_op(bundle, target, data, repeats, report_path, plot_path, as_json)
+        return
     loaded = load_bundle(bundle)
     x = y = None
     if data is not None:
@@ -149,3 +159,71 @@ def show(report: dict) -> None:
         out_console.print(f"split: head stages {split['head_stages']} take "
                           f"{_fmt(split['head'], unit)} on the device, then "
                           f"{split['cut_bytes_per_sample']} bytes go to the tail")
+
+
+def _per_op(source: Path, target, data: Path | None, repeats: int,  # type: ignore[no-untyped-def]
+            report_path: Path | None, plot_path: Path | None, as_json: bool) -> None:
+    """``--per-op``: build the per-op firmware, run one input, print or write the report."""
+    import numpy as np
+
+    from eedge.codegen.model_source import load_codegen_model
+    from eedge.profiling.per_op import build_op_report, plot_ops, profile_ops
+
+    model = load_codegen_model(source)
+    if data is not None:
+        x = load_array(data, "x")
+    else:
+        info = model.graph.tensors[model.input]
+        shape = [1] + [int(d) for d in info.shape[1:]]
+        if model.input_layout == "NCHW" and len(shape) == 4:  # user layout of the input
+            shape = [shape[0], shape[3], shape[1], shape[2]]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    # QEMU counts instructions exactly: one run; the host's clock() needs many
+    runs = repeats if target.kind == "host" else 1
+    with progress(f"per-op profile on {target.name}", quiet=as_json) as shown:
+        report = build_op_report(profile_ops(model, target, x, runs, say=shown.say))
+    if report_path is not None:
+        report_path.write_text(dumps(report, indent=2) + "\n")
+    if plot_path is not None:
+        plot_ops(report, plot_path)
+    if as_json:
+        print_json(report)
+        return
+    show_ops(report)
+    if plot_path is not None:
+        out_console.print(f"wrote {plot_path}")
+
+
+def show_ops(report: dict) -> None:
+    """One table per stage (every op in order), then the totals by op type."""
+    unit = report["unit"]
+    label = "instr" if unit == "instructions" else "ticks"
+
+    def ratio(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    for stage in report["stages"]:
+        table = Table(title=f"{report['target']}: stage {stage['index']} ({unit})")
+        for column in ("#", "op", "node", "MACs", label, f"{label}/MAC", "share"):
+            table.add_column(column, justify="left" if column in ("op", "node") else "right")
+        total = stage["ops_total"] or 1.0
+        for o in stage["ops"]:
+            table.add_row(str(o["index"]), o["op"], o["name"][-40:], human_count(o["macs"]),
+                          human_count(o["value"]), ratio(o["per_mac"]),
+                          f"{100 * o['value'] / total:.1f}%")
+        table.add_row("", "all kernels", "", human_count(stage["macs"]),
+                      human_count(stage["ops_total"]),
+                      ratio(stage["ops_total"] / stage["macs"] if stage["macs"] else None), "")
+        out_console.print(table)
+        if "measured_total" in stage:
+            out_console.print(f"stage {stage['index']} as timed by the firmware: "
+                              f"{human_count(stage['measured_total'])} {label} (kernels plus "
+                              "the exit decision and the timers)")
+    table = Table(title=f"{report['target']}: by op type (all stages)")
+    for column in ("op", "ops", "MACs", label, f"{label}/MAC", "share"):
+        table.add_column(column, justify="left" if column == "op" else "right")
+    for r in report["by_type"]:
+        table.add_row(r["op"], str(r["count"]), human_count(r["macs"]), human_count(r["value"]),
+                      ratio(r["per_mac"]), f"{100 * r['share']:.1f}%")
+    out_console.print(table)
+    out_console.print(report["note"])

@@ -86,9 +86,12 @@ class GeneratedProject:
     test_inputs: int = 0
     files: list[str] = field(default_factory=list)
     plan: MemoryPlan | None = None
+    op_labels: list[dict[str, Any]] = field(default_factory=list)  # per-op profile build
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("plan", "path")}
+        # op_labels only in per-op profile builds: a normal project's JSON is unchanged
+        data = {k: v for k, v in self.__dict__.items() if k not in ("plan", "path")
+                and not (k == "op_labels" and not v)}
         return data
 
     @classmethod
@@ -222,8 +225,13 @@ def _c_constants(model: CodegenModel, used: dict[str, str]) -> list[dict[str, An
 def generate_project(model: CodegenModel, target: Target, out: Path,
                      test_inputs: np.ndarray | None = None, optimize: str = "O2",
                      dsp: bool | None = None, force: bool = False,
-                     serial_frames: bool | None = None) -> GeneratedProject:
-    """Write the project for ``target`` into ``out`` (atomically)."""
+                     serial_frames: bool | None = None,
+                     profile_ops: bool = False) -> GeneratedProject:
+    """Write the project for ``target`` into ``out`` (atomically).
+
+    ``profile_ops`` times every kernel call (``eedge.profiling.per_op``); off, the
+    generated files are exactly those of a production build.
+    """
     port = PORTS.get(target.kind)
     if port is None:
         raise TargetError(f"target {target.name} ({target.kind}) does not run the C runtime; "
@@ -265,6 +273,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     declarations: list[str] = []
     scratch_words = 0
     stages_ctx = []
+    op_labels: list[dict[str, Any]] = []
     for stage in model.stages:
         statements = []
         for i in stage.nodes:
@@ -274,7 +283,15 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
             declarations.extend(emitted.declarations)
             scratch_words = max(scratch_words, emitted.scratch_words)
             what = "+".join(node.attrs["fused"]) if node.op_type == LUT_OP else node.name
-            statements.append(f"/* {node.op_type} {c_comment_text(what)} */ {emitted.statement}")
+            call = emitted.statement
+            if profile_ops:
+                from eedge.passes.cost import node_macs
+                from eedge.profiling.per_op import wrap_statement
+
+                call = wrap_statement(call, len(op_labels))
+                op_labels.append({"stage": stage.index, "node": i, "op": node.op_type,
+                                  "name": what, "macs": int(node_macs(g, node))})
+            statements.append(f"/* {node.op_type} {c_comment_text(what)} */ {call}")
         outputs = [{"offset": plan.offsets[t], "bytes": g.tensors[t].elements_per_sample()}
                    for t in stage.outputs]
         stages_ctx.append({"index": stage.index, "statements": statements, "outputs": outputs,
@@ -316,8 +333,12 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     env = _environment()
     with staging_directory(out, force, marker=PROJECT_FILE) as tmp:
         for template in ("model.h", "model.c", "model_data.h", "model_data.c"):
-            (tmp / template).write_text(env.get_template(f"generated/{template}.j2")
-                                        .render(**context))
+            text = env.get_template(f"generated/{template}.j2").render(**context)
+            if profile_ops and template == "model.c":
+                from eedge.profiling.per_op import add_dump
+
+                text = add_dump(text, len(op_labels))
+            (tmp / template).write_text(text)
         shutil.copytree(TEMPLATES / "runtime", tmp / "runtime")
         port_dir = tmp / "port"
         shutil.copytree(TEMPLATES / "ports" / port, port_dir)
@@ -355,7 +376,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
             input_zero_point=int(quant.zero_point[0]), input_layout=model.input_layout,
             exit_stages=[next(s.index for s in model.stages if s.exit_index == k)
                          for k in range(n_exits)],
-            test_inputs=count, files=files + [PROJECT_FILE], plan=plan)
+            test_inputs=count, files=files + [PROJECT_FILE], plan=plan, op_labels=op_labels)
         (tmp / PROJECT_FILE).write_text(json.dumps(project.to_json(), indent=2) + "\n")
     return project
 
