@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -16,6 +17,9 @@ from eedge.strict_json import dumps
 from eedge.io.arrays import load_array, load_optional
 from eedge.policies.labels import check_labels
 from eedge.runtime.stage_runners import RUNTIMES
+
+if TYPE_CHECKING:
+    from eedge.targets import Target
 
 MAX_RUNS = 1_000_000  # per stage: beyond this a measurement only burns time
 
@@ -161,7 +165,7 @@ def show(report: dict) -> None:
                           f"{split['cut_bytes_per_sample']} bytes go to the tail")
 
 
-def _per_op(source: Path, target, data: Path | None, repeats: int,  # type: ignore[no-untyped-def]
+def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
             report_path: Path | None, plot_path: Path | None, as_json: bool) -> None:
     """``--per-op``: build the per-op firmware, run one input, print or write the report."""
     import numpy as np

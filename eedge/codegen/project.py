@@ -376,7 +376,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
             input_zero_point=int(quant.zero_point[0]), input_layout=model.input_layout,
             exit_stages=[next(s.index for s in model.stages if s.exit_index == k)
                          for k in range(n_exits)],
-            test_inputs=count, files=files + [PROJECT_FILE], plan=plan, op_labels=op_labels)
+            test_inputs=count, files=files + [PROJECT_FILE], plan=plan,
+            op_labels=op_labels)
         (tmp / PROJECT_FILE).write_text(json.dumps(project.to_json(), indent=2) + "\n")
     return project
 

@@ -48,7 +48,8 @@ def _unwrap(profiled: str) -> str:
                   r"\+\+eedge_prof_n\[\d+\]; \}", r"\1", text)
 
 
-def test_disabled_build_is_unchanged(bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_disabled_build_is_unchanged(bundle, tmp_path: Path  # type: ignore[no-untyped-def]
+                                      ) -> None:
     target = load_target("qemu-cortex-m4")
     model = load_codegen_model(bundle.path)
     plain = generate_project(model, target, tmp_path / "plain")
@@ -93,7 +94,8 @@ def test_qemu_per_op_sums_add_up_to_the_stage(bundle) -> None:  # type: ignore[n
     assert conv["share"] > 0.8 and 1 < conv["per_mac"] < 10
 
 
-def test_per_op_cli_table_json_plot(capsys, bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_per_op_cli_table_json_plot(capsys, bundle,  # type: ignore[no-untyped-def]
+                                    tmp_path: Path) -> None:
     data = tmp_path / "x.npz"
     np.savez(data, x=example_input(seed=5, batch=2))
     code, out, err = cli(capsys, "profile", str(bundle.path), "--target", "qemu-cortex-m4",
