@@ -12,7 +12,7 @@ from eedge.cli.console import debug_option, json_option, out_console, print_json
 from eedge.cli.options import threads_option
 from eedge.cli.progress import progress
 from eedge.cli.tables import human_count
-from eedge.errors import InputDataError
+from eedge.errors import InputDataError, TargetError
 from eedge.strict_json import dumps
 from eedge.io.arrays import load_array, load_optional
 from eedge.policies.labels import check_labels
@@ -173,6 +173,9 @@ def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
     from eedge.codegen.model_source import load_codegen_model
     from eedge.profiling.per_op import build_op_report, plot_ops, profile_ops
 
+    if target.kind not in ("host", "mcu-qemu", "mcu-serial"):
+        raise TargetError(f"--per-op runs on the host build, in QEMU or on a serial board; "
+                          f"{target.name} is {target.kind}")
     model = load_codegen_model(source)
     if data is not None:
         x = load_array(data, "x")
@@ -184,6 +187,8 @@ def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     # QEMU counts instructions exactly: one run; the host's clock() needs many
     runs = repeats if target.kind == "host" else 1
+    if target.kind == "mcu-serial":  # a few inputs, as the serial stage profiler sends
+        runs = 5
     with progress(f"per-op profile on {target.name}", quiet=as_json) as shown:
         report = build_op_report(profile_ops(model, target, x, runs, say=shown.say))
     if report_path is not None:
@@ -201,7 +206,7 @@ def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
 def show_ops(report: dict) -> None:
     """One table per stage (every op in order), then the totals by op type."""
     unit = report["unit"]
-    label = "instr" if unit == "instructions" else "ticks"
+    label = {"instructions": "instr", "cycles": "cycles"}.get(unit, "ticks")
 
     def ratio(value: float | None) -> str:
         return "" if value is None else f"{value:.2f}"

@@ -32,6 +32,31 @@ from eedge.progress import Say, quiet_say
 from eedge.targets import Target
 
 _DUMP = """static uint32_t eedge_prof[{n}], eedge_prof_n[{n}];
+#if defined(EEDGE_SERIAL_FRAMES)
+/* per-op profile (eedge profile --per-op) on a serial board: one OP frame (type 4:
+ * call site, ticks, runs as u32 little-endian; CRC-16/CCITT) per kernel call site */
+static void eedge_prof_dump(void) {{
+    uint8_t f[19];
+    int32_t k, i, bit;
+    for (k = 0; k < {n}; ++k) {{
+        const uint32_t v[3] = {{(uint32_t)k, eedge_prof[k], eedge_prof_n[k]}};
+        uint16_t crc = 0xFFFFu;
+        f[0] = 0xA5; f[1] = 0x5A; f[2] = 4; f[3] = 12; f[4] = 0;
+        for (i = 0; i < 12; ++i) {{
+            f[5 + i] = (uint8_t)(v[i / 4] >> (8 * (i % 4)));
+        }}
+        for (i = 2; i < 17; ++i) {{
+            crc ^= (uint16_t)(f[i] << 8);
+            for (bit = 0; bit < 8; ++bit) {{
+                crc = (crc & 0x8000u) ? (uint16_t)((crc << 1) ^ 0x1021u) : (uint16_t)(crc << 1);
+            }}
+        }}
+        f[17] = (uint8_t)crc;
+        f[18] = (uint8_t)(crc >> 8);
+        eedge_platform_serial_write(f, 19);
+    }}
+}}
+#else
 /* per-op profile (eedge profile --per-op): "P <op> <ticks> <runs>" per kernel call site */
 static void eedge_prof_dump(void) {{
     char buf[48];
@@ -55,6 +80,7 @@ static void eedge_prof_dump(void) {{
         eedge_platform_print(buf);
     }}
 }}
+#endif
 
 """
 _ARENA_ANCHOR = "#define T(offset)"
@@ -120,8 +146,10 @@ class OpProfile:
 
 def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int = 1,
                 dsp: bool | None = None, optimize: str = "O2",
-                say: Say | None = None) -> OpProfile:
-    """Build the per-op firmware for ``target`` (host or QEMU), run it, return the sums.
+                say: Say | None = None, flasher: Any = None) -> OpProfile:
+    """Build the per-op firmware for ``target`` (host, QEMU or a serial board), run it,
+    return the sums. A serial board (``mcu-serial``) is flashed with ``flasher`` (default:
+    its flash tool) and sends the sums as OP frames over its serial port.
 
     ``x`` holds the inputs (float or int8, the model's layout); each runs ``repeats`` times
     (the host's 1 us clock needs many runs to resolve sub-microsecond ops; QEMU's
@@ -133,9 +161,9 @@ def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int 
     from eedge.codegen.toolchain import build, qemu_command
 
     say = say or quiet_say
-    if target.kind not in ("host", "mcu-qemu"):
-        raise TargetError(f"--per-op runs on the host build or in QEMU; {target.name} is "
-                          f"{target.kind}")
+    if target.kind not in ("host", "mcu-qemu", "mcu-serial"):
+        raise TargetError(f"--per-op runs on the host build, in QEMU or on a serial board; "
+                          f"{target.name} is {target.kind}")
     model = source if isinstance(source, CodegenModel) else load_codegen_model(Path(source))
     model.thresholds = [None] * len(model.thresholds)  # time every stage
     info = model.graph.tensors[model.input]
@@ -143,15 +171,20 @@ def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int 
                             model.input_quant.scale[0], model.input_quant.zero_point[0],
                             model.input_layout)
     samples = np.repeat(sample, max(repeats, 1), axis=0)
-    host = target.kind == "host"
+    host, serial = target.kind == "host", target.kind == "mcu-serial"
     with tempfile.TemporaryDirectory(prefix="eedge-per-op-") as tmp:
         out = Path(tmp) / "project"
         say(f"generating the per-op C project for {target.name}")
         project = generate_project(model, target, out, None if host else samples, optimize,
-                                   dsp, profile_ops=True)
+                                   dsp, serial_frames=True if serial else None,
+                                   profile_ops=True)
         labels = [OpLabel(**d) for d in project.op_labels]
         say("compiling with " + ("gcc" if host else "arm-none-eabi-gcc"))
         binary = build(project).binary
+        if serial:
+            return _serial_profile(target, binary, labels, flasher, say,
+                                   {"dsp": project.dsp, "optimize": optimize,
+                                    "runs": len(samples)})
         if host:
             say(f"running {len(samples)} inferences on the host")
             proc = subprocess.run([str(binary)], input=samples.astype(np.int8).tobytes(),
@@ -187,6 +220,43 @@ def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int 
         env["qemu_machine"] = target.get("qemu")["machine"]
     return OpProfile(target.name, unit, note, labels, values.tolist(),
                      [int(r) for r in runs], totals, env)
+
+
+def _serial_profile(target: Target, elf: Path, labels: list[OpLabel], flasher: Any,
+                    say: Say, env: dict[str, Any]) -> OpProfile:
+    """Flash, read the framed sums (the serial profiler's port handling), make the profile."""
+    from eedge.profiling.serial_driver import READ_TIMEOUT_S, flash_with_tool, open_serial
+    from eedge.profiling.serial_protocol import FrameReader, read_profile
+
+    flasher = flasher or flash_with_tool(target)
+    url, baud = target.get("serial_port"), int(target.get("baud"))
+    port = session = None
+    try:
+        if not url.startswith("socket://"):
+            port = open_serial(url, baud)
+        say(f"flashing {target.name}")
+        session = flasher(elf)
+        if port is None:
+            port = open_serial(url, baud)
+        say(f"reading per-op timings from {url}")
+        result = read_profile(FrameReader(port, READ_TIMEOUT_S))
+    finally:
+        if port is not None:
+            port.close()
+        if session is not None and hasattr(session, "terminate"):
+            session.terminate()
+            session.wait(timeout=10)
+    if not result["ops"]:
+        raise TargetError(f"{target.name} sent no per-op frames: is the firmware a per-op build?")
+    ticks = np.array([result["ops"].get(k, (0, 0))[0] for k in range(len(labels))], float)
+    runs = np.array([result["ops"].get(k, (0, 0))[1] for k in range(len(labels))], float)
+    values = np.where(runs > 0, ticks / np.maximum(runs, 1), 0.0)
+    totals = {s: float(np.mean([smp["stage_ticks"][s] for smp in result["samples"]]))
+              for s in range(result["stages"])} if result["samples"] else {}
+    timer = target.get("timer", "dwt")
+    env.update(serial_port=url, baud=baud, timer=timer, bad_frames=result["bad_frames"])
+    return OpProfile(target.name, "cycles", f"{timer} cycles on the board, mean per run",
+                     labels, values.tolist(), [int(r) for r in runs], totals, env)
 
 
 def build_op_report(profile: OpProfile) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from eedge.errors import TargetError
 
 MAGIC = b"\xa5\x5a"
 HELLO, SAMPLE, DONE = 0x01, 0x02, 0x03
+OP = 0x04  # per-op build: u32 call site, u32 ticks, u32 runs (cumulative sums)
 MAX_PAYLOAD = 512
 PROTOCOL_VERSION = 1
 
@@ -105,14 +106,19 @@ def read_profile(reader: FrameReader) -> dict[str, Any]:
         raise TargetError(f"the firmware speaks protocol {version}; this eedge reads "
                           f"{PROTOCOL_VERSION}: regenerate the firmware")
     samples = []
+    ops: dict[int, tuple[int, int]] = {}
     while True:
         frame = reader.next()
         if frame.type == DONE:
             break
+        if frame.type == OP and len(frame.payload) == 12:  # the last sums win
+            k, ticks_k, runs_k = struct.unpack("<III", frame.payload)
+            ops[k] = (ticks_k, runs_k)
+            continue
         if frame.type != SAMPLE or len(frame.payload) != 12 + 4 * stages:
             raise TargetError("malformed SAMPLE frame from the board")
         index, exit_index, class_index = struct.unpack_from("<Iii", frame.payload)
         ticks = list(struct.unpack_from(f"<{stages}I", frame.payload, 12))
         samples.append({"index": index, "exit_index": exit_index, "class_index": class_index,
                         "stage_ticks": ticks})
-    return {"stages": stages, "samples": samples, "bad_frames": reader.bad_frames}
+    return {"stages": stages, "samples": samples, "bad_frames": reader.bad_frames, "ops": ops}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from zoo import example_input  # noqa: E402
 from cli_runner import run_cli as cli  # noqa: E402
 from eedge.codegen.model_source import load_codegen_model  # noqa: E402
 from eedge.codegen.project import generate_project  # noqa: E402
+from eedge.codegen.toolchain import require_tool  # noqa: E402
 from eedge.profiling.drivers import profile_qemu  # noqa: E402
 from eedge.profiling.per_op import build_op_report, profile_ops  # noqa: E402
 from eedge.targets import load_target  # noqa: E402
@@ -41,7 +44,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 
 def _unwrap(profiled: str) -> str:
     """The profiled model.c with its instrumentation taken out again."""
-    text = re.sub(r"static uint32_t eedge_prof\[.*?\n}\n\n", "", profiled, flags=re.S)
+    text = re.sub(r"static uint32_t eedge_prof\[.*?\n#endif\n\n", "", profiled, flags=re.S)
     text = text.replace("    eedge_prof_dump();\n", "")
     return re.sub(r"\{ const uint32_t eedge_p0 = eedge_platform_ticks\(\); (.*?); "
                   r"eedge_prof\[\d+\] \+= eedge_platform_ticks\(\) - eedge_p0; "
@@ -112,7 +115,7 @@ def test_per_op_cli_table_json_plot(capsys, bundle,  # type: ignore[no-untyped-d
     report = json.loads(out)
     assert report == saved  # exact and repeatable
     assert {r["op"] for r in report["by_type"]} >= {"CONV_2D", "FULLY_CONNECTED"}
-    code, _, err = cli(capsys, "profile", str(bundle.path), "--target", "stm32f767", "--per-op")
+    code, _, err = cli(capsys, "profile", str(bundle.path), "--target", "rpi4", "--per-op")
     assert code != 0 and "--per-op" in err
 
 
@@ -126,3 +129,39 @@ def test_host_per_op(capsys, bundle) -> None:  # type: ignore[no-untyped-def]
     # each sample runs every stage twice (stage by stage, then eedge_infer)
     assert all(o["runs"] == 200 for s in report["stages"] for o in s["ops"])
     assert report["by_type"][0]["op"] == "CONV_2D" and report["by_type"][0]["value"] > 0
+
+
+def test_serial_board_per_op_through_qemu_uart(bundle, tmp_path: Path  # type: ignore[no-untyped-def]
+                                               ) -> None:
+    """The board path as tests/profiling/test_serial.py runs it: QEMU's UART on a socket."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    board = tmp_path / "mps2-board.yaml"
+    board.write_text(
+        "name: mps2-board\nkind: mcu-serial\ndescription: an MPS2 AN386 board (QEMU here)\n"
+        "cpu: cortex-m4\nfpu: fpv4-sp-d16\ndsp: true\nclock_hz: 25000000\n"
+        "flash_bytes: 4194304\nram_bytes: 4194304\nflash_origin: '0x00000000'\n"
+        "board: mps2-an386\nflash_tool: pyocd\n"
+        f"serial_port: socket://127.0.0.1:{port}\nbaud: 115200\ntimer: systick\n"
+        "uart: cmsdk-apb\n")
+
+    def start_qemu(elf: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [require_tool("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-monitor",
+             "none", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on", "-icount",
+             "shift=0", "-kernel", str(elf)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+    x = example_input(seed=3, batch=1)
+    serial = build_op_report(profile_ops(bundle.path, load_target(board), x, repeats=2,
+                                         flasher=start_qemu))
+    qemu = build_op_report(profile_ops(bundle.path, load_target("qemu-cortex-m4"), x))
+    assert serial["unit"] == "cycles" and serial["environment"]["bad_frames"] == 0
+    assert [o["runs"] for s in serial["stages"] for o in s["ops"]] == [4] * 13
+    # the same kernels and timer in the same QEMU: SysTick ticks of 40 instructions each,
+    # equal to QEMU's per-op counts within one tick (other inputs, another harness)
+    on_board = [o["value"] * PER_TICK for s in serial["stages"] for o in s["ops"]]
+    in_qemu = [o["value"] for s in qemu["stages"] for o in s["ops"]]
+    assert np.allclose(on_board, in_qemu, rtol=0, atol=PER_TICK), (on_board, in_qemu)
+    assert all(s["measured_total"] > s["ops_total"] for s in serial["stages"])
