@@ -44,8 +44,9 @@ MAX_RUNS = 1_000_000  # per stage: beyond this a measurement only burns time
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Write a PNG of per-stage and cumulative latency vs exit accuracy.")
 @click.option("--per-op", "per_op", is_flag=True,
-              help="Time every operator of the generated C (host build or QEMU; BUNDLE may "
-                   "be an int8 .tflite): a table per stage with MACs and cost per MAC.")
+              help="Time every operator of the generated C (host build, QEMU, serial boards; "
+                   "BUNDLE may be an int8 .tflite): a table per stage with MACs and cost "
+                   "per MAC.")
 @json_option
 @debug_option
 def command(bundle: Path, target_name: str, runtime: str | None, data: Path | None,

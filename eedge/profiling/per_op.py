@@ -8,10 +8,13 @@ on its console as ``P <k> <ticks> <runs>`` lines (the same text protocol as the 
 ``D`` and ``STACK`` lines). Off by default: without the flag the generated sources are
 byte for byte what they were, so production firmware pays nothing.
 
+A serial board's build (``EEDGE_SERIAL_FRAMES``) sends the sums as CRC-checked OP frames
+(type 4) beside the stage profiler's frames instead, since its console text goes to SWO.
+
 Units: under QEMU's ``-icount shift=0`` the mps2-an386 SysTick counts one tick per 40
 instructions (``instructions_per_tick``), so an op is resolved to 40 instructions plus
 the cost of the two reads; reported as instructions. The host build's tick is
-``clock()`` (1 us); reported as ticks.
+``clock()`` (1 us); reported as ticks. Boards report their timer's cycles.
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ class FrameReader:
 
 
 def read_profile(reader: FrameReader) -> dict[str, Any]:
-    """HELLO, one SAMPLE frame per inference, DONE -> per-sample ticks and decisions."""
+    """HELLO, one SAMPLE frame per inference, DONE -> per-sample ticks and decisions;
+    a per-op build's OP frames (cumulative sums per kernel call site) go to ``ops``."""
     frame = reader.next()
     while frame.type != HELLO:
         frame = reader.next()
