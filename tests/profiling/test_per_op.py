@@ -165,3 +165,19 @@ def test_serial_board_per_op_through_qemu_uart(bundle, tmp_path: Path  # type: i
     in_qemu = [o["value"] for s in qemu["stages"] for o in s["ops"]]
     assert np.allclose(on_board, in_qemu, rtol=0, atol=PER_TICK), (on_board, in_qemu)
     assert all(s["measured_total"] > s["ops_total"] for s in serial["stages"])
+
+
+KWS = Path(__file__).parents[3] / "shared" / "models" / "mlperf_tiny" / "kws_ref_model.tflite"
+
+
+@pytest.mark.skipif(not KWS.is_file(), reason="MLPerf Tiny models not present")
+def test_per_op_of_a_tflite_file(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = cli(capsys, "profile", str(KWS), "--target", "qemu-cortex-m4", "--per-op",
+                         "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    (stage,) = report["stages"]
+    assert len(stage["ops"]) == 13 and stage["macs"] > 2_000_000
+    # kernels plus the final softmax's exit decision: the stage's whole count
+    assert 0 <= stage["measured_total"] - stage["ops_total"] <= 10_000
+    assert [r["op"] for r in report["by_type"][:2]] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
