@@ -228,27 +228,10 @@ def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int 
 def _serial_profile(target: Target, elf: Path, labels: list[OpLabel], flasher: Any,
                     say: Say, env: dict[str, Any]) -> OpProfile:
     """Flash, read the framed sums (the serial profiler's port handling), make the profile."""
-    from eedge.profiling.serial_driver import READ_TIMEOUT_S, flash_with_tool, open_serial
-    from eedge.profiling.serial_protocol import FrameReader, read_profile
+    from eedge.profiling.serial_driver import flash_and_read, flash_with_tool
 
-    flasher = flasher or flash_with_tool(target)
-    url, baud = target.get("serial_port"), int(target.get("baud"))
-    port = session = None
-    try:
-        if not url.startswith("socket://"):
-            port = open_serial(url, baud)
-        say(f"flashing {target.name}")
-        session = flasher(elf)
-        if port is None:
-            port = open_serial(url, baud)
-        say(f"reading per-op timings from {url}")
-        result = read_profile(FrameReader(port, READ_TIMEOUT_S))
-    finally:
-        if port is not None:
-            port.close()
-        if session is not None and hasattr(session, "terminate"):
-            session.terminate()
-            session.wait(timeout=10)
+    result = flash_and_read(target, elf, flasher or flash_with_tool(target), say,
+                            "per-op timings")
     if not result["ops"]:
         raise TargetError(f"{target.name} sent no per-op frames: is the firmware a per-op build?")
     ticks = np.array([result["ops"].get(k, (0, 0))[0] for k in range(len(labels))], float)
@@ -257,7 +240,8 @@ def _serial_profile(target: Target, elf: Path, labels: list[OpLabel], flasher: A
     totals = {s: float(np.mean([smp["stage_ticks"][s] for smp in result["samples"]]))
               for s in range(result["stages"])} if result["samples"] else {}
     timer = target.get("timer", "dwt")
-    env.update(serial_port=url, baud=baud, timer=timer, bad_frames=result["bad_frames"])
+    env.update(serial_port=target.get("serial_port"), baud=int(target.get("baud")), timer=timer,
+               bad_frames=result["bad_frames"])
     return OpProfile(target.name, "cycles", f"{timer} cycles on the board, mean per run",
                      labels, values.tolist(), [int(r) for r in runs], totals, env)
 

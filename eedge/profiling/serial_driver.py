@@ -66,6 +66,32 @@ def open_serial(url: str, baud: int, wait_s: float = 10.0) -> Any:
             time.sleep(0.05)
 
 
+def flash_and_read(target: Target, elf: Path, flasher: Flasher, say: Progress,
+                   what: str) -> dict[str, Any]:
+    """Flash ``elf`` and read the board's framed profile from its serial port.
+
+    A real port is opened before flashing so no early frame is lost; QEMU's
+    UART socket (``socket://``) only exists once the emulator runs.
+    """
+    url, baud = target.get("serial_port"), int(target.get("baud"))
+    port = session = None
+    try:
+        if not url.startswith("socket://"):
+            port = open_serial(url, baud)
+        say(f"flashing {target.name}")
+        session = flasher(elf)
+        if port is None:
+            port = open_serial(url, baud)
+        say(f"reading {what} from {url}")
+        return read_profile(FrameReader(port, READ_TIMEOUT_S))
+    finally:
+        if port is not None:
+            port.close()
+        if session is not None and hasattr(session, "terminate"):
+            session.terminate()
+            session.wait(timeout=10)
+
+
 def profile_serial(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
                    flasher: Flasher | None = None) -> StageProfiles:
     model = load_codegen_model(bundle.path)
@@ -81,23 +107,7 @@ def profile_serial(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
         project = generate_project(model, target, Path(tmp) / "fw", samples,
                                    serial_frames=True)
         elf = build(project).binary
-        port = None
-        session = None
-        try:
-            if not url.startswith("socket://"):
-                port = open_serial(url, baud)
-            say(f"flashing {target.name}")
-            session = flasher(elf)
-            if port is None:
-                port = open_serial(url, baud)
-            say(f"reading stage timings from {url}")
-            result = read_profile(FrameReader(port, READ_TIMEOUT_S))
-        finally:
-            if port is not None:
-                port.close()
-            if session is not None and hasattr(session, "terminate"):
-                session.terminate()
-                session.wait(timeout=10)
+        result = flash_and_read(target, elf, flasher, say, "stage timings")
     if not result["samples"]:
         raise TargetError("the board reported no inferences")
     ticks = np.array([s["stage_ticks"] for s in result["samples"]], dtype=np.float64)
