@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -99,16 +100,7 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
                 runtime or default_runtime(loaded.manifest))
             exits = exit_statistics(loaded, decider, x, y, shown.say, shown.tick)
     report = build_report(profiles, loaded, exits)
-    if report_path is not None:
-        report_path.write_text(dumps(report, indent=2) + "\n")
-    if plot_path is not None:
-        plot(report, plot_path)
-    if as_json:
-        print_json(report)
-        return
-    show(report)
-    if plot_path is not None:
-        out_console.print(f"wrote {plot_path}")
+    _emit(report, report_path, plot_path, as_json, plot, show)
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -192,14 +184,21 @@ def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
         runs = 5
     with progress(f"per-op profile on {target.name}", quiet=as_json) as shown:
         report = build_op_report(profile_ops(model, target, x, runs, say=shown.say))
+    _emit(report, report_path, plot_path, as_json, plot_ops, show_ops)
+
+
+def _emit(report: dict[str, Any], report_path: Path | None, plot_path: Path | None,
+          as_json: bool, draw: Callable[[dict[str, Any], Path], None],
+          table: Callable[[dict[str, Any]], None]) -> None:
+    """Write the report file and the plot if asked, then print JSON or the tables."""
     if report_path is not None:
         report_path.write_text(dumps(report, indent=2) + "\n")
     if plot_path is not None:
-        plot_ops(report, plot_path)
+        draw(report, plot_path)
     if as_json:
         print_json(report)
         return
-    show_ops(report)
+    table(report)
     if plot_path is not None:
         out_console.print(f"wrote {plot_path}")
 
