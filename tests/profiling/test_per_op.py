@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from int8_bundles import int8_bundle  # noqa: E402
+from qemu_board import qemu_serial_board  # noqa: E402
 from zoo import example_input  # noqa: E402
 
 from cli_runner import run_cli as cli  # noqa: E402
 from eedge.codegen.model_source import load_codegen_model  # noqa: E402
 from eedge.codegen.project import generate_project  # noqa: E402
-from eedge.codegen.toolchain import require_tool  # noqa: E402
 from eedge.profiling.drivers import profile_qemu  # noqa: E402
 from eedge.profiling.per_op import build_op_report, profile_ops  # noqa: E402
 from eedge.targets import load_target  # noqa: E402
@@ -134,27 +132,9 @@ def test_host_per_op(capsys, bundle) -> None:  # type: ignore[no-untyped-def]
 def test_serial_board_per_op_through_qemu_uart(bundle, tmp_path: Path  # type: ignore[no-untyped-def]
                                                ) -> None:
     """The board path as tests/profiling/test_serial.py runs it: QEMU's UART on a socket."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    board = tmp_path / "mps2-board.yaml"
-    board.write_text(
-        "name: mps2-board\nkind: mcu-serial\ndescription: an MPS2 AN386 board (QEMU here)\n"
-        "cpu: cortex-m4\nfpu: fpv4-sp-d16\ndsp: true\nclock_hz: 25000000\n"
-        "flash_bytes: 4194304\nram_bytes: 4194304\nflash_origin: '0x00000000'\n"
-        "board: mps2-an386\nflash_tool: pyocd\n"
-        f"serial_port: socket://127.0.0.1:{port}\nbaud: 115200\ntimer: systick\n"
-        "uart: cmsdk-apb\n")
-
-    def start_qemu(elf: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            [require_tool("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-monitor",
-             "none", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on", "-icount",
-             "shift=0", "-kernel", str(elf)], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-
+    board, start_qemu = qemu_serial_board(tmp_path)
     x = example_input(seed=3, batch=1)
-    serial = build_op_report(profile_ops(bundle.path, load_target(board), x, repeats=2,
+    serial = build_op_report(profile_ops(bundle.path, board, x, repeats=2,
                                          flasher=start_qemu))
     qemu = build_op_report(profile_ops(bundle.path, load_target("qemu-cortex-m4"), x))
     assert serial["unit"] == "cycles" and serial["environment"]["bad_frames"] == 0

@@ -8,8 +8,6 @@ it as socket://127.0.0.1:PORT.
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,20 +18,13 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from int8_bundles import int8_bundle  # noqa: E402
+from qemu_board import qemu_serial_board  # noqa: E402
 from zoo import example_input  # noqa: E402
 
-from eedge.codegen.toolchain import require_tool  # noqa: E402
 from eedge.errors import TargetError  # noqa: E402
 from eedge.profiling.serial_driver import profile_serial  # noqa: E402
 from eedge.profiling.serial_protocol import (DONE, HELLO, SAMPLE, FrameReader,  # noqa: E402
                                              crc16_ccitt, encode, read_profile)
-from eedge.targets import load_target  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_crc_and_frames_survive_noise_and_corruption() -> None:
@@ -65,24 +56,7 @@ def test_silence_times_out_with_advice() -> None:
 
 def test_board_path_through_qemu_uart(tmp_path: Path) -> None:
     bundle = int8_bundle("sequential", tmp_path)
-    port = free_port()
-    board = tmp_path / "mps2-board.yaml"
-    board.write_text(
-        "name: mps2-board\nkind: mcu-serial\ndescription: an MPS2 AN386 board (QEMU here)\n"
-        "cpu: cortex-m4\nfpu: fpv4-sp-d16\ndsp: true\nclock_hz: 25000000\n"
-        "flash_bytes: 4194304\nram_bytes: 4194304\nflash_origin: '0x00000000'\n"
-        "board: mps2-an386\nflash_tool: pyocd\n"
-        f"serial_port: socket://127.0.0.1:{port}\nbaud: 115200\ntimer: systick\n"
-        "uart: cmsdk-apb\n")
-    target = load_target(board)
-
-    def start_qemu(elf: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            [require_tool("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-monitor",
-             "none", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on", "-icount",
-             "shift=0", "-kernel", str(elf)], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-
+    target, start_qemu = qemu_serial_board(tmp_path)
     x = example_input(seed=8, batch=5)
     first = profile_serial(bundle, target, x, lambda _m: None, flasher=start_qemu)
     assert first.unit == "cycles" and first.environment["samples"] == 5
