@@ -106,3 +106,19 @@ def assert_c_bit_exact(bundle: Path, x: np.ndarray, engine: str = "tflm",
                 compared += 1
     assert compared >= len(x) * len(codegen.stages)
     return compared
+
+
+def assert_c_equals_reference(model: CodegenModel, x: np.ndarray, target: str,
+                              dsp: bool | None = None) -> dict[str, Any]:
+    """Run ``model``'s C on ``target`` and compare every stage's first output, sample by
+    sample, with eedge's int8 reference executor on the same int8 inputs; the run's summary.
+    """
+    from eedge.reference.executor import execute
+
+    run = run_on_target(model, load_target(target), x, dsp=dsp)
+    env = execute(model.graph, {model.input: x})
+    for k, stage in enumerate(model.stages):
+        device = np.stack([s.stage_outputs[k][0] for s in run.run.samples])
+        expected = env[stage.outputs[0]]
+        assert np.array_equal(device, expected.reshape(device.shape)), f"stage {k}"
+    return run.summary()

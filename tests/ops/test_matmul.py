@@ -20,8 +20,9 @@ import flatbuffers
 import numpy as np
 import pytest
 
+from device_compare import assert_c_equals_reference
+
 from eedge.backends.tflite_writer import graph_to_tflite
-from eedge.codegen.device_run import run_on_target
 from eedge.codegen.model_source import load_codegen_model
 from eedge.errors import ModelError
 from eedge.frontends.tflite_frontend import read_tflite_bytes
@@ -29,7 +30,6 @@ from eedge.ops import registry
 from eedge.ops.matmul import batch_steps
 from eedge.reference.executor import execute
 from eedge.runtime.interpreters import LiteRTModel, TFLMModel
-from eedge.targets import load_target
 from eedge.tflite_schema import schema as S
 
 Quant = tuple[float, int]
@@ -470,13 +470,7 @@ def assert_device_matches(path: Path, x: np.ndarray, target: str, dsp: bool | No
                           ) -> dict:  # type: ignore[type-arg]
     model = load_codegen_model(path)
     assert len(model.stages) == len(CASES) + len(C_FC_CASES) + 2
-    run = run_on_target(model, load_target(target), x, dsp=dsp)
-    env = execute(model.graph, {model.input: x})
-    for k, stage in enumerate(model.stages):
-        device = np.stack([s.stage_outputs[k][0] for s in run.run.samples])
-        expected = env[stage.outputs[0]]
-        assert np.array_equal(device, expected.reshape(device.shape)), f"stage {k}"
-    return run.summary()
+    return assert_c_equals_reference(model, x, target, dsp)
 
 
 def test_host_c_build_is_bit_exact(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from device_compare import assert_c_equals_reference
+
 from eedge.backends.onnx_writer import serialize
 from eedge.backends.tflite_writer import graph_to_tflite
 from eedge.codegen.device_run import run_on_target
@@ -402,14 +404,7 @@ def c_model(tmp_path: Path) -> Path:
 
 def assert_device_matches(path: Path, x: np.ndarray, target: str, dsp: bool | None = None
                           ) -> dict:  # type: ignore[type-arg]
-    model = load_codegen_model(path)
-    run = run_on_target(model, load_target(target), x, dsp=dsp)
-    env = execute(model.graph, {model.input: x})
-    for k, stage in enumerate(model.stages):
-        device = np.stack([s.stage_outputs[k][0] for s in run.run.samples])
-        expected = env[stage.outputs[0]]
-        assert np.array_equal(device, expected.reshape(device.shape)), f"stage {k}"
-    return run.summary()
+    return assert_c_equals_reference(load_codegen_model(path), x, target, dsp)
 
 
 def test_host_c_build_is_bit_exact(tmp_path: Path) -> None:
