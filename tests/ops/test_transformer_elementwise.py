@@ -29,7 +29,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
-from test_activations import onnx_model
+from test_activations import onnx_model, rewritten
 from test_activations_models import Act, every_byte, model
 from test_binary import single_op_tflite
 
@@ -274,13 +274,7 @@ def test_int8_writer_round_trip_keeps_the_graph() -> None:
     again: same nodes, attrs, tensors; the rewritten file runs to the same bytes in LiteRT."""
     acts = [gelu((0.04, -100), True), gelu((0.03, -90), False, source=1),
             Act("RSQRT", (0.05, -128), source=0)]
-    first, outputs = read_tflite_bytes(model(SHAPE, (0.05, -128), acts, outputs=[2, 3]))
-    data = graph_to_tflite(first, range(len(first.nodes)), [t.name for t in first.inputs],
-                           outputs)
-    second, outputs2 = read_tflite_bytes(data)
-    assert outputs2 == outputs
-    assert [(n.op_type, n.inputs, n.outputs, n.attrs) for n in second.nodes] == \
-           [(n.op_type, n.inputs, n.outputs, n.attrs) for n in first.nodes]
+    first, second, data, outputs2 = rewritten(model(SHAPE, (0.05, -128), acts, outputs=[2, 3]))
     assert [n.attrs for n in second.nodes[:3]] == [{"approximate": True},
                                                   {"approximate": False}, {}]
     assert second.tensors == first.tensors
