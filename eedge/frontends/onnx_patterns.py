@@ -152,14 +152,21 @@ def _match_erf_gelu(index: _Index, erf: onnx.NodeProto) -> _Match | None:
         x = div.input[1] if index.is_scalar(div.input[0], math.sqrt(0.5)) else div.input[0]
     else:
         return None
-    add = _plus_one(index, erf.output[0])
-    tail = None if add is None else _gelu_tail(index, x, add.output[0])
+    return _gelu_match(index, x, erf.output[0], "none", [div, erf])
+
+
+def _gelu_match(index: _Index, x: str, activated: str, approximate: str,
+                head: list[onnx.NodeProto]) -> _Match | None:
+    """The shared end of both GELU forms: ``activated`` (erf(...) or tanh(...)) plus one,
+    times 0.5 and x in either order; the match from ``head`` through it, or None."""
+    plus = _plus_one(index, activated)
+    tail = None if plus is None else _gelu_tail(index, x, plus.output[0])
     if tail is None:
         return None
     last, tail_nodes = tail
     fused = helper.make_node("Gelu", [x], [last.output[0]], name=f"{last.name}__gelu",
-                             approximate="none")
-    return _Match([div, erf, add, *tail_nodes], last, fused)  # type: ignore[list-item]
+                             approximate=approximate)
+    return _Match([*head, plus, *tail_nodes], last, fused)  # type: ignore[list-item]
 
 
 def _cube_of(index: _Index, name: str) -> tuple[str, list[onnx.NodeProto]] | None:
@@ -197,15 +204,8 @@ def _match_tanh_gelu(index: _Index, tanh: onnx.NodeProto) -> _Match | None:
         cube = _cube_of(index, cube_name) if cube_name else None
         if cube is None or cube[0] != x:
             continue
-        plus = _plus_one(index, tanh.output[0])
-        tail = None if plus is None else _gelu_tail(index, x, plus.output[0])
-        if tail is None:
-            return None
-        last, tail_nodes = tail
-        fused = helper.make_node("Gelu", [x], [last.output[0]], name=f"{last.name}__gelu",
-                                 approximate="tanh")
-        return _Match([*cube[1], mul, add, scaled, tanh, plus, *tail_nodes],  # type: ignore[list-item]
-                      last, fused)
+        return _gelu_match(index, x, tanh.output[0], "tanh",
+                           [*cube[1], mul, add, scaled, tanh])
     return None
 
 
