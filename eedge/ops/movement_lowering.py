@@ -39,7 +39,8 @@ import numpy as np
 
 from eedge.ir.graph import Dim, Node, TensorInfo
 from eedge.ops.registry import Lowering, register_lowering
-from eedge.passes.layout_classes import FREE, PLAIN_LAYOUTS, leading_axis, plain_layout
+from eedge.passes.layout_classes import (FREE, PLAIN_LAYOUTS, default_layout, leading_axis,
+                                         plain_layout)
 from eedge.passes.lower_tflite import Lowerer, nchw_view
 
 NHWC = (0, 2, 3, 1)
@@ -48,10 +49,6 @@ CHANNEL_SPLIT = (0, 3, 4, 1, 2)
 LAYOUT_AWARE = frozenset({"Reshape", "Transpose", "Slice", "Split", "Flatten", "Squeeze",
                           "Unsqueeze", "Gather"})
 """ONNX readers that honour a rank-5 tensor's layout (Concat only as torch.stack's PACK)."""
-
-
-def default_layout(rank: int) -> tuple[int, ...]:
-    return NHWC if rank in (3, 4) else tuple(range(rank))
 
 
 def layout_of(lw: Lowerer, lowered: str, rank: int) -> tuple[int, ...]:

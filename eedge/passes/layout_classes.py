@@ -94,6 +94,12 @@ order; a 3-D (N, T, D) tensor is stored (N, 1, T, D), its view (N, T, 1, D) with
 axis moved forward."""
 
 
+def default_layout(rank: int) -> tuple[int, ...]:
+    """The layout of a tensor that is not plain: NHWC for 3-D (as (N, C, 1, L)) and 4-D,
+    ONNX order otherwise."""
+    return (0, 2, 3, 1) if rank in (3, 4) else tuple(range(rank))
+
+
 def _view_dims(shape: Sequence[Dim]) -> list[Dim]:
     return [shape[0], shape[1], 1, shape[2]] if len(shape) == 3 else list(shape)
 

@@ -37,7 +37,8 @@ from eedge.errors import UnsupportedOpError
 from eedge.ir.graph import Dim, Graph, Node, TensorInfo
 from eedge.ops import registry
 from eedge.passes.fold_batchnorm import bn_affine, fold_batchnorm
-from eedge.passes.layout_classes import PLAIN, PLAIN_LAYOUTS, layout_classes, plain_layout
+from eedge.passes.layout_classes import (PLAIN, PLAIN_LAYOUTS, default_layout, layout_classes,
+                                         plain_layout)
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 FUSABLE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB",
@@ -46,9 +47,6 @@ MAX_CONCAT_INPUTS = 10
 """TFLite Micro's CONCATENATION takes at most 10 inputs (kMaxInputNum); longer ones are
 concatenated in groups."""
 ACTIVATION_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
-
-
-NCL_TO_NHWC = (0, 3, 2)  # where each NCL axis lands in the unit-height NHWC tensor
 
 
 def nchw_view(shape: Sequence[Dim]) -> tuple[Dim, ...]:
@@ -60,14 +58,6 @@ def nhwc_shape(shape: Sequence[Dim]) -> tuple[Dim, ...]:
     """Lowered shape of an ONNX activation: 4-D and 3-D (unit height) become NHWC."""
     view = nchw_view(shape)
     return tuple(view[i] for i in NCHW_TO_NHWC) if len(view) == 4 else tuple(view)
-
-
-def nhwc_axis(axis: int, rank: int) -> int:
-    """Where ONNX axis ``axis`` of a rank-``rank`` activation lands after lowering."""
-    axis %= rank
-    if rank == 4:
-        return NCHW_TO_NHWC.index(axis)
-    return NCL_TO_NHWC[axis] if rank == 3 else axis
 
 
 def moves_no_bytes(in_shape: Sequence[Dim], out_shape: Sequence[Dim]) -> bool:
@@ -142,16 +132,18 @@ class _Lowerer:
     def src_shape(self, tensor: str) -> tuple[Dim, ...]:
         return self.src.tensors[tensor].shape
 
+    def _plain(self, name: str, rank: int) -> bool:
+        return rank in PLAIN_LAYOUTS and self.classes.get(name) == PLAIN
+
     def class_layout(self, name: str, rank: int) -> tuple[int, ...]:
         """The layout a 3-D/4-D activation's class gives it (NHWC unless it is plain)."""
-        if rank in PLAIN_LAYOUTS and self.classes.get(name) == PLAIN:
+        if self._plain(name, rank):
             shape = self.src.tensors[name].shape if name in self.src.tensors else None
             return plain_layout(shape) if shape is not None else PLAIN_LAYOUTS[rank]
-        return NCHW_TO_NHWC if rank in (3, 4) else tuple(range(rank))
+        return default_layout(rank)
 
     def define(self, name: str, onnx_shape: Sequence[Dim]) -> None:
-        layout = self.class_layout(name, len(onnx_shape))
-        if len(onnx_shape) in PLAIN_LAYOUTS and self.classes.get(name) == PLAIN:
+        if self._plain(name, len(onnx_shape)):
             layout = plain_layout(onnx_shape)
             view = nchw_view(onnx_shape)
             self.tensors[name] = TensorInfo(name, tuple(view[a] for a in layout), "float32")
@@ -161,8 +153,7 @@ class _Lowerer:
 
     def layout_of(self, lowered: str, rank: int) -> tuple[int, ...]:
         """Which view axis (3-D as (N, C, 1, L)) each axis of a lowered tensor holds."""
-        default = NCHW_TO_NHWC if rank in (3, 4) else tuple(range(rank))
-        return self.layout.get(lowered, default)
+        return self.layout.get(lowered, default_layout(rank))
 
     def lowered_axis(self, lowered: str, onnx_axis: int, rank: int) -> int:
         """Where ONNX axis ``onnx_axis`` of a rank-``rank`` activation sits once lowered."""
