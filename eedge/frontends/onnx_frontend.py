@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +53,19 @@ class OnnxImport:
     model: onnx.ModelProto
     notes: list[str] = field(default_factory=list)
     stripped_exits: list[StrippedExit] = field(default_factory=list)
-    lowering_graph: Graph | None = None
-    """For a model kept at a fixed batch of 1: the same graph with the batch followed
-    through every node (symbolic, then fixed to 1 again), which the TFLite lowering reads
-    so that each tensor stores its batch first even where torch moved it (attention's
-    (T, N, D) tensors); None when the batch is symbolic anyway or cannot be followed."""
 
     @property
     def changed(self) -> bool:
         return bool(self.notes)
+
+    @cached_property
+    def lowering_graph(self) -> Graph | None:
+        """For a model kept at a fixed batch of 1: the same graph with the batch followed
+        through every node, which the TFLite lowering reads so that each tensor stores its
+        batch first even where torch moved it (attention's (T, N, D) tensors); None when
+        the batch is symbolic anyway or cannot be followed. Made on first use: only
+        exports that lower pay for it."""
+        return _batch_followed(self.model, self.graph.opset, self.graph.name)
 
 
 def read_onnx_file(path: Path) -> onnx.ModelProto:
@@ -376,17 +381,17 @@ def import_onnx(model: onnx.ModelProto,
     if symbol:
         check_batch_axis(model, symbol)
     graph = _model_to_graph(model, opset, name)
-    twin = None if symbol or not graph_inputs else _batch_followed(normalized, opset, name)
-    return OnnxImport(graph, normalized, notes, stripped, twin)
+    return OnnxImport(graph, normalized, notes, stripped)
 
 
 def _batch_followed(model: onnx.ModelProto, opset: int, name: str) -> Graph | None:
     """A fixed-batch-1 model's graph with the batch axis of every tensor known (see
     :attr:`OnnxImport.lowering_graph`), or None when eedge cannot follow it."""
-    target = _graph_inputs(model)[0]
-    dims = target.type.tensor_type.shape.dim
+    inputs = _graph_inputs(model)
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
     if not len(dims) or not dims[0].HasField("dim_value") or dims[0].dim_value != 1:
         return None
+    target = inputs[0]
     twin = onnx.ModelProto.FromString(model.SerializeToString())
     try:
         make_batch_symbolic(twin, target.name, 1, BATCH_SYMBOL)
