@@ -99,7 +99,7 @@ def _define(lw: Lowerer, name: str, shape: Sequence[Dim], layout: Sequence[int])
 
 def _custom_layout_ok(lw: Lowerer, tensor: str) -> bool:
     """Whether every ONNX reader of ``tensor`` honours a non-default layout."""
-    readers = lw.src.consumers().get(tensor, [])
+    readers = lw.readers.get(tensor, [])
     return tensor not in lw.src.exits and all(
         lw.src.nodes[i].op_type in LAYOUT_AWARE for i in readers)
 
@@ -115,7 +115,7 @@ def leads_with_batch(shape: Sequence[Dim], layout: Sequence[int]) -> bool:
 def _only_products_read(lw: Lowerer, tensor: str) -> bool:
     """Whether every reader is a MatMul of two activations (BATCH_MATMUL reads either
     operand stored with its last two axes swapped, through adj_x / adj_y)."""
-    readers = lw.src.consumers().get(tensor, [])
+    readers = lw.readers.get(tensor, [])
     return bool(readers) and tensor not in lw.src.exits and all(
         lw.src.nodes[i].op_type == "MatMul" and
         not any(t in lw.src.constants for t in lw.src.nodes[i].inputs) for i in readers)
@@ -283,7 +283,7 @@ def _stack_inputs(lw: Lowerer, concat: Node) -> list[Node] | None:
     if concat.op_type != "Concat" or len(out_shape) != 5:
         return None
     axis = int(concat.attrs.get("axis", 0)) % 5
-    consumers = lw.src.consumers()
+    consumers = lw.readers
     members = []
     for t in concat.inputs:
         index = lw.src.producer_index(t)
@@ -299,7 +299,7 @@ def _stack_inputs(lw: Lowerer, concat: Node) -> list[Node] | None:
 
 def _stacking_concat(lw: Lowerer, node: Node) -> Node | None:
     """The Concat that stacks this Unsqueeze's output with the others', or None."""
-    readers = lw.src.consumers().get(node.outputs[0], [])
+    readers = lw.readers.get(node.outputs[0], [])
     if node.op_type != "Unsqueeze" or len(readers) != 1:
         return None
     concat = lw.src.nodes[readers[0]]
@@ -350,7 +350,7 @@ def _reshapes_moving(lw: Lowerer, tensor: str, layout: Sequence[int]) -> int:
     """
     shape = lw.src_shape(tensor)
     moving = 0
-    for i in lw.src.consumers().get(tensor, []):
+    for i in lw.readers.get(tensor, []):
         reader = lw.src.nodes[i]
         out_shape = lw.src_shape(reader.outputs[0])
         if reader.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") and \

@@ -91,7 +91,7 @@ def finish_plain(lw: Lowerer, node: Node, written: str, out: str) -> None:
 # -- MatMul ----------------------------------------------------------------------------------
 def _bias_add(lw: Lowerer, node: Node, units: int) -> tuple[Node, np.ndarray] | None:
     """The Add of a per-output constant that is the only reader of a MatMul (nn.Linear's bias)."""
-    readers = lw.src.consumers().get(node.outputs[0], [])
+    readers = lw.readers.get(node.outputs[0], [])
     if len(readers) != 1 or node.outputs[0] in lw.src.exits:
         return None
     add = lw.src.nodes[readers[0]]

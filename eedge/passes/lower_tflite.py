@@ -122,6 +122,7 @@ class _Lowerer:
         self.layout: dict[str, tuple[int, ...]] = {}
         # ONNX tensor -> spatial / plain / free (eedge.passes.layout_classes)
         self.classes = layout_classes(graph)
+        self.readers = graph.consumers()  # the source graph never changes while lowering
         # ids of source nodes another lowering already covered (a Linear's bias Add)
         self.absorbed: set[int] = set()
 
