@@ -385,7 +385,7 @@ class _Lowerer:
         """A lower-rank activation operand (torch's unrolled RNN adds (N, H) to (1, N, H))
         reshaped to ``rank`` the ONNX way (leading unit axes) in the output's layout; a
         RESHAPE, refused when the bytes would have to move."""
-        from eedge.ops.movement_lowering import element_order, lowered_shape
+        from eedge.ops.movement_lowering import _reshape_to, element_order, lowered_shape
         x, shape = self.name(tensor), self.src_shape(tensor)
         padded = (1,) * (rank - len(shape)) + tuple(shape)
         layout = self.class_layout(out, rank)
@@ -399,12 +399,7 @@ class _Lowerer:
         self.tensors[name] = TensorInfo(name, lowered_shape(padded, layout), "float32")
         if tuple(layout) != NCHW_TO_NHWC:
             self.layout[name] = tuple(layout)
-        dims = [int(d) if isinstance(d, int) else -1 for d in self.tensors[name].shape]
-        if -1 not in dims:
-            dims[0] = -1
-        self.nodes.append(Node(f"{name}/reshape", "RESHAPE",
-                               [x, self.const(f"{name}/shape", np.array(dims, np.int32))],
-                               [name], {}))
+        _reshape_to(self, node, x, name)
         return name
 
     def op_Add(self, node: Node) -> None:
