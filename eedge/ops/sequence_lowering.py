@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from eedge.ir.graph import Dim, Node, TensorInfo
-from eedge.ops.movement_lowering import (_node, _source, batch_axis, element_order,
+from eedge.ops.movement_lowering import (_node, _source, _transpose, batch_axis, element_order,
                                          lowered_shape, reshape_lowered, view_axis)
 from eedge.ops.registry import Lowering, register_lowering
 from eedge.passes.layout_classes import PLAIN_LAYOUTS, plain_layout
@@ -56,8 +56,7 @@ def in_onnx_order(lw: Lowerer, node: Node, src: str) -> str:
     if converted not in lw.tensors:
         lw.tensors[converted] = TensorInfo(converted, lowered_shape(shape, plain), "float32")
         lw.layout[converted] = plain
-        perm = lw.const(f"{converted}/perm", np.array([layout.index(a) for a in plain], np.int32))
-        _node(lw, f"{node.name}/to_onnx_order", "TRANSPOSE", [x, perm], [converted])
+        _transpose(lw, node, x, [layout.index(a) for a in plain], converted)
     return converted
 
 
@@ -84,8 +83,7 @@ def finish_plain(lw: Lowerer, node: Node, written: str, out: str) -> None:
         return
     rank = len(lw.src_shape(out))
     src, dst = lw.layout_of(written, rank), lw.layout_of(out, rank)
-    perm = lw.const(f"{out}/perm", np.array([src.index(a) for a in dst], np.int32))
-    _node(lw, f"{node.name}/to_layout", "TRANSPOSE", [written, perm], [out])
+    _transpose(lw, node, written, [src.index(a) for a in dst], out)
 
 
 # -- MatMul ----------------------------------------------------------------------------------
