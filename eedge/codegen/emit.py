@@ -334,7 +334,8 @@ _HANDLERS: dict[str, Callable[[EmitContext, Node], Emitted]] = {
     "QUANTIZE": _quantize,
 }
 
-DSP_KERNELS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",  # conv.c
+DSP_KERNELS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D",  # conv.c, depthwise.c
+                         "FULLY_CONNECTED",  # fully_connected.c
                          "ADD", "MUL",  # binary.c (eedge_binary_s8)
                          "MEAN"})  # reduce.c (eedge_reduce_s8)
 """Builtins of ``_HANDLERS`` whose C kernel has an ``EEDGE_USE_DSP`` (SIMD) path besides the

@@ -12,7 +12,8 @@ from eedge.ops import registry, table
 from eedge.passes.lower_tflite import _Lowerer
 
 RUNTIME_SRC = Path(__file__).resolve().parents[2] / "firmware_templates" / "runtime" / "src"
-DSP_SOURCES = {"CONV_2D": "conv.c", "DEPTHWISE_CONV_2D": "conv.c", "FULLY_CONNECTED": "conv.c",
+DSP_SOURCES = {"CONV_2D": "conv.c", "DEPTHWISE_CONV_2D": "depthwise.c",
+               "FULLY_CONNECTED": "fully_connected.c",
                "ADD": "binary.c", "MUL": "binary.c", "MEAN": "reduce.c"}
 
 
