@@ -113,7 +113,9 @@ def check_accumulator(g: Graph, node: Node, out_axis: int, weight_offset: int = 
                          "damaged")
 
 
-def _conv(ctx: EmitContext, node: Node) -> Emitted:
+def _conv_fields(ctx: EmitContext, node: Node) -> tuple[dict[str, object], list[str]]:
+    """The eedge_conv_params fields CONV_2D and DEPTHWISE_CONV_2D share, and the
+    per-channel multiplier and shift arrays they point at."""
     g, a, p = ctx.graph, node.attrs, ctx.ident
     _, in_h, in_w, in_c = _dims(g, node.inputs[0])
     _, out_h, out_w, out_c = _dims(g, node.outputs[0])
@@ -132,16 +134,30 @@ def _conv(ctx: EmitContext, node: Node) -> Emitted:
                   in_offset=-zero_point_of(in_q), out_offset=zero_point_of(out_q),
                   act_min=low, act_max=high, multiplier=f"{p}_mult", shift=f"{p}_shift",
                   scratch=SCRATCH)
-    kernel = "eedge_conv2d_s8" if node.op_type == "CONV_2D" else "eedge_depthwise_conv2d_s8"
-    check_accumulator(g, node, 0 if node.op_type == "CONV_2D" else 3)
+    return fields, [int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift)]
+
+
+def _conv_call(ctx: EmitContext, node: Node, kernel: str) -> str:
     bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
-    # conv: two int8 im2col columns; depthwise: one int32 accumulator per channel
-    scratch = (k_h * k_w * in_c + 4) // 2 + 2 if node.op_type == "CONV_2D" else out_c + 4
-    return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
-                    struct("eedge_conv_params", f"{p}_params", fields)],
-                   f"{kernel}(&{p}_params, {_operand(ctx, node.inputs[0])}, "
-                   f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})",
-                   scratch)
+    return (f"{kernel}(&{ctx.ident}_params, {_operand(ctx, node.inputs[0])}, "
+            f"{_operand(ctx, node.inputs[1])}, {bias}, {ctx.tensor_ref(node.outputs[0])})")
+
+
+def _conv2d(ctx: EmitContext, node: Node) -> Emitted:
+    fields, arrays = _conv_fields(ctx, node)
+    check_accumulator(ctx.graph, node, 0)
+    k_h, k_w, in_c = fields["k_h"], fields["k_w"], fields["in_c"]
+    scratch = (int(k_h) * int(k_w) * int(in_c) + 4) // 2 + 2  # two int8 im2col columns
+    return Emitted(arrays + [struct("eedge_conv_params", f"{ctx.ident}_params", fields)],
+                   _conv_call(ctx, node, "eedge_conv2d_s8"), scratch)
+
+
+def _depthwise(ctx: EmitContext, node: Node) -> Emitted:
+    fields, arrays = _conv_fields(ctx, node)
+    check_accumulator(ctx.graph, node, 3)
+    scratch = int(fields["out_c"]) + 4  # one int32 accumulator per channel
+    return Emitted(arrays + [struct("eedge_conv_params", f"{ctx.ident}_params", fields)],
+                   _conv_call(ctx, node, "eedge_depthwise_conv2d_s8"), scratch)
 
 
 def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
@@ -326,7 +342,7 @@ def _quantize(ctx: EmitContext, node: Node) -> Emitted:
     return _unary(ctx, node, "eedge_requant_params", "eedge_requantize_s8", fields)
 
 _HANDLERS: dict[str, Callable[[EmitContext, Node], Emitted]] = {
-    "CONV_2D": _conv, "DEPTHWISE_CONV_2D": _conv, "FULLY_CONNECTED": _fully_connected,
+    "CONV_2D": _conv2d, "DEPTHWISE_CONV_2D": _depthwise, "FULLY_CONNECTED": _fully_connected,
     "ADD": _binary, "MUL": _binary, "AVERAGE_POOL_2D": _pool, "MAX_POOL_2D": _pool,
     "MEAN": _mean, "SOFTMAX": _softmax, "PAD": _pad, "CONCATENATION": _concat,
     "RESHAPE": _reshape, "RELU": _requantize, "RELU6": _requantize,
