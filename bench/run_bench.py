@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT / "tests"))
 
 from eedge.codegen.device_run import run_on_target  # noqa: E402
@@ -36,9 +35,8 @@ from qute_bench import qute_checks, show_qute  # noqa: E402
 from tvm_bench import show_tvm, tvm_vs_ort  # noqa: E402
 from architectures_bench import architectures_bench, show_architectures  # noqa: E402
 from sequence_bench import sequence_bench, show_sequence  # noqa: E402
+from mlperf_bench import mlperf_bench, show_mlperf  # noqa: E402
 
-MLPERF = {"kws": "kws_ref_model.tflite", "resnet": "pretrainedResnet_quant.tflite",
-          "vww": "vww_96_int8.tflite", "ad01": "ad01_int8.tflite"}
 TARGET = "qemu-cortex-m4"
 console = Console(width=170)
 
@@ -323,18 +321,12 @@ def show_serve(s: dict[str, Any]) -> None:
                   f"{s['batched_over_batch1_throughput']:.2f}")
 
 
-def xorshift_input(seed: int, shape: list[int]) -> np.ndarray:
-    from reference.test_mlperf_tiny import xorshift_bytes
-
-    return xorshift_bytes(seed, int(np.prod(shape))).view(np.int8).reshape(shape)
-
-
 def main() -> None:
     results: dict[str, Any] = {"target": TARGET, "python": platform.python_version(),
                                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "method": "SysTick under qemu -icount shift=0, 40 instructions "
                                          "per tick; one inference, every stage run",
-                               "models": {}, "mlperf": {}}
+                               "models": {}}
     with tempfile.TemporaryDirectory(prefix="eedge-bench-") as tmp:
         bundles = zoo_bundles(Path(tmp))
         results["profiler"] = profiler_checks(bundles["digits-demo"],
@@ -359,27 +351,7 @@ def main() -> None:
             entry["ram_over_tflm_python_arena"] = (entry["ram_bytes"] /
                                                    entry["tflm_python_arena_bytes"])
             results["models"][name] = entry
-    baseline_file = SHARED / "baselines" / "tflm-cortex-m4" / "results.json"
-    if (SHARED / "models" / "mlperf_tiny").is_dir() and baseline_file.is_file():
-        baseline = json.loads(baseline_file.read_text())["runs"]
-        for name, file in MLPERF.items():
-            path = SHARED / "models" / "mlperf_tiny" / file
-            model = load_codegen_model(path)
-            shape = [int(d) for d in model.graph.tensors[model.input].shape]
-            entry = measure(model, xorshift_input(0, shape))
-            ref, cmsis = baseline[f"ref-O2/{name}"], baseline[f"cmsis_nn-O2/{name}"]
-            entry.update(
-                tflm_ref_instructions=ref["instructions_per_inference"],
-                tflm_cmsis_instructions=cmsis["instructions_per_inference"],
-                dsp_over_tflm_cmsis=entry["instructions_dsp"] / cmsis["instructions_per_inference"],
-                tflm_arena_used_bytes=ref["arena_used_bytes"],
-                ram_over_tflm_arena=entry["ram_bytes"] / ref["arena_used_bytes"],
-                outputs_equal_tflm=entry["outputs_dsp"] == ref["outputs_hex"]["0"] ==
-                entry["outputs_portable"])
-            results["mlperf"][name] = entry
-    else:
-        console.print("[yellow]../shared/models/mlperf_tiny or its baseline is absent: "
-                      "MLPerf Tiny comparison skipped[/]")
+    results["mlperf"] = mlperf_bench(say=console.print)
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     show(results)
@@ -451,19 +423,7 @@ def show(results: dict[str, Any]) -> None:
                       f"{e['tflm_python_arena_bytes']:,} (host)",
                       f"{e['ram_over_tflm_python_arena']:.2f}", f"{e['code_bytes_dsp']:,}")
     console.print(table)
-    if results["mlperf"]:
-        table = Table(title="MLPerf Tiny: eedge (DSP, -O2) vs TFLite Micro on the same QEMU")
-        for column in ("model", "eedge", "TFLM ref", "TFLM+CMSIS-NN", "eedge/CMSIS",
-                       "instr/MAC", "RAM", "TFLM arena", "RAM ratio", "code bytes",
-                       "bytes == TFLM"):
-            table.add_column(column, justify="right")
-        for name, e in results["mlperf"].items():
-            table.add_row(name, f"{e['instructions_dsp']:,}", f"{e['tflm_ref_instructions']:,}",
-                          f"{e['tflm_cmsis_instructions']:,}", f"{e['dsp_over_tflm_cmsis']:.2f}",
-                          f"{e['instructions_per_mac_dsp']:.2f}", f"{e['ram_bytes']:,}",
-                          f"{e['tflm_arena_used_bytes']:,}", f"{e['ram_over_tflm_arena']:.2f}",
-                          f"{e['code_bytes_dsp']:,}", str(e["outputs_equal_tflm"]))
-        console.print(table)
+    show_mlperf(results["mlperf"], console)
 
 
 if __name__ == "__main__":
