@@ -147,15 +147,39 @@ def _conv2d(ctx: EmitContext, node: Node) -> Emitted:
     fields, arrays = _conv_fields(ctx, node)
     check_accumulator(ctx.graph, node, 0)
     k_h, k_w, in_c = fields["k_h"], fields["k_w"], fields["in_c"]
-    scratch = (int(k_h) * int(k_w) * int(in_c) + 4) // 2 + 2  # two int8 im2col columns
+    # two im2col columns of 16-bit taps: 4 words per group of 4 taps (conv.c)
+    scratch = 4 * ((int(k_h) * int(k_w) * int(in_c) + 3) // 4)
     return Emitted(arrays + [struct("eedge_conv_params", f"{ctx.ident}_params", fields)],
                    _conv_call(ctx, node, "eedge_conv2d_s8"), scratch)
 
 
 def _depthwise(ctx: EmitContext, node: Node) -> Emitted:
     fields, arrays = _conv_fields(ctx, node)
-    check_accumulator(ctx.graph, node, 3)
-    scratch = int(fields["out_c"]) + 4  # one int32 accumulator per channel
+    g = ctx.graph
+    check_accumulator(g, node, 3)
+    # multiplier 1 keeps its sums in registers; others need one int32 per channel
+    scratch = 1 if fields["depth_multiplier"] == 1 else int(fields["out_c"]) + 4
+    # The short requantization (one high multiply of twice the sum, one rounding shift
+    # that also adds the output zero point) is exact when every sum is within +-2^30
+    # (bounded like check_accumulator: bias plus the widest input times sum |w|) and
+    # every shift is a right shift of 1..22 bits (so 2^(r-1) + zp * 2^r fits beside it).
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    mult, shift = channel_multipliers(scale_of(quant_of(g, node.inputs[0])),
+                                      quant_of(g, node.inputs[1]),
+                                      scale_of(quant_of(g, node.outputs[0])),
+                                      int(fields["out_c"]))
+    if node.inputs[1] in g.constants and (bias is None or bias in g.constants):
+        zp = zero_point_of(quant_of(g, node.inputs[0]))
+        w = np.abs(np.asarray(g.constants[node.inputs[1]], np.int64))
+        worst = max(127 - zp, zp + 128) * w.reshape(-1, w.shape[3]).sum(axis=0)
+        if bias is not None:
+            worst = worst + np.abs(np.asarray(g.constants[bias], np.int64).reshape(-1))
+        r = -shift
+        if worst.max(initial=0) < 2**30 and r.min() >= 1 and r.max() <= 22:
+            rounding = (1 << (r - 1)) + (int(fields["out_offset"]) << r)
+            table = np.stack([mult, r, rounding], axis=1)
+            arrays.append(int_array(f"{ctx.ident}_dwq", table))
+            fields["dw_requant"] = f"{ctx.ident}_dwq"
     return Emitted(arrays + [struct("eedge_conv_params", f"{ctx.ident}_params", fields)],
                    _conv_call(ctx, node, "eedge_depthwise_conv2d_s8"), scratch)
 

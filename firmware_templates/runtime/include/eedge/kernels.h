@@ -19,6 +19,9 @@ typedef struct {
     const int32_t *multiplier;  /* one per output channel */
     const int32_t *shift;
     int32_t *scratch;           /* EEDGE_*_SCRATCH_WORDS words, owned by the model */
+    /* depthwise: per channel {multiplier, right shift, 2^(shift-1) + out_offset << shift}
+     * when every sum stays within +-2^30 and every shift is 1..22 bits right, else 0 */
+    const int32_t *dw_requant;
 } eedge_conv_params;
 
 typedef struct {
@@ -47,9 +50,10 @@ typedef struct {
     int32_t size, in_offset, out_offset, multiplier, shift, act_min, act_max;
 } eedge_requant_params;
 
-/* Scratch the kernels need, in 32-bit words: two int8 im2col columns for convolution,
- * one int32 accumulator per channel for depthwise. */
-#define EEDGE_CONV_SCRATCH_WORDS(k_h, k_w, in_c) (((k_h) * (k_w) * (in_c) + 4) / 2 + 2)
+/* Scratch the kernels need, in 32-bit words: two im2col columns of 16-bit taps for
+ * convolution (four words per group of 4 taps, see conv.c), one int32 accumulator per
+ * channel for depthwise. */
+#define EEDGE_CONV_SCRATCH_WORDS(k_h, k_w, in_c) (4 * (((k_h) * (k_w) * (in_c) + 3) / 4))
 #define EEDGE_DEPTHWISE_SCRATCH_WORDS(out_c) ((out_c) + 4)
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
