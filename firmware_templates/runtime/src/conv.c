@@ -1,86 +1,253 @@
 /* Convolution, int8 NHWC.
  *
- * Convolution works on im2col columns: the receptive fields of two output pixels
- * are gathered once (taps outside the image hold the input zero point, which
- * contributes nothing) and reused for every output channel, two channels at a time
- * (a 2x2 block: four accumulators). On Cortex-M with the DSP extension
- * (EEDGE_USE_DSP) SXTAB16 widens four input bytes and adds the input offset, and
- * SMLAD performs two multiply-accumulates per instruction. Integer sums do not
- * depend on their order, so every path gives TFLite's reference bytes.
+ * A GEMM over im2col columns. The receptive fields of two output pixels are
+ * gathered once per pixel pair, already widened to 16 bits with the input offset
+ * added (taps outside the image hold the input zero point, which becomes 0), and
+ * reused for every output channel, two channels at a time (a 2x2 block: four
+ * accumulators). Widening once per pixel instead of once per (pixel, channel)
+ * takes the input's unpacking out of the inner loop, which then only loads,
+ * unpacks the weights and multiply-accumulates.
+ *
+ * Column layout (int32 words, the two pixels interleaved so one pointer walks
+ * both): for every 4 taps t0..t3 of the receptive field, pixel 0's words
+ * (t0, t2) and (t1, t3), then pixel 1's, each word two 16-bit lanes (low lane
+ * first). That is the lane order SXTB16 and SXTB16 ROR #8 give four weight bytes,
+ * so one SMLAD multiplies matching taps with no reordering. A receptive field
+ * whose size is not a multiple of 4 ends with lanes of 0.
+ *
+ * Integer sums do not depend on their order, so the DSP path (EEDGE_USE_DSP)
+ * and the portable path give TFLite's reference bytes alike.
  */
 #include <string.h>
 
-#include "eedge/dot_s8.h"
+#include "eedge/dsp.h"
+#include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
 
-/* The receptive field of output pixel (oy, ox) as one int8 column. Taps outside the
- * image hold the input zero point, which the offset turns into zero. 1x1 kernels
- * with stride 1 and no padding read the input in place. */
-static const int8_t *im2col(const eedge_conv_params *p, const int8_t *input, int32_t pixel,
-                            int8_t *column) {
+/* Writes one pixel's receptive field, in tap order, into its column slot: bytes
+ * are staged until four are there (runs need not start on a multiple of 4 when
+ * in_c is not one), then widened into the slot's two words. */
+typedef struct {
+    int32_t *dst;       /* the slot's two words of the next group of 4 taps */
+    int32_t offset;     /* input offset (-zero point) */
+    int32_t staged;     /* bytes waiting in stage */
+    int8_t stage[4];
+} column_writer;
+
+/* (b0 + offset, b2 + offset) and (b1 + offset, b3 + offset) as 16-bit lanes. */
+static inline void widen4(column_writer *w, const int8_t *bytes) {
+#if defined(EEDGE_USE_DSP)
+    const int32_t offsets =
+        (int32_t)(((uint32_t)(uint16_t)w->offset << 16) | (uint16_t)w->offset);
+    const int32_t x = load_i32(bytes);
+    w->dst[0] = __sxtab16(offsets, x);
+    w->dst[1] = sxtab16_ror8(offsets, x);
+#else
+    const uint32_t v0 = (uint32_t)(bytes[0] + w->offset) & 0xFFFFu;
+    const uint32_t v1 = (uint32_t)(bytes[1] + w->offset) & 0xFFFFu;
+    const uint32_t v2 = (uint32_t)(bytes[2] + w->offset) & 0xFFFFu;
+    const uint32_t v3 = (uint32_t)(bytes[3] + w->offset) & 0xFFFFu;
+    w->dst[0] = (int32_t)(v0 | (v2 << 16));
+    w->dst[1] = (int32_t)(v1 | (v3 << 16));
+#endif
+    w->dst += 4;
+}
+
+static void put_bytes(column_writer *w, const int8_t *src, int32_t n) {
+    while (n > 0 && w->staged > 0) {
+        w->stage[w->staged++] = *src++;
+        --n;
+        if (w->staged == 4) {
+            widen4(w, w->stage);
+            w->staged = 0;
+        }
+    }
+    for (; n >= 4; n -= 4, src += 4) {
+        widen4(w, src);
+    }
+    while (n-- > 0) {
+        w->stage[w->staged++] = *src++;
+    }
+}
+
+/* n taps outside the image: the zero point, 0 once offset */
+static void put_padding(column_writer *w, int32_t n) {
+    const int8_t zero_point = (int8_t)-w->offset;
+    while (n > 0 && w->staged > 0) {
+        put_bytes(w, &zero_point, 1);
+        --n;
+    }
+    for (; n >= 4; n -= 4) {
+        w->dst[0] = 0;
+        w->dst[1] = 0;
+        w->dst += 4;
+    }
+    while (n-- > 0) {
+        w->stage[w->staged++] = zero_point;
+    }
+}
+
+/* The receptive field of output pixel `pixel` into column slot `slot` (0 or 1). */
+static void gather(const eedge_conv_params *p, const int8_t *input, int32_t pixel,
+                   int32_t *column, int32_t slot) {
     const int32_t oy = pixel / p->out_w, ox = pixel % p->out_w;
     const int32_t y0 = oy * p->stride_h - p->pad_top;
     const int32_t x0 = ox * p->stride_w - p->pad_left;
-    const int8_t zero_point = (int8_t)-p->in_offset;
+    const int32_t row = p->k_w * p->in_c;
+    column_writer w;
     int32_t ky, kx;
-    if (p->k_h == 1 && p->k_w == 1 && y0 >= 0 && x0 >= 0 && y0 < p->in_h && x0 < p->in_w) {
-        return input + (y0 * p->in_w + x0) * p->in_c;
-    }
+    w.dst = column + 2 * slot;
+    w.offset = p->in_offset;
+    w.staged = 0;
     for (ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = y0 + ky * p->dil_h;
-        int8_t *dst = column + ky * p->k_w * p->in_c;
         if (iy < 0 || iy >= p->in_h) {
-            memset(dst, zero_point, (size_t)(p->k_w * p->in_c));
+            put_padding(&w, row);
         } else if (p->dil_w == 1 && x0 >= 0 && x0 + p->k_w <= p->in_w) {
-            /* the whole kernel row lies inside the image: one contiguous copy */
-            memcpy(dst, input + (iy * p->in_w + x0) * p->in_c, (size_t)(p->k_w * p->in_c));
+            /* the whole kernel row lies inside the image: one contiguous run */
+            put_bytes(&w, input + (iy * p->in_w + x0) * p->in_c, row);
         } else {
             for (kx = 0; kx < p->k_w; ++kx) {
                 const int32_t ix = x0 + kx * p->dil_w;
                 if (ix < 0 || ix >= p->in_w) {
-                    memset(dst + kx * p->in_c, zero_point, (size_t)p->in_c);
+                    put_padding(&w, p->in_c);
                 } else {
-                    memcpy(dst + kx * p->in_c, input + (iy * p->in_w + ix) * p->in_c,
-                           (size_t)p->in_c);
+                    put_bytes(&w, input + (iy * p->in_w + ix) * p->in_c, p->in_c);
                 }
             }
         }
     }
-    return column;
+    if (w.staged > 0) {
+        put_padding(&w, 4 - w.staged);
+    }
+}
+
+/* Two weight rows (k bytes each) against the two columns:
+ * acc[2 * row + pixel] += sum over taps. */
+static inline void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *col, int32_t k,
+                           int32_t acc[4]) {
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+#if defined(EEDGE_USE_DSP)
+    int32_t n;
+/* one group of 4 taps: u and v hold 4 weights of row 0 and of row 1 */
+#define EEDGE_CONV_STEP(u, v)                                                             \
+    do {                                                                                  \
+        const int32_t ue = __sxtb16(u), uo = sxtb16_ror8(u);                             \
+        const int32_t ve = __sxtb16(v), vo = sxtb16_ror8(v);                             \
+        a00 = __smlad(col[0], ue, a00);                                                   \
+        a00 = __smlad(col[1], uo, a00);                                                   \
+        a01 = __smlad(col[2], ue, a01);                                                   \
+        a01 = __smlad(col[3], uo, a01);                                                   \
+        a10 = __smlad(col[0], ve, a10);                                                   \
+        a10 = __smlad(col[1], vo, a10);                                                   \
+        a11 = __smlad(col[2], ve, a11);                                                   \
+        a11 = __smlad(col[3], vo, a11);                                                   \
+        col += 4;                                                                         \
+    } while (0)
+    if ((k >> 2) > 0) {
+        /* Two ldr, two ldrd, four sxtb16 and eight smlad per group of 4 taps: 14 values
+         * live (4 sums, 4 pointers, 6 operands), every register Thumb code can use, so
+         * the loop is written out: compiled C hoists the column loads and spills. ldr
+         * reads the weights at any alignment; the column is word-aligned for ldrd. */
+        const int8_t *end = w0 + (k & ~3);
+        int32_t u, v, ue, ve, c0, c1;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldr %[u], [%[w0]], #4\n\t"
+            "ldr %[v], [%[w1]], #4\n\t"
+            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+            "sxtb16 %[ue], %[u]\n\t"
+            "sxtb16 %[u], %[u], ror #8\n\t"
+            "sxtb16 %[ve], %[v]\n\t"
+            "sxtb16 %[v], %[v], ror #8\n\t"
+            "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
+            "smlad %[a00], %[c1], %[u], %[a00]\n\t"
+            "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
+            "smlad %[a10], %[c1], %[v], %[a10]\n\t"
+            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+            "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
+            "smlad %[a01], %[c1], %[u], %[a01]\n\t"
+            "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
+            "smlad %[a11], %[c1], %[v], %[a11]\n\t"
+            "cmp %[w0], %[end]\n\t"
+            "bne 1b"
+            : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
+              [w0] "+r"(w0), [w1] "+r"(w1), [col] "+r"(col), [u] "=&r"(u), [v] "=&r"(v),
+              [ue] "=&r"(ue), [ve] "=&r"(ve), [c0] "=&r"(c0), [c1] "=&r"(c1)
+            : [end] "r"(end)
+            : "cc", "memory");
+    }
+    if ((k & 3) != 0) {
+        /* the last 1-3 weights, zero-filled (the column's lanes there are 0 too) */
+        uint32_t u = 0, v = 0;
+        for (n = 0; n < (k & 3); ++n) {
+            u |= (uint32_t)(uint8_t)w0[n] << (8 * n);
+            v |= (uint32_t)(uint8_t)w1[n] << (8 * n);
+        }
+        EEDGE_CONV_STEP((int32_t)u, (int32_t)v);
+    }
+#undef EEDGE_CONV_STEP
+#else
+    int32_t i;
+    for (i = 0; i < k; ++i) {
+        /* tap i: word (i & 1) of its group, low lane for i % 4 < 2 */
+        const int32_t *group = col + 4 * (i >> 2) + (i & 1);
+        const int32_t lane = 16 * ((i >> 1) & 1);
+        const int32_t x0 = (int32_t)(int16_t)(uint16_t)((uint32_t)group[0] >> lane);
+        const int32_t x1 = (int32_t)(int16_t)(uint16_t)((uint32_t)group[2] >> lane);
+        a00 += w0[i] * x0;
+        a01 += w0[i] * x1;
+        a10 += w1[i] * x0;
+        a11 += w1[i] * x1;
+    }
+#endif
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+static inline int8_t finish(int32_t acc, int32_t multiplier, int32_t shift, int32_t out_offset,
+                            int32_t low, int32_t high) {
+    acc = eedge_requantize_fast(acc, multiplier, shift) + out_offset;
+    return (int8_t)eedge_clamp(acc, low, high);
 }
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
                      const int32_t *bias, int8_t *output) {
     const int32_t k = p->k_h * p->k_w * p->in_c;
     const int32_t pixels = p->out_h * p->out_w;
-    int8_t *buffer0 = (int8_t *)p->scratch;
-    int8_t *buffer1 = buffer0 + ((k + 3) & ~3);
+    const int32_t out_c = p->out_c, out_offset = p->out_offset;
+    const int32_t low = p->act_min, high = p->act_max;
+    int32_t *column = p->scratch;
     int32_t pixel, oc;
     for (pixel = 0; pixel < pixels; pixel += 2) {
         const int32_t two = pixel + 1 < pixels;
-        int8_t *out0 = output + pixel * p->out_c;
-        int8_t *out1 = out0 + p->out_c;
-        const int8_t *col0 = im2col(p, input, pixel, buffer0);
-        const int8_t *col1 = two ? im2col(p, input, pixel + 1, buffer1) : col0;
-        for (oc = 0; oc < p->out_c; oc += 2) {
-            const int32_t pair = oc + 1 < p->out_c;
+        int8_t *out0 = output + pixel * out_c;
+        int8_t *out1 = out0 + out_c;
+        gather(p, input, pixel, column, 0);
+        gather(p, input, two ? pixel + 1 : pixel, column, 1);
+        for (oc = 0; oc < out_c; oc += 2) {
+            const int32_t pair = oc + 1 < out_c;
+            const int32_t oc1 = pair ? oc + 1 : oc;
             const int8_t *w0 = weights + oc * k;
-            const int8_t *w1 = pair ? w0 + k : w0;
-            int32_t acc[4] = {0, 0, 0, 0};
-            dot_2x2(w0, w1, col0, col1, k, p->in_offset, acc);
-            out0[oc] = finish(acc[0], bias, oc, p->multiplier[oc], p->shift[oc], p->out_offset,
-                              p->act_min, p->act_max);
+            const int32_t b0 = bias != 0 ? bias[oc] : 0, b1 = bias != 0 ? bias[oc1] : 0;
+            const int32_t m0 = p->multiplier[oc], s0 = p->shift[oc];
+            int32_t acc[4];
+            acc[0] = b0;
+            acc[1] = b0;
+            acc[2] = b1;
+            acc[3] = b1;
+            dot_2x2(w0, weights + oc1 * k, column, k, acc);
+            out0[oc] = finish(acc[0], m0, s0, out_offset, low, high);
             if (two) {
-                out1[oc] = finish(acc[1], bias, oc, p->multiplier[oc], p->shift[oc],
-                                  p->out_offset, p->act_min, p->act_max);
+                out1[oc] = finish(acc[1], m0, s0, out_offset, low, high);
             }
             if (pair) {
-                out0[oc + 1] = finish(acc[2], bias, oc + 1, p->multiplier[oc + 1],
-                                      p->shift[oc + 1], p->out_offset, p->act_min, p->act_max);
+                const int32_t m1 = p->multiplier[oc1], s1 = p->shift[oc1];
+                out0[oc1] = finish(acc[2], m1, s1, out_offset, low, high);
                 if (two) {
-                    out1[oc + 1] = finish(acc[3], bias, oc + 1, p->multiplier[oc + 1],
-                                          p->shift[oc + 1], p->out_offset, p->act_min,
-                                          p->act_max);
+                    out1[oc1] = finish(acc[3], m1, s1, out_offset, low, high);
                 }
             }
         }
