@@ -23,13 +23,14 @@ import numpy as np
 from eedge import __version__
 from eedge.codegen.byte_chains import LUT_OP, emit_lut, fuse_byte_chains
 from eedge.codegen.c_text import c_comment_text, c_string_body
-from eedge.codegen.emit import EmitContext, emit_node, softmax_fields
+from eedge.codegen.emit import EmitContext, emit_node, softmax_exp_table, softmax_fields
 from eedge.codegen.model_source import INT8_ONLY, CodegenModel
 from eedge.codegen.planner import MemoryPlan, plan_memory
 from eedge.errors import ModelError, TargetError
 from eedge.ir.bundle import staging_directory
 from eedge.ops import registry
 from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, NEVER, threshold_q
+from eedge.reference.int8_kernels import quant_of, scale_of
 from eedge.resources import data_dir, require_dir
 from eedge.targets import Target, load_target, target_from_data
 
@@ -301,6 +302,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     for k in range(n_exits):
         fields = softmax_fields(g, model.exit_tensor(k))
         fields["rows"] = 1
+        exps = softmax_exp_table(scale_of(quant_of(g, model.exit_tensor(k))))
         criterion = model.criteria[k]
         classes = int(g.tensors[model.exit_tensor(k)].shape[-1])
         final = k == n_exits - 1
@@ -309,7 +311,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
             "index": k, "criterion": CRITERION_IDS[criterion], "cost": model.exit_costs[k],
             "threshold_q": threshold_q(model.thresholds[k], final, criterion, classes),
             "reject_q": ALWAYS if low is None else threshold_q(low, False, criterion, classes),
-            "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items()) + "}"})
+            "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items()) + "}",
+            "exp_table": ", ".join(str(int(v)) for v in exps), "exp_count": len(exps)})
     constants = _c_constants(model, used)
     input_info = g.tensors[model.input]
     quant = model.input_quant
@@ -319,7 +322,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                "arena_bytes": max(plan.arena_bytes, 16), "input_offset": plan.offsets[model.input],
                "scratch_words": scratch_words,
                "quant_param_bytes": sum(4 * int(n) for d in declarations
-                                        for n in re.findall(r"int32_t \w+\[(\d+)\]", d)),
+                                        for n in re.findall(r"int32_t \w+\[(\d+)\]", d))
+               + sum(4 * e["exp_count"] for e in exits_ctx),  # the exits' exp tables
                "input_bytes": input_info.elements_per_sample(),
                "input_shape": "x".join(str(d) for d in input_info.shape),
                "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],

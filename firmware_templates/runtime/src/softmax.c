@@ -191,25 +191,57 @@ int32_t eedge_argmax_s8(const int8_t *logits, int32_t count) {
     return best;
 }
 
-int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int8_t *logits,
-                            int32_t criterion, const uint16_t *entropy_lut) {
-    /* one probability at a time: no buffer, so any number of classes works */
+/* q of the logit at distance d below the row's maximum, from the exp table, as
+ * eedge_softmax_lut_s8 computes it (row.exponent <= 31) */
+static int32_t lut_q(const softmax_row *row, const int32_t *exp_table, int32_t exp_count,
+                     int32_t d) {
+    int32_t v, prob;
+    if (d >= exp_count) {
+        return -128;
+    }
+    v = (int32_t)(((int64_t)row->reciprocal * exp_table[d] + (1 << 30)) >> 31);
+    prob = (int32_t)(((uint32_t)v + (1u << (row->exponent - 1))) >> row->exponent) - 128;
+    return prob > 127 ? 127 : prob;
+}
+
+/* The exit score from the generated exp table (see eedge_softmax_lut_s8): the bytes of
+ * eedge_softmax_s8's q without gemmlowp's exp (two per logit, about 270 instructions: ad01's
+ * 640 outputs cost 117k-175k instructions of exit score, a fifth of the inference). q is non-decreasing in
+ * the logit, so max_softmax and margin need q of the two largest logits only. */
+int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int32_t *exp_table,
+                            int32_t exp_count, const int8_t *logits, int32_t criterion,
+                            const uint16_t *entropy_lut) {
+    const int32_t cols = p->cols;
+    int32_t i, top1 = -128, top2 = -128, first, second, entropy = 0;
+    uint32_t sum = 0;
     softmax_row row;
-    int32_t i, first = -128, second = -128, entropy = 0;
-    if (p->cols < 1) {
+    if (cols < 1) {
         return INT32_MIN;
     }
-    softmax_prepare(p, logits, &row);
-    for (i = 0; i < p->cols; ++i) {
-        const int32_t q = softmax_q(p, &row, logits[i]);
-        if (q > first) {
-            second = first;
-            first = q;
-        } else if (q > second) {
-            second = q;
+    for (i = 0; i < cols; ++i) { /* the two largest logits (equal ones both count) */
+        const int32_t v = logits[i];
+        if (v > top2) {
+            top2 = v > top1 ? top1 : v;
+            top1 = v > top1 ? v : top1;
         }
+    }
+    for (i = 0; i < cols; ++i) {
+        const int32_t d = top1 - logits[i];
+        sum += d < exp_count ? ((uint32_t)exp_table[d] + 2048u) >> 12 : 0u;
+    }
+    softmax_scale(sum, top1, &row);
+    if (row.exponent > 31) { /* every quotient rounds to 0 (see softmax_q) */
+        first = second = -128;
         if (criterion == EEDGE_CRITERION_ENTROPY && entropy_lut != 0) {
-            entropy += entropy_lut[q + 128];
+            entropy = cols * (int32_t)entropy_lut[0];
+        }
+    } else {
+        first = lut_q(&row, exp_table, exp_count, 0);
+        second = cols > 1 ? lut_q(&row, exp_table, exp_count, top1 - top2) : -128;
+        if (criterion == EEDGE_CRITERION_ENTROPY && entropy_lut != 0) {
+            for (i = 0; i < cols; ++i) {
+                entropy += entropy_lut[lut_q(&row, exp_table, exp_count, top1 - logits[i]) + 128];
+            }
         }
     }
     if (criterion == EEDGE_CRITERION_MARGIN) {

@@ -25,9 +25,12 @@ typedef struct {
 /* Integer confidence of one exit, larger = more sure, from TFLite's int8 softmax of its
  * logits (q encodes probability (q + 128) / 256):
  *   max_softmax: max q;  margin: top1 q - top2 q;  entropy: -sum entropy_lut[q + 128].
+ * exp_table/exp_count: the exit's exponentials per distance to the largest logit, as
+ * eedge_softmax_lut_s8 reads them (generated with the model).
  * entropy_lut (256 entries, generated with the model) is only read for entropy. */
-int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int8_t *logits,
-                            int32_t criterion, const uint16_t *entropy_lut);
+int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int32_t *exp_table,
+                            int32_t exp_count, const int8_t *logits, int32_t criterion,
+                            const uint16_t *entropy_lut);
 
 /* Index of the largest logit (the first one on ties, like numpy's argmax). */
 int32_t eedge_argmax_s8(const int8_t *logits, int32_t count);
