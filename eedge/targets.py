@@ -39,11 +39,21 @@ _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 _TCL_SAFE = {"type": "string", "pattern": r"^[^{}\\\n\r\x00]+$"}
 _MCU = {**_COMMON, "cpu": {"enum": CPUS}, "fpu": {"enum": ["none", "fpv4-sp-d16", "fpv5-d16",
                                                           "fpv5-sp-d16"]},
-        "dsp": {"type": "boolean"}, "clock_hz": _CLOCK, "flash_bytes": _MCU_BYTES,
+        "dsp": {"type": "boolean"}, "mve": {"type": "boolean"},
+        "clock_hz": _CLOCK, "flash_bytes": _MCU_BYTES,
         "ram_bytes": _MCU_BYTES,
         "cycles_per_instruction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
         "flash_origin": {"type": "string", "pattern": "^0x[0-9a-fA-F]{1,8}$"},
-        "ram_origin": {"type": "string", "pattern": "^0x[0-9a-fA-F]{1,8}$"}}
+        "ram_origin": {"type": "string", "pattern": "^0x[0-9a-fA-F]{1,8}$"},
+        # a part whose reset vector table cannot sit at the start of its code memory
+        # (mps3-an547: it boots from ITCM, code lives in SRAM) names where it goes
+        "vector_origin": {"type": "string", "pattern": "^0x[0-9a-fA-F]{1,8}$"}}
+# QEMU machines eedge runs, with the (secure-alias where the core boots secure) base of
+# their first CMSDK APB UART, the serial profiler's port: from QEMU 7.2's hw/arm/mps2.c and
+# mps2-tz.c, checked by writing to it in each machine.
+QEMU_UART_BASES = {"mps2-an385": 0x40004000, "mps2-an386": 0x40004000,
+                   "mps2-an500": 0x40004000, "mps2-an505": 0x50200000,
+                   "mps3-an547": 0x59303000}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "host": {"type": "object", "additionalProperties": False, "required": ["name", "kind"],
              "properties": _COMMON},
@@ -53,9 +63,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                      "qemu"],
         "properties": {**_MCU, "qemu": {
             "type": "object", "additionalProperties": False, "required": ["machine"],
-            "properties": {"machine": {"enum": ["mps2-an385", "mps2-an386", "mps2-an500",
-                                                "mps2-an505"]},
-                           "instructions_per_tick": _POSITIVE}}}},
+            "properties": {"machine": {"enum": list(QEMU_UART_BASES)},
+                           # not always an integer: mps3-an547's 32 MHz SysTick is 31.25
+                           "instructions_per_tick": {"type": "number", "exclusiveMinimum": 0,
+                                                     "maximum": 1 << 20}}}}},
     "mcu-serial": {
         "type": "object", "additionalProperties": False,
         "required": ["name", "kind", "cpu", "fpu", "clock_hz", "flash_bytes", "ram_bytes",

@@ -32,7 +32,7 @@ from eedge.ops import registry
 from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, NEVER, threshold_q
 from eedge.reference.int8_kernels import quant_of, scale_of
 from eedge.resources import data_dir, require_dir
-from eedge.targets import Target, load_target, target_from_data
+from eedge.targets import QEMU_UART_BASES, Target, load_target, target_from_data
 
 CRITERION_IDS = {"max_softmax": 0, "margin": 1, "entropy": 2}
 
@@ -354,6 +354,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
             origins = MEMORY_ORIGINS[port]
             (port_dir / "link.ld").write_text(env.get_template("harness/link.ld").render(
                 target=target.name, flash_origin=target.get("flash_origin", origins[0]),
+                vector_origin=target.get("vector_origin"),
                 ram_origin=target.get("ram_origin", origins[1]),
                 flash_bytes=target.get("flash_bytes"), ram_bytes=target.get("ram_bytes"),
                 stack_bytes=STACK_BYTES))
@@ -424,6 +425,11 @@ clean:
         defines += " -DEEDGE_TIMER_SYSTICK"
     if target.get("uart") == "cmsdk-apb":
         defines += " -DEEDGE_UART_CMSDK"
+    if dsp and target.get("mve"):  # Helium kernels (runtime/src/*_mve.c) for the hot ops
+        defines += " -DEEDGE_USE_MVE"
+    machine = (target.get("qemu") or {}).get("machine")
+    if QEMU_UART_BASES.get(machine, 0x40004000) != 0x40004000:
+        defines += f" -DEEDGE_UART_CMSDK_BASE=0x{QEMU_UART_BASES[machine]:08x}u"
     ldflags = ("-nostartfiles --specs=nano.specs -Wl,--gc-sections -Wl,-Map=build/firmware.map "
                "-Tport/link.ld")
     sources += " test_inputs.c"

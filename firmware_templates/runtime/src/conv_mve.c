@@ -1,0 +1,136 @@
+/* Convolution, int8 NHWC, with Helium (MVE): built only with EEDGE_USE_MVE.
+ *
+ * Two output pixels by two output channels per inner loop, 16 taps per step: VMLADAVA
+ * multiplies 16 int8 pairs and adds them to a scalar sum in one instruction. The input
+ * offset is folded out of the loop: sum((x + o) w) = sum(x w) + o sum(w), with sum(w)
+ * computed once per output channel per call (VADDVA) and kept with the bias in a
+ * per-channel base. The output stage requantizes four channels per vector
+ * (eedge_mve_output_stage). Integer sums do not depend on their order, so the bytes are
+ * the portable kernel's.
+ */
+#include "eedge/kernels_mve.h"
+
+#if defined(EEDGE_USE_MVE)
+#include <string.h>
+
+/* channels whose sums and bases live on the stack at a time (3 x 256 bytes) */
+#define MVE_CONV_CHANNELS 64
+
+/* The receptive field of output pixel (oy, ox) as one int8 column of k_h * k_w * in_c
+ * bytes; padding taps hold the input zero point (their offset input is zero). A 1x1
+ * kernel inside the image is read in place. */
+static const int8_t *column_of(const eedge_conv_params *p, const int8_t *input, int32_t pixel,
+                               int8_t *column) {
+    const int32_t oy = pixel / p->out_w, ox = pixel % p->out_w;
+    const int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left;
+    const int8_t zero_point = (int8_t)-p->in_offset;
+    const size_t row = (size_t)p->in_c;
+    int32_t ky, kx;
+    if (p->k_h == 1 && p->k_w == 1 && y0 >= 0 && x0 >= 0 && y0 < p->in_h && x0 < p->in_w) {
+        return input + (y0 * p->in_w + x0) * p->in_c;
+    }
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = y0 + ky * p->dil_h;
+        for (kx = 0; kx < p->k_w; ++kx) {
+            const int32_t ix = x0 + kx * p->dil_w;
+            int8_t *dst = column + (ky * p->k_w + kx) * p->in_c;
+            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                memset(dst, zero_point, row);
+            } else {
+                memcpy(dst, input + (iy * p->in_w + ix) * p->in_c, row);
+            }
+        }
+    }
+    return column;
+}
+
+/* sum(w[0..k)) */
+static int32_t weight_sum(const int8_t *w, int32_t k) {
+    int32_t sum = 0, i;
+    for (i = 0; i + 16 <= k; i += 16) {
+        sum = vaddvaq_s8(sum, vldrbq_s8(w + i));
+    }
+    if (i < k) { /* inactive lanes are loaded as zeros */
+        sum = vaddvaq_s8(sum, vldrbq_z_s8(w + i, vctp8q((uint32_t)(k - i))));
+    }
+    return sum;
+}
+
+/* The four dot products of weight rows w0, w1 with columns x0, x1 (k bytes each):
+ * acc = {w0.x0, w0.x1, w1.x0, w1.x1}. Predicated loads read nothing past the end. */
+static void dot_2x2_mve(const int8_t *w0, const int8_t *w1, const int8_t *x0, const int8_t *x1,
+                        int32_t k, int32_t acc[4]) {
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    int32_t i;
+    for (i = 0; i + 16 <= k; i += 16) {
+        const int8x16_t c0 = vldrbq_s8(x0 + i), c1 = vldrbq_s8(x1 + i);
+        const int8x16_t v0 = vldrbq_s8(w0 + i), v1 = vldrbq_s8(w1 + i);
+        a00 = vmladavaq_s8(a00, v0, c0);
+        a01 = vmladavaq_s8(a01, v0, c1);
+        a10 = vmladavaq_s8(a10, v1, c0);
+        a11 = vmladavaq_s8(a11, v1, c1);
+    }
+    if (i < k) {
+        const mve_pred16_t pr = vctp8q((uint32_t)(k - i));
+        const int8x16_t c0 = vldrbq_z_s8(x0 + i, pr), c1 = vldrbq_z_s8(x1 + i, pr);
+        const int8x16_t v0 = vldrbq_z_s8(w0 + i, pr), v1 = vldrbq_z_s8(w1 + i, pr);
+        a00 = vmladavaq_s8(a00, v0, c0); /* inactive lanes were loaded as zeros */
+        a01 = vmladavaq_s8(a01, v0, c1);
+        a10 = vmladavaq_s8(a10, v1, c0);
+        a11 = vmladavaq_s8(a11, v1, c1);
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+int eedge_conv2d_s8_mve(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
+                        const int32_t *bias, int8_t *output) {
+    const int32_t k = p->k_h * p->k_w * p->in_c;
+    const int32_t pixels = p->out_h * p->out_w, out_c = p->out_c, in_offset = p->in_offset;
+    int8_t *buffer0 = (int8_t *)p->scratch;
+    int8_t *buffer1 = buffer0 + ((k + 3) & ~3);
+    int32_t base[MVE_CONV_CHANNELS], sums0[MVE_CONV_CHANNELS], sums1[MVE_CONV_CHANNELS];
+    int32_t c0, c, pixel;
+    if (k <= 0 || pixels <= 0) {
+        return 0;
+    }
+    /* channel blocks outermost: the sums of w stay on the stack; with more than 64
+     * channels the columns are gathered once per block */
+    for (c0 = 0; c0 < out_c; c0 += MVE_CONV_CHANNELS) {
+        const int32_t n = out_c - c0 < MVE_CONV_CHANNELS ? out_c - c0 : MVE_CONV_CHANNELS;
+        const int8_t *wblock = weights + c0 * k;
+        for (c = 0; c < n; ++c) {
+            base[c] = (bias != 0 ? bias[c0 + c] : 0) + in_offset * weight_sum(wblock + c * k, k);
+        }
+        for (pixel = 0; pixel < pixels; pixel += 2) {
+            const int32_t two = pixel + 1 < pixels;
+            const int8_t *col0 = column_of(p, input, pixel, buffer0);
+            const int8_t *col1 = two ? column_of(p, input, pixel + 1, buffer1) : col0;
+            int8_t *out0 = output + pixel * out_c + c0;
+            for (c = 0; c < n; c += 2) {
+                const int8_t *w0 = wblock + c * k;
+                const int8_t *w1 = c + 1 < n ? w0 + k : w0;
+                int32_t acc[4];
+                dot_2x2_mve(w0, w1, col0, col1, k, acc);
+                sums0[c] = base[c] + acc[0];
+                sums1[c] = base[c] + acc[1];
+                if (c + 1 < n) {
+                    sums0[c + 1] = base[c + 1] + acc[2];
+                    sums1[c + 1] = base[c + 1] + acc[3];
+                }
+            }
+            eedge_mve_output_stage(sums0, n, p->multiplier + c0, p->shift + c0, 1,
+                                   p->out_offset, p->act_min, p->act_max, out0);
+            if (two) {
+                eedge_mve_output_stage(sums1, n, p->multiplier + c0, p->shift + c0, 1,
+                                       p->out_offset, p->act_min, p->act_max, out0 + out_c);
+            }
+        }
+    }
+    return 1;
+}
+#else
+typedef int eedge_conv_mve_unused; /* ISO C: a translation unit declares something */
+#endif
