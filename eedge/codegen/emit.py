@@ -159,8 +159,8 @@ def _depthwise(ctx: EmitContext, node: Node) -> Emitted:
     check_accumulator(g, node, 3)
     # multiplier 1 keeps its sums in registers; others need one int32 per channel
     scratch = 1 if fields["depth_multiplier"] == 1 else int(fields["out_c"]) + 4
-    # The short requantization (one high multiply of twice the sum, one rounding shift
-    # that also adds the output zero point) is exact when every sum is within +-2^30
+    # The short requantization (one high multiply-add of twice the sum, one rounding
+    # shift that also adds the output zero point) is exact when every sum is within +-2^30
     # (bounded like check_accumulator: bias plus the widest input times sum |w|) and
     # every shift is a right shift of 1..22 bits (so 2^(r-1) + zp * 2^r fits beside it).
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
@@ -177,9 +177,27 @@ def _depthwise(ctx: EmitContext, node: Node) -> Emitted:
         r = -shift
         if worst.max(initial=0) < 2**30 and r.min() >= 1 and r.max() <= 22:
             rounding = (1 << (r - 1)) + (int(fields["out_offset"]) << r)
-            table = np.stack([mult, r, rounding], axis=1)
+            b = (np.asarray(g.constants[bias], np.int64).reshape(-1) if bias is not None
+                 else np.zeros_like(mult))
+            # per channel {multiplier, rounding, shift, bias}: depthwise.c loads a block's
+            # 16 words from one pointer
+            table = np.stack([mult, rounding, r, b], axis=1)
             arrays.append(int_array(f"{ctx.ident}_dwq", table))
             fields["dw_requant"] = f"{ctx.ident}_dwq"
+            w = np.asarray(g.constants[node.inputs[1]], np.int64)
+            a = node.attrs
+            if (w.shape[1:3] == (3, 3) and a["dilation_h"] == a["dilation_w"] == 1
+                    and fields["depth_multiplier"] == 1 and w.shape[3] >= 4):
+                # the DSP 3x3 path loads a tap's four channels already widened (LDRD of
+                # two words of 16-bit lanes, the order SMLABB/SMLATT pair them with the
+                # input's SXTAB16 halves): block, tap, then {c0|c2<<16, c1|c3<<16}
+                blocks = w.shape[3] // 4
+                v = w[0].reshape(9, -1)[:, :4 * blocks].reshape(9, blocks, 4)
+                v = v.transpose(1, 0, 2) & 0xFFFF
+                words = np.stack([v[..., 0] | (v[..., 2] << 16), v[..., 1] | (v[..., 3] << 16)],
+                                 axis=-1).astype(np.uint32).view(np.int32)
+                arrays.append(int_array(f"{ctx.ident}_dww", words))
+                fields["dw_weights"] = f"{ctx.ident}_dww"
     return Emitted(arrays + [struct("eedge_conv_params", f"{ctx.ident}_params", fields)],
                    _conv_call(ctx, node, "eedge_depthwise_conv2d_s8"), scratch)
 

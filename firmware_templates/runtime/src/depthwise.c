@@ -28,22 +28,37 @@ static void valid_taps(int32_t origin, int32_t kernel, int32_t dilation, int32_t
 
 /* One output channel's int8 value from its sum. With p->dw_requant (the code
  * generator sets it only when every sum stays within +-2^30 and every shift is a
- * right shift of 1 to 22 bits) the requantization is one high multiply and a
- * rounding shift: q[0] is the multiplier, q[1] the right shift, q[2] the
- * rounding term 2^(r-1) plus the output zero point scaled by 2^r, so the shift
- * also adds the zero point (exact: the added multiple of 2^r passes through the
- * floor). Subtracting 1 from negative products makes the rounding go away from
- * zero on ties, like TFLite's RoundingDivideByPOT. */
+ * right shift of 1 to 22 bits) channel c has four words q = dw_requant + 4c: the
+ * multiplier, the rounding term 2^(r-1) + out_offset * 2^r, the right shift r and
+ * the bias. The requantization is then one high multiply-accumulate (SMMLAR: the
+ * rounded high word of twice the sum times the multiplier, plus the rounding term)
+ * and a shift, which also adds the zero point (its multiple of 2^r passes through
+ * the floor). Subtracting 1 for negative sums rounds ties away from zero like
+ * TFLite's RoundingDivideByPOT: that takes the product's sign, but where the sum is
+ * negative and the product is not, the product is 0 and no tie can occur. */
 static inline int32_t dw_fast(int32_t acc, const int32_t *q) {
-    const int32_t h = eedge_high_mul_small((int32_t)((uint32_t)acc << 1), q[0]);
-    return (h + q[2] + (h >> 31)) >> q[1];
+    const int32_t a2 = (int32_t)((uint32_t)acc << 1);
+#if defined(EEDGE_USE_DSP)
+    int32_t t;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(t) : "r"(a2), "r"(q[0]), "r"(q[1]));
+#else
+    const int32_t t = eedge_high_mul_small(a2, q[0]) + q[1];
+#endif
+    return (t + (a2 >> 31)) >> q[2];
 }
 
 static inline int8_t dw_output(const eedge_conv_params *p, int32_t acc, int32_t c) {
-    const int32_t v = p->dw_requant != 0 ? dw_fast(acc, p->dw_requant + 3 * c)
+    const int32_t v = p->dw_requant != 0 ? dw_fast(acc, p->dw_requant + 4 * c)
                                          : eedge_requantize(acc, p->multiplier[c], p->shift[c]) +
                                                p->out_offset;
     return (int8_t)eedge_clamp(v, p->act_min, p->act_max);
+}
+
+static inline int32_t dw_bias(const eedge_conv_params *p, const int32_t *bias, int32_t c) {
+    if (p->dw_requant != 0) {
+        return p->dw_requant[4 * c + 3];
+    }
+    return bias != 0 ? bias[c] : 0;
 }
 
 #if defined(EEDGE_USE_DSP)
@@ -58,30 +73,25 @@ static inline int32_t clamp_s8x4(int32_t v, int32_t low, int32_t high) {
     return v;
 }
 
-/* Four channels' sums to four int8 bytes at out (one word store). */
-static inline void dw_store4(const eedge_conv_params *p, int32_t c, int32_t a0, int32_t a1,
-                             int32_t a2, int32_t a3, int32_t low, int32_t high, int8_t *out) {
-    int32_t v0, v1, v2, v3;
-    uint32_t word;
-    if (p->dw_requant != 0) {
-        const int32_t *q = p->dw_requant + 3 * c;
-        v0 = __ssat(dw_fast(a0, q), 8);
-        v1 = __ssat(dw_fast(a1, q + 3), 8);
-        v2 = __ssat(dw_fast(a2, q + 6), 8);
-        v3 = __ssat(dw_fast(a3, q + 9), 8);
-    } else {
-        v0 = __ssat(eedge_requantize(a0, p->multiplier[c], p->shift[c]) + p->out_offset, 8);
-        v1 = __ssat(eedge_requantize(a1, p->multiplier[c + 1], p->shift[c + 1]) + p->out_offset,
-                    8);
-        v2 = __ssat(eedge_requantize(a2, p->multiplier[c + 2], p->shift[c + 2]) + p->out_offset,
-                    8);
-        v3 = __ssat(eedge_requantize(a3, p->multiplier[c + 3], p->shift[c + 3]) + p->out_offset,
-                    8);
-    }
-    word = ((uint32_t)v0 & 0xffu) | (((uint32_t)v1 & 0xffu) << 8) |
-           (((uint32_t)v2 & 0xffu) << 16) | ((uint32_t)v3 << 24);
-    word = (uint32_t)clamp_s8x4((int32_t)word, low, high);
+/* four saturated values' low bytes in one word (byte i from vi): v0's upper bytes are
+ * all overwritten by the three inserts */
+static inline int32_t pack_s8x4(int32_t v0, int32_t v1, int32_t v2, int32_t v3) {
+    __asm__("bfi %0, %1, #8, #8\n\tbfi %0, %2, #16, #8\n\tbfi %0, %3, #24, #8"
+            : "+&r"(v0) : "r"(v1), "r"(v2), "r"(v3));
+    return v0;
+}
+
+static inline void store_s8x4(int8_t *out, int32_t word) {
     memcpy(out, &word, 4);
+}
+
+/* Four channels' sums to four int8 bytes (general requantization). */
+static void dw_store4_general(const eedge_conv_params *p, int32_t c, const int32_t a[4],
+                              int8_t *out) {
+    int32_t k;
+    for (k = 0; k < 4; ++k) {
+        out[k] = dw_output(p, a[k], c + k);
+    }
 }
 
 /* One tap for four channels: SXTAB16 widens two bytes and adds the input offset in
@@ -98,54 +108,72 @@ static inline void dw_store4(const eedge_conv_params *p, int32_t c, int32_t a0, 
         a3 = __smlatt(x13_, w13_, a3);                                                   \
     } while (0)
 
-/* a 3x3 window inside the image, dilation 1: channels [0, blocks * 4) of one pixel */
-static void dw3x3_inside(const eedge_conv_params *p, const int8_t *x, const int8_t *w,
-                         const int32_t *bias, int8_t *out, int32_t blocks, int32_t offsets,
-                         int32_t low, int32_t high) {
-    const int32_t ch = p->in_c, row = p->in_w * p->in_c;
-    int32_t c;
-    for (c = 0; c < 4 * blocks; c += 4) {
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        const int8_t *xr = x + c, *wr = w + c;
-        if (bias != 0) {
-            a0 = bias[c];
-            a1 = bias[c + 1];
-            a2 = bias[c + 2];
-            a3 = bias[c + 3];
+/* One tap for four channels with the weights already widened (p->dw_weights): an
+ * LDRD of two words instead of a load and two SXTB16. */
+#define DW_TAP16(xp, wp)                                                                 \
+    do {                                                                                 \
+        const int32_t xv_ = load_i32(xp), w02_ = (wp)[0], w13_ = (wp)[1];                \
+        const int32_t x02_ = __sxtab16(offsets, xv_), x13_ = sxtab16_ror8(offsets, xv_); \
+        a0 = __smlabb(x02_, w02_, a0);                                                   \
+        a2 = __smlatt(x02_, w02_, a2);                                                   \
+        a1 = __smlabb(x13_, w13_, a1);                                                   \
+        a3 = __smlatt(x13_, w13_, a3);                                                   \
+    } while (0)
+
+/* `pixels` horizontally consecutive outputs whose 3x3 windows (dilation 1) lie inside
+ * the image, x at the first window's first tap: channels [0, out_c & ~3) with the
+ * short requantization and the widened weights. A block of 4 channels keeps its sums
+ * in registers and reads its 18 weight words and 16 constants at fixed offsets from
+ * two pointers; the input taps are at the window plus 0, in_c and 2 * in_c on each of
+ * three rows. The empty asm hides the row pointer's value from the compiler, which
+ * otherwise keeps one base pointer per tap on the stack across the block loop. */
+static void dw3x3_run(const eedge_conv_params *p, const int8_t *x, int8_t *out,
+                      int32_t pixels, int32_t offsets) {
+    const int32_t ch = p->in_c, row = p->in_w * p->in_c, step = p->stride_w * p->in_c;
+    const int32_t blocks = ch >> 2;
+    const int32_t low = (int32_t)(0x01010101u * (uint8_t)p->act_min);
+    const int32_t high = (int32_t)(0x01010101u * (uint8_t)p->act_max);
+    for (; pixels > 0; --pixels, x += step, out += ch) {
+        const int32_t *q = p->dw_requant, *wr = p->dw_weights;
+        const int8_t *xb = x;
+        int8_t *o = out;
+        int32_t b;
+        for (b = blocks; b > 0; --b, q += 16, wr += 18, xb += 4, o += 4) {
+            int32_t a0 = q[3], a1 = q[7], a2 = q[11], a3 = q[15];
+            const int8_t *xr = xb;
+            DW_TAP16(xr, wr);
+            DW_TAP16(xr + ch, wr + 2);
+            DW_TAP16(xr + 2 * ch, wr + 4);
+            xr += row;
+            __asm__("" : "+r"(xr));
+            DW_TAP16(xr, wr + 6);
+            DW_TAP16(xr + ch, wr + 8);
+            DW_TAP16(xr + 2 * ch, wr + 10);
+            xr += row;
+            __asm__("" : "+r"(xr));
+            DW_TAP16(xr, wr + 12);
+            DW_TAP16(xr + ch, wr + 14);
+            DW_TAP16(xr + 2 * ch, wr + 16);
+            a0 = __ssat(dw_fast(a0, q), 8);
+            a1 = __ssat(dw_fast(a1, q + 4), 8);
+            a2 = __ssat(dw_fast(a2, q + 8), 8);
+            a3 = __ssat(dw_fast(a3, q + 12), 8);
+            store_s8x4(o, clamp_s8x4(pack_s8x4(a0, a1, a2, a3), low, high));
         }
-        DW_TAP(xr, wr);
-        DW_TAP(xr + ch, wr + ch);
-        DW_TAP(xr + 2 * ch, wr + 2 * ch);
-        xr += row;
-        wr += 3 * ch;
-        DW_TAP(xr, wr);
-        DW_TAP(xr + ch, wr + ch);
-        DW_TAP(xr + 2 * ch, wr + 2 * ch);
-        xr += row;
-        wr += 3 * ch;
-        DW_TAP(xr, wr);
-        DW_TAP(xr + ch, wr + ch);
-        DW_TAP(xr + 2 * ch, wr + 2 * ch);
-        dw_store4(p, c, a0, a1, a2, a3, low, high, out + c);
     }
 }
 
-/* any window (taps [ky0, ky1) x [kx0, kx1) valid): channels [0, blocks * 4) */
+/* any window (taps [ky0, ky1) x [kx0, kx1) valid): channels [0, out_c & ~3) */
 static void dw_window4(const eedge_conv_params *p, const int8_t *input, int32_t window,
-                       const int8_t *w, const int32_t *bias, int8_t *out, int32_t blocks,
-                       int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1, int32_t offsets,
-                       int32_t low, int32_t high) {
+                       const int8_t *w, const int32_t *bias, int8_t *out, int32_t ky0,
+                       int32_t ky1, int32_t kx0, int32_t kx1, int32_t offsets) {
     const int32_t x_row = p->in_w * p->in_c * p->dil_h, x_step = p->in_c * p->dil_w;
-    const int32_t w_row = p->k_w * p->out_c;
+    const int32_t w_row = p->k_w * p->out_c, end = p->out_c & ~3;
     int32_t c, ky, kx;
-    for (c = 0; c < 4 * blocks; c += 4) {
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        if (bias != 0) {
-            a0 = bias[c];
-            a1 = bias[c + 1];
-            a2 = bias[c + 2];
-            a3 = bias[c + 3];
-        }
+    for (c = 0; c < end; c += 4) {
+        int32_t a[4];
+        int32_t a0 = dw_bias(p, bias, c), a1 = dw_bias(p, bias, c + 1);
+        int32_t a2 = dw_bias(p, bias, c + 2), a3 = dw_bias(p, bias, c + 3);
         for (ky = ky0; ky < ky1; ++ky) {
             const int8_t *xp = input + (window + ky * x_row + kx0 * x_step + c);
             const int8_t *wp = w + ky * w_row + kx0 * p->out_c + c;
@@ -155,7 +183,22 @@ static void dw_window4(const eedge_conv_params *p, const int8_t *input, int32_t 
                 wp += p->out_c;
             }
         }
-        dw_store4(p, c, a0, a1, a2, a3, low, high, out + c);
+        if (p->dw_requant != 0) {
+            const int32_t *q = p->dw_requant + 4 * c;
+            const int32_t low = (int32_t)(0x01010101u * (uint8_t)p->act_min);
+            const int32_t high = (int32_t)(0x01010101u * (uint8_t)p->act_max);
+            a0 = __ssat(dw_fast(a0, q), 8);
+            a1 = __ssat(dw_fast(a1, q + 4), 8);
+            a2 = __ssat(dw_fast(a2, q + 8), 8);
+            a3 = __ssat(dw_fast(a3, q + 12), 8);
+            store_s8x4(out + c, clamp_s8x4(pack_s8x4(a0, a1, a2, a3), low, high));
+        } else {
+            a[0] = a0;
+            a[1] = a1;
+            a[2] = a2;
+            a[3] = a3;
+            dw_store4_general(p, c, a, out + c);
+        }
     }
 }
 #endif
@@ -168,7 +211,7 @@ static void dw_window1(const eedge_conv_params *p, const int8_t *input, int32_t 
     const int32_t w_row = p->k_w * p->out_c;
     int32_t c, ky, kx;
     for (c = c0; c < p->out_c; ++c) {
-        int32_t acc = bias != 0 ? bias[c] : 0;
+        int32_t acc = dw_bias(p, bias, c);
         for (ky = ky0; ky < ky1; ++ky) {
             const int8_t *xp = input + (window + ky * x_row + kx0 * x_step + c);
             const int8_t *wp = w + ky * w_row + kx0 * p->out_c + c;
@@ -182,16 +225,35 @@ static void dw_window1(const eedge_conv_params *p, const int8_t *input, int32_t 
     }
 }
 
+#if defined(EEDGE_USE_DSP)
+/* ceil(a / b) for b > 0 */
+static int32_t div_up(int32_t a, int32_t b) {
+    return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+}
+#endif
+
 static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
                          const int8_t *weights, const int32_t *bias, int8_t *output) {
     int32_t oy, ox;
 #if defined(EEDGE_USE_DSP)
+    /* outputs [in_lo, in_hi) of a row have every column tap inside the image (3x3
+     * fast path only; otherwise the range is empty) */
+    int32_t in_lo = 0, in_hi = 0;
     const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)p->in_offset << 16) |
                                       (uint16_t)p->in_offset);
-    const int32_t low = (int32_t)(0x01010101u * (uint8_t)p->act_min);
-    const int32_t high = (int32_t)(0x01010101u * (uint8_t)p->act_max);
-    const int32_t blocks = p->out_c / 4;
-    const int32_t fast3x3 = p->k_h == 3 && p->k_w == 3 && p->dil_h == 1 && p->dil_w == 1;
+    if (p->k_h == 3 && p->k_w == 3 && p->dil_h == 1 && p->dil_w == 1 && p->dw_requant != 0 &&
+        p->dw_weights != 0 && p->in_c >= 4) {
+        in_lo = div_up(p->pad_left, p->stride_w);
+        /* x0 + 2 <= in_w - 1  <=>  ox * stride_w <= in_w - 3 + pad_left */
+        in_hi = p->in_w - 3 + p->pad_left >= 0 ? (p->in_w - 3 + p->pad_left) / p->stride_w + 1
+                                                : 0;
+        if (in_hi > p->out_w) {
+            in_hi = p->out_w;
+        }
+        if (in_hi < in_lo) {
+            in_hi = in_lo;
+        }
+    }
 #endif
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
@@ -204,16 +266,26 @@ static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
             const int32_t window = (y0 * p->in_w + x0) * p->in_c;
             int8_t *out = output + (oy * p->out_w + ox) * p->out_c;
             int32_t kx0, kx1, done = 0;
+#if defined(EEDGE_USE_DSP)
+            if (ox == in_lo && in_hi > in_lo && ky0 == 0 && ky1 == 3) {
+                /* the row's inside run: its blocks of 4 channels, then any others */
+                const int32_t n = in_hi - in_lo;
+                dw3x3_run(p, input + window, out, n, offsets);
+                if ((p->in_c & 3) != 0) {
+                    int32_t k;
+                    for (k = 0; k < n; ++k) {
+                        dw_window1(p, input, window + k * p->stride_w * p->in_c, weights,
+                                   bias, out + k * p->out_c, p->in_c & ~3, 0, 3, 0, 3);
+                    }
+                }
+                ox = in_hi - 1;
+                continue;
+            }
+#endif
             valid_taps(x0, p->k_w, p->dil_w, p->in_w, &kx0, &kx1);
 #if defined(EEDGE_USE_DSP)
-            if (fast3x3 && ky0 == 0 && ky1 == 3 && kx0 == 0 && kx1 == 3) {
-                dw3x3_inside(p, input + window, weights, bias, out, blocks, offsets, low,
-                             high);
-            } else {
-                dw_window4(p, input, window, weights, bias, out, blocks, ky0, ky1, kx0, kx1,
-                           offsets, low, high);
-            }
-            done = 4 * blocks;
+            dw_window4(p, input, window, weights, bias, out, ky0, ky1, kx0, kx1, offsets);
+            done = p->out_c & ~3;
 #endif
             dw_window1(p, input, window, weights, bias, out, done, ky0, ky1, kx0, kx1);
         }

@@ -19,9 +19,13 @@ typedef struct {
     const int32_t *multiplier;  /* one per output channel */
     const int32_t *shift;
     int32_t *scratch;           /* EEDGE_*_SCRATCH_WORDS words, owned by the model */
-    /* depthwise: per channel {multiplier, right shift, 2^(shift-1) + out_offset << shift}
-     * when every sum stays within +-2^30 and every shift is 1..22 bits right, else 0 */
+    /* depthwise: per channel {multiplier, 2^(r-1) + out_offset << r, right shift r, bias}
+     * when every sum stays within +-2^30 and every r is 1..22, else 0 */
     const int32_t *dw_requant;
+    /* depthwise 3x3, dilation 1, multiplier 1 with dw_requant, DSP path: the weights of
+     * channels [0, out_c & ~3) as 16-bit lanes, per block of 4 channels and tap (ky, kx)
+     * two words {c0 | c2 << 16, c1 | c3 << 16}; else 0 */
+    const int32_t *dw_weights;
 } eedge_conv_params;
 
 typedef struct {
