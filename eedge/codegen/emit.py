@@ -149,8 +149,37 @@ def _conv2d(ctx: EmitContext, node: Node) -> Emitted:
     k_h, k_w, in_c = fields["k_h"], fields["k_w"], fields["in_c"]
     # two im2col columns of 16-bit taps: 4 words per group of 4 taps (conv.c)
     scratch = 4 * ((int(k_h) * int(k_w) * int(in_c) + 3) // 4)
+    table = _conv_requant(ctx.graph, node, int(fields["out_c"]), int(fields["out_offset"]))
+    if table is not None:
+        arrays.append(int_array(f"{ctx.ident}_cq", table))
+        fields["conv_requant"] = f"{ctx.ident}_cq"
     return Emitted(arrays + [struct("eedge_conv_params", f"{ctx.ident}_params", fields)],
                    _conv_call(ctx, node, "eedge_conv2d_s8"), scratch)
+
+
+def _conv_requant(g: Graph, node: Node, out_c: int, out_offset: int) -> np.ndarray | None:
+    """CONV_2D's short requantization table, per output channel {multiplier, 2^(r-1) +
+    out_offset * 2^r, r}, or None. The short form (conv.c: one high multiply of twice the
+    sum, one rounding shift that also adds the output zero point) equals TFLite's
+    arithmetic when every sum stays within +-2^30 (bounded like check_accumulator: the
+    bias plus the widest input times sum |w|) and every shift is a right shift r of 1..22
+    bits (so the rounding term fits beside a 2^30 sum)."""
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if node.inputs[1] not in g.constants or (bias is not None and bias not in g.constants):
+        return None
+    mult, shift = channel_multipliers(scale_of(quant_of(g, node.inputs[0])),
+                                      quant_of(g, node.inputs[1]),
+                                      scale_of(quant_of(g, node.outputs[0])), out_c)
+    zp = zero_point_of(quant_of(g, node.inputs[0]))
+    w = np.abs(np.asarray(g.constants[node.inputs[1]], np.int64))
+    worst = max(127 - zp, zp + 128) * w.reshape(w.shape[0], -1).sum(axis=1)
+    if bias is not None:
+        worst = worst + np.abs(np.asarray(g.constants[bias], np.int64).reshape(-1))
+    r = -np.asarray(shift, np.int64)
+    if worst.max(initial=0) >= 2**30 or r.min() < 1 or r.max() > 22:
+        return None
+    rounding = (np.int64(1) << (r - 1)) + (np.int64(out_offset) << r)
+    return np.stack([np.asarray(mult, np.int64), rounding, r], axis=1)
 
 
 def _depthwise(ctx: EmitContext, node: Node) -> Emitted:

@@ -207,49 +207,73 @@ static inline void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *co
     acc[3] = a11;
 }
 
-static inline int8_t finish(int32_t acc, int32_t multiplier, int32_t shift, int32_t out_offset,
-                            int32_t low, int32_t high) {
-    acc = eedge_requantize_fast(acc, multiplier, shift) + out_offset;
-    return (int8_t)eedge_clamp(acc, low, high);
+/* Output channels per output pass: their sums wait on the stack (two pixels), so the
+ * requantization runs in its own loop with its constants in registers instead of
+ * spilling them inside the block loop. */
+#define EEDGE_CONV_CHUNK 16
+
+/* n channels' sums of one or two pixels to int8 (o1 may be a dummy). */
+static void output_stage(const eedge_conv_params *p, const int32_t *sums, int32_t oc0,
+                         int32_t n, int8_t *o0, int8_t *o1) {
+    const int32_t low = p->act_min, high = p->act_max;
+    int32_t i;
+    if (p->conv_requant != 0) {
+        /* Every sum within +-2^30 and every shift r a right shift of 1..22 bits (checked
+         * by the code generator): TFLite's doubling high multiply is the rounded high
+         * word of 2 * sum * m (SMMULR), and its rounding shift with ties away from zero
+         * is (h - (h < 0) + 2^(r-1)) >> r; the table's rounding term also holds the
+         * output zero point times 2^r, which the shift turns into + zero point. */
+        const int32_t *q = p->conv_requant + 3 * oc0;
+        for (i = 0; i < n; ++i, q += 3) {
+            const int32_t m = q[0], rounding = q[1], r = q[2];
+            int32_t h0 = eedge_high_mul_small((int32_t)((uint32_t)sums[i] << 1), m);
+            int32_t h1 = eedge_high_mul_small((int32_t)((uint32_t)sums[EEDGE_CONV_CHUNK + i] << 1),
+                                              m);
+            h0 = (h0 + (h0 >> 31) + rounding) >> r;
+            h1 = (h1 + (h1 >> 31) + rounding) >> r;
+            o0[i] = (int8_t)eedge_clamp(h0, low, high);
+            o1[i] = (int8_t)eedge_clamp(h1, low, high);
+        }
+    } else {
+        for (i = 0; i < n; ++i) {
+            const int32_t m = p->multiplier[oc0 + i], s = p->shift[oc0 + i];
+            o0[i] = (int8_t)eedge_clamp(eedge_requantize(sums[i], m, s) + p->out_offset, low,
+                                        high);
+            o1[i] = (int8_t)eedge_clamp(
+                eedge_requantize(sums[EEDGE_CONV_CHUNK + i], m, s) + p->out_offset, low, high);
+        }
+    }
 }
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
                      const int32_t *bias, int8_t *output) {
     const int32_t k = p->k_h * p->k_w * p->in_c;
     const int32_t pixels = p->out_h * p->out_w;
-    const int32_t out_c = p->out_c, out_offset = p->out_offset;
-    const int32_t low = p->act_min, high = p->act_max;
+    const int32_t out_c = p->out_c;
     int32_t *column = p->scratch;
-    int32_t pixel, oc;
+    int32_t sums[2 * EEDGE_CONV_CHUNK];
+    int8_t dummy[EEDGE_CONV_CHUNK];
+    int32_t pixel, oc0, j;
     for (pixel = 0; pixel < pixels; pixel += 2) {
         const int32_t two = pixel + 1 < pixels;
         int8_t *out0 = output + pixel * out_c;
         int8_t *out1 = out0 + out_c;
         gather(p, input, pixel, column, 0);
         gather(p, input, two ? pixel + 1 : pixel, column, 1);
-        for (oc = 0; oc < out_c; oc += 2) {
-            const int32_t pair = oc + 1 < out_c;
-            const int32_t oc1 = pair ? oc + 1 : oc;
-            const int8_t *w0 = weights + oc * k;
-            const int32_t b0 = bias != 0 ? bias[oc] : 0, b1 = bias != 0 ? bias[oc1] : 0;
-            const int32_t m0 = p->multiplier[oc], s0 = p->shift[oc];
-            int32_t acc[4];
-            acc[0] = b0;
-            acc[1] = b0;
-            acc[2] = b1;
-            acc[3] = b1;
-            dot_2x2(w0, weights + oc1 * k, column, k, acc);
-            out0[oc] = finish(acc[0], m0, s0, out_offset, low, high);
-            if (two) {
-                out1[oc] = finish(acc[1], m0, s0, out_offset, low, high);
+        for (oc0 = 0; oc0 < out_c; oc0 += EEDGE_CONV_CHUNK) {
+            const int32_t n = out_c - oc0 < EEDGE_CONV_CHUNK ? out_c - oc0 : EEDGE_CONV_CHUNK;
+            for (j = 0; j < n; j += 2) {
+                const int32_t oc = oc0 + j, oc1 = j + 1 < n ? oc + 1 : oc;
+                int32_t acc[4];
+                acc[0] = acc[1] = bias != 0 ? bias[oc] : 0;
+                acc[2] = acc[3] = bias != 0 ? bias[oc1] : 0;
+                dot_2x2(weights + oc * k, weights + oc1 * k, column, k, acc);
+                sums[j] = acc[0];
+                sums[EEDGE_CONV_CHUNK + j] = acc[1];
+                sums[j + 1] = acc[2];
+                sums[EEDGE_CONV_CHUNK + j + 1] = acc[3];
             }
-            if (pair) {
-                const int32_t m1 = p->multiplier[oc1], s1 = p->shift[oc1];
-                out0[oc1] = finish(acc[2], m1, s1, out_offset, low, high);
-                if (two) {
-                    out1[oc1] = finish(acc[3], m1, s1, out_offset, low, high);
-                }
-            }
+            output_stage(p, sums, oc0, n, out0 + oc0, two ? out1 + oc0 : dummy);
         }
     }
 }
