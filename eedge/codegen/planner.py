@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 ALIGNMENT = 16
 
@@ -33,6 +34,7 @@ class MemoryPlan:
     offsets: dict[str, int]
     arena_bytes: int
     buffers: list[Buffer] = field(default_factory=list)
+    fusions: list[Any] = field(default_factory=list)  # banded conv + ADD joins (codegen.banded)
 
     def overlapping_live_pairs(self) -> list[tuple[str, str]]:
         """Pairs of tensors alive at the same step that share bytes (must be empty)."""

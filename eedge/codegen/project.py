@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 
 from eedge import __version__
 from eedge.codegen.byte_chains import LUT_OP, emit_lut, fuse_byte_chains
+from eedge.codegen.banded import Fusion, describe, schedule
 from eedge.codegen.c_text import c_comment_text, c_string_body
 from eedge.codegen.emit import EmitContext, emit_node, softmax_exp_table, softmax_fields
 from eedge.codegen.model_source import INT8_ONLY, CodegenModel
@@ -140,41 +142,109 @@ def plan_for(model: CodegenModel) -> MemoryPlan:
     requantizing ReLUs) read element i before writing element i, so their
     output may take over an input's buffer when that input is read nowhere
     after this node: the in-place case that matters for residual blocks.
+    Residual joins may also run banded (``eedge.codegen.banded``): of the
+    sets of joins that can, the plan with the smallest arena is taken, and
+    its ``fusions`` say which joins generate_project must emit banded.
     """
+    from eedge.codegen.banded import choose_fusions
+
+    return choose_fusions(model, lambda fusions: plan_schedule(model, fusions))
+
+
+def plan_schedule(model: CodegenModel, fusions: Sequence[Any] = ()) -> MemoryPlan:
+    """The plan of the steps ``banded.schedule`` orders for ``fusions`` (banded joins).
+
+    A banded join runs at its ADD's place and writes the sum over its skip tensor:
+    one whose skip tensor (or anything sharing its buffer) is read later, kept, or
+    the model's input cannot, and is dropped (``plan.fusions`` holds the others).
+    """
+    from eedge.codegen.banded import Fusion, band_bytes, schedule, step_tensors
+
     g = model.graph
-    order = [n for s in model.stages for n in s.nodes]
-    steps = [(g.activation_inputs(g.nodes[i]), list(g.nodes[i].outputs)) for i in order]
-    position = {node: step for step, node in enumerate(order)}
-    keep = {}
-    for stage in model.stages:
-        end = position[stage.nodes[-1]]
-        for t in stage.outputs:
-            keep[t] = max(keep.get(t, end), end)
-    aliases = {g.nodes[i].outputs[0]: g.nodes[i].inputs[0] for i in order
-               if g.nodes[i].op_type in ALIAS_OPS and g.nodes[i].inputs[0] in g.tensors}
-    last_read = {}
-    for step, (reads, _) in enumerate(steps):
-        for t in reads:
-            last_read[t] = step
-    aliased = set(aliases) | set(aliases.values())
-    for step, i in enumerate(order):
-        node = g.nodes[i]
-        out = node.outputs[0]
-        registered = registry.builtin(node.op_type)
-        in_place = node.op_type in IN_PLACE_OPS or (registered is not None and registered.in_place)
-        if not in_place or out in aliased:
-            continue
-        for t in g.activation_inputs(node):
-            same_size = g.tensors[t].elements_per_sample() == g.tensors[out].elements_per_sample()
-            if (same_size and last_read.get(t) == step and t not in keep and t not in aliased
-                    and t != model.input):
-                aliases[out] = t
-                aliased |= {out, t}
-                break
+    fusions = list(fusions)
     sizes = {name: info.elements_per_sample() * max(int(info.shape[0]) if info.shape and
                                                     isinstance(info.shape[0], int) else 1, 1)
              for name, info in g.tensors.items()}
-    return plan_memory(sizes, steps, [model.input], keep, aliases)
+    while True:
+        per_stage = schedule(model, fusions)
+        items = [item for stage in per_stage for item in stage]
+        steps = [step_tensors(g, item) for item in items]
+        keep: dict[str, int] = {}
+        end = -1
+        for stage, stage_items in zip(model.stages, per_stage):
+            end += len(stage_items)
+            for t in stage.outputs:
+                keep[t] = max(keep.get(t, end), end)
+        plain = [g.nodes[i] for i in items if not isinstance(i, Fusion)]
+        aliases = {n.outputs[0]: n.inputs[0] for n in plain
+                   if n.op_type in ALIAS_OPS and n.inputs[0] in g.tensors}
+        last_read: dict[str, int] = {}
+        for step, (reads, _) in enumerate(steps):
+            for t in reads:
+                last_read[t] = step
+        aliased = set(aliases) | set(aliases.values())
+        dropped = []
+        for step, item in enumerate(items):
+            if isinstance(item, Fusion):
+                out = g.nodes[item.add].outputs[0]
+                group = _alias_group(aliases, item.skip)
+                if any(last_read.get(t, -1) > step or t in keep or t == model.input
+                       for t in group) or out in aliases:
+                    dropped.append(item)
+                    continue
+                aliases[out] = item.skip
+                aliased |= {out, item.skip}
+                continue
+            node = g.nodes[item]
+            out = node.outputs[0]
+            registered = registry.builtin(node.op_type)
+            in_place = node.op_type in IN_PLACE_OPS or (registered is not None
+                                                         and registered.in_place)
+            if not in_place or out in aliased:
+                continue
+            for t in g.activation_inputs(node):
+                same_size = (g.tensors[t].elements_per_sample()
+                             == g.tensors[out].elements_per_sample())
+                if (same_size and last_read.get(t) == step and t not in keep
+                        and t not in aliased and t != model.input):
+                    aliases[out] = t
+                    aliased |= {out, t}
+                    break
+        if not dropped:
+            break
+        fusions = [f for f in fusions if f not in dropped]
+    bands = {f.band: band_bytes(g, f) for f in fusions}
+    plan = plan_memory({**sizes, **bands}, steps, [model.input], keep, aliases)
+    plan.fusions = fusions
+    return plan
+
+
+def _emit_fused(g: Any, fusion: Any, tensor_ref: Any, constant_ref: Any, stage: int,
+                first_label: int | None) -> tuple[Any, list[dict[str, Any]]]:
+    """A banded conv + ADD; in a per-op build, timed as the conv's and the ADD's call sites."""
+    from eedge.codegen.banded import emit_fused
+
+    if first_label is None:
+        return emit_fused(g, fusion, tensor_ref, constant_ref), []
+    from eedge.passes.cost import node_macs
+    from eedge.profiling.per_op import count_run, time_call
+
+    emitted = emit_fused(g, fusion, tensor_ref, constant_ref, time_call, count_run,
+                         (first_label, first_label + 1))
+    labels = [{"stage": stage, "node": i, "op": g.nodes[i].op_type, "name": g.nodes[i].name,
+               "macs": int(node_macs(g, g.nodes[i]))} for i in (fusion.conv, fusion.add)]
+    return emitted, labels
+
+
+def _alias_group(aliases: dict[str, str], tensor: str) -> set[str]:
+    """``tensor`` and every tensor sharing its buffer through ``aliases``."""
+    def root(t: str) -> str:
+        while t in aliases:
+            t = aliases[t]
+        return t
+
+    base = root(tensor)
+    return {tensor, base} | {t for t in aliases if root(t) == base}
 
 
 def _ensemble_context(model: CodegenModel) -> dict[str, Any] | None:
@@ -275,9 +345,21 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
     scratch_words = 0
     stages_ctx = []
     op_labels: list[dict[str, Any]] = []
+    stage_items = dict(zip((s.index for s in model.stages), schedule(model, plan.fusions)))
     for stage in model.stages:
         statements = []
-        for i in stage.nodes:
+        for i in stage_items[stage.index]:
+            if isinstance(i, Fusion):
+                emitted, labels = _emit_fused(g, i, tensor_ref, constant_ref, stage.index,
+                                              len(op_labels) if profile_ops else None)
+                declarations.extend(emitted.declarations)
+                scratch_words = max(scratch_words, emitted.scratch_words)
+                op_labels.extend(labels)
+                conv, add = g.nodes[i.conv], g.nodes[i.add]
+                statements.append(f"/* CONV_2D {c_comment_text(conv.name)} + ADD "
+                                  f"{c_comment_text(add.name)}, {describe(g, i)} */ "
+                                  f"{emitted.statement}")
+                continue
             node = g.nodes[i]
             context = EmitContext(g, tensor_ref, constant_ref, f"n{i}")
             emitted = emit_lut(context, node) if node.op_type == LUT_OP else emit_node(context, node)

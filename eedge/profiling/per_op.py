@@ -109,6 +109,17 @@ def wrap_statement(statement: str, k: int) -> str:
             f"eedge_prof[{k}] += eedge_platform_ticks() - eedge_p0; ++eedge_prof_n[{k}]; }}")
 
 
+def time_call(statement: str, k: int) -> str:
+    """A call whose ticks add to counter ``k`` without counting a run: a banded conv or ADD
+    (eedge.codegen.banded) is called once per band and counts one run after the last."""
+    return (f"{{ const uint32_t eedge_p0 = eedge_platform_ticks(); {statement}; "
+            f"eedge_prof[{k}] += eedge_platform_ticks() - eedge_p0; }}")
+
+
+def count_run(k: int) -> str:
+    return f"++eedge_prof_n[{k}];"
+
+
 def add_dump(source: str, count: int) -> str:
     """model.c with the counters, the dump function, and a dump after every inference."""
     if source.count(_ARENA_ANCHOR) != 1 or source.count(_RETURN_ANCHOR) != 1:
