@@ -147,8 +147,9 @@ def _conv2d(ctx: EmitContext, node: Node) -> Emitted:
     fields, arrays = _conv_fields(ctx, node)
     check_accumulator(ctx.graph, node, 0)
     k_h, k_w, in_c = fields["k_h"], fields["k_w"], fields["in_c"]
-    # two im2col columns of 16-bit taps: 4 words per group of 4 taps (conv.c)
-    scratch = 4 * ((int(k_h) * int(k_w) * int(in_c) + 3) // 4)
+    # two im2col columns of 16-bit taps: 4 words per group of 4 taps, and a byte copy of
+    # one receptive field when in_c is not a multiple of 4 (conv.c)
+    scratch = (4 + (int(in_c) % 4 != 0)) * ((int(k_h) * int(k_w) * int(in_c) + 3) // 4)
     table = _conv_requant(ctx.graph, node, int(fields["out_c"]), int(fields["out_offset"]))
     if table is not None:
         arrays.append(int_array(f"{ctx.ident}_cq", table))
@@ -250,17 +251,47 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
                   weight_offset=fc_weight_offset(g, node), out_offset=zero_point_of(out_q),
                   act_min=low, act_max=high, per_channel=per_channel, multiplier=f"{p}_mult",
                   shift=f"{p}_shift")
-    bias = _operand(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else "0"
+    has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
     x, out = _operand(ctx, node.inputs[0]), ctx.tensor_ref(node.outputs[0])
+    arrays = [int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift)]
+    if (rows == 1 and fields["weight_offset"] == 0 and node.inputs[1] in g.constants
+            and (not has_bias or node.inputs[2] in g.constants)):
+        # one input row: the weights packed four rows per word stream and the input offset
+        # folded into the bias (fully_connected.c, fc_packed); the kernel reads neither the
+        # TFLite weights nor the bias, so they are not emitted
+        w = np.asarray(g.constants[node.inputs[1]], np.int64).reshape(out_depth, in_depth)
+        b = (np.asarray(g.constants[node.inputs[2]], np.int64).reshape(-1) if has_bias
+             else np.zeros(out_depth, np.int64))
+        folded = wrap_int32(b + int(fields["in_offset"]) * w.sum(axis=1))
+        arrays += [int_array(f"{p}_packed", _fc_pack(w)), int_array(f"{p}_bias", folded)]
+        fields.update(packed=f"{p}_packed", folded_bias=f"{p}_bias")
+        statement = f"eedge_fully_connected_s8(&{p}_params, {x}, 0, 0, {out})"
+        return Emitted(arrays + [struct("eedge_fc_params", f"{p}_params", fields)], statement)
+    bias = _operand(ctx, node.inputs[2]) if has_bias else "0"
     weights = _operand(ctx, node.inputs[1])
     if rows == 1:
         statement = f"eedge_fully_connected_s8(&{p}_params, {x}, {weights}, {bias}, {out})"
     else:   # the tokens: two rows per block share each weight load
         statement = (f"eedge_fully_connected_rows_s8(&{p}_params, {rows}, {x}, {weights}, "
                      f"{bias}, {out}, {SCRATCH})")
-    return Emitted([int_array(f"{p}_mult", mult), int_array(f"{p}_shift", shift),
-                    struct("eedge_fc_params", f"{p}_params", fields)], statement,
+    return Emitted(arrays + [struct("eedge_fc_params", f"{p}_params", fields)], statement,
                    0 if rows == 1 else 2 * out_depth)
+
+
+def _fc_pack(w: np.ndarray) -> np.ndarray:
+    """FULLY_CONNECTED weights [out, in] as the int32 word stream of fully_connected.c's
+    packed layout: blocks of four rows, word k of rows 0-3 together (bytes 4k..4k+3, byte j
+    in bits 8j..8j+7), then a word of each row's in % 4 last bytes; the out % 4 last rows
+    one by one."""
+    out_depth, in_depth = w.shape
+    nb, rem = divmod(in_depth, 4)
+    padded = np.zeros((out_depth, 4 * (nb + (rem > 0))), np.int64)
+    padded[:, :in_depth] = w
+    u = (padded & 0xFF).reshape(out_depth, -1, 4)
+    words = wrap_int32(u[..., 0] | u[..., 1] << 8 | u[..., 2] << 16 | u[..., 3] << 24)
+    full = out_depth // 4 * 4
+    blocks = words[:full].reshape(-1, 4, words.shape[1]).transpose(0, 2, 1).reshape(-1)
+    return np.concatenate([blocks, words[full:].reshape(-1)])
 
 
 def _binary(ctx: EmitContext, node: Node) -> Emitted:

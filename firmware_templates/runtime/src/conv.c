@@ -24,101 +24,108 @@
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
 
-/* Writes one pixel's receptive field, in tap order, into its column slot: bytes
- * are staged until four are there (runs need not start on a multiple of 4 when
- * in_c is not one), then widened into the slot's two words. */
-typedef struct {
-    int32_t *dst;       /* the slot's two words of the next group of 4 taps */
-    int32_t offset;     /* input offset (-zero point) */
-    int32_t staged;     /* bytes waiting in stage */
-    int8_t stage[4];
-} column_writer;
-
-/* (b0 + offset, b2 + offset) and (b1 + offset, b3 + offset) as 16-bit lanes. */
-static inline void widen4(column_writer *w, const int8_t *bytes) {
-#if defined(EEDGE_USE_DSP)
-    const int32_t offsets =
-        (int32_t)(((uint32_t)(uint16_t)w->offset << 16) | (uint16_t)w->offset);
-    const int32_t x = load_i32(bytes);
-    w->dst[0] = __sxtab16(offsets, x);
-    w->dst[1] = sxtab16_ror8(offsets, x);
+#if defined(__GNUC__)
+#define EEDGE_CONV_NOINLINE __attribute__((noinline))
 #else
-    const uint32_t v0 = (uint32_t)(bytes[0] + w->offset) & 0xFFFFu;
-    const uint32_t v1 = (uint32_t)(bytes[1] + w->offset) & 0xFFFFu;
-    const uint32_t v2 = (uint32_t)(bytes[2] + w->offset) & 0xFFFFu;
-    const uint32_t v3 = (uint32_t)(bytes[3] + w->offset) & 0xFFFFu;
-    w->dst[0] = (int32_t)(v0 | (v2 << 16));
-    w->dst[1] = (int32_t)(v1 | (v3 << 16));
+#define EEDGE_CONV_NOINLINE
 #endif
-    w->dst += 4;
+
+/* n bytes (a multiple of 4) widened into a column slot from dst on; returns the slot's
+ * next group. Each 4 bytes b0..b3 become (b0 + offset, b2 + offset) and (b1 + offset,
+ * b3 + offset) as 16-bit lanes. */
+static int32_t *widen(int32_t *dst, const int8_t *src, int32_t n, int32_t offset) {
+#if defined(EEDGE_USE_DSP)
+    const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    for (; n > 0; n -= 4, src += 4, dst += 4) {
+        const int32_t x = load_i32(src);
+        dst[0] = __sxtab16(offsets, x);
+        dst[1] = sxtab16_ror8(offsets, x);
+    }
+#else
+    for (; n > 0; n -= 4, src += 4, dst += 4) {
+        const uint32_t v0 = (uint32_t)(src[0] + offset) & 0xFFFFu;
+        const uint32_t v1 = (uint32_t)(src[1] + offset) & 0xFFFFu;
+        const uint32_t v2 = (uint32_t)(src[2] + offset) & 0xFFFFu;
+        const uint32_t v3 = (uint32_t)(src[3] + offset) & 0xFFFFu;
+        dst[0] = (int32_t)(v0 | (v2 << 16));
+        dst[1] = (int32_t)(v1 | (v3 << 16));
+    }
+#endif
+    return dst;
 }
 
-static void put_bytes(column_writer *w, const int8_t *src, int32_t n) {
-    while (n > 0 && w->staged > 0) {
-        w->stage[w->staged++] = *src++;
-        --n;
-        if (w->staged == 4) {
-            widen4(w, w->stage);
-            w->staged = 0;
-        }
+/* n taps (a multiple of 4) outside the image: the zero point, 0 once offset */
+static int32_t *widen_padding(int32_t *dst, int32_t n) {
+    for (; n > 0; n -= 4, dst += 4) {
+        dst[0] = 0;
+        dst[1] = 0;
     }
-    for (; n >= 4; n -= 4, src += 4) {
-        widen4(w, src);
-    }
+    return dst;
+}
+
+static int8_t *copy_bytes(int8_t *dst, const int8_t *src, int32_t n) {
     while (n-- > 0) {
-        w->stage[w->staged++] = *src++;
+        *dst++ = *src++;
     }
+    return dst;
 }
 
-/* n taps outside the image: the zero point, 0 once offset */
-static void put_padding(column_writer *w, int32_t n) {
-    const int8_t zero_point = (int8_t)-w->offset;
-    while (n > 0 && w->staged > 0) {
-        put_bytes(w, &zero_point, 1);
-        --n;
-    }
-    for (; n >= 4; n -= 4) {
-        w->dst[0] = 0;
-        w->dst[1] = 0;
-        w->dst += 4;
-    }
+static int8_t *fill_bytes(int8_t *dst, int8_t value, int32_t n) {
     while (n-- > 0) {
-        w->stage[w->staged++] = zero_point;
+        *dst++ = value;
     }
+    return dst;
 }
 
-/* The receptive field of output pixel `pixel` into column slot `slot` (0 or 1). */
+/* The receptive field of output pixel `pixel` into column slot `slot` (0 or 1), tap
+ * order (ky, kx, c). With in_c a multiple of 4 every run of taps starts a group of 4
+ * and is widened straight from the input; otherwise the field is first copied as
+ * bytes into `line` (zero points outside the image, then up to a multiple of 4). */
 static void gather(const eedge_conv_params *p, const int8_t *input, int32_t pixel,
-                   int32_t *column, int32_t slot) {
+                   int32_t *column, int32_t slot, int8_t *line) {
     const int32_t oy = pixel / p->out_w, ox = pixel % p->out_w;
     const int32_t y0 = oy * p->stride_h - p->pad_top;
     const int32_t x0 = ox * p->stride_w - p->pad_left;
-    const int32_t row = p->k_w * p->in_c;
-    column_writer w;
+    const int32_t in_c = p->in_c, row = p->k_w * in_c, offset = p->in_offset;
+    const int8_t zero_point = (int8_t)-offset;
+    const int32_t whole_rows = p->dil_w == 1 && x0 >= 0 && x0 + p->k_w <= p->in_w;
+    int32_t *dst = column + 2 * slot;
+    int8_t *bytes = line;
     int32_t ky, kx;
-    w.dst = column + 2 * slot;
-    w.offset = p->in_offset;
-    w.staged = 0;
     for (ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = y0 + ky * p->dil_h;
-        if (iy < 0 || iy >= p->in_h) {
-            put_padding(&w, row);
-        } else if (p->dil_w == 1 && x0 >= 0 && x0 + p->k_w <= p->in_w) {
-            /* the whole kernel row lies inside the image: one contiguous run */
-            put_bytes(&w, input + (iy * p->in_w + x0) * p->in_c, row);
+        const int8_t *src = input + (iy * p->in_w + x0) * in_c;
+        if ((in_c & 3) == 0) {
+            if (iy < 0 || iy >= p->in_h) {
+                dst = widen_padding(dst, row);
+            } else if (whole_rows) {
+                dst = widen(dst, src, row, offset);
+            } else {
+                for (kx = 0; kx < p->k_w; ++kx) {
+                    const int32_t ix = x0 + kx * p->dil_w;
+                    dst = ix < 0 || ix >= p->in_w
+                              ? widen_padding(dst, in_c)
+                              : widen(dst, input + (iy * p->in_w + ix) * in_c, in_c, offset);
+                }
+            }
+        } else if (iy < 0 || iy >= p->in_h) {
+            bytes = fill_bytes(bytes, zero_point, row);
+        } else if (whole_rows) {
+            bytes = copy_bytes(bytes, src, row);
         } else {
             for (kx = 0; kx < p->k_w; ++kx) {
                 const int32_t ix = x0 + kx * p->dil_w;
-                if (ix < 0 || ix >= p->in_w) {
-                    put_padding(&w, p->in_c);
-                } else {
-                    put_bytes(&w, input + (iy * p->in_w + ix) * p->in_c, p->in_c);
-                }
+                bytes = ix < 0 || ix >= p->in_w
+                            ? fill_bytes(bytes, zero_point, in_c)
+                            : copy_bytes(bytes, input + (iy * p->in_w + ix) * in_c, in_c);
             }
         }
     }
-    if (w.staged > 0) {
-        put_padding(&w, 4 - w.staged);
+    if ((in_c & 3) != 0) {
+        const int32_t k = (int32_t)(bytes - line);
+        const int32_t k4 = (k + 3) & ~3;
+        fill_bytes(bytes, zero_point, k4 - k);
+        widen(dst, line, k4, offset);
     }
 }
 
@@ -178,11 +185,18 @@ static inline void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *co
             : "cc", "memory");
     }
     if ((k & 3) != 0) {
-        /* the last 1-3 weights, zero-filled (the column's lanes there are 0 too) */
+        /* the last 1-3 weights, zero-filled (the column's lanes there are 0): the word
+         * that ends the row, shifted down, or byte by byte when the row is shorter */
         uint32_t u = 0, v = 0;
-        for (n = 0; n < (k & 3); ++n) {
-            u |= (uint32_t)(uint8_t)w0[n] << (8 * n);
-            v |= (uint32_t)(uint8_t)w1[n] << (8 * n);
+        if (k >= 4) {
+            const int32_t drop = 8 * (4 - (k & 3));
+            u = (uint32_t)load_i32(w0 + (k & 3) - 4) >> drop;
+            v = (uint32_t)load_i32(w1 + (k & 3) - 4) >> drop;
+        } else {
+            for (n = 0; n < k; ++n) {
+                u |= (uint32_t)(uint8_t)w0[n] << (8 * n);
+                v |= (uint32_t)(uint8_t)w1[n] << (8 * n);
+            }
         }
         EEDGE_CONV_STEP((int32_t)u, (int32_t)v);
     }
@@ -208,31 +222,57 @@ static inline void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *co
 }
 
 /* Output channels per output pass: their sums wait on the stack (two pixels), so the
- * requantization runs in its own loop with its constants in registers instead of
- * spilling them inside the block loop. */
+ * block loop and the requantization each run with their values in registers instead of
+ * spilling them around each other. */
 #define EEDGE_CONV_CHUNK 16
 
+/* n weight rows from w (k bytes each, bias from `bias` if not 0) against the two columns:
+ * sums[j] (pixel 0) and sums[EEDGE_CONV_CHUNK + j] (pixel 1). */
+static EEDGE_CONV_NOINLINE void dot_rows(const int8_t *w, int32_t k, const int32_t *column,
+                                         const int32_t *bias, int32_t n, int32_t *sums) {
+    int32_t j;
+    for (j = 0; j < n; j += 2, w += 2 * k) {
+        const int32_t second = j + 1 < n;
+        int32_t acc[4];
+        acc[0] = acc[1] = bias != 0 ? bias[j] : 0;
+        acc[2] = acc[3] = bias != 0 ? bias[j + second] : 0;
+        dot_2x2(w, second ? w + k : w, column, k, acc);
+        sums[j] = acc[0];
+        sums[j + 1] = acc[2];
+        sums[EEDGE_CONV_CHUNK + j] = acc[1];
+        sums[EEDGE_CONV_CHUNK + j + 1] = acc[3];
+    }
+}
+
+/* TFLite's requantization of a sum in the short form conv_requant allows (every sum
+ * within +-2^30, right shift r of 1..22 bits, checked by the code generator): the
+ * doubling high multiply is the rounded high word of 2 * sum * m (SMMULR), and the
+ * rounding shift with ties away from zero is (h - (h < 0) + 2^(r-1)) >> r, whose
+ * rounding term q[1] also holds the output zero point times 2^r. */
+static inline int32_t short_requantize(int32_t sum, const int32_t *q) {
+    const int32_t h = eedge_high_mul_small((int32_t)((uint32_t)sum << 1), q[0]);
+    return (h + (h >> 31) + q[1]) >> q[2];
+}
+
 /* n channels' sums of one or two pixels to int8 (o1 may be a dummy). */
-static void output_stage(const eedge_conv_params *p, const int32_t *sums, int32_t oc0,
-                         int32_t n, int8_t *o0, int8_t *o1) {
+static EEDGE_CONV_NOINLINE void output_stage(const eedge_conv_params *p, const int32_t *sums,
+                                             int32_t oc0, int32_t n, int8_t *o0, int8_t *o1) {
     const int32_t low = p->act_min, high = p->act_max;
     int32_t i;
-    if (p->conv_requant != 0) {
-        /* Every sum within +-2^30 and every shift r a right shift of 1..22 bits (checked
-         * by the code generator): TFLite's doubling high multiply is the rounded high
-         * word of 2 * sum * m (SMMULR), and its rounding shift with ties away from zero
-         * is (h - (h < 0) + 2^(r-1)) >> r; the table's rounding term also holds the
-         * output zero point times 2^r, which the shift turns into + zero point. */
+    if (p->conv_requant != 0 && low == -128 && high == 127) {
+        /* no clamp but int8's own range (one SSAT) */
         const int32_t *q = p->conv_requant + 3 * oc0;
         for (i = 0; i < n; ++i, q += 3) {
-            const int32_t m = q[0], rounding = q[1], r = q[2];
-            int32_t h0 = eedge_high_mul_small((int32_t)((uint32_t)sums[i] << 1), m);
-            int32_t h1 = eedge_high_mul_small((int32_t)((uint32_t)sums[EEDGE_CONV_CHUNK + i] << 1),
-                                              m);
-            h0 = (h0 + (h0 >> 31) + rounding) >> r;
-            h1 = (h1 + (h1 >> 31) + rounding) >> r;
-            o0[i] = (int8_t)eedge_clamp(h0, low, high);
-            o1[i] = (int8_t)eedge_clamp(h1, low, high);
+            o0[i] = (int8_t)eedge_clamp(short_requantize(sums[i], q), -128, 127);
+            o1[i] = (int8_t)eedge_clamp(short_requantize(sums[EEDGE_CONV_CHUNK + i], q), -128,
+                                        127);
+        }
+    } else if (p->conv_requant != 0) {
+        const int32_t *q = p->conv_requant + 3 * oc0;
+        for (i = 0; i < n; ++i, q += 3) {
+            o0[i] = (int8_t)eedge_clamp(short_requantize(sums[i], q), low, high);
+            o1[i] = (int8_t)eedge_clamp(short_requantize(sums[EEDGE_CONV_CHUNK + i], q), low,
+                                        high);
         }
     } else {
         for (i = 0; i < n; ++i) {
@@ -251,28 +291,20 @@ void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t out_c = p->out_c;
     int32_t *column = p->scratch;
+    /* after the two columns (4 words per group of 4 taps): the byte copy of a field */
+    int8_t *line = (int8_t *)(column + 4 * ((k + 3) / 4));
     int32_t sums[2 * EEDGE_CONV_CHUNK];
     int8_t dummy[EEDGE_CONV_CHUNK];
-    int32_t pixel, oc0, j;
+    int32_t pixel, oc0;
     for (pixel = 0; pixel < pixels; pixel += 2) {
         const int32_t two = pixel + 1 < pixels;
         int8_t *out0 = output + pixel * out_c;
         int8_t *out1 = out0 + out_c;
-        gather(p, input, pixel, column, 0);
-        gather(p, input, two ? pixel + 1 : pixel, column, 1);
+        gather(p, input, pixel, column, 0, line);
+        gather(p, input, two ? pixel + 1 : pixel, column, 1, line);
         for (oc0 = 0; oc0 < out_c; oc0 += EEDGE_CONV_CHUNK) {
             const int32_t n = out_c - oc0 < EEDGE_CONV_CHUNK ? out_c - oc0 : EEDGE_CONV_CHUNK;
-            for (j = 0; j < n; j += 2) {
-                const int32_t oc = oc0 + j, oc1 = j + 1 < n ? oc + 1 : oc;
-                int32_t acc[4];
-                acc[0] = acc[1] = bias != 0 ? bias[oc] : 0;
-                acc[2] = acc[3] = bias != 0 ? bias[oc1] : 0;
-                dot_2x2(weights + oc * k, weights + oc1 * k, column, k, acc);
-                sums[j] = acc[0];
-                sums[EEDGE_CONV_CHUNK + j] = acc[1];
-                sums[j + 1] = acc[2];
-                sums[EEDGE_CONV_CHUNK + j + 1] = acc[3];
-            }
+            dot_rows(weights + oc0 * k, k, column, bias != 0 ? bias + oc0 : 0, n, sums);
             output_stage(p, sums, oc0, n, out0 + oc0, two ? out1 + oc0 : dummy);
         }
     }

@@ -37,6 +37,11 @@ typedef struct {
     int32_t per_channel;        /* 1: one multiplier and shift per output; 0: one in all */
     const int32_t *multiplier;
     const int32_t *shift;
+    /* one input row and symmetric weights: the weights packed on the host, four rows
+     * interleaved word by word (layout in fully_connected.c), and per output
+     * bias + in_offset * sum(weights) (wrapped to int32); else both 0 */
+    const int32_t *packed;
+    const int32_t *folded_bias;
 } eedge_fc_params;
 
 typedef struct {
@@ -58,9 +63,11 @@ typedef struct {
 } eedge_requant_params;
 
 /* Scratch the kernels need, in 32-bit words: two im2col columns of 16-bit taps for
- * convolution (four words per group of 4 taps, see conv.c), one int32 accumulator per
- * channel for depthwise. */
-#define EEDGE_CONV_SCRATCH_WORDS(k_h, k_w, in_c) (4 * (((k_h) * (k_w) * (in_c) + 3) / 4))
+ * convolution (four words per group of 4 taps, see conv.c) and, when in_c is not a
+ * multiple of 4, a byte copy of one receptive field; one int32 accumulator per channel
+ * for depthwise. */
+#define EEDGE_CONV_SCRATCH_WORDS(k_h, k_w, in_c) \
+    ((4 + ((in_c) % 4 != 0)) * (((k_h) * (k_w) * (in_c) + 3) / 4))
 #define EEDGE_DEPTHWISE_SCRATCH_WORDS(out_c) ((out_c) + 4)
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
