@@ -159,7 +159,28 @@ static inline void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *co
         const int8_t *end = w0 + (k & ~3);
         int32_t u, v, ue, ve, c0, c1;
         __asm__ volatile(
+            /* two groups per pass; an odd count enters at the second */
+            "sub %[u], %[end], %[w0]\n\t"
+            "tst %[u], #4\n\t"
+            "bne 2f\n\t"
             "1:\n\t"
+            "ldr %[u], [%[w0]], #4\n\t"
+            "ldr %[v], [%[w1]], #4\n\t"
+            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+            "sxtb16 %[ue], %[u]\n\t"
+            "sxtb16 %[u], %[u], ror #8\n\t"
+            "sxtb16 %[ve], %[v]\n\t"
+            "sxtb16 %[v], %[v], ror #8\n\t"
+            "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
+            "smlad %[a00], %[c1], %[u], %[a00]\n\t"
+            "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
+            "smlad %[a10], %[c1], %[v], %[a10]\n\t"
+            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+            "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
+            "smlad %[a01], %[c1], %[u], %[a01]\n\t"
+            "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
+            "smlad %[a11], %[c1], %[v], %[a11]\n\t"
+            "2:\n\t"
             "ldr %[u], [%[w0]], #4\n\t"
             "ldr %[v], [%[w1]], #4\n\t"
             "ldrd %[c0], %[c1], [%[col]], #8\n\t"
@@ -244,36 +265,36 @@ static EEDGE_CONV_NOINLINE void dot_rows(const int8_t *w, int32_t k, const int32
     }
 }
 
-/* TFLite's requantization of a sum in the short form conv_requant allows (every sum
+/* TFLite's requantization of sums in the short form conv_requant allows (every sum
  * within +-2^30, right shift r of 1..22 bits, checked by the code generator): the
  * doubling high multiply is the rounded high word of 2 * sum * m (SMMULR), and the
  * rounding shift with ties away from zero is (h - (h < 0) + 2^(r-1)) >> r, whose
- * rounding term q[1] also holds the output zero point times 2^r. */
-static inline int32_t short_requantize(int32_t sum, const int32_t *q) {
-    const int32_t h = eedge_high_mul_small((int32_t)((uint32_t)sum << 1), q[0]);
-    return (h + (h >> 31) + q[1]) >> q[2];
-}
+ * rounding term also holds the output zero point times 2^r. The channel's three words
+ * are read once for both pixels and before any store (int8 stores may alias them). */
+#define EEDGE_CONV_SHORT_LOOP(CLAMP)                                                      \
+    for (i = 0; i < n; ++i, q += 3) {                                                     \
+        const int32_t m = q[0], rounding = q[1], r = q[2];                                \
+        int32_t h0 = eedge_high_mul_small((int32_t)((uint32_t)sums[i] << 1), m);          \
+        int32_t h1 =                                                                      \
+            eedge_high_mul_small((int32_t)((uint32_t)sums[EEDGE_CONV_CHUNK + i] << 1), m); \
+        h0 = (h0 + (h0 >> 31) + rounding) >> r;                                           \
+        h1 = (h1 + (h1 >> 31) + rounding) >> r;                                           \
+        o0[i] = (int8_t)CLAMP(h0);                                                        \
+        o1[i] = (int8_t)CLAMP(h1);                                                        \
+    }
+#define EEDGE_CONV_INT8(x) eedge_clamp(x, -128, 127)
+#define EEDGE_CONV_RANGE(x) eedge_clamp(x, low, high)
 
 /* n channels' sums of one or two pixels to int8 (o1 may be a dummy). */
 static EEDGE_CONV_NOINLINE void output_stage(const eedge_conv_params *p, const int32_t *sums,
                                              int32_t oc0, int32_t n, int8_t *o0, int8_t *o1) {
     const int32_t low = p->act_min, high = p->act_max;
+    const int32_t *q = p->conv_requant + 3 * oc0;
     int32_t i;
     if (p->conv_requant != 0 && low == -128 && high == 127) {
-        /* no clamp but int8's own range (one SSAT) */
-        const int32_t *q = p->conv_requant + 3 * oc0;
-        for (i = 0; i < n; ++i, q += 3) {
-            o0[i] = (int8_t)eedge_clamp(short_requantize(sums[i], q), -128, 127);
-            o1[i] = (int8_t)eedge_clamp(short_requantize(sums[EEDGE_CONV_CHUNK + i], q), -128,
-                                        127);
-        }
+        EEDGE_CONV_SHORT_LOOP(EEDGE_CONV_INT8)   /* one SSAT */
     } else if (p->conv_requant != 0) {
-        const int32_t *q = p->conv_requant + 3 * oc0;
-        for (i = 0; i < n; ++i, q += 3) {
-            o0[i] = (int8_t)eedge_clamp(short_requantize(sums[i], q), low, high);
-            o1[i] = (int8_t)eedge_clamp(short_requantize(sums[EEDGE_CONV_CHUNK + i], q), low,
-                                        high);
-        }
+        EEDGE_CONV_SHORT_LOOP(EEDGE_CONV_RANGE)
     } else {
         for (i = 0; i < n; ++i) {
             const int32_t m = p->multiplier[oc0 + i], s = p->shift[oc0 + i];
@@ -284,6 +305,9 @@ static EEDGE_CONV_NOINLINE void output_stage(const eedge_conv_params *p, const i
         }
     }
 }
+#undef EEDGE_CONV_SHORT_LOOP
+#undef EEDGE_CONV_INT8
+#undef EEDGE_CONV_RANGE
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
                      const int32_t *bias, int8_t *output) {
