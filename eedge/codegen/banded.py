@@ -39,6 +39,9 @@ from eedge.ir.graph import Graph, Node
 
 BANDING = True
 """Off: no join is banded (measurements compare the two plans)."""
+BAND_ALL = False
+"""On: every join that can be banded is, whether or not that lowers the arena (tests of
+the band arithmetic on shapes whose peak is elsewhere)."""
 BAND_BYTES = 2048
 """Bytes of one band (rounded up to whole rows). Resnet-8's first block: 4 rows of
 32 x 16 bytes, 8 bands; the ADD's per-call table costs about 4k instructions."""
@@ -138,6 +141,8 @@ def choose_fusions(model: CodegenModel, plan: Callable[[Sequence[Fusion]], Any])
     if not options:
         return plan([])
     chosen: dict[int, Fusion | None] = {a: fs[0] for a, fs in options.items()}
+    if BAND_ALL:
+        return plan(list(chosen.values()))
 
     def key(p: Any) -> tuple[int, int]:
         g = model.graph
