@@ -163,6 +163,36 @@ static void dw3x3_run(const eedge_conv_params *p, const int8_t *x, int8_t *out,
     }
 }
 
+/* a 3x3 window over the padding (taps [ky0, ky1) x [kx0, kx1) valid), with the short
+ * requantization and the widened weights: channels [0, out_c & ~3) */
+static void dw3x3_edge(const eedge_conv_params *p, const int8_t *input, int32_t window,
+                       int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1,
+                       int32_t offsets) {
+    const int32_t ch = p->in_c, x_row = p->in_w * p->in_c, end = p->out_c & ~3;
+    const int32_t low = (int32_t)(0x01010101u * (uint8_t)p->act_min);
+    const int32_t high = (int32_t)(0x01010101u * (uint8_t)p->act_max);
+    const int32_t *q = p->dw_requant, *wb = p->dw_weights + 2 * (3 * ky0 + kx0);
+    const int8_t *xb = input + (window + ky0 * x_row + kx0 * ch);
+    int32_t c, ky, kx;
+    for (c = 0; c < end; c += 4, q += 16, wb += 18) {
+        int32_t a0 = q[3], a1 = q[7], a2 = q[11], a3 = q[15];
+        for (ky = ky0; ky < ky1; ++ky) {
+            const int8_t *xp = xb + c + (ky - ky0) * x_row;
+            const int32_t *wp = wb + 6 * (ky - ky0);
+            for (kx = kx0; kx < kx1; ++kx) {
+                DW_TAP16(xp, wp);
+                xp += ch;
+                wp += 2;
+            }
+        }
+        a0 = __ssat(dw_fast(a0, q), 8);
+        a1 = __ssat(dw_fast(a1, q + 4), 8);
+        a2 = __ssat(dw_fast(a2, q + 8), 8);
+        a3 = __ssat(dw_fast(a3, q + 12), 8);
+        store_s8x4(out + c, clamp_s8x4(pack_s8x4(a0, a1, a2, a3), low, high));
+    }
+}
+
 /* any window (taps [ky0, ky1) x [kx0, kx1) valid): channels [0, out_c & ~3) */
 static void dw_window4(const eedge_conv_params *p, const int8_t *input, int32_t window,
                        const int8_t *w, const int32_t *bias, int8_t *out, int32_t ky0,
@@ -238,11 +268,12 @@ static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
 #if defined(EEDGE_USE_DSP)
     /* outputs [in_lo, in_hi) of a row have every column tap inside the image (3x3
      * fast path only; otherwise the range is empty) */
-    int32_t in_lo = 0, in_hi = 0;
+    int32_t in_lo = 0, in_hi = 0, fast3x3 = 0;
     const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)p->in_offset << 16) |
                                       (uint16_t)p->in_offset);
     if (p->k_h == 3 && p->k_w == 3 && p->dil_h == 1 && p->dil_w == 1 && p->dw_requant != 0 &&
         p->dw_weights != 0 && p->in_c >= 4) {
+        fast3x3 = 1;
         in_lo = div_up(p->pad_left, p->stride_w);
         /* x0 + 2 <= in_w - 1  <=>  ox * stride_w <= in_w - 3 + pad_left */
         in_hi = p->in_w - 3 + p->pad_left >= 0 ? (p->in_w - 3 + p->pad_left) / p->stride_w + 1
@@ -284,7 +315,11 @@ static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
 #endif
             valid_taps(x0, p->k_w, p->dil_w, p->in_w, &kx0, &kx1);
 #if defined(EEDGE_USE_DSP)
-            dw_window4(p, input, window, weights, bias, out, ky0, ky1, kx0, kx1, offsets);
+            if (fast3x3) {
+                dw3x3_edge(p, input, window, out, ky0, ky1, kx0, kx1, offsets);
+            } else {
+                dw_window4(p, input, window, weights, bias, out, ky0, ky1, kx0, kx1, offsets);
+            }
             done = p->out_c & ~3;
 #endif
             dw_window1(p, input, window, weights, bias, out, done, ky0, ky1, kx0, kx1);
