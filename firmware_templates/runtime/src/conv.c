@@ -26,8 +26,10 @@
 
 #if defined(__GNUC__)
 #define EEDGE_CONV_NOINLINE __attribute__((noinline))
+#define EEDGE_CONV_INLINE __attribute__((always_inline)) inline
 #else
 #define EEDGE_CONV_NOINLINE
+#define EEDGE_CONV_INLINE inline
 #endif
 
 /* n bytes (a multiple of 4) widened into a column slot from dst on; returns the slot's
@@ -131,7 +133,7 @@ static void gather(const eedge_conv_params *p, const int8_t *input, int32_t pixe
 
 /* Two weight rows (k bytes each) against the two columns:
  * acc[2 * row + pixel] += sum over taps. */
-static inline void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *col, int32_t k,
+static EEDGE_CONV_INLINE void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *col, int32_t k,
                            int32_t acc[4]) {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
 #if defined(EEDGE_USE_DSP)
@@ -248,20 +250,31 @@ static inline void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *co
 #define EEDGE_CONV_CHUNK 16
 
 /* n weight rows from w (k bytes each, bias from `bias` if not 0) against the two columns:
- * sums[j] (pixel 0) and sums[EEDGE_CONV_CHUNK + j] (pixel 1). */
+ * sums[j] (pixel 0) and sums[EEDGE_CONV_CHUNK + j] (pixel 1). Pairs of rows, then an odd
+ * last row paired with itself; without a bias the sums start from a zero pair. */
 static EEDGE_CONV_NOINLINE void dot_rows(const int8_t *w, int32_t k, const int32_t *column,
                                          const int32_t *bias, int32_t n, int32_t *sums) {
-    int32_t j;
-    for (j = 0; j < n; j += 2, w += 2 * k) {
-        const int32_t second = j + 1 < n;
-        int32_t acc[4];
-        acc[0] = acc[1] = bias != 0 ? bias[j] : 0;
-        acc[2] = acc[3] = bias != 0 ? bias[j + second] : 0;
-        dot_2x2(w, second ? w + k : w, column, k, acc);
-        sums[j] = acc[0];
-        sums[j + 1] = acc[2];
-        sums[EEDGE_CONV_CHUNK + j] = acc[1];
-        sums[EEDGE_CONV_CHUNK + j + 1] = acc[3];
+    static const int32_t no_bias[2] = {0, 0};
+    const int32_t bias_step = bias != 0 ? 2 : 0;
+    const int8_t *pairs_end = w + (n & ~1) * k;
+    int32_t acc[4];
+    if (bias == 0) {
+        bias = no_bias;
+    }
+    for (; w != pairs_end; w += 2 * k, bias += bias_step, sums += 2) {
+        acc[0] = acc[1] = bias[0];
+        acc[2] = acc[3] = bias[1];
+        dot_2x2(w, w + k, column, k, acc);
+        sums[0] = acc[0];
+        sums[1] = acc[2];
+        sums[EEDGE_CONV_CHUNK] = acc[1];
+        sums[EEDGE_CONV_CHUNK + 1] = acc[3];
+    }
+    if ((n & 1) != 0) {
+        acc[0] = acc[1] = acc[2] = acc[3] = bias[0];
+        dot_2x2(w, w, column, k, acc);
+        sums[0] = acc[0];
+        sums[EEDGE_CONV_CHUNK] = acc[1];
     }
 }
 
