@@ -11,33 +11,56 @@
 #include "eedge/kernels_mve.h"
 
 #if defined(EEDGE_USE_MVE)
-#include <string.h>
 
 /* channels whose sums and bases live on the stack at a time (3 x 256 bytes) */
 #define MVE_CONV_CHANNELS 64
 
+/* n bytes from src to dst, 16 per vector step (the last one predicated) */
+static inline void copy_bytes(int8_t *dst, const int8_t *src, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; i += 16) {
+        const mve_pred16_t pr = vctp8q((uint32_t)(n - i));
+        vstrbq_p_s8(dst + i, vldrbq_z_s8(src + i, pr), pr);
+    }
+}
+
+static inline void fill_bytes(int8_t *dst, int8_t value, int32_t n) {
+    const int8x16_t v = vdupq_n_s8(value);
+    int32_t i;
+    for (i = 0; i < n; i += 16) {
+        vstrbq_p_s8(dst + i, v, vctp8q((uint32_t)(n - i)));
+    }
+}
+
 /* The receptive field of output pixel (oy, ox) as one int8 column of k_h * k_w * in_c
  * bytes; padding taps hold the input zero point (their offset input is zero). A 1x1
- * kernel inside the image is read in place. */
+ * kernel inside the image is read in place; a kernel row inside the image is one copy. */
 static const int8_t *column_of(const eedge_conv_params *p, const int8_t *input, int32_t pixel,
                                int8_t *column) {
     const int32_t oy = pixel / p->out_w, ox = pixel % p->out_w;
     const int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left;
     const int8_t zero_point = (int8_t)-p->in_offset;
-    const size_t row = (size_t)p->in_c;
+    const int32_t in_c = p->in_c, row = p->k_w * in_c;
+    const int32_t inside = p->dil_w == 1 && x0 >= 0 && x0 + p->k_w <= p->in_w;
     int32_t ky, kx;
     if (p->k_h == 1 && p->k_w == 1 && y0 >= 0 && x0 >= 0 && y0 < p->in_h && x0 < p->in_w) {
-        return input + (y0 * p->in_w + x0) * p->in_c;
+        return input + (y0 * p->in_w + x0) * in_c;
     }
     for (ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = y0 + ky * p->dil_h;
-        for (kx = 0; kx < p->k_w; ++kx) {
-            const int32_t ix = x0 + kx * p->dil_w;
-            int8_t *dst = column + (ky * p->k_w + kx) * p->in_c;
-            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-                memset(dst, zero_point, row);
-            } else {
-                memcpy(dst, input + (iy * p->in_w + ix) * p->in_c, row);
+        int8_t *dst = column + ky * row;
+        if (iy < 0 || iy >= p->in_h) {
+            fill_bytes(dst, zero_point, row);
+        } else if (inside) {
+            copy_bytes(dst, input + (iy * p->in_w + x0) * in_c, row);
+        } else {
+            for (kx = 0; kx < p->k_w; ++kx) {
+                const int32_t ix = x0 + kx * p->dil_w;
+                if (ix < 0 || ix >= p->in_w) {
+                    fill_bytes(dst + kx * in_c, zero_point, in_c);
+                } else {
+                    copy_bytes(dst + kx * in_c, input + (iy * p->in_w + ix) * in_c, in_c);
+                }
             }
         }
     }
@@ -56,33 +79,40 @@ static int32_t weight_sum(const int8_t *w, int32_t k) {
     return sum;
 }
 
-/* The four dot products of weight rows w0, w1 with columns x0, x1 (k bytes each):
- * acc = {w0.x0, w0.x1, w1.x0, w1.x1}. Predicated loads read nothing past the end. */
-static void dot_2x2_mve(const int8_t *w0, const int8_t *w1, const int8_t *x0, const int8_t *x1,
-                        int32_t k, int32_t acc[4]) {
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    int32_t i;
-    for (i = 0; i + 16 <= k; i += 16) {
-        const int8x16_t c0 = vldrbq_s8(x0 + i), c1 = vldrbq_s8(x1 + i);
-        const int8x16_t v0 = vldrbq_s8(w0 + i), v1 = vldrbq_s8(w1 + i);
+/* The four dot products of weight rows w0, w1 with columns x0, x1 (k bytes each), added
+ * to the channels' bases b0, b1: {b0 + w0.x0, b0 + w0.x1, b1 + w1.x0, b1 + w1.x1}.
+ * The pointers advance (post-increment addressing); predicated loads read nothing past
+ * the end. */
+static inline void dot_2x2_mve(const int8_t *w0, const int8_t *w1, const int8_t *x0,
+                               const int8_t *x1, int32_t k, int32_t b0, int32_t b1,
+                               int32_t *out0, int32_t *out1) {
+    int32_t a00 = b0, a01 = b0, a10 = b1, a11 = b1;
+    int32_t n;
+    for (n = k >> 4; n > 0; --n) {
+        const int8x16_t c0 = vldrbq_s8(x0), c1 = vldrbq_s8(x1);
+        const int8x16_t v0 = vldrbq_s8(w0), v1 = vldrbq_s8(w1);
+        x0 += 16;
+        x1 += 16;
+        w0 += 16;
+        w1 += 16;
         a00 = vmladavaq_s8(a00, v0, c0);
         a01 = vmladavaq_s8(a01, v0, c1);
         a10 = vmladavaq_s8(a10, v1, c0);
         a11 = vmladavaq_s8(a11, v1, c1);
     }
-    if (i < k) {
-        const mve_pred16_t pr = vctp8q((uint32_t)(k - i));
-        const int8x16_t c0 = vldrbq_z_s8(x0 + i, pr), c1 = vldrbq_z_s8(x1 + i, pr);
-        const int8x16_t v0 = vldrbq_z_s8(w0 + i, pr), v1 = vldrbq_z_s8(w1 + i, pr);
+    if (k & 15) {
+        const mve_pred16_t pr = vctp8q((uint32_t)(k & 15));
+        const int8x16_t c0 = vldrbq_z_s8(x0, pr), c1 = vldrbq_z_s8(x1, pr);
+        const int8x16_t v0 = vldrbq_z_s8(w0, pr), v1 = vldrbq_z_s8(w1, pr);
         a00 = vmladavaq_s8(a00, v0, c0); /* inactive lanes were loaded as zeros */
         a01 = vmladavaq_s8(a01, v0, c1);
         a10 = vmladavaq_s8(a10, v1, c0);
         a11 = vmladavaq_s8(a11, v1, c1);
     }
-    acc[0] = a00;
-    acc[1] = a01;
-    acc[2] = a10;
-    acc[3] = a11;
+    out0[0] = a00;
+    out1[0] = a01;
+    out0[1] = a10;
+    out1[1] = a11;
 }
 
 int eedge_conv2d_s8_mve(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
@@ -109,17 +139,17 @@ int eedge_conv2d_s8_mve(const eedge_conv_params *p, const int8_t *input, const i
             const int8_t *col0 = column_of(p, input, pixel, buffer0);
             const int8_t *col1 = two ? column_of(p, input, pixel + 1, buffer1) : col0;
             int8_t *out0 = output + pixel * out_c + c0;
-            for (c = 0; c < n; c += 2) {
+            for (c = 0; c + 2 <= n; c += 2) {
                 const int8_t *w0 = wblock + c * k;
-                const int8_t *w1 = c + 1 < n ? w0 + k : w0;
-                int32_t acc[4];
-                dot_2x2_mve(w0, w1, col0, col1, k, acc);
-                sums0[c] = base[c] + acc[0];
-                sums1[c] = base[c] + acc[1];
-                if (c + 1 < n) {
-                    sums0[c + 1] = base[c + 1] + acc[2];
-                    sums1[c + 1] = base[c + 1] + acc[3];
-                }
+                dot_2x2_mve(w0, w0 + k, col0, col1, k, base[c], base[c + 1], sums0 + c,
+                            sums1 + c);
+            }
+            if (c < n) { /* an odd channel count: the last channel twice */
+                int32_t last0[2], last1[2];
+                const int8_t *w0 = wblock + c * k;
+                dot_2x2_mve(w0, w0, col0, col1, k, base[c], base[c], last0, last1);
+                sums0[c] = last0[0];
+                sums1[c] = last1[0];
             }
             eedge_mve_output_stage(sums0, n, p->multiplier + c0, p->shift + c0, 1,
                                    p->out_offset, p->act_min, p->act_max, out0);
