@@ -44,7 +44,11 @@ BAND_ALL = False
 the band arithmetic on shapes whose peak is elsewhere)."""
 BAND_BYTES = 2048
 """Bytes of one band (rounded up to whole rows). Resnet-8's first block: 4 rows of
-32 x 16 bytes, 8 bands; the ADD's per-call table costs about 4k instructions."""
+32 x 16 bytes, 8 bands; measured on qemu-cortex-m4 (DSP), the 7 extra conv and ADD calls
+cost 43k instructions (0.2% of the model; most of it the ADD's tables, rebuilt per call)."""
+MAX_BANDS = 8
+"""At most this many bands (larger bands on tall tensors): the per-call cost stays a
+small fixed share of the join while the band stays a fraction of the tensor."""
 
 _IN, _OUT = "EEDGE_BAND_IN", "EEDGE_BAND_OUT"
 _GEOMETRY = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "stride_h", "dil_h",
@@ -100,7 +104,7 @@ def candidates(model: CodegenModel) -> dict[int, list[Fusion]]:
                     or skip in g.activation_inputs(conv) or _shape(g, conv.inputs[0]) is None):
                 continue
             row_bytes = shape[2] * shape[3]
-            rows = max(1, -(-BAND_BYTES // row_bytes))
+            rows = max(1, -(-BAND_BYTES // row_bytes), -(-shape[1] // MAX_BANDS))
             if rows >= shape[1]:
                 continue
             fusion = Fusion(c, a, skip, rows, f"{t}#band")

@@ -130,6 +130,7 @@ def check(m: CodegenModel, targets: tuple[str, ...] = ("host",), n: int = 3) -> 
 @pytest.fixture
 def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(banded, "BAND_BYTES", 40)
+    monkeypatch.setattr(banded, "MAX_BANDS", 64)
 
 
 @pytest.fixture
@@ -261,3 +262,10 @@ def test_per_op_profile_times_the_banded_pair_per_node(small_bands: None) -> Non
     assert [lb.name for lb in profile.labels] == ["stem", "c1", "c2", "join"]
     assert [lb.op for lb in profile.labels] == ["CONV_2D"] * 3 + ["ADD"]
     assert profile.runs == [12] * 4   # 6 inferences, each run twice (stage by stage, then whole)
+
+
+def test_tall_tensors_get_at_most_max_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(banded, "BAND_BYTES", 40)
+    m, _ = residual((40, 4, 3), 4, Conv(4, activation="NONE"))   # 16-byte rows
+    fusions = plan_for(fuse_byte_chains(m)).fusions
+    assert [f.rows for f in fusions] == [5]   # 40 bytes would be 3 rows, 14 bands; 8 of 5
