@@ -34,7 +34,8 @@ IN_SCALE, IN_ZP = 0.05, 9
 # name, in_c, (kh, kw), stride, padding, dilation, out_c, activation, kind
 # kind: "normal" (short requantization), "big" (biases near +-2^30 and beyond: general
 # arithmetic), "left" (output scale below input x weight scale: a left shift), "none"
-# (zero bias)
+# (zero bias), "dead" (half the channels with near-zero weight scales: right shifts past
+# 22 bits, as real models' dead channels have)
 SPECS = [
     ("pw", 8, (1, 1), 1, "VALID", 1, 6, "RELU", "normal"),          # 1x1 read in place
     ("pw_s2", 4, (1, 1), 2, "SAME", 1, 5, "NONE", "normal"),         # 1x1 stride 2
@@ -51,6 +52,7 @@ SPECS = [
     ("big", 4, (3, 3), 1, "SAME", 1, 6, "NONE", "big"),              # sums past 2^30
     ("left", 8, (1, 3), 1, "SAME", 1, 6, "NONE", "left"),            # left shifts
     ("left_c5", 5, (2, 2), 2, "SAME", 1, 3, "RELU6", "left"),
+    ("dead", 8, (1, 1), 1, "VALID", 1, 6, "RELU", "dead"),          # right shifts of ~30
 ]
 
 
@@ -75,6 +77,8 @@ def conv_graph(seed: int = 3) -> Graph:
             constants[f"{src}/size"] = np.array([1, H, W, in_c], np.int32)
             nodes.append(Node(src, "SLICE", ["x", f"{src}/begin", f"{src}/size"], [src], {}))
         w_scales = [0.01 * (1 + (k % 5) / 4) for k in range(oc)]
+        if kind == "dead":
+            w_scales = [1e-9 if k % 2 == 0 else s for k, s in enumerate(w_scales)]
         if kind == "left":   # one +-1 tap per channel: a sum is one input
             wt = np.zeros((oc, kh, kw, in_c), np.int8)
             wt[:, kh // 2, kw // 2, 0] = rng.choice([-1, 1], oc)
@@ -134,7 +138,7 @@ def test_specs_reach_both_requantization_forms() -> None:
             tables[node.name] = any("_cq[" in d for d in emitted.declarations)
     kinds = {name: kind for name, *_, kind in SPECS}
     for name, has_table in tables.items():
-        assert has_table == (kinds[name] in ("normal", "none")), name
+        assert has_table == (kinds[name] in ("normal", "none", "dead")), name
 
 
 def test_reference_equals_tflm() -> None:
