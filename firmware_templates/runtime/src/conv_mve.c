@@ -122,6 +122,9 @@ int eedge_conv2d_s8_mve(const eedge_conv_params *p, const int8_t *input, const i
     int8_t *buffer0 = (int8_t *)p->scratch;
     int8_t *buffer1 = buffer0 + ((k + 3) & ~3);
     int32_t base[MVE_CONV_CHANNELS], sums0[MVE_CONV_CHANNELS], sums1[MVE_CONV_CHANNELS];
+    const int32_t in_place = p->k_h == 1 && p->k_w == 1 && p->stride_h == 1 &&
+                             p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
+                             p->out_h == p->in_h && p->out_w == p->in_w;
     int32_t c0, c, pixel;
     if (k <= 0 || pixels <= 0) {
         return 0;
@@ -136,20 +139,37 @@ int eedge_conv2d_s8_mve(const eedge_conv_params *p, const int8_t *input, const i
         }
         for (pixel = 0; pixel < pixels; pixel += 2) {
             const int32_t two = pixel + 1 < pixels;
-            const int8_t *col0 = column_of(p, input, pixel, buffer0);
-            const int8_t *col1 = two ? column_of(p, input, pixel + 1, buffer1) : col0;
+            const int8_t *col0, *col1;
             int8_t *out0 = output + pixel * out_c + c0;
-            for (c = 0; c + 2 <= n; c += 2) {
-                const int8_t *w0 = wblock + c * k;
-                dot_2x2_mve(w0, w0 + k, col0, col1, k, base[c], base[c + 1], sums0 + c,
-                            sums1 + c);
+            if (in_place) { /* 1x1, stride 1, no padding: the input rows are the columns */
+                col0 = input + pixel * k;
+                col1 = two ? col0 + k : col0;
+            } else {
+                col0 = column_of(p, input, pixel, buffer0);
+                col1 = two ? column_of(p, input, pixel + 1, buffer1) : col0;
             }
-            if (c < n) { /* an odd channel count: the last channel twice */
-                int32_t last0[2], last1[2];
-                const int8_t *w0 = wblock + c * k;
-                dot_2x2_mve(w0, w0, col0, col1, k, base[c], base[c], last0, last1);
-                sums0[c] = last0[0];
-                sums1[c] = last1[0];
+            if (k <= 16) { /* one vector per column: loaded once for all channels */
+                const mve_pred16_t pr = vctp8q((uint32_t)k);
+                const int8x16_t x0 = vldrbq_z_s8(col0, pr), x1 = vldrbq_z_s8(col1, pr);
+                const int8_t *w = wblock;
+                for (c = 0; c < n; ++c, w += k) {
+                    const int8x16_t v = vldrbq_z_s8(w, pr);
+                    sums0[c] = vmladavaq_s8(base[c], v, x0);
+                    sums1[c] = vmladavaq_s8(base[c], v, x1);
+                }
+            } else {
+                for (c = 0; c + 2 <= n; c += 2) {
+                    const int8_t *w0 = wblock + c * k;
+                    dot_2x2_mve(w0, w0 + k, col0, col1, k, base[c], base[c + 1], sums0 + c,
+                                sums1 + c);
+                }
+                if (c < n) { /* an odd channel count: the last channel twice */
+                    int32_t last0[2], last1[2];
+                    const int8_t *w0 = wblock + c * k;
+                    dot_2x2_mve(w0, w0, col0, col1, k, base[c], base[c], last0, last1);
+                    sums0[c] = last0[0];
+                    sums1[c] = last1[0];
+                }
             }
             eedge_mve_output_stage(sums0, n, p->multiplier + c0, p->shift + c0, 1,
                                    p->out_offset, p->act_min, p->act_max, out0);

@@ -16,6 +16,17 @@
 
 #if defined(EEDGE_USE_MVE)
 
+/* One tap of eight channels: x + offset times w, even lanes into ae, odd into ao */
+#define DW_TAP(xp, wp)                                                                   \
+    do {                                                                                 \
+        const int16x8_t xv_ =                                                            \
+            vaddq_n_s16(full ? vldrbq_s16(xp) : vldrbq_z_s16(xp, pr), in_offset);        \
+        const int16x8_t wv_ = full ? vldrbq_s16(wp) : vldrbq_z_s16(wp, pr);              \
+        ae = vaddq_s32(ae, vmullbq_int_s16(xv_, wv_));                                   \
+        ao = vaddq_s32(ao, vmulltq_int_s16(xv_, wv_));                                   \
+        __asm__ volatile("" ::: "memory"); /* keeps gcc from hoisting the next loads */  \
+    } while (0)
+
 /* Channels c..c+rem-1 (rem <= 8) of the whole output. FULL (rem == 8) is a constant at
  * each call, so a full group's loads and stores are not predicated. */
 __attribute__((always_inline)) static inline void dw_channels8(
@@ -60,18 +71,26 @@ __attribute__((always_inline)) static inline void dw_channels8(
             while (kx1 > kx0 && x0 + (kx1 - 1) * dil_w >= in_w) {
                 --kx1;
             }
-            for (ky = ky0; ky < ky1; ++ky) {
-                const int8_t *x =
-                    input + ((y0 + ky * dil_h) * in_w + x0 + kx0 * dil_w) * ch + c;
-                const int8_t *w = wbase + (ky * k_w + kx0) * ch;
-                for (kx = kx1 - kx0; kx > 0; --kx) {
-                    const int16x8_t xv = vaddq_n_s16(full ? vldrbq_s16(x) : vldrbq_z_s16(x, pr),
-                                                     in_offset);
-                    const int16x8_t wv = full ? vldrbq_s16(w) : vldrbq_z_s16(w, pr);
-                    ae = vaddq_s32(ae, vmullbq_int_s16(xv, wv));
-                    ao = vaddq_s32(ao, vmulltq_int_s16(xv, wv));
-                    x += dil_w * ch;
-                    w += ch;
+            if (kx1 - kx0 == 3 && dil_w == 1) {
+                /* three taps across (3x3 windows inside the image columns): straight-line
+                 * code, no loop per kernel row */
+                for (ky = ky0; ky < ky1; ++ky) {
+                    const int8_t *x = input + ((y0 + ky * dil_h) * in_w + x0 + kx0) * ch + c;
+                    const int8_t *w = wbase + (ky * k_w + kx0) * ch;
+                    DW_TAP(x, w);
+                    DW_TAP(x + ch, w + ch);
+                    DW_TAP(x + 2 * ch, w + 2 * ch);
+                }
+            } else {
+                for (ky = ky0; ky < ky1; ++ky) {
+                    const int8_t *x =
+                        input + ((y0 + ky * dil_h) * in_w + x0 + kx0 * dil_w) * ch + c;
+                    const int8_t *w = wbase + (ky * k_w + kx0) * ch;
+                    for (kx = kx1 - kx0; kx > 0; --kx) {
+                        DW_TAP(x, w);
+                        x += dil_w * ch;
+                        w += ch;
+                    }
                 }
             }
             ae = eedge_mve_requantize(ae, me, se);
