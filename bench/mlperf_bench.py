@@ -1,7 +1,7 @@
 """MLPerf Tiny on QEMU: eedge's generated C next to TFLite Micro's recorded figures.
 
     .venv/bin/python bench/mlperf_bench.py [--models kws,vww] [--no-per-op] [--no-portable]
-                                           [--target qemu-cortex-m4]
+                                           [--target qemu-cortex-m4] [--versus TARGET]
 
 Part of `make bench` (results under "mlperf"). For each of the four MLPerf Tiny reference
 models in ../shared/models/mlperf_tiny it builds the generated C project, runs the
@@ -13,7 +13,13 @@ eedge's instructions per op type next to the baseline's ``per_op_instructions`` 
 CMSIS-NN, -O2): the table that says which kernel loses and by how much.
 
 The baseline was recorded on mps2-an386 (Cortex-M4); on other targets (M55, M33) the
-ratios compare different CPUs and are printed as a reference only.
+ratios compare different CPUs and are printed as a reference only, and the same models
+also run on ``--versus`` (default qemu-cortex-m4 there) for a table of instructions per
+inference and per MAC, per model and per op type, side by side. On the M55 the counts
+include Helium (MVE) vector instructions, which QEMU counts as one each: they estimate
+speed, they are not cycles (a beat-wise vector instruction takes two or more cycles on
+a Cortex-M55, and memory stalls are not modelled). SysTick runs at 31.25 instructions
+per tick on mps3-an547, so its counts are exact to a tick.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ def measure_model(name: str, target_name: str, portable: bool, per_op: bool,
         key = "dsp" if dsp else "portable"
         per_tick = run.instructions_per_tick or 1
         samples = run.run.samples
-        entry[f"instructions_{key}"] = sum(samples[0].stage_ticks) * per_tick
+        entry[f"instructions_{key}"] = round(sum(samples[0].stage_ticks) * per_tick)
         entry[f"outputs_equal_tflm_{key}"] = all(
             s.stage_outputs[-1][0].tobytes().hex() == ref["outputs_hex"][str(seed)]
             for seed, s in zip(SEEDS, samples))
@@ -124,7 +130,7 @@ def compare_op_types(report: dict[str, Any], tflm_ops: list[list[Any]]) -> list[
 
 def mlperf_bench(models: list[str] | None = None, target: str = "qemu-cortex-m4",
                  portable: bool = True, per_op: bool = True,
-                 say: Any = print) -> dict[str, Any]:
+                 say: Any = print, versus: str | None = None) -> dict[str, Any]:
     """All (or the named) models; empty when the shared models or baseline are absent."""
     if not MODELS.is_dir() or not BASELINE.is_file():
         say("../shared/models/mlperf_tiny or its baseline is absent: MLPerf Tiny skipped")
@@ -138,7 +144,48 @@ def mlperf_bench(models: list[str] | None = None, target: str = "qemu-cortex-m4"
     if ratios:
         results["geomean_dsp_over_tflm_cmsis"] = math.exp(np.mean(np.log(ratios)))
     results["bar"] = BAR
+    if versus and versus != target:   # the same models on another target, DSP build only
+        results["versus"] = {"target": versus, "models": {}}
+        for name in results["models"]:
+            say(f"mlperf: {name} on {versus}")
+            results["versus"]["models"][name] = measure_model(name, versus, False, per_op,
+                                                              baseline)
     return results
+
+
+def show_versus(results: dict[str, Any], console: Console) -> None:
+    """Instructions per inference and per MAC on the target next to the --versus target's
+    (vector instructions count one each: an estimate of speed, not cycles)."""
+    other = results["versus"]
+    a, b = results["target"], other["target"]
+    table = Table(title=f"MLPerf Tiny: {a} vs {b} (DSP builds; instructions, not cycles)")
+    for column in ("model", f"{a}", f"{b}", f"{a}/{b}", f"{a} instr/MAC",
+                   f"{b} instr/MAC", "bytes == TFLM"):
+        table.add_column(column, justify="right")
+    for name, e in results["models"].items():
+        o = other["models"][name]
+        table.add_row(name, f"{e['instructions_dsp']:,}", f"{o['instructions_dsp']:,}",
+                      f"{e['instructions_dsp'] / o['instructions_dsp']:.3f}",
+                      f"{e['instructions_per_mac_dsp']:.3f}",
+                      f"{o['instructions_per_mac_dsp']:.3f}",
+                      f"{e['outputs_equal_tflm_dsp']}/{o['outputs_equal_tflm_dsp']}")
+    console.print(table)
+    if not all("per_op_type" in e for e in results["models"].values()):
+        return
+    table = Table(title=f"instructions per MAC by op type: {a} vs {b}")
+    for column in ("model", "op", "MACs", f"{a}", f"{b}", f"{a} /MAC", f"{b} /MAC"):
+        table.add_column(column, justify="right")
+    for name, e in results["models"].items():
+        theirs = {row["op"]: row for row in other["models"][name]["per_op_type"]}
+        for row in e["per_op_type"]:
+            o = theirs.get(row["op"], {})
+            if not row["eedge"] and not o.get("eedge"):
+                continue
+            table.add_row(name, row["op"], f"{row['macs']:,}", f"{row['eedge']:,.0f}",
+                          f"{o.get('eedge', 0.0):,.0f}",
+                          f"{row['eedge_per_mac']:.3f}" if row["eedge_per_mac"] else "",
+                          f"{o['eedge_per_mac']:.3f}" if o.get("eedge_per_mac") else "")
+    console.print(table)
 
 
 def show_mlperf(results: dict[str, Any], console: Console) -> None:
@@ -178,19 +225,24 @@ def show_mlperf(results: dict[str, Any], console: Console) -> None:
                           f"{row['macs']:,}",
                           f"{row['eedge_per_mac']:.2f}" if row["eedge_per_mac"] else "")
         console.print(table)
+    if "versus" in results:
+        show_versus(results, console)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(FILES))
     parser.add_argument("--target", default="qemu-cortex-m4")
+    parser.add_argument("--versus", help="also run the models on this target and compare "
+                        "(default: qemu-cortex-m4 when --target is another target)")
     parser.add_argument("--no-per-op", action="store_true")
     parser.add_argument("--no-portable", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     console = Console(width=170)
+    versus = args.versus or ("qemu-cortex-m4" if args.target != "qemu-cortex-m4" else None)
     results = mlperf_bench(args.models.split(","), args.target, not args.no_portable,
-                           not args.no_per_op, say=console.print)
+                           not args.no_per_op, say=console.print, versus=versus)
     show_mlperf(results, console)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
