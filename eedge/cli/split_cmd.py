@@ -238,49 +238,51 @@ def _export_with_tail(loaded: Any, cut: int | str, out: Path, triton_repo: Path 
 @click.argument("tail", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
-              help="Port (0 picks a free one).")
+              help="REST port (0 picks a free one).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="gRPC v2 port (0 picks a free one).")
+@click.option("--no-grpc", is_flag=True, help="Serve REST only.")
 @click.option("--runtime", help="Runtime for the tail stages (default: onnx).")
 @click.option("--max-batch", type=click.IntRange(1, 65536), default=32, show_default=True,
               help="Dynamic batching: rows.")
 @click.option("--max-delay-ms", type=FiniteFloat(0, 60_000), default=2.0, show_default=True,
               help="Dynamic batching: longest wait for more requests.")
 @click.option("--max-body-mb", type=FiniteFloat(0, 4096, min_open=True), default=16.0,
-              show_default=True, help="Request size limit.")
+              show_default=True, help="Request size limit (bigger bodies get 413, unread).")
+@click.option("--max-rows", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
+              help="Rows per request.")
+@click.option("--idle-timeout", type=FiniteFloat(0, 3600, min_open=True), default=10.0,
+              show_default=True,
+              help="Seconds a connection may take to send a request's headers (and each "
+                   "part of its body) before it is closed.")
 @debug_option
-def serve(tail: Path, host: str, port: int, runtime: str | None, max_batch: int,
-          max_delay_ms: float, max_body_mb: float) -> None:
-    """Serve a TAIL bundle over the KServe v2 / Open Inference Protocol (HTTP).
+def serve(tail: Path, host: str, port: int, grpc_port: int, no_grpc: bool,
+          runtime: str | None, max_batch: int, max_delay_ms: float, max_body_mb: float,
+          max_rows: int, idle_timeout: float) -> None:
+    """Serve a TAIL bundle on KServe's model server (v2 REST and gRPC).
 
-    SIGTERM or Ctrl-C stops accepting, answers queued requests, and exits.
+    REST takes v2 JSON tensors and the binary tensor extension
+    (Inference-Header-Content-Length); concurrent requests are batched.
+    SIGTERM or Ctrl-C stops accepting, answers accepted requests, and exits.
 
     \b
     Example:
-      eedge serve split/tail --port 8000
+      eedge serve split/tail --port 8000 --grpc-port 8001
       curl localhost:8000/v2/health/ready
     """
-    import signal
-    import threading
+    from eedge.split.kserve_tail import ServeOptions, serve_main
 
-    from eedge.split.server import make_server
+    model = build_serve_model(tail, runtime, max_batch, max_delay_ms, max_rows)
+    serve_main(model, ServeOptions(host=host, port=port,
+                                   grpc_port=None if no_grpc else grpc_port,
+                                   max_body_bytes=int(max_body_mb * (1 << 20)),
+                                   idle_timeout_s=idle_timeout))
 
-    if max_batch < 1 or max_delay_ms < 0 or max_body_mb <= 0:
-        raise InputDataError("--max-batch must be at least 1, delays and sizes positive")
-    server = make_server(tail, host, port, runtime, max_batch, max_delay_ms,
-                         int(max_body_mb * (1 << 20)))
-    stop = threading.Event()
 
-    def request_stop(_signum: int, _frame: Any) -> None:
-        stop.set()
+def build_serve_model(tail: Path, runtime: str | None, max_batch: int, max_delay_ms: float,
+                      max_rows: int) -> Any:
+    """The KServe model `eedge serve` runs (one place to build it for every way of serving)."""
+    from eedge.split.kserve_tail import build_model
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    server.start()
-    click.echo(f"serving {server.batcher.model.name} at {server.url}/v2/models/"
-               f"{server.batcher.model.name} (max batch {max_batch}, {max_delay_ms:g} ms)",
-               err=False)
-    import sys
-
-    sys.stdout.flush()
-    stop.wait()
-    server.stop()
-    click.echo("stopped")
+    return build_model(tail, runtime=runtime, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                       max_rows=max_rows)
