@@ -10,8 +10,8 @@ import pytest
 from eedge.errors import TargetError
 from eedge.targets import list_targets, load_target
 
-REQUIRED = {"host", "rpi4", "qemu-cortex-m4", "qemu-cortex-m7", "stm32f767", "stm32l432",
-            "stm32l4r5"}
+REQUIRED = {"host", "rpi4", "qemu-cortex-m4", "qemu-cortex-m7", "qemu-cortex-m33",
+            "qemu-cortex-m55", "stm32f767", "stm32l432", "stm32l4r5"}
 
 
 def test_shipped_targets() -> None:
