@@ -265,9 +265,24 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
         w = np.asarray(g.constants[node.inputs[1]], np.int64).reshape(out_depth, in_depth)
         b = (np.asarray(g.constants[node.inputs[2]], np.int64).reshape(-1) if has_bias
              else np.zeros(out_depth, np.int64))
-        folded = wrap_int32(b + int(fields["in_offset"]) * w.sum(axis=1))
-        arrays += [int_array(f"{p}_packed", _fc_pack(w)), int_array(f"{p}_bias", folded)]
-        fields.update(packed=f"{p}_packed", folded_bias=f"{p}_bias")
+        folded = wrap_int32(b + int(fields["in_offset"]) * w.sum(axis=1)).astype(np.int32)
+        # graph constants (named after their sources), so equal ones share one array in
+        # model_data.c like the weights they replace (an unrolled GRU's steps share R)
+        packed = f"{node.inputs[1]}/fc_packed"
+        folded_name = f"{packed}/bias:{node.inputs[2] if has_bias else ''}:{fields['in_offset']}"
+        g.constants[packed] = _fc_pack(w)
+        g.constants[folded_name] = folded
+        fields.update(packed=ctx.constant_ref(packed), folded_bias=ctx.constant_ref(folded_name))
+        # the short output stage when no sum can leave +-2^30 (real models stay far below)
+        zero_point = zero_point_of(in_q)
+        reach = max(127 - zero_point, zero_point + 128)
+        bound = reach * np.abs(w).sum(axis=1) + np.abs(b)
+        r = -np.asarray(shift, np.int64)
+        if bound.max(initial=0) < 2**30 and r.min() >= 1 and r.max() <= 22:
+            table = np.stack([np.asarray(mult, np.int64), (1 << (r - 1)) + (
+                int(fields["out_offset"]) << r), r], axis=1)
+            arrays.append(int_array(f"{p}_rq", table))
+            fields["requant"] = f"{p}_rq"
         statement = f"eedge_fully_connected_s8(&{p}_params, {x}, 0, 0, {out})"
         return Emitted(arrays + [struct("eedge_fc_params", f"{p}_params", fields)], statement)
     bias = _operand(ctx, node.inputs[2]) if has_bias else "0"
@@ -291,7 +306,8 @@ def _fc_pack(w: np.ndarray) -> np.ndarray:
     padded = np.zeros((out_depth, 4 * (nb + (rem > 0))), np.int64)
     padded[:, :in_depth] = w
     u = (padded & 0xFF).reshape(out_depth, -1, 4)
-    words = wrap_int32(u[..., 0] | u[..., 1] << 8 | u[..., 2] << 16 | u[..., 3] << 24)
+    words = wrap_int32(u[..., 0] | u[..., 1] << 8 | u[..., 2] << 16 | u[..., 3] << 24
+                       ).astype(np.int32)
     full = out_depth // 4 * 4
     blocks = words[:full].reshape(-1, 4, words.shape[1]).transpose(0, 2, 1).reshape(-1)
     return np.concatenate([blocks, words[full:].reshape(-1)])

@@ -86,6 +86,182 @@ static void fc_requantize_row(const int32_t *acc, int32_t n, const int32_t *mult
 
 #define FC_CHUNK 16
 
+/* Packed weights (eedge_fc_params.packed), written by the emitter (emit.py, _fc_pack):
+ * in_depth = 4 nb + rem. Rows come in blocks of four: nb groups of four words, group k
+ * holding bytes 4k..4k+3 of rows 0, 1, 2, 3 (byte j of a word in bits 8j..8j+7), then,
+ * when rem > 0, one word per row with its last rem bytes (zeros above). The out_depth % 4
+ * last rows follow one by one: nb words, and a tail word when rem > 0. A block reads one
+ * word stream (two LDRD per four inputs) instead of four row pointers, which leaves the
+ * loop enough registers to keep everything out of the stack. The sums start from
+ * folded_bias = bias + in_offset * sum(w), so the input needs no offset; sums wrap modulo
+ * 2^32 (SMLAD does, the C adds in uint32_t) and the final one is exact because the
+ * emitter checked that every true sum fits in int32 (check_accumulator). */
+
+/* byte j (0..3) of a packed word, as a signed weight */
+static inline int32_t fc_byte(int32_t word, int32_t j) {
+    return (int32_t)(int8_t)(uint8_t)((uint32_t)word >> (8 * j));
+}
+
+/* sums of four rows (one block) against x; returns the block's end in the stream */
+static const int32_t *fc_block4(const int32_t *w, const int8_t *x, int32_t nb, int32_t rem,
+                                const int32_t *bias, int32_t acc[4]) {
+    int32_t a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
+    int32_t k, j;
+#if defined(EEDGE_USE_DSP) && defined(__GNUC__)
+    if (nb > 0) {
+        /* two groups (8 inputs x 4 rows) per pass; an odd count enters at the second */
+        const int8_t *xp = x, *end = x + 4 * nb;
+        int32_t xe, xo, t0, t1, s, odd = nb & 1;
+#define FC_GROUP                                                                         \
+    "ldr %[xo], [%[xp]], #4\n\t"                                                         \
+    "sxtb16 %[xe], %[xo]\n\t"                                                            \
+    "sxtb16 %[xo], %[xo], ror #8\n\t"                                                    \
+    "ldrd %[t0], %[t1], [%[w]], #8\n\t"                                                  \
+    "sxtb16 %[s], %[t0]\n\t"                                                             \
+    "smlad %[a0], %[xe], %[s], %[a0]\n\t"                                                \
+    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                    \
+    "smlad %[a0], %[xo], %[t0], %[a0]\n\t"                                               \
+    "sxtb16 %[s], %[t1]\n\t"                                                             \
+    "smlad %[a1], %[xe], %[s], %[a1]\n\t"                                                \
+    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                    \
+    "smlad %[a1], %[xo], %[t1], %[a1]\n\t"                                               \
+    "ldrd %[t0], %[t1], [%[w]], #8\n\t"                                                  \
+    "sxtb16 %[s], %[t0]\n\t"                                                             \
+    "smlad %[a2], %[xe], %[s], %[a2]\n\t"                                                \
+    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                    \
+    "smlad %[a2], %[xo], %[t0], %[a2]\n\t"                                               \
+    "sxtb16 %[s], %[t1]\n\t"                                                             \
+    "smlad %[a3], %[xe], %[s], %[a3]\n\t"                                                \
+    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                    \
+    "smlad %[a3], %[xo], %[t1], %[a3]\n\t"
+        __asm__ volatile("cmp %[odd], #0\n\t"
+                         "bne 2f\n\t"
+                         "1:\n\t" FC_GROUP
+                         "2:\n\t" FC_GROUP
+                         "cmp %[xp], %[end]\n\t"
+                         "bne 1b\n\t"
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+                           [xp] "+r"(xp), [w] "+r"(w), [xe] "=&r"(xe), [xo] "=&r"(xo),
+                           [t0] "=&r"(t0), [t1] "=&r"(t1), [s] "=&r"(s)
+                         : [end] "r"(end), [odd] "r"(odd)
+                         : "cc", "memory");
+#undef FC_GROUP
+    }
+#else
+    for (k = 0; k < nb; ++k, w += 4) {
+        uint32_t u0 = (uint32_t)a0, u1 = (uint32_t)a1, u2 = (uint32_t)a2, u3 = (uint32_t)a3;
+        for (j = 0; j < 4; ++j) {
+            const int32_t xj = x[4 * k + j];
+            u0 += (uint32_t)(xj * fc_byte(w[0], j));
+            u1 += (uint32_t)(xj * fc_byte(w[1], j));
+            u2 += (uint32_t)(xj * fc_byte(w[2], j));
+            u3 += (uint32_t)(xj * fc_byte(w[3], j));
+        }
+        a0 = (int32_t)u0;
+        a1 = (int32_t)u1;
+        a2 = (int32_t)u2;
+        a3 = (int32_t)u3;
+    }
+#endif
+    if (rem > 0) {
+        uint32_t u0 = (uint32_t)a0, u1 = (uint32_t)a1, u2 = (uint32_t)a2, u3 = (uint32_t)a3;
+        for (j = 0; j < rem; ++j) {
+            const int32_t xj = x[4 * nb + j];
+            u0 += (uint32_t)(xj * fc_byte(w[0], j));
+            u1 += (uint32_t)(xj * fc_byte(w[1], j));
+            u2 += (uint32_t)(xj * fc_byte(w[2], j));
+            u3 += (uint32_t)(xj * fc_byte(w[3], j));
+        }
+        a0 = (int32_t)u0;
+        a1 = (int32_t)u1;
+        a2 = (int32_t)u2;
+        a3 = (int32_t)u3;
+        w += 4;
+    }
+    (void)k;
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    return w;
+}
+
+/* the sum of one row (the out_depth % 4 last ones); returns the row's end in the stream */
+static const int32_t *fc_row1(const int32_t *w, const int8_t *x, int32_t nb, int32_t rem,
+                              int32_t bias, int32_t *acc) {
+    uint32_t u = (uint32_t)bias;
+    int32_t k, j;
+    for (k = 0; k < nb; ++k) {
+#if defined(EEDGE_USE_DSP)
+        const int32_t xv = load_i32(x + 4 * k);
+        u = (uint32_t)__smlad(__sxtb16(xv), __sxtb16(w[k]), (int32_t)u);
+        u = (uint32_t)__smlad(sxtb16_ror8(xv), sxtb16_ror8(w[k]), (int32_t)u);
+#else
+        for (j = 0; j < 4; ++j) {
+            u += (uint32_t)(x[4 * k + j] * fc_byte(w[k], j));
+        }
+#endif
+    }
+    w += nb;
+    if (rem > 0) {
+        for (j = 0; j < rem; ++j) {
+            u += (uint32_t)(x[4 * nb + j] * fc_byte(w[0], j));
+        }
+        ++w;
+    }
+    *acc = (int32_t)u;
+    return w;
+}
+
+/* one output from the host table {multiplier, 2^(r-1) + out_offset << r, r}: the sum is
+ * within +-2^30, so the doubling high multiply is SMMULR of twice the sum and the rounding
+ * shift (ties away from zero) adds -1 for a negative product; out_offset << r is a
+ * multiple of 2^r, so adding it before the shift adds out_offset after it */
+static inline int8_t fc_out(int32_t x, const int32_t *rq, int32_t low, int32_t high) {
+    const int32_t h = eedge_high_mul_small((int32_t)((uint32_t)x << 1), rq[0]);
+    const int32_t v = (int32_t)((uint32_t)h + (uint32_t)rq[1] + (uint32_t)(h >> 31)) >> rq[2];
+    return (int8_t)eedge_clamp(v, low, high);
+}
+
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void fc_packed(const eedge_fc_params *p, const int8_t *input, int8_t *output) {
+    const int32_t out_depth = p->out_depth, nb = p->in_depth >> 2, rem = p->in_depth & 3;
+    const int32_t per_channel = p->per_channel, low = p->act_min, high = p->act_max;
+    const int32_t *w = p->packed, *bias = p->folded_bias, *rq = p->requant;
+    const int32_t step = per_channel ? 3 : 0;
+    int32_t oc = 0, acc[4];
+    if (rq != 0) { /* each block's four sums straight to int8 */
+        for (; oc + 4 <= out_depth; oc += 4, rq += 4 * step) {
+            w = fc_block4(w, input, nb, rem, bias + oc, acc);
+            output[oc] = fc_out(acc[0], rq, low, high);
+            output[oc + 1] = fc_out(acc[1], rq + step, low, high);
+            output[oc + 2] = fc_out(acc[2], rq + 2 * step, low, high);
+            output[oc + 3] = fc_out(acc[3], rq + 3 * step, low, high);
+        }
+        for (; oc < out_depth; ++oc, rq += step) {
+            w = fc_row1(w, input, nb, rem, bias[oc], acc);
+            output[oc] = fc_out(acc[0], rq, low, high);
+        }
+        return;
+    }
+    for (; oc < out_depth; oc += 4) {
+        const int32_t count = out_depth - oc < 4 ? out_depth - oc : 4;
+        int32_t k = 0;
+        if (count == 4) {
+            w = fc_block4(w, input, nb, rem, bias + oc, acc);
+        } else {
+            for (; k < count; ++k) {
+                w = fc_row1(w, input, nb, rem, bias[oc + k], acc + k);
+            }
+        }
+        fc_requantize_row(acc, count, per_channel ? p->multiplier + oc : p->multiplier,
+                          per_channel ? p->shift + oc : p->shift, per_channel, p->out_offset,
+                          low, high, output + oc);
+    }
+}
+
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output) {
     /* the parameters in locals: every int8 store may alias *p, so the compiler would
@@ -95,6 +271,10 @@ void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
     const int32_t per_channel = p->per_channel;
     const int32_t *multiplier = p->multiplier, *shift = p->shift;
     int32_t oc, i;
+    if (p->packed != 0) {
+        fc_packed(p, input, output);
+        return;
+    }
     if (p->weight_offset != 0) { /* asymmetric weights: rare, kept simple */
         for (oc = 0; oc < out_depth; ++oc) {
             const int8_t *row = weights + oc * in_depth;

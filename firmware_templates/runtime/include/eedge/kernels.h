@@ -42,6 +42,10 @@ typedef struct {
      * bias + in_offset * sum(weights) (wrapped to int32); else both 0 */
     const int32_t *packed;
     const int32_t *folded_bias;
+    /* with packed weights: {multiplier, 2^(r-1) + out_offset << r, right shift r} per
+     * output (per_channel) or one for all, when every sum stays within +-2^30 and every r
+     * is 1..22; else 0 */
+    const int32_t *requant;
 } eedge_fc_params;
 
 typedef struct {
