@@ -150,7 +150,7 @@ def _conv2d(ctx: EmitContext, node: Node) -> Emitted:
     # two im2col columns of 16-bit taps: 4 words per group of 4 taps, and a byte copy of
     # one receptive field when in_c is not a multiple of 4 (conv.c)
     scratch = (4 + (int(in_c) % 4 != 0)) * ((int(k_h) * int(k_w) * int(in_c) + 3) // 4)
-    table = _conv_requant(ctx.graph, node, int(fields["out_c"]))
+    table = _conv_requant(ctx.graph, node, int(fields["out_c"]), int(fields["out_offset"]))
     if table is not None:
         arrays.append(int_array(f"{ctx.ident}_cq", table))
         fields["conv_requant"] = f"{ctx.ident}_cq"
@@ -158,15 +158,13 @@ def _conv2d(ctx: EmitContext, node: Node) -> Emitted:
                    _conv_call(ctx, node, "eedge_conv2d_s8"), scratch)
 
 
-def _conv_requant(g: Graph, node: Node, out_c: int) -> np.ndarray | None:
-    """CONV_2D's short requantization table, per output channel {multiplier, 2^(r-1), r},
-    or None. The short form (conv.c: one high multiply of twice the sum, one rounding
-    shift, then the output zero point: folding it into the rounding term as zp * 2^r
-    would overflow for large r) equals TFLite's arithmetic when every sum stays
-    within +-2^30 (bounded like check_accumulator: the bias plus the widest input times
-    sum |w|) and every shift is a right shift r of 1..31 bits (|high word| < 2^30, so the
-    rounding term fits beside it). A channel whose multiplier is 0 gives 0 at any shift:
-    it takes r = 1. Channels with near-zero weight scales do get shifts of 26..31."""
+def _conv_requant(g: Graph, node: Node, out_c: int, out_offset: int) -> np.ndarray | None:
+    """CONV_2D's short requantization table, per output channel {multiplier, 2^(r-1) +
+    out_offset * 2^r, r}, or None. The short form (conv.c: one high multiply of twice the
+    sum, one rounding shift that also adds the output zero point) equals TFLite's
+    arithmetic when every sum stays within +-2^30 (bounded like check_accumulator: the
+    bias plus the widest input times sum |w|) and every shift is a right shift r of 1..22
+    bits (so the rounding term fits beside a 2^30 sum)."""
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     if node.inputs[1] not in g.constants or (bias is not None and bias not in g.constants):
         return None
@@ -178,12 +176,11 @@ def _conv_requant(g: Graph, node: Node, out_c: int) -> np.ndarray | None:
     worst = max(127 - zp, zp + 128) * w.reshape(w.shape[0], -1).sum(axis=1)
     if bias is not None:
         worst = worst + np.abs(np.asarray(g.constants[bias], np.int64).reshape(-1))
-    mult = np.asarray(mult, np.int64)
-    r = np.where(mult == 0, 1, -np.asarray(shift, np.int64))
-    if worst.max(initial=0) >= 2**30 or r.min() < 1 or r.max() > 31 or mult.min() < 0:
+    r = -np.asarray(shift, np.int64)
+    if worst.max(initial=0) >= 2**30 or r.min() < 1 or r.max() > 22:
         return None
-    rounding = np.int64(1) << (r - 1)
-    return np.stack([mult, rounding, r], axis=1)
+    rounding = (np.int64(1) << (r - 1)) + (np.int64(out_offset) << r)
+    return np.stack([np.asarray(mult, np.int64), rounding, r], axis=1)
 
 
 def _depthwise(ctx: EmitContext, node: Node) -> Emitted:

@@ -34,8 +34,8 @@ IN_SCALE, IN_ZP = 0.05, 9
 # name, in_c, (kh, kw), stride, padding, dilation, out_c, activation, kind
 # kind: "normal" (short requantization), "big" (biases near +-2^30 and beyond: general
 # arithmetic), "left" (output scale below input x weight scale: a left shift), "none"
-# (zero bias), "dead" (half the channels with near-zero weight scales: right shifts past
-# 22 bits, as real models' dead channels have)
+# (zero bias), "dead" (half the channels with near-zero weight scales: right shifts of ~30
+# bits, as real models' dead channels have: general arithmetic)
 SPECS = [
     ("pw", 8, (1, 1), 1, "VALID", 1, 6, "RELU", "normal"),          # 1x1 read in place
     ("pw_s2", 4, (1, 1), 2, "SAME", 1, 5, "NONE", "normal"),         # 1x1 stride 2
@@ -90,8 +90,8 @@ def conv_graph(seed: int = 3) -> Graph:
         if kind == "none":   # LiteRT wants CONV_2D's bias: all zeros instead
             bias = np.zeros(oc, np.int64)
         elif kind == "big":
-            bias = rng.choice([2**30 - 1, -2**30, 1_900_000_000, -1_900_000_000,
-                               1_073_000_000, 5], oc)
+            bias = np.resize([2**30 - 1, -2**30, 1_900_000_000, -1_900_000_000,
+                              1_073_000_000, 5], oc)
         else:   # left: a sum is one input, so small biases keep outputs inside int8
             bias = rng.integers(-20, 20, oc) if kind == "left" else rng.integers(-3000, 3000, oc)
         constants[f"{name}/b"] = bias.astype(np.int32)
@@ -127,18 +127,21 @@ def inputs(n: int = 6) -> np.ndarray:
 
 
 def test_specs_reach_both_requantization_forms() -> None:
-    """The short table is emitted exactly where its bounds hold: normal layers get it,
-    big biases and left shifts take the general arithmetic."""
+    """The short table is emitted exactly where its bounds hold for every channel: the
+    normal layers get it; big biases (sums past 2^30), left shifts and dead channels
+    (right shifts of ~30 bits, past the 22 the table's rounding term allows) take
+    TFLite's general arithmetic."""
     graph = conv_graph()
-    tables = {}
-    for node in graph.nodes:
-        if node.op_type == "CONV_2D":
-            ctx = EmitContext(graph, lambda t: t, lambda t: t, ident=node.name)
-            emitted = _conv2d(ctx, node)
-            tables[node.name] = any("_cq[" in d for d in emitted.declarations)
     kinds = {name: kind for name, *_, kind in SPECS}
-    for name, has_table in tables.items():
-        assert has_table == (kinds[name] in ("normal", "none", "dead")), name
+    for node in graph.nodes:
+        if node.op_type != "CONV_2D":
+            continue
+        ctx = EmitContext(graph, lambda t: t, lambda t: t, ident="t")
+        tables = [d for d in _conv2d(ctx, node).declarations if "t_cq[" in d]
+        assert bool(tables) == (kinds[node.name] in ("normal", "none")), node.name
+        if tables:
+            values = [int(v) for v in tables[0].split("{")[1].rstrip("};").split(",")]
+            assert all(1 <= r <= 22 for r in values[2::3]), (node.name, values)
 
 
 def test_reference_equals_tflm() -> None:

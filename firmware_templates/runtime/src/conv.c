@@ -279,19 +279,19 @@ static EEDGE_CONV_NOINLINE void dot_rows(const int8_t *w, int32_t k, const int32
 }
 
 /* TFLite's requantization of sums in the short form conv_requant allows (every sum
- * within +-2^30, right shift r of 1..31 bits, checked by the code generator): the
+ * within +-2^30, right shift r of 1..22 bits, checked by the code generator): the
  * doubling high multiply is the rounded high word of 2 * sum * m (SMMULR), and the
- * rounding shift with ties away from zero is (h - (h < 0) + 2^(r-1)) >> r, then + the
- * output zero point. The channel's three words are read once for both pixels and
- * before any store (int8 stores may alias them). */
+ * rounding shift with ties away from zero is (h - (h < 0) + 2^(r-1)) >> r, whose
+ * rounding term also holds the output zero point times 2^r. The channel's three words
+ * are read once for both pixels and before any store (int8 stores may alias them). */
 #define EEDGE_CONV_SHORT_LOOP(CLAMP)                                                      \
     for (i = 0; i < n; ++i, q += 3) {                                                     \
         const int32_t m = q[0], rounding = q[1], r = q[2];                                \
         int32_t h0 = eedge_high_mul_small((int32_t)((uint32_t)sums[i] << 1), m);          \
         int32_t h1 =                                                                      \
             eedge_high_mul_small((int32_t)((uint32_t)sums[EEDGE_CONV_CHUNK + i] << 1), m); \
-        h0 = ((h0 + (h0 >> 31) + rounding) >> r) + out_offset;                            \
-        h1 = ((h1 + (h1 >> 31) + rounding) >> r) + out_offset;                            \
+        h0 = (h0 + (h0 >> 31) + rounding) >> r;                                           \
+        h1 = (h1 + (h1 >> 31) + rounding) >> r;                                           \
         o0[i] = (int8_t)CLAMP(h0);                                                        \
         o1[i] = (int8_t)CLAMP(h1);                                                        \
     }
@@ -301,7 +301,7 @@ static EEDGE_CONV_NOINLINE void dot_rows(const int8_t *w, int32_t k, const int32
 /* n channels' sums of one or two pixels to int8 (o1 may be a dummy). */
 static EEDGE_CONV_NOINLINE void output_stage(const eedge_conv_params *p, const int32_t *sums,
                                              int32_t oc0, int32_t n, int8_t *o0, int8_t *o1) {
-    const int32_t low = p->act_min, high = p->act_max, out_offset = p->out_offset;
+    const int32_t low = p->act_min, high = p->act_max;
     const int32_t *q = p->conv_requant + 3 * oc0;
     int32_t i;
     if (p->conv_requant != 0 && low == -128 && high == 127) {
@@ -311,9 +311,10 @@ static EEDGE_CONV_NOINLINE void output_stage(const eedge_conv_params *p, const i
     } else {
         for (i = 0; i < n; ++i) {
             const int32_t m = p->multiplier[oc0 + i], s = p->shift[oc0 + i];
-            o0[i] = (int8_t)eedge_clamp(eedge_requantize(sums[i], m, s) + out_offset, low, high);
+            o0[i] = (int8_t)eedge_clamp(eedge_requantize(sums[i], m, s) + p->out_offset, low,
+                                        high);
             o1[i] = (int8_t)eedge_clamp(
-                eedge_requantize(sums[EEDGE_CONV_CHUNK + i], m, s) + out_offset, low, high);
+                eedge_requantize(sums[EEDGE_CONV_CHUNK + i], m, s) + p->out_offset, low, high);
         }
     }
 }

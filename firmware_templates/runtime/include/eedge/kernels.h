@@ -26,8 +26,8 @@ typedef struct {
      * channels [0, out_c & ~3) as 16-bit lanes, per block of 4 channels and tap (ky, kx)
      * two words {c0 | c2 << 16, c1 | c3 << 16}; else 0 */
     const int32_t *dw_weights;
-    /* convolution: per output channel {multiplier, 2^(r-1), right shift r} when every
-     * sum stays within +-2^30 and every r is 1..31, else 0 */
+    /* convolution: per output channel {multiplier, 2^(r-1) + out_offset << r, right
+     * shift r} when every sum stays within +-2^30 and every r is 1..22, else 0 */
     const int32_t *conv_requant;
 } eedge_conv_params;
 
