@@ -255,10 +255,20 @@ def _export_with_tail(loaded: Any, cut: int | str, out: Path, triton_repo: Path 
               show_default=True,
               help="Seconds a connection may take to send a request's headers (and each "
                    "part of its body) before it is closed.")
+@click.option("--replicas", type=click.IntRange(1, 1024),
+              help="Run the tail on N Ray Serve replicas (each batches its requests; "
+                   "--max-batch counts requests there) behind this server.")
+@click.option("--ray-address", metavar="ADDR",
+              help="With --replicas: an existing Ray cluster (e.g. 10.0.0.5:6379); "
+                   "default: a local Ray instance started and stopped here.")
+@click.option("--write-ray-config", "ray_config_path", type=click.Path(path_type=Path),
+              help="Write a Ray Serve config for the tail (`serve deploy FILE` on a cluster, "
+                   "or `serve run FILE`) with --replicas (default 1), and exit.")
 @debug_option
 def serve(tail: Path, host: str, port: int, grpc_port: int, no_grpc: bool,
           runtime: str | None, max_batch: int, max_delay_ms: float, max_body_mb: float,
-          max_rows: int, idle_timeout: float) -> None:
+          max_rows: int, idle_timeout: float, replicas: int | None, ray_address: str | None,
+          ray_config_path: Path | None) -> None:
     """Serve a TAIL bundle on KServe's model server (v2 REST and gRPC).
 
     REST takes v2 JSON tensors and the binary tensor extension
@@ -269,14 +279,35 @@ def serve(tail: Path, host: str, port: int, grpc_port: int, no_grpc: bool,
     Example:
       eedge serve split/tail --port 8000 --grpc-port 8001
       curl localhost:8000/v2/health/ready
+      eedge serve split/tail --replicas 4 --ray-address 10.0.0.5:6379
+      eedge serve split/tail --replicas 4 --write-ray-config serve.yaml
     """
     from eedge.split.kserve_tail import ServeOptions, serve_main
 
+    if ray_config_path is not None:
+        from eedge.split.ray_tail import ray_config, write_ray_config
+
+        config = ray_config(tail, replicas or 1, runtime, max_batch, max_delay_ms, max_rows,
+                            max_body_mb, host="0.0.0.0" if host == "127.0.0.1" else host,
+                            port=port)
+        write_ray_config(ray_config_path, config)
+        click.echo(f"wrote {ray_config_path} (Ray Serve: `serve deploy {ray_config_path}` or "
+                   f"`serve run {ray_config_path}`; port {port})")
+        return
+    if ray_address is not None and replicas is None:
+        raise InputDataError("--ray-address needs --replicas N (how many tail replicas to run "
+                             "on the cluster)")
+    options = ServeOptions(host=host, port=port, grpc_port=None if no_grpc else grpc_port,
+                           max_body_bytes=int(max_body_mb * (1 << 20)),
+                           idle_timeout_s=idle_timeout)
+    if replicas is not None:
+        from eedge.split.ray_tail import serve_with_replicas
+
+        serve_with_replicas(tail, replicas, ray_address, runtime, max_batch, max_delay_ms,
+                            max_rows, options)
+        return
     model = build_serve_model(tail, runtime, max_batch, max_delay_ms, max_rows)
-    serve_main(model, ServeOptions(host=host, port=port,
-                                   grpc_port=None if no_grpc else grpc_port,
-                                   max_body_bytes=int(max_body_mb * (1 << 20)),
-                                   idle_timeout_s=idle_timeout))
+    serve_main(model, options)
 
 
 def build_serve_model(tail: Path, runtime: str | None, max_batch: int, max_delay_ms: float,
