@@ -1,36 +1,299 @@
-"""The hand-off wire format: tensors crossing a head/tail cut, compact and checked.
+"""The hand-off on the wire: KServe v2 REST with the binary tensor data extension.
 
-Layout (little-endian):
-  magic b"EEHO" | version u8 | flags u8 (bit 0: zlib) | count u16 | body length u32 |
-  body | sha256(body)[:16]
-and the (possibly compressed) body holds, per tensor:
-  name length u16 | name utf-8 | dtype u8 (1 int8, 2 float32) | rank u8 | dims u32 x rank |
-  scale f32 | zero point i32 | data
-int8 tensors carry the scale and zero point they were quantized with, so the
-receiver can check them against its own model instead of trusting the sender.
-The decoder is strict: every length is bounded, checked against the bytes that
-remain and against the expected specs, and the digest must match.
+A request, exactly as `eedge.split.client.Client` sends it and as the planner
+counts it (``request_head`` + ``encode_request``)::
+
+    POST /v2/models/{model}/infer HTTP/1.1
+    Host: {host:port}
+    Content-Type: application/octet-stream
+    Inference-Header-Content-Length: {J}
+    Content-Length: {J + tensor bytes}
+
+    {J bytes of JSON header}{raw bytes of input 0}{raw bytes of input 1}...
+
+The JSON header is compact (no whitespace)::
+
+    {"inputs":[{"name":"relu","shape":[rows,8,8,8],"datatype":"INT8",
+                "parameters":{"binary_data_size":512*rows,
+                              "eedge_scale":0.0097...,"eedge_zero_point":-128}}],
+     "outputs":[{"name":"predictions","parameters":{"binary_data":true}},
+                {"name":"exit_index","parameters":{"binary_data":true}}]}
+
+Tensors are C-order, little-endian, batch first. An int8 hand-off carries the
+scale and zero point it was quantized with (``eedge_scale``,
+``eedge_zero_point``, the numbers in the head's manifest), so the tail can
+refuse a hand-off quantized for another model; float32 hand-offs travel as
+FP32 without them. Per request the cost is a fixed header (request line,
+HTTP headers, JSON header: a few hundred bytes, growing by a digit now and
+then with the row count) plus the tensor bytes of each row; sending several
+rows per request amortizes the header.
+
+Answers come back the same way when the server honours the extension (an
+``Inference-Header-Content-Length`` response header), or as plain v2 JSON;
+``decode_response`` reads both and checks every length against the body.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from eedge.errors import InputDataError
+from eedge.errors import InputDataError, TargetError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+JSON_CONTENT_TYPE = "application/json"
+
+# v2 datatypes a tail can take or a generic server can answer with (little-endian)
+V2_TYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "INT8": np.dtype("i1"), "UINT8": np.dtype("u1"),
+    "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+HANDOFF_TYPES = {np.dtype(np.int8): "INT8", np.dtype(np.float32): "FP32"}
+MAX_RANK = 8
+# what the client asks an eedge tail for (``probabilities`` it can ask for too)
+EEDGE_OUTPUTS = ("predictions", "exit_index")
+
+
+@dataclass(frozen=True)
+class WireTensor:
+    """One hand-off tensor: its array (batch first) and, for int8, its quantization."""
+
+    name: str
+    array: np.ndarray
+    scale: float | None = None
+    zero_point: int | None = None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What the header of a hand-off tensor says, without its data (for planning)."""
+
+    name: str
+    row_shape: tuple[int, ...]
+    datatype: str                      # INT8 or FP32
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * V2_TYPES[self.datatype].itemsize
+
+
+def handoff_datatype(dtype: np.dtype) -> str:
+    datatype = HANDOFF_TYPES.get(np.dtype(dtype))
+    if datatype is None:
+        raise InputDataError(f"a hand-off tensor is {np.dtype(dtype)}; only int8 and float32 "
+                             "travel on the wire")
+    return datatype
+
+
+def _input_header(spec: TensorSpec, rows: int, binary: bool) -> dict[str, Any]:
+    header: dict[str, Any] = {"name": spec.name, "shape": [rows, *spec.row_shape],
+                              "datatype": spec.datatype}
+    parameters: dict[str, Any] = {}
+    if binary:
+        parameters["binary_data_size"] = rows * spec.row_bytes
+    if spec.datatype == "INT8":
+        if spec.scale is None or spec.zero_point is None:
+            raise InputDataError(f"int8 hand-off {spec.name!r} has no scale and zero point: "
+                                 "export the head with --int8 so its manifest has them")
+        parameters["eedge_scale"] = float(spec.scale)
+        parameters["eedge_zero_point"] = int(spec.zero_point)
+    if parameters:
+        header["parameters"] = parameters
+    return header
+
+
+def _compact(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+def json_header(specs: Sequence[TensorSpec], rows: int, outputs: Sequence[str],
+                binary: bool = True) -> bytes:
+    """The JSON header of a binary request for ``rows`` rows (no tensor data)."""
+    body: dict[str, Any] = {"inputs": [_input_header(s, rows, binary) for s in specs]}
+    if outputs:
+        body["outputs"] = [{"name": n, "parameters": {"binary_data": True}} if binary
+                           else {"name": n} for n in outputs]
+    return _compact(body)
+
+
+def spec_of(tensor: WireTensor) -> TensorSpec:
+    array = tensor.array
+    if array.ndim < 1 or array.ndim > MAX_RANK:
+        raise InputDataError(f"hand-off tensor {tensor.name!r} has rank {array.ndim}; give "
+                             f"a batch-first array of rank 1 to {MAX_RANK}")
+    return TensorSpec(tensor.name, tuple(int(d) for d in array.shape[1:]),
+                      handoff_datatype(array.dtype), tensor.scale, tensor.zero_point)
+
+
+def encode_request(tensors: Sequence[WireTensor], outputs: Sequence[str],
+                   binary: bool = True) -> tuple[bytes, int | None]:
+    """The body of an infer request and its JSON header's length (None: plain JSON)."""
+    if not tensors:
+        raise InputDataError("a hand-off carries at least one tensor")
+    rows = {int(t.array.shape[0]) for t in tensors if t.array.ndim}
+    if len(rows) != 1:
+        raise InputDataError(f"hand-off tensors disagree on the row count: {sorted(rows)}")
+    (n,) = rows
+    specs = [spec_of(t) for t in tensors]
+    for t in tensors:
+        if t.array.dtype.kind == "f" and not np.isfinite(t.array).all():
+            raise InputDataError(f"hand-off tensor {t.name!r} holds NaN or infinity; the "
+                                 "head's output overflowed (check its inputs)")
+    if not binary:
+        body = json.loads(json_header(specs, n, outputs, binary=False))
+        for item, t in zip(body["inputs"], tensors):
+            item["data"] = t.array.reshape(-1).tolist()
+        return _compact(body), None
+    header = json_header(specs, n, outputs)
+    data = [np.ascontiguousarray(t.array, V2_TYPES[s.datatype]).tobytes()
+            for t, s in zip(tensors, specs)]
+    return b"".join([header, *data]), len(header)
+
+
+def request_headers(json_length: int | None) -> dict[str, str]:
+    """The headers the client sets besides Host and Content-Length (in this order)."""
+    if json_length is None:
+        return {"Content-Type": JSON_CONTENT_TYPE}
+    return {"Content-Type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(json_length)}
+
+
+def request_head(host: str, path: str, content_length: int,
+                 json_length: int | None) -> bytes:
+    """The request line and headers an HTTP/1.1 client writes before the body."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}",
+             *(f"{k}: {v}" for k, v in request_headers(json_length).items()),
+             f"Content-Length: {content_length}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def infer_path(model: str) -> str:
+    return f"/v2/models/{model}/infer"
+
+
+def request_bytes(specs: Sequence[TensorSpec], rows: int, outputs: Sequence[str],
+                  model: str, host: str) -> int:
+    """Bytes on the wire of one binary request of ``rows`` rows (everything the client
+    writes to the socket), computed without building the tensors."""
+    header = json_header(specs, rows, outputs)
+    length = len(header) + rows * sum(s.row_bytes for s in specs)
+    return len(request_head(host, infer_path(model), length, len(header))) + length
+
+
+def _bad(what: str) -> TargetError:
+    return TargetError(f"the tail server's answer is malformed: {what}")
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or len(value) > MAX_RANK or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 31
+            for d in value):
+        raise _bad(f"output {name!r} has shape {value!r}")
+    return value
+
+
+def decode_response(body: bytes, json_length: int | None,
+                    max_elements: int = 1 << 28) -> dict[str, np.ndarray]:
+    """v2 infer response (binary extension or plain JSON) -> output arrays by name."""
+    if json_length is not None and not 0 < json_length <= len(body):
+        raise _bad(f"{HEADER_LENGTH} is {json_length} for a body of {len(body)} bytes")
+    end = len(body) if json_length is None else json_length
+    try:
+        reply = json.loads(body[:end])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad(f"its JSON does not parse ({exc})") from None
+    outputs = reply.get("outputs") if isinstance(reply, dict) else None
+    if not isinstance(outputs, list) or not outputs:
+        raise _bad("it has no 'outputs' list")
+    arrays: dict[str, np.ndarray] = {}
+    offset = end
+    for item in outputs:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise _bad("an output is not an object with a name")
+        name = item["name"]
+        datatype = item.get("datatype")
+        if datatype not in V2_TYPES:
+            raise _bad(f"output {name!r} has datatype {datatype!r}")
+        if name in arrays:
+            raise _bad(f"output {name!r} appears twice")
+        shape = _shape(item.get("shape"), name)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count > max_elements:
+            raise _bad(f"output {name!r} has {count} elements")
+        dtype = V2_TYPES[datatype]
+        parameters = item.get("parameters") or {}
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is not None:
+            if json_length is None:
+                raise _bad(f"output {name!r} is binary but the answer has no {HEADER_LENGTH}")
+            if not isinstance(size, int) or isinstance(size, bool) or \
+                    size != count * dtype.itemsize or offset + size > len(body):
+                raise _bad(f"output {name!r}: binary_data_size {size!r} does not match its "
+                           f"shape {shape} ({datatype}) or the {len(body) - offset} bytes left")
+            arrays[name] = np.frombuffer(body, dtype, count, offset).reshape(shape).copy()
+            offset += size
+            continue
+        data = item.get("data")
+        if not isinstance(data, list):
+            raise _bad(f"output {name!r} has neither data nor binary_data_size")
+        try:
+            array = np.asarray(data, dtype=dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise _bad(f"output {name!r} holds values that are not {datatype}") from None
+        if array.size != count:
+            raise _bad(f"output {name!r} has {array.size} values for shape {shape}")
+        arrays[name] = array.reshape(shape)
+    if offset != len(body) and json_length is not None:
+        raise _bad(f"{len(body) - offset} bytes follow the last output")
+    return arrays
+
+
+def specs_from_manifest(tensors: Iterable[Mapping[str, Any]],
+                        quant: Mapping[str, Mapping[str, Any] | None],
+                        wire_dtype: str) -> list[TensorSpec]:
+    """Hand-off specs from manifest tensor entries (shape with a symbolic batch first).
+
+    ``wire_dtype`` is ``int8`` or ``float32``; int8 takes its scale and zero
+    point from ``quant`` (tensor name -> the manifest's quant entry).
+    """
+    specs = []
+    for t in tensors:
+        row = tuple(int(d) for d in t["shape"][1:])
+        if wire_dtype == "int8":
+            q = quant.get(t["name"])
+            if not q:
+                raise InputDataError(f"hand-off {t['name']!r} has no int8 quantization in the "
+                                     "bundle: export it with --int8, or plan float32 hand-offs")
+            specs.append(TensorSpec(t["name"], row, "INT8", q["scale"][0], q["zero_point"][0]))
+        elif wire_dtype == "float32":
+            specs.append(TensorSpec(t["name"], row, "FP32"))
+        else:
+            raise InputDataError(f"unknown hand-off dtype {wire_dtype!r}: int8 or float32")
+    return specs
+
+
+# --- legacy: the base64 ``eedge_handoff`` BYTES input of the old hand-written server ---
+# Layout (little-endian): magic b"EEHO" | version u8 | flags u8 (bit 0: zlib) | count u16 |
+# body length u32 | body | sha256(body)[:16]; per tensor in the body: name length u16 |
+# name | dtype u8 (1 int8, 2 float32) | rank u8 | dims u32 x rank | scale f32 |
+# zero point i32 | data. The client no longer sends it (it cost 7.6 KB per 1.5 KB row
+# as base64 JSON); it stays only while eedge.split.server still decodes it.
 
 MAGIC = b"EEHO"
 VERSION = 1
 FLAG_ZLIB = 1
 DIGEST_BYTES = 16
 MAX_TENSORS = 64
-MAX_RANK = 6
+_EEHO_MAX_RANK = 6
 MAX_NAME = 256
 DEFAULT_MAX_BYTES = 64 << 20
 DTYPES = {1: np.dtype(np.int8), 2: np.dtype("<f4")}
@@ -121,7 +384,7 @@ def decode(payload: bytes, expected: Mapping[str, Mapping[str, Any]] | None = No
         except UnicodeDecodeError:
             raise InputDataError("hand-off tensor name is not UTF-8") from None
         code, rank = reader.unpack("<BB", "a tensor type")
-        if code not in DTYPES or rank > MAX_RANK:
+        if code not in DTYPES or rank > _EEHO_MAX_RANK:
             raise InputDataError(f"hand-off tensor {name!r}: bad dtype code or rank")
         dims = reader.unpack(f"<{rank}I", "tensor dimensions")
         scale, zero_point = reader.unpack("<fi", "quantization parameters")

@@ -1,4 +1,6 @@
-"""Hand-off encoding (strictness, fuzzing) and the cut planner (against brute force)."""
+"""The legacy EEHO hand-off encoding (strictness, fuzzing; still decoded by the server's
+``eedge_handoff`` input) and the cut planner (against brute force, with the bytes the
+client's wire format puts on the link)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from eedge.errors import EedgeError, InputDataError  # noqa: E402
 from eedge.split.encoding import HandoffTensor, decode, encode  # noqa: E402
 from eedge.split.planner import (best, cut_elements, parse_bandwidth,  # noqa: E402
-                                 parse_duration_ms, plan)
+                                 parse_duration_ms, plan, wire_cost)
 
 
 def sample_tensors() -> list[HandoffTensor]:
@@ -94,19 +96,24 @@ def bundle(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     return export_onnx(path, path.parent / "bundle").bundle
 
 
-def brute_force(bundle, device, server, bps, rtt, exit_index):  # type: ignore[no-untyped-def]
-    """Per-sample simulation of every cut; returns the mean latency per cut."""
+def brute_force(bundle, device, server, bps, rtt, exit_index, rows=1):  # type: ignore[no-untyped-def]
+    """Per-sample simulation of every cut; returns the mean latency per cut.
+
+    A sample that leaves the device sends its float32 hand-off (this bundle has no
+    int8 stages) and its share of one request's header (``rows`` samples a request)."""
     stages = len(bundle.stages)
     exit_stage = np.array([e["stage"] for e in bundle.exits])[exit_index]
     elements = cut_elements(bundle)
+    header = [wire_cost(bundle, c, rows).header_bytes for c in range(-1, stages - 1)] + [0]
     totals = []
     for c in range(-1, stages):
+        sent = elements[c + 1] * 4 + header[c + 1] / rows
         latency = []
         for e in exit_stage:
             if e <= c:
                 latency.append(sum(device[: e + 1]))
             else:
-                latency.append(sum(device[: c + 1]) + rtt + elements[c + 1] * 8 / bps * 1e3 +
+                latency.append(sum(device[: c + 1]) + rtt + sent * 8 / bps * 1e3 +
                                sum(server[c + 1: e + 1]))
         totals.append(float(np.mean(latency)))
     return totals
@@ -122,6 +129,9 @@ def test_planner_matches_brute_force_across_a_bandwidth_sweep(bundle) -> None:  
         options = plan(bundle, device, server, bps, 1.0, rates)
         expected = brute_force(bundle, device, server, bps, 1.0, exit_index)
         assert [o.total for o in options] == pytest.approx(expected)
+        batched = plan(bundle, device, server, bps, 1.0, rates, rows_per_request=16)
+        assert [o.total for o in batched] == pytest.approx(
+            brute_force(bundle, device, server, bps, 1.0, exit_index, rows=16))
         assert best(options).after_stage == int(np.argmin(expected)) - 1
         choices.append(best(options).after_stage)
     # slow links keep everything on the device, fast ones send the input to the server
@@ -134,3 +144,27 @@ def test_cut_bytes_follow_the_graph(bundle) -> None:  # type: ignore[no-untyped-
     # input 3x8x8; after stage0 one 8x8x8 map (read by stages 1 and 2); after stage1
     # the main path and the skip from stage0 cross; nothing after the last stage
     assert elements == [3 * 64, 8 * 64, 2 * 8 * 64, 0]
+
+
+def test_planner_counts_the_request_header(bundle) -> None:  # type: ignore[no-untyped-def]
+    """Bytes per hand-off = tensor bytes + a fixed header per request (amortized by
+    rows per request); int8 when asked, float32 for a bundle without int8 stages."""
+    options = plan(bundle, [1.0] * 3, [1.0] * 3, 1e6, 10.0, [0.5, 0.3, 0.2])
+    assert [o.handoff_dtype for o in options] == ["float32"] * 4
+    assert [o.payload_bytes for o in options] == [4 * e for e in cut_elements(bundle)]
+    for o in options[:-1]:
+        # request line, 4 headers, JSON naming the tensors and the two outputs asked for
+        assert 300 < o.header_bytes < 700
+        assert o.wire_bytes == o.payload_bytes + o.header_bytes
+    assert options[-1].wire_bytes == options[-1].header_bytes == 0  # nothing is sent
+    one, many = wire_cost(bundle, 0, 1), wire_cost(bundle, 0, 100)
+    assert many.row_bytes == one.row_bytes == 8 * 64 * 4
+    # 100 rows: the header grows by the digits of the row count and sizes, not per row
+    assert one.header_bytes <= many.header_bytes <= one.header_bytes + 8
+    assert many.per_sample < one.row_bytes + one.header_bytes / 50
+    longer = wire_cost(bundle, 0, 1, model_name="x" * 40, host="inference.example.com:443")
+    assert longer.header_bytes > one.header_bytes
+    with pytest.raises(InputDataError, match="int8"):
+        wire_cost(bundle, 0, dtype="int8")  # no int8 stages: no quantization to send
+    with pytest.raises(InputDataError, match="rows per request"):
+        wire_cost(bundle, 0, 0)
