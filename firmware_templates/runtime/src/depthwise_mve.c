@@ -31,7 +31,7 @@
  * each call, so a full group's loads and stores are not predicated. */
 __attribute__((always_inline)) static inline void dw_channels8(
     const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
-    const int32_t *bias, int8_t *output, int32_t c, int32_t rem, int full) {
+    const int32_t *bias, int8_t *output, int32_t c, int32_t rem, int full, int left) {
     const int32_t ch = p->out_c, in_w = p->in_w, in_h = p->in_h, k_h = p->k_h, k_w = p->k_w;
     const int32_t dil_h = p->dil_h, dil_w = p->dil_w, out_w = p->out_w;
     const int16_t in_offset = (int16_t)p->in_offset;
@@ -93,8 +93,15 @@ __attribute__((always_inline)) static inline void dw_channels8(
                     }
                 }
             }
-            ae = eedge_mve_requantize(ae, me, se);
-            ao = eedge_mve_requantize(ao, mo, so);
+            if (left) {
+                ae = eedge_mve_requantize(ae, me, se);
+                ao = eedge_mve_requantize(ao, mo, so);
+            } else { /* every shift a right shift: eedge_mve_requantize without its VSHL */
+                ae = vqrdmulhq_s32(ae, me);
+                ao = vqrdmulhq_s32(ao, mo);
+                ae = vrshlq_s32(vqaddq_s32(ae, vshrq_n_s32(vandq_s32(ae, se), 31)), se);
+                ao = vrshlq_s32(vqaddq_s32(ao, vshrq_n_s32(vandq_s32(ao, so), 31)), so);
+            }
             ae = vminq_s32(vmaxq_s32(vaddq_n_s32(ae, out_offset), low), high);
             ao = vminq_s32(vmaxq_s32(vaddq_n_s32(ao, out_offset), low), high);
             /* back into channel order: even sums to the even 16-bit lanes, odd to the odd */
@@ -116,10 +123,16 @@ int eedge_depthwise_conv2d_s8_mve(const eedge_conv_params *p, const int8_t *inpu
         return 0;
     }
     for (c = 0; c + 8 <= ch; c += 8) {
-        dw_channels8(p, input, weights, bias, output, c, 8, 1);
+        /* the common case, right shifts only, skips the left shift (a separate copy) */
+        const int32x4_t s0 = vldrwq_s32(p->shift + c), s1 = vldrwq_s32(p->shift + c + 4);
+        if (vmaxvq_s32(0, vmaxq_s32(s0, s1)) > 0) {
+            dw_channels8(p, input, weights, bias, output, c, 8, 1, 1);
+        } else {
+            dw_channels8(p, input, weights, bias, output, c, 8, 1, 0);
+        }
     }
     if (c < ch) {
-        dw_channels8(p, input, weights, bias, output, c, ch - c, 0);
+        dw_channels8(p, input, weights, bias, output, c, ch - c, 0, 1);
     }
     return 1;
 }
