@@ -131,6 +131,79 @@ static void gather(const eedge_conv_params *p, const int8_t *input, int32_t pixe
     }
 }
 
+#if defined(EEDGE_USE_DSP)
+/* The groups of 4 taps of two weight rows from w0 and w1 until w0 reaches end (at least
+ * one group), against the two columns from col: the pointers advance past them. */
+static EEDGE_CONV_INLINE void mac_groups(int32_t *s00, int32_t *s01, int32_t *s10,
+                                         int32_t *s11, const int8_t **pw0,
+                                         const int8_t **pw1, const int32_t **pcol,
+                                         const int8_t *end) {
+    int32_t a00 = *s00, a01 = *s01, a10 = *s10, a11 = *s11;
+    const int8_t *w0 = *pw0, *w1 = *pw1;
+    const int32_t *col = *pcol;
+    /* Two ldr, two ldrd, four sxtb16 and eight smlad per group of 4 taps: 14 values
+     * live (4 sums, 4 pointers, 6 operands), every register Thumb code can use, so
+     * the loop is written out: compiled C hoists the column loads and spills. ldr
+     * reads the weights at any alignment; the column is word-aligned for ldrd. */
+    int32_t u, v, ue, ve, c0, c1;
+    __asm__ volatile(
+        /* two groups per pass; an odd count enters at the second */
+        "sub %[u], %[end], %[w0]\n\t"
+        "tst %[u], #4\n\t"
+        "bne 2f\n\t"
+        "1:\n\t"
+        "ldr %[u], [%[w0]], #4\n\t"
+        "ldr %[v], [%[w1]], #4\n\t"
+        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+        "sxtb16 %[ue], %[u]\n\t"
+        "sxtb16 %[u], %[u], ror #8\n\t"
+        "sxtb16 %[ve], %[v]\n\t"
+        "sxtb16 %[v], %[v], ror #8\n\t"
+        "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
+        "smlad %[a00], %[c1], %[u], %[a00]\n\t"
+        "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
+        "smlad %[a10], %[c1], %[v], %[a10]\n\t"
+        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+        "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
+        "smlad %[a01], %[c1], %[u], %[a01]\n\t"
+        "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
+        "smlad %[a11], %[c1], %[v], %[a11]\n\t"
+        "2:\n\t"
+        "ldr %[u], [%[w0]], #4\n\t"
+        "ldr %[v], [%[w1]], #4\n\t"
+        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+        "sxtb16 %[ue], %[u]\n\t"
+        "sxtb16 %[u], %[u], ror #8\n\t"
+        "sxtb16 %[ve], %[v]\n\t"
+        "sxtb16 %[v], %[v], ror #8\n\t"
+        "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
+        "smlad %[a00], %[c1], %[u], %[a00]\n\t"
+        "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
+        "smlad %[a10], %[c1], %[v], %[a10]\n\t"
+        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
+        "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
+        "smlad %[a01], %[c1], %[u], %[a01]\n\t"
+        "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
+        "smlad %[a11], %[c1], %[v], %[a11]\n\t"
+        "cmp %[w0], %[end]\n\t"
+        "bne 1b"
+        /* early clobbers: `end` may equal w1 on entry and must keep its own register */
+        : [a00] "+&r"(a00), [a01] "+&r"(a01), [a10] "+&r"(a10), [a11] "+&r"(a11),
+          [w0] "+&r"(w0), [w1] "+&r"(w1), [col] "+&r"(col), [u] "=&r"(u), [v] "=&r"(v),
+          [ue] "=&r"(ue), [ve] "=&r"(ve), [c0] "=&r"(c0), [c1] "=&r"(c1)
+        : [end] "r"(end)
+        : "cc", "memory");
+    *s00 = a00;
+    *s01 = a01;
+    *s10 = a10;
+    *s11 = a11;
+    *pw0 = w0;
+    *pw1 = w1;
+    *pcol = col;
+}
+
+#endif
+
 /* Two weight rows (k bytes each) against the two columns:
  * acc[2 * row + pixel] += sum over taps. */
 static EEDGE_CONV_INLINE void dot_2x2(const int8_t *w0, const int8_t *w1, const int32_t *col, int32_t k,
@@ -154,58 +227,7 @@ static EEDGE_CONV_INLINE void dot_2x2(const int8_t *w0, const int8_t *w1, const 
         col += 4;                                                                         \
     } while (0)
     if ((k >> 2) > 0) {
-        /* Two ldr, two ldrd, four sxtb16 and eight smlad per group of 4 taps: 14 values
-         * live (4 sums, 4 pointers, 6 operands), every register Thumb code can use, so
-         * the loop is written out: compiled C hoists the column loads and spills. ldr
-         * reads the weights at any alignment; the column is word-aligned for ldrd. */
-        const int8_t *end = w0 + (k & ~3);
-        int32_t u, v, ue, ve, c0, c1;
-        __asm__ volatile(
-            /* two groups per pass; an odd count enters at the second */
-            "sub %[u], %[end], %[w0]\n\t"
-            "tst %[u], #4\n\t"
-            "bne 2f\n\t"
-            "1:\n\t"
-            "ldr %[u], [%[w0]], #4\n\t"
-            "ldr %[v], [%[w1]], #4\n\t"
-            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-            "sxtb16 %[ue], %[u]\n\t"
-            "sxtb16 %[u], %[u], ror #8\n\t"
-            "sxtb16 %[ve], %[v]\n\t"
-            "sxtb16 %[v], %[v], ror #8\n\t"
-            "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
-            "smlad %[a00], %[c1], %[u], %[a00]\n\t"
-            "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
-            "smlad %[a10], %[c1], %[v], %[a10]\n\t"
-            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-            "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
-            "smlad %[a01], %[c1], %[u], %[a01]\n\t"
-            "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
-            "smlad %[a11], %[c1], %[v], %[a11]\n\t"
-            "2:\n\t"
-            "ldr %[u], [%[w0]], #4\n\t"
-            "ldr %[v], [%[w1]], #4\n\t"
-            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-            "sxtb16 %[ue], %[u]\n\t"
-            "sxtb16 %[u], %[u], ror #8\n\t"
-            "sxtb16 %[ve], %[v]\n\t"
-            "sxtb16 %[v], %[v], ror #8\n\t"
-            "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
-            "smlad %[a00], %[c1], %[u], %[a00]\n\t"
-            "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
-            "smlad %[a10], %[c1], %[v], %[a10]\n\t"
-            "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-            "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
-            "smlad %[a01], %[c1], %[u], %[a01]\n\t"
-            "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
-            "smlad %[a11], %[c1], %[v], %[a11]\n\t"
-            "cmp %[w0], %[end]\n\t"
-            "bne 1b"
-            : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
-              [w0] "+r"(w0), [w1] "+r"(w1), [col] "+r"(col), [u] "=&r"(u), [v] "=&r"(v),
-              [ue] "=&r"(ue), [ve] "=&r"(ve), [c0] "=&r"(c0), [c1] "=&r"(c1)
-            : [end] "r"(end)
-            : "cc", "memory");
+        mac_groups(&a00, &a01, &a10, &a11, &w0, &w1, &col, w0 + (k & ~3));
     }
     if ((k & 3) != 0) {
         /* the last 1-3 weights, zero-filled (the column's lanes there are 0): the word
@@ -261,6 +283,24 @@ static EEDGE_CONV_NOINLINE void dot_rows(const int8_t *w, int32_t k, const int32
     if (bias == 0) {
         bias = no_bias;
     }
+#if defined(EEDGE_USE_DSP)
+    if ((k & 3) == 0 && k > 0) {
+        /* no tail: row 0 ends where row 1 starts and row 1 ends where the next pair
+         * starts, so the loop's own pointers carry on (fewer values to reload around
+         * the loop, which takes every register) */
+        for (; w != pairs_end; bias += bias_step, sums += 2) {
+            int32_t a00 = bias[0], a01 = a00, a10 = bias[1], a11 = a10;
+            const int8_t *w1 = w + k, *const end = w1;
+            const int32_t *col = column;
+            mac_groups(&a00, &a01, &a10, &a11, &w, &w1, &col, end);
+            w = w1;
+            sums[0] = a00;
+            sums[1] = a10;
+            sums[EEDGE_CONV_CHUNK] = a01;
+            sums[EEDGE_CONV_CHUNK + 1] = a11;
+        }
+    }
+#endif
     for (; w != pairs_end; w += 2 * k, bias += bias_step, sums += 2) {
         acc[0] = acc[1] = bias[0];
         acc[2] = acc[3] = bias[1];
