@@ -74,6 +74,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 BINARY_HEADER = "inference-header-content-length"
 MAX_INPUTS = 64
+SHUTDOWN_GRACE_S = 0.5     # after SIGTERM, for a request already sent on an idle connection
 DATATYPE_BYTES = {"BOOL": 1, "INT8": 1, "UINT8": 1, "INT16": 2, "UINT16": 2, "FP16": 2,
                   "INT32": 4, "UINT32": 4, "FP32": 4, "INT64": 8, "UINT64": 8, "FP64": 8}
 
@@ -157,7 +158,21 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
 
-def _request_tensors(request: InferRequest) -> list[tuple[Any, Any, Any, Any, Any]]:
+def _grpc_parameters(parameters: Any) -> dict[str, Any]:
+    """gRPC InferParameters as plain values. The v2 proto has no floating-point
+    parameter, so ``eedge_scale`` travels as a decimal ``string_param``."""
+    values = {}
+    for key, value in parameters.items():
+        field = value.WhichOneof("parameter_choice") if hasattr(value, "WhichOneof") else None
+        values[key] = getattr(value, field) if field else value
+    scale = values.get("eedge_scale")
+    if isinstance(scale, str):
+        with contextlib.suppress(ValueError):
+            values["eedge_scale"] = float(scale)
+    return values
+
+
+def _request_tensors(request: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
     """(name, datatype, shape, data, parameters) per input: raw bytes (gRPC
     raw_input_contents) or the flat list KServe decoded from JSON or binary REST."""
     tensors = []
@@ -165,10 +180,8 @@ def _request_tensors(request: InferRequest) -> list[tuple[Any, Any, Any, Any, An
         raw = getattr(item, "_raw_data", None)
         data = raw if raw is not None else item.data
         params = item.parameters
-        if params is not None and not isinstance(params, dict):
-            from kserve.protocol.infer_type import to_http_parameters
-
-            params = to_http_parameters(params)
+        if params is not None and (request.from_grpc or not isinstance(params, dict)):
+            params = _grpc_parameters(params)
         tensors.append((item.name, item.datatype, item.shape, data, params))
     return tensors
 
@@ -218,10 +231,14 @@ class KServeTail(kserve.Model):
             raise InvalidInput(f"row {int(np.argmax(overflow))}: the model's outputs overflow "
                                "for these inputs (not finite); send inputs scaled as in "
                                "training")
-        infer_outputs = [InferOutput(name, list(outputs[name].shape),
-                                     "FP32" if name == "probabilities" else "INT64",
-                                     data=np.ascontiguousarray(outputs[name]))
-                         for name in OUTPUTS]
+        infer_outputs = []
+        for name in OUTPUTS:
+            array = np.ascontiguousarray(outputs[name])
+            output = InferOutput(name, list(array.shape),
+                                 "FP32" if name == "probabilities" else "INT64", data=array)
+            if payload.from_grpc:  # raw_output_contents (KServe's to_grpc cannot take arrays
+                output.set_data_from_numpy(array, binary_data=True)  # when inputs were raw)
+            infer_outputs.append(output)
         return InferResponse(response_id=payload.id or "", model_name=self.name,
                              infer_outputs=infer_outputs, from_grpc=payload.from_grpc,
                              use_binary_outputs=payload.use_binary_outputs,
@@ -405,6 +422,7 @@ def idle_timeout_protocol(idle_timeout_s: float) -> type:
 
     class IdleTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc]
         _idle: asyncio.TimerHandle | None = None
+        _shutting_down = False
 
         def _arm(self) -> None:
             self._disarm()
@@ -428,6 +446,19 @@ def idle_timeout_protocol(idle_timeout_s: float) -> type:
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+            if self._shutting_down:  # answer it, then close
+                self.cycle.keep_alive = False
+
+        def shutdown(self) -> None:
+            """Graceful stop: a connection between requests may already have the next
+            one on its way (accepted, not yet parsed); it gets a moment to arrive and
+            is answered instead of being reset."""
+            self._shutting_down = True
+            if self.cycle is None or self.cycle.response_complete:
+                self._disarm()
+                self._idle = self.loop.call_later(SHUTDOWN_GRACE_S, self._expire)
+            else:
+                self.cycle.keep_alive = False
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -104,17 +104,11 @@ class TailModel:
         return int(self.cascade.exits[-1]["num_classes"])
 
     def input_types(self) -> list[dict[str, Any]]:
-        """v2 metadata of the inputs (batch dimension -1), with INT8 quantization."""
-        tensors = []
-        for spec in self.inputs:
-            tensor: dict[str, Any] = {"name": spec["name"],
-                                      "datatype": NUMPY_TO_V2[np.dtype(spec["dtype"])],
-                                      "shape": [-1] + [int(d) for d in spec["shape"][1:]]}
-            quant = self._quant(spec)
-            if quant is not None:
-                tensor["parameters"] = {"eedge_scale": quant[0], "eedge_zero_point": quant[1]}
-            tensors.append(tensor)
-        return tensors
+        """v2 metadata of the inputs (batch dimension -1). v2 metadata has no place
+        for quantization: INT8 hand-offs say theirs per request (``eedge_scale``,
+        ``eedge_zero_point``) and the server checks them."""
+        return [{"name": spec["name"], "datatype": NUMPY_TO_V2[np.dtype(spec["dtype"])],
+                 "shape": [-1] + [int(d) for d in spec["shape"][1:]]} for spec in self.inputs]
 
     def output_types(self) -> list[dict[str, Any]]:
         return [{"name": "predictions", "datatype": "INT64", "shape": [-1]},
