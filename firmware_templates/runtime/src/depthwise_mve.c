@@ -96,11 +96,9 @@ __attribute__((always_inline)) static inline void dw_channels8(
             if (left) {
                 ae = eedge_mve_requantize(ae, me, se);
                 ao = eedge_mve_requantize(ao, mo, so);
-            } else { /* every shift a right shift: eedge_mve_requantize without its VSHL */
-                ae = vqrdmulhq_s32(ae, me);
-                ao = vqrdmulhq_s32(ao, mo);
-                ae = vrshlq_s32(vqaddq_s32(ae, vshrq_n_s32(vandq_s32(ae, se), 31)), se);
-                ao = vrshlq_s32(vqaddq_s32(ao, vshrq_n_s32(vandq_s32(ao, so), 31)), so);
+            } else { /* every shift a right shift: no VSHL */
+                ae = eedge_mve_requantize_right(ae, me, se);
+                ao = eedge_mve_requantize_right(ao, mo, so);
             }
             ae = vminq_s32(vmaxq_s32(vaddq_n_s32(ae, out_offset), low), high);
             ao = vminq_s32(vmaxq_s32(vaddq_n_s32(ao, out_offset), low), high);

@@ -47,6 +47,13 @@ static inline int32x4_t eedge_mve_requantize(int32x4_t x, int32x4_t multiplier,
     return vrshlq_s32(v, neg_right);
 }
 
+/* eedge_mve_requantize when every lane's shift is a right shift (shift <= 0) */
+static inline int32x4_t eedge_mve_requantize_right(int32x4_t x, int32x4_t multiplier,
+                                                   int32x4_t shift) {
+    const int32x4_t v = vqrdmulhq_s32(x, multiplier);
+    return vrshlq_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, shift), 31)), shift);
+}
+
 /* N int32 sums to int8 outputs: requantize (per channel, or with multiplier[0] and
  * shift[0] for all), add the output zero point, clamp, store N bytes. */
 static inline void eedge_mve_output_stage(const int32_t *acc, int32_t n,
