@@ -63,7 +63,14 @@ static inline void eedge_mve_output_stage(const int32_t *acc, int32_t n,
     const int32x4_t m_all = vdupq_n_s32(multiplier[0]), s_all = vdupq_n_s32(shift[0]);
     const int32x4_t lo = vdupq_n_s32(low), hi = vdupq_n_s32(high);
     int32_t i;
-    for (i = 0; i < n; i += 4) {
+    for (i = 0; i + 4 <= n; i += 4) { /* whole vectors: no predication */
+        const int32x4_t m = per_channel ? vldrwq_s32(multiplier + i) : m_all;
+        const int32x4_t s = per_channel ? vldrwq_s32(shift + i) : s_all;
+        int32x4_t v = eedge_mve_requantize(vldrwq_s32(acc + i), m, s);
+        v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, out_offset), lo), hi);
+        vstrbq_s32(out + i, v);
+    }
+    if (i < n) { /* the last 1..3 outputs */
         const mve_pred16_t pr = vctp32q((uint32_t)(n - i));
         const int32x4_t m = per_channel ? vldrwq_z_s32(multiplier + i, pr) : m_all;
         const int32x4_t s = per_channel ? vldrwq_z_s32(shift + i, pr) : s_all;
