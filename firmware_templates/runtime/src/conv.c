@@ -335,7 +335,11 @@ static EEDGE_CONV_NOINLINE void dot_rows(const int8_t *w, int32_t k, const int32
         o0[i] = (int8_t)CLAMP(h0);                                                        \
         o1[i] = (int8_t)CLAMP(h1);                                                        \
     }
+#if defined(EEDGE_USE_DSP)
+#define EEDGE_CONV_INT8(x) __ssat(x, 8)   /* gcc does not turn the clamp into SSAT */
+#else
 #define EEDGE_CONV_INT8(x) eedge_clamp(x, -128, 127)
+#endif
 #define EEDGE_CONV_RANGE(x) eedge_clamp(x, low, high)
 
 /* n channels' sums of one or two pixels to int8 (o1 may be a dummy). */
@@ -349,12 +353,19 @@ static EEDGE_CONV_NOINLINE void output_stage(const eedge_conv_params *p, const i
     } else if (p->conv_requant != 0) {
         EEDGE_CONV_SHORT_LOOP(EEDGE_CONV_RANGE)
     } else {
+        /* eedge_requantize with the channel's shift split, mask and threshold worked out
+         * once for both pixels (the same arithmetic as eedge_rdbpot) */
+        const int32_t out_offset = p->out_offset;
         for (i = 0; i < n; ++i) {
             const int32_t m = p->multiplier[oc0 + i], s = p->shift[oc0 + i];
-            o0[i] = (int8_t)eedge_clamp(eedge_requantize(sums[i], m, s) + p->out_offset, low,
-                                        high);
-            o1[i] = (int8_t)eedge_clamp(
-                eedge_requantize(sums[EEDGE_CONV_CHUNK + i], m, s) + p->out_offset, low, high);
+            const int left = s > 0 ? (int)s : 0, right = s > 0 ? 0 : (int)-s;
+            const int32_t mask = (int32_t)((1u << right) - 1u), half = mask >> 1;
+            int32_t h0 = eedge_srdhm((int32_t)((uint32_t)sums[i] << left), m);
+            int32_t h1 = eedge_srdhm((int32_t)((uint32_t)sums[EEDGE_CONV_CHUNK + i] << left), m);
+            h0 = (h0 >> right) + ((h0 & mask) > half + (h0 < 0) ? 1 : 0);
+            h1 = (h1 >> right) + ((h1 & mask) > half + (h1 < 0) ? 1 : 0);
+            o0[i] = (int8_t)eedge_clamp(h0 + out_offset, low, high);
+            o1[i] = (int8_t)eedge_clamp(h1 + out_offset, low, high);
         }
     }
 }
