@@ -172,10 +172,13 @@ def test_joins_are_banded_and_bit_exact_on_the_host(name: str, band_all: None) -
 def test_identity_blocks_band_because_it_lowers_the_arena(name: str, small_bands: None) -> None:
     """Same-size blocks peak at the join (x, the first conv's output, the second's): the
     planner bands them on its own; the stride-2 blocks' peak is their input, so it does not."""
-    m, _ = _case(name)
+    m, out = _case(name)
     assert banded_joins(m) == [("c2", "join")]
     with_bands, without = arenas(m)
     assert with_bands < without
+    plan = plan_for(fuse_byte_chains(m))
+    assert plan.offsets[out] == plan.offsets["stem"]   # the sum written over the skip tensor
+    assert "c2" not in plan.offsets                     # the banded conv's output never exists
     assert banded_joins(_case("stride 2 block, 1x1 shortcut")[0]) == []
 
 
