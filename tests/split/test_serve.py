@@ -205,6 +205,9 @@ def post_binary(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, di
     outputs, offset = {}, int(length)
     types = {"FP32": "<f4", "INT64": "<i8", "INT8": "i1"}
     for o in header["outputs"]:
+        if "data" in o:  # an output not requested binary comes inline
+            outputs[o["name"]] = np.asarray(o["data"]).reshape(o["shape"])
+            continue
         size = o["parameters"]["binary_data_size"]
         outputs[o["name"]] = np.frombuffer(raw[offset:offset + size],
                                            types[o["datatype"]]).reshape(o["shape"])

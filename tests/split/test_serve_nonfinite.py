@@ -1,9 +1,10 @@
 """eedge serve refuses non-finite inputs with 400 and never writes NaN into JSON (issue 16, 4).
 
-FP32 data of 1e39 is finite as the float64 JSON parses it but infinite as the
-model's float32: the check runs after the conversion. JSON's non-standard
-``NaN``/``Infinity`` literals (Python's json reads them) are refused the same way,
-and so are numbers too large for a float and bodies json cannot parse at all.
+FP32 data of 1e39 is finite as JSON but infinite as the model's float32: the
+check runs after the conversion. JSON's non-standard ``NaN``/``Infinity``
+literals, numbers too large for a double and bodies nested too deep are refused
+before KServe parses them; NaN/inf in binary FP32 tensors (REST binary extension
+and gRPC raw contents) are refused by the model with the row that holds them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_serve import model, post  # noqa: E402,F401  (the module-scoped fixture)
+from test_serve import binary_request, model, post, post_binary  # noqa: E402,F401
 
 from eedge.split.encoding import HandoffTensor, encode  # noqa: E402
 from eedge.split.server import make_server  # noqa: E402
@@ -27,10 +28,10 @@ from eedge.split.server import make_server  # noqa: E402
 @pytest.fixture
 def served(model):  # type: ignore[no-untyped-def]  # noqa: F811
     srv = make_server(model[2].path, port=0, max_batch=8, max_delay_ms=1,
-                      max_body_bytes=1 << 22).start()
+                      max_body_bytes=1 << 22, grpc_port=0).start()
     spec = model[2].manifest["inputs"][0]
-    url = f"{srv.url}/v2/models/{model[2].manifest['model']['name']}/infer"
-    yield url, spec
+    url = f"{srv.url}/v2/models/{srv.model.name}/infer"
+    yield url, spec, srv
     srv.stop()
 
 
@@ -41,26 +42,53 @@ def _tensor(spec: dict, data: list) -> bytes:
 
 
 def test_non_finite_values_get_400(served) -> None:  # type: ignore[no-untyped-def]
-    url, spec = served
+    url, spec, _ = served
     size = int(np.prod(spec["shape"][1:]))
-    for value in (float("nan"), float("inf"), 1e39, -1e39):
+    for value in (1e39, -1e39):  # finite in JSON, infinite as float32
         data = [0.0] * size
         data[3] = value
         code, reply = post(url, _tensor(spec, data))
         assert code == 400 and "NaN or infinity" in reply["error"], (value, reply)
+    for value in (float("nan"), float("inf"), float("-inf")):  # NaN / Infinity literals
+        data = [0.0] * size
+        data[3] = value
+        code, reply = post(url, _tensor(spec, data))
+        assert code == 400 and "not valid JSON" in reply["error"], (value, reply)
     data = [0.0] * size
     code, reply = post(url, _tensor(spec, data).replace(b"0.0]", b"1" + b"0" * 400 + b"]"))
-    assert code == 400, reply
+    assert code == 400, reply  # 1e400: beyond a double
     code, reply = post(url, _tensor(spec, data).replace(b"0.0]", b"1" * 5000 + b"]"))
-    assert code == 400, reply  # over Python's int-digit limit: json raises ValueError
+    assert code == 400, reply  # over Python's int-digit limit too
     code, reply = post(url, b"[" * 100_000 + b"]" * 100_000)
     assert code == 400, reply
     code, reply = post(url, _tensor(spec, data))
     assert code == 200 and all(np.isfinite(reply["outputs"][2]["data"]))
 
 
+def test_non_finite_binary_tensors_get_400(served) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    url, spec, srv = served
+    for value in (np.nan, np.inf, -np.inf):
+        array = np.zeros([3] + [int(d) for d in spec["shape"][1:]], np.float32)
+        array[2, 1] = value
+        code, reply = post_binary(url, *binary_request({spec["name"]: array}))
+        assert code == 400 and "row 2 holds NaN or infinity" in reply["error"], reply
+        request = pb.ModelInferRequest(model_name=srv.model.name, inputs=[
+            pb.ModelInferRequest.InferInputTensor(name=spec["name"], datatype="FP32",
+                                                  shape=list(array.shape))],
+            raw_input_contents=[array.tobytes()])
+        with grpc.insecure_channel(srv.grpc_address) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "row 2 holds NaN or infinity" in info.value.details()
+
+
 def test_non_finite_handoff_gets_400(served) -> None:  # type: ignore[no-untyped-def]
-    url, spec = served
+    url, spec, _ = served
     array = np.zeros([2] + [int(d) for d in spec["shape"][1:]], np.float32)
     array[1, 0] = np.inf
     payload = encode([HandoffTensor(spec["name"], array)])
