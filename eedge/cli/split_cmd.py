@@ -57,12 +57,21 @@ def _exit_rates(bundle: Any, data: Path | None, rates: str | None,
 @click.option("--exit-rates", "rates", help="Exit rates instead of --data, e.g. 0.6,0.3,0.1.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="PNG of expected latency per cut across a bandwidth sweep.")
+@click.option("--rows-per-request", type=click.IntRange(1, 65536), default=1, show_default=True,
+              help="Hand-offs the device sends per request (1: each as it comes); more "
+                   "amortize the request's header.")
+@click.option("--handoff-dtype", type=click.Choice(["int8", "float32"]),
+              help="Hand-off on the wire (default: int8 if the bundle has int8 stages).")
 @json_option
 @debug_option
 def plan_cmd(bundle: Path, device_profile: Path, server_profile: Path, bandwidth: str,
              rtt: str, data: Path | None, rates: str | None, plot_path: Path | None,
-             as_json: bool) -> None:
+             rows_per_request: int, handoff_dtype: str | None, as_json: bool) -> None:
     """Expected end-to-end latency of every head/tail cut of BUNDLE; picks the best.
+
+    Bytes per hand-off are what `eedge.split.Client` puts on the wire (KServe v2
+    binary tensors): the tensor bytes plus the request's fixed header (request
+    line, HTTP headers, JSON header) divided by --rows-per-request.
 
     \b
     Example:
@@ -72,7 +81,8 @@ def plan_cmd(bundle: Path, device_profile: Path, server_profile: Path, bandwidth
           --bandwidth 2Mbit/s --rtt 20ms --data val.npz --plot sweep.png
     """
     from eedge.ir.bundle import load_bundle
-    from eedge.split.planner import (best, parse_bandwidth, parse_duration_ms, plan,
+    from eedge.split.planner import (DEFAULT_HOST, best, handoff_dtype as default_dtype,
+                                     parse_bandwidth, parse_duration_ms, plan,
                                      stage_latencies_ms)
 
     loaded = load_bundle(bundle)
@@ -81,23 +91,33 @@ def plan_cmd(bundle: Path, device_profile: Path, server_profile: Path, bandwidth
     bps, rtt_ms = parse_bandwidth(bandwidth), parse_duration_ms(rtt)
     with progress("planning", quiet=as_json) as shown:
         exit_rates = _exit_rates(loaded, data, rates, shown)
-    options = plan(loaded, device, server, bps, rtt_ms, exit_rates)
+    dtype = handoff_dtype or default_dtype(loaded)
+    options = plan(loaded, device, server, bps, rtt_ms, exit_rates, rows_per_request, dtype)
     chosen = best(options)
     if plot_path is not None:
-        plot_sweep(loaded, device, server, rtt_ms, exit_rates, bps, plot_path)
+        plot_sweep(loaded, device, server, rtt_ms, exit_rates, bps, plot_path,
+                   rows_per_request, dtype)
+    wire = {"format": "KServe v2 binary tensors", "handoff_dtype": dtype,
+            "rows_per_request": rows_per_request, "host": DEFAULT_HOST,
+            "model_name": f"{loaded.manifest['model']['name']}_tail"}
     if as_json:
         print_json({"bandwidth_bps": bps, "rtt_ms": rtt_ms, "exit_rates": exit_rates,
-                    "options": [o.to_json() for o in options], "best": chosen.to_json()})
+                    "wire": wire, "options": [o.to_json() for o in options],
+                    "best": chosen.to_json()})
         return
     table = Table(title=f"cuts at {bandwidth}, RTT {rtt} (expected ms per sample)",
-                  caption="server / device: everything there; N: cut after stageN")
-    for name in ("--after", "device", "link", "server", "total", "bytes sent", "avg bytes"):
+                  caption="server / device: everything there; N: cut after stageN. "
+                          f"Bytes: {dtype} hand-off per sample; wire = hand-off + header "
+                          f"(per request, KServe v2 binary) / {rows_per_request} row(s) per "
+                          "request; avg: wire x share of samples sent")
+    for name in ("--after", "device", "link", "server", "total", "hand-off", "header", "wire",
+                 "avg"):
         table.add_column(name, justify="right")
     for o in options:
         style = "bold green" if o is chosen else None
         table.add_row(o.after, f"{o.device:.3f}", f"{o.transfer:.3f}", f"{o.server:.3f}",
-                      f"{o.total:.3f}", str(o.payload_bytes), f"{o.expected_bytes:.0f}",
-                      style=style)
+                      f"{o.total:.3f}", str(o.payload_bytes), str(o.header_bytes),
+                      f"{o.wire_bytes:.0f}", f"{o.expected_bytes:.0f}", style=style)
     out_console.print(table)
     out_console.print(f"best: --after {chosen.after} ({_cut_label(chosen.after)}, "
                       f"{chosen.total:.3f} ms expected): eedge split export {bundle} "
@@ -112,7 +132,8 @@ def _cut_label(after: str) -> str:
 
 
 def plot_sweep(bundle: Any, device: list[float], server: list[float], rtt_ms: float,
-               exit_rates: list[float], chosen_bps: float, path: Path) -> None:
+               exit_rates: list[float], chosen_bps: float, path: Path,
+               rows_per_request: int = 1, dtype: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,8 +142,8 @@ def plot_sweep(bundle: Any, device: list[float], server: list[float], rtt_ms: fl
     from eedge.split.planner import plan
 
     sweep = np.logspace(4, 9, 60)
-    totals = np.array([[o.total for o in plan(bundle, device, server, b, rtt_ms, exit_rates)]
-                       for b in sweep])
+    totals = np.array([[o.total for o in plan(bundle, device, server, b, rtt_ms, exit_rates,
+                                              rows_per_request, dtype)] for b in sweep])
     fig, ax = plt.subplots(figsize=(7, 4))
     from eedge.split.planner import cut_name
 

@@ -168,3 +168,31 @@ def test_planner_counts_the_request_header(bundle) -> None:  # type: ignore[no-u
         wire_cost(bundle, 0, dtype="int8")  # no int8 stages: no quantization to send
     with pytest.raises(InputDataError, match="rows per request"):
         wire_cost(bundle, 0, 0)
+
+
+def test_split_plan_reports_bytes_on_the_wire(capsys, tmp_path: Path, bundle) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from cli_runner import run_cli as run
+
+    reports = []
+    for name, ms in (("d", [2.0, 3.0, 5.0]), ("s", [0.1, 0.15, 0.25])):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"unit": "ms", "stages": [{"value": v} for v in ms]}))
+        reports.append(str(path))
+    args = ["split", "plan", str(bundle.path), "--device-profile", reports[0],
+            "--server-profile", reports[1], "--exit-rates", "0.5,0.3,0.2"]
+    code, out, err = run(capsys, *args, "--rows-per-request", "4", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["wire"]["handoff_dtype"] == "float32" and shown["wire"]["rows_per_request"] == 4
+    cut = shown["options"][1]
+    cost = wire_cost(bundle, 0, 4)
+    assert cut["payload_bytes"] == cost.row_bytes
+    assert cut["header_bytes"] == cost.header_bytes
+    assert cut["wire_bytes"] == cost.per_sample
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "wire" in out and "header" in out and "hand-off" in out
+    code, _, err = run(capsys, *args, "--handoff-dtype", "int8")
+    assert code == InputDataError.exit_code and "int8" in err
