@@ -365,3 +365,65 @@ def test_generic_v2_server_with_logits(model, tmp_path: Path, binary: bool) -> N
             Client(head, url, "tail", tail_policies=policies, runtime="int8-reference")
     finally:
         stop()
+
+
+@pytest.mark.slow
+def test_mobilenet_like_cut_bytes(tmp_path: Path) -> None:
+    """A MobileNetV2-like head (32x32 input, cut after the first inverted block: an 8x8x24 int8
+    hand-off of 1,536 bytes) against `eedge serve`: bytes per hand-off equal `split
+    plan`'s figure and stay within 10 % + a fixed header; decisions equal the local
+    head + tail (the transport adds nothing)."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from eedge.export import export_onnx
+    from eedge.frontends.torch_frontend import torch_to_onnx
+    from eedge.split.server import make_server
+
+    def inverted(i: int, o: int, stride: int) -> nn.Module:
+        h = 4 * i
+        return nn.Sequential(nn.Conv2d(i, h, 1), nn.ReLU6(),
+                             nn.Conv2d(h, h, 3, stride, 1, groups=h), nn.ReLU6(),
+                             nn.Conv2d(h, o, 1))
+
+    def exit_head(c: int) -> nn.Module:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+    class MobileNetV2Like(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU6())
+            self.b1 = inverted(16, 24, 2)
+            self.b2 = nn.Sequential(inverted(24, 48, 2), nn.ReLU6(), inverted(48, 48, 1))
+            self.e1, self.e2 = exit_head(24), exit_head(48)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            h = self.b1(self.stem(x))
+            return self.e1(h), self.e2(self.b2(h))
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((96, 3, 32, 32)).astype(np.float32)
+    onnx.save(torch_to_onnx(MobileNetV2Like().eval(), x[:2]), tmp_path / "m.onnx")
+    bundle = export_onnx(tmp_path / "m.onnx", tmp_path / "bundle", int8=True,
+                         calibration=x[:64]).bundle
+    head, tail = export_halves(bundle, 0, tmp_path / "split", int8=True, calibration=x[:64])
+    local = Cascade(head, runtime="int8-reference").infer(x[:24])
+    remote = Cascade(tail, runtime="int8-reference").infer(local.handoff, raw=True)
+    srv = make_server(tail.path, port=0, runtime="int8-reference").start()
+    try:
+        for rows in (1, None):
+            with Client(head, srv.url, name_of(tail), runtime="int8-reference",
+                        rows_per_request=rows) as client:
+                split = client.infer(x[:24])
+                report = wire_report(client, split)
+                planned = wire_cost(bundle, 0, rows or split.sent_rows, "int8", name_of(tail),
+                                    client.host)
+            assert np.array_equal(split.predictions[local.pending], remote.predictions)
+            assert report["tensor_bytes_per_sample"] == planned.row_bytes == 8 * 8 * 24
+            assert report["measured_bytes_per_sample"] == pytest.approx(planned.per_sample)
+            requests = len(split.request_rows)
+            assert report["measured_bytes_per_sample"] <= (
+                OVERHEAD * 1536 + FIXED_HEADER_BUDGET * requests / split.sent_rows)
+    finally:
+        srv.stop()
