@@ -257,8 +257,8 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
     if (rows == 1 and fields["weight_offset"] == 0 and node.inputs[1] in g.constants
             and (not has_bias or node.inputs[2] in g.constants)):
         # one input row: the weights packed four rows per word stream and the input offset
-        # folded into the bias (fully_connected.c, fc_packed); the kernel reads neither the
-        # TFLite weights nor the bias, so they are not emitted
+        # folded into the bias (eedge_fully_connected_packed_s8); the kernel reads neither
+        # the TFLite weights nor the bias, so they are not emitted
         w = np.asarray(g.constants[node.inputs[1]], np.int64).reshape(out_depth, in_depth)
         b = (np.asarray(g.constants[node.inputs[2]], np.int64).reshape(-1) if has_bias
              else np.zeros(out_depth, np.int64))
@@ -280,7 +280,7 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
                 int(fields["out_offset"]) << r), r], axis=1)
             arrays.append(int_array(f"{p}_rq", table))
             fields["requant"] = f"{p}_rq"
-        statement = f"eedge_fully_connected_s8(&{p}_params, {x}, 0, 0, {out})"
+        statement = f"eedge_fully_connected_packed_s8(&{p}_params, {x}, {out})"
         return Emitted(arrays + [struct("eedge_fc_params", f"{p}_params", fields)], statement)
     bias = _operand(ctx, node.inputs[2]) if has_bias else "0"
     weights = _operand(ctx, node.inputs[1])

@@ -223,10 +223,9 @@ static inline int8_t fc_out(int32_t x, const int32_t *rq, int32_t low, int32_t h
     return (int8_t)eedge_clamp(v, low, high);
 }
 
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void fc_packed(const eedge_fc_params *p, const int8_t *input, int8_t *output) {
+/* its own entry point, so a model links either this kernel or the unpacked one, not both */
+void eedge_fully_connected_packed_s8(const eedge_fc_params *p, const int8_t *input,
+                                     int8_t *output) {
     const int32_t out_depth = p->out_depth, nb = p->in_depth >> 2, rem = p->in_depth & 3;
     const int32_t per_channel = p->per_channel, low = p->act_min, high = p->act_max;
     const int32_t *w = p->packed, *bias = p->folded_bias, *rq = p->requant;
@@ -256,9 +255,11 @@ static void fc_packed(const eedge_fc_params *p, const int8_t *input, int8_t *out
                 w = fc_row1(w, input, nb, rem, bias[oc + k], acc + k);
             }
         }
-        fc_requantize_row(acc, count, per_channel ? p->multiplier + oc : p->multiplier,
-                          per_channel ? p->shift + oc : p->shift, per_channel, p->out_offset,
-                          low, high, output + oc);
+        for (k = 0; k < count; ++k) { /* rare (sums beyond 2^30, left shifts): general */
+            const int32_t q = per_channel ? oc + k : 0;
+            const int32_t v = eedge_requantize(acc[k], p->multiplier[q], p->shift[q]);
+            output[oc + k] = (int8_t)eedge_clamp(v + p->out_offset, low, high);
+        }
     }
 }
 
@@ -271,10 +272,6 @@ void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
     const int32_t per_channel = p->per_channel;
     const int32_t *multiplier = p->multiplier, *shift = p->shift;
     int32_t oc, i;
-    if (p->packed != 0) {
-        fc_packed(p, input, output);
-        return;
-    }
     if (p->weight_offset != 0) { /* asymmetric weights: rare, kept simple */
         for (oc = 0; oc < out_depth; ++oc) {
             const int8_t *row = weights + oc * in_depth;

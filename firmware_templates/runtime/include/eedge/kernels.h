@@ -80,6 +80,9 @@ void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
                                const int8_t *weights, const int32_t *bias, int8_t *output);
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output);
+/* one input row on the host-packed weights and folded bias of p (p->packed != 0) */
+void eedge_fully_connected_packed_s8(const eedge_fc_params *p, const int8_t *input,
+                                     int8_t *output);
 /* `rows` input vectors of in_depth bytes, each giving out_depth outputs (keep_num_dims);
  * scratch: 2 x out_depth words */
 void eedge_fully_connected_rows_s8(const eedge_fc_params *p, int32_t rows, const int8_t *input,
