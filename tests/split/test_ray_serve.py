@@ -260,3 +260,42 @@ def test_written_ray_config_deploys_and_serves(model, ray_instance, tmp_path: Pa
         assert status == 413 and "--max-body-mb" in out["error"], (status, out)
     finally:
         serve.delete(app.name)
+
+
+def test_readme_inference_service_runs_eedge_serve_on_the_mounted_tail() -> None:
+    """The KServe InferenceService the README shows parses, and its container command is
+    `eedge serve` with real options on the directory KServe's storage initializer fills."""
+    import re
+    import shlex
+
+    import click
+    import yaml
+
+    from eedge.cli.split_cmd import serve as serve_cmd
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"^```text\n(.*?)^```", readme, flags=re.S | re.M)
+              if "kind: InferenceService" in b]
+    assert len(blocks) == 1
+    service = yaml.safe_load(blocks[0])
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    [container] = service["spec"]["predictor"]["containers"]
+    assert container["name"] == "kserve-container"
+    command = container["command"]
+    assert command[:2] == ["eedge", "serve"]
+    with click.Context(serve_cmd) as ctx:  # options and values as `eedge serve` parses them
+        params = serve_cmd.make_context("serve", list(command[2:]), parent=ctx).params
+    assert str(params["tail"]) == "/mnt/models"  # where KServe's storage initializer copies
+    assert params["host"] == "0.0.0.0"
+    ports = [p["containerPort"] for p in container["ports"]]
+    assert ports == [params["port"]] and params["no_grpc"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["STORAGE_URI"].endswith("/tail")
+    # the Ray commands shown next to it use real options too
+    ray_lines = [line for b in re.findall(r"^```text\n(.*?)^```", readme, flags=re.S | re.M)
+                 for line in b.splitlines() if line.startswith("eedge serve")]
+    assert any("--ray-address" in line for line in ray_lines)
+    for line in ray_lines:
+        words = shlex.split(line.split("&&")[0], comments=True)
+        with click.Context(serve_cmd) as ctx:
+            serve_cmd.make_context("serve", words[2:], parent=ctx)
