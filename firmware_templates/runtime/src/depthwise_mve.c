@@ -35,8 +35,9 @@ __attribute__((always_inline)) static inline void dw_channels8(
     const int32_t ch = p->out_c, in_w = p->in_w, in_h = p->in_h, k_h = p->k_h, k_w = p->k_w;
     const int32_t dil_h = p->dil_h, dil_w = p->dil_w, out_w = p->out_w;
     const int16_t in_offset = (int16_t)p->in_offset;
-    const int32_t out_offset = p->out_offset;
-    const int32x4_t low = vdupq_n_s32(p->act_min), high = vdupq_n_s32(p->act_max);
+    const int16_t out_offset = (int16_t)p->out_offset;
+    const int16x8_t low = vdupq_n_s16((int16_t)p->act_min);
+    const int16x8_t high = vdupq_n_s16((int16_t)p->act_max);
     const uint32x4_t even = vidupq_n_u32(0, 2); /* lanes 0, 2, 4, 6 */
     const mve_pred16_t pr = vctp16q((uint32_t)rem);
     const mve_pred16_t pe = vctp32q((uint32_t)(rem + 1) / 2u), po = vctp32q((uint32_t)rem / 2u);
@@ -100,10 +101,12 @@ __attribute__((always_inline)) static inline void dw_channels8(
                 ae = eedge_mve_requantize_right(ae, me, se);
                 ao = eedge_mve_requantize_right(ao, mo, so);
             }
-            ae = vminq_s32(vmaxq_s32(vaddq_n_s32(ae, out_offset), low), high);
-            ao = vminq_s32(vmaxq_s32(vaddq_n_s32(ao, out_offset), low), high);
-            /* back into channel order: even sums to the even 16-bit lanes, odd to the odd */
-            packed = vmovntq_s32(vmovnbq_s32(vdupq_n_s16(0), ae), ao);
+            /* back into channel order, saturated to 16 bits: even sums to the even lanes,
+             * odd to the odd; then the zero point (saturating) and the clamp on eight
+             * lanes at once. Same bytes as clamp(v + o) in 32 bits: |o| <= 128 and the
+             * range is inside int8, so a saturated lane lands beyond the same bound. */
+            packed = vqmovntq_s32(vqmovnbq_s32(vdupq_n_s16(0), ae), ao);
+            packed = vminq_s16(vmaxq_s16(vqaddq_n_s16(packed, out_offset), low), high);
             if (full) {
                 vstrbq_s16(output + (oy * out_w + ox) * ch + c, packed);
             } else {
