@@ -230,6 +230,23 @@ def test_depthwise_mve_equals_the_reference(tmp_path: Path, shape: tuple[int, in
     assert_c_equals_executor(tmp_path, graph, random_inputs(shape, c), M55, True)
 
 
+def test_depthwise_mve_saturated_sums(tmp_path: Path) -> None:
+    """Output scales 1000x too fine: requantized sums far beyond 16 bits, which the MVE
+    depthwise narrows with saturation before its clamp (RELU6 and NONE ranges)."""
+    import dataclasses
+
+    graph = dw_graph(5, 6, 12, seed=7)
+    for name in ("s2_same", "s2_same_exit", "k5", "k5_exit", "k1x3", "k1x3_exit"):
+        info = graph.tensors[name]
+        quant = dataclasses.replace(info.quant, scale=tuple(v / 1000 for v in info.quant.scale))
+        graph.tensors[name] = dataclasses.replace(info, quant=quant)
+    x = random_inputs((5, 6, 12), 9, count=6)
+    expected = execute(graph, {"x": x})
+    assert {-128, 127} <= set(np.unique(expected["k1x3_exit"]).tolist())   # NONE
+    assert {-5, 127} <= set(np.unique(expected["k5_exit"]).tolist())   # RELU
+    assert_c_equals_executor(tmp_path, graph, x, M55, True)
+
+
 @pytest.mark.parametrize("target,dsp", [(M55, True), (M33, True)], ids=["m55-mve", "m33-dsp"])
 def test_fully_connected_equals_the_reference(tmp_path: Path, target: str, dsp: bool) -> None:
     graph = fc_graph(seed=3)
