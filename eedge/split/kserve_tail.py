@@ -441,6 +441,13 @@ def idle_timeout_protocol(idle_timeout_s: float) -> type:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            # headers and body go out in two writes: without TCP_NODELAY (uvloop does not
+            # set it on sockets accepted from a listener it was handed) the second waits
+            # for the client's delayed ACK, 40 ms per request
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._arm()
 
         def on_headers_complete(self) -> None:
