@@ -103,6 +103,7 @@ class Client:
         self.cascade = Cascade(self.head, runtime=runtime)
         self.url, self.model, self.timeout_s = url.rstrip("/"), model, timeout_s
         self.binary, self.rows_per_request = binary, rows_per_request
+        self.attempts = 0  # of the last request: 2 when a closed connection made it retry
         httpx = _import_httpx()
         self._httpx = httpx
         try:
@@ -147,12 +148,14 @@ class Client:
         self.close()
 
     def _send(self, request: Any) -> Any:
+        self.attempts = 1
         try:
             try:
                 response = self._http.send(request)
             except (self._httpx.RemoteProtocolError, self._httpx.WriteError):
                 # a kept-alive connection the server closed between requests: once more
                 # on a new one (inference is idempotent)
+                self.attempts = 2
                 response = self._http.send(request)
         except self._httpx.HTTPError as exc:
             raise TargetError(f"cannot reach the tail server at {self.url}: "
@@ -236,9 +239,11 @@ class Client:
         body, json_length = encode_request(tensors, self.outputs, self.binary)
         request = self._http.build_request("POST", infer_path(self.model), content=body,
                                            headers=request_headers(json_length))
-        result.sent_bytes += request_wire_bytes(request)
         result.request_rows.append(n)
-        response = self._send(request)
+        try:
+            response = self._send(request)
+        finally:  # a request sent again on a new connection is counted again
+            result.sent_bytes += request_wire_bytes(request) * self.attempts
         result.received_bytes += response_wire_bytes(response)
         length = response.headers.get(HEADER_LENGTH)
         try:

@@ -310,7 +310,10 @@ def test_counted_bytes_are_the_bytes_a_socket_receives(head) -> None:  # type: i
         recorder.close()
 
 
-def test_client_reconnects_when_the_server_closes_kept_alive_connections(head) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("announced", [True, False], ids=["connection-close", "silent"])
+def test_client_reconnects_when_the_server_closes_kept_alive_connections(head, announced) -> None:  # type: ignore[no-untyped-def]
+    """The server closes every connection after one answer, saying so or not (an idle
+    timeout): every hand-off still arrives, each on a new connection."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -324,7 +327,7 @@ def test_client_reconnects_when_the_server_closes_kept_alive_connections(head) -
         with Client(head_bundle, recorder.url, "model_tail", runtime="int8-reference",
                     rows_per_request=1) as client:
             body, headers = kserve_answer(1, True)
-            recorder.answer = http_answer(body, headers, close=True)
+            recorder.answer = http_answer(body, headers, close=announced)
             result = client.infer(example_input(seed=3, batch=24))
             assert result.sent_rows >= 2 and len(recorder.received) == result.sent_rows + 1
             assert recorder.connections == len(recorder.received)
