@@ -102,6 +102,17 @@ static inline int32_t fc_byte(int32_t word, int32_t j) {
     return (int32_t)(int8_t)(uint8_t)((uint32_t)word >> (8 * j));
 }
 
+/* byte i of the word stream in packing order (byte i & 3 of word i >> 2): on a
+ * little-endian CPU that is the i-th byte in memory (a character-type read) */
+static inline int32_t fc_stream_byte(const int32_t *w, int32_t i) {
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return ((const int8_t *)w)[i];
+#else
+    return fc_byte(w[i >> 2], i & 3);
+#endif
+}
+
 /* sums of four rows (one block) against x; returns the block's end in the stream */
 static const int32_t *fc_block4(const int32_t *w, const int8_t *x, int32_t nb, int32_t rem,
                                 const int32_t *bias, int32_t acc[4]) {
@@ -152,10 +163,10 @@ static const int32_t *fc_block4(const int32_t *w, const int8_t *x, int32_t nb, i
         uint32_t u0 = (uint32_t)a0, u1 = (uint32_t)a1, u2 = (uint32_t)a2, u3 = (uint32_t)a3;
         for (j = 0; j < 4; ++j) {
             const int32_t xj = x[4 * k + j];
-            u0 += (uint32_t)(xj * fc_byte(w[0], j));
-            u1 += (uint32_t)(xj * fc_byte(w[1], j));
-            u2 += (uint32_t)(xj * fc_byte(w[2], j));
-            u3 += (uint32_t)(xj * fc_byte(w[3], j));
+            u0 += (uint32_t)(xj * fc_stream_byte(w, j));
+            u1 += (uint32_t)(xj * fc_stream_byte(w, 4 + j));
+            u2 += (uint32_t)(xj * fc_stream_byte(w, 8 + j));
+            u3 += (uint32_t)(xj * fc_stream_byte(w, 12 + j));
         }
         a0 = (int32_t)u0;
         a1 = (int32_t)u1;
@@ -198,7 +209,7 @@ static const int32_t *fc_row1(const int32_t *w, const int8_t *x, int32_t nb, int
         u = (uint32_t)__smlad(sxtb16_ror8(xv), sxtb16_ror8(w[k]), (int32_t)u);
 #else
         for (j = 0; j < 4; ++j) {
-            u += (uint32_t)(x[4 * k + j] * fc_byte(w[k], j));
+            u += (uint32_t)(x[4 * k + j] * fc_stream_byte(w, 4 * k + j));
         }
 #endif
     }
