@@ -60,9 +60,67 @@ def _subset(split: Bundle, stage_ids: list[int], role: str, out: Path, force: bo
     return load_bundle(out)
 
 
+def has_int8_stages(bundle: Bundle) -> bool:
+    return bool(bundle.stages) and all("tflite_int8" in s["files"] for s in bundle.stages)
+
+
+def stage_cut(bundle: Bundle, after: str | int) -> dict[str, Any]:
+    """The split section of ``bundle`` cut at one of its own stage boundaries.
+
+    ``after`` is a stage index, or the tensor the bundle was exported with
+    ``--split-after`` (its recorded cut). The stages stay as they are, int8 files
+    included, so head and tail keep the whole-graph quantization: every hand-off
+    tensor has the one scale/zero point its producer and consumer share.
+    """
+    stages, recorded = bundle.stages, bundle.manifest.get("split")
+    if recorded and str(after) == str(recorded.get("requested")):
+        return {k: recorded[k] for k in ("requested", "head_stages", "tail_stages",
+                                         "cut_tensors", "cut_bytes_per_sample")}
+    if not (isinstance(after, int) or str(after).isdigit()):
+        hint = (f" (it was cut at {recorded['requested']!r})" if recorded else "")
+        raise InputDataError(
+            f"cannot cut the int8 bundle at tensor {after!r} without re-quantizing it{hint}: "
+            "re-export it with `eedge export MODEL --int8 --calib DATA --split-after "
+            f"{after}`, or cut after a stage index")
+    index = int(after)
+    if not 0 <= index < len(stages) - 1:
+        raise InputDataError(f"cannot split after stage {index}: the bundle has {len(stages)} "
+                             f"stages, so pick 0..{len(stages) - 2}")
+    head, tail = list(range(index + 1)), list(range(index + 1, len(stages)))
+    made = {t["name"] for i in tail for t in stages[i]["outputs"]}
+    cut: dict[str, dict[str, Any]] = {}
+    for i in tail:
+        for t in stages[i]["inputs"]:
+            if t["name"] not in made:
+                cut.setdefault(t["name"], t)
+    return {"requested": str(index), "head_stages": head, "tail_stages": tail,
+            "cut_tensors": list(cut.values()),
+            "cut_bytes_per_sample": sum(t["bytes_per_sample"] for t in cut.values())}
+
+
+def export_int8_halves(bundle: Bundle, after: str | int, out: Path,
+                       force: bool = False) -> tuple[Bundle, Bundle]:
+    """Head and tail of an int8 bundle without re-exporting: its stages (float and int8
+    files, thresholds) are split at a stage boundary, so the int8 head + tail compute
+    exactly the unsplit int8 cascade."""
+    out.mkdir(parents=True, exist_ok=True)
+    split = Bundle(path=bundle.path, manifest={**bundle.manifest,
+                                               "split": stage_cut(bundle, after)})
+    info = split.manifest["split"]
+    head = _subset(split, info["head_stages"], "head", out / "head", force)
+    tail = _subset(split, info["tail_stages"], "tail", out / "tail", force)
+    return head, tail
+
+
 def export_halves(bundle: Bundle, after: str | int, out: Path, int8: bool = False,
                   calibration: Any = None, force: bool = False) -> tuple[Bundle, Bundle]:
-    """Re-export the bundle's model cut after a stage or tensor; write out/head, out/tail."""
+    """Re-export the bundle's model cut after a stage or tensor; write out/head, out/tail.
+
+    A bundle with int8 stages is split as it is (`export_int8_halves`) unless new
+    ``calibration`` data is given; its int8 stages stay in both halves.
+    """
+    if has_int8_stages(bundle) and calibration is None:
+        return export_int8_halves(bundle, after, out, force)
     if "onnx" not in bundle.manifest["model"].get("files", {}):
         raise InputDataError("split export needs the ONNX model in the bundle (export it from "
                              "ONNX or torch)")
