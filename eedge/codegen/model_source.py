@@ -44,6 +44,9 @@ class CodegenModel:
     exit_costs: list[int] = field(default_factory=list)   # cumulative MACs per exit
     budget: dict[str, Any] | None = None  # {"macs": N, "gain": g}: budget-aware firmware
     ensemble: dict[str, Any] | None = None  # the manifest's ensemble section (QUTE)
+    # a split head's cut tensors (`eedge split export`): its last exit is not final; what
+    # no exit takes leaves the device as these int8 tensors (kept in the arena to the end)
+    handoffs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.criteria = self.criteria or ["max_softmax"] * len(self.thresholds)
@@ -148,7 +151,13 @@ def _from_bundle(path: Path) -> CodegenModel:
     _require_int8(graph, str(path))
     thresholds = [e["policy"]["threshold"] for e in manifest["exits"]]
     layout = manifest["inputs"][0].get("layout")
+    split = manifest.get("split") or {}
+    handoffs = [t["name"] for t in split["cut_tensors"]] if split.get("role") == "head" else []
+    missing = [t for t in handoffs if t not in tensors or tensors[t].dtype != "int8"]
+    if missing:
+        raise BundleError(f"{path}: hand-off {missing[0]!r} is not an int8 tensor of the head's "
+                          "stages; re-export the split from an int8 bundle")
     return CodegenModel(graph.name, graph, stages, thresholds, path.name, layout,
                         [e["policy"]["criterion"] for e in manifest["exits"]],
                         [e["policy"].get("window_low") for e in manifest["exits"]],
-                        ensemble=manifest.get("ensemble"))
+                        ensemble=manifest.get("ensemble"), handoffs=handoffs)

@@ -175,6 +175,8 @@ def plan_schedule(model: CodegenModel, fusions: Sequence[Any] = ()) -> MemoryPla
             end += len(stage_items)
             for t in stage.outputs:
                 keep[t] = max(keep.get(t, end), end)
+        for t in model.handoffs:  # a split head sends these after its last stage
+            keep[t] = end
         plain = [g.nodes[i] for i in items if not isinstance(i, Fusion)]
         aliases = {n.outputs[0]: n.inputs[0] for n in plain
                    if n.op_type in ALIAS_OPS and n.inputs[0] in g.tensors}
@@ -387,7 +389,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         exps = softmax_exp_table(scale_of(quant_of(g, model.exit_tensor(k))))
         criterion = model.criteria[k]
         classes = int(g.tensors[model.exit_tensor(k)].shape[-1])
-        final = k == n_exits - 1
+        final = k == n_exits - 1 and not model.handoffs  # a head's last exit may pass
         low = None if final else model.window_low[k]
         exits_ctx.append({
             "index": k, "criterion": CRITERION_IDS[criterion], "cost": model.exit_costs[k],
@@ -411,6 +413,9 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                "input_scale": f"{quant.scale[0]:.9g}", "input_zero_point": quant.zero_point[0],
                "constants": constants,
                "never": NEVER, "budget": _budget_context(model),
+               "handoffs": [{"name": t, "offset": plan.offsets[t],
+                             "bytes": g.tensors[t].elements_per_sample()}
+                            for t in model.handoffs],
                "ensemble": _ensemble_context(model),
                "entropy_lut": ", ".join(str(int(v)) for v in ENTROPY_LUT)
                if "entropy" in model.criteria else "",
@@ -448,7 +453,8 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
                                                        input_bytes=context["input_bytes"],
                                                        samples=[", ".join(map(str, s.tolist()))
                                                                 for s in samples]))
-        frames = port == "cortex-m-generic" if serial_frames is None else serial_frames
+        frames = (port == "cortex-m-generic" or bool(model.handoffs)) \
+            if serial_frames is None else serial_frames
         (tmp / "Makefile").write_text(makefile(target, port, optimize, use_dsp, frames))
         (tmp / "README.md").write_text(readme(model, target, port, context, plan))
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())

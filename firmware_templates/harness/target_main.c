@@ -36,21 +36,22 @@ static void put_u32(uint8_t *p, uint32_t v) {
 }
 
 static void send_frame(uint8_t type, const uint8_t *payload, uint16_t size) {
-    static uint8_t frame[5 + 12 + 4 * EEDGE_MAX_STAGES + 2];
+    uint8_t head[5];
+    uint8_t tail[2];
     uint16_t crc;
-    int32_t i;
-    frame[0] = 0xA5;
-    frame[1] = 0x5A;
-    frame[2] = type;
-    frame[3] = (uint8_t)size;
-    frame[4] = (uint8_t)(size >> 8);
-    for (i = 0; i < size; ++i) {
-        frame[5 + i] = payload[i];
+    head[0] = 0xA5;
+    head[1] = 0x5A;
+    head[2] = type;
+    head[3] = (uint8_t)size;
+    head[4] = (uint8_t)(size >> 8);
+    crc = crc16_ccitt(payload, size, crc16_ccitt(head + 2, 3, 0xFFFFu));
+    tail[0] = (uint8_t)crc;
+    tail[1] = (uint8_t)(crc >> 8);
+    eedge_platform_serial_write(head, 5);
+    if (size) {
+        eedge_platform_serial_write(payload, size);
     }
-    crc = crc16_ccitt(frame + 2, 3 + size, 0xFFFFu);
-    frame[5 + size] = (uint8_t)crc;
-    frame[6 + size] = (uint8_t)(crc >> 8);
-    eedge_platform_serial_write(frame, 7 + size);
+    eedge_platform_serial_write(tail, 2);
 }
 
 static void send_sample(int32_t n, const eedge_result *r) {
@@ -64,6 +65,30 @@ static void send_sample(int32_t n, const eedge_result *r) {
     }
     send_frame(0x02, payload, (uint16_t)(12 + 4 * EEDGE_NUM_STAGES));
 }
+
+#if defined(EEDGE_SPLIT_HEAD)
+/* A split head's hand-off (frame 0x05, in chunks the host's frame reader takes):
+ * u32 sample, u32 offset, u32 total bytes, then up to 480 bytes of the int8 cut
+ * tensors, concatenated in the order of the head bundle's cut_tensors. */
+#define HANDOFF_CHUNK 480
+static void send_handoff(int32_t n) {
+    static uint8_t payload[12 + HANDOFF_CHUNK];
+    int32_t t, bytes, done, sent = 0;
+    for (t = 0; t < EEDGE_HANDOFF_COUNT; ++t) {
+        const int8_t *data = eedge_handoff(t, &bytes);
+        for (done = 0; done < bytes;) {
+            const int32_t chunk = bytes - done > HANDOFF_CHUNK ? HANDOFF_CHUNK : bytes - done;
+            put_u32(payload, (uint32_t)n);
+            put_u32(payload + 4, (uint32_t)sent);
+            put_u32(payload + 8, (uint32_t)EEDGE_HANDOFF_BYTES);
+            memcpy(payload + 12, data + done, (size_t)chunk);
+            send_frame(0x05, payload, (uint16_t)(12 + chunk));
+            done += chunk;
+            sent += chunk;
+        }
+    }
+}
+#endif
 #endif
 
 static char *put_text(char *p, const char *text) {
@@ -101,6 +126,36 @@ static char *put_hex(char *p, const int8_t *data, int32_t bytes) {
     return p;
 }
 
+#if defined(EEDGE_SPLIT_HEAD) && defined(EEDGE_SERIAL_FRAMES)
+/* Split head: per sample the head's stages and exits; a SAMPLE frame (exit -1 when no
+ * exit took it) and, for those, the hand-off frames. The device does not wait for the
+ * server's decision (the host pairs it with the sample number): sensing goes on at the
+ * head's pace whatever the link does, and the UART needs no receive path. */
+int main(void) {
+    int32_t n;
+    const uint8_t hello[2] = {1u, (uint8_t)EEDGE_NUM_STAGES};
+    eedge_platform_init();
+    send_frame(0x01, hello, 2);
+    for (n = 0; n < eedge_test_input_count; ++n) {
+        eedge_result result;
+        memcpy(eedge_input(), eedge_test_inputs[n], EEDGE_INPUT_BYTES);
+        eedge_infer(&result);
+        send_sample(n, &result);
+        if (result.exit_index < 0) {
+            send_handoff(n);
+        }
+    }
+    send_frame(0x03, 0, 0);
+    {
+        char *p = put_text(line, "STACK ");
+        p = put_int(p, (int32_t)eedge_stack_high_water());
+        p = put_text(p, "\nEND\n");
+        *p = 0;
+        eedge_platform_print(line);
+    }
+    return 0;
+}
+#else
 int main(void) {
     int32_t n, s, i, bytes;
     eedge_platform_init();
@@ -177,3 +232,4 @@ int main(void) {
     }
     return 0;
 }
+#endif
