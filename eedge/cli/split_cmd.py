@@ -238,7 +238,8 @@ def _export_with_tail(loaded: Any, cut: int | str, out: Path, triton_repo: Path 
                "model_name": model_name,
                "cut_tensors": [t["name"] for t in split_info["cut_tensors"]],
                "cut_bytes_per_sample_float32": split_info["cut_bytes_per_sample"],
-               "triton": str(triton_dir) if triton_dir else None}
+               "triton": str(triton_dir) if triton_dir else None,
+               "int8_handoff": _int8_handoff(tail)}
     if as_json:
         print_json(summary)
         return
@@ -250,9 +251,79 @@ def _export_with_tail(loaded: Any, cut: int | str, out: Path, triton_repo: Path 
     out_console.print(f"tail: {tail.path} ({len(tail.stages)} stages, serve it with `eedge "
                       f"serve {tail.path}`; model name {model_name})")
     out_console.print(f"hand-off: {', '.join(summary['cut_tensors'])}")
+    for tensor, q in (summary["int8_handoff"] or {}).items():
+        out_console.print(f"int8 hand-off {tensor}: {q['bytes_per_sample']} bytes, scale "
+                          f"{q['scale']:.9g}, zero point {q['zero_point']} (`eedge codegen "
+                          f"{head.path if head else 'HEAD'}` builds the device's head)")
     if triton_dir:
         out_console.print(f"Triton repository: {triton_dir} (tritonserver "
                           f"--model-repository={triton_repo})")
+
+
+@split.command("bridge")
+@click.argument("head", type=click.Path(path_type=Path))
+@click.argument("port")
+@click.option("--server", "url", required=True, help="Tail server, e.g. http://127.0.0.1:8000.")
+@click.option("--model", help="Model name on the server (default: the model's name + _tail).")
+@click.option("--baud", type=click.IntRange(1, 10_000_000), default=115200, show_default=True)
+@click.option("--timeout", "timeout_s", type=FiniteFloat(0, 3600, min_open=True), default=60.0,
+              show_default=True, help="Seconds without a complete frame before giving up.")
+@json_option
+@debug_option
+def bridge_cmd(head: Path, port: str, url: str, model: str | None, baud: int, timeout_s: float,
+               as_json: bool) -> None:
+    """Forward the hand-offs of a head running on a device to the tail server.
+
+    HEAD is the head bundle the firmware was built from (`eedge codegen HEAD`);
+    PORT its serial port (/dev/ttyACM0, or socket://HOST:PORT for QEMU's UART).
+    The device sends a SAMPLE frame per inference and, when no head exit took
+    it, the int8 hand-off (HANDOFF frames); it does not wait for the answer,
+    which is paired with the sample number here. Prints one line per sample:
+    where it was decided, its exit and class, bytes on the UART and to the server.
+
+    \b
+    Example:
+      eedge split export b --after 0 --out split
+      eedge codegen split/head --target my-board.yaml --inputs x.npz --out fw
+      eedge serve split/tail --port 8000 &
+      eedge flash fw --target my-board.yaml
+      eedge split bridge split/head /dev/ttyACM0 --server http://127.0.0.1:8000
+    """
+    from eedge.profiling.serial_driver import open_serial
+    from eedge.split.bridge import Bridge
+
+    def show(s: Any) -> None:
+        if not as_json:
+            out_console.print(f"sample {s.index}: {s.decided_on} exit {s.exit_index} class "
+                              f"{s.prediction} (UART {s.uart_bytes} B, hand-off "
+                              f"{s.handoff_bytes} B, HTTP {s.http_bytes} B)")
+
+    with Bridge(head, url, model) as bridge:
+        serial_port = open_serial(port, baud)
+        try:
+            report = bridge.run(serial_port, timeout_s, on_sample=show)
+        finally:
+            serial_port.close()
+    if as_json:
+        print_json(report.to_json())
+        return
+    summary = report.summary()
+    out_console.print(f"{summary['samples']} samples: {summary['decided_on_device']} decided on "
+                      f"the device, {summary['decided_on_server']} on the server "
+                      f"({summary['uart_bytes_per_handoff']:.0f} UART bytes and "
+                      f"{summary['handoff_bytes_per_sample']} int8 bytes per hand-off)")
+
+
+def _int8_handoff(tail: Any) -> dict[str, Any] | None:
+    """Per cut tensor of a tail with int8 stages: bytes, scale and zero point (one per
+    tensor: the whole graph was quantized once)."""
+    if not all("tflite_int8" in s["files"] for s in tail.stages):
+        return None
+    entries = {t["name"]: t for s in tail.stages for t in s["io"]["tflite_int8"]["inputs"]}
+    return {t["name"]: {"bytes_per_sample": entries[t["name"]]["bytes_per_sample"],
+                        "scale": entries[t["name"]]["quant"]["scale"][0],
+                        "zero_point": entries[t["name"]]["quant"]["zero_point"][0]}
+            for t in tail.manifest["inputs"]}
 
 
 @click.command("serve")

@@ -77,6 +77,10 @@ def stage_cut(bundle: Bundle, after: str | int) -> dict[str, Any]:
         return {k: recorded[k] for k in ("requested", "head_stages", "tail_stages",
                                          "cut_tensors", "cut_bytes_per_sample")}
     if not (isinstance(after, int) or str(after).isdigit()):
+        for index in range(len(stages) - 1):  # a tensor that is a stage boundary's cut
+            boundary = stage_cut(bundle, index)
+            if [t["name"] for t in boundary["cut_tensors"]] == [str(after)]:
+                return {**boundary, "requested": str(after)}
         hint = (f" (it was cut at {recorded['requested']!r})" if recorded else "")
         raise InputDataError(
             f"cannot cut the int8 bundle at tensor {after!r} without re-quantizing it{hint}: "
