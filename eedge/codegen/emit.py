@@ -280,8 +280,15 @@ def _fully_connected(ctx: EmitContext, node: Node) -> Emitted:
                 int(fields["out_offset"]) << r), r], axis=1)
             arrays.append(int_array(f"{p}_rq", table))
             fields["requant"] = f"{p}_rq"
+        scratch = 0
+        if 8 <= in_depth <= 256 and out_depth >= 8:
+            # the input widened once into 16-bit lanes (2 words per 4 inputs) for the DSP
+            # loop of every block; a larger input would cost more RAM than it saves time
+            fields["scratch"] = SCRATCH
+            scratch = 2 * (in_depth // 4)
         statement = f"eedge_fully_connected_packed_s8(&{p}_params, {x}, {out})"
-        return Emitted(arrays + [struct("eedge_fc_params", f"{p}_params", fields)], statement)
+        return Emitted(arrays + [struct("eedge_fc_params", f"{p}_params", fields)], statement,
+                       scratch)
     bias = _operand(ctx, node.inputs[2]) if has_bias else "0"
     weights = _operand(ctx, node.inputs[1])
     if rows == 1:

@@ -5,7 +5,9 @@ FULLY_CONNECTED with one input row runs on weights packed by the emitter (blocks
 rows, the input offset folded into the bias; fully_connected.c): input depths that are
 and are not multiples of 4 and 8 (odd and even counts of 4-byte groups, a tail of 1-3
 bytes, fewer than 4 inputs), output depths 1, 2, 3, 5, 17 (blocks of four, single rows,
-more than one chunk of 16), per-tensor and per-channel scales, RELU/RELU6, no bias.
+more than one chunk of 16), per-tensor and per-channel scales, RELU/RELU6, no bias, the
+input widened once into scratch (8..256 inputs, 8+ outputs; an odd group count) or in
+every block.
 Asymmetric weights (weight zero point != 0) and token rows (keep_num_dims, an odd row
 count) take the unpacked kernels. The pools: global and windowed averages with and
 without padding, channel counts not multiples of 4, one channel, and max pools.
@@ -44,6 +46,7 @@ FCS = [("fc_1x3", 1, 3, "NONE", False, 0, True, 1),
        ("fc_8x1", 8, 1, "NONE", False, 0, True, 1),
        ("fc_13x4", 13, 4, "NONE", False, 0, True, 1),
        ("fc_16x8", 16, 8, "RELU", False, 0, True, 1),
+       ("fc_21x9", 21, 9, "RELU", False, 0, True, 1),
        ("fc_40x12", 40, 12, "NONE", False, 0, True, 1),
        ("fc_129x5", 129, 5, "NONE", False, 0, True, 1),
        ("fc_720x17", FLAT, 17, "NONE", False, 0, True, 1),

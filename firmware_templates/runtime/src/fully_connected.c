@@ -113,20 +113,18 @@ static inline int32_t fc_stream_byte(const int32_t *w, int32_t i) {
 #endif
 }
 
-/* sums of four rows (one block) against x; returns the block's end in the stream */
-static const int32_t *fc_block4(const int32_t *w, const int8_t *x, int32_t nb, int32_t rem,
-                                const int32_t *bias, int32_t acc[4]) {
+/* sums of four rows (one block) against x (xw: x widened to 16-bit lanes, two words per
+ * four inputs, or 0); returns the block's end in the stream */
+static const int32_t *fc_block4(const int32_t *w, const int8_t *x, const int32_t *xw,
+                                int32_t nb, int32_t rem, const int32_t *bias,
+                                int32_t acc[4]) {
     int32_t a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
     int32_t k, j;
 #if defined(EEDGE_USE_DSP) && defined(__GNUC__)
     if (nb > 0) {
         /* two groups (8 inputs x 4 rows) per pass; an odd count enters at the second */
-        const int8_t *xp = x, *end = x + 4 * nb;
         int32_t xe, xo, t0, t1, s, odd = nb & 1;
-#define FC_GROUP                                                                         \
-    "ldr %[xo], [%[xp]], #4\n\t"                                                         \
-    "sxtb16 %[xe], %[xo]\n\t"                                                            \
-    "sxtb16 %[xo], %[xo], ror #8\n\t"                                                    \
+#define FC_ROWS                                                                          \
     "ldrd %[t0], %[t1], [%[w]], #8\n\t"                                                  \
     "sxtb16 %[s], %[t0]\n\t"                                                             \
     "smlad %[a0], %[xe], %[s], %[a0]\n\t"                                                \
@@ -145,18 +143,41 @@ static const int32_t *fc_block4(const int32_t *w, const int8_t *x, int32_t nb, i
     "smlad %[a3], %[xe], %[s], %[a3]\n\t"                                                \
     "sxtb16 %[t1], %[t1], ror #8\n\t"                                                    \
     "smlad %[a3], %[xo], %[t1], %[a3]\n\t"
-        __asm__ volatile("cmp %[odd], #0\n\t"
-                         "bne 2f\n\t"
-                         "1:\n\t" FC_GROUP
-                         "2:\n\t" FC_GROUP
-                         "cmp %[xp], %[end]\n\t"
-                         "bne 1b\n\t"
-                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-                           [xp] "+r"(xp), [w] "+r"(w), [xe] "=&r"(xe), [xo] "=&r"(xo),
-                           [t0] "=&r"(t0), [t1] "=&r"(t1), [s] "=&r"(s)
-                         : [end] "r"(end), [odd] "r"(odd)
-                         : "cc", "memory");
-#undef FC_GROUP
+#define FC_X_BYTES                                                                       \
+    "ldr %[xo], [%[xp]], #4\n\t"                                                         \
+    "sxtb16 %[xe], %[xo]\n\t"                                                            \
+    "sxtb16 %[xo], %[xo], ror #8\n\t"
+#define FC_X_PAIRS "ldrd %[xe], %[xo], [%[xp]], #8\n\t"
+        if (xw != 0) { /* the input widened once per layer: one LDRD per group */
+            const int32_t *xp = xw, *end = xw + 2 * nb;
+            __asm__ volatile("cmp %[odd], #0\n\t"
+                             "bne 2f\n\t"
+                             "1:\n\t" FC_X_PAIRS FC_ROWS
+                             "2:\n\t" FC_X_PAIRS FC_ROWS
+                             "cmp %[xp], %[end]\n\t"
+                             "bne 1b\n\t"
+                             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+                               [xp] "+r"(xp), [w] "+r"(w), [xe] "=&r"(xe), [xo] "=&r"(xo),
+                               [t0] "=&r"(t0), [t1] "=&r"(t1), [s] "=&r"(s)
+                             : [end] "r"(end), [odd] "r"(odd)
+                             : "cc", "memory");
+        } else {
+            const int8_t *xp = x, *end = x + 4 * nb;
+            __asm__ volatile("cmp %[odd], #0\n\t"
+                             "bne 2f\n\t"
+                             "1:\n\t" FC_X_BYTES FC_ROWS
+                             "2:\n\t" FC_X_BYTES FC_ROWS
+                             "cmp %[xp], %[end]\n\t"
+                             "bne 1b\n\t"
+                             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+                               [xp] "+r"(xp), [w] "+r"(w), [xe] "=&r"(xe), [xo] "=&r"(xo),
+                               [t0] "=&r"(t0), [t1] "=&r"(t1), [s] "=&r"(s)
+                             : [end] "r"(end), [odd] "r"(odd)
+                             : "cc", "memory");
+        }
+#undef FC_ROWS
+#undef FC_X_BYTES
+#undef FC_X_PAIRS
     }
 #else
     for (k = 0; k < nb; ++k, w += 4) {
@@ -190,6 +211,7 @@ static const int32_t *fc_block4(const int32_t *w, const int8_t *x, int32_t nb, i
         w += 4;
     }
     (void)k;
+    (void)xw;
     acc[0] = a0;
     acc[1] = a1;
     acc[2] = a2;
@@ -242,9 +264,21 @@ void eedge_fully_connected_packed_s8(const eedge_fc_params *p, const int8_t *inp
     const int32_t *w = p->packed, *bias = p->folded_bias, *rq = p->requant;
     const int32_t step = per_channel ? 3 : 0;
     int32_t oc = 0, acc[4];
+    const int32_t *xw = 0;
+#if defined(EEDGE_USE_DSP)
+    if (p->scratch != 0) { /* the input widened once for all blocks (fc_block4) */
+        int32_t k;
+        for (k = 0; k < nb; ++k) {
+            const int32_t v = load_i32(input + 4 * k);
+            p->scratch[2 * k] = __sxtb16(v);
+            p->scratch[2 * k + 1] = sxtb16_ror8(v);
+        }
+        xw = p->scratch;
+    }
+#endif
     if (rq != 0) { /* each block's four sums straight to int8 */
         for (; oc + 4 <= out_depth; oc += 4, rq += 4 * step) {
-            w = fc_block4(w, input, nb, rem, bias + oc, acc);
+            w = fc_block4(w, input, xw, nb, rem, bias + oc, acc);
             output[oc] = fc_out(acc[0], rq, low, high);
             output[oc + 1] = fc_out(acc[1], rq + step, low, high);
             output[oc + 2] = fc_out(acc[2], rq + 2 * step, low, high);
@@ -260,7 +294,7 @@ void eedge_fully_connected_packed_s8(const eedge_fc_params *p, const int8_t *inp
         const int32_t count = out_depth - oc < 4 ? out_depth - oc : 4;
         int32_t k = 0;
         if (count == 4) {
-            w = fc_block4(w, input, nb, rem, bias + oc, acc);
+            w = fc_block4(w, input, xw, nb, rem, bias + oc, acc);
         } else {
             for (; k < count; ++k) {
                 w = fc_row1(w, input, nb, rem, bias[oc + k], acc + k);

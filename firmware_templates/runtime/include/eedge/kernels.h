@@ -46,6 +46,9 @@ typedef struct {
      * output (per_channel) or one for all, when every sum stays within +-2^30 and every r
      * is 1..22; else 0 */
     const int32_t *requant;
+    /* with packed weights, DSP path: 2 words per 4 inputs where the input is widened to
+     * 16-bit lanes once for all blocks, or 0 (widened in each block) */
+    int32_t *scratch;
 } eedge_fc_params;
 
 typedef struct {
