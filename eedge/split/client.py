@@ -152,9 +152,11 @@ class Client:
         try:
             try:
                 response = self._http.send(request)
-            except (self._httpx.RemoteProtocolError, self._httpx.WriteError):
-                # a kept-alive connection the server closed between requests: once more
-                # on a new one (inference is idempotent)
+            except (self._httpx.RemoteProtocolError, self._httpx.WriteError,
+                    self._httpx.ReadError):
+                # a kept-alive connection the server closed between requests (idle
+                # timeout; a reset if the request crossed the close): once more on a new
+                # one (inference is idempotent); timeouts are not retried
                 self.attempts = 2
                 response = self._http.send(request)
         except self._httpx.HTTPError as exc:
