@@ -114,14 +114,17 @@ class Client:
                               "http://host:8000") from None
         for name in _DROPPED_HEADERS:
             self._http.headers.pop(name, None)
+        if self._http.base_url.scheme not in ("http", "https") or not self._http.base_url.host:
+            self._http.close()
+            raise TargetError(f"bad tail server URL {url!r}: give e.g. http://host:8000")
         self.host = self._http.base_url.netloc.decode("ascii")
         try:
             self.metadata = self._metadata()
             self.platform = self.metadata.get("platform", "")
-            served = [o["name"] for o in self.metadata.get("outputs", []) or []
-                      if isinstance(o, dict) and isinstance(o.get("name"), str)]
-            # KServe's ModelServer reports platform "" for every model: an eedge tail is
-            # recognized by its decision outputs
+            served = [o["name"] for o in _listed(self.metadata, "outputs")
+                      if isinstance(o.get("name"), str)]
+            # `eedge serve` says platform "eedge"; KServe reports "" unless a server
+            # overrides it, so an eedge tail is also recognized by its decision outputs
             self.decides = self.platform == "eedge" or set(EEDGE_OUTPUTS) <= set(served)
             self.tail_policies = tail_policies
             if not self.decides and tail_policies is None:
@@ -196,8 +199,7 @@ class Client:
             specs.append(TensorSpec(name, tuple(int(d) for d in entry["shape"][1:]), datatype,
                                     quant["scale"][0] if quant else None,
                                     quant["zero_point"][0] if quant else None))
-        served = {i.get("name"): i for i in self.metadata.get("inputs", []) or []
-                  if isinstance(i, dict)}
+        served = {i.get("name"): i for i in _listed(self.metadata, "inputs")}
         if served:
             missing = [s.name for s in specs if s.name not in served]
             if missing:
@@ -298,6 +300,12 @@ class Client:
             predictions[take] = np.argmax(lg[take], axis=-1)
         head_exits = len(self.head.exits)
         return predictions, decided + head_exits
+
+
+def _listed(metadata: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The tensor descriptions under ``key`` of v2 model metadata (objects only)."""
+    items = metadata.get(key)
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
 
 def _error_text(content: bytes) -> str:

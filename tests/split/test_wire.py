@@ -366,6 +366,9 @@ def test_client_errors_name_the_problem(head) -> None:  # type: ignore[no-untype
         Client(head_bundle, recorder.url, "model_tail", timeout_s=2)
     with pytest.raises(InputDataError, match="rows_per_request"):
         Client(head_bundle, recorder.url, "model_tail", rows_per_request=0)
+    for url in ("localhost:8000", "ftp://host:21", "http://"):
+        with pytest.raises(TargetError, match="bad tail server URL"):
+            Client(head_bundle, url, "model_tail")
 
 
 def test_request_headers_are_minimal() -> None:
