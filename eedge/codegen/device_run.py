@@ -87,7 +87,8 @@ def run_on_target(source: Path | CodegenModel, target: Target, x: np.ndarray,
         out = Path(tmp) / "project"
         say(f"generating the C project for {target.name}")
         project = generate_project(model, target, out,
-                                   samples if target.kind != "host" else None, optimize, dsp)
+                                   samples if target.kind != "host" else None, optimize, dsp,
+                                   serial_frames=False)  # the O/D lines, also for a split head
         say("compiling with " + ("gcc" if target.kind == "host" else "arm-none-eabi-gcc"))
         built = build(project)
         count = f"{len(samples)} sample{'' if len(samples) == 1 else 's'}"

@@ -87,6 +87,22 @@ class BridgeReport:
         return {"summary": self.summary(), "samples": [asdict(s) for s in self.samples]}
 
 
+class _Disconnect:
+    """A port whose end (pyserial's "socket disconnected") is a TargetError naming it."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+
+    def read(self, size: int = 1) -> bytes:
+        try:
+            return self.port.read(size)
+        except Exception as exc:  # serial.SerialException, OSError
+            if type(exc).__name__ != "SerialException" and not isinstance(exc, OSError):
+                raise
+            raise TargetError(f"the device's serial link closed before its DONE frame ({exc}); "
+                              "was it reset or stopped?") from None
+
+
 class Bridge:
     """Reads a head firmware's frames and forwards its hand-offs to the tail server."""
 
@@ -116,7 +132,7 @@ class Bridge:
     def run(self, port: Any, timeout_s: float = 60.0,
             on_sample: Callable[[BridgeSample], None] | None = None) -> BridgeReport:
         """Serve one firmware run: HELLO .. DONE on ``port`` (a pyserial port)."""
-        reader = FrameReader(port, timeout_s)
+        reader = FrameReader(_Disconnect(port), timeout_s)
         start = time.monotonic()
         frame = reader.next()
         while frame.type != HELLO:

@@ -153,7 +153,9 @@ int main(void) {
         *p = 0;
         eedge_platform_print(line);
     }
-    return 0;
+    for (;;) { /* a device stays up (an exit could cut the UART's last bytes off) */
+        __asm__ volatile("wfi");
+    }
 }
 #else
 int main(void) {
