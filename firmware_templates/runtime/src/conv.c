@@ -35,24 +35,14 @@
 /* n bytes (a multiple of 4) widened into a column slot from dst on; returns the slot's
  * next group. Each 4 bytes b0..b3 become (b0 + offset, b2 + offset) and (b1 + offset,
  * b3 + offset) as 16-bit lanes. */
-static int32_t *widen(int32_t *dst, const int8_t *src, int32_t n, int32_t offset) {
 #if defined(EEDGE_USE_DSP)
+static int32_t *widen(int32_t *dst, const int8_t *src, int32_t n, int32_t offset) {
     const int32_t offsets = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     for (; n > 0; n -= 4, src += 4, dst += 4) {
         const int32_t x = load_i32(src);
         dst[0] = __sxtab16(offsets, x);
         dst[1] = sxtab16_ror8(offsets, x);
     }
-#else
-    for (; n > 0; n -= 4, src += 4, dst += 4) {
-        const uint32_t v0 = (uint32_t)(src[0] + offset) & 0xFFFFu;
-        const uint32_t v1 = (uint32_t)(src[1] + offset) & 0xFFFFu;
-        const uint32_t v2 = (uint32_t)(src[2] + offset) & 0xFFFFu;
-        const uint32_t v3 = (uint32_t)(src[3] + offset) & 0xFFFFu;
-        dst[0] = (int32_t)(v0 | (v2 << 16));
-        dst[1] = (int32_t)(v1 | (v3 << 16));
-    }
-#endif
     return dst;
 }
 
@@ -130,6 +120,67 @@ static void gather(const eedge_conv_params *p, const int8_t *input, int32_t pixe
         widen(dst, line, k4, offset);
     }
 }
+#else
+/* The portable column: word i holds tap i of both pixels with the input offset added,
+ * pixel 0 in the low 16 bits and pixel 1 in the high 16 (taps outside the image: 0).
+ * One word load then feeds the four products of a tap in the 2x2 block, and each
+ * input byte is widened once per pixel pair instead of once per output channel pair.
+ * Slot 0 writes a tap's low lane (clearing the high one), slot 1 then adds its value
+ * times 2^16 (mod 2^32 that sets the high lane exactly). */
+static uint32_t *put_taps(uint32_t *dst, const int8_t *src, int32_t n, int32_t offset,
+                          int32_t slot) {
+    if (slot == 0) {
+        while (n-- > 0) {
+            *dst++ = (uint32_t)(*src++ + offset) & 0xFFFFu;
+        }
+    } else {
+        while (n-- > 0) {
+            *dst++ += (uint32_t)(*src++ + offset) << 16;
+        }
+    }
+    return dst;
+}
+
+static uint32_t *put_padding(uint32_t *dst, int32_t n, int32_t slot) {
+    if (slot == 0) {
+        while (n-- > 0) {
+            *dst++ = 0;
+        }
+        return dst;
+    }
+    return dst + n;
+}
+
+/* The receptive field of output pixel `pixel` into lane `slot` (0 or 1) of the column,
+ * tap order (ky, kx, c); slot 0 is written first. */
+static void gather(const eedge_conv_params *p, const int8_t *input, int32_t pixel,
+                   int32_t *column, int32_t slot, int8_t *line) {
+    const int32_t oy = pixel / p->out_w, ox = pixel % p->out_w;
+    const int32_t y0 = oy * p->stride_h - p->pad_top;
+    const int32_t x0 = ox * p->stride_w - p->pad_left;
+    const int32_t in_c = p->in_c, row = p->k_w * in_c, offset = p->in_offset;
+    const int32_t whole_rows = p->dil_w == 1 && x0 >= 0 && x0 + p->k_w <= p->in_w;
+    uint32_t *dst = (uint32_t *)column;
+    int32_t ky, kx;
+    (void)line;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = y0 + ky * p->dil_h;
+        if (iy < 0 || iy >= p->in_h) {
+            dst = put_padding(dst, row, slot);
+        } else if (whole_rows) {
+            dst = put_taps(dst, input + (iy * p->in_w + x0) * in_c, row, offset, slot);
+        } else {
+            for (kx = 0; kx < p->k_w; ++kx) {
+                const int32_t ix = x0 + kx * p->dil_w;
+                dst = ix < 0 || ix >= p->in_w
+                          ? put_padding(dst, in_c, slot)
+                          : put_taps(dst, input + (iy * p->in_w + ix) * in_c, in_c, offset,
+                                     slot);
+            }
+        }
+    }
+}
+#endif
 
 #if defined(EEDGE_USE_DSP)
 /* The groups of 4 taps of two weight rows from w0 and w1 until w0 reaches end (at least
@@ -247,18 +298,28 @@ static EEDGE_CONV_INLINE void dot_2x2(const int8_t *w0, const int8_t *w1, const 
     }
 #undef EEDGE_CONV_STEP
 #else
-    int32_t i;
-    for (i = 0; i < k; ++i) {
-        /* tap i: word (i & 1) of its group, low lane for i % 4 < 2 */
-        const int32_t *group = col + 4 * (i >> 2) + (i & 1);
-        const int32_t lane = 16 * ((i >> 1) & 1);
-        const int32_t x0 = (int32_t)(int16_t)(uint16_t)((uint32_t)group[0] >> lane);
-        const int32_t x1 = (int32_t)(int16_t)(uint16_t)((uint32_t)group[2] >> lane);
-        a00 += w0[i] * x0;
-        a01 += w0[i] * x1;
-        a10 += w1[i] * x0;
-        a11 += w1[i] * x1;
+    /* tap i of the two pixels is column word i (see gather): 4 taps per pass, then
+     * the last 0-3 */
+    const int32_t *const end4 = col + (k & ~3), *const end = col + k;
+#define EEDGE_CONV_TAP(i)                                                                 \
+    do {                                                                                  \
+        const int32_t x_ = col[i], u_ = w0[i], v_ = w1[i];                                \
+        const int32_t x0_ = (int16_t)x_, x1_ = x_ >> 16;                                  \
+        a00 += u_ * x0_;                                                                  \
+        a01 += u_ * x1_;                                                                  \
+        a10 += v_ * x0_;                                                                  \
+        a11 += v_ * x1_;                                                                  \
+    } while (0)
+    for (; col != end4; col += 4, w0 += 4, w1 += 4) {
+        EEDGE_CONV_TAP(0);
+        EEDGE_CONV_TAP(1);
+        EEDGE_CONV_TAP(2);
+        EEDGE_CONV_TAP(3);
     }
+    for (; col != end; ++col, ++w0, ++w1) {
+        EEDGE_CONV_TAP(0);
+    }
+#undef EEDGE_CONV_TAP
 #endif
     acc[0] = a00;
     acc[1] = a01;

@@ -255,6 +255,64 @@ static void dw_window1(const eedge_conv_params *p, const int8_t *input, int32_t 
     }
 }
 
+#if !defined(EEDGE_USE_DSP)
+/* The portable path, any window (taps [ky0, ky1) x [kx0, kx1) valid): channels
+ * [0, out_c & ~3), four at a time. A tap's four channels are adjacent bytes of the
+ * input and of the weights, so one pointer each walks them with constant offsets, and
+ * the four sums stay in registers from the bias to the output byte (one channel at a
+ * time would redo the window's pointer arithmetic for every channel). */
+static void dw_block4(const eedge_conv_params *p, const int8_t *input, int32_t window,
+                      const int8_t *w, const int32_t *bias, int8_t *out, int32_t ky0,
+                      int32_t ky1, int32_t kx0, int32_t kx1) {
+    const int32_t x_row = p->in_w * p->in_c * p->dil_h, x_step = p->in_c * p->dil_w;
+    const int32_t w_step = p->out_c, w_row = p->k_w * p->out_c, end = p->out_c & ~3;
+    const int32_t offset = p->in_offset, low = p->act_min, high = p->act_max;
+    const int32_t rows = ky1 - ky0, taps = kx1 - kx0;
+    const int32_t *q = p->dw_requant;
+    const int8_t *x_first = input + (window + ky0 * x_row + kx0 * x_step);
+    const int8_t *w_first = w + ky0 * w_row + kx0 * w_step;
+    int32_t c, ky, kx;
+    for (c = 0; c < end; c += 4) {
+        int32_t a0, a1, a2, a3;
+        const int8_t *xr = x_first + c, *wr = w_first + c;
+        if (q != 0) {
+            a0 = q[4 * c + 3];
+            a1 = q[4 * c + 7];
+            a2 = q[4 * c + 11];
+            a3 = q[4 * c + 15];
+        } else if (bias != 0) {
+            a0 = bias[c];
+            a1 = bias[c + 1];
+            a2 = bias[c + 2];
+            a3 = bias[c + 3];
+        } else {
+            a0 = a1 = a2 = a3 = 0;
+        }
+        for (ky = rows; ky > 0; --ky, xr += x_row, wr += w_row) {
+            const int8_t *xp = xr, *wp = wr;
+            for (kx = taps; kx > 0; --kx, xp += x_step, wp += w_step) {
+                a0 += (xp[0] + offset) * wp[0];
+                a1 += (xp[1] + offset) * wp[1];
+                a2 += (xp[2] + offset) * wp[2];
+                a3 += (xp[3] + offset) * wp[3];
+            }
+        }
+        if (q != 0) {
+            const int32_t *qc = q + 4 * c;
+            out[c] = (int8_t)eedge_clamp(dw_fast(a0, qc), low, high);
+            out[c + 1] = (int8_t)eedge_clamp(dw_fast(a1, qc + 4), low, high);
+            out[c + 2] = (int8_t)eedge_clamp(dw_fast(a2, qc + 8), low, high);
+            out[c + 3] = (int8_t)eedge_clamp(dw_fast(a3, qc + 12), low, high);
+        } else {
+            out[c] = dw_output(p, a0, c);
+            out[c + 1] = dw_output(p, a1, c + 1);
+            out[c + 2] = dw_output(p, a2, c + 2);
+            out[c + 3] = dw_output(p, a3, c + 3);
+        }
+    }
+}
+#endif
+
 #if defined(EEDGE_USE_DSP)
 /* ceil(a / b) for b > 0 */
 static int32_t div_up(int32_t a, int32_t b) {
@@ -320,6 +378,9 @@ static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
             } else {
                 dw_window4(p, input, window, weights, bias, out, ky0, ky1, kx0, kx1, offsets);
             }
+            done = p->out_c & ~3;
+#else
+            dw_block4(p, input, window, weights, bias, out, ky0, ky1, kx0, kx1);
             done = p->out_c & ~3;
 #endif
             dw_window1(p, input, window, weights, bias, out, done, ky0, ky1, kx0, kx1);
