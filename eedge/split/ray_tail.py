@@ -183,12 +183,16 @@ def build_ray_model(tail: Path | str, replicas: int, runtime: str | None = None,
     return model
 
 
-def replica_info(handle: Any, calls: int = 32) -> list[dict[str, Any]]:
-    """``info()`` of the replicas the router reaches in ``calls`` calls (distinct pids)."""
+def replica_info(handle: Any, replicas: int, calls: int = 400) -> list[dict[str, Any]]:
+    """``info()`` of the replicas (distinct pids), asked in rounds of 8 concurrent calls
+    until ``replicas`` answered or ``calls`` were made (the router picks who answers)."""
     seen: dict[int, dict[str, Any]] = {}
-    for _ in range(calls):
-        info = handle.info.remote().result(timeout_s=60)
-        seen[info["pid"]] = info
+    for _ in range(0, calls, 8):
+        for response in [handle.info.remote() for _ in range(8)]:
+            info = response.result(timeout_s=60)
+            seen[info["pid"]] = info
+        if len(seen) >= replicas:
+            break
     return list(seen.values())
 
 

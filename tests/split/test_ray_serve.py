@@ -14,12 +14,20 @@ One local Ray instance (2 CPUs) for the module, started and shut down here:
 
 from __future__ import annotations
 
+import json
+import os
+import select
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +37,135 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_serve import binary_request, get, int8_params, post, post_binary  # noqa: E402
-from test_serve import serve_process as _serve_process  # noqa: E402
 from zoo import example_input  # noqa: E402
 
 from eedge.runtime.cascade import Cascade  # noqa: E402
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
+
+
+# ---- HTTP helpers (the v2 binary extension written from the protocol) ---------------------
+
+V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int8): "INT8", np.dtype(np.int64): "INT64"}
+STARTUP_S = 180
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw or b"{}")
+        except ValueError:
+            return exc.code, {"error": raw.decode(errors="replace")}
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def binary_request(arrays: dict[str, np.ndarray], params: dict[str, dict] | None = None,
+                   ) -> tuple[bytes, dict[str, str]]:
+    inputs = [{"name": name, "shape": list(a.shape), "datatype": V2[a.dtype],
+               "parameters": {"binary_data_size": a.nbytes, **(params or {}).get(name, {})}}
+              for name, a in arrays.items()]
+    header = json.dumps({"inputs": inputs, "outputs": [
+        {"name": n, "parameters": {"binary_data": True}}
+        for n in ("predictions", "exit_index", "probabilities")]}).encode()
+    body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"))
+                             .tobytes() for a in arrays.values())
+    return body, {"Content-Type": "application/octet-stream",
+                  "Inference-Header-Content-Length": str(len(header))}
+
+
+def post_binary(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """POST a binary request; the answer's outputs decoded (binary or JSON)."""
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw = response.read()
+            length = response.headers.get("Inference-Header-Content-Length")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    if length is None:
+        return 200, {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
+                     for o in json.loads(raw)["outputs"]}
+    outputs, offset = {}, int(length)
+    types = {"FP32": "<f4", "INT64": "<i8"}
+    for o in json.loads(raw[:int(length)])["outputs"]:
+        size = o["parameters"]["binary_data_size"]
+        outputs[o["name"]] = np.frombuffer(raw[offset:offset + size],
+                                           types[o["datatype"]]).reshape(o["shape"])
+        offset += size
+    assert offset == len(raw)
+    return 200, outputs
+
+
+def int8_params(head: Any, runtime: str) -> dict[str, dict]:
+    quant = {t["name"]: t.get("quant") for io in Cascade(head, runtime=runtime).io
+             for t in io["outputs"]}
+    return {n: {"eedge_scale": q["scale"][0], "eedge_zero_point": q["zero_point"][0]}
+            for n, q in quant.items() if q}
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen
+    url: str
+    name: str
+
+    @property
+    def infer_url(self) -> str:
+        return f"{self.url}/v2/models/{self.name}/infer"
+
+
+def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
+    deadline, line = time.monotonic() + timeout_s, b""
+    while not line.endswith(b"\n") and proc.poll() is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if select.select([proc.stdout], [], [], left)[0]:
+            chunk = os.read(proc.stdout.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+    return line.decode()
+
+
+@contextmanager
+def _serve_process(tail: Path, *args: str) -> Iterator[Served]:
+    """`eedge serve TAIL --port 0 --no-grpc ARGS` until the block ends (then SIGTERM, and
+    SIGKILL if it has not exited within 90 s)."""
+    command = [sys.executable, "-m", "eedge.cli.main", "serve", str(tail), "--port", "0",
+               "--no-grpc", *args]
+    log = Path(tail).parent / f"serve-ray-{os.getpid()}-{time.monotonic_ns()}.log"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            line = _read_line(proc, STARTUP_S)
+            assert "serving" in line, f"eedge serve did not start: {line!r}\n" \
+                                      f"{log.read_text()[-3000:]}"
+            yield Served(proc, line.split(" at ")[1].split("/v2")[0],
+                         line.split("/v2/models/")[1].split()[0])
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(90)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +240,6 @@ def _send_all(url: str, requests: list[dict[str, np.ndarray]], binary: bool,
             body, headers = binary_request(arrays, params)
             status, out = post_binary(url, body, headers)
         else:
-            import json
-
             kinds = {np.dtype(np.float32): "FP32", np.dtype(np.int8): "INT8"}
             inputs = [{"name": k, "datatype": kinds[a.dtype], "shape": list(a.shape),
                        "data": a.reshape(-1).tolist(),
@@ -180,7 +307,7 @@ def test_two_replicas_answer_like_the_single_process_server(model, ray_instance)
                 _send_all(f"{scaled.url}/v2/models/{name}/infer", bad, True, threads=1),
                 _send_all(f"{single.url}/v2/models/{name}/infer", bad, True, threads=1)):
             assert status == ref_status == 400 and out == ref, (out, ref)
-        replicas = replica_info(handle)
+        replicas = replica_info(handle, 2)
         assert len(replicas) == 2, replicas
         assert all(r["batches"] > 0 for r in replicas), replicas  # both did work
         # batches merged concurrent requests: fewer cascade runs than requests
@@ -199,7 +326,7 @@ def test_cli_replicas_on_an_existing_cluster(model, ray_instance) -> None:  # ty
     params = int8_params(head, runtime)
     assert requests[0][next(iter(requests[0]))].dtype == np.int8
     with _serve_process(tail.path, "--runtime", runtime, "--replicas", "2", "--ray-address",
-                        ray_instance["address"], grpc=False) as served:
+                        ray_instance["address"]) as served:
         replies = _send_all(served.infer_url, requests, True, params, threads=4)
         for i, ((status, out), (pred, exits)) in enumerate(zip(replies, expected)):
             assert status == 200, (i, out)
@@ -209,7 +336,7 @@ def test_cli_replicas_on_an_existing_cluster(model, ray_instance) -> None:  # ty
         [(status, out)] = _send_all(served.infer_url, requests[:1], True, wrong_scale, 1)
         assert status == 400 and "scale" in out["error"], out
         assert "eedge-tail" in serve.status().applications
-        served.proc.send_signal(__import__("signal").SIGTERM)
+        served.proc.send_signal(signal.SIGTERM)
         rest, _ = served.proc.communicate(timeout=90)
         assert served.proc.returncode == 0 and b"stopped" in rest
     deadline = time.monotonic() + 60
