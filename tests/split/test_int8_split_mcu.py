@@ -167,6 +167,42 @@ def test_head_on_qemu_bridge_and_tail_server_equal_the_unsplit_cascade(
     print(f"\ndigits CNN on QEMU: {json.dumps(summary)}")
 
 
+def test_cli_codegen_qemu_cortex_m4_and_split_bridge(digits: dict[str, Any]) -> None:
+    """The commands a user runs: `eedge codegen HEAD --target qemu-cortex-m4`, QEMU with
+    the UART on TCP, `eedge split bridge HEAD socket://... --server URL --json`."""
+    from qemu_board import free_port
+
+    from eedge.codegen.toolchain import require_tool
+
+    root, x = digits["root"], digits["x"][:12]
+    head, tail = root / "split" / "head", root / "split" / "tail"
+    np.save(root / "x12.npy", x)
+    _cli("codegen", str(head), "--target", "qemu-cortex-m4", "--inputs", str(root / "x12.npy"),
+         "--out", str(root / "fw-m4"))
+    subprocess.run(["make", "-s", "-C", str(root / "fw-m4")], check=True, timeout=600,
+                   capture_output=True)
+    port = free_port()
+    with serve_process(tail, "--runtime", RUNTIME, grpc=False) as served:
+        qemu = subprocess.Popen(
+            [require_tool("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-monitor",
+             "none", "-semihosting-config", "enable=on,target=native", "-serial",
+             f"tcp:127.0.0.1:{port},server=on,wait=on", "-icount", "shift=0", "-kernel",
+             str(root / "fw-m4" / "build" / "firmware.elf")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            report = _cli("split", "bridge", str(head), f"socket://127.0.0.1:{port}",
+                          "--server", served.url, "--model", served.name, "--timeout", "120")
+        finally:
+            qemu.kill()
+            qemu.wait(timeout=30)
+    whole = Cascade(digits["bundle"], runtime=RUNTIME).infer(x)
+    assert [s["exit_index"] for s in report["samples"]] == whole.exit_index.tolist()
+    assert [s["prediction"] for s in report["samples"]] == whole.predictions.tolist()
+    summary = report["summary"]
+    assert summary["samples"] == len(x) and 0 < summary["decided_on_server"] < len(x)
+    assert summary["handoff_bytes_per_sample"] == 1024 and summary["bad_frames"] == 0
+
+
 def test_source_exported_with_split_after(digits: dict[str, Any],
                                           tmp_path: Path) -> None:
     """`eedge export --int8 --split-after T` then `split export --after T`: same halves."""
