@@ -288,15 +288,35 @@ static void dw_block4(const eedge_conv_params *p, const int8_t *input, int32_t w
         } else {
             a0 = a1 = a2 = a3 = 0;
         }
-        for (ky = rows; ky > 0; --ky, xr += x_row, wr += w_row) {
-            const int8_t *xp = xr, *wp = wr;
-            for (kx = taps; kx > 0; --kx, xp += x_step, wp += w_step) {
-                a0 += (xp[0] + offset) * wp[0];
-                a1 += (xp[1] + offset) * wp[1];
-                a2 += (xp[2] + offset) * wp[2];
-                a3 += (xp[3] + offset) * wp[3];
+#define EEDGE_DW_TAP4(xp, wp)                                                             \
+    do {                                                                                  \
+        a0 += ((xp)[0] + offset) * (wp)[0];                                               \
+        a1 += ((xp)[1] + offset) * (wp)[1];                                               \
+        a2 += ((xp)[2] + offset) * (wp)[2];                                               \
+        a3 += ((xp)[3] + offset) * (wp)[3];                                               \
+    } while (0)
+        if (taps == 3) {
+            /* a row of 3 taps written out (every 3x3 window whose columns are all
+             * inside the image): no tap counter to keep */
+            for (ky = rows; ky > 0; --ky, xr += x_row, wr += w_row) {
+                const int8_t *xp = xr, *wp = wr;
+                EEDGE_DW_TAP4(xp, wp);
+                xp += x_step;
+                wp += w_step;
+                EEDGE_DW_TAP4(xp, wp);
+                xp += x_step;
+                wp += w_step;
+                EEDGE_DW_TAP4(xp, wp);
+            }
+        } else {
+            for (ky = rows; ky > 0; --ky, xr += x_row, wr += w_row) {
+                const int8_t *xp = xr, *wp = wr;
+                for (kx = taps; kx > 0; --kx, xp += x_step, wp += w_step) {
+                    EEDGE_DW_TAP4(xp, wp);
+                }
             }
         }
+#undef EEDGE_DW_TAP4
         if (q != 0) {
             const int32_t *qc = q + 4 * c;
             out[c] = (int8_t)eedge_clamp(dw_fast(a0, qc), low, high);
