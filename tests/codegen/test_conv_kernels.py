@@ -175,3 +175,28 @@ def test_conv_c_equals_the_reference(tmp_path: Path, target: str, dsp: bool | No
         want = expected[name]
         assert name in found, name
         assert np.array_equal(np.stack(found[name]).reshape(want.shape), want), name
+
+
+@pytest.mark.parametrize("target,dsp", [("host", None), ("qemu-cortex-m4", False)])
+def test_portable_conv_without_folded_bias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           target: str, dsp: bool | None) -> None:
+    """The portable path folds the input offset into a host-side bias (conv_bias) and sums
+    raw int8 products; where the emitter cannot (weights not constant, or a partial sum
+    that could overflow) it widens the columns with the offset instead. Real models rarely
+    reach that branch, so it is forced here and must give the same bytes."""
+    import eedge.codegen.emit as emit
+
+    monkeypatch.setattr(emit, "_conv_folded_bias", lambda *args: None)
+    graph = conv_graph()
+    ctx = EmitContext(graph, lambda t: t, lambda t: t, ident="t")
+    conv = next(n for n in graph.nodes if n.op_type == "CONV_2D")
+    assert not any("t_cb[" in d for d in emit._conv2d(ctx, conv).declarations)
+    test_conv_c_equals_the_reference(tmp_path, target, dsp)
+
+
+def test_folded_bias_is_emitted() -> None:
+    graph = conv_graph()
+    for node in graph.nodes:
+        if node.op_type == "CONV_2D":
+            ctx = EmitContext(graph, lambda t: t, lambda t: t, ident="t")
+            assert any("t_cb[" in d for d in _conv2d(ctx, node).declarations), node.name

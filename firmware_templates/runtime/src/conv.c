@@ -434,6 +434,111 @@ static EEDGE_CONV_NOINLINE void output_stage(const eedge_conv_params *p, const i
 #undef EEDGE_CONV_INT8
 #undef EEDGE_CONV_RANGE
 
+#if !defined(EEDGE_USE_DSP)
+/* The portable path with the input offset folded into the bias (p->conv_bias: bias +
+ * in_offset * sum of the channel's weights, from the code generator): the MACs take
+ * raw int8 inputs, so a receptive field is its bytes as they are (taps outside the
+ * image hold the input zero point, whose product with the offset folded is 0), read in
+ * place for a 1x1 kernel, and each tap of the 2x2 block is four byte loads and four
+ * multiply-adds, no widening pass and no unpacking. */
+
+/* output pixel `pixel`'s receptive field as int8 bytes: in place, or copied into line */
+static const int8_t *field_bytes(const eedge_conv_params *p, const int8_t *input,
+                                 int32_t pixel, int8_t *line) {
+    const int32_t oy = pixel / p->out_w, ox = pixel % p->out_w;
+    const int32_t y0 = oy * p->stride_h - p->pad_top;
+    const int32_t x0 = ox * p->stride_w - p->pad_left;
+    const int32_t in_c = p->in_c, row = p->k_w * in_c;
+    const int8_t zero_point = (int8_t)-p->in_offset;
+    int8_t *dst = line;
+    int32_t ky, kx;
+    if (p->k_h == 1 && p->k_w == 1 && y0 >= 0 && x0 >= 0 && y0 < p->in_h && x0 < p->in_w) {
+        return input + (y0 * p->in_w + x0) * in_c;
+    }
+    for (ky = 0; ky < p->k_h; ++ky, dst += row) {
+        const int32_t iy = y0 + ky * p->dil_h;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(dst, zero_point, (size_t)row);
+        } else if (p->dil_w == 1 && x0 >= 0 && x0 + p->k_w <= p->in_w) {
+            memcpy(dst, input + (iy * p->in_w + x0) * in_c, (size_t)row);
+        } else {
+            for (kx = 0; kx < p->k_w; ++kx) {
+                const int32_t ix = x0 + kx * p->dil_w;
+                if (ix < 0 || ix >= p->in_w) {
+                    memset(dst + kx * in_c, zero_point, (size_t)in_c);
+                } else {
+                    memcpy(dst + kx * in_c, input + (iy * p->in_w + ix) * in_c, (size_t)in_c);
+                }
+            }
+        }
+    }
+    return line;
+}
+
+/* n weight rows from w (k bytes each, folded biases from `bias`) against the byte
+ * columns c0 and c1: sums[j] (pixel 0) and sums[EEDGE_CONV_CHUNK + j] (pixel 1); an odd
+ * last row is paired with itself. */
+static EEDGE_CONV_NOINLINE void dot_rows_bytes(const int8_t *w, int32_t k, const int8_t *c0,
+                                               const int8_t *c1, const int32_t *bias,
+                                               int32_t n, int32_t *sums) {
+    int32_t j;
+    for (j = 0; j < n; j += 2, w += 2 * k, sums += 2) {
+        const int32_t pair = j + 1 < n;
+        const int8_t *w0 = w, *w1 = pair ? w + k : w, *x0 = c0, *x1 = c1;
+        const int8_t *const end4 = c0 + (k & ~3), *const end = c0 + k;
+        int32_t a00 = bias[j], a01 = a00, a10 = bias[pair ? j + 1 : j], a11 = a10;
+#define EEDGE_CONV_TAP(i)                                                                 \
+    do {                                                                                  \
+        const int32_t s_ = x0[i], t_ = x1[i], u_ = w0[i], v_ = w1[i];                     \
+        a00 += u_ * s_;                                                                   \
+        a01 += u_ * t_;                                                                   \
+        a10 += v_ * s_;                                                                   \
+        a11 += v_ * t_;                                                                   \
+    } while (0)
+        for (; x0 != end4; x0 += 4, x1 += 4, w0 += 4, w1 += 4) {
+            EEDGE_CONV_TAP(0);
+            EEDGE_CONV_TAP(1);
+            EEDGE_CONV_TAP(2);
+            EEDGE_CONV_TAP(3);
+        }
+        for (; x0 != end; ++x0, ++x1, ++w0, ++w1) {
+            EEDGE_CONV_TAP(0);
+        }
+#undef EEDGE_CONV_TAP
+        sums[0] = a00;
+        sums[EEDGE_CONV_CHUNK] = a01;
+        if (pair) {
+            sums[1] = a10;
+            sums[EEDGE_CONV_CHUNK + 1] = a11;
+        }
+    }
+}
+
+static void conv_folded(const eedge_conv_params *p, const int8_t *input,
+                        const int8_t *weights, int8_t *output) {
+    const int32_t k = p->k_h * p->k_w * p->in_c;
+    const int32_t pixels = p->out_h * p->out_w;
+    const int32_t out_c = p->out_c;
+    int8_t *line0 = (int8_t *)p->scratch;
+    int8_t *line1 = line0 + ((k + 3) & ~3);
+    int32_t sums[2 * EEDGE_CONV_CHUNK];
+    int8_t dummy[EEDGE_CONV_CHUNK];
+    int32_t pixel, oc0;
+    for (pixel = 0; pixel < pixels; pixel += 2) {
+        const int32_t two = pixel + 1 < pixels;
+        int8_t *out0 = output + pixel * out_c;
+        int8_t *out1 = out0 + out_c;
+        const int8_t *c0 = field_bytes(p, input, pixel, line0);
+        const int8_t *c1 = two ? field_bytes(p, input, pixel + 1, line1) : c0;
+        for (oc0 = 0; oc0 < out_c; oc0 += EEDGE_CONV_CHUNK) {
+            const int32_t n = out_c - oc0 < EEDGE_CONV_CHUNK ? out_c - oc0 : EEDGE_CONV_CHUNK;
+            dot_rows_bytes(weights + oc0 * k, k, c0, c1, p->conv_bias + oc0, n, sums);
+            output_stage(p, sums, oc0, n, out0 + oc0, two ? out1 + oc0 : dummy);
+        }
+    }
+}
+#endif
+
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
                      const int32_t *bias, int8_t *output) {
     const int32_t k = p->k_h * p->k_w * p->in_c;
@@ -445,6 +550,12 @@ void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8
     int32_t sums[2 * EEDGE_CONV_CHUNK];
     int8_t dummy[EEDGE_CONV_CHUNK];
     int32_t pixel, oc0;
+#if !defined(EEDGE_USE_DSP)
+    if (p->conv_bias != 0) {
+        conv_folded(p, input, weights, output);
+        return;
+    }
+#endif
     for (pixel = 0; pixel < pixels; pixel += 2) {
         const int32_t two = pixel + 1 < pixels;
         int8_t *out0 = output + pixel * out_c;
