@@ -6,8 +6,8 @@
 Part of `make bench` (results under "mlperf"). For each of the four MLPerf Tiny reference
 models in ../shared/models/mlperf_tiny it builds the generated C project, runs the
 baseline's three xorshift inputs in QEMU (-icount shift=0, so counts are exact) and
-reports instructions per inference (seed 0, as the baseline), RAM (arena + painted
-stack), runtime code (flash minus weights, quantization parameters and test inputs), and
+reports instructions per inference (seed 0, as the baseline), RAM (arena + kernel scratch +
+painted stack), runtime code (flash minus weights, quantization parameters and test inputs), and
 whether the output bytes equal TFLM's on all three seeds. With per-op profiles it puts
 eedge's instructions per op type next to the baseline's ``per_op_instructions`` (TFLM +
 CMSIS-NN, -O2): the table that says which kernel loses and by how much.
@@ -85,9 +85,11 @@ def measure_model(name: str, target_name: str, portable: bool, per_op: bool,
             for seed, s in zip(SEEDS, samples))
         summary = run.summary()
         entry.update(arena_bytes=summary["arena_bytes"], stack_bytes=summary["stack_used_bytes"],
-                     weight_bytes=summary["weight_bytes"])
+                     scratch_bytes=summary["scratch_bytes"], weight_bytes=summary["weight_bytes"])
         entry[f"code_bytes_{key}"] = summary["code_bytes"]
-    entry["ram_bytes"] = entry["arena_bytes"] + entry["stack_bytes"]
+    # RAM the inference needs: the arena, the kernels' scratch buffer (TFLM's arena holds
+    # its scratch too) and the painted stack's high-water mark
+    entry["ram_bytes"] = entry["arena_bytes"] + entry["scratch_bytes"] + entry["stack_bytes"]
     entry.update(
         tflm_ref_instructions=ref["instructions_per_inference"],
         tflm_cmsis_instructions=cmsis["instructions_per_inference"],

@@ -55,7 +55,8 @@ class DeviceRun:
         data: dict[str, Any] = {
             "target": self.target, "samples": len(self.run.samples),
             "exit_index": self.exit_index.tolist(), "predictions": self.predictions.tolist(),
-            "arena_bytes": self.project.arena_bytes, "weight_bytes": self.project.weight_bytes,
+            "arena_bytes": self.project.arena_bytes, "scratch_bytes": self.project.scratch_bytes,
+            "weight_bytes": self.project.weight_bytes,
             "dsp": self.project.dsp}
         if self.project.port != "host":
             test_bytes = self.project.test_inputs * self.project.input_bytes

@@ -87,6 +87,7 @@ class GeneratedProject:
     input_layout: str | None
     exit_stages: list[int]
     test_inputs: int = 0
+    scratch_bytes: int = 0   # the kernels' static scratch buffer (RAM beside the arena)
     files: list[str] = field(default_factory=list)
     plan: MemoryPlan | None = None
     op_labels: list[dict[str, Any]] = field(default_factory=list)  # per-op profile build
@@ -460,7 +461,7 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         project = GeneratedProject(
             path=out, target=target.name, target_spec=target.data, port=port,
-            arena_bytes=context["arena_bytes"],
+            arena_bytes=context["arena_bytes"], scratch_bytes=4 * scratch_words,
             weight_bytes=context["weight_bytes"], quant_param_bytes=context["quant_param_bytes"],
             input_bytes=context["input_bytes"],
             stage_outputs=[[(t, g.tensors[t].elements_per_sample()) for t in s.outputs]
