@@ -88,8 +88,9 @@ def test_qemu_per_op_sums_add_up_to_the_stage(bundle) -> None:  # type: ignore[n
         assert 0 <= stage["measured_total"] - whole.value <= PER_TICK * n_ops
         outside.append(whole.value - stage["ops_total"])
         assert stage["macs"] == whole.macs
-    # what the kernels leave out is the exit decision, the same in every stage (10 classes)
-    assert all(1000 <= v <= 3000 for v in outside), outside
+    # what the kernels leave out is the exit decision (a table-driven score of 10 classes,
+    # about 300 instructions), the same in every stage
+    assert all(100 <= v <= 1000 for v in outside), outside
     assert max(outside) - min(outside) <= PER_TICK * 5
     conv = next(r for r in report["by_type"] if r["op"] == "CONV_2D")
     assert conv["share"] > 0.8 and 1 < conv["per_mac"] < 10
