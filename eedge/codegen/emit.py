@@ -162,16 +162,18 @@ def _conv2d(ctx: EmitContext, node: Node) -> Emitted:
                    _conv_call(ctx, node, "eedge_conv2d_s8"), scratch)
 
 
-def _conv_folded_bias(g: Graph, node: Node, in_offset: int) -> np.ndarray | None:
-    """CONV_2D's bias with the input offset folded in, per output channel bias + in_offset
-    * sum(w), or None. The portable kernel (conv.c without EEDGE_USE_DSP) then sums raw
-    int8 products over int8 columns; a partial sum is within |bias| + (|in_offset| + 128)
-    * sum |w|, which must stay below 2^31 (no int32 overflow in C)."""
+def _conv_folded_bias(g: Graph, node: Node, in_offset: int,
+                      out_axis: int = 0) -> np.ndarray | None:
+    """CONV_2D's (DEPTHWISE_CONV_2D's: out_axis 3) bias with the input offset folded in,
+    per output channel bias + in_offset * sum(w), or None. The portable kernels (conv.c,
+    depthwise.c's whole windows, without EEDGE_USE_DSP) then sum raw int8 products; a
+    partial sum is within |bias| + (|in_offset| + 128) * sum |w|, which must stay below
+    2^31 (no int32 overflow in C)."""
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     if node.inputs[1] not in g.constants or (bias is not None and bias not in g.constants):
         return None
-    w = np.asarray(g.constants[node.inputs[1]], np.int64).reshape(
-        _dims(g, node.inputs[1])[0], -1)
+    w = np.asarray(g.constants[node.inputs[1]], np.int64)
+    w = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1)
     b = (np.asarray(g.constants[bias], np.int64).reshape(-1) if bias is not None
          else np.zeros(w.shape[0], np.int64))
     bound = np.abs(b) + (abs(in_offset) + 128) * np.abs(w).sum(axis=1)
@@ -250,6 +252,11 @@ def _depthwise(ctx: EmitContext, node: Node) -> Emitted:
                                  axis=-1).astype(np.uint32).view(np.int32)
                 arrays.append(int_array(f"{ctx.ident}_dww", words))
                 fields["dw_weights"] = f"{ctx.ident}_dww"
+    if fields["depth_multiplier"] == 1:
+        folded = _conv_folded_bias(g, node, int(fields["in_offset"]), 3)
+        if folded is not None:
+            arrays.append(int_array(f"{ctx.ident}_cb", folded))
+            fields["conv_bias"] = f"{ctx.ident}_cb"
     return Emitted(arrays + [struct("eedge_conv_params", f"{ctx.ident}_params", fields)],
                    _conv_call(ctx, node, "eedge_depthwise_conv2d_s8"), scratch)
 

@@ -269,13 +269,20 @@ static void dw_block4(const eedge_conv_params *p, const int8_t *input, int32_t w
     const int32_t offset = p->in_offset, low = p->act_min, high = p->act_max;
     const int32_t rows = ky1 - ky0, taps = kx1 - kx0;
     const int32_t *q = p->dw_requant;
+    /* a whole window with the offset folded into the bias: raw int8 products */
+    const int32_t *folded = rows == p->k_h && taps == p->k_w ? p->conv_bias : 0;
     const int8_t *x_first = input + (window + ky0 * x_row + kx0 * x_step);
     const int8_t *w_first = w + ky0 * w_row + kx0 * w_step;
     int32_t c, ky, kx;
     for (c = 0; c < end; c += 4) {
         int32_t a0, a1, a2, a3;
         const int8_t *xr = x_first + c, *wr = w_first + c;
-        if (q != 0) {
+        if (folded != 0) {
+            a0 = folded[c];
+            a1 = folded[c + 1];
+            a2 = folded[c + 2];
+            a3 = folded[c + 3];
+        } else if (q != 0) {
             a0 = q[4 * c + 3];
             a1 = q[4 * c + 7];
             a2 = q[4 * c + 11];
@@ -288,34 +295,61 @@ static void dw_block4(const eedge_conv_params *p, const int8_t *input, int32_t w
         } else {
             a0 = a1 = a2 = a3 = 0;
         }
-#define EEDGE_DW_TAP4(xp, wp)                                                             \
+#define EEDGE_DW_TAP4(xp, wp, OFFSET)                                                     \
     do {                                                                                  \
-        a0 += ((xp)[0] + offset) * (wp)[0];                                               \
-        a1 += ((xp)[1] + offset) * (wp)[1];                                               \
-        a2 += ((xp)[2] + offset) * (wp)[2];                                               \
-        a3 += ((xp)[3] + offset) * (wp)[3];                                               \
+        a0 += ((xp)[0] OFFSET) * (wp)[0];                                                 \
+        a1 += ((xp)[1] OFFSET) * (wp)[1];                                                 \
+        a2 += ((xp)[2] OFFSET) * (wp)[2];                                                 \
+        a3 += ((xp)[3] OFFSET) * (wp)[3];                                                 \
     } while (0)
-        if (taps == 3) {
-            /* a row of 3 taps written out (every 3x3 window whose columns are all
-             * inside the image): no tap counter to keep */
-            for (ky = rows; ky > 0; --ky, xr += x_row, wr += w_row) {
-                const int8_t *xp = xr, *wp = wr;
-                EEDGE_DW_TAP4(xp, wp);
+#define EEDGE_DW_TAP16(xp, u, v)                                                          \
+    do {                                                                                  \
+        const int32_t u_ = (u), v_ = (v);                                                 \
+        a0 += (xp)[0] * (int16_t)u_;                                                      \
+        a1 += (xp)[1] * (int16_t)v_;                                                      \
+        a2 += (xp)[2] * (u_ >> 16);                                                       \
+        a3 += (xp)[3] * (v_ >> 16);                                                       \
+    } while (0)
+/* a row of 3 taps written out (every 3x3 window whose columns are all inside the
+ * image): no tap counter to keep */
+#define EEDGE_DW_ROW3(OFFSET)                                                             \
+    for (ky = rows; ky > 0; --ky, xr += x_row, wr += w_row) {                             \
+        const int8_t *xp = xr, *wp = wr;                                                  \
+        EEDGE_DW_TAP4(xp, wp, OFFSET);                                                    \
+        xp += x_step;                                                                     \
+        wp += w_step;                                                                     \
+        EEDGE_DW_TAP4(xp, wp, OFFSET);                                                    \
+        xp += x_step;                                                                     \
+        wp += w_step;                                                                     \
+        EEDGE_DW_TAP4(xp, wp, OFFSET);                                                    \
+    }
+        if (taps == 3 && folded != 0 && p->dw_weights != 0) {
+            /* 3x3 (dilation 1): the block's weights from the DSP path's widened table,
+             * per tap two words {c0 | c2 << 16, c1 | c3 << 16} at fixed offsets from one
+             * pointer, so only the input pointer moves between taps */
+            const int32_t *wq = p->dw_weights + 18 * (c >> 2);
+            for (ky = 3; ky > 0; --ky, xr += x_row, wq += 6) {
+                const int8_t *xp = xr;
+                EEDGE_DW_TAP16(xp, wq[0], wq[1]);
                 xp += x_step;
-                wp += w_step;
-                EEDGE_DW_TAP4(xp, wp);
+                EEDGE_DW_TAP16(xp, wq[2], wq[3]);
                 xp += x_step;
-                wp += w_step;
-                EEDGE_DW_TAP4(xp, wp);
+                EEDGE_DW_TAP16(xp, wq[4], wq[5]);
             }
+        } else if (taps == 3 && folded != 0) {
+            EEDGE_DW_ROW3()
+        } else if (taps == 3) {
+            EEDGE_DW_ROW3(+ offset)
         } else {
             for (ky = rows; ky > 0; --ky, xr += x_row, wr += w_row) {
                 const int8_t *xp = xr, *wp = wr;
                 for (kx = taps; kx > 0; --kx, xp += x_step, wp += w_step) {
-                    EEDGE_DW_TAP4(xp, wp);
+                    EEDGE_DW_TAP4(xp, wp, + (folded != 0 ? 0 : offset));
                 }
             }
         }
+#undef EEDGE_DW_ROW3
+#undef EEDGE_DW_TAP16
 #undef EEDGE_DW_TAP4
         if (q != 0) {
             const int32_t *qc = q + 4 * c;

@@ -29,9 +29,10 @@ typedef struct {
     /* convolution: per output channel {multiplier, 2^(r-1) + out_offset << r, right
      * shift r} when every sum stays within +-2^30 and every r is 1..22, else 0 */
     const int32_t *conv_requant;
-    /* convolution, portable path: per output channel bias + in_offset * sum of its
-     * weights (the input offset folded out of the MACs) when no partial sum of raw int8
-     * products can overflow, else 0 */
+    /* convolution and depthwise (multiplier 1), portable path: per output channel bias +
+     * in_offset * sum of its weights (the input offset folded out of the MACs; depthwise:
+     * windows with every tap inside the image) when no partial sum of raw int8 products
+     * can overflow, else 0 */
     const int32_t *conv_bias;
 } eedge_conv_params;
 
