@@ -224,12 +224,35 @@ def triton_config(tail: Bundle, name: str, max_batch: int = 64,
             'instance_group [\n  {\n    kind: KIND_CPU\n    count: 1\n  }\n]\n')
 
 
+def _triton_model_config() -> Any:
+    """tritonclient's ModelConfig module, loaded on its own: importing the
+    ``tritonclient.grpc`` package also registers Triton's gRPC service protos, whose
+    ``inference.*`` names clash with KServe's in one process (``eedge serve`` and this
+    check then could not share a process); model_config.proto alone does not clash."""
+    import importlib.util
+    import sys
+
+    name = "eedge_triton_model_config_pb2"
+    if name in sys.modules:
+        return sys.modules[name]
+    import tritonclient
+
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
 def validate_triton_config(text: str) -> Any:
     """Parse against Triton's ModelConfig protobuf (tritonclient); errors name line:column."""
     try:
         from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as exc:
+        model_config_pb2 = _triton_model_config()
+    except (ImportError, OSError) as exc:
         raise InputDataError("validating a Triton config needs tritonclient[grpc] (pip "
                              "install 'eedge[split]')") from exc
     try:

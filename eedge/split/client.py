@@ -58,8 +58,8 @@ class SplitResult:
 def _import_httpx() -> Any:
     try:
         import httpx
-    except ImportError:  # pragma: no cover - httpx comes with eedge[serve]
-        raise TargetError("the split client needs httpx: pip install 'eedge[serve]' (or "
+    except ImportError:  # pragma: no cover - httpx comes with eedge[split] and eedge[serve]
+        raise TargetError("the split client needs httpx: pip install 'eedge[split]' (or "
                           "httpx alone)") from None
     return httpx
 

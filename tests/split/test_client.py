@@ -341,8 +341,7 @@ def serve_generic(model: Any) -> tuple[str, Any]:
 def test_generic_v2_server_with_logits(model, tmp_path: Path, binary: bool) -> None:  # type: ignore[no-untyped-def]
     bundle, head, tail = model
     # the model.onnx `split export --triton` writes (its config.pbtxt is checked against
-    # Triton's protobuf in test_serve.py; tritonclient's and KServe's gRPC protos cannot
-    # share a process)
+    # Triton's protobuf in test_serve.py)
     onnx_path = tmp_path / "model.onnx"
     onnx_path.write_bytes(tail_onnx(tail))
     url, stop = serve_generic(OnnxTail("tail", onnx_path))
