@@ -476,17 +476,16 @@ static const int8_t *field_bytes(const eedge_conv_params *p, const int8_t *input
 }
 
 /* n weight rows from w (k bytes each, folded biases from `bias`) against the byte
- * columns c0 and c1: sums[j] (pixel 0) and sums[EEDGE_CONV_CHUNK + j] (pixel 1); an odd
- * last row is paired with itself. */
+ * columns c0 and c1: sums[j] (pixel 0) and sums[EEDGE_CONV_CHUNK + j] (pixel 1). Pairs
+ * of rows, whose pointers end where the next pair starts, then an odd last row. */
 static EEDGE_CONV_NOINLINE void dot_rows_bytes(const int8_t *w, int32_t k, const int8_t *c0,
                                                const int8_t *c1, const int32_t *bias,
                                                int32_t n, int32_t *sums) {
-    int32_t j;
-    for (j = 0; j < n; j += 2, w += 2 * k, sums += 2) {
-        const int32_t pair = j + 1 < n;
-        const int8_t *w0 = w, *w1 = pair ? w + k : w, *x0 = c0, *x1 = c1;
-        const int8_t *const end4 = c0 + (k & ~3), *const end = c0 + k;
-        int32_t a00 = bias[j], a01 = a00, a10 = bias[pair ? j + 1 : j], a11 = a10;
+    const int8_t *const pairs_end = w + (n & ~1) * k;
+    const int8_t *const end4 = c0 + (k & ~3), *const end = c0 + k;
+    for (; w != pairs_end; bias += 2, sums += 2) {
+        const int8_t *w0 = w, *w1 = w + k, *x0 = c0, *x1 = c1;
+        int32_t a00 = bias[0], a01 = a00, a10 = bias[1], a11 = a10;
 #define EEDGE_CONV_TAP(i)                                                                 \
     do {                                                                                  \
         const int32_t s_ = x0[i], t_ = x1[i], u_ = w0[i], v_ = w1[i];                     \
@@ -505,12 +504,21 @@ static EEDGE_CONV_NOINLINE void dot_rows_bytes(const int8_t *w, int32_t k, const
             EEDGE_CONV_TAP(0);
         }
 #undef EEDGE_CONV_TAP
+        w = w1;
+        sums[0] = a00;
+        sums[1] = a10;
+        sums[EEDGE_CONV_CHUNK] = a01;
+        sums[EEDGE_CONV_CHUNK + 1] = a11;
+    }
+    if ((n & 1) != 0) {
+        const int8_t *x0 = c0, *x1 = c1;
+        int32_t a00 = bias[0], a01 = a00;
+        for (; x0 != end; ++x0, ++x1, ++w) {
+            a00 += *w * *x0;
+            a01 += *w * *x1;
+        }
         sums[0] = a00;
         sums[EEDGE_CONV_CHUNK] = a01;
-        if (pair) {
-            sums[1] = a10;
-            sums[EEDGE_CONV_CHUNK + 1] = a11;
-        }
     }
 }
 
