@@ -176,7 +176,7 @@ class Bridge:
 
         wire = SplitResult(np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 0)
         sent = time.perf_counter()
-        predictions, exits = self.client._infer_remote(tensors, wire)
+        predictions, exits = self.client.send_handoffs(tensors, wire)
         return BridgeSample(index, int(exits[0]), int(predictions[0]), "server", uart,
                             len(data), wire.sent_bytes,
                             (time.perf_counter() - sent) * 1e3, ticks)

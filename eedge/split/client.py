@@ -232,13 +232,16 @@ class Client:
             rows = slice(start, start + step)
             tensors = [WireTensor(s.name, local.handoff[s.name][rows], s.scale, s.zero_point)
                        for s in self.specs]
-            remote_pred, remote_exit = self._infer_remote(tensors, result)
+            remote_pred, remote_exit = self.send_handoffs(tensors, result)
             predictions[local.pending[rows]] = remote_pred
             exits[local.pending[rows]] = remote_exit
         return result
 
-    def _infer_remote(self, tensors: list[WireTensor],
+    def send_handoffs(self, tensors: list[WireTensor],
                       result: SplitResult) -> tuple[np.ndarray, np.ndarray]:
+        """Send hand-off rows the head already computed (e.g. read from a device by
+        `eedge.split.bridge`) in one request; returns (predictions, exit index) per row in
+        the model's exit numbering and counts the bytes in ``result``."""
         n = int(tensors[0].array.shape[0])
         body, json_length = encode_request(tensors, self.outputs, self.binary)
         request = self._http.build_request("POST", infer_path(self.model), content=body,
