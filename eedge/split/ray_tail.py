@@ -210,12 +210,29 @@ def replica_options(replicas: int, per_replica: float | None = None) -> dict[str
             "max_ongoing_requests": DEFAULT_MAX_ONGOING}
 
 
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A HOST:PORT cluster address must accept a connection (Ray itself retries for
+    minutes); other forms (``auto``, ``ray://...``) are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InputDataError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
+                             "give the head node's GCS address (`ray start --head` prints it) "
+                             "or drop --ray-address for a local instance") from None
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """Connect to a cluster at ``address`` or start a local instance; True if we
     started it (and so stop it)."""
     if ray.is_initialized():
         return False
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)

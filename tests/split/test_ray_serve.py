@@ -426,3 +426,19 @@ def test_readme_inference_service_runs_eedge_serve_on_the_mounted_tail() -> None
         words = shlex.split(line.split("&&")[0], comments=True)
         with click.Context(serve_cmd) as ctx:
             serve_cmd.make_context("serve", words[2:], parent=ctx)
+
+
+def test_bad_ray_options_fail_with_one_clear_line(model) -> None:  # type: ignore[no-untyped-def]
+    tail = str(model[2].path)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    cases = {("--replicas", "2", "--ray-address", closed): "cannot reach the Ray cluster",
+             ("--ray-address", closed): "--ray-address needs --replicas",
+             ("--replicas", "0"): "--replicas"}
+    for args, message in cases.items():
+        done = subprocess.run([sys.executable, "-m", "eedge.cli.main", "serve", tail, "--port",
+                               "0", "--no-grpc", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr[-500:])
+        assert "Traceback" not in done.stderr
