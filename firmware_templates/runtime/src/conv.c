@@ -23,6 +23,7 @@
 #include "eedge/dsp.h"
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
+#include "eedge/kernels_mve.h"
 
 #if defined(__GNUC__)
 #define EEDGE_CONV_NOINLINE __attribute__((noinline))
@@ -549,6 +550,12 @@ static void conv_folded(const eedge_conv_params *p, const int8_t *input,
 
 void eedge_conv2d_s8(const eedge_conv_params *p, const int8_t *input, const int8_t *weights,
                      const int32_t *bias, int8_t *output) {
+#if defined(EEDGE_USE_MVE)
+    /* Helium (MVE) kernel, *_mve.c: 0 for a shape it leaves to this one */
+    if (eedge_conv2d_s8_mve(p, input, weights, bias, output)) {
+        return;
+    }
+#endif
     const int32_t k = p->k_h * p->k_w * p->in_c;
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t out_c = p->out_c;

@@ -11,6 +11,7 @@
 #include "eedge/dsp.h"
 #include "eedge/fixedpoint.h"
 #include "eedge/kernels.h"
+#include "eedge/kernels_mve.h"
 
 /* first and one-past-last kernel index whose input coordinate is inside [0, size) */
 static void valid_taps(int32_t origin, int32_t kernel, int32_t dilation, int32_t size,
@@ -444,6 +445,12 @@ static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
 
 void eedge_depthwise_conv2d_s8(const eedge_conv_params *p, const int8_t *input,
                                const int8_t *weights, const int32_t *bias, int8_t *output) {
+#if defined(EEDGE_USE_MVE)
+    /* Helium (MVE) kernel, *_mve.c: 0 for a shape it leaves to this one */
+    if (eedge_depthwise_conv2d_s8_mve(p, input, weights, bias, output)) {
+        return;
+    }
+#endif
     int32_t *acc = p->scratch;
     const int32_t m = p->depth_multiplier;
     int32_t oy, ox, ky, kx, c, j;

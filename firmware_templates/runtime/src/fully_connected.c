@@ -2,6 +2,7 @@
  * weights (keep_num_dims), bit-exact with TFLite Micro's reference kernel. */
 #include "eedge/dot_s8.h"
 #include "eedge/kernels.h"
+#include "eedge/kernels_mve.h"
 
 /* Four weight rows against one int8 vector: the vector is unpacked once per step. */
 static void dot_4x1(const int8_t *w, int32_t stride, const int8_t *x, int32_t n,
@@ -259,6 +260,12 @@ static inline int8_t fc_out(int32_t x, const int32_t *rq, int32_t low, int32_t h
 /* its own entry point, so a model links either this kernel or the unpacked one, not both */
 void eedge_fully_connected_packed_s8(const eedge_fc_params *p, const int8_t *input,
                                      int8_t *output) {
+#if defined(EEDGE_USE_MVE)
+    /* Helium (MVE) kernel, *_mve.c: 0 for a shape it leaves to this one */
+    if (eedge_fully_connected_s8_mve(p, input, 0, 0, output)) {
+        return;
+    }
+#endif
     const int32_t out_depth = p->out_depth, nb = p->in_depth >> 2, rem = p->in_depth & 3;
     const int32_t per_channel = p->per_channel, low = p->act_min, high = p->act_max;
     const int32_t *w = p->packed, *bias = p->folded_bias, *rq = p->requant;
@@ -310,6 +317,12 @@ void eedge_fully_connected_packed_s8(const eedge_fc_params *p, const int8_t *inp
 
 void eedge_fully_connected_s8(const eedge_fc_params *p, const int8_t *input,
                               const int8_t *weights, const int32_t *bias, int8_t *output) {
+#if defined(EEDGE_USE_MVE)
+    /* Helium (MVE) kernel, *_mve.c: 0 for a shape it leaves to this one */
+    if (eedge_fully_connected_s8_mve(p, input, weights, bias, output)) {
+        return;
+    }
+#endif
     /* the parameters in locals: every int8 store may alias *p, so the compiler would
      * reload them for each output otherwise */
     const int32_t in_depth = p->in_depth, out_depth = p->out_depth, in_offset = p->in_offset;
