@@ -36,6 +36,7 @@ from tvm_bench import show_tvm, tvm_vs_ort  # noqa: E402
 from architectures_bench import architectures_bench, show_architectures  # noqa: E402
 from sequence_bench import sequence_bench, show_sequence  # noqa: E402
 from mlperf_bench import mlperf_bench, show_mlperf  # noqa: E402
+from serve_bench import serve_bench, show_serve_bench  # noqa: E402
 
 TARGET = "qemu-cortex-m4"
 console = Console(width=170)
@@ -228,99 +229,6 @@ def calibration_checks(bundle_dir: Path) -> dict[str, Any]:
     return out
 
 
-def serve_load_test(bundle_dir: Path, test_data: Path, workdir: Path) -> dict[str, Any]:
-    """16 concurrent clients, 2,000 requests (5% malformed), dynamic batching vs none."""
-    import json as jsonlib
-    import threading
-    import urllib.error
-    import urllib.request
-
-    from eedge.ir.bundle import load_bundle
-    from eedge.runtime.cascade import Cascade
-    from eedge.split.bundles import export_halves
-    from eedge.split.server import make_server
-
-    head, tail = export_halves(load_bundle(bundle_dir), 0, workdir, force=True)
-    with np.load(test_data) as archive:
-        x = archive["x"]
-    pending = Cascade(head).infer(np.concatenate([x] * 6))
-    spec = tail.manifest["inputs"][0]
-    handoff = pending.handoff[spec["name"]]
-    expected = Cascade(tail).infer({spec["name"]: handoff}, raw=True).predictions
-    rng = np.random.default_rng(0)
-    total, clients = 2000, 16
-    rows = rng.integers(0, len(handoff), total)
-    malformed = rng.random(total) < 0.05
-    bodies = []
-    for i in range(total):
-        sample = handoff[rows[i]:rows[i] + 1]
-        shape = list(sample.shape) if not malformed[i] else [1] + list(sample.shape[1:-1]) + [3]
-        bodies.append(jsonlib.dumps({"inputs": [{"name": spec["name"], "datatype": "FP32",
-                                                 "shape": shape,
-                                                 "data": sample.reshape(-1).tolist()}]}).encode())
-    name = tail.manifest["model"]["name"]
-    result: dict[str, Any] = {"requests": total, "clients": clients,
-                              "malformed": int(malformed.sum())}
-    for label, max_batch in (("batched", 32), ("batch1", 1)):
-        server = make_server(tail.path, port=0, max_batch=max_batch, max_delay_ms=2.0).start()
-        url = f"{server.url}/v2/models/{name}/infer"
-        latencies = [0.0] * total
-        outcome = [""] * total
-
-        def worker(indices: list[int]) -> None:
-            for i in indices:
-                request = urllib.request.Request(url, data=bodies[i], method="POST",
-                                                 headers={"Content-Type": "application/json"})
-                start = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as response:
-                        reply = jsonlib.loads(response.read())
-                        got = reply["outputs"][0]["data"][0]
-                        outcome[i] = "ok" if (not malformed[i] and got == expected[rows[i]]) \
-                            else "wrong"
-                except urllib.error.HTTPError as exc:
-                    outcome[i] = "4xx" if malformed[i] and 400 <= exc.code < 500 else "wrong"
-                except Exception:  # noqa: BLE001 - counted as lost
-                    outcome[i] = "lost"
-                latencies[i] = (time.perf_counter() - start) * 1e3
-
-        threads = [threading.Thread(target=worker, args=(list(range(c, total, clients)),))
-                   for c in range(clients)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
-        batches = server.batcher.batches
-        server.stop()
-        valid = [latencies[i] for i in range(total) if not malformed[i]]
-        result[label] = {"throughput_rps": total / wall, "p50_ms": float(np.percentile(valid, 50)),
-                         "p99_ms": float(np.percentile(valid, 99)),
-                         "correct": outcome.count("ok"), "rejected_4xx": outcome.count("4xx"),
-                         "wrong": outcome.count("wrong"), "lost": outcome.count("lost"),
-                         "batches": batches}
-    result["batched_over_batch1_throughput"] = (result["batched"]["throughput_rps"] /
-                                                result["batch1"]["throughput_rps"])
-    return result
-
-
-def show_serve(s: dict[str, Any]) -> None:
-    table = Table(title=f"eedge serve load test: {s['clients']} clients, {s['requests']} requests "
-                        f"({s['malformed']} malformed), loopback")
-    for column in ("mode", "req/s", "p50 ms", "p99 ms", "correct", "4xx", "wrong", "lost",
-                   "cascade calls"):
-        table.add_column(column, justify="right")
-    for mode in ("batched", "batch1"):
-        r = s[mode]
-        table.add_row(mode, f"{r['throughput_rps']:.0f}", f"{r['p50_ms']:.2f}",
-                      f"{r['p99_ms']:.2f}", str(r["correct"]), str(r["rejected_4xx"]),
-                      str(r["wrong"]), str(r["lost"]), str(r["batches"]))
-    console.print(table)
-    console.print(f"dynamic batching / batch size 1 throughput: "
-                  f"{s['batched_over_batch1_throughput']:.2f}")
-
-
 def main() -> None:
     results: dict[str, Any] = {"target": TARGET, "python": platform.python_version(),
                                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -332,8 +240,7 @@ def main() -> None:
         results["profiler"] = profiler_checks(bundles["digits-demo"],
                                               Path(tmp) / "demo" / "test.npz")
         results["calibration"] = calibration_checks(bundles["digits-demo"])
-        results["serve"] = serve_load_test(bundles["digits-demo"], Path(tmp) / "demo" /
-                                           "test.npz", Path(tmp) / "split")
+        results["serve"] = serve_bench(Path(tmp) / "serve")
         results["qute"] = qute_checks(Path(tmp) / "qute")
         demo_x = np.load(Path(tmp) / "demo" / "test.npz")["x"]
         results["tvm"] = tvm_vs_ort({"digits-demo": (bundles["digits-demo"], demo_x),
@@ -399,7 +306,7 @@ def show_calibration(c: dict[str, Any]) -> None:
 
 def show(results: dict[str, Any]) -> None:
     if "serve" in results:
-        show_serve(results["serve"])
+        show_serve_bench(results["serve"], console)
     if "qute" in results:
         show_qute(results["qute"], console)
     if "tvm" in results:
