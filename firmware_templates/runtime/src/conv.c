@@ -184,6 +184,27 @@ static void gather(const eedge_conv_params *p, const int8_t *input, int32_t pixe
 #endif
 
 #if defined(EEDGE_USE_DSP)
+/* One group of 4 taps for the 2x2 block: two weight words widened into (0, 2) and (1, 3)
+ * lanes, each pixel's column pairs (already int16 with the offset) read with LDRD, and
+ * eight SMLADs. Written once, used twice per pass of the unrolled loop below. */
+#define CONV_TAP_GROUP \
+        "ldr %[u], [%[w0]], #4\n\t" \
+        "ldr %[v], [%[w1]], #4\n\t" \
+        "ldrd %[c0], %[c1], [%[col]], #8\n\t" \
+        "sxtb16 %[ue], %[u]\n\t" \
+        "sxtb16 %[u], %[u], ror #8\n\t" \
+        "sxtb16 %[ve], %[v]\n\t" \
+        "sxtb16 %[v], %[v], ror #8\n\t" \
+        "smlad %[a00], %[c0], %[ue], %[a00]\n\t" \
+        "smlad %[a00], %[c1], %[u], %[a00]\n\t" \
+        "smlad %[a10], %[c0], %[ve], %[a10]\n\t" \
+        "smlad %[a10], %[c1], %[v], %[a10]\n\t" \
+        "ldrd %[c0], %[c1], [%[col]], #8\n\t" \
+        "smlad %[a01], %[c0], %[ue], %[a01]\n\t" \
+        "smlad %[a01], %[c1], %[u], %[a01]\n\t" \
+        "smlad %[a11], %[c0], %[ve], %[a11]\n\t" \
+        "smlad %[a11], %[c1], %[v], %[a11]\n\t"
+
 /* The groups of 4 taps of two weight rows from w0 and w1 until w0 reaches end (at least
  * one group), against the two columns from col: the pointers advance past them. */
 static EEDGE_CONV_INLINE void mac_groups(int32_t *s00, int32_t *s01, int32_t *s10,
@@ -204,39 +225,9 @@ static EEDGE_CONV_INLINE void mac_groups(int32_t *s00, int32_t *s01, int32_t *s1
         "tst %[u], #4\n\t"
         "bne 2f\n\t"
         "1:\n\t"
-        "ldr %[u], [%[w0]], #4\n\t"
-        "ldr %[v], [%[w1]], #4\n\t"
-        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-        "sxtb16 %[ue], %[u]\n\t"
-        "sxtb16 %[u], %[u], ror #8\n\t"
-        "sxtb16 %[ve], %[v]\n\t"
-        "sxtb16 %[v], %[v], ror #8\n\t"
-        "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
-        "smlad %[a00], %[c1], %[u], %[a00]\n\t"
-        "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
-        "smlad %[a10], %[c1], %[v], %[a10]\n\t"
-        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-        "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
-        "smlad %[a01], %[c1], %[u], %[a01]\n\t"
-        "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
-        "smlad %[a11], %[c1], %[v], %[a11]\n\t"
+        CONV_TAP_GROUP
         "2:\n\t"
-        "ldr %[u], [%[w0]], #4\n\t"
-        "ldr %[v], [%[w1]], #4\n\t"
-        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-        "sxtb16 %[ue], %[u]\n\t"
-        "sxtb16 %[u], %[u], ror #8\n\t"
-        "sxtb16 %[ve], %[v]\n\t"
-        "sxtb16 %[v], %[v], ror #8\n\t"
-        "smlad %[a00], %[c0], %[ue], %[a00]\n\t"
-        "smlad %[a00], %[c1], %[u], %[a00]\n\t"
-        "smlad %[a10], %[c0], %[ve], %[a10]\n\t"
-        "smlad %[a10], %[c1], %[v], %[a10]\n\t"
-        "ldrd %[c0], %[c1], [%[col]], #8\n\t"
-        "smlad %[a01], %[c0], %[ue], %[a01]\n\t"
-        "smlad %[a01], %[c1], %[u], %[a01]\n\t"
-        "smlad %[a11], %[c0], %[ve], %[a11]\n\t"
-        "smlad %[a11], %[c1], %[v], %[a11]\n\t"
+        CONV_TAP_GROUP
         "cmp %[w0], %[end]\n\t"
         "bne 1b"
         /* early clobbers: `end` may equal w1 on entry and must keep its own register */
