@@ -40,7 +40,6 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ import numpy as np
 import orjson
 
 from eedge.errors import InputDataError
+from eedge.split.batching import BatchQueue
 from eedge.split.server import OUTPUTS, V2_TYPES, RequestError, TailModel
 
 try:  # an optional extra: `pip install eedge[serve]`
@@ -85,78 +85,25 @@ DATATYPE_BYTES = {"BOOL": 1, "INT8": 1, "UINT8": 1, "INT16": 2, "UINT16": 2, "FP
 
 # ---- the model ---------------------------------------------------------------------------
 
-class Batcher:
+class Batcher(BatchQueue):
     """Merges concurrent requests (on the server's event loop) into one cascade run."""
 
     def __init__(self, run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
                  max_batch: int, max_delay_ms: float) -> None:
-        self.run, self.max_batch, self.max_delay = run, max_batch, max_delay_ms / 1e3
-        self.batches = 0          # cascade runs so far
-        self.rows = 0             # rows they covered
-        self._pending: deque[tuple[dict[str, np.ndarray], int, asyncio.Future]] = deque()
-        self._pending_rows = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        super().__init__(max_batch, max_delay_ms)  # batches: cascade runs so far
+        self.run = run
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="eedge-tail")
-
-    async def submit(self, arrays: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._task is None or self._task.done():
-            self._loop, self._wakeup = loop, asyncio.Event()
-            self._task = loop.create_task(self._serve(), name="eedge-batcher")
-        future: asyncio.Future = loop.create_future()
-        self._pending.append((arrays, rows, future))
-        self._pending_rows += rows
-        assert self._wakeup is not None
-        self._wakeup.set()
-        return await future
 
     async def _serve(self) -> None:
         assert self._loop is not None and self._wakeup is not None
         loop, wakeup = self._loop, self._wakeup
         while True:
-            while not self._pending:
-                wakeup.clear()
-                await wakeup.wait()
-            deadline = loop.time() + self.max_delay
-            while self._pending_rows < self.max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                wakeup.clear()
-                try:
-                    await asyncio.wait_for(wakeup.wait(), remaining)
-                except TimeoutError:
-                    break
-            batch, rows = [], 0
-            while self._pending and (not batch or rows + self._pending[0][1] <= self.max_batch):
-                item = self._pending.popleft()
-                self._pending_rows -= item[1]
-                batch.append(item)
-                rows += item[1]
+            batch = await self._gather(loop, wakeup)
             await self._run(loop, batch)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Any]) -> None:
-        live = [b for b in batch if not b[2].done()]  # a client that went away was cancelled
-        if not live:
-            return
-        names = list(live[0][0])
-        merged = {n: np.concatenate([b[0][n] for b in live]) for n in names}
-        try:
-            outputs = await loop.run_in_executor(self._executor, self.run, merged)
-        except Exception as exc:  # every waiting request learns about the failure
-            for *_, future in live:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.batches += 1
-        self.rows += sum(b[1] for b in live)
-        start = 0
-        for _, rows, future in live:
-            if not future.done():
-                future.set_result({k: v[start:start + rows] for k, v in outputs.items()})
-            start += rows
+        await self._compute(
+            batch, lambda merged: loop.run_in_executor(self._executor, self.run, merged))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -27,7 +27,6 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from eedge.errors import InputDataError
+from eedge.split.batching import BatchQueue
 
 try:  # the optional extra `pip install eedge[serve]`
     import ray
@@ -108,63 +108,30 @@ class TailReplica:
         return {"pid": os.getpid(), "batches": self.batches}
 
 
-class RayDispatch:
+class RayDispatch(BatchQueue):
     """Stands in for ``KServeTail``'s in-process batcher: checked requests are merged on
     the front (up to ``max_batch`` rows or ``max_delay_ms``, as in-process) and each
     merged batch is one call to a replica, with up to two calls in flight per replica
     (requests arriving meanwhile form the next batch): one Ray call per batch, not per
     request, and every replica busy."""
 
+    task_name = "eedge-ray-dispatch"
+
     def __init__(self, handle: Any, max_batch: int, max_delay_ms: float, replicas: int) -> None:
-        self.handle, self.max_batch, self.max_delay = handle, max_batch, max_delay_ms / 1e3
-        self.replicas = replicas
-        self.batches = 0   # calls to the replicas
-        self.rows = 0
-        self._pending: deque[tuple[dict[str, np.ndarray], int, asyncio.Future]] = deque()
-        self._pending_rows = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Event | None = None
+        super().__init__(max_batch, max_delay_ms)  # batches: calls to the replicas
+        self.handle, self.replicas = handle, replicas
         self._slots: asyncio.Semaphore | None = None
-        self._task: asyncio.Task | None = None
         self._calls: set[asyncio.Task] = set()
 
-    async def submit(self, arrays: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._task is None or self._task.done():
-            self._loop, self._wakeup = loop, asyncio.Event()
-            self._slots = asyncio.Semaphore(2 * self.replicas)
-            self._task = loop.create_task(self._serve(), name="eedge-ray-dispatch")
-        future: asyncio.Future = loop.create_future()
-        self._pending.append((arrays, rows, future))
-        self._pending_rows += rows
-        assert self._wakeup is not None
-        self._wakeup.set()
-        return await future
+    def _on_start(self) -> None:
+        self._slots = asyncio.Semaphore(2 * self.replicas)
 
     async def _serve(self) -> None:
         assert self._loop is not None and self._wakeup is not None and self._slots is not None
         loop, wakeup, slots = self._loop, self._wakeup, self._slots
         while True:
-            while not self._pending:
-                wakeup.clear()
-                await wakeup.wait()
-            await slots.acquire()  # all replicas busy: requests keep gathering meanwhile
-            deadline = loop.time() + self.max_delay
-            while self._pending_rows < self.max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                wakeup.clear()
-                try:
-                    await asyncio.wait_for(wakeup.wait(), remaining)
-                except TimeoutError:
-                    break
-            batch, rows = [], 0
-            while self._pending and (not batch or rows + self._pending[0][1] <= self.max_batch):
-                item = self._pending.popleft()
-                self._pending_rows -= item[1]
-                batch.append(item)
-                rows += item[1]
+            # all replicas busy: requests keep gathering while it waits for a slot
+            batch = await self._gather(loop, wakeup, ready=slots.acquire)
             call = loop.create_task(self._call(batch))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
@@ -172,25 +139,7 @@ class RayDispatch:
     async def _call(self, batch: list[Any]) -> None:
         assert self._slots is not None
         try:
-            live = [b for b in batch if not b[2].done()]  # a client that went away
-            if not live:
-                return
-            names = list(live[0][0])
-            merged = {n: np.concatenate([b[0][n] for b in live]) for n in names}
-            try:
-                outputs = await self.handle.remote(merged)
-            except Exception as exc:  # every waiting request learns about the failure
-                for *_, future in live:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            self.batches += 1
-            self.rows += sum(b[1] for b in live)
-            start = 0
-            for _, rows, future in live:
-                if not future.done():
-                    future.set_result({k: v[start:start + rows] for k, v in outputs.items()})
-                start += rows
+            await self._compute(batch, self.handle.remote)
         finally:
             self._slots.release()
 
