@@ -29,6 +29,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from serve_helpers import split_model  # noqa: E402
 from zoo import example_input  # noqa: E402
 
 from eedge.errors import TargetError  # noqa: E402
@@ -52,22 +53,7 @@ OVERHEAD = 1.10
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The residual zoo model with median thresholds, int8 too, and its halves."""
-    import onnx
-    from conftest import exported_onnx
-
-    from eedge.export import export_onnx
-    from eedge.policies.apply import write_thresholds
-    from eedge.policies.criteria import confidence
-
-    root = tmp_path_factory.mktemp("client")
-    onnx.save(exported_onnx("residual"), root / "m.onnx")
-    calib = example_input(seed=1, batch=64)
-    bundle = export_onnx(root / "m.onnx", root / "bundle", int8=True, calibration=calib).bundle
-    logits = Cascade(bundle).run_all_exits(example_input(seed=2, batch=64))
-    bundle = write_thresholds(bundle, [float(np.median(confidence(lg))) for lg in logits[:-1]]
-                              + [None], "test")
-    head, tail = export_halves(bundle, 0, root / "split", int8=True, calibration=calib)
-    return bundle, head, tail
+    return split_model(tmp_path_factory.mktemp("client"))
 
 
 @pytest.fixture(scope="module", params=["onnx", "int8-reference"])

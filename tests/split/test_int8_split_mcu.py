@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "profiling"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from qemu_board import qemu_serial_board  # noqa: E402
-from test_serve import serve_process  # noqa: E402
+from serve_helpers import serve_process  # noqa: E402
 
 from eedge.errors import TargetError  # noqa: E402
 from eedge.ir.bundle import Bundle, load_bundle  # noqa: E402

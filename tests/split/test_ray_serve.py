@@ -15,19 +15,15 @@ One local Ray instance (2 CPUs) for the module, started and shut down here:
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +33,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
+import serve_helpers  # noqa: E402
+from serve_helpers import Served, binary_request, serve_process, split_model  # noqa: E402
 from zoo import example_input  # noqa: E402
 
 from eedge.runtime.cascade import Cascade  # noqa: E402
@@ -47,68 +45,10 @@ serve = pytest.importorskip("ray.serve")
 
 # ---- HTTP helpers (the v2 binary extension written from the protocol) ---------------------
 
-V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int8): "INT8", np.dtype(np.int64): "INT64"}
 STARTUP_S = 180
-
-
-def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw or b"{}")
-        except ValueError:
-            return exc.code, {"error": raw.decode(errors="replace")}
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def binary_request(arrays: dict[str, np.ndarray], params: dict[str, dict] | None = None,
-                   ) -> tuple[bytes, dict[str, str]]:
-    inputs = [{"name": name, "shape": list(a.shape), "datatype": V2[a.dtype],
-               "parameters": {"binary_data_size": a.nbytes, **(params or {}).get(name, {})}}
-              for name, a in arrays.items()]
-    header = json.dumps({"inputs": inputs, "outputs": [
-        {"name": n, "parameters": {"binary_data": True}}
-        for n in ("predictions", "exit_index", "probabilities")]}).encode()
-    body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"))
-                             .tobytes() for a in arrays.values())
-    return body, {"Content-Type": "application/octet-stream",
-                  "Inference-Header-Content-Length": str(len(header))}
-
-
-def post_binary(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
-    """POST a binary request; the answer's outputs decoded (binary or JSON)."""
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            raw = response.read()
-            length = response.headers.get("Inference-Header-Content-Length")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    if length is None:
-        return 200, {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
-                     for o in json.loads(raw)["outputs"]}
-    outputs, offset = {}, int(length)
-    types = {"FP32": "<f4", "INT64": "<i8"}
-    for o in json.loads(raw[:int(length)])["outputs"]:
-        size = o["parameters"]["binary_data_size"]
-        outputs[o["name"]] = np.frombuffer(raw[offset:offset + size],
-                                           types[o["datatype"]]).reshape(o["shape"])
-        offset += size
-    assert offset == len(raw)
-    return 200, outputs
+post = partial(serve_helpers.post, timeout=60)
+get = partial(serve_helpers.get, timeout=60)
+post_binary = partial(serve_helpers.post_binary, timeout=60)
 
 
 def int8_params(head: Any, runtime: str) -> dict[str, dict]:
@@ -118,76 +58,17 @@ def int8_params(head: Any, runtime: str) -> dict[str, dict]:
             for n, q in quant.items() if q}
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen
-    url: str
-    name: str
-
-    @property
-    def infer_url(self) -> str:
-        return f"{self.url}/v2/models/{self.name}/infer"
-
-
-def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
-    deadline, line = time.monotonic() + timeout_s, b""
-    while not line.endswith(b"\n") and proc.poll() is None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        if select.select([proc.stdout], [], [], left)[0]:
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
-    return line.decode()
-
-
-@contextmanager
-def _serve_process(tail: Path, *args: str) -> Iterator[Served]:
+def _serve_process(tail: Path, *args: str) -> AbstractContextManager[Served]:
     """`eedge serve TAIL --port 0 --no-grpc ARGS` until the block ends (then SIGTERM, and
     SIGKILL if it has not exited within 90 s)."""
-    command = [sys.executable, "-m", "eedge.cli.main", "serve", str(tail), "--port", "0",
-               "--no-grpc", *args]
-    log = Path(tail).parent / f"serve-ray-{os.getpid()}-{time.monotonic_ns()}.log"
-    with open(log, "wb") as stderr:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
-        try:
-            line = _read_line(proc, STARTUP_S)
-            assert "serving" in line, f"eedge serve did not start: {line!r}\n" \
-                                      f"{log.read_text()[-3000:]}"
-            yield Served(proc, line.split(" at ")[1].split("/v2")[0],
-                         line.split("/v2/models/")[1].split()[0])
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(90)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    return serve_process(tail, *args, grpc=False, startup_s=STARTUP_S, stop_s=90,
+                         log_prefix="serve-ray")
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The residual zoo model (median thresholds, int8 stages too) and its halves."""
-    import onnx
-    from conftest import exported_onnx
-
-    from eedge.export import export_onnx
-    from eedge.policies.apply import write_thresholds
-    from eedge.policies.criteria import confidence
-    from eedge.split.bundles import export_halves
-
-    root = tmp_path_factory.mktemp("ray")
-    onnx.save(exported_onnx("residual"), root / "m.onnx")
-    calib = example_input(seed=1, batch=64)
-    bundle = export_onnx(root / "m.onnx", root / "bundle", int8=True, calibration=calib).bundle
-    logits = Cascade(bundle).run_all_exits(example_input(seed=2, batch=64))
-    bundle = write_thresholds(bundle, [float(np.median(confidence(lg))) for lg in logits[:-1]]
-                              + [None], "test")
-    head, tail = export_halves(bundle, 0, root / "split", int8=True, calibration=calib)
-    return bundle, head, tail
+    return split_model(tmp_path_factory.mktemp("ray"))
 
 
 def _free_port() -> int:

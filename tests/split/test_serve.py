@@ -13,18 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import select
-import signal
-import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,99 +25,25 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from serve_helpers import (V2, Served, binary_request, get, post,  # noqa: E402,F401
+                           post_binary, serve_process, split_model)
 from zoo import example_input  # noqa: E402
 
 from eedge.errors import InputDataError  # noqa: E402
 from eedge.runtime.cascade import Cascade, make_session  # noqa: E402
-from eedge.split.bundles import export_halves, export_triton, validate_triton_config  # noqa: E402
+from eedge.split.bundles import export_triton, validate_triton_config  # noqa: E402
 from eedge.split.client import Client  # noqa: E402
 from eedge.split.encoding import HandoffTensor, encode  # noqa: E402
 from eedge.split.server import make_server  # noqa: E402
-
-STARTUP_S = 120
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The residual zoo model with median thresholds, int8 too, and its halves."""
-    import onnx
-    from conftest import exported_onnx
-
-    from eedge.export import export_onnx
-    from eedge.policies.apply import write_thresholds
-    from eedge.policies.criteria import confidence
-
-    root = tmp_path_factory.mktemp("serve")
-    onnx.save(exported_onnx("residual"), root / "m.onnx")
-    calib = example_input(seed=1, batch=64)
-    bundle = export_onnx(root / "m.onnx", root / "bundle", int8=True, calibration=calib).bundle
-    logits = Cascade(bundle).run_all_exits(example_input(seed=2, batch=64))
-    bundle = write_thresholds(bundle, [float(np.median(confidence(lg))) for lg in logits[:-1]]
-                              + [None], "test")
-    head, tail = export_halves(bundle, 0, root / "split", int8=True, calibration=calib)
-    return bundle, head, tail
+    return split_model(tmp_path_factory.mktemp("serve"))
 
 
 # ---- `eedge serve` as a process ----------------------------------------------------------
-
-@dataclass
-class Served:
-    proc: subprocess.Popen
-    url: str
-    grpc: str | None
-    name: str
-
-    @property
-    def infer_url(self) -> str:
-        return f"{self.url}/v2/models/{self.name}/infer"
-
-
-def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            break
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
-    return line.decode()
-
-
-@contextmanager
-def serve_process(tail: Path, *args: str, grpc: bool = True) -> Iterator[Served]:
-    """`eedge serve TAIL --port 0 --grpc-port 0 ARGS` until the block ends (then SIGTERM,
-    and SIGKILL if it has not exited within 60 s)."""
-    command = [sys.executable, "-m", "eedge.cli.main", "serve", str(tail), "--port", "0",
-               *(["--grpc-port", "0"] if grpc else ["--no-grpc"]), *args]
-    stderr = open(Path(tail).parent / f"serve-{os.getpid()}-{time.monotonic_ns()}.log", "wb")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
-    try:
-        line = _read_line(proc, STARTUP_S)
-        if "serving" not in line:
-            proc.kill()
-            proc.wait()
-            stderr.close()
-            raise AssertionError(f"eedge serve did not start: {line!r}\n"
-                                 f"{Path(stderr.name).read_text()[-3000:]}")
-        url = line.split(" at ")[1].split("/v2")[0]
-        name = line.split("/v2/models/")[1].split()[0]
-        grpc_address = line.split("gRPC ")[1].split(";")[0] if grpc else None
-        yield Served(proc, url, grpc_address, name)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        stderr.close()
-
 
 @pytest.fixture(scope="module")
 def served(model) -> Iterator[Served]:  # type: ignore[no-untyped-def]
@@ -141,79 +58,6 @@ def served_int8(model) -> Iterator[Served]:  # type: ignore[no-untyped-def]
     """The int8 tail on the int8 reference runtime: INT8 hand-offs with quantization."""
     with serve_process(model[2].path, "--runtime", "int8-reference") as s:
         yield s
-
-
-def post(url: str, body: bytes, headers: dict[str, str] | None = None,
-         timeout: float = 30) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw or b"{}")
-        except ValueError:
-            return exc.code, {"error": raw.decode(errors="replace")}
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int8): "INT8", np.dtype(np.int64): "INT64"}
-
-
-def binary_request(arrays: dict[str, np.ndarray], params: dict[str, dict] | None = None,
-                   outputs: tuple[str, ...] = ("predictions", "exit_index", "probabilities"),
-                   ) -> tuple[bytes, dict[str, str]]:
-    """A v2 request with the binary tensor data extension (written here from the
-    protocol, independently of the client's encoder)."""
-    inputs = []
-    for name, array in arrays.items():
-        parameters = {"binary_data_size": array.nbytes, **(params or {}).get(name, {})}
-        inputs.append({"name": name, "shape": list(array.shape), "datatype": V2[array.dtype],
-                       "parameters": parameters})
-    header = json.dumps({"inputs": inputs, "outputs": [
-        {"name": n, "parameters": {"binary_data": True}} for n in outputs]}).encode()
-    body = header + b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"))
-                             .tobytes() for a in arrays.values())
-    return body, {"Content-Type": "application/octet-stream",
-                  "Inference-Header-Content-Length": str(len(header))}
-
-
-def post_binary(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
-    """POST a binary request; the answer's outputs decoded (binary or JSON)."""
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw, length = response.read(), response.headers.get(
-                "Inference-Header-Content-Length")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    if length is None:
-        reply = json.loads(raw)
-        return 200, {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
-                     for o in reply["outputs"]}
-    header = json.loads(raw[:int(length)])
-    outputs, offset = {}, int(length)
-    types = {"FP32": "<f4", "INT64": "<i8", "INT8": "i1"}
-    for o in header["outputs"]:
-        if "data" in o:  # an output not requested binary comes inline
-            outputs[o["name"]] = np.asarray(o["data"]).reshape(o["shape"])
-            continue
-        size = o["parameters"]["binary_data_size"]
-        outputs[o["name"]] = np.frombuffer(raw[offset:offset + size],
-                                           types[o["datatype"]]).reshape(o["shape"])
-        offset += size
-    assert offset == len(raw)
-    return 200, outputs
 
 
 def head_and_whole(model, runtime: str, x: np.ndarray):  # type: ignore[no-untyped-def]
