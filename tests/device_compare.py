@@ -22,6 +22,7 @@ from cli_runner import run_cli
 from eedge.codegen.device_run import DeviceRun, run_on_target
 from eedge.codegen.inputs import device_samples
 from eedge.codegen.model_source import CodegenModel, load_codegen_model
+from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.runtime.stage_runners import ReferenceRunner
 from eedge.targets import load_target
 
@@ -122,3 +123,61 @@ def assert_c_equals_reference(model: CodegenModel, x: np.ndarray, target: str,
         expected = env[stage.outputs[0]]
         assert np.array_equal(device, expected.reshape(device.shape)), f"stage {k}"
     return run.summary()
+
+
+# ---- small int8 graphs (tests/codegen): C kernels against the reference executor ----------
+
+def write_tflite(graph: Graph, path: Path) -> bytes:
+    """``graph`` as one .tflite (input ``x``, its exits as outputs) at ``path``; the bytes."""
+    from eedge.backends.tflite_writer import graph_to_tflite
+
+    data = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits)
+    path.write_bytes(data)
+    return data
+
+
+def int8_inputs(shape: tuple[int, ...], seed: int, count: int = 3) -> np.ndarray:
+    """``count`` random int8 samples of ``shape``, the first all 127 and the second all
+    -128 (the extremes: sums at their largest, of both signs)."""
+    x = np.random.default_rng(seed).integers(-128, 128, (count, *shape)).astype(np.int8)
+    x[0], x[1] = 127, -128
+    return x
+
+
+def same_or_valid(h: int, w: int, kh: int, kw: int, stride: int, padding: str,
+                  dil: int = 1) -> tuple[int, int]:
+    """Output height and width of a strided, dilated window with SAME or VALID padding."""
+    if padding == "SAME":
+        return -(-h // stride), -(-w // stride)
+    return (h - (kh - 1) * dil - 1) // stride + 1, (w - (kw - 1) * dil - 1) // stride + 1
+
+
+def flat_exit(tensors: dict[str, TensorInfo], constants: dict[str, np.ndarray], name: str,
+              flat: str, size: int, quant: QuantParams) -> Node:
+    """The RESHAPE of ``name`` to (1, size) as tensor ``flat`` (its tensor and shape
+    constant added): a graph exit."""
+    tensors[flat] = TensorInfo(flat, (1, size), "int8", quant)
+    constants[f"{flat}/shape"] = np.array([1, size], np.int32)
+    return Node(flat, "RESHAPE", [name, f"{flat}/shape"], [flat], {})
+
+
+def assert_c_equals_executor(path: Path, graph: Graph, x: np.ndarray, target: str,
+                             dsp: bool | None, expected: dict[str, np.ndarray] | None = None
+                             ) -> None:
+    """The C runtime of the .tflite at ``path`` (``graph``, see ``write_tflite``) on
+    ``target`` gives every exit of ``graph`` as eedge's int8 reference executor does on
+    ``x`` (``expected``: that executor's outputs, when already computed)."""
+    from eedge.reference.executor import execute
+
+    if expected is None:
+        expected = execute(graph, {"x": x})
+    run = run_on_target(load_codegen_model(path), load_target(target), x, dsp=dsp)
+    found: dict[str, list[np.ndarray]] = {}
+    for sample in run.run.samples:
+        for names, values in zip(run.project.stage_outputs, sample.stage_outputs):
+            for (name, _), value in zip(names, values):
+                found.setdefault(name, []).append(value)
+    for name in graph.exits:
+        want = expected[name]
+        assert name in found, name
+        assert np.array_equal(np.stack(found[name]).reshape(want.shape), want), name

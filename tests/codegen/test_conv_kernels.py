@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from device_compare import (assert_c_equals_executor, flat_exit, int8_inputs, same_or_valid,
+                            write_tflite)
+
 from eedge.backends.tflite_writer import graph_to_tflite
-from eedge.codegen.device_run import run_on_target
 from eedge.codegen.emit import EmitContext, _conv2d
-from eedge.codegen.model_source import load_codegen_model
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.reference.executor import execute
 from eedge.runtime.interpreters import TFLMModel
-from eedge.targets import load_target
 
 H, W, C = 7, 5, 8          # 35 pixels: odd, so the last pixel pair has one pixel
 IN_SCALE, IN_ZP = 0.05, 9
@@ -100,20 +100,14 @@ def conv_graph(seed: int = 3) -> Graph:
         factor = {"big": 2.0**24, "left": 0.9}.get(kind, 40.0 * np.sqrt(taps) * 1.5)
         # asymmetric output zero points, different with and without an activation
         out_q = q(IN_SCALE * 0.01 * factor, -7 if act != "NONE" else 4)
-        if padding == "SAME":
-            oh, ow = -(-H // stride), -(-W // stride)
-        else:
-            oh = (H - (kh - 1) * dil - 1) // stride + 1
-            ow = (W - (kw - 1) * dil - 1) // stride + 1
+        oh, ow = same_or_valid(H, W, kh, kw, stride, padding, dil)
         assert oh > 0 and ow > 0, name
         tensors[name] = TensorInfo(name, (1, oh, ow, oc), "int8", out_q)
         nodes.append(Node(name, "CONV_2D", inputs, [name],
                           {"stride_h": stride, "stride_w": stride, "dilation_h": dil,
                            "dilation_w": dil, "padding": padding, "activation": act}))
         flat, size = f"{name}_exit", oh * ow * oc
-        tensors[flat] = TensorInfo(flat, (1, size), "int8", out_q)
-        constants[f"{flat}/shape"] = np.array([1, size], np.int32)
-        nodes.append(Node(flat, "RESHAPE", [name, f"{flat}/shape"], [flat], {}))
+        nodes.append(flat_exit(tensors, constants, name, flat, size, out_q))
         exits.append((size * taps, flat))
     # exits in order of cost: the partitioner wants the final exit to be the dearest
     return Graph("conv", [tensors["x"]], [e for _, e in sorted(exits)], nodes, constants,
@@ -121,9 +115,7 @@ def conv_graph(seed: int = 3) -> Graph:
 
 
 def inputs(n: int = 6) -> np.ndarray:
-    x = np.random.default_rng(5).integers(-128, 128, (n, H, W, C)).astype(np.int8)
-    x[0], x[1] = 127, -128   # the widest sums of both signs
-    return x
+    return int8_inputs((H, W, C), 5, n)   # the widest sums of both signs first
 
 
 def test_specs_reach_both_requantization_forms() -> None:
@@ -160,21 +152,9 @@ def test_reference_equals_tflm() -> None:
                                         ("qemu-cortex-m4", False)])
 def test_conv_c_equals_the_reference(tmp_path: Path, target: str, dsp: bool | None) -> None:
     graph = conv_graph()
-    data = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits)
     path = tmp_path / "conv.tflite"
-    path.write_bytes(data)
-    x = inputs()
-    expected = execute(graph, {"x": x})
-    run = run_on_target(load_codegen_model(path), load_target(target), x, dsp=dsp)
-    found: dict[str, list[np.ndarray]] = {}
-    for sample in run.run.samples:
-        for names, values in zip(run.project.stage_outputs, sample.stage_outputs):
-            for (name, _), value in zip(names, values):
-                found.setdefault(name, []).append(value)
-    for name in graph.exits:
-        want = expected[name]
-        assert name in found, name
-        assert np.array_equal(np.stack(found[name]).reshape(want.shape), want), name
+    write_tflite(graph, path)
+    assert_c_equals_executor(path, graph, inputs(), target, dsp)
 
 
 @pytest.mark.parametrize("target,dsp", [("host", None), ("qemu-cortex-m4", False)])

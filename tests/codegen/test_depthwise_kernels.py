@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eedge.backends.tflite_writer import graph_to_tflite
-from eedge.codegen.device_run import run_on_target
-from eedge.codegen.model_source import load_codegen_model
+from device_compare import (assert_c_equals_executor, flat_exit, int8_inputs, same_or_valid,
+                            write_tflite)
+
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.reference.executor import execute
-from eedge.targets import load_target
 
 IN_SCALE, IN_ZP = 0.05, 7
 
@@ -86,22 +85,17 @@ def dw_graph(h: int, w: int, c: int, seed: int) -> Graph:
         taps = kh * kw
         factor = {"big": 2.0**24, "left": 0.9}.get(kind, 40.0 * np.sqrt(taps) * 1.5)
         out_q = q(IN_SCALE * 0.01 * factor, -5 if act != "NONE" else 3)
-        if padding == "SAME":
-            oh, ow = -(-h // stride), -(-w // stride)
-        else:
-            oh = (h - (kh - 1) * dil - 1) // stride + 1
-            ow = (w - (kw - 1) * dil - 1) // stride + 1
+        oh, ow = same_or_valid(h, w, kh, kw, stride, padding, dil)
         if oh <= 0 or ow <= 0:
             continue
         tensors[name] = TensorInfo(name, (1, oh, ow, oc), "int8", out_q)
         flat, size = f"{name}_exit", oh * ow * oc
-        tensors[flat] = TensorInfo(flat, (1, size), "int8", out_q)
-        constants[f"{flat}/shape"] = np.array([1, size], np.int32)
+        exit_node = flat_exit(tensors, constants, name, flat, size, out_q)
         layers.append((size * taps, [
             Node(name, "DEPTHWISE_CONV_2D", inputs, [name],
                  {"stride_h": stride, "stride_w": stride, "dilation_h": dil, "dilation_w": dil,
                   "padding": padding, "depth_multiplier": mult, "activation": act}),
-            Node(flat, "RESHAPE", [name, f"{flat}/shape"], [flat], {})]))
+            exit_node]))
         exits.append(flat)
     # exits in depth order: the one with the most MACs last
     layers.sort(key=lambda item: item[0])
@@ -118,23 +112,12 @@ def test_depthwise_equals_the_reference(tmp_path: Path, shape: tuple[int, int, i
                                         target: str, dsp: bool | None) -> None:
     h, w, c = shape
     graph = dw_graph(h, w, c, seed=h * 100 + w * 10 + c)
-    data = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits)
     path = tmp_path / "dw.tflite"
-    path.write_bytes(data)
-    rng = np.random.default_rng(5)
-    x = rng.integers(-128, 128, (4, h, w, c)).astype(np.int8)
-    x[0], x[1] = 127, -128
+    write_tflite(graph, path)
+    x = int8_inputs((h, w, c), 5, 4)
     expected = execute(graph, {"x": x})
-    outputs = [expected[name] for name in graph.exits]
     if target == "host":
         if h * w * c >= 100:   # the outputs are spread, not saturated
             assert len(np.unique(expected["s1_same_exit"])) > 20
             assert len(np.unique(expected["left_exit"])) > 4
-    run = run_on_target(load_codegen_model(path), load_target(target), x, dsp=dsp)
-    found: dict[str, list[np.ndarray]] = {}
-    for sample in run.run.samples:
-        for names, values in zip(run.project.stage_outputs, sample.stage_outputs):
-            for (name, _), value in zip(names, values):
-                found.setdefault(name, []).append(value)
-    for name, want in zip(graph.exits, outputs):
-        assert np.array_equal(np.stack(found[name]).reshape(want.shape), want), name
+    assert_c_equals_executor(path, graph, x, target, dsp, expected)

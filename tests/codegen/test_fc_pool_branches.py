@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eedge.backends.tflite_writer import graph_to_tflite
-from eedge.codegen.device_run import run_on_target
-from eedge.codegen.model_source import load_codegen_model
+from device_compare import assert_c_equals_executor, flat_exit, int8_inputs, write_tflite
+
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.reference.executor import execute
-from eedge.targets import load_target
 
 H, W, C = 6, 5, 24
 FLAT = H * W * C
@@ -125,9 +123,7 @@ def branches_graph(kind: str) -> Graph:
     for name in sorted(outputs, key=lambda n: macs.get(n, 0)):
         size = int(np.prod(tensors[name].shape))
         flat = f"{name}/exit"
-        tensors[flat] = TensorInfo(flat, (1, size), "int8", tensors[name].quant)
-        constants[f"{flat}/shape"] = np.array([1, size], np.int32)
-        nodes.append(Node(flat, "RESHAPE", [name, f"{flat}/shape"], [flat], {}))
+        nodes.append(flat_exit(tensors, constants, name, flat, size, tensors[name].quant))
         exits.append(flat)
     return Graph("fc_pool", [tensors["x"]], exits, nodes, constants, tensors, 13, 8, "tflite",
                  const_quant)
@@ -140,20 +136,10 @@ def test_fc_and_pool_branches_equal_the_reference(tmp_path: Path, kind: str, tar
                                                   dsp: bool | None) -> None:
     graph = branches_graph(kind)
     path = tmp_path / "branches.tflite"
-    path.write_bytes(graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits))
-    rng = np.random.default_rng(5)
-    x = rng.integers(-128, 128, (6, H, W, C)).astype(np.int8)
-    x[0], x[1] = 127, -128
+    write_tflite(graph, path)
+    x = int8_inputs((H, W, C), 5, 6)
     expected = execute(graph, {"x": x})
     for name in graph.exits:  # the outputs are not all clamped to one value
         if not name.startswith(("fc_1x3", "fc_4x2", "fc_8x1", "avg_global_c1")):
             assert len(np.unique(expected[name])) > 4, name
-    run = run_on_target(load_codegen_model(path), load_target(target), x, dsp=dsp)
-    found: dict[str, list[np.ndarray]] = {}
-    for sample in run.run.samples:
-        for names, values in zip(run.project.stage_outputs, sample.stage_outputs):
-            for (name, _), value in zip(names, values):
-                found.setdefault(name, []).append(value)
-    for name in graph.exits:
-        want = expected[name]
-        assert np.array_equal(np.stack(found[name]).reshape(want.shape), want), name
+    assert_c_equals_executor(path, graph, x, target, dsp, expected)

@@ -16,13 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eedge.backends.tflite_writer import graph_to_tflite
-from eedge.codegen.device_run import run_on_target
-from eedge.codegen.model_source import load_codegen_model
+from device_compare import assert_c_equals_executor, flat_exit, int8_inputs, write_tflite
+
 from eedge.ir.graph import Graph, Node, QuantParams, TensorInfo
 from eedge.reference.executor import execute
 from eedge.runtime.interpreters import TFLMModel
-from eedge.targets import load_target
 
 ROWS, DEPTH, UNITS = 5, 40, 12
 
@@ -64,9 +62,7 @@ def fc_graph() -> Graph:
                           {"activation": act, "keep_num_dims": keep}))
         flat = f"{name}_exit"
         size = int(np.prod(shape))
-        tensors[flat] = TensorInfo(flat, (1, size), "int8", tensors[name].quant)
-        constants[f"{flat}/shape"] = np.array([1, size], np.int32)
-        nodes.append(Node(flat, "RESHAPE", [name, f"{flat}/shape"], [flat], {}))
+        nodes.append(flat_exit(tensors, constants, name, flat, size, tensors[name].quant))
         exits.append(flat)
     return Graph("fc", [tensors["x"]], exits, nodes, constants, tensors, 13, 8, "tflite",
                  const_quant)
@@ -77,12 +73,9 @@ def fc_graph() -> Graph:
 def test_fc_output_stage_equals_the_reference(tmp_path: Path, target: str,
                                               dsp: bool | None) -> None:
     graph = fc_graph()
-    data = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits)
     path = tmp_path / "fc.tflite"
-    path.write_bytes(data)
-    rng = np.random.default_rng(2)
-    x = rng.integers(-128, 128, (30, ROWS, DEPTH)).astype(np.int8)
-    x[0], x[1] = 127, -128
+    data = write_tflite(graph, path)
+    x = int8_inputs((ROWS, DEPTH), 2, 30)
     expected = execute(graph, {"x": x})
     outputs = [expected[name] for name in graph.exits]
     # sums on both sides of 2^30 land inside int8 (the bias dominates at this scale), and
@@ -94,11 +87,4 @@ def test_fc_output_stage_equals_the_reference(tmp_path: Path, target: str,
         tflm = TFLMModel(data, len(graph.exits)).run([x])
         for got, want in zip(tflm, outputs):
             assert np.array_equal(got.reshape(want.shape), want)
-    run = run_on_target(load_codegen_model(path), load_target(target), x, dsp=dsp)
-    found: dict[str, list[np.ndarray]] = {}
-    for sample in run.run.samples:
-        for names, values in zip(run.project.stage_outputs, sample.stage_outputs):
-            for (name, _), value in zip(names, values):
-                found.setdefault(name, []).append(value)
-    for name, want in zip(graph.exits, outputs):
-        assert np.array_equal(np.stack(found[name]).reshape(want.shape), want), name
+    assert_c_equals_executor(path, graph, x, target, dsp, expected)

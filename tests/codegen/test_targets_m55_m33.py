@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import device_compare
 import numpy as np
 import pytest
 from codegen.test_depthwise_kernels import SHAPES as DW_SHAPES
 from codegen.test_depthwise_kernels import dw_graph
+from device_compare import flat_exit, int8_inputs, same_or_valid, write_tflite
 from reference.test_mlperf_tiny import BASELINE, FILES, MODELS, xorshift_bytes
 
-from eedge.backends.tflite_writer import graph_to_tflite
 from eedge.codegen.device_run import run_on_target
 from eedge.codegen.model_source import load_codegen_model
 from eedge.codegen.project import generate_project, makefile
@@ -124,11 +125,7 @@ def conv_graph(h: int, w: int, c: int, seed: int) -> Graph:
         taps = kh * kw * c
         factor = {"big": 2.0**24, "left": 0.9}.get(kind, 40.0 * np.sqrt(taps) * 1.5)
         out_q = q(IN_SCALE * 0.01 * factor, -5 if act != "NONE" else 3)
-        if padding == "SAME":
-            oh, ow = -(-h // stride), -(-w // stride)
-        else:
-            oh = (h - (kh - 1) * dil - 1) // stride + 1
-            ow = (w - (kw - 1) * dil - 1) // stride + 1
+        oh, ow = same_or_valid(h, w, kh, kw, stride, padding, dil)
         if oh <= 0 or ow <= 0:
             continue
         tensors[name] = TensorInfo(name, (1, oh, ow, oc), "int8", out_q)
@@ -136,9 +133,7 @@ def conv_graph(h: int, w: int, c: int, seed: int) -> Graph:
                           {"stride_h": stride, "stride_w": stride, "dilation_h": dil,
                            "dilation_w": dil, "padding": padding, "activation": act}))
         flat, size = f"{name}_exit", oh * ow * oc
-        tensors[flat] = TensorInfo(flat, (1, size), "int8", out_q)
-        constants[f"{flat}/shape"] = np.array([1, size], np.int32)
-        nodes.append(Node(flat, "RESHAPE", [name, f"{flat}/shape"], [flat], {}))
+        nodes.append(flat_exit(tensors, constants, name, flat, size, out_q))
         exits.append((size * taps, flat))
     # exits in order of cost: the partitioner wants the final exit to be the dearest
     return Graph("conv", [tensors["x"]], [e for _, e in sorted(exits)], nodes, constants,
@@ -193,26 +188,9 @@ def fc_graph(seed: int) -> Graph:
 
 def assert_c_equals_executor(tmp_path: Path, graph: Graph, x: np.ndarray, target: str,
                              dsp: bool) -> None:
-    data = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits)
     path = tmp_path / f"{graph.name}.tflite"
-    path.write_bytes(data)
-    expected = execute(graph, {"x": x})
-    run = run_on_target(load_codegen_model(path), load_target(target), x, dsp=dsp)
-    found: dict[str, list[np.ndarray]] = {}
-    for sample in run.run.samples:
-        for names, values in zip(run.project.stage_outputs, sample.stage_outputs):
-            for (name, _), value in zip(names, values):
-                found.setdefault(name, []).append(value)
-    for name in graph.exits:
-        want = expected[name]
-        assert np.array_equal(np.stack(found[name]).reshape(want.shape), want), name
-
-
-def random_inputs(shape: tuple[int, ...], seed: int, count: int = 3) -> np.ndarray:
-    x = np.random.default_rng(seed).integers(-128, 128, (count, *shape)).astype(np.int8)
-    x[0] = 127   # the extremes: sums at their largest
-    x[1] = -128
-    return x
+    write_tflite(graph, path)
+    device_compare.assert_c_equals_executor(path, graph, x, target, dsp)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (3, 5, 1), (4, 4, 5), (5, 6, 16), (6, 5, 17),
@@ -220,14 +198,14 @@ def random_inputs(shape: tuple[int, ...], seed: int, count: int = 3) -> np.ndarr
 def test_conv_mve_equals_the_reference(tmp_path: Path, shape: tuple[int, int, int]) -> None:
     h, w, c = shape
     graph = conv_graph(h, w, c, seed=h * 100 + w * 10 + c)
-    assert_c_equals_executor(tmp_path, graph, random_inputs(shape, c), M55, True)
+    assert_c_equals_executor(tmp_path, graph, int8_inputs(shape, c), M55, True)
 
 
 @pytest.mark.parametrize("shape", DW_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_depthwise_mve_equals_the_reference(tmp_path: Path, shape: tuple[int, int, int]) -> None:
     h, w, c = shape
     graph = dw_graph(h, w, c, seed=h * 100 + w * 10 + c)
-    assert_c_equals_executor(tmp_path, graph, random_inputs(shape, c), M55, True)
+    assert_c_equals_executor(tmp_path, graph, int8_inputs(shape, c), M55, True)
 
 
 def test_depthwise_mve_saturated_sums(tmp_path: Path) -> None:
@@ -240,7 +218,7 @@ def test_depthwise_mve_saturated_sums(tmp_path: Path) -> None:
         info = graph.tensors[name]
         quant = dataclasses.replace(info.quant, scale=tuple(v / 1000 for v in info.quant.scale))
         graph.tensors[name] = dataclasses.replace(info, quant=quant)
-    x = random_inputs((5, 6, 12), 9, count=6)
+    x = int8_inputs((5, 6, 12), 9, count=6)
     expected = execute(graph, {"x": x})
     assert {-128, 127} <= set(np.unique(expected["k1x3_exit"]).tolist())   # NONE
     assert {-5, 127} <= set(np.unique(expected["k5_exit"]).tolist())   # RELU
@@ -250,7 +228,7 @@ def test_depthwise_mve_saturated_sums(tmp_path: Path) -> None:
 @pytest.mark.parametrize("target,dsp", [(M55, True), (M33, True)], ids=["m55-mve", "m33-dsp"])
 def test_fully_connected_equals_the_reference(tmp_path: Path, target: str, dsp: bool) -> None:
     graph = fc_graph(seed=3)
-    x = random_inputs((graph.tensors["x"].shape[1],), 4, count=20)
+    x = int8_inputs((graph.tensors["x"].shape[1],), 4, count=20)
     expected = execute(graph, {"x": x})
     assert len(np.unique(expected["fc4"])) > 10 and len(np.unique(expected["fc0"])) > 2
     assert_c_equals_executor(tmp_path, graph, x, target, dsp)
@@ -261,11 +239,10 @@ def test_per_op_profile_on_m55(tmp_path: Path) -> None:
     from eedge.profiling.per_op import build_op_report, profile_ops
 
     graph = conv_graph(6, 5, 17, seed=1)
-    data = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits)
     path = tmp_path / "conv.tflite"
-    path.write_bytes(data)
+    write_tflite(graph, path)
     model = load_codegen_model(path)
-    profile = profile_ops(model, load_target(M55), random_inputs((6, 5, 17), 1)[:1], dsp=True)
+    profile = profile_ops(model, load_target(M55), int8_inputs((6, 5, 17), 1)[:1], dsp=True)
     assert profile.unit == "instructions" and profile.environment["qemu_machine"] == "mps3-an547"
     convs = [v for lb, v in zip(profile.labels, profile.values) if lb.op == "CONV_2D"]
     assert len(convs) == len(CONV_SPECS) and all(v > 0 for v in convs)
@@ -279,9 +256,8 @@ def test_per_op_profile_on_m55(tmp_path: Path) -> None:
 
 def test_m55_project_links_vectors_into_itcm(tmp_path: Path) -> None:
     graph = fc_graph(seed=1)
-    data = graph_to_tflite(graph, range(len(graph.nodes)), ["x"], graph.exits)
     path = tmp_path / "fc.tflite"
-    path.write_bytes(data)
+    write_tflite(graph, path)
     project = generate_project(load_codegen_model(path), load_target(M55), tmp_path / "p",
                                np.zeros((1, graph.tensors["x"].shape[1]), np.int8))
     ld = (project.path / "port" / "link.ld").read_text()
