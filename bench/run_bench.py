@@ -259,6 +259,11 @@ def main() -> None:
                                                    entry["tflm_python_arena_bytes"])
             results["models"][name] = entry
     results["mlperf"] = mlperf_bench(say=console.print)
+    if results["mlperf"]:   # the same models on the Cortex-M55 (Helium), next to the M4's
+        results["mlperf_m55"] = mlperf_bench(target="qemu-cortex-m55", portable=False,
+                                             say=console.print)
+        results["mlperf_m55"]["versus"] = {"target": results["mlperf"]["target"],
+                                           "models": results["mlperf"]["models"]}
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     show(results)
@@ -331,6 +336,8 @@ def show(results: dict[str, Any]) -> None:
                       f"{e['ram_over_tflm_python_arena']:.2f}", f"{e['code_bytes_dsp']:,}")
     console.print(table)
     show_mlperf(results["mlperf"], console)
+    if results.get("mlperf_m55"):
+        show_mlperf(results["mlperf_m55"], console)
 
 
 if __name__ == "__main__":
