@@ -43,6 +43,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))   # the zoo's VWWLikeNet
 
 RUNTIME = "onnx"
 STARTUP_S = 180.0
@@ -52,31 +53,12 @@ def vww_like_bundle(workdir: Path) -> Path:
     """MobileNetV1 (alpha 0.25) at 96x96, two classes, an exit after the first block;
     weights seeded (the load test needs the compute, not the accuracy)."""
     import torch
-    from torch import nn
+    from zoo import VWWLikeNet
 
     from eedge.export import export_torch
 
-    def separable(cin: int, cout: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin), nn.BatchNorm2d(cin), nn.ReLU6(),
-                nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout), nn.ReLU6()]
-
-    class VWWLike(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.block1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU6(),
-                                        *separable(8, 16, 1))
-            self.exit1 = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2))
-            blocks = [(16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)] + \
-                [(128, 128, 1)] * 5 + [(128, 256, 2), (256, 256, 1)]
-            self.body = nn.Sequential(*[m for b in blocks for m in separable(*b)])
-            self.exit2 = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 2))
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            h = self.block1(x)
-            return self.exit1(h), self.exit2(self.body(h))
-
     torch.manual_seed(0)
-    module = VWWLike().eval()
+    module = VWWLikeNet().eval()
     example = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
     out = workdir / "vww-like"
     export_torch(module, example, out, name="vww_like", force=True)

@@ -134,6 +134,31 @@ class Audio1dNet(nn.Module):
         return self.e1(h1), self.e2(h2), self.e3(h3.mean(dim=-1))
 
 
+def _separable(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin), nn.BatchNorm2d(cin), nn.ReLU6(),
+            nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout), nn.ReLU6()]
+
+
+class VWWLikeNet(nn.Module):
+    """MobileNetV1 (alpha 0.25) at 96x96x3, two classes: an exit after the first block,
+    the final exit after 12 more depthwise-separable blocks (the split serving test on
+    QEMU and bench/serve_bench.py; not one of the small TORCH_MODELS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU6(),
+                                    *_separable(8, 16, 1))
+        self.exit1 = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2))
+        blocks = [(16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)] + \
+            [(128, 128, 1)] * 5 + [(128, 256, 2), (256, 256, 1)]
+        self.body = nn.Sequential(*[m for b in blocks for m in _separable(*b)])
+        self.exit2 = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 2))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.block1(x)
+        return self.exit1(h), self.exit2(self.body(h))
+
+
 TORCH_MODELS = {"sequential": SequentialNet, "residual": ResidualNet,
                 "branchy": BranchyHeadNet, "depthwise": DepthwiseNet, "audio1d": Audio1dNet}
 INPUT_SHAPE = (2, 3, 8, 8)

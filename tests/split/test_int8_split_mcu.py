@@ -238,31 +238,12 @@ def test_tensor_cut_inside_an_int8_stage_says_how_to_reexport(digits: dict[str, 
 def vww(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """MobileNetV1 (alpha 0.25) at 96x96x3, two classes, an exit after the first block."""
     import torch
-    from torch import nn
+    from zoo import VWWLikeNet
 
     from eedge.export import export_torch
     from eedge.split.bundles import export_halves
 
     _tools()
-
-    def separable(cin: int, cout: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin), nn.BatchNorm2d(cin), nn.ReLU6(),
-                nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout), nn.ReLU6()]
-
-    class VWWLike(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.block1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU6(),
-                                        *separable(8, 16, 1))
-            self.exit1 = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2))
-            blocks = [(16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)] + \
-                [(128, 128, 1)] * 5 + [(128, 256, 2), (256, 256, 1)]
-            self.body = nn.Sequential(*[m for b in blocks for m in separable(*b)])
-            self.exit2 = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 2))
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            h = self.block1(x)
-            return self.exit1(h), self.exit2(self.body(h))
 
     def images(n: int) -> np.ndarray:
         """Noise of varying contrast around a per-image colour (the seeded, untrained
@@ -275,7 +256,7 @@ def vww(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     calib = images(64)
-    bundle = export_torch(VWWLike().eval(), calib[:2], root / "bundle", name="vww_like",
+    bundle = export_torch(VWWLikeNet().eval(), calib[:2], root / "bundle", name="vww_like",
                           int8=True, calibration=calib).bundle
     bundle = _with_median_thresholds(bundle, images(64))
     head, tail = export_halves(bundle, 0, root / "split")
