@@ -107,7 +107,8 @@ def command(out: Path | None, seed: int, model_name: str, epochs: int | None, ta
             out_console.print(
                 f"  flash {human_bytes(device['flash_bytes'])} (weights "
                 f"{human_bytes(device['weight_bytes'])}), RAM {human_bytes(device['ram_bytes'])} "
-                f"(arena {device['arena_bytes']} B + stack {device['stack_bytes']} B)")
+                f"(arena {device['arena_bytes']} B + kernel scratch {device['scratch_bytes']} B + "
+                f"stack {device['stack_bytes']} B)")
         else:
             out_console.print(f"  weights {human_bytes(device['weight_bytes'])}, arena "
                               f"{device['arena_bytes']} B")

@@ -212,8 +212,10 @@ def _add_device(report: DemoReport, bundle: Any, target_name: str, x: np.ndarray
         else None,
         # flash and stack are measured on MCU builds only (None for --target host)
         "flash_bytes": summary.get("flash_bytes"), "weight_bytes": summary["weight_bytes"],
-        "ram_bytes": summary["arena_bytes"] + (summary.get("stack_used_bytes") or 0),
-        "arena_bytes": summary["arena_bytes"], "stack_bytes": summary.get("stack_used_bytes"),
+        "ram_bytes": summary["arena_bytes"] + summary["scratch_bytes"] +
+        (summary.get("stack_used_bytes") or 0),
+        "arena_bytes": summary["arena_bytes"], "scratch_bytes": summary["scratch_bytes"],
+        "stack_bytes": summary.get("stack_used_bytes"),
         "same_decisions_as_python": bool(
             np.array_equal(run.exit_index, Cascade(bundle, runtime="int8-reference")
                            .infer(x).exit_index))}
