@@ -48,12 +48,15 @@ MAX_RUNS = 1_000_000  # per stage: beyond this a measurement only burns time
               help="Time every operator of the generated C (host build, QEMU, serial boards; "
                    "BUNDLE may be an int8 .tflite): a table per stage with MACs and cost "
                    "per MAC.")
+@click.option("--dsp/--no-dsp", default=None,
+              help="MCU builds: the Cortex-M SIMD kernels or the portable ones (default: "
+                   "SIMD when the target has DSP).")
 @json_option
 @debug_option
 def command(bundle: Path, target_name: str, runtime: str | None, data: Path | None,
             exit_rates: str | None, threads: int, warmup: int, repeats: int,
             report_path: Path | None, plot_path: Path | None, per_op: bool,
-            as_json: bool) -> None:
+            dsp: bool | None, as_json: bool) -> None:
     """Measure every stage of BUNDLE on a target and predict the cascade's latency.
 
     E[latency] = sum over stages of P(reach stage) x stage latency, with exit rates
@@ -80,7 +83,7 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
     if per_op:
         if exit_rates is not None:
             raise InputDataError("--per-op times every stage; --exit-rates does not apply")
-        _per_op(bundle, target, data, repeats, report_path, plot_path, as_json)
+        _per_op(bundle, target, data, repeats, report_path, plot_path, as_json, dsp)
         return
     loaded = load_bundle(bundle)
     x = y = None
@@ -94,7 +97,7 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
     sample = x if x is not None else random_sample(loaded)
     with progress(f"profiling on {target.name}", quiet=as_json) as shown:
         profiles = profile_target(loaded, target, sample, runtime, threads, warmup, repeats,
-                                  shown.say, shown.tick)
+                                  shown.say, shown.tick, dsp)
         if exits is None and x is not None:
             decider = "int8-reference" if profiles.unit in ("instructions", "cycles") else (
                 runtime or default_runtime(loaded.manifest))
@@ -159,7 +162,8 @@ def show(report: dict) -> None:
 
 
 def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
-            report_path: Path | None, plot_path: Path | None, as_json: bool) -> None:
+            report_path: Path | None, plot_path: Path | None, as_json: bool,
+            dsp: bool | None = None) -> None:
     """``--per-op``: build the per-op firmware, run one input, print or write the report."""
     import numpy as np
 
@@ -183,7 +187,7 @@ def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
     if target.kind == "mcu-serial":  # a few inputs, as the serial stage profiler sends
         runs = 5
     with progress(f"per-op profile on {target.name}", quiet=as_json) as shown:
-        report = build_op_report(profile_ops(model, target, x, runs, say=shown.say))
+        report = build_op_report(profile_ops(model, target, x, runs, dsp=dsp, say=shown.say))
     _emit(report, report_path, plot_path, as_json, plot_ops, show_ops)
 
 

@@ -145,11 +145,14 @@ def profile_qemu(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
 
 def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str | None,
                    threads: int, warmup: int, repeats: int,
-                   say: Progress, tick: Tick | None = None) -> StageProfiles:
+                   say: Progress, tick: Tick | None = None,
+                   dsp: bool | None = None) -> StageProfiles:
+    """Per-stage timings on ``target``; ``dsp`` picks the C kernels of MCU builds (None:
+    the target's default, False: the portable path)."""
     if target.kind == "host":
         return profile_host(bundle, x, runtime, threads, warmup, repeats, say, tick)
     if target.kind == "mcu-qemu":
-        return profile_qemu(bundle, target, x, say)
+        return profile_qemu(bundle, target, x, say, dsp)
     if target.kind == "linux-ssh" and runtime == "tvm":
         from eedge.profiling.tvm_rpc import profile_tvm_rpc
 
@@ -164,5 +167,5 @@ def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str |
     if target.kind == "mcu-serial":
         from eedge.profiling.serial_driver import profile_serial
 
-        return profile_serial(bundle, target, x, say)
+        return profile_serial(bundle, target, x, say, dsp=dsp)
     raise TargetError(f"profiling {target.kind} targets ({target.name}) is not supported")

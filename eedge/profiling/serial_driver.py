@@ -93,7 +93,7 @@ def flash_and_read(target: Target, elf: Path, flasher: Flasher, say: Progress,
 
 
 def profile_serial(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
-                   flasher: Flasher | None = None) -> StageProfiles:
+                   flasher: Flasher | None = None, dsp: bool | None = None) -> StageProfiles:
     model = load_codegen_model(bundle.path)
     model.thresholds = [None] * len(model.thresholds)  # time every stage
     info = model.graph.tensors[model.input]
@@ -104,7 +104,7 @@ def profile_serial(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
     url, baud = target.get("serial_port"), int(target.get("baud"))
     with tempfile.TemporaryDirectory(prefix="eedge-serial-") as tmp:
         say(f"building firmware for {target.name}")
-        project = generate_project(model, target, Path(tmp) / "fw", samples,
+        project = generate_project(model, target, Path(tmp) / "fw", samples, dsp=dsp,
                                    serial_frames=True)
         elf = build(project).binary
         result = flash_and_read(target, elf, flasher, say, "stage timings")

@@ -162,3 +162,21 @@ def test_per_op_of_a_tflite_file(capsys) -> None:  # type: ignore[no-untyped-def
     # kernels plus the final softmax's exit decision: the stage's whole count
     assert 0 <= stage["measured_total"] - stage["ops_total"] <= 10_000
     assert [r["op"] for r in report["by_type"][:2]] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+
+
+@pytest.mark.skipif(not KWS.is_file(), reason="../shared/models/mlperf_tiny is absent")
+def test_per_op_of_the_portable_build(capsys) -> None:  # type: ignore[no-untyped-def]
+    """--no-dsp profiles the portable kernels (what a Cortex-M0+/M3 would run): the same
+    ops, each slower than with the SIMD path."""
+    reports = {}
+    for flag in ("--dsp", "--no-dsp"):
+        code, out, err = cli(capsys, "profile", str(KWS), "--target", "qemu-cortex-m4",
+                             "--per-op", flag, "--json")
+        assert code == 0, err
+        reports[flag] = json.loads(out)
+    simd, portable = reports["--dsp"], reports["--no-dsp"]
+    assert simd["environment"]["dsp"] is True and portable["environment"]["dsp"] is False
+    by_type = {r["op"]: r["value"] for r in simd["by_type"]}
+    for row in portable["by_type"]:
+        if row["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            assert row["value"] > by_type[row["op"]], row
