@@ -195,10 +195,9 @@ def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int 
         labels = [OpLabel(**d) for d in project.op_labels]
         say("compiling with " + ("gcc" if host else "arm-none-eabi-gcc"))
         binary = build(project).binary
+        env: dict[str, Any] = {"dsp": project.dsp, "optimize": optimize, "runs": len(samples)}
         if serial:
-            return _serial_profile(target, binary, labels, flasher, say,
-                                   {"dsp": project.dsp, "optimize": optimize,
-                                    "runs": len(samples)})
+            return _serial_profile(target, binary, labels, flasher, say, env)
         if host:
             say(f"running {len(samples)} inferences on the host")
             proc = subprocess.run([str(binary)], input=samples.astype(np.int8).tobytes(),
@@ -224,7 +223,6 @@ def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int 
             seen = [t[s] for t in stage_ticks if s < len(t)]
             if seen:
                 totals[s] = float(np.mean(seen)) * per_tick
-    env: dict[str, Any] = {"dsp": project.dsp, "optimize": optimize, "runs": len(samples)}
     if host:
         unit, note = "ticks", "host clock() ticks (1 us each), mean per run"
     else:
