@@ -193,10 +193,14 @@ def _bad(what: str) -> TargetError:
     return TargetError(f"the tail server's answer is malformed: {what}")
 
 
+def is_v2_shape(value: Any) -> bool:
+    """A v2 JSON shape: a list of at most MAX_RANK integers (not bools) in [0, 2**31)."""
+    return isinstance(value, list) and len(value) <= MAX_RANK and all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 31 for d in value)
+
+
 def _shape(value: Any, name: str) -> list[int]:
-    if not isinstance(value, list) or len(value) > MAX_RANK or not all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 31
-            for d in value):
+    if not is_v2_shape(value):
         raise _bad(f"output {name!r} has shape {value!r}")
     return value
 

@@ -52,6 +52,7 @@ import orjson
 
 from eedge.errors import InputDataError
 from eedge.split.batching import BatchQueue
+from eedge.split.encoding import is_v2_shape
 from eedge.split.server import OUTPUTS, V2_TYPES, RequestError, TailModel
 
 try:  # an optional extra: `pip install eedge[serve]`
@@ -258,9 +259,7 @@ def check_infer_body(body: bytes, header_length: str | None) -> str | None:
                 not isinstance(item.get("datatype"), str):
             return "each input must be an object with a 'name' and a 'datatype'"
         name, shape = item["name"], item.get("shape")
-        if not isinstance(shape, list) or len(shape) > 8 or not all(
-                isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 31
-                for d in shape):
+        if not is_v2_shape(shape):
             return (f"input {name!r}: 'shape' must be a list of non-negative integers; "
                     f"got {str(shape)[:80]}")
         params = item.get("parameters") or {}
