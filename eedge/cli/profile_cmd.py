@@ -13,7 +13,7 @@ from eedge.cli.console import debug_option, json_option, out_console, print_json
 from eedge.cli.options import threads_option
 from eedge.cli.progress import progress
 from eedge.cli.tables import human_count
-from eedge.errors import InputDataError, TargetError
+from eedge.errors import InputDataError
 from eedge.strict_json import dumps
 from eedge.io.arrays import load_array, load_optional
 from eedge.policies.labels import check_labels
@@ -168,11 +168,9 @@ def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,
     import numpy as np
 
     from eedge.codegen.model_source import load_codegen_model
-    from eedge.profiling.per_op import build_op_report, plot_ops, profile_ops
+    from eedge.profiling.per_op import build_op_report, check_target, plot_ops, profile_ops
 
-    if target.kind not in ("host", "mcu-qemu", "mcu-serial"):
-        raise TargetError(f"--per-op runs on the host build, in QEMU or on a serial board; "
-                          f"{target.name} is {target.kind}")
+    check_target(target)
     model = load_codegen_model(source)
     if data is not None:
         x = load_array(data, "x")

@@ -158,6 +158,13 @@ class OpProfile:
     environment: dict[str, Any] = field(default_factory=dict)
 
 
+def check_target(target: Target) -> None:
+    """Per-op profiles run on the host build, in QEMU or on a serial board."""
+    if target.kind not in ("host", "mcu-qemu", "mcu-serial"):
+        raise TargetError(f"--per-op runs on the host build, in QEMU or on a serial board; "
+                          f"{target.name} is {target.kind}")
+
+
 def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int = 1,
                 dsp: bool | None = None, optimize: str = "O2",
                 say: Say | None = None, flasher: Any = None) -> OpProfile:
@@ -175,9 +182,7 @@ def profile_ops(source: Path | Any, target: Target, x: np.ndarray, repeats: int 
     from eedge.codegen.toolchain import build, qemu_command
 
     say = say or quiet_say
-    if target.kind not in ("host", "mcu-qemu", "mcu-serial"):
-        raise TargetError(f"--per-op runs on the host build, in QEMU or on a serial board; "
-                          f"{target.name} is {target.kind}")
+    check_target(target)
     model = source if isinstance(source, CodegenModel) else load_codegen_model(Path(source))
     model.thresholds = [None] * len(model.thresholds)  # time every stage
     info = model.graph.tensors[model.input]
