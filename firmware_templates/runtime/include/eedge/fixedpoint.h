@@ -46,21 +46,6 @@ static inline int32_t eedge_high_mul_small(int32_t x2, int32_t m) {
 #endif
 }
 
-/* eedge_requantize(x, multiplier, shift), faster when the shift is a right shift and
- * |x| < 2^30 (almost every accumulator of a convolution): one high multiply (SMMULR on
- * the DSP path) and a rounding shift written as (h + half - (h < 0)) >> r, which rounds
- * ties away from zero like eedge_rdbpot; other cases take the general arithmetic. */
-static inline int32_t eedge_requantize_fast(int32_t x, int32_t multiplier, int32_t shift) {
-    if (shift <= 0 && (uint32_t)x + 0x40000000u < 0x80000000u) {
-        const int32_t r = -shift;
-        const int32_t h = eedge_high_mul_small((int32_t)((uint32_t)x << 1), multiplier);
-        const uint32_t half = (1u << r) >> 1;
-        const uint32_t negative = r > 0 ? (uint32_t)(h >> 31) : 0u;
-        return (int32_t)((uint32_t)h + half + negative) >> r;
-    }
-    return eedge_requantize(x, multiplier, shift);
-}
-
 static inline int32_t eedge_clamp(int32_t x, int32_t low, int32_t high) {
     return x < low ? low : (x > high ? high : x);
 }
