@@ -317,7 +317,7 @@ def bridge_cmd(head: Path, port: str, url: str, model: str | None, baud: int, ti
 def _int8_handoff(tail: Any) -> dict[str, Any] | None:
     """Per cut tensor of a tail with int8 stages: bytes, scale and zero point (one per
     tensor: the whole graph was quantized once)."""
-    if not all("tflite_int8" in s["files"] for s in tail.stages):
+    if not tail.has_int8_stages:
         return None
     entries = {t["name"]: t for s in tail.stages for t in s["io"]["tflite_int8"]["inputs"]}
     return {t["name"]: {"bytes_per_sample": entries[t["name"]]["bytes_per_sample"],

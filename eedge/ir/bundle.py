@@ -118,6 +118,11 @@ class Bundle:
     def exits(self) -> list[dict[str, Any]]:
         return self.manifest["exits"]
 
+    @property
+    def has_int8_stages(self) -> bool:
+        """Every stage has its int8 TFLite file (an int8 export, or halves split from one)."""
+        return bool(self.stages) and all("tflite_int8" in s["files"] for s in self.stages)
+
 
 def load_bundle(path: Path | str, verify_checksums: bool = True) -> Bundle:
     """Read and check a bundle; raises :class:`BundleError` naming what is wrong."""

@@ -111,7 +111,7 @@ class Bridge:
         from eedge.split.client import Client
 
         self.head = head if isinstance(head, Bundle) else load_bundle(head)
-        if not all("tflite_int8" in s["files"] for s in self.head.stages):
+        if not self.head.has_int8_stages:
             raise TargetError("the bridge needs the int8 head bundle the firmware was built "
                               "from (`eedge split export` of an int8 bundle)")
         model = model or f"{self.head.manifest['model']['name']}_tail"

@@ -60,10 +60,6 @@ def _subset(split: Bundle, stage_ids: list[int], role: str, out: Path, force: bo
     return load_bundle(out)
 
 
-def has_int8_stages(bundle: Bundle) -> bool:
-    return bool(bundle.stages) and all("tflite_int8" in s["files"] for s in bundle.stages)
-
-
 def stage_cut(bundle: Bundle, after: str | int) -> dict[str, Any]:
     """The split section of ``bundle`` cut at one of its own stage boundaries.
 
@@ -123,7 +119,7 @@ def export_halves(bundle: Bundle, after: str | int, out: Path, int8: bool = Fals
     A bundle with int8 stages is split as it is (`export_int8_halves`) unless new
     ``calibration`` data is given; its int8 stages stay in both halves.
     """
-    if has_int8_stages(bundle) and calibration is None:
+    if bundle.has_int8_stages and calibration is None:
         return export_int8_halves(bundle, after, out, force)
     if "onnx" not in bundle.manifest["model"].get("files", {}):
         raise InputDataError("split export needs the ONNX model in the bundle (export it from "

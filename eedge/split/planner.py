@@ -98,7 +98,7 @@ DEFAULT_HOST = "127.0.0.1:8000"
 
 def handoff_dtype(bundle: Bundle) -> str:
     """``int8`` when every stage has int8 files (an int8 head hands off int8), else float32."""
-    return "int8" if all("tflite_int8" in s["files"] for s in bundle.stages) else "float32"
+    return "int8" if bundle.has_int8_stages else "float32"
 
 
 def _int8_io(bundle: Bundle) -> dict[str, dict[str, Any]]:
