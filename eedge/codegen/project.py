@@ -23,7 +23,8 @@ import numpy as np
 
 from eedge import __version__
 from eedge.codegen.byte_chains import LUT_OP, emit_lut, fuse_byte_chains
-from eedge.codegen.banded import Fusion, describe, schedule
+from eedge.codegen.banded import (Fusion, band_bytes, choose_fusions, describe, emit_fused,
+                                  schedule, step_tensors)
 from eedge.codegen.c_text import c_comment_text, c_string_body
 from eedge.codegen.emit import EmitContext, emit_node, softmax_exp_table, softmax_fields
 from eedge.codegen.model_source import INT8_ONLY, CodegenModel
@@ -147,8 +148,6 @@ def plan_for(model: CodegenModel) -> MemoryPlan:
     sets of joins that can, the plan with the smallest arena is taken, and
     its ``fusions`` say which joins generate_project must emit banded.
     """
-    from eedge.codegen.banded import choose_fusions
-
     return choose_fusions(model, lambda fusions: plan_schedule(model, fusions))
 
 
@@ -159,8 +158,6 @@ def plan_schedule(model: CodegenModel, fusions: Sequence[Any] = ()) -> MemoryPla
     one whose skip tensor (or anything sharing its buffer) is read later, kept, or
     the model's input cannot, and is dropped (``plan.fusions`` holds the others).
     """
-    from eedge.codegen.banded import Fusion, band_bytes, schedule, step_tensors
-
     g = model.graph
     fusions = list(fusions)
     sizes = {name: info.elements_per_sample() * max(int(info.shape[0]) if info.shape and
@@ -225,8 +222,6 @@ def plan_schedule(model: CodegenModel, fusions: Sequence[Any] = ()) -> MemoryPla
 def _emit_fused(g: Any, fusion: Any, tensor_ref: Any, constant_ref: Any, stage: int,
                 first_label: int | None) -> tuple[Any, list[dict[str, Any]]]:
     """A banded conv + ADD; in a per-op build, timed as the conv's and the ADD's call sites."""
-    from eedge.codegen.banded import emit_fused
-
     if first_label is None:
         return emit_fused(g, fusion, tensor_ref, constant_ref), []
     from eedge.passes.cost import node_macs
