@@ -224,14 +224,19 @@ def _emit_fused(g: Any, fusion: Any, tensor_ref: Any, constant_ref: Any, stage: 
     """A banded conv + ADD; in a per-op build, timed as the conv's and the ADD's call sites."""
     if first_label is None:
         return emit_fused(g, fusion, tensor_ref, constant_ref), []
-    from eedge.passes.cost import node_macs
     from eedge.profiling.per_op import count_run, time_call
 
     emitted = emit_fused(g, fusion, tensor_ref, constant_ref, time_call, count_run,
                          (first_label, first_label + 1))
-    labels = [{"stage": stage, "node": i, "op": g.nodes[i].op_type, "name": g.nodes[i].name,
-               "macs": int(node_macs(g, g.nodes[i]))} for i in (fusion.conv, fusion.add)]
-    return emitted, labels
+    return emitted, [_op_label(g, stage, i, g.nodes[i].name) for i in (fusion.conv, fusion.add)]
+
+
+def _op_label(g: Any, stage: int, i: int, name: str) -> dict[str, Any]:
+    """A per-op build's label of node ``i``'s kernel call (``per_op.OpLabel`` fields)."""
+    from eedge.passes.cost import node_macs
+
+    return {"stage": stage, "node": i, "op": g.nodes[i].op_type, "name": name,
+            "macs": int(node_macs(g, g.nodes[i]))}
 
 
 def _alias_group(aliases: dict[str, str], tensor: str) -> set[str]:
@@ -366,12 +371,10 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
             what = "+".join(node.attrs["fused"]) if node.op_type == LUT_OP else node.name
             call = emitted.statement
             if profile_ops:
-                from eedge.passes.cost import node_macs
                 from eedge.profiling.per_op import wrap_statement
 
                 call = wrap_statement(call, len(op_labels))
-                op_labels.append({"stage": stage.index, "node": i, "op": node.op_type,
-                                  "name": what, "macs": int(node_macs(g, node))})
+                op_labels.append(_op_label(g, stage.index, i, what))
             statements.append(f"/* {node.op_type} {c_comment_text(what)} */ {call}")
         outputs = [{"offset": plan.offsets[t], "bytes": g.tensors[t].elements_per_sample()}
                    for t in stage.outputs]
