@@ -73,7 +73,6 @@ def measure_model(name: str, target_name: str, portable: bool, per_op: bool,
     ref, cmsis = baseline[f"ref-O2/{name}"], baseline[f"cmsis_nn-O2/{name}"]
     entry: dict[str, Any] = {"macs": sum(total_macs(model.graph, s.nodes)
                                          for s in model.stages)}
-    per_tick = None
     for dsp in ((False, True) if portable else (True,)):
         run = run_on_target(model, target, x, dsp=dsp)
         key = "dsp" if dsp else "portable"
