@@ -409,7 +409,7 @@ static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
              * kept an integer, so pointers are only formed for taps inside the image */
             const int32_t window = (y0 * p->in_w + x0) * p->in_c;
             int8_t *out = output + (oy * p->out_w + ox) * p->out_c;
-            int32_t kx0, kx1, done = 0;
+            int32_t kx0, kx1;
 #if defined(EEDGE_USE_DSP)
             if (ox == in_lo && in_hi > in_lo && ky0 == 0 && ky1 == 3) {
                 /* the row's inside run: its blocks of 4 channels, then any others */
@@ -433,12 +433,10 @@ static void depthwise_m1(const eedge_conv_params *p, const int8_t *input,
             } else {
                 dw_window4(p, input, window, weights, bias, out, ky0, ky1, kx0, kx1, offsets);
             }
-            done = p->out_c & ~3;
 #else
             dw_block4(p, input, window, weights, bias, out, ky0, ky1, kx0, kx1);
-            done = p->out_c & ~3;
 #endif
-            dw_window1(p, input, window, weights, bias, out, done, ky0, ky1, kx0, kx1);
+            dw_window1(p, input, window, weights, bias, out, p->out_c & ~3, ky0, ky1, kx0, kx1);
         }
     }
 }
