@@ -133,6 +133,19 @@ void eedge_softmax_s8(const eedge_softmax_params *p, const int8_t *input, int8_t
     }
 }
 
+/* The row's sum of exponentials from the exp table, each exp_table[max_value - logit]
+ * rounded from Q0.31 to Q12 as gemmlowp's sum does: (e + 2^11) >> 12, in unsigned (e >= 0) */
+static inline uint32_t lut_sum(const int32_t *exp_table, int32_t exp_count, const int8_t *in,
+                               int32_t cols, int32_t max_value) {
+    uint32_t sum = 0;
+    int32_t i;
+    for (i = 0; i < cols; ++i) {
+        const int32_t d = max_value - in[i];
+        sum += d < exp_count ? ((uint32_t)exp_table[d] + 2048u) >> 12 : 0u;
+    }
+    return sum;
+}
+
 /* exp_table[d] is exp of the logit max - d (Q0.31) as TFLite computes it, 0 where d is
  * below diff_min or the exponential is 0, and for d >= exp_count: a logit is int8, so its
  * distance to the row's maximum is 0..255 and the exponentials are known when the code is
@@ -147,14 +160,8 @@ void eedge_softmax_lut_s8(const eedge_softmax_params *p, const int32_t *exp_tabl
         const int8_t *in = input + r * cols;
         int8_t *out = output + r * cols;
         const int32_t max_value = row_max(in, cols);
-        uint32_t sum = 0;
         softmax_row row;
-        for (i = 0; i < cols; ++i) {
-            const int32_t d = max_value - in[i];
-            /* rounding shift of a non-negative value: (e + 2^11) >> 12, in unsigned */
-            sum += d < exp_count ? ((uint32_t)exp_table[d] + 2048u) >> 12 : 0u;
-        }
-        softmax_scale(sum, max_value, &row);
+        softmax_scale(lut_sum(exp_table, exp_count, in, cols, max_value), max_value, &row);
         if (row.exponent > 31) { /* see softmax_q: every quotient rounds to 0 */
             for (i = 0; i < cols; ++i) {
                 out[i] = -128;
@@ -213,7 +220,6 @@ int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int32_t *exp_ta
                             const uint16_t *entropy_lut) {
     const int32_t cols = p->cols;
     int32_t i, top1 = -128, top2 = -128, first, second, entropy = 0;
-    uint32_t sum = 0;
     softmax_row row;
     if (cols < 1) {
         return INT32_MIN;
@@ -225,11 +231,7 @@ int32_t eedge_exit_score_s8(const eedge_softmax_params *p, const int32_t *exp_ta
             top1 = v > top1 ? v : top1;
         }
     }
-    for (i = 0; i < cols; ++i) {
-        const int32_t d = top1 - logits[i];
-        sum += d < exp_count ? ((uint32_t)exp_table[d] + 2048u) >> 12 : 0u;
-    }
-    softmax_scale(sum, top1, &row);
+    softmax_scale(lut_sum(exp_table, exp_count, logits, cols, top1), top1, &row);
     if (row.exponent > 31) { /* every quotient rounds to 0 (see softmax_q) */
         first = second = -128;
         if (criterion == EEDGE_CRITERION_ENTROPY && entropy_lut != 0) {
