@@ -84,7 +84,7 @@ def memory_entry(summary: dict[str, Any]) -> dict[str, Any]:
     return {"flash_bytes": summary["flash_bytes"], "arena_bytes": summary["arena_bytes"],
             "stack_bytes": summary["stack_used_bytes"], "weight_bytes": summary["weight_bytes"],
             "code_bytes": summary["code_bytes"],
-            "ram_bytes": summary["arena_bytes"] + summary["stack_used_bytes"]}
+            "ram_bytes": summary["ram_bytes"]}
 
 
 def architecture_entry(name: str, workdir: Path) -> dict[str, Any]:

@@ -84,11 +84,9 @@ def measure_model(name: str, target_name: str, portable: bool, per_op: bool,
             for seed, s in zip(SEEDS, samples))
         summary = run.summary()
         entry.update(arena_bytes=summary["arena_bytes"], stack_bytes=summary["stack_used_bytes"],
-                     scratch_bytes=summary["scratch_bytes"], weight_bytes=summary["weight_bytes"])
+                     scratch_bytes=summary["scratch_bytes"], weight_bytes=summary["weight_bytes"],
+                     ram_bytes=summary["ram_bytes"])
         entry[f"code_bytes_{key}"] = summary["code_bytes"]
-    # RAM the inference needs: the arena, the kernels' scratch buffer (TFLM's arena holds
-    # its scratch too) and the painted stack's high-water mark
-    entry["ram_bytes"] = entry["arena_bytes"] + entry["scratch_bytes"] + entry["stack_bytes"]
     entry.update(
         tflm_ref_instructions=ref["instructions_per_inference"],
         tflm_cmsis_instructions=cmsis["instructions_per_inference"],

@@ -79,12 +79,11 @@ def measure(model: CodegenModel, x: np.ndarray) -> dict[str, Any]:
         result[f"instructions_{key}"] = sum(result[f"stage_instructions_{key}"])
         summary = run.summary()
         result.update(arena_bytes=summary["arena_bytes"], weight_bytes=summary["weight_bytes"],
-                      stack_bytes=summary["stack_used_bytes"])
+                      stack_bytes=summary["stack_used_bytes"], ram_bytes=summary["ram_bytes"])
         result[f"code_bytes_{key}"] = summary["code_bytes"]
         result["quant_param_bytes"] = summary["quant_param_bytes"]
         result[f"outputs_{key}"] = sample.stage_outputs[-1][0].tobytes().hex()
     result["macs"] = sum(result["stage_macs"])
-    result["ram_bytes"] = result["arena_bytes"] + result["stack_bytes"]
     result["dsp_over_portable"] = result["instructions_dsp"] / result["instructions_portable"]
     result["instructions_per_mac_dsp"] = result["instructions_dsp"] / max(result["macs"], 1)
     return result

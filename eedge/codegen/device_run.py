@@ -57,7 +57,11 @@ class DeviceRun:
             "exit_index": self.exit_index.tolist(), "predictions": self.predictions.tolist(),
             "arena_bytes": self.project.arena_bytes, "scratch_bytes": self.project.scratch_bytes,
             "weight_bytes": self.project.weight_bytes,
-            "dsp": self.project.dsp}
+            "dsp": self.project.dsp,
+            # what an inference needs: the arena, the kernels' scratch buffer (TFLM's arena
+            # holds its scratch too) and the painted stack (none measured on the host)
+            "ram_bytes": self.project.arena_bytes + self.project.scratch_bytes +
+            (self.run.stack_bytes or 0)}
         if self.project.port != "host":
             test_bytes = self.project.test_inputs * self.project.input_bytes
             data.update(stage_ticks_mean=ticks, flash_bytes=self.build.flash_bytes,

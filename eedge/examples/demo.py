@@ -212,8 +212,7 @@ def _add_device(report: DemoReport, bundle: Any, target_name: str, x: np.ndarray
         else None,
         # flash and stack are measured on MCU builds only (None for --target host)
         "flash_bytes": summary.get("flash_bytes"), "weight_bytes": summary["weight_bytes"],
-        "ram_bytes": summary["arena_bytes"] + summary["scratch_bytes"] +
-        (summary.get("stack_used_bytes") or 0),
+        "ram_bytes": summary["ram_bytes"],
         "arena_bytes": summary["arena_bytes"], "scratch_bytes": summary["scratch_bytes"],
         "stack_bytes": summary.get("stack_used_bytes"),
         "same_decisions_as_python": bool(

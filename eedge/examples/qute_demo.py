@@ -152,6 +152,5 @@ def firmware_overhead(models: Models, qute_bundle: Bundle, workdir: Path) -> dic
             "instructions": int(sum(run.run.samples[0].stage_ticks)) *
             (run.instructions_per_tick or 1),
             "flash_bytes": summary["flash_bytes"] - summary["test_input_bytes"],
-            "ram_bytes": summary["arena_bytes"] + summary["scratch_bytes"] +
-            (summary["stack_used_bytes"] or 0)}
+            "ram_bytes": summary["ram_bytes"]}
     return figures
