@@ -64,6 +64,7 @@ class ExportOptions:
     force: bool = False
     ensemble: Sequence[int] | None = None   # exits averaged into the final prediction
     lowering_graph: Graph | None = None     # the graph the TFLite lowering reads, if not it
+    sections: dict[str, Any] = field(default_factory=dict)  # more manifest sections (cascade)
 
 
 @dataclass
@@ -230,6 +231,7 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
             manifest["ensemble"] = ensemble_section(list(opts.ensemble), len(manifest["exits"]))
         if quant_report is not None:
             manifest["quantization"] = quant_report
+        manifest.update(opts.sections)
         manifest["files"] = file_entries(tmp, [p.name for p in tmp.iterdir()])
         write_manifest(tmp, manifest)
         if any(v.fmt == "tflite_int8" for v in variants):

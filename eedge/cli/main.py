@@ -47,6 +47,8 @@ def _register() -> None:
 
     for module in (export_cmd, inspect_cmd, run_cmd, profile_cmd, demo_cmd):
         cli.add_command(module.command)
+    from eedge.cli.cascade_cmd import cascade
+    cli.add_command(cascade)
     for command in (firmware_cmds.codegen, firmware_cmds.build_cmd, firmware_cmds.flash,
                     firmware_cmds.targets, calibrate_cmd.calibrate, calibrate_cmd.evaluate,
                     monitor_cmd.monitor, compile_cmd.compile_command, split_cmd.split,

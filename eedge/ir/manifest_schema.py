@@ -214,6 +214,20 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                                                        "maximum": 1 << 20},
                                             "rho": _FRACTION,
                                             "false_alarm_target": _FRACTION}}]}}},
+        # a cascade of independent models (eedge.cascade): stage k is member k
+        "cascade": {"type": "object", "required": ["members", "input"],
+                    "properties": {
+                        "members": {"type": "array", "minItems": 2, "maxItems": MAX_STAGES,
+                                    "items": {"type": "object",
+                                              "required": ["name", "file", "format", "sha256",
+                                                           "macs", "exit"],
+                                              "properties": {
+                                                  "name": _NAME, "file": _NAME,
+                                                  "format": {"enum": ["onnx", "torch",
+                                                                      "tflite"]},
+                                                  "sha256": _SHA256, "macs": _COUNT,
+                                                  "exit": _INDEX}}},
+                        "input": _NAME, "merge_check": _FLOAT_CHECK}},
         "tvm": {"type": "object", "maxProperties": 64, "additionalProperties": {
             "type": "object", "required": ["version", "target"],
             "properties": {"version": _TEXT, "target": _TEXT}}},
