@@ -1,0 +1,354 @@
+"""Selective classification on a cascade: risk–coverage metrics and window-based deferral.
+
+A selective classifier may abstain: it *accepts* a sample (answers) when its
+score reaches a selective threshold tau and *rejects* it otherwise. Coverage
+is the share of samples accepted, (selective) risk the error rate among them.
+
+Window-based deferral (Xia & Bouganis, ICCV 2023) makes a cascade cheap for
+this task. At early exit k the sample's score s_k (the exit's own, or the
+running mean of the ensemble so far) is compared with a window
+[low_k, high_k] around tau: above ``high_k`` it leaves *accepted*, below
+``low_k`` it leaves *rejected*, inside it goes on to the next member. The
+final exit accepts when s >= tau. Only the samples near the decision boundary
+pay for the later members.
+
+In a bundle's manifest this is the exits' existing policy: ``threshold`` is
+``high_k`` and ``window_low`` is ``low_k``; on the final exit ``window_low``
+is tau (everything leaves there; below tau it leaves rejected). The Python
+runtimes and the generated C decide exactly so; :func:`simulate` here decides
+the same way on precomputed per-exit scores, which is what calibration
+searches over.
+
+Entry points:
+- metrics: :func:`risk_coverage`, :func:`aurc`, :func:`coverage_at_risk`,
+  :func:`risk_at_coverage`;
+- deferral: :func:`simulate` (one policy), :func:`calibrate_window` (choose
+  tau and the windows for a target risk or coverage, minimising expected cost).
+
+All functions work on any comparable scores (float scores in [0, 1], or the
+integer scores the int8 runtimes compare): higher means more confident.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eedge.errors import InputDataError
+
+EXHAUSTIVE_LIMIT = 20_000   # window combinations tried one by one; beyond: coordinate descent
+WINDOW_QUANTILES = 13       # candidate edges per side of tau per exit
+TAU_CANDIDATES = 8          # selective thresholds near the reference one that are tried
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class RiskCoverage:
+    """The risk–coverage curve: one point per distinct score used as the threshold.
+
+    Point j accepts every sample with score >= ``thresholds[j]`` (thresholds
+    descending, so coverage grows). Tied scores are accepted together: a
+    threshold cannot split them.
+    """
+
+    thresholds: np.ndarray   # (P,) descending
+    coverage: np.ndarray     # (P,) increasing, last = 1
+    risk: np.ndarray         # (P,) error rate among the accepted
+
+    def to_json(self, points: int = 101) -> dict[str, list[float]]:
+        """At most ``points`` points (evenly spread over the curve), for reports."""
+        index = np.unique(np.linspace(0, len(self.coverage) - 1,
+                                      min(points, len(self.coverage))).round().astype(int))
+        return {"coverage": [float(v) for v in self.coverage[index]],
+                "risk": [float(v) for v in self.risk[index]],
+                "threshold": [float(v) for v in self.thresholds[index]]}
+
+
+def _check_scores(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    c = np.asarray(correct, dtype=bool).reshape(-1)
+    if s.size == 0:
+        raise InputDataError("no samples to compute a risk–coverage curve on")
+    if s.size != c.size:
+        raise InputDataError(f"{s.size} scores for {c.size} correctness flags")
+    if not np.isfinite(s).all():
+        raise InputDataError("scores must be finite to rank samples by confidence")
+    return s, c
+
+
+def risk_coverage(scores: np.ndarray, correct: np.ndarray) -> RiskCoverage:
+    """Risk and coverage at every distinct score threshold (most confident first)."""
+    s, c = _check_scores(scores, correct)
+    order = np.argsort(-s, kind="stable")
+    s, errors = s[order], (~c[order]).astype(np.int64)
+    # the last index of each run of equal scores: a threshold accepts whole runs
+    ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+    accepted = ends + 1
+    return RiskCoverage(s[ends], accepted / s.size, np.cumsum(errors)[ends] / accepted)
+
+
+def aurc(scores: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk–coverage curve (lower is better).
+
+    The step integral sum_j (coverage_j - coverage_{j-1}) * risk_j: without
+    ties this is the usual mean over i = 1..N of the risk of the i most
+    confident samples (Geifman et al.); tied scores count as one step, since
+    no threshold separates them.
+    """
+    curve = risk_coverage(scores, correct)
+    widths = np.diff(np.concatenate([[0.0], curve.coverage]))
+    return float(np.sum(widths * curve.risk))
+
+
+def coverage_at_risk(scores: np.ndarray, correct: np.ndarray,
+                     target_risk: float) -> tuple[float, float | None]:
+    """Largest coverage whose risk is at most ``target_risk``, and its threshold.
+
+    (0.0, None) when even the most confident group of samples is too risky:
+    the only way to meet the target is to reject everything.
+    """
+    curve = risk_coverage(scores, correct)
+    ok = np.flatnonzero(curve.risk <= target_risk + 1e-12)
+    if ok.size == 0:
+        return 0.0, None
+    j = int(ok[-1])
+    return float(curve.coverage[j]), float(curve.thresholds[j])
+
+
+def risk_at_coverage(scores: np.ndarray, correct: np.ndarray,
+                     target_coverage: float) -> tuple[float, float]:
+    """Risk of the smallest coverage at least ``target_coverage``, and its threshold."""
+    curve = risk_coverage(scores, correct)
+    j = int(np.flatnonzero(curve.coverage >= target_coverage - 1e-12)[0])
+    return float(curve.risk[j]), float(curve.thresholds[j])
+
+
+# --------------------------------------------------------------------------- deferral
+
+
+@dataclass
+class SelectiveOutcome:
+    """What a window policy does on labelled data."""
+
+    exit_index: np.ndarray   # (N,) exit each sample left at
+    accepted: np.ndarray     # (N,) answered (not rejected)
+    correct: np.ndarray      # (N,) the prediction at that exit is right
+    costs: Sequence[float]
+
+    @property
+    def coverage(self) -> float:
+        return float(np.mean(self.accepted))
+
+    @property
+    def risk(self) -> float:
+        """Error rate among accepted samples (0 when nothing is accepted)."""
+        n = int(self.accepted.sum())
+        return float(np.sum(self.accepted & ~self.correct) / n) if n else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy of the predictions on every sample, rejected or not."""
+        return float(np.mean(self.correct))
+
+    @property
+    def expected_cost(self) -> float:
+        return float(np.asarray(self.costs, dtype=np.float64)[self.exit_index].mean())
+
+    def exit_rates(self) -> list[float]:
+        return [float(np.mean(self.exit_index == k)) for k in range(len(self.costs))]
+
+    def summary(self) -> dict[str, Any]:
+        return {"coverage": self.coverage, "risk": self.risk, "accuracy": self.accuracy,
+                "expected_cost": self.expected_cost, "exit_rates": self.exit_rates()}
+
+
+def _edge(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
+
+
+def simulate(scores: Sequence[np.ndarray], correct: Sequence[np.ndarray],
+             lows: Sequence[float | None], highs: Sequence[float | None],
+             costs: Sequence[float]) -> SelectiveOutcome:
+    """Decide every sample as the runtimes do, on precomputed per-exit scores.
+
+    ``highs[k]`` (the exit threshold; None: never accept early) and ``lows[k]``
+    (None: never reject early) for the early exits; ``lows[-1]`` is tau (None:
+    accept everything at the final exit); ``highs[-1]`` is ignored (the final
+    exit takes everything). A sample with s >= high leaves accepted, one with
+    s < low leaves rejected (rejection wins if both hold, as in the runtimes).
+    """
+    k_exits = len(scores)
+    if not (len(correct) == len(lows) == len(highs) == len(costs) == k_exits):
+        raise InputDataError("give one score array, correctness array, window edge pair "
+                             "and cost per exit")
+    n = len(scores[0])
+    exit_index = np.full(n, k_exits - 1, dtype=np.int64)
+    rejected = np.zeros(n, dtype=bool)
+    undecided = np.ones(n, dtype=bool)
+    for k in range(k_exits):
+        s = np.asarray(scores[k])
+        reject = s < _edge(lows[k], -math.inf)
+        leave = reject | (s >= _edge(highs[k], math.inf)) if k < k_exits - 1 \
+            else np.ones(n, dtype=bool)
+        here = undecided & leave
+        exit_index[here] = k
+        rejected[here] = reject[here]
+        undecided &= ~leave
+    right = np.stack([np.asarray(c, dtype=bool) for c in correct])[exit_index, np.arange(n)]
+    return SelectiveOutcome(exit_index, ~rejected, right, list(costs))
+
+
+@dataclass
+class WindowCalibration:
+    """The chosen selective threshold and windows, and how they do on the calibration data."""
+
+    target: str                  # "risk" or "coverage"
+    target_value: float
+    tau: float                   # on the final exit's score scale
+    lows: list[float | None]     # per exit, on that exit's score scale; lows[-1] == tau
+    highs: list[float | None]    # per exit; highs[-1] is None
+    chosen: dict[str, Any]       # coverage, risk, accuracy, expected_cost, exit_rates
+    full: dict[str, Any]         # the same policy without early exits (final exit, tau)
+    evaluated: int = 0
+    reference_tau: float = 0.0   # tau of the final exit alone for the target
+    notes: list[str] = field(default_factory=list)
+
+
+def _final_operating_point(scores: np.ndarray, correct: np.ndarray, target: str,
+                           value: float) -> float:
+    if target == "risk":
+        coverage, tau = coverage_at_risk(scores, correct, value)
+        if tau is None:
+            best = float(risk_coverage(scores, correct).risk.min())
+            raise InputDataError(f"no selective threshold reaches risk {value:g} on the "
+                                 f"calibration data (the lowest is {best:.4g}): raise --risk")
+        return tau
+    _, tau = risk_at_coverage(scores, correct, value)
+    return tau
+
+
+def _edge_candidates(s: np.ndarray, keep: np.ndarray, extra: float | None) -> list[float | None]:
+    values = s[keep]
+    out: list[float | None] = [extra]
+    if values.size:
+        qs = np.quantile(values, np.linspace(0, 1, WINDOW_QUANTILES), method="nearest")
+        out += [float(v) for v in np.unique(qs)]
+    return out
+
+
+def calibrate_window(scores: Sequence[np.ndarray], correct: Sequence[np.ndarray],
+                     costs: Sequence[float], target_risk: float | None = None,
+                     target_coverage: float | None = None, max_coverage_drop: float = 0.01,
+                     max_risk_increase: float = 0.0,
+                     common: Sequence[Callable[[np.ndarray], np.ndarray]] | None = None
+                     ) -> WindowCalibration:
+    """Choose tau and per-exit windows: cheapest expected cost that meets the target.
+
+    With ``target_risk`` r: the reference is the final exit alone at its
+    largest coverage C with risk <= r; a policy is feasible when its risk is
+    <= r and its coverage >= C - ``max_coverage_drop``. With
+    ``target_coverage`` c: the reference is the final exit's risk R at coverage
+    c; feasible means coverage >= c and risk <= R + ``max_risk_increase``.
+    Among feasible policies the one with the lowest expected cost wins (then
+    higher coverage, then lower risk). "No early exit" at the reference tau is
+    always feasible, so there is always an answer.
+
+    ``common[k]`` maps exit k's scores onto one scale shared by all exits
+    (identity by default). It is used only to keep low_k <= tau <= high_k:
+    int8 scores of different exits live on different integer scales.
+    """
+    if (target_risk is None) == (target_coverage is None):
+        raise InputDataError("give exactly one of a target risk or a target coverage")
+    k_exits = len(scores)
+    if k_exits < 1 or len(correct) != k_exits or len(costs) != k_exits:
+        raise InputDataError("give one score array, correctness array and cost per exit")
+    target = "risk" if target_risk is not None else "coverage"
+    value = float(target_risk if target_risk is not None else target_coverage)  # type: ignore[arg-type]
+    if not 0.0 <= value <= 1.0:
+        raise InputDataError(f"the target {target} {value:g} is outside [0, 1]")
+    identity: Callable[[np.ndarray], np.ndarray] = lambda v: np.asarray(v, np.float64)  # noqa: E731
+    to_common = list(common) if common is not None else [identity] * k_exits
+    final_s = np.asarray(scores[-1], dtype=np.float64)
+    final_c = np.asarray(correct[-1], dtype=bool)
+    tau_ref = _final_operating_point(final_s, final_c, target, value)
+    none_early: list[float | None] = [None] * (k_exits - 1)
+    reference = simulate(scores, correct, none_early + [tau_ref], none_early + [None], costs)
+    if target == "risk":
+        def feasible(coverage: float, risk: float) -> bool:
+            return risk <= value + 1e-12 and \
+                coverage >= reference.coverage - max_coverage_drop - 1e-12
+    else:
+        def feasible(coverage: float, risk: float) -> bool:
+            return coverage >= value - 1e-12 and \
+                risk <= reference.risk + max_risk_increase + 1e-12
+
+    # selective thresholds: the reference and its feasible neighbours on the final exit
+    curve = risk_coverage(final_s, final_c)
+    taus = [tau_ref]
+    ok = [float(t) for t, cov, r in zip(curve.thresholds, curve.coverage, curve.risk)
+          if t != tau_ref and feasible(float(cov), float(r))]
+    if ok:
+        taus += [ok[int(i)] for i in np.unique(np.linspace(0, len(ok) - 1,
+                                                           min(TAU_CANDIDATES, len(ok)))
+                                               .round().astype(int))]
+
+    def meets(o: SelectiveOutcome) -> bool:
+        return feasible(o.coverage, o.risk)
+
+    def key(o: SelectiveOutcome) -> tuple[float, float, float]:
+        return (o.expected_cost, -o.coverage, o.risk)
+
+    best: tuple[tuple[float, float, float], float, list[float | None], list[float | None],
+                SelectiveOutcome] | None = None
+    evaluated = 0
+    for tau in taus:
+        tau_common = float(to_common[-1](np.array([tau]))[0])
+        lows_c, highs_c = [], []
+        for k in range(k_exits - 1):
+            s = np.asarray(scores[k], dtype=np.float64)
+            sc = to_common[k](s)
+            lows_c.append(_edge_candidates(s, sc <= tau_common, None))
+            highs_c.append(_edge_candidates(s, sc >= tau_common, None))
+
+        def run(lows: Sequence[float | None], highs: Sequence[float | None]) -> SelectiveOutcome:
+            return simulate(scores, correct, list(lows) + [tau], list(highs) + [None], costs)
+
+        size = math.prod(len(a) * len(b) for a, b in zip(lows_c, highs_c))
+        trials: list[tuple[list[float | None], list[float | None], SelectiveOutcome]] = []
+        if size <= EXHAUSTIVE_LIMIT:
+            for combo in itertools.product(*[list(itertools.product(a, b))
+                                             for a, b in zip(lows_c, highs_c)]):
+                lows = [c[0] for c in combo]
+                highs = [c[1] for c in combo]
+                trials.append((lows, highs, run(lows, highs)))
+        else:  # coordinate descent from "no early exit", one exit's window at a time
+            lows, highs = list(none_early), list(none_early)
+            current = run(lows, highs)
+            trials.append((list(lows), list(highs), current))
+            for _ in range(3):
+                for k in range(k_exits - 1):
+                    for low, high in itertools.product(lows_c[k], highs_c[k]):
+                        tl, th = list(lows), list(highs)
+                        tl[k], th[k] = low, high
+                        outcome = run(tl, th)
+                        trials.append((tl, th, outcome))
+                        if meets(outcome) and (not meets(current) or key(outcome) < key(current)):
+                            lows, highs, current = tl, th, outcome
+        evaluated += len(trials)
+        for lows, highs, outcome in trials:
+            if meets(outcome) and (best is None or key(outcome) < best[0]):
+                best = (key(outcome), tau, lows, highs, outcome)
+    if best is None:  # cannot happen: no early exit at tau_ref is feasible by construction
+        raise AssertionError("no feasible window policy")
+    _, tau, lows, highs, outcome = best
+    full = simulate(scores, correct, none_early + [tau], none_early + [None], costs)
+    return WindowCalibration(target, value, tau, list(lows) + [tau], list(highs) + [None],
+                             outcome.summary(), full.summary(), evaluated, tau_ref)
+
