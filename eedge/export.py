@@ -63,6 +63,10 @@ class ExportOptions:
     check_inputs: Sequence[np.ndarray] = ()
     force: bool = False
     ensemble: Sequence[int] | None = None   # exits averaged into the final prediction
+    # exits whose last logit is a learned gate (eedge.train.gates); None: the exits whose
+    # output name ends in "gated" (e.g. torch.onnx.export(..., output_names=["exit0_gated"]));
+    # "all": every exit
+    gates: Sequence[int] | str | None = None
     lowering_graph: Graph | None = None     # the graph the TFLite lowering reads, if not it
     sections: dict[str, Any] = field(default_factory=dict)  # more manifest sections (cascade)
 
@@ -101,8 +105,42 @@ def _check_same_partition(primary: Partition, other: _Variant) -> None:
                                 f"{a}; this is an eedge bug: please report it")
 
 
+def gated_exits(graph: Graph, gates: Sequence[int] | str | None) -> set[int]:
+    """Which exits carry a gate: ``gates`` ("all" or indices) if given, else those named
+    ``*gated``. A gated exit's tensor is (batch, C + 1): C class logits, then the gate logit.
+    """
+    if gates is None:
+        return {k for k, name in enumerate(graph.exits) if name.lower().endswith("gated")}
+    chosen = set(range(len(graph.exits))) if gates == "all" else set(gates)
+    bad = sorted(k for k in chosen if not 0 <= k < len(graph.exits))
+    if bad:
+        raise InputDataError(f"--gates names exit {bad[0]}, but the model has "
+                             f"{len(graph.exits)} exits (0..{len(graph.exits) - 1})")
+    for k in sorted(chosen):
+        shape = graph.tensors[graph.exits[k]].shape
+        if len(shape) != 2 or not isinstance(shape[-1], int) or shape[-1] < 2:
+            raise ModelError(f"exit {k} ({graph.exits[k]!r}) has shape {list(shape)}; a gated "
+                             "exit outputs (batch, classes + 1): the class logits, then the "
+                             "gate logit")
+    return chosen
+
+
+def _gate_entry(variants: Sequence[_Variant], stage_index: int, columns: int
+                ) -> dict[str, Any]:
+    """The manifest's gate: its column, and the int8 exit tensor's quantization if any."""
+    entry: dict[str, Any] = {"column": columns - 1}
+    for v in variants:
+        if v.fmt == "tflite_int8":
+            quant = v.graph.tensors[v.part.stages[stage_index].outputs[0]].quant
+            if quant is not None:
+                entry["quant"] = {"scale": [float(quant.scale[0])],
+                                  "zero_point": [int(quant.zero_point[0])]}
+    return entry
+
+
 def build_manifest(primary: _Variant, variants: Sequence[_Variant], source_format: str,
-                   source_sha256: str, model_files: dict[str, str]) -> dict[str, Any]:
+                   source_sha256: str, model_files: dict[str, str],
+                   gates: frozenset[int] | set[int] = frozenset()) -> dict[str, Any]:
     """Describe the partitioned model; file checksums are added when written."""
     graph, part = primary.graph, primary.part
     stages, exits = [], []
@@ -130,10 +168,14 @@ def build_manifest(primary: _Variant, variants: Sequence[_Variant], source_forma
         })
         if stage.exit_index is not None:
             tensor = graph.tensors[exit_tensor]  # type: ignore[index]
+            columns = int(tensor.shape[-1])
+            gated = stage.exit_index in gates
             exits.append({"index": stage.exit_index, "stage": stage.index,
-                          "tensor": exit_tensor, "num_classes": int(tensor.shape[-1]),
+                          "tensor": exit_tensor, "num_classes": columns - int(gated),
                           "cumulative_macs": cumulative,
                           "policy": {"criterion": "max_softmax", "threshold": None}})
+            if gated:
+                exits[-1]["gate"] = _gate_entry(variants, stage.index, columns)
     exits.sort(key=lambda e: e["index"])
     split = None
     if part.split is not None:
@@ -188,6 +230,7 @@ def _quantization_report(graph: Graph, ranges: dict[str, TensorRange], observer:
 def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sha256: str,
                  out: Path | str, options: ExportOptions | None = None,
                  progress: Progress | None = None, notes: Sequence[str] = (),
+                 stripped_exits: Sequence[StrippedExit] = (),
                  **kwargs: Any) -> ExportResult:
     """Partition ``graph`` and write a verified bundle at ``out`` atomically.
 
@@ -211,6 +254,16 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
                        graph, partition(graph, opts.split_after))
     if opts.lowering_graph is not None:  # a fixed batch of 1: hand-offs checked on the twin
         partition(opts.lowering_graph, opts.split_after)  # that knows where the batch sits
+    gates = gated_exits(graph, opts.gates)
+    if gates and opts.ensemble and gates & set(opts.ensemble):
+        raise InputDataError("gated exits cannot be ensemble members (an ensemble averages "
+                             "class probabilities); drop the gate or the ensemble")
+    stripped = {s.exit for s in stripped_exits}
+    for k in sorted(gates):
+        if graph.exits[k] in stripped:
+            raise ModelError(f"gated exit {k} ({graph.exits[k]!r}) ends in a softmax; a gated "
+                             "exit must output raw logits (the class logits, then the gate "
+                             "logit)")
     variants, quant_report = _variants(primary, opts, say)
     with staging_directory(out, opts.force) as tmp:
         model_files = {}
@@ -224,7 +277,8 @@ def export_graph(graph: Graph, whole_model: bytes, source_format: str, source_sh
             for stage in v.part.stages:
                 say(f"writing {stage.name}{FILE_SUFFIX[v.fmt]}")
                 (tmp / f"{stage.name}{FILE_SUFFIX[v.fmt]}").write_bytes(_stage_file(v, stage))
-        manifest = build_manifest(primary, variants, source_format, source_sha256, model_files)
+        manifest = build_manifest(primary, variants, source_format, source_sha256, model_files,
+                                  gates)
         if notes:
             manifest["model"]["notes"] = list(notes)
         if opts.ensemble:
@@ -395,7 +449,7 @@ def export_onnx(path: Path | str, out: Path | str,
     kwargs.setdefault("lowering_graph", twin)
     return export_graph(graph, serialize(imported.model), "onnx",
                         sha256_bytes(path.read_bytes()), out, progress=progress,
-                        notes=imported.notes, **kwargs)
+                        notes=imported.notes, stripped_exits=imported.stripped_exits, **kwargs)
 
 
 def export_tflite(path: Path | str, out: Path | str, exits: Sequence[str] | None = None,
@@ -428,7 +482,8 @@ def export_torch(module: "torch.nn.Module", example: Any, out: Path | str, name:
     graph, twin = _batch_first_handoffs(imported)
     kwargs.setdefault("lowering_graph", twin)
     return export_graph(graph, serialize(imported.model), "torch", sha256_bytes(raw),
-                        out, progress=progress, notes=imported.notes, **kwargs)
+                        out, progress=progress, notes=imported.notes,
+                        stripped_exits=imported.stripped_exits, **kwargs)
 
 
 def _check_against_torch(module: "torch.nn.Module", model: onnx.ModelProto,

@@ -181,7 +181,8 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
     cascade = Cascade(loaded, runtime=runtime)
     with progress(f"every exit on {len(x)} samples ({cascade.runtime})",
                   quiet=as_json) as shown:
-        logits = batched.run_all_exits(cascade, x, tick=shown.tick)
+        logits = [cascade.class_logits(k, lg)  # without a learned gate's column
+                  for k, lg in enumerate(batched.run_all_exits(cascade, x, tick=shown.tick))]
         shown.say(f"the cascade on {len(x)} samples ({cascade.runtime})")
         decided = batched.infer(cascade, x, tick=shown.tick)
     macs = [e["cumulative_macs"] for e in loaded.exits]

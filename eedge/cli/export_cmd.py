@@ -40,13 +40,16 @@ from eedge.io.arrays import load_array
               help="For a .tflite model: tensors that are early exits (earliest first).")
 @click.option("--ensemble", metavar="K,K,...",
               help="Exit indices (the last ones) averaged into the final prediction (QUTE).")
+@click.option("--gates", metavar="K,K,...|all",
+              help="Exits whose last logit is a learned gate (default: exits whose output "
+                   "name ends in 'gated').")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @json_option
 @debug_option
 def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path | None,
             examples: tuple[Path, ...], split_after: str | None, formats: str, int8: bool,
             calib: Path | None, observer: str, extra_exits: str | None, ensemble: str | None,
-            force: bool, as_json: bool) -> None:
+            gates: str | None, force: bool, as_json: bool) -> None:
     """Partition MODEL into per-exit stages and write a verified bundle.
 
     MODEL is an ONNX file whose outputs are the exits (earliest first); a
@@ -62,6 +65,7 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
       eedge export eedge.examples.digits_model:build_model \\
           --weights demo-out/model.pt --input-shape 1,1,8,8 --out bundle
       eedge export model.onnx --out split-bundle --split-after 1
+      eedge export gated.onnx --out bundle --gates 0,1
       eedge export kws_ref_model.tflite --out kws-bundle
     """
     from eedge.export import export_onnx, export_tflite, export_torch
@@ -78,6 +82,7 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
             from None
     options = dict(split_after=split_after, check_inputs=user_inputs, force=force,
                    formats=format_list, int8=int8, observer=observer, ensemble=members,
+                   gates=_gate_list(gates),
                    calibration=load_array(calib) if calib is not None else None)
     if extra_exits and not model.endswith(".tflite"):
         raise ModelError("--exits is for .tflite models; ONNX and torch models declare their "
@@ -110,6 +115,19 @@ def command(model: str, out: Path, input_shapes: tuple[str, ...], weights: Path 
     for note in result.notes:
         out_console.print(f"[yellow]note:[/] {escape(note)}")
     out_console.print(f"wrote {escape(str(result.bundle.path))}", soft_wrap=True)
+
+
+def _gate_list(text: str | None) -> list[int] | str | None:
+    """``--gates``: exit indices, or ``all`` (every exit of the model has a gate)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise InputDataError(f"bad --gates {text!r}: write exit indices like 0,1 or 'all'") \
+            from None
 
 
 def _torch_model_name(spec: str) -> str:

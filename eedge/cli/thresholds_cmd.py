@@ -82,7 +82,7 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
 
 def _rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per exit: its role, criterion, threshold, and the device's integer for it."""
-    from eedge.policies.fixed_point import threshold_q
+    from eedge.policies.fixed_point import gate_quant, threshold_q
     from eedge.policies.thresholds import deciding_exits
 
     count = deciding_exits(manifest)
@@ -99,6 +99,6 @@ def _rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             row["window_low"] = policy["window_low"]
         if int8 and role == "early" and policy["threshold"] is not None:
             row["threshold_q"] = threshold_q(policy["threshold"], False, policy["criterion"],
-                                            int(e["num_classes"]))
+                                            int(e["num_classes"]), gate_quant(e))
         rows.append(row)
     return rows

@@ -145,10 +145,20 @@ def _check_exits(manifest: Mapping[str, Any], where: str) -> None:
                 raise _fail(where, f"exit {k} is tensor {_name(entry['tensor'])}, but stage "
                                    f"{s}{label} lists {_name(exit_tensor['name'])} first")
             shape = exit_tensor["shape"]
-            if len(shape) != 2 or shape[-1] != entry["num_classes"]:
-                raise _fail(where, f"exit {k} has num_classes {entry['num_classes']}, but its "
-                                   f"tensor{label} has shape {shape} (expected [batch, "
-                                   f"{entry['num_classes']}])")
+            gate = entry.get("gate")
+            columns = entry["num_classes"] + (1 if gate else 0)  # a gate is one more column
+            if len(shape) != 2 or shape[-1] != columns:
+                raise _fail(where, f"exit {k} has num_classes {entry['num_classes']}"
+                                   f"{' and a gate' if gate else ''}, but its tensor{label} "
+                                   f"has shape {shape} (expected [batch, {columns}])")
+            if gate and gate["column"] != entry["num_classes"]:
+                raise _fail(where, f"exit {k}'s gate is column {gate['column']}; a gate is "
+                                   f"the last column ({entry['num_classes']})")
+            if gate and gate.get("quant") and exit_tensor.get("quant") and \
+                    _comparable(exit_tensor)[3][:2] != (tuple(gate["quant"]["scale"]),
+                                                       tuple(gate["quant"]["zero_point"])):
+                raise _fail(where, f"exit {k}'s gate quantization differs from its int8 "
+                                   f"tensor{label}'s; re-export the bundle")
     for stage in stages:
         k = stage["exit"]
         if k is not None and (k >= len(exits) or exits[k]["stage"] != stage["index"]):

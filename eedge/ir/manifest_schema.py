@@ -78,7 +78,7 @@ _POLICY = {
     "type": "object",
     "required": ["criterion", "threshold"],
     "properties": {
-        "criterion": {"enum": ["max_softmax", "margin", "entropy"]},
+        "criterion": {"enum": ["max_softmax", "margin", "entropy", "gate"]},
         "window_low": {"anyOf": [{"type": "null"}, _FRACTION]},
         "threshold": {"anyOf": [{"type": "null"}, _FRACTION]},
         "method": {"anyOf": [{"type": "null"}, _TEXT]},
@@ -177,6 +177,13 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "num_classes": {"type": "integer", "minimum": 1, "maximum": MAX_DIM},
                     "cumulative_macs": _COUNT,
                     "policy": _POLICY,
+                    # a learned gate: the exit tensor's column `column` (= num_classes, the
+                    # last) is the gate logit; `quant` is the int8 tensor's (scale, zero
+                    # point), so gate thresholds become integers
+                    "gate": {"type": "object", "required": ["column"],
+                             "properties": {"column": {"type": "integer", "minimum": 1,
+                                                       "maximum": MAX_DIM},
+                                            "quant": {"anyOf": [{"type": "null"}, _QUANT]}}},
                 },
             },
         },
@@ -207,6 +214,10 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                                                 "maxItems": MAX_STAGES, "uniqueItems": True,
                                                 "items": _INDEX},
                                     "aggregation": {"const": "mean_softmax"},
+                                    # final (QUTE, the default): the last member decides;
+                                    # running_mean: every member decides on the mean so far
+                                    "mode": {"enum": ["final", "running_mean"]},
+                                    "created_for": {"enum": ["running_mean"]},
                                     "monitor": {"anyOf": [{"type": "null"}, {
                                         "type": "object", "required": ["window", "rho"],
                                         "properties": {

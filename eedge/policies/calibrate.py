@@ -22,8 +22,10 @@ import numpy as np
 from eedge.errors import InputDataError
 from eedge.ir.bundle import Bundle
 from eedge.ir.graph import QuantParams
-from eedge.policies.criteria import CRITERIA, score_from_probabilities, softmax
-from eedge.policies.fixed_point import ENTROPY_ONE, int8_probabilities, int8_score
+from eedge.policies.criteria import (CRITERIA, gate_score, score_from_probabilities, softmax,
+                                     split_gate)
+from eedge.policies.fixed_point import (ENTROPY_ONE, gate_float_threshold, gate_threshold_q,
+                                        int8_probabilities, int8_score)
 from eedge.policies.labels import check_labels
 from eedge.progress import Tick
 from eedge.runtime import batched
@@ -71,6 +73,11 @@ class ExitScores:
     correct: list[np.ndarray]
     integer: bool
     classes: list[int]
+    # per exit, int8 runtimes with the gate criterion: the gate's (scale, zero point)
+    gate_quant: list[tuple[float, int] | None] = field(default_factory=list)
+
+    def quant(self, k: int) -> tuple[float, int] | None:
+        return self.gate_quant[k] if k < len(self.gate_quant) else None
 
 
 def collect_scores(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray,
@@ -80,24 +87,37 @@ def collect_scores(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray,
     y = check_labels(y, [int(e["num_classes"]) for e in bundle.exits], "the labels (y)",
                      len(x))
     cascade = Cascade(bundle, runtime=runtime)
+    cascade.set_policy(criterion)  # refuses the gate criterion on early exits without a gate
     raw = batched.run_all_exits(cascade, x, raw=True, tick=tick)  # in slices, for `tick`
-    scores, correct, classes = [], [], []
+    scores, correct, classes, gates = [], [], [], []
     integer = False
-    for stage_index, values in zip([e["stage"] for e in bundle.exits], raw):
+    for k, (stage_index, values) in enumerate(zip([e["stage"] for e in bundle.exits], raw)):
         spec = cascade.io[stage_index]["outputs"][0]
+        values, gate = split_gate(values, cascade.gates[k])
         correct.append(np.argmax(values, axis=-1) == y)
         classes.append(values.shape[-1])
+        scoring = "max_softmax" if criterion == "gate" and gate is None else criterion
         if spec.get("quant"):
             integer = True
-            q = int8_probabilities(values, QuantParams.from_json(spec["quant"]).scale[0])
-            scores.append(int8_score(q, criterion).astype(np.float64))
+            quant = QuantParams.from_json(spec["quant"])
+            gates.append((quant.scale[0], quant.zero_point[0]) if gate is not None else None)
+            if scoring == "gate":  # the device compares the int8 gate logit itself
+                scores.append(gate.astype(np.float64))  # type: ignore[union-attr]
+                continue
+            q = int8_probabilities(values, quant.scale[0])
+            scores.append(int8_score(q, scoring).astype(np.float64))
         else:
-            scores.append(score_from_probabilities(softmax(values), criterion))
-    return ExitScores(scores, correct, integer, classes)
+            gates.append(None)
+            scores.append(gate_score(gate) if scoring == "gate" else
+                          score_from_probabilities(softmax(values), scoring))
+    return ExitScores(scores, correct, integer, classes, gates)
 
 
-def integer_threshold(t: float, criterion: str, classes: int) -> float:
+def integer_threshold(t: float, criterion: str, classes: int,
+                      gate: tuple[float, int] | None = None) -> float:
     """The integer score a float threshold means on the device (see fixed_point.py)."""
+    if criterion == "gate" and gate is not None:
+        return float(gate_threshold_q(t, gate[0], gate[1]))
     if criterion == "max_softmax":
         return float(math.ceil(t * 256) - 128)
     if criterion == "margin":
@@ -105,8 +125,11 @@ def integer_threshold(t: float, criterion: str, classes: int) -> float:
     return float(-math.floor((1.0 - t) * math.log(max(classes, 2)) * ENTROPY_ONE))
 
 
-def float_threshold(score: float, criterion: str, classes: int) -> float:
+def float_threshold(score: float, criterion: str, classes: int,
+                    gate: tuple[float, int] | None = None) -> float:
     """A float threshold whose device integer is exactly ``score`` (inverse of the above)."""
+    if criterion == "gate" and gate is not None:
+        return gate_float_threshold(int(score), gate[0], gate[1])
     if criterion == "max_softmax":
         return (score + 128) / 256
     if criterion == "margin":
@@ -119,7 +142,7 @@ def _candidates(data: ExitScores, k: int, criterion: str) -> np.ndarray:
     scores = data.scores[k]
     quantiles = np.quantile(scores, np.linspace(0, 1, QUANTILES), method="nearest")
     grid = GRID if not data.integer else np.array(
-        [integer_threshold(t, criterion, data.classes[k]) for t in GRID])
+        [integer_threshold(t, criterion, data.classes[k], data.quant(k)) for t in GRID])
     return np.unique(np.concatenate([quantiles, grid, [NEVER]]))
 
 
@@ -233,8 +256,8 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limi
             if math.isinf(t):
                 floats.append(None)
             elif data.integer:
-                floats.append(float(min(1.0, max(0.0, float_threshold(t, criterion,
-                                                                      data.classes[k])))))
+                floats.append(float(min(1.0, max(0.0, float_threshold(
+                    t, criterion, data.classes[k], data.quant(k))))))
             else:
                 floats.append(float(min(1.0, max(0.0, t))))
         return OperatingPoint(floats + [None], accuracy, cost, rates)
@@ -242,7 +265,7 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limi
     global_points = []
     for t in list(GRID) + [NEVER]:
         combo_t = [t if not data.integer or math.isinf(t) else
-                   integer_threshold(t, criterion, data.classes[k])
+                   integer_threshold(t, criterion, data.classes[k], data.quant(k))
                    for k in range(len(data.scores) - 1)]
         global_points.append(_point(data, combo_t, costs, z))
     try:

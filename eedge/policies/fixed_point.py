@@ -9,6 +9,13 @@ that "exit iff score_q >= threshold_q" is exact on the device:
 - entropy:     -sum LUT[q + 128];    threshold -floor((1 - t) ln(C) 4096)
 LUT[k] = round(-(k/256) ln(k/256) 4096) is generated into the firmware from
 this module, so both sides sum the same integers.
+
+The ``gate`` criterion needs no softmax: its score is the int8 gate logit q
+itself (the exit tensor's last column, scale s and zero point z of that
+tensor), and "sigmoid((q - z) s) >= t" is "(q - z) s >= logit(t)", so the
+threshold is the smallest int8 q with (q - z) s >= logit(t): about
+ceil(logit(t) / s + z), fixed up by evaluating that very comparison so float
+rounding cannot move it, clamped to [-128, 128] (128: no int8 value reaches it).
 """
 
 from __future__ import annotations
@@ -36,12 +43,61 @@ def entropy_lut() -> np.ndarray:
 ENTROPY_LUT = entropy_lut()
 
 
+def logit(t: float) -> float:
+    """log(t / (1 - t)) with -inf at 0 and +inf at 1 (the gate threshold in logit units)."""
+    if t <= 0.0:
+        return -math.inf
+    if t >= 1.0:
+        return math.inf
+    return math.log(t) - math.log1p(-t)
+
+
+def gate_threshold_q(threshold: float, scale: float, zero_point: int) -> int:
+    """Smallest int8 gate q with (q - zero_point) * scale >= logit(threshold), or 128.
+
+    Monotonic in ``threshold``: logit is, and the set of q passing the comparison
+    only shrinks as its right side grows.
+    """
+    bound = logit(threshold)
+    if bound == -math.inf:
+        return -128
+    if bound == math.inf:
+        return 128
+
+    def passes(q: int) -> bool:
+        return (q - zero_point) * scale >= bound
+
+    q = int(min(128, max(-128, math.ceil(bound / scale + zero_point))))
+    while q > -128 and passes(q - 1):
+        q -= 1
+    while q <= 127 and not passes(q):
+        q += 1
+    return q
+
+
+def gate_float_threshold(q: int, scale: float, zero_point: int) -> float:
+    """A float threshold whose int8 gate threshold is ``q`` (half a step below it)."""
+    return 1.0 / (1.0 + math.exp(-((q - 0.5 - zero_point) * scale)))
+
+
+def gate_quant(exit_entry: dict) -> tuple[float, int] | None:
+    """(scale, zero point) of a manifest exit's int8 gate column, None without one."""
+    quant = (exit_entry.get("gate") or {}).get("quant")
+    return None if not quant else (float(quant["scale"][0]), int(quant["zero_point"][0]))
+
+
 def threshold_q(threshold: float | None, final: bool = False, criterion: str = "max_softmax",
-                classes: int = 2) -> int:
+                classes: int = 2, gate: tuple[float, int] | None = None) -> int:
+    """The integer a float threshold means on the device; ``gate``: (scale, zero point)
+    of the int8 gate column, needed by the gate criterion only."""
     if final:
         return ALWAYS
     if threshold is None:
         return NEVER
+    if criterion == "gate":
+        if gate is None:
+            raise ValueError("the gate criterion needs the gate's int8 scale and zero point")
+        return gate_threshold_q(threshold, gate[0], gate[1])
     if criterion == "max_softmax":
         return int(min(128, max(-128, math.ceil(threshold * 256) - 128)))
     if criterion == "margin":

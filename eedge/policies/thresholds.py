@@ -16,7 +16,8 @@ from eedge.errors import InputDataError
 
 # every criterion scores in [0, 1] (see criteria.py): a threshold outside it either
 # never or always exits, which "none" or 0 say honestly
-CRITERION_RANGES = {"max_softmax": (0.0, 1.0), "margin": (0.0, 1.0), "entropy": (0.0, 1.0)}
+CRITERION_RANGES = {"max_softmax": (0.0, 1.0), "margin": (0.0, 1.0), "entropy": (0.0, 1.0),
+                    "gate": (0.0, 1.0)}
 NONE_WORDS = ("none", "never", "-")
 
 
@@ -25,11 +26,14 @@ def deciding_exits(manifest: Mapping[str, Any]) -> int:
 
     All but the final exit, which always decides; a split head bundle has no
     final exit (what its exits keep goes to the server), and with an exit
-    ensemble its members decide together, whatever their thresholds.
+    ensemble its members decide together, whatever their thresholds (unless
+    the ensemble is a running mean, whose members each decide with theirs).
     """
     exits = len(manifest["exits"])
     if (manifest.get("split") or {}).get("role") == "head":
         return exits
+    if (manifest.get("ensemble") or {}).get("mode") == "running_mean":
+        return exits - 1
     members = (manifest.get("ensemble") or {}).get("members") or []
     return min(members) if members else exits - 1
 

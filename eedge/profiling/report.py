@@ -37,7 +37,8 @@ def exit_statistics(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray |
         if len(y) != n:
             raise InputDataError(f"{len(y)} labels for {n} samples")
         say(f"every exit's accuracy on {len(x)} samples ({runtime})")
-        logits = batched.run_all_exits(cascade, x, tick=tick)
+        logits = [cascade.class_logits(k, lg)  # without a learned gate's column
+                  for k, lg in enumerate(batched.run_all_exits(cascade, x, tick=tick))]
         stats["exit_accuracy"] = [float(np.mean(np.argmax(lg, axis=-1) == y)) for lg in logits]
         stats["cascade_accuracy"] = float(np.mean(decided.predictions == y))
     return stats

@@ -22,8 +22,10 @@ from eedge.io.arrays import check_finite as check_finite_array
 from eedge.ir.bundle import Bundle, load_bundle
 from eedge.ir.graph import QuantParams
 from eedge.ir.layout import to_channels_last
-from eedge.policies.criteria import CRITERIA, score_from_probabilities, softmax
+from eedge.policies.criteria import (CRITERIA, gate_score, score_from_probabilities, softmax,
+                                     split_gate)
 from eedge.policies.fixed_point import int8_probabilities, int8_score, threshold_q
+from eedge.policies import running_mean
 from eedge.reference.int8_kernels import dequantize_output, quantize_input
 from eedge.runtime.stage_runners import RUNTIMES, make_runner
 
@@ -182,12 +184,21 @@ class Cascade:
         self.thresholds: list[float | None] = [e["policy"]["threshold"] for e in self.exits]
         self.criteria: list[str] = [e["policy"]["criterion"] for e in self.exits]
         self.window_low: list[float | None] = [e["policy"].get("window_low") for e in self.exits]
+        # learned gates: the exit tensor's gate column (its last), None for an exit without one
+        self.gates: list[int | None] = [(e.get("gate") or {}).get("column") for e in self.exits]
+        self._check_gates(self.criteria)
         if thresholds is not None:
             self.set_thresholds(thresholds)
         self.threshold_offset_q = 0  # moved by the integer budget policy (int8 runtimes)
         self.ensemble_members: list[int] = list((manifest.get("ensemble") or {})
                                                 .get("members", []))
+        # running-mean ensemble: each member decides on the mean of the members so far
+        self.running_members: list[int] = running_mean.running_members(manifest)
         self.role = (manifest.get("split") or {}).get("role")
+        if self.running_members and self.role is not None:
+            raise BundleError("a split bundle cannot decide on a running-mean ensemble (the "
+                              "tail would need the head's sums); run the whole bundle, or turn "
+                              "the mode off with `eedge calibrate ... --ensemble none`")
         # a head bundle has no final exit: what its exits do not take goes to the server
         self.final_exit = len(self.exits) - 1 if self.role != "head" else -1
         self.cut_tensors = [t["name"] for t in manifest["split"]["cut_tensors"]] \
@@ -205,6 +216,7 @@ class Cascade:
             if criterion not in CRITERIA:
                 raise InputDataError(f"unknown criterion {criterion!r}; use one of "
                                      f"{', '.join(CRITERIA)}")
+            self._check_gates([criterion] * len(self.exits))
             self.criteria = [criterion] * len(self.exits)
         if window_low is not None:
             if len(window_low) != len(self.exits):
@@ -214,6 +226,23 @@ class Cascade:
                     raise InputDataError(f"window edge {low} for exit{k} is not a number in "
                                          "[0, 1]; give one, or None for no window")
             self.window_low = list(window_low)
+
+    def _check_gates(self, criteria: Sequence[str]) -> None:
+        """The gate criterion needs a gate on every exit that decides with it."""
+        for k, criterion in enumerate(criteria):
+            if criterion == "gate" and self.gates[k] is None and k != self.final_exit_index():
+                raise InputDataError(f"exit{k} has no gate, so it cannot use the gate "
+                                     "criterion; export the model with --gates (see "
+                                     "eedge.train.gates)")
+
+    def final_exit_index(self) -> int:
+        """The exit that always decides (-1 on a head bundle, whose exits may all pass)."""
+        role = (self.bundle.manifest.get("split") or {}).get("role")
+        return len(self.exits) - 1 if role != "head" else -1
+
+    def class_logits(self, k: int, values: np.ndarray) -> np.ndarray:
+        """Exit ``k``'s class columns (a gated exit's tensor also holds the gate logit)."""
+        return values if self.gates[k] is None else values[..., : self.gates[k]]
 
     def set_thresholds(self, thresholds: Sequence[float | None]) -> None:
         if len(thresholds) != len(self.exits):
@@ -333,7 +362,11 @@ class Cascade:
             self._run_stage(stage["index"], store)
             result.stage_seconds.append(time.perf_counter() - start)
             result.stage_samples.append(int(active.size))
-            if stage["exit"] in self.ensemble_members:
+            if stage["exit"] in self.running_members:
+                ensemble_sum, active, store = self._running_mean(
+                    stage["exit"], stage["index"], ensemble_sum, active, store, result,
+                    early_exit)
+            elif stage["exit"] in self.ensemble_members:
                 ensemble_sum, active, store = self._ensemble(stage["exit"], stage["index"],
                                                              ensemble_sum, active, store, result)
             elif stage["exit"] is not None:
@@ -377,6 +410,56 @@ class Cascade:
         empty = active[:0]
         return None, empty, {name: v[:0] for name, v in store.items()}
 
+    def _running_mean(self, k: int, stage_index: int, total: np.ndarray | None,
+                      active: np.ndarray, store: dict[str, np.ndarray], result: CascadeResult,
+                      early_exit: bool
+                      ) -> tuple[np.ndarray | None, np.ndarray, dict[str, np.ndarray]]:
+        """Exit k decides on the running mean of the ensemble members up to it.
+
+        The rules (float mean of softmaxes; int8 sums of q + 128 scored in
+        integers, as the C runtime does) are eedge.policies.running_mean's.
+        Thresholds and windows work as for a single exit (see ``_decide``).
+        """
+        spec = self.io[stage_index]["outputs"][0]
+        values = store[spec["name"]]
+        members = self.running_members.index(k) + 1
+        final = k == self.final_exit
+        criterion = self.criteria[k]
+        running_mean.check_criterion(criterion)
+        threshold = self.thresholds[k] if early_exit else None
+        low = self.window_low[k] if early_exit or final else None
+        none = np.zeros(active.size, bool)
+        if spec.get("quant"):
+            total = running_mean.add_member(total, values,
+                                            QuantParams.from_json(spec["quant"]).scale[0])
+            classes = total.shape[-1]
+            score_q = running_mean.sum_score(total, members, criterion)
+            limit = running_mean.sum_threshold_q(threshold, final, criterion, classes, members)
+            if not final and threshold is not None:
+                limit += self.threshold_offset_q  # the integer budget policy's offset
+            leaving = score_q >= limit
+            rejected = none if low is None else score_q < running_mean.sum_threshold_q(
+                low, False, criterion, classes, members)
+            result.confidence_q[active[leaving | rejected]] = score_q[leaving | rejected]
+        else:
+            self._check_logits(values, stage_index, active)
+            total = running_mean.add_member(total, values, None)
+            score = running_mean.score(total, members, criterion)
+            leaving = np.ones(active.size, bool) if final else (
+                none if threshold is None else score >= threshold)
+            rejected = none if low is None else score < low
+        probs = running_mean.mean_probabilities(total, members)
+        leaving = leaving | rejected
+        rows = active[leaving]
+        result.predictions[rows] = np.argmax(total[leaving], axis=-1)
+        result.probabilities[rows, : probs.shape[-1]] = probs[leaving]
+        result.exit_index[rows] = k
+        result.confidence[rows] = score_from_probabilities(probs[leaving].astype(np.float64),
+                                                           criterion)
+        result.rejected[rows] = rejected[leaving]
+        staying = ~leaving
+        return total[staying], active[staying], {name: v[staying] for name, v in store.items()}
+
     def _decide(self, k: int, stage_index: int, active: np.ndarray,
                 store: dict[str, np.ndarray], result: CascadeResult, early_exit: bool
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -392,24 +475,31 @@ class Cascade:
         final = k == self.final_exit
         criterion = self.criteria[k]
         threshold = self.thresholds[k] if early_exit else None
-        low = self.window_low[k] if early_exit and not final else None
-        values = store[spec["name"]]
+        # the final exit's window_low is the selective threshold: below it, rejected
+        low = self.window_low[k] if early_exit or final else None
+        values, gate = split_gate(store[spec["name"]], self.gates[k])  # gate: learned gates
+        if gate is None and criterion == "gate":  # only the final exit, which always decides
+            criterion = "max_softmax"
         classes = values.shape[-1]
         if spec.get("quant"):
-            scale = QuantParams.from_json(spec["quant"]).scale[0]
+            quant = QuantParams.from_json(spec["quant"])
+            scale, gate_q = quant.scale[0], (quant.scale[0], quant.zero_point[0])
             q = int8_probabilities(values, scale).astype(np.int32)
             probs = ((q + 128) / 256).astype(np.float32)
-            score_q = int8_score(q, criterion)
-            limit = threshold_q(threshold, final, criterion, classes)
+            score_q = gate.astype(np.int32) if criterion == "gate" else int8_score(q, criterion)
+            limit = threshold_q(threshold, final, criterion, classes, gate_q)
             if not final and threshold is not None:
                 limit += self.threshold_offset_q  # the integer budget policy's offset
             leaving = score_q >= limit
-            rejected = (score_q < threshold_q(low, False, criterion, classes)
+            rejected = (score_q < threshold_q(low, False, criterion, classes, gate_q)
                         if low is not None else np.zeros(active.size, bool))
+            if gate is not None:
+                gate = (gate.astype(np.float64) - gate_q[1]) * scale  # for the confidence
         else:
-            self._check_logits(values, stage_index, active)
+            self._check_logits(store[spec["name"]], stage_index, active)
             probs = softmax(values)
-            score = score_from_probabilities(probs, criterion)
+            score = gate_score(gate) if criterion == "gate" else \
+                score_from_probabilities(probs, criterion)
             leaving = np.ones(active.size, bool) if final else (
                 np.zeros(active.size, bool) if threshold is None else score >= threshold)
             rejected = score < low if low is not None else np.zeros(active.size, bool)
@@ -418,8 +508,8 @@ class Cascade:
         result.predictions[rows] = np.argmax(values[leaving], axis=-1)
         result.probabilities[rows, : probs.shape[-1]] = probs[leaving]
         result.exit_index[rows] = k
-        result.confidence[rows] = score_from_probabilities(
-            probs[leaving].astype(np.float64), criterion)
+        result.confidence[rows] = gate_score(gate[leaving]) if criterion == "gate" else \
+            score_from_probabilities(probs[leaving].astype(np.float64), criterion)
         result.rejected[rows] = rejected[leaving]
         staying = ~leaving
         return active[staying], {name: v[staying] for name, v in store.items()}
