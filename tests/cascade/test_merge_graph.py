@@ -1,0 +1,76 @@
+"""Cascades of .tflite members (merged at the IR level): all-int8 cascades keep every
+member's bytes (TFLite Micro on the member file == the bundle's exit), all-float ones are
+quantized as a whole; mixing float and int8, or int8 inputs quantized differently, fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eedge.cascade import build_cascade
+from eedge.cascade.members import run_tflite
+from eedge.errors import ModelError
+from eedge.export import export_onnx
+from eedge.ir.bundle import load_bundle
+from eedge.runtime.cascade import Cascade
+
+
+@pytest.fixture(scope="module")
+def tflite_members(cascade_case, tmp_path_factory) -> dict[str, list[Path]]:  # type: ignore[no-untyped-def]
+    """Each member exported alone by eedge (same calibration data, so the int8 files
+    quantize the input alike), as a user holding .tflite files would have them."""
+    root = tmp_path_factory.mktemp("tflite-members")
+    calib = cascade_case.data.x_train[:128]
+    files: dict[str, list[Path]] = {"int8": [], "f32": []}
+    for path in cascade_case.members[:2]:
+        out = root / path.stem
+        export_onnx(path, out, formats=("tflite",), int8=True, calibration=calib)
+        files["int8"].append(out / "model.int8.tflite")
+        files["f32"].append(out / "model.f32.tflite")
+    return files
+
+
+def test_int8_members_keep_their_bytes(tflite_members, cascade_case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = build_cascade(tflite_members["int8"], tmp_path / "b").bundle
+    m = bundle.manifest
+    assert [s["exit"] for s in m["stages"]] == [0, 1]
+    assert set(m["stages"][0]["files"]) == {"tflite_int8"}
+    assert m["inputs"][0]["dtype"] == "int8"
+    assert m["cascade"]["merge_check"]["max_abs_diff"] == 0.0
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, size=(20, 8, 8, 1), dtype=np.int8)
+    staged = Cascade(bundle, runtime="int8-tflm").run_all_exits(x, raw=True)
+    for path, got in zip(tflite_members["int8"], staged):
+        want = run_tflite(path.read_bytes(), x, 1)[0]
+        assert np.array_equal(got, want)  # equal bytes
+
+
+def test_float_members_quantized_as_a_whole(tflite_members, cascade_case, tmp_path: Path  # type: ignore[no-untyped-def]
+                                            ) -> None:
+    data = cascade_case.data
+    bundle = build_cascade(tflite_members["f32"], tmp_path / "b", int8=True,
+                           calibration=data.x_train[:128].transpose(0, 2, 3, 1)).bundle
+    assert set(bundle.stages[1]["files"]) == {"tflite", "tflite_int8"}
+    x = data.x_test[:64].transpose(0, 2, 3, 1)
+    floats = Cascade(bundle, runtime="tflite").run_all_exits(x)
+    ints = Cascade(bundle, runtime="int8-reference").run_all_exits(x)
+    for a, b in zip(floats, ints):
+        assert np.mean(np.argmax(a, -1) == data.y_test[:64]) > 0.85
+        assert np.mean(np.argmax(a, -1) == np.argmax(b, -1)) >= 0.95
+
+
+def test_mixed_float_and_int8_members_fail(tflite_members, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelError, match="mix float and int8"):
+        build_cascade([tflite_members["f32"][0], tflite_members["int8"][1]], tmp_path / "b")
+
+
+def test_int8_inputs_quantized_differently_fail(cascade_case, tflite_members,  # type: ignore[no-untyped-def]
+                                                tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    export_onnx(cascade_case.members[1], other, formats=("tflite",), int8=True,
+                calibration=cascade_case.data.x_train[:128] * 0.5)  # another input range
+    with pytest.raises(ModelError, match="share the input's scale"):
+        build_cascade([tflite_members["int8"][0], other / "model.int8.tflite"], tmp_path / "b")
+    assert load_bundle(other).manifest["inputs"][0]["dtype"] == "float32"
