@@ -291,6 +291,7 @@ def _check_split(manifest: Mapping[str, Any], formats: set[str], where: str) -> 
     elif role == "head":
         for fmt in sorted(formats):
             made = {t["name"] for s in stages for t in s["io"][fmt]["outputs"]}
+            made |= {t["name"] for t in manifest["inputs"]}  # a cascade's tail reads the input
             missing = [name for name in cut if name not in made]
             if missing:
                 raise _fail(where, f"cut tensor {_name(missing[0])} is not an output of any "
