@@ -47,10 +47,14 @@ class CodegenModel:
     # a split head's cut tensors (`eedge split export`): its last exit is not final; what
     # no exit takes leaves the device as these int8 tensors (kept in the arena to the end)
     handoffs: list[str] = field(default_factory=list)
+    # learned gates (eedge.train.gates): per exit, the exit tensor's gate column (the one
+    # after the classes), None for an exit without one
+    gates: list[int | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.criteria = self.criteria or ["max_softmax"] * len(self.thresholds)
         self.window_low = self.window_low or [None] * len(self.thresholds)
+        self.gates = self.gates or [None] * len(self.thresholds)
         if not self.exit_costs:
             from eedge.passes.cost import total_macs
 
@@ -160,4 +164,5 @@ def _from_bundle(path: Path) -> CodegenModel:
     return CodegenModel(graph.name, graph, stages, thresholds, path.name, layout,
                         [e["policy"]["criterion"] for e in manifest["exits"]],
                         [e["policy"].get("window_low") for e in manifest["exits"]],
-                        ensemble=manifest.get("ensemble"), handoffs=handoffs)
+                        ensemble=manifest.get("ensemble"), handoffs=handoffs,
+                        gates=[(e.get("gate") or {}).get("column") for e in manifest["exits"]])

@@ -37,7 +37,7 @@ from eedge.reference.int8_kernels import quant_of, scale_of
 from eedge.resources import data_dir, require_dir
 from eedge.targets import QEMU_UART_BASES, Target, load_target, target_from_data
 
-CRITERION_IDS = {"max_softmax": 0, "margin": 1, "entropy": 2}
+CRITERION_IDS = {"max_softmax": 0, "margin": 1, "entropy": 2, "gate": 3}
 
 TEMPLATES = data_dir("firmware_templates")
 PORTS = {"host": "host", "mcu-qemu": "qemu-mps2", "mcu-serial": "cortex-m-generic"}
@@ -266,6 +266,23 @@ def _ensemble_context(model: CodegenModel) -> dict[str, Any] | None:
             "rho_q": rho_q(monitor["rho"], monitor["window"], len(members)) if monitor else 0}
 
 
+def _gate(model: CodegenModel, k: int, final: bool, fields: dict[str, int], criterion: str,
+          classes: int) -> tuple[str, int, tuple[float, int] | None]:
+    """A learned gate (exit k's column after its classes): softmax and argmax read the
+    classes only (``fields["cols"]``), and the gate criterion compares the int8 gate
+    logit with an integer threshold in its (scale, zero point). Returns the criterion,
+    the class count and that (scale, zero point) or None."""
+    gate = model.gates[k]
+    if gate is None:
+        if criterion == "gate" and not final:
+            raise ModelError(f"exit{k} uses the gate criterion but has no gate; export the "
+                             "model with --gates")
+        return ("max_softmax" if criterion == "gate" else criterion), classes, None
+    fields["cols"] = gate
+    quant = quant_of(model.graph, model.exit_tensor(k))
+    return criterion, gate, (scale_of(quant), int(quant.zero_point[0]))
+
+
 def _budget_context(model: CodegenModel) -> dict[str, Any] | None:
     if model.budget is None:
         return None
@@ -389,11 +406,13 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         criterion = model.criteria[k]
         classes = int(g.tensors[model.exit_tensor(k)].shape[-1])
         final = k == n_exits - 1 and not model.handoffs  # a head's last exit may pass
+        criterion, classes, gate_q = _gate(model, k, final, fields, criterion, classes)
         low = None if final else model.window_low[k]
         exits_ctx.append({
             "index": k, "criterion": CRITERION_IDS[criterion], "cost": model.exit_costs[k],
-            "threshold_q": threshold_q(model.thresholds[k], final, criterion, classes),
-            "reject_q": ALWAYS if low is None else threshold_q(low, False, criterion, classes),
+            "threshold_q": threshold_q(model.thresholds[k], final, criterion, classes, gate_q),
+            "reject_q": ALWAYS if low is None else threshold_q(low, False, criterion, classes,
+                                                               gate_q),
             "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items()) + "}",
             "exp_table": ", ".join(str(int(v)) for v in exps), "exp_count": len(exps)})
     constants = _c_constants(model, used)

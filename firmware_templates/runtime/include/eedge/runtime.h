@@ -11,6 +11,7 @@
 #define EEDGE_CRITERION_MAX_SOFTMAX 0
 #define EEDGE_CRITERION_MARGIN 1
 #define EEDGE_CRITERION_ENTROPY 2
+#define EEDGE_CRITERION_GATE 3 /* a learned gate: the int8 logit after the class logits */
 
 typedef struct {
     int32_t class_index;                     /* argmax of the deciding exit's logits */
