@@ -33,6 +33,7 @@ from eedge.errors import ModelError, TargetError
 from eedge.ir.bundle import staging_directory
 from eedge.ops import registry
 from eedge.policies.fixed_point import ALWAYS, ENTROPY_LUT, NEVER, threshold_q
+from eedge.policies.running_mean import RUNNING_MEAN, sum_threshold_q
 from eedge.reference.int8_kernels import quant_of, scale_of
 from eedge.resources import data_dir, require_dir
 from eedge.targets import QEMU_UART_BASES, Target, load_target, target_from_data
@@ -260,10 +261,25 @@ def _ensemble_context(model: CodegenModel) -> dict[str, Any] | None:
     if len(classes) != 1:
         raise TargetError("ensemble members must have the same number of classes")
     monitor = model.ensemble.get("monitor") or {}
+    running = model.ensemble.get("mode") == RUNNING_MEAN
+    if running and (monitor or model.handoffs):
+        raise TargetError("a running-mean ensemble cannot have a QUTE monitor or be split; "
+                          "turn the mode off (`eedge calibrate ... --ensemble none`)")
     return {"members": members, "last": members[-1], "classes": classes.pop(),
+            "running": running,
+            "counts": [members.index(k) + 1 if k in members else 0
+                       for k in range(len(model.thresholds))],
             "flags": [int(k in members) for k in range(len(model.thresholds))],
             "window": monitor.get("window", 0),
             "rho_q": rho_q(monitor["rho"], monitor["window"], len(members)) if monitor else 0}
+
+
+def _running_count(model: CodegenModel, k: int) -> int:
+    """How many running-mean members exit k's decision averages (0: it decides alone)."""
+    ensemble = model.ensemble or {}
+    if ensemble.get("mode") != RUNNING_MEAN or k not in ensemble["members"]:
+        return 0
+    return list(ensemble["members"]).index(k) + 1
 
 
 def _gate(model: CodegenModel, k: int, final: bool, fields: dict[str, int], criterion: str,
@@ -407,12 +423,19 @@ def generate_project(model: CodegenModel, target: Target, out: Path,
         classes = int(g.tensors[model.exit_tensor(k)].shape[-1])
         final = k == n_exits - 1 and not model.handoffs  # a head's last exit may pass
         criterion, classes, gate_q = _gate(model, k, final, fields, criterion, classes)
-        low = None if final else model.window_low[k]
+        low = model.window_low[k]  # on the final exit: the selective threshold
+        members = _running_count(model, k)
+        if members:  # a running-mean member: its thresholds are on the ensemble's sum
+            limit = sum_threshold_q(model.thresholds[k], final, criterion, classes, members)
+            reject = ALWAYS if low is None else sum_threshold_q(low, False, criterion, classes,
+                                                                 members)
+        else:
+            limit = threshold_q(model.thresholds[k], final, criterion, classes, gate_q)
+            reject = ALWAYS if low is None else threshold_q(low, False, criterion, classes,
+                                                            gate_q)
         exits_ctx.append({
             "index": k, "criterion": CRITERION_IDS[criterion], "cost": model.exit_costs[k],
-            "threshold_q": threshold_q(model.thresholds[k], final, criterion, classes, gate_q),
-            "reject_q": ALWAYS if low is None else threshold_q(low, False, criterion, classes,
-                                                               gate_q),
+            "threshold_q": limit, "reject_q": reject,
             "softmax": "{" + ", ".join(f".{a} = {b}" for a, b in fields.items()) + "}",
             "exp_table": ", ".join(str(int(v)) for v in exps), "exp_count": len(exps)})
     constants = _c_constants(model, used)

@@ -84,6 +84,11 @@ class EnsembleStream:
         if not ensemble:
             raise InputDataError(f"{bundle.path} has no exit ensemble to monitor: export it "
                                  "with `eedge export ... --ensemble K,K,...`")
+        if ensemble.get("mode") == "running_mean":
+            raise InputDataError(f"{bundle.path}'s ensemble decides on a running mean at every "
+                                 "member; the monitor watches a QUTE ensemble (the last member "
+                                 "decides): turn the mode off with `eedge calibrate ... "
+                                 "--ensemble none`")
         self.bundle = bundle
         self.cascade = Cascade(bundle, runtime=runtime)
         self.members = len(ensemble["members"])

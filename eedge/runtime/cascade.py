@@ -26,6 +26,7 @@ from eedge.policies.criteria import (CRITERIA, gate_score, score_from_probabilit
                                      split_gate)
 from eedge.policies.fixed_point import int8_probabilities, int8_score, threshold_q
 from eedge.reference.int8_kernels import dequantize_output, quantize_input
+from eedge.policies import running_mean
 from eedge.runtime.stage_runners import RUNTIMES, make_runner
 
 
@@ -192,7 +193,13 @@ class Cascade:
         self.ensemble_members: list[int] = list((manifest.get("ensemble") or {})
                                                 .get("members", []))
         self.role = (manifest.get("split") or {}).get("role")
+        # running-mean ensemble: each member decides on the mean of the members so far
+        self.running_members: list[int] = running_mean.running_members(manifest)
         # a head bundle has no final exit: what its exits do not take goes to the server
+        if self.running_members and self.role is not None:
+            raise BundleError("a split bundle cannot decide on a running-mean ensemble (the "
+                              "tail would need the head's sums); run the whole bundle, or turn "
+                              "the mode off with `eedge calibrate ... --ensemble none`")
         self.final_exit = len(self.exits) - 1 if self.role != "head" else -1
         self.cut_tensors = [t["name"] for t in manifest["split"]["cut_tensors"]] \
             if self.role == "head" else []
@@ -355,7 +362,11 @@ class Cascade:
             self._run_stage(stage["index"], store)
             result.stage_seconds.append(time.perf_counter() - start)
             result.stage_samples.append(int(active.size))
-            if stage["exit"] in self.ensemble_members:
+            if stage["exit"] in self.running_members:
+                ensemble_sum, active, store = self._running_mean(
+                    stage["exit"], stage["index"], ensemble_sum, active, store, result,
+                    early_exit)
+            elif stage["exit"] in self.ensemble_members:
                 ensemble_sum, active, store = self._ensemble(stage["exit"], stage["index"],
                                                              ensemble_sum, active, store, result)
             elif stage["exit"] is not None:
@@ -414,7 +425,8 @@ class Cascade:
         final = k == self.final_exit
         criterion = self.criteria[k]
         threshold = self.thresholds[k] if early_exit else None
-        low = self.window_low[k] if early_exit and not final else None
+        # the final exit's window_low is the selective threshold: below it, rejected
+        low = self.window_low[k] if early_exit or final else None
         values, gate = split_gate(store[spec["name"]], self.gates[k])  # gate: learned gates
         if gate is None and criterion == "gate":  # only the final exit, which always decides
             criterion = "max_softmax"
@@ -428,6 +440,56 @@ class Cascade:
             limit = threshold_q(threshold, final, criterion, classes, gate_q)
             if not final and threshold is not None:
                 limit += self.threshold_offset_q  # the integer budget policy's offset
+    def _running_mean(self, k: int, stage_index: int, total: np.ndarray | None,
+                      active: np.ndarray, store: dict[str, np.ndarray], result: CascadeResult,
+                      early_exit: bool
+                      ) -> tuple[np.ndarray | None, np.ndarray, dict[str, np.ndarray]]:
+        """Exit k decides on the running mean of the ensemble members up to it.
+
+        The rules (float mean of softmaxes; int8 sums of q + 128 scored in
+        integers, as the C runtime does) are eedge.policies.running_mean's.
+        Thresholds and windows work as for a single exit (see ``_decide``).
+        """
+        spec = self.io[stage_index]["outputs"][0]
+        values = store[spec["name"]]
+        members = self.running_members.index(k) + 1
+        final = k == self.final_exit
+        criterion = self.criteria[k]
+        running_mean.check_criterion(criterion)
+        threshold = self.thresholds[k] if early_exit else None
+        low = self.window_low[k] if early_exit or final else None
+        none = np.zeros(active.size, bool)
+        if spec.get("quant"):
+            total = running_mean.add_member(total, values,
+                                            QuantParams.from_json(spec["quant"]).scale[0])
+            classes = total.shape[-1]
+            score_q = running_mean.sum_score(total, members, criterion)
+            limit = running_mean.sum_threshold_q(threshold, final, criterion, classes, members)
+            if not final and threshold is not None:
+                limit += self.threshold_offset_q  # the integer budget policy's offset
+            leaving = score_q >= limit
+            rejected = none if low is None else score_q < running_mean.sum_threshold_q(
+                low, False, criterion, classes, members)
+            result.confidence_q[active[leaving | rejected]] = score_q[leaving | rejected]
+        else:
+            self._check_logits(values, stage_index, active)
+            total = running_mean.add_member(total, values, None)
+            score = running_mean.score(total, members, criterion)
+            leaving = np.ones(active.size, bool) if final else (
+                none if threshold is None else score >= threshold)
+            rejected = none if low is None else score < low
+        probs = running_mean.mean_probabilities(total, members)
+        leaving = leaving | rejected
+        rows = active[leaving]
+        result.predictions[rows] = np.argmax(total[leaving], axis=-1)
+        result.probabilities[rows, : probs.shape[-1]] = probs[leaving]
+        result.exit_index[rows] = k
+        result.confidence[rows] = score_from_probabilities(probs[leaving].astype(np.float64),
+                                                           criterion)
+        result.rejected[rows] = rejected[leaving]
+        staying = ~leaving
+        return total[staying], active[staying], {name: v[staying] for name, v in store.items()}
+
             leaving = score_q >= limit
             rejected = (score_q < threshold_q(low, False, criterion, classes, gate_q)
                         if low is not None else np.zeros(active.size, bool))
