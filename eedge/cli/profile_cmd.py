@@ -29,11 +29,16 @@ MAX_RUNS = 1_000_000  # per stage: beyond this a measurement only burns time
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--target", "-t", "target_name", default="host", show_default=True,
               help="Target name (see `eedge targets`) or a target YAML file.")
-@click.option("--runtime", type=click.Choice(list(RUNTIMES)),
-              help="Host/SSH: which stage files and engine (default: onnx, else int8).")
+@click.option("--runtime", "runtime_text", metavar="NAME[,NAME...]",
+              help=f"Host/SSH: which stage files and engine ({', '.join(RUNTIMES)}; default: "
+                   "onnx, else int8). Several, comma-separated (onnx,tvm,int8), compare the "
+                   "runtimes per stage and name the fastest.")
 @click.option("--data", type=click.Path(path_type=Path),
               help="Inputs (.npz with x, optional y) for exit rates and accuracy; the first "
-                   "sample also feeds the timed stages.")
+                   "sample also feeds the timed stages. Host and SSH targets also run the "
+                   "cascade end to end on them and report predicted vs measured latency.")
+@click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True,
+              help="With --data on host/SSH: also run the cascade in batches of this size.")
 @click.option("--exit-rates", help="Exit rates instead of --data, e.g. 0.5,0.3,0.2.")
 @threads_option("Threads (pinned)")
 @click.option("--warmup", type=click.IntRange(0, MAX_RUNS), default=20, show_default=True,
@@ -53,14 +58,18 @@ MAX_RUNS = 1_000_000  # per stage: beyond this a measurement only burns time
                    "SIMD when the target has DSP).")
 @json_option
 @debug_option
-def command(bundle: Path, target_name: str, runtime: str | None, data: Path | None,
-            exit_rates: str | None, threads: int, warmup: int, repeats: int,
+def command(bundle: Path, target_name: str, runtime_text: str | None, data: Path | None,
+            batch: int, exit_rates: str | None, threads: int, warmup: int, repeats: int,
             report_path: Path | None, plot_path: Path | None, per_op: bool,
             dsp: bool | None, as_json: bool) -> None:
     """Measure every stage of BUNDLE on a target and predict the cascade's latency.
 
     E[latency] = sum over stages of P(reach stage) x stage latency, with exit rates
-    from --data (under the bundle's thresholds) or --exit-rates.
+    from --data (under the bundle's thresholds) or --exit-rates. With --data on the
+    host or an SSH device, the cascade also runs end to end on the data (stream
+    order, batch 1 and --batch) and the predicted latency (stage timing
+    distributions, exit rates and the cascade's own overhead per exit path) is
+    shown next to the measured one: mean, p50, p90, p99.
 
     \b
     Examples:
@@ -68,6 +77,7 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
       eedge profile demo-out/bundle --target qemu-cortex-m4 --data demo-out/test.npz
       eedge profile demo-out/bundle --target my-pi.yaml --plot pi.png
       eedge profile demo-out/bundle --target qemu-cortex-m4 --per-op
+      eedge profile demo-out/bundle --runtime onnx,int8
     """
     from eedge.ir.bundle import load_bundle
     from eedge.profiling.drivers import profile_target, random_sample
@@ -79,7 +89,18 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
         raise InputDataError("--repeats and --threads must be at least 1, --warmup at least 0")
     if data is not None and exit_rates is not None:
         raise InputDataError("give --data or --exit-rates, not both")
+    from eedge.profiling.compare import parse_runtimes
+
+    runtimes = parse_runtimes(runtime_text)
+    runtime = runtimes[0] if runtimes else None
     target = load_target(target_name)
+    if len(runtimes) > 1:
+        if per_op or exit_rates is not None or batch > 1:
+            raise InputDataError("comparing runtimes times the stages only; leave out "
+                                 "--per-op, --exit-rates and --batch")
+        _compare(bundle, target, runtimes, data, threads, warmup, repeats, report_path,
+                 as_json)
+        return
     if per_op:
         if exit_rates is not None:
             raise InputDataError("--per-op times every stage; --exit-rates does not apply")
@@ -95,9 +116,12 @@ def command(bundle: Path, target_name: str, runtime: str | None, data: Path | No
             y = check_labels(y, [e["num_classes"] for e in loaded.exits], str(data), samples)
     exits = parse_rates(exit_rates, len(loaded.exits)) if exit_rates is not None else None
     sample = x if x is not None else random_sample(loaded)
+    stream = x is not None and target.kind in ("host", "linux-ssh") and runtime != "tvm"
+    if stream and x.ndim != len(loaded.manifest["inputs"][0]["shape"]):
+        stream = False  # one sample without its batch axis: nothing to stream
     with progress(f"profiling on {target.name}", quiet=as_json) as shown:
         profiles = profile_target(loaded, target, sample, runtime, threads, warmup, repeats,
-                                  shown.say, shown.tick, dsp)
+                                  shown.say, shown.tick, dsp, stream=stream, batch=batch)
         if exits is None and x is not None:
             decider = "int8-reference" if profiles.unit in ("instructions", "cycles") else (
                 runtime or default_runtime(loaded.manifest))
@@ -154,11 +178,75 @@ def show(report: dict) -> None:
         if "exit_accuracy" in stats:
             accuracy = ", ".join(f"{a:.2%}" for a in stats["exit_accuracy"])
             out_console.print(f"exit accuracy {accuracy}; cascade {stats['cascade_accuracy']:.2%}")
+    if "end_to_end" in report:
+        show_end_to_end(report["end_to_end"])
     if "split" in report:
         split = report["split"]
         out_console.print(f"split: head stages {split['head_stages']} take "
                           f"{_fmt(split['head'], unit)} on the device, then "
                           f"{split['cut_bytes_per_sample']} bytes go to the tail")
+
+
+def show_end_to_end(e2e: dict[str, Any]) -> None:
+    """Predicted vs measured latency per sample, and the cascade's own overhead line."""
+    table = Table(title=f"cascade end to end, {e2e['samples']} samples in stream order "
+                        f"({e2e['rounds']} rounds): predicted vs measured, ms per sample")
+    for column in ("batch", "", "mean", "p50", "p90", "p99"):
+        table.add_column(column, justify="right")
+    for key, entry in e2e.items():
+        if not key.startswith("batch"):
+            continue
+        for row in ("predicted", "measured", "ratio"):
+            values = entry[row]
+            cells = [f"{values[k]:.4f}" if k in values else "" for k in
+                     ("mean", "p50", "p90", "p99")]
+            table.add_row(key[5:] if row == "predicted" else "",
+                          "predicted / measured" if row == "ratio" else row, *cells)
+    out_console.print(table)
+    o = e2e["overhead"]
+    out_console.print(f"cascade overhead (beyond the stages, batch 1): "
+                      f"{1e3 * o['overhead_ms']:.1f} us per sample = "
+                      f"{o['overhead_per_stage_us']:.1f} us per stage run "
+                      f"({o['stages_per_sample']:.2f} stages per sample); by exit path "
+                      + ", ".join(f"exit{k} {1e3 * v:.1f} us"
+                                  for k, v in enumerate(o["overhead_by_exit_ms"])))
+
+
+def _compare(source: Path, target: "Target", runtimes: list[str], data: Path | None,
+             threads: int, warmup: int, repeats: int, report_path: Path | None,
+             as_json: bool) -> None:
+    """``--runtime a,b,c``: every stage on every runtime, the fastest named per stage."""
+    from eedge.ir.bundle import load_bundle
+    from eedge.profiling.compare import compare_runtimes
+    from eedge.profiling.drivers import random_sample
+
+    loaded = load_bundle(source)
+    x = load_array(data, "x") if data is not None else random_sample(loaded)
+    with progress(f"comparing {', '.join(runtimes)} on {target.name}",
+                  quiet=as_json) as shown:
+        report = compare_runtimes(loaded, target, x, runtimes, threads, warmup, repeats,
+                                  shown.say)
+    _emit(report, report_path, None, as_json, lambda _r, _p: None, show_compare)
+
+
+def show_compare(report: dict[str, Any]) -> None:
+    runtimes = report["runtimes"]
+    table = Table(title=f"{report['target']}: per-stage p50 (ms) by runtime, "
+                        f"{report['environment'][runtimes[0]].get('threads', 1)} thread(s), "
+                        "batch 1")
+    for column in ("stage", "MACs", *runtimes, "fastest"):
+        table.add_column(column, justify="right")
+    for s in report["stages"]:
+        table.add_row(s["name"], human_count(s["macs"]),
+                      *[f"{s['p50_ms'][n]:.4f}" for n in runtimes], s["fastest"])
+    table.add_row("all", "", *[f"{report['total_p50_ms'][n]:.4f}" for n in runtimes],
+                  report["fastest_overall"])
+    out_console.print(table)
+    out_console.print(f"fastest runtime per stage, summed: "
+                      f"{report['fastest_per_stage_total_p50_ms']:.4f} ms")
+    for name in runtimes:
+        env = report["environment"][name]
+        out_console.print(f"{name}: " + ", ".join(f"{k}: {v}" for k, v in env.items()))
 
 
 def _per_op(source: Path, target: "Target", data: Path | None, repeats: int,

@@ -45,6 +45,19 @@ class StageProfiles:
     runtime: str
     stages: list[StageProfile]
     environment: dict[str, Any] = field(default_factory=dict)
+    # the cascade run end to end next to its stages (CascadeTiming.to_json()), if data given
+    cascade: dict[str, Any] | None = None
+
+
+def stage_profiles(stages: list[dict[str, Any]], times_ms: list[list[float]]
+                   ) -> list[StageProfile]:
+    """Per-stage summaries of timed passes, the p50 as the headline figure."""
+    out = []
+    for stage, stage_times in zip(stages, times_ms):
+        stats = summarize(stage_times)
+        out.append(StageProfile(stage["index"], stage["name"], stage["macs"], stats["p50"],
+                                stats))
+    return out
 
 
 def random_sample(bundle: Bundle) -> np.ndarray:
@@ -70,10 +83,27 @@ def stage_feeds(cascade: Cascade, x: np.ndarray) -> list[list[np.ndarray]]:
 
 def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: int,
                  warmup: int, repeats: int, say: Progress,
-                 tick: Tick | None = None) -> StageProfiles:
-    """Time every stage; ``tick`` counts passes (warm-up and timed) over all stages."""
+                 tick: Tick | None = None, stream: bool = False, batch: int = 1,
+                 rounds: int = 5) -> StageProfiles:
+    """Time every stage; ``tick`` counts passes (warm-up and timed) over all stages.
+
+    With ``stream``, ``x`` is the user's data: the cascade also runs end to end on
+    it (batch 1 and ``batch``) and its overhead per exit path is measured, all
+    interleaved with the stage passes (see :mod:`eedge.profiling.cascade_timing`).
+    """
     tick = tick or quiet_tick
     cascade = Cascade(bundle, threads=threads, runtime=runtime)
+    env = _environment(cascade.runtime, threads)
+    if hasattr(cascade.runners[0], "xnnpack"):
+        env["xnnpack"] = bool(cascade.runners[0].xnnpack)
+    if stream:
+        from eedge.profiling.cascade_timing import time_cascade
+
+        timing = time_cascade(cascade, x, batch=batch, rounds=rounds, stage_passes=repeats,
+                              overhead_repeats=repeats, warmup=warmup, say=say)
+        return StageProfiles("host", "host", "ms", cascade.runtime,
+                             stage_profiles(cascade.stages, timing.stage_ms), env,
+                             timing.to_json())
     feeds = stage_feeds(cascade, x)
     runners = [cascade.runners[s["index"]] for s in cascade.stages]
     # Stages are timed in cascade order, one pass after another, so each sees the caches
@@ -93,13 +123,8 @@ def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: in
             runner.run(inputs)
             times[k].append((time.perf_counter() - start) * 1e3)
         tick(warmup + done + 1, passes)
-    stages = []
-    for stage, stage_times in zip(cascade.stages, times):
-        stats = summarize(stage_times)
-        stages.append(StageProfile(stage["index"], stage["name"], stage["macs"], stats["p50"],
-                                   stats))
-    return StageProfiles("host", "host", "ms", cascade.runtime, stages,
-                         _environment(cascade.runtime, threads))
+    return StageProfiles("host", "host", "ms", cascade.runtime,
+                         stage_profiles(cascade.stages, times), env)
 
 
 def _environment(runtime: str, threads: int) -> dict[str, Any]:
@@ -146,11 +171,14 @@ def profile_qemu(bundle: Bundle, target: Target, x: np.ndarray, say: Progress,
 def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str | None,
                    threads: int, warmup: int, repeats: int,
                    say: Progress, tick: Tick | None = None,
-                   dsp: bool | None = None) -> StageProfiles:
+                   dsp: bool | None = None, stream: bool = False,
+                   batch: int = 1) -> StageProfiles:
     """Per-stage timings on ``target``; ``dsp`` picks the C kernels of MCU builds (None:
-    the target's default, False: the portable path)."""
+    the target's default, False: the portable path). ``stream`` (host and SSH
+    devices): ``x`` is the user's data and the cascade also runs end to end on it."""
     if target.kind == "host":
-        return profile_host(bundle, x, runtime, threads, warmup, repeats, say, tick)
+        return profile_host(bundle, x, runtime, threads, warmup, repeats, say, tick,
+                            stream=stream, batch=batch)
     if target.kind == "mcu-qemu":
         return profile_qemu(bundle, target, x, say, dsp)
     if target.kind == "linux-ssh" and runtime == "tvm":
@@ -163,7 +191,8 @@ def profile_target(bundle: Bundle, target: Target, x: np.ndarray, runtime: str |
     if target.kind == "linux-ssh":
         from eedge.profiling.ssh import profile_ssh
 
-        return profile_ssh(bundle, target, x, runtime, threads, warmup, repeats, say)
+        return profile_ssh(bundle, target, x, runtime, threads, warmup, repeats, say,
+                           stream=stream, batch=batch)
     if target.kind == "mcu-serial":
         from eedge.profiling.serial_driver import profile_serial
 

@@ -64,6 +64,10 @@ def build_report(profiles: StageProfiles, bundle: Bundle,
             ms = [s.estimates["ms"] for s in profiles.stages]
             report["expected_ms_estimate"] = expected_latency(ms, exits["exit_rates"],
                                                               exit_stages)["expected"]
+    if profiles.cascade is not None:
+        from eedge.profiling.prediction import end_to_end
+
+        report["end_to_end"] = end_to_end(profiles.cascade, exit_stages)
     split = bundle.manifest.get("split")
     if split:
         report["split"] = {"head_stages": split["head_stages"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +23,12 @@ from eedge.errors import BundleError, ToolchainError
 MISSING_REFERENCE_OP = "Didn't find op for builtin opcode"
 
 
-def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -> Any:
-    """A ready (allocated) LiteRT interpreter; falls back to tflite_runtime."""
+def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1,
+                       log: NativeLog | None = None) -> Any:
+    """A ready (allocated) LiteRT interpreter; falls back to tflite_runtime.
+
+    ``log`` receives what LiteRT's C++ logged while loading (the delegates it applied).
+    """
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
@@ -33,16 +38,21 @@ def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -
             raise ToolchainError("no TFLite interpreter: pip install ai-edge-litert") from exc
     resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     try:
-        with _quiet_native_stderr():
-            interpreter = Interpreter(model_content=model, num_threads=threads,
-                                      experimental_op_resolver_type=resolver)
-            interpreter.allocate_tensors()
+        captured = NativeLog()
+        try:
+            with capture_native_stderr() as captured:
+                interpreter = Interpreter(model_content=model, num_threads=threads,
+                                          experimental_op_resolver_type=resolver)
+                interpreter.allocate_tensors()
+        finally:
+            if log is not None:
+                log.data += captured.data
     except (ValueError, RuntimeError) as exc:
         if reference and MISSING_REFERENCE_OP in str(exc):
             # BUILTIN_REF registers no kernel for some builtins (ELU): LiteRT's default one
             # is then its only kernel. Runs that compare LiteRT with itself (staged vs
             # monolithic) stay consistent; TFLite Micro remains the bit-exact oracle.
-            return litert_interpreter(model, False, threads)
+            return litert_interpreter(model, False, threads, log)
         raise BundleError(f"LiteRT cannot load the model: {str(exc).splitlines()[0]}") from exc
     return interpreter
 
@@ -50,18 +60,40 @@ def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -
 @contextlib.contextmanager
 def _quiet_native_stderr() -> Iterator[None]:
     """LiteRT's C++ logs an INFO line per interpreter on fd 2; keep the CLI clean."""
+    with capture_native_stderr():
+        yield
+
+
+class NativeLog:
+    """What native code wrote to fd 2 inside :func:`capture_native_stderr`."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+@contextlib.contextmanager
+def capture_native_stderr() -> Iterator[NativeLog]:
+    """Redirect fd 2 to a temporary file and keep what C++ code logged there."""
+    log = NativeLog()
     try:
         saved = os.dup(2)
     except OSError:
-        yield
+        yield log
         return
     try:
-        with open(os.devnull, "wb") as devnull:
+        with tempfile.TemporaryFile() as capture:
             sys.stderr.flush()
-            os.dup2(devnull.fileno(), 2)
-            yield
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield log
+            finally:
+                os.dup2(saved, 2)
+                capture.seek(0)
+                log.data += capture.read()
     finally:
-        os.dup2(saved, 2)
         os.close(saved)
 
 
@@ -125,24 +157,45 @@ def has_reference_kernels(model: bytes) -> bool:
 
 
 class LiteRTModel:
-    """Run a .tflite file sample by sample (eedge writes batch-1 files)."""
+    """Run a .tflite file sample by sample (eedge writes batch-1 files).
+
+    Tensor indices are looked up once; a batch-1 call is one ``set_tensor`` per
+    input, ``invoke`` and one ``get_tensor`` (already a copy) per output, with no
+    per-call lists or concatenation; larger batches fill outputs allocated once
+    per call, row by row.
+    """
 
     def __init__(self, model: bytes, reference: bool = True, threads: int = 1) -> None:
-        self.interpreter = litert_interpreter(model, reference, threads)
+        log = NativeLog()
+        self.interpreter = litert_interpreter(model, reference, threads, log)
+        # LiteRT logs the delegate it applies; XNNPACK is the fast path of a Linux board
+        self.xnnpack = "XNNPACK" in log.text()
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
+        self._in = [d["index"] for d in self.inputs]
+        self._out = [d["index"] for d in self.outputs]
+        self._set = self.interpreter.set_tensor
+        self._get = self.interpreter.get_tensor
+        self._invoke = self.interpreter.invoke
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Inputs and outputs in the subgraph's order, with a batch axis of any size."""
         rows = arrays[0].shape[0]
-        results: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        if rows == 1:
+            for index, array in zip(self._in, arrays):
+                self._set(index, array)
+            self._invoke()
+            return [self._get(index) for index in self._out]
+        results = [np.empty((rows, *d["shape"][1:]), d["dtype"]) for d in self.outputs]
         for r in range(rows):
-            for detail, array in zip(self.inputs, arrays):
-                self.interpreter.set_tensor(detail["index"], array[r:r + 1])
-            self.interpreter.invoke()
-            for k, detail in enumerate(self.outputs):
-                results[k].append(self.interpreter.get_tensor(detail["index"]).copy())
-        return [np.concatenate(parts) for parts in results]
+            for index, array in zip(self._in, arrays):
+                self._set(index, array[r:r + 1])
+            self._invoke()
+            for index, out in zip(self._out, results):
+                out[r:r + 1] = self._get(index)
+        return results
+
+    run_borrowed = run  # outputs are copies already: nothing to borrow
 
 
 class TFLMModel:

@@ -1,0 +1,180 @@
+"""Time a cascade end to end next to its stages and its own overhead, in one run.
+
+Three measurements, interleaved in rounds so that a change of load on the
+machine hits all of them alike (the host is shared; a Pi runs other things):
+
+- **stage passes**: every stage run in cascade order on one sample's real
+  inputs (as :func:`eedge.profiling.drivers.profile_host` times them), at
+  batch 1 and, if asked, at the user's batch size;
+- **overhead**: ``Cascade.infer`` with every stage replaced by a replay of
+  its recorded outputs (a call that costs ~0.1 us) and the thresholds forced
+  so the sample leaves at exit k, for every k in turn: what the cascade costs
+  beyond its stages on that path (input checks and conversion, exit
+  decisions, routing the rows that stay, the result arrays);
+- **stream**: ``Cascade.infer`` on the data in stream order, one sample per
+  call and in batches of the user's size: what a user measures.
+
+The first two feed the prediction (:mod:`eedge.profiling.prediction`); the
+third is what it is checked against. Only numpy and eedge's runtime are
+imported, so the same code runs on a device (see remote_runner.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eedge.runtime.cascade import Cascade
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class CascadeTiming:
+    """Milliseconds; per-exit lists are indexed by exit (empty: that exit cannot be forced)."""
+
+    batch: int                                    # the user's batch size (1: batch 1 only)
+    stage_ms: list[list[float]]                   # [stage][pass], batch 1
+    overhead_ms: list[list[float]]                # [exit][repeat], batch 1
+    measured_ms: list[float]                      # per sample, stream order, batch 1
+    exit_index: list[int]                         # per sample, the exit that decided
+    stage_batch_ms: list[list[float]] = field(default_factory=list)     # [stage][pass], batch B
+    overhead_batch_ms: list[list[float]] = field(default_factory=list)  # [exit][repeat], batch B
+    measured_batch_ms: list[float] = field(default_factory=list)        # per batch of B
+    rounds: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CascadeTiming":
+        return cls(**data)
+
+
+class _Replay:
+    """A stage that returns its recorded outputs: the cascade's own cost, stages aside."""
+
+    def __init__(self, outputs: list[np.ndarray]) -> None:
+        self.outputs = outputs
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self.outputs
+
+
+def stage_io(cascade: Cascade, x: np.ndarray) -> tuple[list[list[np.ndarray]],
+                                                       list[list[np.ndarray]]]:
+    """Inputs and outputs of every stage for the rows of ``x`` (every stage run once)."""
+    store = cascade.stage_inputs(x)
+    feeds, outs = [], []
+    for stage, io in zip(cascade.stages, cascade.io):
+        feeds.append([store[t["name"]] for t in io["inputs"]])
+        outs.append(cascade.runners[stage["index"]].run(feeds[-1]))
+        store.update({t["name"]: v for t, v in zip(io["outputs"], outs[-1])})
+    return feeds, outs
+
+
+def _time_stages(cascade: Cascade, feeds: list[list[np.ndarray]], passes: int,
+                 times: list[list[float]]) -> None:
+    """``passes`` passes over the stages in cascade order, appended to ``times``."""
+    runners = [cascade.runners[s["index"]] for s in cascade.stages]
+    clock = time.perf_counter
+    for _ in range(passes):
+        for runner, inputs, out in zip(runners, feeds, times):
+            start = clock()
+            runner.run(inputs)
+            out.append((clock() - start) * 1e3)
+
+
+def _time_overhead(cascade: Cascade, sample: np.ndarray, outs: list[list[np.ndarray]],
+                   repeats: int, times: list[list[float]]) -> None:
+    """``Cascade.infer`` on replayed stages, forced to leave at each exit in turn.
+
+    A path is only timed if forcing it works (thresholds 0 at exit k and None
+    before it); an exit that cannot be forced (an ensemble member that never
+    decides alone) keeps an empty list.
+    """
+    saved = (cascade.runners, cascade.thresholds, cascade.window_low)
+    cascade.runners = [_Replay(o) for o in outs]
+    cascade.window_low = [None] * len(cascade.exits)
+    clock = time.perf_counter
+    try:
+        forced = []
+        for k in range(len(cascade.exits)):
+            cascade.thresholds = [None] * k + [0.0] + [None] * (len(cascade.exits) - k - 1)
+            decided = cascade.infer(sample)
+            forced.append(bool(np.all(decided.exit_index == k)))
+        for _ in range(repeats):
+            for k in range(len(cascade.exits)):
+                if not forced[k]:
+                    continue
+                cascade.thresholds = [None] * k + [0.0] + [None] * (len(cascade.exits) - k - 1)
+                start = clock()
+                cascade.infer(sample)
+                times[k].append((clock() - start) * 1e3)
+    finally:
+        cascade.runners, cascade.thresholds, cascade.window_low = saved
+
+
+def _time_stream(cascade: Cascade, samples: list[np.ndarray], times: list[float],
+                 exits: list[int] | None = None) -> None:
+    """``Cascade.infer`` on each item in order; ``exits`` collects batch-1 decisions."""
+    clock = time.perf_counter
+    for item in samples:
+        start = clock()
+        result = cascade.infer(item)
+        times.append((clock() - start) * 1e3)
+        if exits is not None:
+            exits.append(int(result.exit_index[0]))
+
+
+def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 5,
+                 stage_passes: int = 200, overhead_repeats: int = 200, warmup: int = 20,
+                 stream: bool = True, say: Say | None = None) -> CascadeTiming:
+    """Stage passes, overhead and the stream, interleaved in ``rounds`` rounds.
+
+    ``stage_passes`` and ``overhead_repeats`` are totals split over the rounds;
+    every round streams all of ``x`` once (batch 1, then batches of ``batch``).
+    ``stream=False`` times the stages only (no data to stream: no exit rates).
+    """
+    say = say or (lambda _m: None)
+    rounds = max(1, min(rounds, stage_passes))
+    n_exits = len(cascade.exits)
+    feeds, outs = stage_io(cascade, x[:1])
+    singles = [x[i:i + 1] for i in range(len(x))]
+    batches: list[np.ndarray] = []
+    feeds_b: list[list[np.ndarray]] = []
+    outs_b: list[list[np.ndarray]] = []
+    if batch > 1 and stream:
+        rows = min(batch, len(x))
+        batches = [x[i:i + rows] for i in range(0, len(x) - rows + 1, rows)]
+        feeds_b, outs_b = stage_io(cascade, x[:rows])
+    timing = CascadeTiming(batch, [[] for _ in feeds], [[] for _ in range(n_exits)], [], [],
+                           [[] for _ in feeds_b], [[] for _ in range(n_exits)] if batches
+                           else [], [], rounds)
+    scratch: list[list[float]] = [[] for _ in feeds]
+    say(f"warming up ({warmup} passes over the stages, the stream once)")
+    _time_stages(cascade, feeds, warmup, scratch)
+    if stream:
+        _time_stream(cascade, singles[:warmup], [])
+    for r in range(rounds):
+        say(f"round {r + 1}/{rounds}: stages" + (
+            f", cascade overhead, {len(singles)} samples in stream order" if stream else "")
+            + (f", batches of {batch}" if batches else ""))
+        share = stage_passes // rounds + (1 if r < stage_passes % rounds else 0)
+        repeat_share = overhead_repeats // rounds + (1 if r < overhead_repeats % rounds else 0)
+        _time_stages(cascade, feeds, share, timing.stage_ms)
+        if not stream:
+            continue
+        _time_overhead(cascade, x[:1], outs, repeat_share, timing.overhead_ms)
+        _time_stream(cascade, singles, timing.measured_ms,
+                     timing.exit_index if r == 0 else None)
+        if batches:
+            _time_stages(cascade, feeds_b, max(1, share // 4), timing.stage_batch_ms)
+            _time_overhead(cascade, batches[0], outs_b, max(1, repeat_share // 4),
+                           timing.overhead_batch_ms)
+            _time_stream(cascade, batches, timing.measured_batch_ms)
+    return timing
