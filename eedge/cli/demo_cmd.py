@@ -27,10 +27,13 @@ from eedge.cli.tables import human_bytes, human_count
 @click.option("--qute", is_flag=True,
               help="Instead: BASE vs early-exit ensemble vs QUTE on clean and corrupted digits, "
                    "with the accuracy-drop monitor and the firmware overhead.")
+@click.option("--cascade", is_flag=True,
+              help="Instead: three independent CNNs cascaded with window-based deferral vs "
+                   "the largest alone (accuracy, AURC, coverage at 2% risk, expected MACs).")
 @json_option
 @debug_option
 def command(out: Path | None, seed: int, model_name: str, epochs: int | None, target_name: str,
-            no_firmware: bool, qute: bool, as_json: bool) -> None:
+            no_firmware: bool, qute: bool, cascade: bool, as_json: bool) -> None:
     """Train a 3-exit CNN (or ViT) on digits, export it (ONNX, TFLite, int8), run the cascade.
 
     Needs no download: the data ships with scikit-learn. Takes seconds.
@@ -45,6 +48,9 @@ def command(out: Path | None, seed: int, model_name: str, epochs: int | None, ta
 
     if epochs is not None and epochs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--epochs")
+    if cascade:
+        _cascade_demo(out, seed, epochs, as_json)
+        return
     if qute:
         if model_name != "cnn":
             raise click.UsageError("--qute compares variants of the CNN; drop --model "
@@ -167,3 +173,15 @@ def _qute_demo(out: Path | None, seed: int, epochs: int, no_firmware: bool, as_j
                           f"RAM {b['ram_bytes']:,} B; QUTE {q['instructions']:,} "
                           f"({q['instructions'] / b['instructions'] - 1:+.1%}), flash "
                           f"{q['flash_bytes']:,} B, RAM {q['ram_bytes']:,} B")
+
+
+def _cascade_demo(out: Path | None, seed: int, epochs: int | None, as_json: bool) -> None:
+    from eedge.examples.cascade_demo import EPOCHS, renderables, run_cascade_demo
+
+    with progress_status("cascade demo", quiet=as_json) as say:
+        report = run_cascade_demo(out, seed=seed, epochs=epochs or EPOCHS, progress=say)
+    if as_json:
+        print_json(report.to_json())
+        return
+    for item in renderables(report):
+        out_console.print(item)
