@@ -30,6 +30,10 @@ OUTPUT_NAMES = ["exit0_gated", "exit1_gated", "exit2"]
 class GatedExit(nn.Module):
     """An exit classifier plus a gate: (N, features) -> (N, classes + 1).
 
+    The gate reads the pooled features, the class probabilities and the largest of
+    them (a linear layer on the probabilities cannot compute their maximum, the one
+    feature max-softmax relies on).
+
     The gate's first layer is Linear(features) + Linear(probabilities) rather than one
     Linear over their concatenation: int8 concatenation shares one scale among its
     inputs, and a softmax output's scale is fixed at 1/256, which would then squeeze the
@@ -42,13 +46,16 @@ class GatedExit(nn.Module):
         self.classifier = classifier
         self.gate = nn.ModuleDict({"features": nn.Linear(features, hidden),
                                    "probabilities": nn.Linear(NUM_CLASSES, hidden),
+                                   "top": nn.Linear(1, hidden),
                                    "out": nn.Linear(hidden, 1)})
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         pooled = self.pool(h)
         logits = self.classifier(pooled)
+        probabilities = torch.softmax(logits, dim=1)
+        top = torch.amax(probabilities, dim=1, keepdim=True)  # what max-softmax thresholds
         hidden = torch.relu(self.gate["features"](pooled) +
-                            self.gate["probabilities"](torch.softmax(logits, dim=1)))
+                            self.gate["probabilities"](probabilities) + self.gate["top"](top))
         return torch.cat([logits, self.gate["out"](hidden)], dim=1)
 
 

@@ -76,8 +76,17 @@ def gate_threshold_q(threshold: float, scale: float, zero_point: int) -> int:
 
 
 def gate_float_threshold(q: int, scale: float, zero_point: int) -> float:
-    """A float threshold whose int8 gate threshold is ``q`` (half a step below it)."""
-    return 1.0 / (1.0 + math.exp(-((q - 0.5 - zero_point) * scale)))
+    """A float threshold whose int8 gate threshold is ``q``: the probability half a step
+    below q's logit, or another point of that step where rounding moved it. Near 1 (gate
+    logits above about 33) float64 probabilities cannot tell steps apart; there the
+    midpoint is returned and may mean a neighbouring q."""
+    def at(fraction: float) -> float:
+        return 1.0 / (1.0 + math.exp(-((q - fraction - zero_point) * scale)))
+
+    for fraction in (0.5, 0.25, 0.75, 0.1, 0.9, 0.01, 0.99):
+        if gate_threshold_q(at(fraction), scale, zero_point) == q:
+            return at(fraction)
+    return at(0.5)
 
 
 def gate_quant(exit_entry: dict) -> tuple[float, int] | None:
