@@ -74,13 +74,29 @@ def exit_costs(bundle: Any, budget_kind: str, profile: Path | None, target: str 
                    "(0 trusts the calibration data at face value).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="PNG of accuracy vs expected cost with the chosen point.")
+@click.option("--risk", type=FiniteFloat(0, 1),
+              help="Selective classification: a selective threshold and per-exit windows "
+                   "with at most this risk (error rate among accepted samples), cheapest in "
+                   "expected MACs.")
+@click.option("--coverage", type=FiniteFloat(0, 1),
+              help="Selective classification: accept at least this share of samples, "
+                   "cheapest in expected MACs.")
+@click.option("--max-coverage-drop", type=FiniteFloat(0, 1), default=0.01, show_default=True,
+              help="With --risk: coverage the windows may lose against no early exit.")
+@click.option("--max-risk-increase", type=FiniteFloat(0, 1), default=0.0, show_default=True,
+              help="With --coverage: risk the windows may add against no early exit.")
+@click.option("--ensemble", type=click.Choice(["running-mean", "none"]),
+              help="running-mean: every exit decides on the mean of the exits' probabilities "
+                   "so far (stored in the bundle); none: turn that off.")
 @click.option("--dry-run", is_flag=True, help="Report without writing thresholds.")
 @json_option
 @debug_option
 def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
               budget_macs: float | None, budget_ms: float | None, profile: Path | None,
               target: str | None, criterion: str, runtime: str | None, confidence_z: float,
-              plot_path: Path | None, dry_run: bool, as_json: bool) -> None:
+              plot_path: Path | None, risk: float | None, coverage: float | None,
+              max_coverage_drop: float, max_risk_increase: float, ensemble: str | None,
+              dry_run: bool, as_json: bool) -> None:
     """Choose per-exit thresholds for BUNDLE on held-out data and store them in it.
 
     \b
@@ -88,20 +104,33 @@ def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
       eedge calibrate bundle --data val.npz --max-accuracy-drop 0.01
       eedge calibrate bundle --data val.npz --budget-macs 50000 --criterion margin
       eedge calibrate bundle --data val.npz --budget-ms 0.02 --profile host.json --plot c.png
+      eedge calibrate bundle --data val.npz --risk 0.02 --ensemble running-mean
     """
     from eedge.ir.bundle import load_bundle
     from eedge.policies.apply import record_thresholds
     from eedge.policies.calibrate import calibrate as run, plot_calibration
 
-    chosen = [v for v in (max_accuracy_drop, budget_macs, budget_ms) if v is not None]
+    chosen = [v for v in (max_accuracy_drop, budget_macs, budget_ms, risk, coverage)
+              if v is not None]
     if len(chosen) != 1:
         raise InputDataError("give exactly one of --max-accuracy-drop, --budget-macs, "
-                             "--budget-ms")
+                             "--budget-ms, --risk, --coverage")
     if chosen[0] < 0:
         raise InputDataError("budgets and accuracy drops must be non-negative")
     loaded = load_bundle(bundle)
+    if ensemble is not None:  # decided (and written) with the mode asked for
+        from eedge.cli.selective_cmd import with_ensemble_mode
+
+        loaded = with_ensemble_mode(loaded, ensemble)
     x, y = load_labelled(data)
     check_labels(y, [e["num_classes"] for e in loaded.exits], str(data))
+    if risk is not None or coverage is not None:
+        from eedge.cli.selective_cmd import calibrate_selective_command
+
+        calibrate_selective_command(loaded, x, y, risk, coverage, max_coverage_drop,
+                                    max_risk_increase, criterion, runtime, plot_path,
+                                    dry_run, as_json)
+        return
     kind = "macs" if budget_ms is None else "ms"
     costs = exit_costs(loaded, kind, profile, target, x)
     objective = "max_accuracy_drop" if max_accuracy_drop is not None else "budget"
@@ -157,15 +186,24 @@ def show(result: Any) -> None:
 @click.option("--uncertainty", is_flag=True,
               help="Also F1, Brier, NLL and failure-detection AUROC/AUPRC, per exit and for "
                    "the cascade (its ensemble, if it has one).")
+@click.option("--selective", is_flag=True,
+              help="Also selective classification: risk–coverage, AURC, coverage at --risk "
+                   "and expected MACs of the cascade against the final exit alone.")
+@click.option("--risk", "selective_risk", type=FiniteFloat(0, 1), default=0.02,
+              show_default=True, help="With --selective: the risk to report coverage at.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="With --selective: PNG of the risk–coverage curves.")
 @json_option
 @debug_option
 def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None,
-             uncertainty: bool, as_json: bool) -> None:
+             uncertainty: bool, selective: bool, selective_risk: float, plot_path: Path | None,
+             as_json: bool) -> None:
     """Accuracy, exit rates, calibration error and expected cost of BUNDLE's cascade.
 
     \b
     Example:
       eedge evaluate demo-out/bundle --data demo-out/test.npz
+      eedge evaluate bundle --data test.npz --selective --risk 0.02 --plot rc.png
     """
     from eedge.ir.bundle import load_bundle
     from eedge.metrics import expected_calibration_error
@@ -173,6 +211,8 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
     from eedge.runtime import batched
     from eedge.runtime.cascade import Cascade
 
+    if plot_path is not None and not selective:
+        raise click.UsageError("--plot draws risk–coverage curves: add --selective")
     loaded = load_bundle(bundle)
     x, y = load_labelled(data)
     if len(y) == 0:
@@ -212,6 +252,11 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
         report["expected_latency"] = {"value": float(np.dot(rates, costs.values)),
                                       "unit": costs.unit, "no_exit": costs.values[-1],
                                       "estimated": costs.estimated, "basis": costs.basis}
+    if selective:
+        from eedge.cli.selective_cmd import selective_section
+
+        report["selective"] = selective_section(loaded, cascade, decided, x, y, selective_risk,
+                                                plot_path, quiet=as_json)
     if as_json:
         print_json(report)
         return
@@ -244,3 +289,7 @@ def evaluate(bundle: Path, data: Path, runtime: str | None, profile: Path | None
         out_console.print(f"expected latency {human_cost(lat['value'], lat['unit'])} vs "
                           f"{human_cost(lat['no_exit'], lat['unit'])} without exits"
                           + (f" ({lat['basis']})" if lat["estimated"] else ""))
+    if selective:
+        from eedge.cli.selective_cmd import show_selective
+
+        show_selective(report["selective"], plot_path)

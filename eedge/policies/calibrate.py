@@ -26,6 +26,7 @@ from eedge.policies.criteria import (CRITERIA, gate_score, score_from_probabilit
                                      split_gate)
 from eedge.policies.fixed_point import (ENTROPY_ONE, gate_float_threshold, gate_threshold_q,
                                         int8_probabilities, int8_score)
+from eedge.policies import running_mean
 from eedge.policies.labels import check_labels
 from eedge.progress import Tick
 from eedge.runtime import batched
@@ -76,8 +77,17 @@ class ExitScores:
     # per exit, int8 runtimes with the gate criterion: the gate's (scale, zero point)
     gate_quant: list[tuple[float, int] | None] = field(default_factory=list)
 
+    # per exit, a running-mean ensemble: how many members its decision averages (0: alone);
+    # then scores/correct are the ensemble's, own_scores/own_correct the exit's alone
+    members: list[int] = field(default_factory=list)
+    own_scores: list[np.ndarray] = field(default_factory=list)
+    own_correct: list[np.ndarray] = field(default_factory=list)
+
     def quant(self, k: int) -> tuple[float, int] | None:
         return self.gate_quant[k] if k < len(self.gate_quant) else None
+
+    def running(self, k: int) -> int:
+        return self.members[k] if k < len(self.members) else 0
 
 
 def collect_scores(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray,
@@ -110,12 +120,34 @@ def collect_scores(bundle: Bundle, runtime: str, x: np.ndarray, y: np.ndarray,
             gates.append(None)
             scores.append(gate_score(gate) if scoring == "gate" else
                           score_from_probabilities(softmax(values), scoring))
-    return ExitScores(scores, correct, integer, classes, gates)
+    data = ExitScores(scores, correct, integer, classes, gates)
+    if cascade.running_members:  # decide as the runtimes do: on the running mean
+        _running_mean_scores(data, cascade, raw, y, criterion)
+    return data
+
+
+def _running_mean_scores(data: ExitScores, cascade: Cascade, raw: list[np.ndarray],
+                         y: np.ndarray, criterion: str) -> None:
+    """Replace the member exits' scores and correctness by the running mean's."""
+    running_mean.check_criterion(criterion)
+    members = cascade.running_members
+    scales = [QuantParams.from_json(spec["quant"]).scale[0] if spec.get("quant") else None
+              for spec in (cascade.io[e["stage"]]["outputs"][0] for e in cascade.exits)]
+    scores, predictions = running_mean.running_scores(
+        [cascade.class_logits(k, v) for k, v in enumerate(raw)], scales, members, criterion)
+    data.own_scores, data.own_correct = list(data.scores), list(data.correct)
+    data.members = [members.index(k) + 1 if k in members else 0 for k in range(len(raw))]
+    for k in members:
+        data.scores[k] = scores[k].astype(np.float64)
+        data.correct[k] = predictions[k] == y
 
 
 def integer_threshold(t: float, criterion: str, classes: int,
-                      gate: tuple[float, int] | None = None) -> float:
-    """The integer score a float threshold means on the device (see fixed_point.py)."""
+                      gate: tuple[float, int] | None = None, members: int = 0) -> float:
+    """The integer score a float threshold means on the device (see fixed_point.py);
+    ``members``: of a running-mean ensemble's sum (see running_mean.py)."""
+    if members:
+        return float(running_mean.sum_threshold_q(t, False, criterion, classes, members))
     if criterion == "gate" and gate is not None:
         return float(gate_threshold_q(t, gate[0], gate[1]))
     if criterion == "max_softmax":
@@ -126,8 +158,10 @@ def integer_threshold(t: float, criterion: str, classes: int,
 
 
 def float_threshold(score: float, criterion: str, classes: int,
-                    gate: tuple[float, int] | None = None) -> float:
+                    gate: tuple[float, int] | None = None, members: int = 0) -> float:
     """A float threshold whose device integer is exactly ``score`` (inverse of the above)."""
+    if members:
+        return running_mean.sum_float_threshold(score, criterion, classes, members)
     if criterion == "gate" and gate is not None:
         return gate_float_threshold(int(score), gate[0], gate[1])
     if criterion == "max_softmax":
@@ -142,7 +176,8 @@ def _candidates(data: ExitScores, k: int, criterion: str) -> np.ndarray:
     scores = data.scores[k]
     quantiles = np.quantile(scores, np.linspace(0, 1, QUANTILES), method="nearest")
     grid = GRID if not data.integer else np.array(
-        [integer_threshold(t, criterion, data.classes[k], data.quant(k)) for t in GRID])
+        [integer_threshold(t, criterion, data.classes[k], data.quant(k), data.running(k))
+         for t in GRID])
     return np.unique(np.concatenate([quantiles, grid, [NEVER]]))
 
 
@@ -257,7 +292,7 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limi
                 floats.append(None)
             elif data.integer:
                 floats.append(float(min(1.0, max(0.0, float_threshold(
-                    t, criterion, data.classes[k], data.quant(k))))))
+                    t, criterion, data.classes[k], data.quant(k), data.running(k))))))
             else:
                 floats.append(float(min(1.0, max(0.0, t))))
         return OperatingPoint(floats + [None], accuracy, cost, rates)
@@ -265,7 +300,8 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray, objective: str, limi
     global_points = []
     for t in list(GRID) + [NEVER]:
         combo_t = [t if not data.integer or math.isinf(t) else
-                   integer_threshold(t, criterion, data.classes[k], data.quant(k))
+                   integer_threshold(t, criterion, data.classes[k], data.quant(k),
+                                     data.running(k))
                    for k in range(len(data.scores) - 1)]
         global_points.append(_point(data, combo_t, costs, z))
     try:

@@ -352,3 +352,209 @@ def calibrate_window(scores: Sequence[np.ndarray], correct: Sequence[np.ndarray]
     return WindowCalibration(target, value, tau, list(lows) + [tau], list(highs) + [None],
                              outcome.summary(), full.summary(), evaluated, tau_ref)
 
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def standalone_macs(manifest: dict[str, Any], k: int) -> int:
+    """MACs of exit k run on its own: the stages its stage needs, transitively.
+
+    For a cascade of independent models this is member k alone; for one
+    multi-exit network, every stage up to exit k (earlier exit heads included,
+    a slight overcount).
+    """
+    stages = manifest["stages"]
+    producer = {t["name"]: s["index"] for s in stages for t in s["outputs"]}
+    needed: set[int] = set()
+    todo = [int(manifest["exits"][k]["stage"])]
+    while todo:
+        s = todo.pop()
+        if s in needed:
+            continue
+        needed.add(s)
+        todo += [producer[t["name"]] for t in stages[s]["inputs"] if t["name"] in producer]
+    return int(sum(int(stages[s]["macs"]) for s in needed))
+
+
+@dataclass
+class SelectiveCalibration:
+    """Chosen selective threshold and windows as stored in the manifest (float scores)."""
+
+    criterion: str
+    runtime: str
+    samples: int
+    target: str
+    target_value: float
+    thresholds: list[float | None]   # per exit: accept early at or above (high_k)
+    window_low: list[float | None]   # per exit: reject below (low_k); the last is tau
+    chosen: dict[str, Any]           # coverage, risk, accuracy, expected_cost, exit_rates
+    no_early_exit: dict[str, Any]    # the same tau, every sample to the final exit
+    final_alone: dict[str, Any]      # the final exit on its own at the target
+    cost_unit: str
+    running_mean: bool
+    evaluated: int
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data["objective"] = f"selective {self.target} {self.target_value:g}"
+        return data
+
+
+def _stored(value: float | None, to_float: Callable[[float], float]) -> float | None:
+    return None if value is None else float(min(1.0, max(0.0, to_float(value))))
+
+
+def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequence[float],
+                        cost_unit: str = "MACs", target_risk: float | None = None,
+                        target_coverage: float | None = None, criterion: str = "max_softmax",
+                        runtime: str | None = None, max_coverage_drop: float = 0.01,
+                        max_risk_increase: float = 0.0, tick: Any = None
+                        ) -> SelectiveCalibration:
+    """Score every exit as the bundle's runtime decides (running mean included), choose
+    tau and the windows (:func:`calibrate_window`), and express them as the manifest's
+    float thresholds. On int8 runtimes the stored floats map back to the chosen integers;
+    the reported outcome is re-simulated from the stored values, so it is what the
+    runtimes and the C code will do on these samples."""
+    from eedge.policies.calibrate import collect_scores, float_threshold, integer_threshold
+
+    if len(y) == 0:
+        raise InputDataError("the calibration data is empty")
+    runtime = runtime or ("onnx" if all("onnx" in s["files"] for s in bundle.stages)
+                          else "int8-reference")
+    data = collect_scores(bundle, runtime, x, y, criterion, tick)
+    k_exits = len(data.scores)
+
+    def to_float(k: int) -> Callable[[float], float]:
+        if not data.integer:
+            return float
+        return lambda s: float_threshold(s, criterion, data.classes[k], data.quant(k),
+                                         data.running(k))
+
+    def to_score(k: int, t: float | None) -> float | None:
+        if t is None or not data.integer:
+            return t
+        return integer_threshold(t, criterion, data.classes[k], data.quant(k), data.running(k))
+
+    common = None if not data.integer else [
+        (lambda v, f=to_float(k): np.array([f(float(s)) for s in np.atleast_1d(v)]))
+        for k in range(k_exits)]
+    window = calibrate_window(data.scores, data.correct, costs, target_risk, target_coverage,
+                              max_coverage_drop, max_risk_increase, common)
+    lows = [_stored(v, to_float(k)) for k, v in enumerate(window.lows)]
+    highs = [_stored(v, to_float(k)) for k, v in enumerate(window.highs)]
+    highs[-1] = None
+    stored = simulate(data.scores, data.correct, [to_score(k, v) for k, v in enumerate(lows)],
+                      [to_score(k, v) for k, v in enumerate(highs)], costs)
+    full = simulate(data.scores, data.correct, [None] * (k_exits - 1) + [to_score(
+        k_exits - 1, lows[-1])], [None] * k_exits, costs)
+    own_s = (data.own_scores or data.scores)[-1]
+    own_c = (data.own_correct or data.correct)[-1]
+    if target_risk is not None:
+        coverage, _ = coverage_at_risk(own_s, own_c, target_risk)
+        alone = {"coverage": coverage, "risk_target": target_risk}
+    else:
+        risk, _ = risk_at_coverage(own_s, own_c, float(target_coverage))  # type: ignore[arg-type]
+        alone = {"risk": risk, "coverage_target": target_coverage}
+    alone["accuracy"] = float(np.mean(own_c))
+    alone["aurc"] = aurc(own_s, own_c)
+    return SelectiveCalibration(criterion, runtime, int(len(y)), window.target,
+                                window.target_value, highs, lows, stored.summary(),
+                                full.summary(), alone, cost_unit, bool(data.members),
+                                window.evaluated)
+
+
+def write_selective(bundle: Any, result: SelectiveCalibration, method: str) -> Any:
+    """Store the windows and tau as every exit's policy (threshold, window_low)."""
+    from eedge.ir.bundle import update_manifest
+    from eedge.policies.apply import finite_or_null
+    from eedge.policies.thresholds import check_thresholds
+
+    criteria = [result.criterion] * len(result.thresholds)
+    check_thresholds(result.thresholds, criteria)
+    check_thresholds(result.window_low, criteria)
+
+    def change(manifest: dict[str, Any]) -> None:
+        for entry, high, low in zip(manifest["exits"], result.thresholds, result.window_low):
+            entry["policy"] = {"criterion": result.criterion, "threshold": high,
+                               "window_low": low, "method": method}
+        manifest["calibration"] = finite_or_null(result.to_json())
+
+    return update_manifest(bundle, change)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _row(name: str, scores: np.ndarray, correct: np.ndarray, macs: float,
+         target_risk: float) -> dict[str, Any]:
+    coverage, _ = coverage_at_risk(scores, correct, target_risk)
+    return {"name": name, "accuracy": float(np.mean(correct)), "aurc": aurc(scores, correct),
+            "coverage_at_risk": coverage, "expected_macs": float(macs),
+            "curve": risk_coverage(scores, correct).to_json()}
+
+
+def selective_report(bundle: Any, cascade: Any, decided: Any, y: np.ndarray, x: np.ndarray,
+                     target_risk: float, tick: Any = None) -> dict[str, Any]:
+    """Risk–coverage comparison: the cascade as it decides vs the final exit alone (and,
+    for a running-mean ensemble, all members without early exits).
+
+    The cascade's curve ranks samples by the score at the exit where each left; its
+    *operating point* is what its windows and tau actually accept.
+    """
+    from eedge.policies.calibrate import collect_scores
+
+    criterion = cascade.criteria[-1]
+    if criterion not in ("max_softmax", "margin", "entropy"):
+        criterion = "max_softmax"
+    data = collect_scores(bundle, cascade.runtime, x, y, criterion, tick)
+    manifest = bundle.manifest
+    cumulative = [float(e["cumulative_macs"]) for e in bundle.exits]
+    own_s = (data.own_scores or data.scores)[-1]
+    own_c = (data.own_correct or data.correct)[-1]
+    rows = [_row("final exit alone", own_s, own_c, standalone_macs(manifest, len(cumulative) - 1),
+                 target_risk)]
+    if data.members:
+        rows.append(_row("ensemble, no early exit", data.scores[-1], data.correct[-1],
+                         cumulative[-1], target_risk))
+    correct = decided.predictions == y
+    accepted = ~decided.rejected
+    cascade_row = _row("cascade", decided.confidence.astype(np.float64), correct,
+                       float(np.mean(np.asarray(cumulative)[decided.exit_index])), target_risk)
+    n_accepted = int(accepted.sum())
+    cascade_row["operating_point"] = {
+        "coverage": float(np.mean(accepted)),
+        "risk": float(np.sum(accepted & ~correct) / n_accepted) if n_accepted else 0.0,
+        "exit_rates": [float(np.mean(decided.exit_index == k)) for k in range(len(cumulative))]}
+    rows.append(cascade_row)
+    return {"runtime": cascade.runtime, "samples": int(len(y)), "criterion": criterion,
+            "target_risk": target_risk, "running_mean": bool(data.members), "rows": rows}
+
+
+def plot_risk_coverage(report: dict[str, Any], path: Any) -> None:
+    """PNG of every row's risk–coverage curve and the cascade's operating point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in report["rows"]:
+        curve = row["curve"]
+        ax.plot(curve["coverage"], curve["risk"],
+                label=f"{row['name']} (AURC {row['aurc']:.4f}, "
+                      f"{row['expected_macs'] / 1e6:.3g} M MACs)")
+        point = row.get("operating_point")
+        if point:
+            ax.plot(point["coverage"], point["risk"], "*", markersize=12, color="#cc6677",
+                    label="cascade operating point")
+    ax.axhline(report["target_risk"], color="grey", linestyle=":", label="target risk")
+    ax.set_xlabel("coverage")
+    ax.set_ylabel("selective risk")
+    ax.set_title(f"risk–coverage ({report['criterion']}, {report['samples']} samples)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -451,7 +451,7 @@ class Cascade:
         Thresholds and windows work as for a single exit (see ``_decide``).
         """
         spec = self.io[stage_index]["outputs"][0]
-        values = store[spec["name"]]
+        values = self.class_logits(k, store[spec["name"]])  # a learned gate's column is no class
         members = self.running_members.index(k) + 1
         final = k == self.final_exit
         criterion = self.criteria[k]
