@@ -25,8 +25,8 @@ from eedge.ir.layout import to_channels_last
 from eedge.policies.criteria import (CRITERIA, gate_score, score_from_probabilities, softmax,
                                      split_gate)
 from eedge.policies.fixed_point import int8_probabilities, int8_score, threshold_q
-from eedge.reference.int8_kernels import dequantize_output, quantize_input
 from eedge.policies import running_mean
+from eedge.reference.int8_kernels import dequantize_output, quantize_input
 from eedge.runtime.stage_runners import RUNTIMES, make_runner
 
 
@@ -192,14 +192,14 @@ class Cascade:
         self.threshold_offset_q = 0  # moved by the integer budget policy (int8 runtimes)
         self.ensemble_members: list[int] = list((manifest.get("ensemble") or {})
                                                 .get("members", []))
-        self.role = (manifest.get("split") or {}).get("role")
         # running-mean ensemble: each member decides on the mean of the members so far
         self.running_members: list[int] = running_mean.running_members(manifest)
-        # a head bundle has no final exit: what its exits do not take goes to the server
+        self.role = (manifest.get("split") or {}).get("role")
         if self.running_members and self.role is not None:
             raise BundleError("a split bundle cannot decide on a running-mean ensemble (the "
                               "tail would need the head's sums); run the whole bundle, or turn "
                               "the mode off with `eedge calibrate ... --ensemble none`")
+        # a head bundle has no final exit: what its exits do not take goes to the server
         self.final_exit = len(self.exits) - 1 if self.role != "head" else -1
         self.cut_tensors = [t["name"] for t in manifest["split"]["cut_tensors"]] \
             if self.role == "head" else []
@@ -410,36 +410,6 @@ class Cascade:
         empty = active[:0]
         return None, empty, {name: v[:0] for name, v in store.items()}
 
-    def _decide(self, k: int, stage_index: int, active: np.ndarray,
-                store: dict[str, np.ndarray], result: CascadeResult, early_exit: bool
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Record samples that exit at exit ``k``; keep the rest.
-
-        int8 stages decide in fixed point exactly as the generated C does (an
-        integer score of the int8 softmax against an integer threshold); float
-        stages on float scores. With a window (``window_low``), samples scoring
-        below it leave too, flagged as rejected (too uncertain to be worth
-        more computation).
-        """
-        spec = self.io[stage_index]["outputs"][0]
-        final = k == self.final_exit
-        criterion = self.criteria[k]
-        threshold = self.thresholds[k] if early_exit else None
-        # the final exit's window_low is the selective threshold: below it, rejected
-        low = self.window_low[k] if early_exit or final else None
-        values, gate = split_gate(store[spec["name"]], self.gates[k])  # gate: learned gates
-        if gate is None and criterion == "gate":  # only the final exit, which always decides
-            criterion = "max_softmax"
-        classes = values.shape[-1]
-        if spec.get("quant"):
-            quant = QuantParams.from_json(spec["quant"])
-            scale, gate_q = quant.scale[0], (quant.scale[0], quant.zero_point[0])
-            q = int8_probabilities(values, scale).astype(np.int32)
-            probs = ((q + 128) / 256).astype(np.float32)
-            score_q = gate.astype(np.int32) if criterion == "gate" else int8_score(q, criterion)
-            limit = threshold_q(threshold, final, criterion, classes, gate_q)
-            if not final and threshold is not None:
-                limit += self.threshold_offset_q  # the integer budget policy's offset
     def _running_mean(self, k: int, stage_index: int, total: np.ndarray | None,
                       active: np.ndarray, store: dict[str, np.ndarray], result: CascadeResult,
                       early_exit: bool
@@ -490,6 +460,36 @@ class Cascade:
         staying = ~leaving
         return total[staying], active[staying], {name: v[staying] for name, v in store.items()}
 
+    def _decide(self, k: int, stage_index: int, active: np.ndarray,
+                store: dict[str, np.ndarray], result: CascadeResult, early_exit: bool
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Record samples that exit at exit ``k``; keep the rest.
+
+        int8 stages decide in fixed point exactly as the generated C does (an
+        integer score of the int8 softmax against an integer threshold); float
+        stages on float scores. With a window (``window_low``), samples scoring
+        below it leave too, flagged as rejected (too uncertain to be worth
+        more computation).
+        """
+        spec = self.io[stage_index]["outputs"][0]
+        final = k == self.final_exit
+        criterion = self.criteria[k]
+        threshold = self.thresholds[k] if early_exit else None
+        # the final exit's window_low is the selective threshold: below it, rejected
+        low = self.window_low[k] if early_exit or final else None
+        values, gate = split_gate(store[spec["name"]], self.gates[k])  # gate: learned gates
+        if gate is None and criterion == "gate":  # only the final exit, which always decides
+            criterion = "max_softmax"
+        classes = values.shape[-1]
+        if spec.get("quant"):
+            quant = QuantParams.from_json(spec["quant"])
+            scale, gate_q = quant.scale[0], (quant.scale[0], quant.zero_point[0])
+            q = int8_probabilities(values, scale).astype(np.int32)
+            probs = ((q + 128) / 256).astype(np.float32)
+            score_q = gate.astype(np.int32) if criterion == "gate" else int8_score(q, criterion)
+            limit = threshold_q(threshold, final, criterion, classes, gate_q)
+            if not final and threshold is not None:
+                limit += self.threshold_offset_q  # the integer budget policy's offset
             leaving = score_q >= limit
             rejected = (score_q < threshold_q(low, False, criterion, classes, gate_q)
                         if low is not None else np.zeros(active.size, bool))
