@@ -118,6 +118,7 @@ def _run(work: Path, keep: bool, seed: int, epochs: int, target_risk: float, say
     say(f"calibrating the window deferral for risk {target_risk:.0%} on validation data")
     t = time.perf_counter()
     window = calibrate_deferral(bundle, x_val, y_val, target_risk)
+    own = calibrate_deferral(bundle, x_val, y_val, target_risk, running=False)
     bundle = write_deferral(bundle, window)
     seconds["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -125,7 +126,7 @@ def _run(work: Path, keep: bool, seed: int, epochs: int, target_risk: float, say
     sets = {"digits + corrupted": (x_test, y_test), "clean only": (x_test[:clean], y_test[:clean]),
             "corrupted only": (x_test[clean:], y_test[clean:])}
     taus.append(window.reference_tau)  # the ensemble of all members, no early exit
-    results = {name: evaluate_systems(bundle, x, y, taus, target_risk)
+    results = {name: evaluate_systems(bundle, x, y, taus, target_risk, own)
                for name, (x, y) in sets.items()}
     seconds["evaluate"] = time.perf_counter() - t
     reached = {name: _reaches(rows) for name, rows in results.items()}
@@ -150,20 +151,33 @@ def _costs(bundle: Any) -> list[float]:
     return [float(e["cumulative_macs"]) for e in bundle.exits]
 
 
-def calibrate_deferral(bundle: Any, x: np.ndarray, y: np.ndarray, target_risk: float) -> Any:
-    """The window policy on running-mean scores (max softmax) for ``target_risk``."""
-    from eedge.policies import running_mean
+def calibrate_deferral(bundle: Any, x: np.ndarray, y: np.ndarray, target_risk: float,
+                       running: bool = True) -> Any:
+    """The window policy for ``target_risk`` on max-softmax scores: of the running mean of
+    the members so far (``running``), or of each member alone (the last then decides as
+    the largest model alone does)."""
     from eedge.policies.selective import calibrate_window
 
-    logits = _member_logits(bundle, x)
-    members = list(range(len(logits)))
-    scores, predictions = running_mean.running_scores(logits, [None] * len(logits), members,
-                                                      "max_softmax")
-    correct = [p == y for p in predictions]
-    # max_coverage_drop=0: the cascade must cover what the largest member alone covers at
-    # the target risk (on this data), not 1 % less
+    scores, correct = _scores(_member_logits(bundle, x), y, running)
+    # max_coverage_drop=0: the cascade must cover what its last exit alone (the ensemble of
+    # all members, or the largest member) covers at the target risk, not 1 % less
     return calibrate_window(scores, correct, _costs(bundle), target_risk=target_risk,
                             max_coverage_drop=0.0)
+
+
+def _scores(logits: list[np.ndarray], y: np.ndarray, running: bool
+            ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per exit: the max-softmax score it decides on and whether its answer is right."""
+    from eedge.policies import running_mean
+    from eedge.policies.criteria import softmax
+
+    if running:
+        scores, predictions = running_mean.running_scores(
+            logits, [None] * len(logits), list(range(len(logits))), "max_softmax")
+    else:
+        probs = [softmax(z) for z in logits]
+        scores, predictions = [p.max(-1) for p in probs], [p.argmax(-1) for p in probs]
+    return scores, [p == y for p in predictions]
 
 
 def write_deferral(bundle: Any, window: Any) -> Any:
@@ -200,10 +214,12 @@ def _single_taus(bundle: Any, x: np.ndarray, y: np.ndarray, target_risk: float) 
 
 
 def evaluate_systems(bundle: Any, x: np.ndarray, y: np.ndarray, taus: list[float],
-                     target_risk: float) -> list[SystemResult]:
+                     target_risk: float, own: Any = None) -> list[SystemResult]:
     """Each member alone, the cascade with its window policy (the bundle's runtime), and
     the full ensemble (every member, no early exit); ``taus`` are the members' and then the
-    ensemble's selective thresholds (calibrated on validation data)."""
+    ensemble's selective thresholds (calibrated on validation data). With ``own`` (a window
+    calibrated on each member's own scores) also that cascade, decided by
+    :func:`eedge.policies.selective.simulate` on the members' outputs."""
     from eedge.policies.criteria import softmax
     from eedge.policies.selective import aurc, coverage_at_risk
     from eedge.runtime.cascade import Cascade
@@ -230,10 +246,27 @@ def evaluate_systems(bundle: Any, x: np.ndarray, y: np.ndarray, taus: list[float
     best = calibrate_deferral(bundle, x, y, target_risk).chosen
     row.oracle_coverage, row.oracle_macs = float(best["coverage"]), float(best["expected_cost"])
     rows.append(row)
+    if own is not None:
+        rows.append(_own_row(logits, y, costs, own, target_risk))
     mean = np.mean([softmax(z) for z in logits], axis=0)
     rows.append(_row("ensemble", mean.argmax(-1) == y, mean.max(-1),
                      mean.max(-1) >= taus[-1], costs[-1], target_risk, aurc, coverage_at_risk))
     return rows
+
+
+def _own_row(logits: list[np.ndarray], y: np.ndarray, costs: list[float], window: Any,
+             target_risk: float) -> SystemResult:
+    """The cascade whose members decide on their own scores (no ensemble)."""
+    from eedge.policies.selective import aurc, calibrate_window, simulate
+
+    scores, correct = _scores(logits, y, running=False)
+    o = simulate(scores, correct, window.lows, window.highs, costs)
+    confidence = np.stack(scores)[o.exit_index, np.arange(len(y))]
+    best = calibrate_window(scores, correct, costs, target_risk=target_risk,
+                            max_coverage_drop=0.0).chosen
+    return SystemResult("cascade-own", o.accuracy, float(aurc(confidence, o.correct)),
+                        o.coverage, o.risk, float(best["coverage"]), o.expected_cost,
+                        float(best["expected_cost"]), o.exit_rates())
 
 
 def _row(name: str, right: np.ndarray, score: np.ndarray, accepted: np.ndarray, macs: float,
@@ -277,9 +310,11 @@ def renderables(report: CascadeDemoReport) -> list[Any]:
     out: list[Any] = []
     for name, rows in report.results.items():
         table = Table(title=f"{name} test images: selective classification at {risk} risk",
-                      caption="cov, risk, MACs: at the operating point calibrated on "
-                              f"validation data; best cov: the largest coverage at <= {risk} "
-                              "risk on these images, and its MACs")
+                      caption="cascade: decisions on the running mean of the members so far; "
+                              "cascade-own: each member on its own score. cov, risk, MACs: at "
+                              "the operating point calibrated on validation data; best cov: "
+                              f"the largest coverage at <= {risk} risk on these images, and "
+                              "its MACs")
         for column in ("system", "acc", "AURC", "cov", "risk", "MACs", "best cov", "MACs"):
             table.add_column(column, justify="right")
         for r in rows:
@@ -295,6 +330,11 @@ def renderables(report: CascadeDemoReport) -> list[Any]:
                    f"point costs {cascade.oracle_macs / large.oracle_macs:.0%} of the large "
                    f"model's MACs ({human_count(cascade.oracle_macs)} vs "
                    f"{human_count(large.oracle_macs)})")
+        own = next((r for r in rows if r.name == "cascade-own"), None)
+        if own is not None:
+            out.append(f"  without the running mean (each member on its own score): "
+                       f"{own.oracle_coverage:.1%} at {own.oracle_macs / large.oracle_macs:.0%}"
+                       f" of the MACs")
     w = report.window
     lows = ", ".join("-" if v is None else f"{v:.3f}" for v in w["lows"][:-1])
     highs = ", ".join("-" if v is None else f"{v:.3f}" for v in w["highs"][:-1])
