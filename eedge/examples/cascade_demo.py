@@ -19,6 +19,7 @@ data itself (an oracle threshold, for reference) and expected MACs.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -117,7 +118,7 @@ def _run(work: Path, keep: bool, seed: int, epochs: int, target_risk: float, say
     seconds["cascade_build"] = time.perf_counter() - t
     say(f"calibrating the window deferral for risk {target_risk:.0%} on validation data")
     t = time.perf_counter()
-    window = calibrate_deferral(bundle, x_val, y_val, target_risk)
+    window = calibrate_deferral(bundle, x_val, y_val, target_risk, running=True)
     own = calibrate_deferral(bundle, x_val, y_val, target_risk, running=False)
     bundle = write_deferral(bundle, window)
     seconds["calibrate"] = time.perf_counter() - t
@@ -125,7 +126,6 @@ def _run(work: Path, keep: bool, seed: int, epochs: int, target_risk: float, say
     taus = _single_taus(bundle, x_val, y_val, target_risk)
     sets = {"digits + corrupted": (x_test, y_test), "clean only": (x_test[:clean], y_test[:clean]),
             "corrupted only": (x_test[clean:], y_test[clean:])}
-    taus.append(window.reference_tau)  # the ensemble of all members, no early exit
     results = {name: evaluate_systems(bundle, x, y, taus, target_risk, own)
                for name, (x, y) in sets.items()}
     seconds["evaluate"] = time.perf_counter() - t
@@ -136,8 +136,9 @@ def _run(work: Path, keep: bool, seed: int, epochs: int, target_risk: float, say
     agreement = _int8_agreement(bundle, x_test) if int8 else None
     seconds["total"] = time.perf_counter() - start
     return CascadeDemoReport(target_risk, members, results,
-                             {"tau": window.tau, "lows": window.lows, "highs": window.highs,
-                              "validation": window.chosen}, reached, seconds,
+                             {"tau": window.window_low[-1], "lows": window.window_low,
+                              "highs": window.thresholds, "validation": window.chosen},
+                             reached, seconds,
                              str(bundle.path) if keep else None, agreement)
 
 
@@ -153,16 +154,37 @@ def _costs(bundle: Any) -> list[float]:
 
 def calibrate_deferral(bundle: Any, x: np.ndarray, y: np.ndarray, target_risk: float,
                        running: bool = True) -> Any:
-    """The window policy for ``target_risk`` on max-softmax scores: of the running mean of
-    the members so far (``running``), or of each member alone (the last then decides as
-    the largest model alone does)."""
-    from eedge.policies.selective import calibrate_window
+    """The window policy for ``target_risk`` on max-softmax scores, chosen by
+    :func:`eedge.policies.selective.calibrate_selective` (what ``eedge calibrate --risk R
+    --ensemble running-mean|none`` runs) with the float runtime: on the running mean of the
+    members so far (``running``), or on each member's own score (the last member then
+    decides as the largest model alone does). The bundle on disk is not changed."""
+    from eedge.ir.bundle import Bundle
+    from eedge.policies.costs import mac_costs
+    from eedge.policies.running_mean import set_running_mean
+    from eedge.policies.selective import calibrate_selective
 
-    scores, correct = _scores(_member_logits(bundle, x), y, running)
+    manifest = json.loads(json.dumps(bundle.manifest))
+    set_running_mean(manifest, running)
+    mode = Bundle(path=bundle.path, manifest=manifest)
+    costs = mac_costs(mode)
     # max_coverage_drop=0: the cascade must cover what its last exit alone (the ensemble of
     # all members, or the largest member) covers at the target risk, not 1 % less
-    return calibrate_window(scores, correct, _costs(bundle), target_risk=target_risk,
-                            max_coverage_drop=0.0)
+    return calibrate_selective(mode, x, y, costs.values, costs.unit, target_risk=target_risk,
+                               runtime="onnx", max_coverage_drop=0.0)
+
+
+def write_deferral(bundle: Any, result: Any) -> Any:
+    """Store the policy in the manifest (``eedge.policies.selective.write_selective``):
+    exit k answers at >= its threshold and rejects below its window_low, the final exit
+    rejects below tau; with the ensemble mode the policy was calibrated for."""
+    from eedge.ir.bundle import update_manifest
+    from eedge.policies.running_mean import set_running_mean
+    from eedge.policies.selective import write_selective
+
+    bundle = update_manifest(bundle, lambda m: set_running_mean(m, result.running_mean))
+    return write_selective(bundle, result, f"cascade demo (selective risk "
+                                           f"{result.target_value:g})")
 
 
 def _scores(logits: list[np.ndarray], y: np.ndarray, running: bool
@@ -180,35 +202,17 @@ def _scores(logits: list[np.ndarray], y: np.ndarray, running: bool
     return scores, [p == y for p in predictions]
 
 
-def write_deferral(bundle: Any, window: Any) -> Any:
-    """Store the window in the manifest: exit k answers at >= highs[k] and rejects below
-    lows[k]; the final exit rejects below tau; decisions on the running mean."""
-    from eedge.ir.bundle import update_manifest
-    from eedge.policies import running_mean
-
-    def change(manifest: dict[str, Any]) -> None:
-        running_mean.set_running_mean(manifest, True)
-        for k, entry in enumerate(manifest["exits"]):
-            final = k == len(manifest["exits"]) - 1
-            policy = entry["policy"]
-            policy["criterion"] = "max_softmax"
-            policy["threshold"] = None if final else window.highs[k]
-            policy["window_low"] = window.tau if final else window.lows[k]
-            policy["method"] = f"window deferral, risk {window.target_value:g}"
-
-    return update_manifest(bundle, change)
-
-
 def _single_taus(bundle: Any, x: np.ndarray, y: np.ndarray, target_risk: float) -> list[float]:
-    """Each member's own selective threshold for ``target_risk`` on validation data
-    (infinite, i.e. reject everything, where no threshold reaches it)."""
+    """Each member's own selective threshold for ``target_risk`` on validation data, then
+    the ensemble's (mean of all members); infinite (reject everything) where no threshold
+    reaches the risk."""
     from eedge.policies.criteria import softmax
     from eedge.policies.selective import coverage_at_risk
 
+    probs = [softmax(z) for z in _member_logits(bundle, x)]
     taus = []
-    for logits in _member_logits(bundle, x):
-        probs = softmax(logits)
-        _, tau = coverage_at_risk(probs.max(-1), probs.argmax(-1) == y, target_risk)
+    for p in probs + [np.mean(probs, axis=0)]:
+        _, tau = coverage_at_risk(p.max(-1), p.argmax(-1) == y, target_risk)
         taus.append(float("inf") if tau is None else float(tau))
     return taus
 
@@ -243,27 +247,28 @@ def evaluate_systems(bundle: Any, x: np.ndarray, y: np.ndarray, taus: list[float
     # the oracle for the cascade: the cheapest window policy reaching the target risk at the
     # full ensemble's coverage, chosen on this test set itself (as the single models' oracle
     # thresholds are)
-    best = calibrate_deferral(bundle, x, y, target_risk).chosen
+    best = calibrate_deferral(bundle, x, y, target_risk, running=True).chosen
     row.oracle_coverage, row.oracle_macs = float(best["coverage"]), float(best["expected_cost"])
     rows.append(row)
     if own is not None:
-        rows.append(_own_row(logits, y, costs, own, target_risk))
+        rows.append(_own_row(bundle, x, logits, y, costs, own, target_risk))
     mean = np.mean([softmax(z) for z in logits], axis=0)
     rows.append(_row("ensemble", mean.argmax(-1) == y, mean.max(-1),
                      mean.max(-1) >= taus[-1], costs[-1], target_risk, aurc, coverage_at_risk))
     return rows
 
 
-def _own_row(logits: list[np.ndarray], y: np.ndarray, costs: list[float], window: Any,
-             target_risk: float) -> SystemResult:
-    """The cascade whose members decide on their own scores (no ensemble)."""
-    from eedge.policies.selective import aurc, calibrate_window, simulate
+def _own_row(bundle: Any, x: np.ndarray, logits: list[np.ndarray], y: np.ndarray,
+             costs: list[float], own: Any, target_risk: float) -> SystemResult:
+    """The cascade whose members decide on their own scores (no ensemble), with the
+    policy ``own`` calibrated on validation data, decided by
+    :func:`eedge.policies.selective.simulate` (as the runtimes decide)."""
+    from eedge.policies.selective import aurc, simulate
 
     scores, correct = _scores(logits, y, running=False)
-    o = simulate(scores, correct, window.lows, window.highs, costs)
+    o = simulate(scores, correct, own.window_low, own.thresholds, costs)
     confidence = np.stack(scores)[o.exit_index, np.arange(len(y))]
-    best = calibrate_window(scores, correct, costs, target_risk=target_risk,
-                            max_coverage_drop=0.0).chosen
+    best = calibrate_deferral(bundle, x, y, target_risk, running=False).chosen
     return SystemResult("cascade-own", o.accuracy, float(aurc(confidence, o.correct)),
                         o.coverage, o.risk, float(best["coverage"]), o.expected_cost,
                         float(best["expected_cost"]), o.exit_rates())

@@ -75,12 +75,9 @@ def train_member(size: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int
 
 def export_member(model: Any, path: Any) -> None:
     """What a user does: ``torch.onnx.export`` with its defaults (weights in ``.onnx.data``)."""
-    import contextlib
-    import io
-    import warnings
-
     import torch
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    from eedge.frontends.torch_frontend import _quiet_exporter
+
+    with _quiet_exporter():  # the exporter's log lines are not the user's business here
         torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(path))
