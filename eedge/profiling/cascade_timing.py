@@ -46,6 +46,8 @@ class CascadeTiming:
     overhead_batch_ms: list[list[float]] = field(default_factory=list)  # [exit][repeat], batch B
     measured_batch_ms: list[float] = field(default_factory=list)        # per batch of B
     rounds: int = 1
+    stage_round_sizes: list[int] = field(default_factory=list)     # stage passes per round
+    overhead_round_sizes: list[int] = field(default_factory=list)  # repeats per exit, round
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +55,19 @@ class CascadeTiming:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CascadeTiming":
         return cls(**data)
+
+    def round(self, r: int) -> "CascadeTiming":
+        """Round ``r`` alone at batch 1, to check a prediction round by round (a burst of
+        load on the machine then spoils one round, not the comparison)."""
+        def part(values: list[float], sizes: list[int]) -> list[float]:
+            start = sum(sizes[:r])
+            return values[start:start + sizes[r]]
+
+        samples = len(self.measured_ms) // self.rounds
+        return CascadeTiming(
+            1, [part(t, self.stage_round_sizes) for t in self.stage_ms],
+            [part(t, self.overhead_round_sizes) if t else [] for t in self.overhead_ms],
+            self.measured_ms[r * samples:(r + 1) * samples], self.exit_index, rounds=1)
 
 
 class _Replay:
@@ -167,6 +182,8 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
         share = stage_passes // rounds + (1 if r < stage_passes % rounds else 0)
         repeat_share = overhead_repeats // rounds + (1 if r < overhead_repeats % rounds else 0)
         _time_stages(cascade, feeds, share, timing.stage_ms)
+        timing.stage_round_sizes.append(share)
+        timing.overhead_round_sizes.append(repeat_share if stream else 0)
         if not stream:
             continue
         _time_overhead(cascade, x[:1], outs, repeat_share, timing.overhead_ms)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,12 +22,8 @@ from eedge.errors import BundleError, ToolchainError
 MISSING_REFERENCE_OP = "Didn't find op for builtin opcode"
 
 
-def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1,
-                       log: NativeLog | None = None) -> Any:
-    """A ready (allocated) LiteRT interpreter; falls back to tflite_runtime.
-
-    ``log`` receives what LiteRT's C++ logged while loading (the delegates it applied).
-    """
+def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1) -> Any:
+    """A ready (allocated) LiteRT interpreter; falls back to tflite_runtime."""
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
@@ -38,62 +33,45 @@ def litert_interpreter(model: bytes, reference: bool = True, threads: int = 1,
             raise ToolchainError("no TFLite interpreter: pip install ai-edge-litert") from exc
     resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     try:
-        captured = NativeLog()
-        try:
-            with capture_native_stderr() as captured:
-                interpreter = Interpreter(model_content=model, num_threads=threads,
-                                          experimental_op_resolver_type=resolver)
-                interpreter.allocate_tensors()
-        finally:
-            if log is not None:
-                log.data += captured.data
+        with _quiet_native_stderr():
+            interpreter = Interpreter(model_content=model, num_threads=threads,
+                                      experimental_op_resolver_type=resolver)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         if reference and MISSING_REFERENCE_OP in str(exc):
             # BUILTIN_REF registers no kernel for some builtins (ELU): LiteRT's default one
             # is then its only kernel. Runs that compare LiteRT with itself (staged vs
             # monolithic) stay consistent; TFLite Micro remains the bit-exact oracle.
-            return litert_interpreter(model, False, threads, log)
+            return litert_interpreter(model, False, threads)
         raise BundleError(f"LiteRT cannot load the model: {str(exc).splitlines()[0]}") from exc
     return interpreter
+
+
+def uses_delegate(interpreter: Any) -> bool:
+    """Whether LiteRT handed nodes to a delegate (XNNPACK: the only one its default resolver
+    applies on a CPU). Read from the execution plan, where delegated partitions are
+    DELEGATE nodes: LiteRT logs the delegate's creation only once per process."""
+    try:
+        return any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+    except (AttributeError, KeyError, RuntimeError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
 def _quiet_native_stderr() -> Iterator[None]:
     """LiteRT's C++ logs an INFO line per interpreter on fd 2; keep the CLI clean."""
-    with capture_native_stderr():
-        yield
-
-
-class NativeLog:
-    """What native code wrote to fd 2 inside :func:`capture_native_stderr`."""
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def text(self) -> str:
-        return self.data.decode(errors="replace")
-
-
-@contextlib.contextmanager
-def capture_native_stderr() -> Iterator[NativeLog]:
-    """Redirect fd 2 to a temporary file and keep what C++ code logged there."""
-    log = NativeLog()
     try:
         saved = os.dup(2)
     except OSError:
-        yield log
+        yield
         return
     try:
-        with tempfile.TemporaryFile() as capture:
+        with open(os.devnull, "wb") as devnull:
             sys.stderr.flush()
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield log
-            finally:
-                os.dup2(saved, 2)
-                capture.seek(0)
-                log.data += capture.read()
+            os.dup2(devnull.fileno(), 2)
+            yield
     finally:
+        os.dup2(saved, 2)
         os.close(saved)
 
 
@@ -166,10 +144,8 @@ class LiteRTModel:
     """
 
     def __init__(self, model: bytes, reference: bool = True, threads: int = 1) -> None:
-        log = NativeLog()
-        self.interpreter = litert_interpreter(model, reference, threads, log)
-        # LiteRT logs the delegate it applies; XNNPACK is the fast path of a Linux board
-        self.xnnpack = "XNNPACK" in log.text()
+        self.interpreter = litert_interpreter(model, reference, threads)
+        self.xnnpack = uses_delegate(self.interpreter)
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         self._in = [d["index"] for d in self.inputs]

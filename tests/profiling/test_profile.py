@@ -48,16 +48,63 @@ def test_expected_latency_arithmetic() -> None:
 def test_host_profile_cli(capsys, bundle, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     report_file, plot_file = tmp_path / "r.json", tmp_path / "p.png"
     code, out, err = cli(capsys, "profile", str(bundle.path), "--target", "host", "--data",
-                         str(data), "--repeats", "30", "--warmup", "3", "--report",
-                         str(report_file), "--plot", str(plot_file))
+                         str(data), "--repeats", "30", "--warmup", "3", "--batch", "4",
+                         "--report", str(report_file), "--plot", str(plot_file))
     assert code == 0, err
     assert "expected with exits" in out and "p99" in out
+    assert "predicted / measured" in out and "cascade overhead" in out
     report = json.loads(report_file.read_text())
+    check_end_to_end(report, samples=40, batch=4)
     assert report["unit"] == "ms" and report["environment"]["threads"] == 1
     assert all(s["stats"]["runs"] == 30 and s["value"] > 0 for s in report["stages"])
     assert report["expected"]["expected"] <= report["no_exit"]
     assert abs(sum(report["exit_statistics"]["exit_rates"]) - 1) < 1e-9
     assert plot_file.read_bytes()[:4] == b"\x89PNG"
+
+
+def check_end_to_end(report: dict, samples: int, batch: int) -> None:
+    """The cascade ran on every sample; predicted and measured stand side by side."""
+    e2e = report["end_to_end"]
+    assert e2e["samples"] == samples and e2e["batch1"]["runs"] == samples * e2e["rounds"]
+    assert abs(sum(e2e["exit_rates"]) - 1) < 1e-9
+    for key in ("batch1", f"batch{batch}"):
+        for side in ("predicted", "measured"):
+            stats = e2e[key][side]
+            assert 0 < stats["p50"] <= stats["p90"] <= stats["p99"] and stats["mean"] > 0
+        assert set(e2e[key]["ratio"]) == {"mean", "p50", "p90", "p99"}
+    overhead = e2e["overhead"]
+    assert overhead["overhead_ms"] > 0 and overhead["overhead_per_stage_us"] > 0
+    # the prediction is the stages plus the measured overhead, not the stages alone
+    assert e2e["batch1"]["predicted"]["mean"] == pytest.approx(
+        overhead["stages_ms"] + overhead["overhead_ms"])
+
+
+def test_runtime_comparison_cli(capsys, bundle) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = cli(capsys, "profile", str(bundle.path), "--runtime", "onnx,int8",
+                         "--repeats", "12", "--warmup", "2", "--json")
+    assert code == 0, err
+    check_comparison(json.loads(out), ["onnx", "int8"], 12)
+    code, out, err = cli(capsys, "profile", str(bundle.path), "--runtime", "onnx,int8",
+                         "--repeats", "6", "--warmup", "1")
+    assert code == 0, err
+    assert "fastest" in out
+    code, _, err = cli(capsys, "profile", str(bundle.path), "--runtime", "onnx,bogus")
+    assert code == 5 and "unknown runtime bogus" in err
+    code, _, err = cli(capsys, "profile", str(bundle.path), "--runtime", "onnx,int8-tflm")
+    assert code == 5 and "reference engine" in err
+    code, _, err = cli(capsys, "profile", str(bundle.path), "--runtime", "onnx,tvm")
+    assert code != 0 and "tvm" in err
+
+
+def check_comparison(report: dict, runtimes: list, runs: int) -> None:
+    assert report["runtimes"] == runtimes and report["runs"] == {n: runs for n in runtimes}
+    for stage in report["stages"]:
+        p50 = stage["p50_ms"]
+        assert set(p50) == set(runtimes) and min(p50.values()) > 0
+        assert stage["fastest"] == min(p50, key=p50.get)
+    assert report["fastest_per_stage_total_p50_ms"] == pytest.approx(
+        sum(min(s["p50_ms"].values()) for s in report["stages"]))
+    assert report["fastest_overall"] in runtimes
 
 
 def test_qemu_profile_cli(capsys, bundle, data) -> None:  # type: ignore[no-untyped-def]
@@ -91,6 +138,20 @@ def test_ssh_profile_against_a_local_sshd(capsys, bundle, data, tmp_path: Path) 
         assert report["environment"]["onnxruntime"]
         assert len(report["stages"]) == 3 and all(s["stats"]["runs"] == 20
                                                   for s in report["stages"])
+        check_end_to_end(report, samples=40, batch=1)
+        # int8 stages on the device run in LiteRT with XNNPACK, end to end too
+        code, out, err = cli(capsys, "profile", str(bundle.path), "--target", str(target_file),
+                             "--data", str(data), "--runtime", "int8", "--batch", "4",
+                             "--repeats", "10", "--warmup", "1", "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["environment"]["xnnpack"] is True and report["environment"]["runtime"] == "int8"
+        check_end_to_end(report, samples=40, batch=4)
+        code, out, err = cli(capsys, "profile", str(bundle.path), "--target", str(target_file),
+                             "--runtime", "onnx,int8", "--repeats", "10", "--warmup", "1",
+                             "--json")
+        assert code == 0, err
+        check_comparison(json.loads(out), ["onnx", "int8"], 10)
         x = example_input(seed=1, batch=1)
         # the device's python lacks onnxruntime (no site-packages): a clear error
         bare_python = tmp_path / "python-without-packages"

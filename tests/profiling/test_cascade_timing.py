@@ -1,0 +1,62 @@
+"""The end-to-end cascade timing: structure, the decisions it streams, and the overhead paths."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "codegen"))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from int8_bundles import int8_bundle  # noqa: E402
+from zoo import example_input  # noqa: E402
+
+from eedge.profiling.cascade_timing import time_cascade  # noqa: E402
+from eedge.profiling.prediction import end_to_end  # noqa: E402
+from eedge.runtime.cascade import Cascade  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return int8_bundle("sequential", tmp_path_factory.mktemp("timing"))
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "int8"])
+def test_time_cascade_structure_and_decisions(bundle, runtime: str) -> None:  # type: ignore[no-untyped-def]
+    x = example_input(seed=5, batch=12)
+    cascade = Cascade(bundle, runtime=runtime)
+    reference = Cascade(bundle, runtime=runtime).infer(x)  # the batch decides row by row
+    timing = time_cascade(cascade, x, batch=4, rounds=3, stage_passes=10,
+                          overhead_repeats=6, warmup=2)
+    assert timing.stage_round_sizes == [4, 3, 3] and timing.overhead_round_sizes == [2, 2, 2]
+    assert len(timing.stage_ms) == len(bundle.stages)
+    assert all(len(t) == 10 and min(t) > 0 for t in timing.stage_ms)
+    # every exit can be forced on a plain cascade: each path timed 6 times
+    assert [len(o) for o in timing.overhead_ms] == [6] * len(bundle.exits)
+    assert len(timing.measured_ms) == 3 * len(x) and min(timing.measured_ms) > 0
+    assert timing.exit_index == reference.exit_index.tolist()
+    assert len(timing.measured_batch_ms) == 3 * 3 and len(timing.stage_batch_ms[0]) == 3
+    # the forced runs leave the cascade as it was: it decides the same again
+    assert cascade.infer(x).exit_index.tolist() == reference.exit_index.tolist()
+    assert cascade.thresholds == reference_thresholds(bundle)
+    report = end_to_end(timing.to_json(), [e["stage"] for e in bundle.exits])
+    predicted, overhead = report["batch1"]["predicted"], report["overhead"]
+    assert overhead["overhead_ms"] > 0 and all(o > 0 for o in overhead["overhead_by_exit_ms"])
+    assert predicted["mean"] == pytest.approx(overhead["stages_ms"] + overhead["overhead_ms"])
+    assert report["batch1"]["measured"]["mean"] > 0 and "batch4" in report
+
+
+def reference_thresholds(bundle) -> list:  # type: ignore[no-untyped-def]
+    return [e["policy"]["threshold"] for e in bundle.exits]
+
+
+def test_stages_only_without_a_stream(bundle) -> None:  # type: ignore[no-untyped-def]
+    timing = time_cascade(Cascade(bundle), example_input(seed=1, batch=1), batch=8, rounds=2,
+                          stage_passes=4, warmup=1, stream=False)
+    assert all(len(t) == 4 for t in timing.stage_ms)
+    assert timing.measured_ms == [] and all(o == [] for o in timing.overhead_ms)
+    assert timing.measured_batch_ms == [] and timing.stage_batch_ms == []
+
