@@ -139,3 +139,28 @@ def test_split_head_is_the_first_member(capsys, spread: Path, cascade_case,  # t
     assert 0 < len(first.pending) < len(x)
     assert exits.tolist() == whole.exit_index.tolist()
     assert preds.tolist() == whole.predictions.tolist()
+
+
+def test_selective_calibrate_and_evaluate(capsys, cascade_case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Window-based deferral on the running mean, then `evaluate --selective`, on the
+    cascade bundle: the reported operating point is what the runtime decides."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(cascade_case.bundle, bundle)
+    calibration = cli_json(capsys, "calibrate", str(bundle), "--data", str(cascade_case.val),
+                           "--risk", "0.02", "--ensemble", "running-mean")
+    assert calibration["running_mean"] is True
+    assert calibration["chosen"]["risk"] <= 0.02 + 1e-12
+    np.savez(tmp_path / "test.npz", x=cascade_case.data.x_test, y=cascade_case.data.y_test)
+    report = cli_json(capsys, "evaluate", str(bundle), "--data", str(tmp_path / "test.npz"),
+                      "--selective", "--risk", "0.02")
+    rows = {r["name"]: r for r in report["selective"]["rows"]}
+    decided = Cascade(load_bundle(bundle), runtime=report["runtime"]).infer(
+        cascade_case.data.x_test)
+    point = rows["cascade"]["operating_point"]
+    assert point["coverage"] == pytest.approx(float(np.mean(~decided.rejected)))
+    costs = np.array([e["cumulative_macs"] for e in load_bundle(bundle).exits], float)
+    assert rows["cascade"]["expected_macs"] == pytest.approx(
+        float(costs[decided.exit_index].mean()))
+    assert rows["cascade"]["expected_macs"] < costs[-1]  # cheaper than running every member
+    assert rows["final exit alone"]["expected_macs"] == \
+        load_bundle(bundle).manifest["cascade"]["members"][-1]["macs"]
