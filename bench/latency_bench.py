@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ def _measure(bundle_dir: Path, x: np.ndarray, target: Any, repeats: int) -> dict
 
 def latency_bench(demo_bundle: Path, demo_data: Path, workdir: Path) -> dict[str, Any]:
     """Host and loopback-SSH figures for the demo and residual 96x96, ORT and int8."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "profiling"))
     from sshd import fake_pi
 
     from eedge.targets import load_target
