@@ -239,8 +239,10 @@ if __name__ == "__main__":
     import json
     import tempfile
 
+    # python bench/gates_bench.py [SEEDS] [OUT.json]: this bench alone (`make bench` runs it too)
     seeds = tuple(int(s) for s in sys.argv[1].split(",")) if len(sys.argv) > 1 else SEEDS
     with tempfile.TemporaryDirectory(prefix="eedge-gates-") as tmp:
         out = gates_bench(Path(tmp), seeds)
-    Path("bench/gates_results.json").write_text(json.dumps(out, indent=2) + "\n")
+    if len(sys.argv) > 2:
+        Path(sys.argv[2]).write_text(json.dumps(out, indent=2) + "\n")
     show_gates(out, Console(width=170))

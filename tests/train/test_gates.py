@@ -97,3 +97,27 @@ def test_gate_refit_needs_named_gate_parameters() -> None:
                          gate_data=(x, y), gate_parameters=lambda m: [m.head.weight])
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert not torch.equal(before, model.body.weight)  # the joint epoch trained the body
+
+
+def test_balanced_gate_loss_gives_each_target_value_half_the_weight() -> None:
+    from torch.nn import functional
+
+    from eedge.train.gates import gated_loss
+
+    labels = torch.tensor([0, 1, 2, 3])
+    # exit 0 is right on samples 0-2 and wrong on 3, which the final exit gets right
+    early = torch.full((4, 11), -5.0)
+    early[[0, 1, 2], [0, 1, 2]] = 5.0
+    early[3, 0] = 5.0
+    early[:, 10] = torch.tensor([0.3, -1.0, 2.0, 0.7])
+    final = torch.full((4, 10), -5.0)
+    final[torch.arange(4), labels] = 5.0
+    config = GateTrainConfig(gate_weight=1.0, cost_weight=0.5)
+    exits_only = gated_loss([early[:, :10], final], labels, 10, config)
+    bce = functional.binary_cross_entropy_with_logits(early[:, 10], torch.tensor([1., 1, 1, 0]),
+                                                      reduction="none")
+    expected = 0.5 * bce[:3].mean() + 0.5 * bce[3]
+    got = gated_loss([early, final], labels, 10, config) - exits_only
+    assert torch.isclose(got, expected, atol=1e-6)
+    plain = gated_loss([early, final], labels, 10, GateTrainConfig(balance=False)) - exits_only
+    assert torch.isclose(plain, bce.mean(), atol=1e-6)
