@@ -93,6 +93,43 @@ def _measure(bundle_dir: Path, x: np.ndarray, target: Any, repeats: int) -> dict
     return out
 
 
+def ort_call_paths(bundle_dir: Path, x: np.ndarray, calls: int = 2000,
+                   rounds: int = 5) -> list[dict[str, float]]:
+    """Per demo stage at batch 1: ``session.run``, ``run_with_ort_values`` and the runner's
+    I/O binding (``run_borrowed``; ``run`` adds the output copies), in alternating rounds;
+    the median over rounds of each round's mean per call, in us."""
+    import time
+
+    import onnxruntime as ort
+
+    from eedge.ir.bundle import load_bundle
+    from eedge.profiling.cascade_timing import stage_io
+    from eedge.runtime.cascade import Cascade
+
+    cascade = Cascade(load_bundle(bundle_dir), runtime="onnx")
+    feeds, _ = stage_io(cascade, x[:1])
+    out = []
+    for runner, inputs in zip(cascade.runners, feeds):
+        feed = dict(zip(runner.input_names, inputs))
+        values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in feed.items()}
+        paths = {"session_run": lambda: runner.session.run(None, feed),
+                 "run_with_ort_values": lambda: runner.session.run_with_ort_values(
+                     runner.output_names, values),
+                 "iobinding_borrowed": lambda: runner.run_borrowed(inputs),
+                 "iobinding_run": lambda: runner.run(inputs)}
+        times: dict[str, list[float]] = {k: [] for k in paths}
+        for _ in range(rounds):
+            for name, call in paths.items():
+                for _ in range(calls // 10):
+                    call()
+                start = time.perf_counter()
+                for _ in range(calls):
+                    call()
+                times[name].append((time.perf_counter() - start) / calls * 1e6)
+        out.append({k: float(np.median(v)) for k, v in times.items()})
+    return out
+
+
 def latency_bench(demo_bundle: Path, demo_data: Path, workdir: Path) -> dict[str, Any]:
     """Host and loopback-SSH figures for the demo and residual 96x96, ORT and int8."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "profiling"))
@@ -106,7 +143,8 @@ def latency_bench(demo_bundle: Path, demo_data: Path, workdir: Path) -> dict[str
     models = {"digits-demo": (demo_bundle, demo_x, 700), "residual96": (*residual96(workdir),
                                                                           210)}
     results: dict[str, Any] = {"rounds": ROUNDS, "batch": BATCH, "cpus": os.cpu_count(),
-                               "host": {}, "ssh-loopback": {}}
+                               "host": {}, "ssh-loopback": {},
+                               "ort_call_us": ort_call_paths(demo_bundle, demo_x)}
     for name, (bundle, x, repeats) in models.items():
         results["host"][name] = _measure(bundle, x, None, repeats)
     pi_dir = workdir / "pi"
@@ -144,6 +182,15 @@ def show_latency(results: dict[str, Any], console: Console) -> None:
                               f"{e['overhead']['overhead_per_stage_us']:.1f}",
                               "{:.1f}-{:.1f}".format(*entry["load_average_1min"]))
     console.print(table)
+    calls = Table(title="ONNX Runtime call per demo stage at batch 1 (us, median of rounds)")
+    for column in ("stage", "session.run", "run_with_ort_values", "I/O binding (borrowed)",
+                   "I/O binding + output copies", "binding / session.run"):
+        calls.add_column(column, justify="right")
+    for k, c in enumerate(results["ort_call_us"]):
+        calls.add_row(f"stage{k}", f"{c['session_run']:.2f}", f"{c['run_with_ort_values']:.2f}",
+                      f"{c['iobinding_borrowed']:.2f}", f"{c['iobinding_run']:.2f}",
+                      f"{c['iobinding_borrowed'] / c['session_run']:.2f}")
+    console.print(calls)
     console.print(f"overhead = Cascade.infer beyond its stages (input checks, exit decisions, "
                   f"routing), per stage run at batch 1; load = 1-min load average before-after "
                   f"on {results['cpus']} CPUs")
