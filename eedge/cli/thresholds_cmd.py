@@ -62,8 +62,9 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
         return
     table = Table(title=f"{escape(str(loaded.path))}: {len(rows)} exits")
     integer = any("threshold_q" in r for r in rows)
-    columns = ["exit", "criterion", "threshold"] + (["int8 score ≥"] if integer else []) + [
-        "method"]
+    windows = any("window_low" in r for r in rows)  # selective: rejected below window_low
+    columns = ["exit", "criterion", "threshold"] + (["int8 score ≥"] if integer else []) + (
+        ["reject below"] if windows else []) + ["method"]
     for name in columns:
         table.add_column(name, justify="left" if name == "method" else "right")
     for r in rows:
@@ -71,7 +72,9 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
             "never" if r["threshold"] is None else f"{r['threshold']:.4f}")
         device = [] if not integer else [
             "-" if r.get("threshold_q") is None else str(r["threshold_q"])]
-        table.add_row(f"exit{r['index']}", r["criterion"], shown, *device,
+        window = [] if not windows else [
+            "-" if r.get("window_low") is None else f"{r['window_low']:.4f}"]
+        table.add_row(f"exit{r['index']}", r["criterion"], shown, *device, *window,
                       escape(r["method"] or "-"))  # manifest text: never markup
     out_console.print(table)
     if values is not None:
@@ -83,6 +86,7 @@ def thresholds(bundle: Path, values: str | None, criterion: str | None, as_json:
 def _rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per exit: its role, criterion, threshold, and the device's integer for it."""
     from eedge.policies.fixed_point import gate_quant, threshold_q
+    from eedge.policies.running_mean import running_members, sum_threshold_q
     from eedge.policies.thresholds import deciding_exits
 
     count = deciding_exits(manifest)
@@ -97,7 +101,13 @@ def _rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                                "method": policy.get("method")}
         if policy.get("window_low") is not None:
             row["window_low"] = policy["window_low"]
-        if int8 and role == "early" and policy["threshold"] is not None:
+        members = running_members(manifest)
+        if int8 and role == "early" and policy["threshold"] is not None and k in members:
+            # a running-mean member compares the ensemble's integer sum (running_mean.py)
+            row["threshold_q"] = sum_threshold_q(policy["threshold"], False,
+                                                 policy["criterion"], int(e["num_classes"]),
+                                                 members.index(k) + 1)
+        elif int8 and role == "early" and policy["threshold"] is not None:
             row["threshold_q"] = threshold_q(policy["threshold"], False, policy["criterion"],
                                             int(e["num_classes"]), gate_quant(e))
         rows.append(row)

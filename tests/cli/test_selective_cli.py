@@ -161,6 +161,12 @@ def test_ensemble_mode_on_and_off(bundle: Path, trained: Path,
     assert load_bundle(bundle).manifest["ensemble"]["members"] == [0, 1, 2]
     shown = cli(capsys, "thresholds", str(bundle))
     assert [r["role"] for r in shown["exits"]] == ["early", "early", "ensemble"]
+    from eedge.policies.running_mean import sum_threshold_q
+
+    for k, row in enumerate(shown["exits"][:2]):  # the device's integer on the ensemble's sum
+        if row["threshold"] is not None:
+            assert row["threshold_q"] == sum_threshold_q(row["threshold"], False,
+                                                         "max_softmax", 10, k + 1)
     cli(capsys, "calibrate", str(bundle), "--data", val, "--max-accuracy-drop", "0.01",
         "--ensemble", "none")
     assert "ensemble" not in load_bundle(bundle).manifest
