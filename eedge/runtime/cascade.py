@@ -9,6 +9,7 @@ are dropped as soon as no later stage reads them.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def prepare_inputs(inputs_spec: Sequence[Mapping[str, Any]],
             check_finite_array(array, f"input {name!r}")
         with np.errstate(over="ignore", invalid="ignore"):
             feeds[name] = np.ascontiguousarray(array, dtype=np.dtype(spec["dtype"]))
-        if check_finite:
+        if check_finite and feeds[name].dtype != array.dtype:  # same dtype: checked above
             check_finite_array(feeds[name], f"input {name!r}", source=array)
         batch_sizes.add(array.shape[0])
     if len(batch_sizes) != 1:
@@ -311,10 +312,38 @@ class Cascade:
                              f"{int(rows[row])}: its input overflows the model's float "
                              "range; scale the inputs as in training")
 
-    def _run_stage(self, index: int, store: dict[str, np.ndarray]) -> None:
-        io = self.io[index]
-        outs = self.runners[index].run([store[t["name"]] for t in io["inputs"]])
-        store.update({t["name"]: v for t, v in zip(io["outputs"], outs)})
+    def _run_stage(self, index: int, store: dict[str, np.ndarray], borrow: bool = False
+                   ) -> None:
+        """Run stage ``index`` on the store's tensors and add its outputs to the store.
+
+        ``borrow`` (``infer``'s hot loop) takes the outputs in the runner's own buffers
+        when it keeps some (ONNX Runtime's bound outputs): they stay valid until the
+        stage runs again, so what outlives the call must be copied (row selection in
+        ``_decide`` copies; the head's hand-off is copied at the end of ``infer``).
+        """
+        inputs, outputs = self._stage_names[index]
+        runner = self.runners[index]
+        run = getattr(runner, "run_borrowed", runner.run) if borrow else runner.run
+        for name, value in zip(outputs, run([store[name] for name in inputs])):
+            store[name] = value
+
+    @functools.cached_property
+    def _stage_names(self) -> list[tuple[list[str], list[str]]]:
+        """Input and output tensor names per stage (looked up once, not per call)."""
+        return [([t["name"] for t in io["inputs"]], [t["name"] for t in io["outputs"]])
+                for io in self.io]
+
+    @functools.cached_property
+    def _dropped_after(self) -> list[list[str]]:
+        """Per stage: the tensors no later stage reads, dropped from the store after it."""
+        live = [spec["name"] for spec in self.inputs]
+        dropped: list[list[str]] = []
+        for stage, (_, outputs) in zip(self.stages, self._stage_names):
+            live += outputs
+            done = [n for n in live if self._last_reader.get(n, -1) <= stage["index"]]
+            live = [n for n in live if n not in done]
+            dropped.append(done)
+        return dropped
 
     def run_all_exits(self, x: np.ndarray | Mapping[str, np.ndarray],
                       raw: bool = False) -> list[np.ndarray]:
@@ -359,7 +388,7 @@ class Cascade:
                 result.stage_samples.append(0)
                 continue
             start = time.perf_counter()
-            self._run_stage(stage["index"], store)
+            self._run_stage(stage["index"], store, borrow=True)
             result.stage_seconds.append(time.perf_counter() - start)
             result.stage_samples.append(int(active.size))
             if stage["exit"] in self.running_members:
@@ -372,11 +401,11 @@ class Cascade:
             elif stage["exit"] is not None:
                 active, store = self._decide(stage["exit"], stage["index"], active, store,
                                              result, early_exit)
-            store = {k: v for k, v in store.items()
-                     if self._last_reader.get(k, -1) > stage["index"]}
+            for name in self._dropped_after[stage["index"]]:
+                store.pop(name, None)
         if active.size:
             result.pending = active
-            result.handoff = {name: store[name] for name in self.cut_tensors}
+            result.handoff = {name: np.array(store[name]) for name in self.cut_tensors}
         return result
 
     def _ensemble(self, k: int, stage_index: int, total: np.ndarray | None, active: np.ndarray,
