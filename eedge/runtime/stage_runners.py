@@ -7,6 +7,7 @@ cascade never needs to know which engine is underneath.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +44,8 @@ class OnnxRunner:
     whose input and output buffers are allocated once (shapes from a first plain
     run); a call copies the inputs into the bound buffers and runs. The public
     ``run_with_iobinding`` is called without RunOptions: with them it looks up
-    run-config entries on every call (tens of us in onnxruntime 1.32).
+    run-config entries on every call (tens of us in onnxruntime 1.32). Bindings are
+    per thread (``session.run`` is thread-safe; shared buffers would not be).
     """
 
     MAX_BINDINGS = 8  # input shapes kept bound (a stream sees batch 1 and a few sizes)
@@ -56,13 +58,14 @@ class OnnxRunner:
         self.input_names = input_names
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.dynamic_batch = dynamic_batch
-        self._bindings: dict[Any, tuple[Any, list[np.ndarray], list[np.ndarray]]] = {}
+        self._local = threading.local()
 
     def _binding(self, key: Any, arrays: list[np.ndarray]
                  ) -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
-        """The binding for these input shapes, made on first use."""
-        if len(self._bindings) >= self.MAX_BINDINGS:
-            self._bindings.clear()
+        """The binding for these input shapes, made on first use (in this thread)."""
+        bindings = getattr(self._local, "bindings", None)
+        if bindings is None or len(bindings) >= self.MAX_BINDINGS:
+            self._local.bindings = bindings = {}
         inputs = [np.empty(a.shape, a.dtype) for a in arrays]
         outputs = [np.empty(o.shape, o.dtype) for o in
                    self.session.run(self.output_names, dict(zip(self.input_names, arrays)))]
@@ -72,18 +75,18 @@ class OnnxRunner:
         for name, buffer in zip(self.output_names, outputs):
             io.bind_output(name, "cpu", 0, buffer.dtype, list(buffer.shape),
                            buffer.ctypes.data)
-        self._bindings[key] = binding = (io, inputs, outputs)
+        bindings[key] = binding = (io, inputs, outputs)
         return binding
 
     def run_borrowed(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Outputs in the runner's own buffers: valid until the next call with these
-        shapes. The cascade's hot loop uses this; everything else calls :meth:`run`."""
+        """Outputs in the runner's own buffers: valid until this thread's next call with
+        these shapes. The cascade's hot loop uses this; everything else calls :meth:`run`."""
         if not self.dynamic_batch and arrays[0].shape[0] != 1:
             return self.run(arrays)
         if arrays[0].shape[0] == 0:  # nothing to bind; ONNX Runtime returns empty outputs
             return self.session.run(self.output_names, dict(zip(self.input_names, arrays)))
         key = arrays[0].shape if len(arrays) == 1 else tuple(a.shape for a in arrays)
-        binding = self._bindings.get(key)
+        binding = getattr(self._local, "bindings", {}).get(key)
         io, inputs, outputs = binding if binding is not None else self._binding(key, arrays)
         for buffer, array in zip(inputs, arrays):
             np.copyto(buffer, array)

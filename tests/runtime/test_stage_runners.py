@@ -62,6 +62,23 @@ def test_onnx_binding_follows_new_inputs_and_shapes(bundle) -> None:  # type: ig
         assert all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
+def test_onnx_binding_is_per_thread(bundle) -> None:  # type: ignore[no-untyped-def]
+    """Threads sharing a runner each get their own bound buffers (no mixed answers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cascade = Cascade(bundle, runtime="onnx")
+    runner = cascade.runners[0]
+    name = cascade.inputs[0]["name"]
+    xs = [cascade.stage_inputs(example_input(seed, 1))[name] for seed in range(4)]
+    want = [runner.session.run(None, {runner.input_names[0]: x})[0] for x in xs]
+
+    def work(k: int) -> bool:
+        return all(np.array_equal(runner.run([xs[k]])[0], want[k]) for _ in range(200))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(4)))
+
+
 def test_cascade_results_survive_later_calls(bundle) -> None:  # type: ignore[no-untyped-def]
     """infer borrows the bound outputs; nothing it returns may change on the next call."""
     cascade = Cascade(bundle, runtime="onnx")
