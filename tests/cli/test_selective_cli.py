@@ -183,3 +183,47 @@ def test_bad_combinations_are_one_line_errors(bundle: Path, trained: Path,
     code, _, err = run_cli(capsys, "calibrate", str(bundle), "--data", val, "--risk", "0.01",
                            "--ensemble", "running-mean", "--criterion", "gate")
     assert code != 0 and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def model_cascade(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three independent CNNs (eedge.examples.cascade_members) cascaded by
+    ``eedge.cascade.build_cascade``: a bundle whose stages are whole models."""
+    from eedge.cascade import build_cascade
+    from eedge.examples.cascade_members import SIZES, export_member, train_member
+    from eedge.examples.digits import load_digits_splits
+
+    root = tmp_path_factory.mktemp("model-cascade")
+    data = load_digits_splits(seed=0)
+    paths = []
+    for k, size in enumerate(SIZES):
+        path = root / f"{size}.onnx"
+        export_member(train_member(size, data.x_train, data.y_train, 3, seed=k), path)
+        paths.append(path)
+    build_cascade(paths, root / "bundle", formats=("onnx",), int8=True,
+                  calibration=data.x_train[:128])
+    np.savez(root / "val.npz", x=data.x_val, y=data.y_val)
+    np.savez(root / "test.npz", x=data.x_test, y=data.y_test)
+    return root
+
+
+def test_cascade_of_models(model_cascade: Path, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """On a cascade of independent models the final model alone costs only its own MACs."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(model_cascade / "bundle", bundle)
+    val, test = model_cascade / "val.npz", model_cascade / "test.npz"
+    report = cli(capsys, "calibrate", str(bundle), "--data", str(val), "--risk", "0.02",
+                 "--ensemble", "running-mean", "--runtime", "int8-reference")
+    exit_index, accepted, correct, _ = decided(bundle, val, "int8-reference")
+    assert accepted.mean() == pytest.approx(report["chosen"]["coverage"], abs=1e-12)
+    assert (accepted & ~correct).sum() / accepted.sum() == pytest.approx(
+        report["chosen"]["risk"], abs=1e-12)
+    rows = {r["name"]: r for r in cli(capsys, "evaluate", str(bundle), "--data", str(test),
+                                      "--runtime", "int8-reference",
+                                      "--selective")["selective"]["rows"]}
+    manifest = load_bundle(bundle).manifest
+    assert rows["final exit alone"]["expected_macs"] == manifest["stages"][-1]["macs"]
+    assert rows["ensemble, no early exit"]["expected_macs"] == \
+        manifest["exits"][-1]["cumulative_macs"]
+    assert rows["cascade"]["expected_macs"] < manifest["exits"][-1]["cumulative_macs"]
