@@ -21,11 +21,13 @@ import numpy as np
 
 from eedge.backends.onnx_writer import serialize
 from eedge.backends.tflite_writer import graph_to_tflite
+from eedge.cascade.lowering import lower_member
 from eedge.cascade.members import Member, read_members, run_onnx, run_tflite
 from eedge.cascade.merge_graph import merge_graphs
 from eedge.cascade.merge_onnx import SHARED_INPUT, merge_onnx
 from eedge.errors import ModelError, VerificationError
-from eedge.export import (ExportResult, _batch_first_handoffs, check_normalized, export_graph)
+from eedge.export import (ExportResult, _apply_stripped, _batch_first_handoffs, check_normalized,
+                          export_graph)
 from eedge.frontends.onnx_frontend import import_onnx
 from eedge.ir.graph import Graph
 from eedge.passes.cost import total_macs
@@ -51,12 +53,14 @@ def build_cascade(members: Sequence[Any], out: Path | str, *, name: str = "casca
     say(f"reading {len(members)} cascade members")
     read = read_members(members, example, names)
     kinds = {"tflite" if m.format == "tflite" else "onnx" for m in read}
-    if len(kinds) > 1:
-        raise ModelError("cascade members mix .tflite files with ONNX/torch models; give "
-                         "all as ONNX (torch.onnx.export) or all as .tflite")
     if kinds == {"onnx"}:
         return _build_onnx(read, Path(out), name, say, export_options)
-    return _build_tflite(read, Path(out), name, say, export_options)
+    if kinds == {"tflite"}:
+        return _build_tflite(read, Path(out), name, say, export_options)
+    say("lowering the ONNX members to TFLite operators (NHWC) to merge them with the .tflite "
+        "ones")
+    lowered = [m if m.format == "tflite" else lower_member(m) for m in read]
+    return _build_tflite(lowered, Path(out), name, say, export_options)
 
 
 def _build_onnx(members: list[Member], out: Path, name: str, say: Progress,
@@ -118,6 +122,8 @@ def _check_members(members: Sequence[Member], merged: Callable[[np.ndarray], lis
     for k, member in enumerate(members):
         want = np.asarray(member.reference(x))
         have = np.asarray(got[k])
+        if member.stripped is not None:  # the member ends in a Softmax eedge removed
+            have = _apply_stripped(member.stripped, have)
         if want.shape != have.shape:
             raise VerificationError(f"the merged cascade's exit {k} has shape {list(have.shape)}"
                                     f", member {member.name} {list(want.shape)}; this is an "

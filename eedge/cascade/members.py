@@ -41,8 +41,9 @@ class Member:
     sha256: str                     # of the user's file (ONNX: the .onnx, not its .data)
     reference: Reference            # the member's output on a batch, by the user's runtime
     onnx_model: onnx.ModelProto | None = None  # onnx/torch members: weights embedded
-    graph: Graph | None = None      # tflite members: the IR graph (tflite dialect)
+    graph: Graph | None = None      # tflite members (and lowered ONNX ones): tflite dialect
     tflite_bytes: bytes | None = None
+    stripped: str | None = None     # the final Softmax/LogSoftmax eedge's import removed
 
 
 def read_members(specs: Sequence[Any], example: np.ndarray | None = None,

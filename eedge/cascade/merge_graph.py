@@ -1,10 +1,13 @@
 """Merge ``.tflite`` members at the IR level into one multi-exit graph.
 
-TFLite members are read into eedge's IR (tflite dialect) and merged there:
+TFLite members are read into eedge's IR (tflite dialect) and merged there (ONNX and
+torch members of the same cascade are lowered to that dialect first,
+:mod:`eedge.cascade.lowering`):
 every tensor, constant and node of member k is prefixed ``m{k}_`` and each
 member's input becomes the shared input. The semantics of int8 members:
 
-- every member float32, or every member int8 — a mix is refused, because
+- every member float32 (.tflite or lowered ONNX), or every member an int8 .tflite —
+  a mix is refused, because
   an int8 bundle reads one int8 input and a float member has no int8 form
   without quantizing it (export it as float and quantize the whole cascade
   with ``--int8 --calib``);
@@ -34,8 +37,9 @@ def merge_graphs(graphs: Sequence[Graph], names: Sequence[str], name: str = "cas
                              "take one input, the same for all")
         info = graph.inputs[0]
         if (info.dtype == "int8") != int8:
-            raise ModelError("cascade members mix float and int8 .tflite files; use all float "
-                             "(and --int8 --calib to quantize the cascade) or all int8")
+            raise ModelError("cascade members mix float and int8 models (an int8 .tflite with "
+                             "float .tflite or ONNX members); use all float (and --int8 --calib "
+                             "to quantize the cascade) or all int8 .tflite files")
         if info.dtype != first.dtype or tuple(info.shape[1:]) != tuple(first.shape[1:]):
             raise ModelError(f"cascade member {member} takes {info.dtype} input of shape "
                              f"{list(info.shape)}, member {names[0]} {first.dtype} "

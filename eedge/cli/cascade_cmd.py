@@ -46,8 +46,10 @@ def build(members: tuple[str, ...], out: Path, name: str, formats: str | None, i
 
     Each member is a whole classifier with one input and one logits output,
     as an ONNX file (torch.onnx.export's default output with its .onnx.data
-    is fine) or a .tflite file (all float32 or all int8). All read the same
-    input; a member that needs another resolution starts with its own resize.
+    is fine) or a .tflite file (float32, or all members int8). With .tflite
+    members the ONNX ones are lowered to TFLite and the bundle reads NHWC input.
+    All read the same input; a member that needs another resolution starts with
+    its own resize.
     The last member decides what no earlier member takes. The bundle works
     with every command a multi-exit bundle does (calibrate, evaluate, run,
     profile, codegen, split).

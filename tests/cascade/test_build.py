@@ -106,9 +106,6 @@ def _members_for(case: str, tmp: Path) -> list[object]:
         big = _linear_onnx(tmp / "big.onnx", [1, 1, 8, 8], 40)
         _mlp_onnx_smaller(tmp / "small.onnx")
         return [big, tmp / "small.onnx"]
-    if case == "mixed":
-        (tmp / "m.tflite").write_bytes(load_tflite_fixture())
-        return [a, tmp / "m.tflite"]
     raise AssertionError(case)
 
 
@@ -119,7 +116,6 @@ def _members_for(case: str, tmp: Path) -> list[object]:
     ("shape", "all members read the same input"),
     ("classes", "different numbers of classes"),
     ("order", "order the members cheapest first"),
-    ("mixed", "mix .tflite files with ONNX"),
 ])
 def test_clear_errors(tmp_path: Path, case: str, message: str) -> None:
     with pytest.raises(ModelError, match=message):
@@ -139,7 +135,3 @@ def _mlp_onnx_smaller(path: Path) -> None:
         "x", TensorProto.FLOAT, [1, 1, 8, 8])], [helper.make_tensor_value_info(
             "logits", TensorProto.FLOAT, [1, 40])], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-
-
-def load_tflite_fixture() -> bytes:
-    return (Path(__file__).parents[1] / "fixtures" / "tflite" / "elu.tflite").read_bytes()

@@ -1,6 +1,7 @@
 """Cascades of .tflite members (merged at the IR level): all-int8 cascades keep every
 member's bytes (TFLite Micro on the member file == the bundle's exit), all-float ones are
-quantized as a whole; mixing float and int8, or int8 inputs quantized differently, fails."""
+quantized as a whole, ONNX members mixed with float .tflite ones are lowered first (the
+bundle reads NHWC); mixing float and int8, or int8 inputs quantized differently, fails."""
 
 from __future__ import annotations
 
@@ -74,3 +75,28 @@ def test_int8_inputs_quantized_differently_fail(cascade_case, tflite_members,  #
     with pytest.raises(ModelError, match="share the input's scale"):
         build_cascade([tflite_members["int8"][0], other / "model.int8.tflite"], tmp_path / "b")
     assert load_bundle(other).manifest["inputs"][0]["dtype"] == "float32"
+
+
+def test_onnx_and_float_tflite_members_mixed(tflite_members, cascade_case, tmp_path: Path  # type: ignore[no-untyped-def]
+                                             ) -> None:
+    """small.onnx, medium as a float .tflite, large.onnx (which resizes): each exit is the
+    member as torch computes it, with the input in TFLite's layout."""
+    import torch
+
+    members = [cascade_case.members[0], tflite_members["f32"][1], cascade_case.members[2]]
+    bundle = build_cascade(members, tmp_path / "b").bundle
+    m = bundle.manifest
+    assert m["inputs"][0]["shape"] == [1, 8, 8, 1] and m["inputs"][0]["layout"] == "NHWC"
+    assert [e["format"] for e in m["cascade"]["members"]] == ["onnx", "tflite", "onnx"]
+    x = cascade_case.data.x_test[:32]
+    got = Cascade(bundle, runtime="tflite").run_all_exits(x.transpose(0, 2, 3, 1))
+    for module, logits in zip(cascade_case.modules, got):
+        with torch.no_grad():
+            want = module(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(logits, want, atol=1e-4)
+
+
+def test_int8_tflite_with_onnx_member_fails(tflite_members, cascade_case, tmp_path: Path  # type: ignore[no-untyped-def]
+                                            ) -> None:
+    with pytest.raises(ModelError, match="mix float and int8"):
+        build_cascade([cascade_case.members[0], tflite_members["int8"][1]], tmp_path / "b")
