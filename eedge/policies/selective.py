@@ -407,6 +407,18 @@ def _stored(value: float | None, to_float: Callable[[float], float]) -> float | 
     return None if value is None else float(min(1.0, max(0.0, to_float(value))))
 
 
+def _between(scores: np.ndarray, edge: float | None) -> float | None:
+    """A float edge halfway between ``edge`` (an observed score) and the next lower one.
+
+    The same samples fall on each side, but none sits exactly on the boundary, where
+    the last bit of a float score (another batch size, another CPU) would decide.
+    """
+    if edge is None:
+        return None
+    lower = scores[scores < edge]
+    return float((edge + lower.max()) / 2) if lower.size else float(edge) - 1e-9
+
+
 def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequence[float],
                         cost_unit: str = "MACs", target_risk: float | None = None,
                         target_coverage: float | None = None, criterion: str = "max_softmax",
@@ -443,8 +455,12 @@ def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequen
         for k in range(k_exits)]
     window = calibrate_window(data.scores, data.correct, costs, target_risk, target_coverage,
                               max_coverage_drop, max_risk_increase, common)
-    lows = [_stored(v, to_float(k)) for k, v in enumerate(window.lows)]
-    highs = [_stored(v, to_float(k)) for k, v in enumerate(window.highs)]
+    lows, highs = list(window.lows), list(window.highs)
+    if not data.integer:  # integer edges are exact; float ones move off the samples
+        lows = [_between(data.scores[k], v) for k, v in enumerate(lows)]
+        highs = [_between(data.scores[k], v) for k, v in enumerate(highs)]
+    lows = [_stored(v, to_float(k)) for k, v in enumerate(lows)]
+    highs = [_stored(v, to_float(k)) for k, v in enumerate(highs)]
     highs[-1] = None
     stored = simulate(data.scores, data.correct, [to_score(k, v) for k, v in enumerate(lows)],
                       [to_score(k, v) for k, v in enumerate(highs)], costs)
