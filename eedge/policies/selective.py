@@ -22,8 +22,14 @@ searches over.
 Entry points:
 - metrics: :func:`risk_coverage`, :func:`aurc`, :func:`coverage_at_risk`,
   :func:`risk_at_coverage`;
-- deferral: :func:`simulate` (one policy), :func:`calibrate_window` (choose
-  tau and the windows for a target risk or coverage, minimising expected cost).
+- deferral on scores: :func:`simulate` (one policy), :func:`calibrate_window`
+  (choose tau and the windows for a target risk or coverage, minimising
+  expected cost);
+- on a bundle: :func:`calibrate_selective` (score the exits as the bundle's
+  runtime decides, running mean included, and calibrate), :func:`write_selective`
+  (store it in the manifest), :func:`selective_report` and
+  :func:`plot_risk_coverage` (``eedge evaluate --selective``),
+  :func:`standalone_macs` (what an exit costs run on its own).
 
 All functions work on any comparable scores (float scores in [0, 1], or the
 integer scores the int8 runtimes compare): higher means more confident.

@@ -117,3 +117,25 @@ def test_unreachable_risk_is_one_clear_error() -> None:
         calibrate_window(scores, correct, [1.0, 2.0], target_risk=0.1)
     with pytest.raises(InputDataError, match="exactly one"):
         calibrate_window(scores, correct, [1.0, 2.0])
+
+
+def test_coordinate_descent_stays_feasible_and_exhaustive_is_no_worse(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from eedge.policies import selective
+
+    rng = np.random.default_rng(3)
+    hard = rng.random(500)
+    correct = [rng.random(500) > f * hard for f in (0.7, 0.45, 0.25)]
+    scores = [np.clip(1 - hard + s * rng.standard_normal(500), 0, 1) for s in (0.2, 0.1, 0.05)]
+    costs = [1.0, 3.0, 9.0]
+    monkeypatch.setattr(selective, "WINDOW_QUANTILES", 5)
+    exhaustive = calibrate_window(scores, correct, costs, target_risk=0.05)
+    monkeypatch.setattr(selective, "EXHAUSTIVE_LIMIT", 100)   # 36 x 36 combinations: descent
+    descent = calibrate_window(scores, correct, costs, target_risk=0.05)
+    reference, _ = coverage_at_risk(scores[-1], correct[-1], 0.05)
+    for result in (exhaustive, descent):
+        assert result.chosen["risk"] <= 0.05
+        assert result.chosen["coverage"] >= reference - 0.01 - 1e-12
+        assert result.chosen["expected_cost"] < 9.0
+    assert exhaustive.chosen["expected_cost"] <= descent.chosen["expected_cost"]
+    assert descent.evaluated < exhaustive.evaluated
