@@ -31,6 +31,7 @@ import numpy as np
 from eedge.runtime.cascade import Cascade
 
 Say = Callable[[str], None]
+MAX_STREAM = 2000  # samples streamed at batch 1 over all rounds, for large data sets
 
 
 @dataclass
@@ -41,7 +42,7 @@ class CascadeTiming:
     stage_ms: list[list[float]]                   # [stage][pass], batch 1
     overhead_ms: list[list[float]]                # [exit][repeat], batch 1
     measured_ms: list[float]                      # per sample, stream order, batch 1
-    exit_index: list[int]                         # per sample, the exit that decided
+    exit_index: list[int]                         # per measured sample, the deciding exit
     stage_batch_ms: list[list[float]] = field(default_factory=list)     # [stage][pass], batch B
     overhead_batch_ms: list[list[float]] = field(default_factory=list)  # [exit][repeat], batch B
     measured_batch_ms: list[float] = field(default_factory=list)        # per batch of B
@@ -67,7 +68,8 @@ class CascadeTiming:
         return CascadeTiming(
             1, [part(t, self.stage_round_sizes) for t in self.stage_ms],
             [part(t, self.overhead_round_sizes) if t else [] for t in self.overhead_ms],
-            self.measured_ms[r * samples:(r + 1) * samples], self.exit_index, rounds=1)
+            self.measured_ms[r * samples:(r + 1) * samples],
+            self.exit_index[r * samples:(r + 1) * samples], rounds=1)
 
 
 class _Replay:
@@ -146,19 +148,31 @@ def _time_stream(cascade: Cascade, samples: list[np.ndarray], times: list[float]
             exits.append(int(result.exit_index[0]))
 
 
+def _slice(items: list[np.ndarray], r: int, count: int) -> list[np.ndarray]:
+    """Round ``r``'s ``count`` items in stream order, continuing where round r-1 stopped."""
+    if count >= len(items):
+        return items
+    start = (r * count) % len(items)
+    return [items[(start + i) % len(items)] for i in range(count)]
+
+
 def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 5,
                  stage_passes: int = 200, overhead_repeats: int = 200, warmup: int = 20,
-                 stream: bool = True, say: Say | None = None) -> CascadeTiming:
+                 stream: bool = True, say: Say | None = None,
+                 tick: Callable[[int, int], None] | None = None) -> CascadeTiming:
     """Stage passes, overhead and the stream, interleaved in ``rounds`` rounds.
 
     ``stage_passes`` and ``overhead_repeats`` are totals split over the rounds;
-    every round streams all of ``x`` once (batch 1, then batches of ``batch``).
+    every round streams ``x`` in order (batch 1, then batches of ``batch``): all of it,
+    or for data sets over MAX_STREAM samples the next slice of MAX_STREAM / rounds.
     ``stream=False`` times the stages only (no data to stream: no exit rates).
+    ``tick(done, rounds)`` reports rounds done.
     """
     say = say or (lambda _m: None)
     rounds = max(1, min(rounds, stage_passes))
     n_exits = len(cascade.exits)
     feeds, outs = stage_io(cascade, x[:1])
+    per_round = min(len(x), -(-MAX_STREAM // rounds))
     singles = [x[i:i + 1] for i in range(len(x))]
     batches: list[np.ndarray] = []
     feeds_b: list[list[np.ndarray]] = []
@@ -171,27 +185,30 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
                            [[] for _ in feeds_b], [[] for _ in range(n_exits)] if batches
                            else [], [], rounds)
     scratch: list[list[float]] = [[] for _ in feeds]
-    say(f"warming up ({warmup} passes over the stages, the stream once)")
+    say(f"timing {len(feeds)} stages in cascade order" + (
+        ", the cascade's overhead per exit and the cascade end to end" if stream else "")
+        + f" ({warmup} warm-up + {stage_passes} passes in {rounds} rounds)")
+    if tick is not None:
+        tick(0, rounds)
     _time_stages(cascade, feeds, warmup, scratch)
     if stream:
         _time_stream(cascade, singles[:warmup], [])
     for r in range(rounds):
-        say(f"round {r + 1}/{rounds}: stages" + (
-            f", cascade overhead, {len(singles)} samples in stream order" if stream else "")
-            + (f", batches of {batch}" if batches else ""))
         share = stage_passes // rounds + (1 if r < stage_passes % rounds else 0)
         repeat_share = overhead_repeats // rounds + (1 if r < overhead_repeats % rounds else 0)
         _time_stages(cascade, feeds, share, timing.stage_ms)
         timing.stage_round_sizes.append(share)
         timing.overhead_round_sizes.append(repeat_share if stream else 0)
-        if not stream:
-            continue
-        _time_overhead(cascade, x[:1], outs, repeat_share, timing.overhead_ms)
-        _time_stream(cascade, singles, timing.measured_ms,
-                     timing.exit_index if r == 0 else None)
+        if stream:
+            _time_overhead(cascade, x[:1], outs, repeat_share, timing.overhead_ms)
+            _time_stream(cascade, _slice(singles, r, per_round), timing.measured_ms,
+                         timing.exit_index)
         if batches:
             _time_stages(cascade, feeds_b, max(1, share // 4), timing.stage_batch_ms)
             _time_overhead(cascade, batches[0], outs_b, max(1, repeat_share // 4),
                            timing.overhead_batch_ms)
-            _time_stream(cascade, batches, timing.measured_batch_ms)
+            _time_stream(cascade, _slice(batches, r, max(1, per_round // batch)),
+                         timing.measured_batch_ms)
+        if tick is not None:
+            tick(r + 1, rounds)
     return timing

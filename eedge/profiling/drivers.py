@@ -100,7 +100,7 @@ def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: in
         from eedge.profiling.cascade_timing import time_cascade
 
         timing = time_cascade(cascade, x, batch=batch, rounds=rounds, stage_passes=repeats,
-                              overhead_repeats=repeats, warmup=warmup, say=say)
+                              overhead_repeats=repeats, warmup=warmup, say=say, tick=tick)
         return StageProfiles("host", "host", "ms", cascade.runtime,
                              stage_profiles(cascade.stages, timing.stage_ms), env,
                              timing.to_json())

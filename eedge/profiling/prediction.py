@@ -141,7 +141,8 @@ def end_to_end(timing: dict[str, Any], exit_stages: Sequence[int]) -> dict[str, 
     batch1 = predict_batch1(timing["stage_ms"], timing["overhead_ms"], rates, exit_stages)
     measured = distribution(timing["measured_ms"])
     out: dict[str, Any] = {
-        "exit_rates": rates, "samples": int(exits.size), "rounds": timing["rounds"],
+        "exit_rates": rates, "samples": int(exits.size) // max(1, int(timing["rounds"])),
+        "rounds": timing["rounds"],
         "overhead": {k: batch1.pop(k) for k in ("stages_ms", "overhead_ms",
                                                 "stages_per_sample", "overhead_per_stage_us",
                                                 "overhead_by_exit_ms")},

@@ -37,7 +37,7 @@ def test_time_cascade_structure_and_decisions(bundle, runtime: str) -> None:  # 
     # every exit can be forced on a plain cascade: each path timed 6 times
     assert [len(o) for o in timing.overhead_ms] == [6] * len(bundle.exits)
     assert len(timing.measured_ms) == 3 * len(x) and min(timing.measured_ms) > 0
-    assert timing.exit_index == reference.exit_index.tolist()
+    assert timing.exit_index == reference.exit_index.tolist() * 3
     assert len(timing.measured_batch_ms) == 3 * 3 and len(timing.stage_batch_ms[0]) == 3
     # the forced runs leave the cascade as it was: it decides the same again
     assert cascade.infer(x).exit_index.tolist() == reference.exit_index.tolist()
@@ -47,6 +47,19 @@ def test_time_cascade_structure_and_decisions(bundle, runtime: str) -> None:  # 
     assert overhead["overhead_ms"] > 0 and all(o > 0 for o in overhead["overhead_by_exit_ms"])
     assert predicted["mean"] == pytest.approx(overhead["stages_ms"] + overhead["overhead_ms"])
     assert report["batch1"]["measured"]["mean"] > 0 and "batch4" in report
+
+
+def test_large_data_streams_slices_round_by_round(bundle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from eedge.profiling import cascade_timing
+
+    monkeypatch.setattr(cascade_timing, "MAX_STREAM", 6)
+    x = example_input(seed=4, batch=5)
+    cascade = Cascade(bundle)
+    reference = cascade.infer(x).exit_index.tolist()
+    timing = time_cascade(cascade, x, rounds=3, stage_passes=3, overhead_repeats=3, warmup=1)
+    assert timing.exit_index == [reference[i % 5] for i in range(6)]  # 2 per round, in order
+    assert len(timing.measured_ms) == 6
+    assert timing.round(2).exit_index == [reference[4], reference[0]]
 
 
 def reference_thresholds(bundle) -> list:  # type: ignore[no-untyped-def]

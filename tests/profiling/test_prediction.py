@@ -93,7 +93,7 @@ def test_end_to_end_uses_the_streams_exit_rates_and_reports_rounds() -> None:
     timing = CascadeTiming(
         batch=2, stage_ms=[[1.0, 1.0, 1.2, 1.2], [2.0, 2.0, 2.2, 2.2]],
         overhead_ms=[[0.1, 0.1], [0.2, 0.2]], measured_ms=[1.1, 3.2, 1.3, 3.6],
-        exit_index=[0, 1], stage_batch_ms=[[1.5, 1.5], [3.0, 3.0]],
+        exit_index=[0, 1, 0, 1], stage_batch_ms=[[1.5, 1.5], [3.0, 3.0]],
         overhead_batch_ms=[[0.2], [0.3]], measured_batch_ms=[4.0, 4.4], rounds=2,
         stage_round_sizes=[2, 2], overhead_round_sizes=[1, 1])
     report = end_to_end(timing.to_json(), [0, 1])
