@@ -62,6 +62,10 @@ def read_members(specs: Sequence[Any], example: np.ndarray | None = None,
     if names is not None:
         for member, name in zip(members, names):
             member.name = name
+    from eedge.export import bundle_model_name
+
+    for member in members:  # names go into the manifest, messages and generated C comments
+        member.name = bundle_model_name(str(member.name))
     seen: dict[str, int] = {}
     for m in members:  # two members from m.onnx and other/m.onnx: keep names apart
         seen[m.name] = seen.get(m.name, 0) + 1
