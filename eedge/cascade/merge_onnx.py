@@ -134,10 +134,8 @@ def _shared_input(inputs: Sequence[onnx.ValueInfoProto], names: Sequence[str]
     for info, name in zip(inputs[1:], names[1:]):
         other = _dims(info)
         if info.type.tensor_type.elem_type != dtype:
-            raise ModelError(
-                f"cascade member {name} takes {onnx.TensorProto.DataType.Name(info.type.tensor_type.elem_type).lower()} "
-                f"input, member {names[0]} {onnx.TensorProto.DataType.Name(dtype).lower()}; "
-                "all members read the same input")
+            raise ModelError(f"cascade member {name} takes {_type_name(info)} input, member "
+                             f"{names[0]} {_type_name(first)}; all members read the same input")
         if len(other) != len(dims) or other[1:] != dims[1:]:
             raise ModelError(f"cascade member {name} takes input shape {other}, member "
                              f"{names[0]} {dims}; all members read the same input (put a "
@@ -156,6 +154,10 @@ def _shared_input(inputs: Sequence[onnx.ValueInfoProto], names: Sequence[str]
         dim.Clear()
         dim.dim_value = next(iter(fixed))
     return shared
+
+
+def _type_name(info: onnx.ValueInfoProto) -> str:
+    return onnx.TensorProto.DataType.Name(info.type.tensor_type.elem_type).lower()
 
 
 def _check_no_subgraphs(node: onnx.NodeProto, name: str) -> None:

@@ -350,4 +350,7 @@ def renderables(report: CascadeDemoReport) -> list[Any]:
                    f"{report.int8_agreement:.1%} of the test samples")
     out.append(f"took {report.seconds['total']:.1f} s (training and export "
                f"{report.seconds['train_and_export']:.1f} s)")
+    if report.bundle:
+        out.append(f"kept: the members (*.onnx), the cascade bundle {report.bundle} and the "
+                   "validation/test images (val.npz, test.npz) beside them")
     return out

@@ -135,3 +135,12 @@ def _mlp_onnx_smaller(path: Path) -> None:
         "x", TensorProto.FLOAT, [1, 1, 8, 8])], [helper.make_tensor_value_info(
             "logits", TensorProto.FLOAT, [1, 40])], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_different_input_dtypes_fail(tmp_path: Path) -> None:
+    a = _linear_onnx(tmp_path / "a.onnx", [1, 1, 8, 8], 10)
+    model = onnx.load(a)
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    onnx.save(model, tmp_path / "d.onnx")
+    with pytest.raises(ModelError, match="takes double input, member a float"):
+        build_cascade([a, tmp_path / "d.onnx"], tmp_path / "out")
