@@ -116,7 +116,9 @@ def command(bundle: Path, target_name: str, runtime_text: str | None, data: Path
             y = check_labels(y, [e["num_classes"] for e in loaded.exits], str(data), samples)
     exits = parse_rates(exit_rates, len(loaded.exits)) if exit_rates is not None else None
     sample = x if x is not None else random_sample(loaded)
-    stream = x is not None and target.kind in ("host", "linux-ssh") and runtime != "tvm"
+    # TVM on a device is timed over TVM RPC, stage by stage: no cascade runs there
+    stream = x is not None and (target.kind == "host" or (target.kind == "linux-ssh"
+                                                          and runtime != "tvm"))
     if stream and x.ndim != len(loaded.manifest["inputs"][0]["shape"]):
         stream = False  # one sample without its batch axis: nothing to stream
     with progress(f"profiling on {target.name}", quiet=as_json) as shown:

@@ -73,3 +73,22 @@ def test_stages_only_without_a_stream(bundle) -> None:  # type: ignore[no-untype
     assert timing.measured_ms == [] and all(o == [] for o in timing.overhead_ms)
     assert timing.measured_batch_ms == [] and timing.stage_batch_ms == []
 
+
+
+def test_tvm_cascade_end_to_end(bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """TVM-compiled stages run the same end-to-end timing (host, Relax VM)."""
+    import shutil
+
+    pytest.importorskip("tvm", reason="Apache TVM (eedge[tvm]) is not installed")
+    from eedge.backends.tvm_compiler import compile_bundle
+    from eedge.ir.bundle import load_bundle
+
+    copy = tmp_path / "tvm-bundle"
+    shutil.copytree(bundle.path, copy)
+    compiled = compile_bundle(load_bundle(copy), "host")
+    x = example_input(seed=6, batch=6)
+    cascade = Cascade(compiled, runtime="tvm")
+    timing = time_cascade(cascade, x, rounds=2, stage_passes=4, overhead_repeats=2, warmup=1)
+    assert timing.exit_index == Cascade(compiled, runtime="tvm").infer(x).exit_index.tolist() * 2
+    report = end_to_end(timing.to_json(), [e["stage"] for e in bundle.exits])
+    assert report["batch1"]["measured"]["mean"] > 0 and report["overhead"]["overhead_ms"] > 0
