@@ -438,8 +438,14 @@ def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequen
     runtimes and the C code will do on these samples."""
     from eedge.policies.calibrate import collect_scores, float_threshold, integer_threshold
 
+    from eedge.policies.running_mean import ensemble_mode
+
     if len(y) == 0:
         raise InputDataError("the calibration data is empty")
+    if ensemble_mode(bundle.manifest) == "final":
+        raise InputDataError(f"{bundle.path} has a QUTE ensemble (its last member decides for "
+                             "all, so exits cannot defer through windows): calibrate with "
+                             "--ensemble running-mean, or export without --ensemble")
     runtime = runtime or ("onnx" if all("onnx" in s["files"] for s in bundle.stages)
                           else "int8-reference")
     data = collect_scores(bundle, runtime, x, y, criterion, tick)

@@ -133,3 +133,14 @@ def test_refusals(float_bundle: Bundle) -> None:
     cascade.criteria = ["gate"] * 3
     with pytest.raises(InputDataError, match="gate criterion cannot score"):
         cascade.infer(example_input(seed=1, batch=2, name="sequential"))
+
+
+def test_selective_calibration_refuses_a_qute_ensemble(float_bundle: Bundle) -> None:
+    from eedge.policies.selective import calibrate_selective
+
+    qute = dict(float_bundle.manifest, ensemble={"members": [1, 2],
+                                                 "aggregation": "mean_softmax"})
+    x = example_input(seed=1, batch=8, name="sequential")
+    with pytest.raises(InputDataError, match="QUTE ensemble"):
+        calibrate_selective(Bundle(float_bundle.path, qute), x, np.zeros(8, int), [1.0] * 3,
+                            target_risk=0.1)
