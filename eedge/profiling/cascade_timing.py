@@ -96,13 +96,15 @@ def stage_io(cascade: Cascade, x: np.ndarray) -> tuple[list[list[np.ndarray]],
 
 def _time_stages(cascade: Cascade, feeds: list[list[np.ndarray]], passes: int,
                  times: list[list[float]]) -> None:
-    """``passes`` passes over the stages in cascade order, appended to ``times``."""
-    runners = [cascade.runners[s["index"]] for s in cascade.stages]
+    """``passes`` passes over the stages in cascade order, appended to ``times``; each
+    stage is called the way ``Cascade.infer`` calls it (borrowed outputs if it has them)."""
+    runners = [getattr(r, "run_borrowed", r.run) for r in
+               (cascade.runners[s["index"]] for s in cascade.stages)]
     clock = time.perf_counter
     for _ in range(passes):
-        for runner, inputs, out in zip(runners, feeds, times):
+        for run, inputs, out in zip(runners, feeds, times):
             start = clock()
-            runner.run(inputs)
+            run(inputs)
             out.append((clock() - start) * 1e3)
 
 
