@@ -98,10 +98,31 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     if quant:
         lines.append(f"int8: {quant['scheme']}; {quant['observer']} observer on "
                      f"{quant['calibration_samples']} calibration samples")
+    lines += decision_lines(manifest)
     split = manifest.get("split")
     if split:
         cut = ", ".join(t["name"] for t in split["cut_tensors"])
         lines.append(f"split after {split['requested']}: head stages {split['head_stages']}, "
                      f"tail stages {split['tail_stages']}; cut tensors {cut} "
                      f"({human_bytes(split['cut_bytes_per_sample'])}/sample)")
+    return lines
+
+
+def decision_lines(manifest: dict[str, Any]) -> list[str]:
+    """How exits decide beyond their thresholds: an ensemble, and reject windows."""
+    lines = []
+    ensemble = manifest.get("ensemble")
+    if ensemble:
+        members = ", ".join(f"exit{k}" for k in ensemble["members"])
+        lines.append(f"running-mean ensemble: {members} each decide on the mean of the members "
+                     "so far" if ensemble.get("mode") == "running_mean" else
+                     f"ensemble (QUTE): the mean of {members} decides at the last member")
+    head = (manifest.get("split") or {}).get("role") == "head"  # no final exit there
+    last = -1 if head else len(manifest["exits"]) - 1
+    windows = [(k, e["policy"]["window_low"]) for k, e in enumerate(manifest["exits"])
+               if e["policy"].get("window_low") is not None]
+    if windows:
+        lines.append("rejects below: " + ", ".join(
+            f"exit{k} {low:.4f}" + (" (selective threshold)" if k == last else "")
+            for k, low in windows))
     return lines

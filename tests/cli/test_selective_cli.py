@@ -151,6 +151,10 @@ def test_evaluate_selective_against_the_final_exit(bundle: Path, trained: Path, 
     code, out, _ = run_cli(capsys, "evaluate", str(bundle), "--data", str(test), "--selective")
     words = " ".join(out.split())  # rich wraps lines at the terminal width
     assert code == 0 and "AURC" in words and "the final exit alone covers" in words
+    code, out, _ = run_cli(capsys, "inspect", str(bundle))
+    words = " ".join(out.split())
+    assert code == 0 and "running-mean ensemble: exit0, exit1, exit2" in words
+    assert "(selective threshold)" in words
 
 
 def test_ensemble_mode_on_and_off(bundle: Path, trained: Path,
