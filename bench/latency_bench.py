@@ -44,7 +44,7 @@ def residual96(workdir: Path) -> tuple[Path, np.ndarray]:
     x = rng.standard_normal((96, 3, 96, 96)).astype(np.float32)
     out = workdir / "residual96-int8"
     export_torch(build_torch("residual"), x[:2], out, name="residual96", int8=True,
-                 calibration=x[:64])
+                 calibration=x[:64], force=True)
     bundle = load_bundle(out)
     logits = Cascade(bundle, runtime="onnx").run_all_exits(x)
     scores = [softmax(lg).max(axis=-1) for lg in logits]

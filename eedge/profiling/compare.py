@@ -40,7 +40,7 @@ def parse_runtimes(text: str | None) -> list[str]:
 def _host(bundle: Bundle, x: np.ndarray, runtimes: list[str], threads: int, warmup: int,
           repeats: int, say: Progress, rounds: int) -> dict[str, StageProfiles]:
     from eedge.profiling.cascade_timing import time_cascade
-    from eedge.profiling.drivers import _environment
+    from eedge.profiling.drivers import host_environment
     from eedge.runtime.cascade import Cascade
 
     cascades = {name: Cascade(bundle, threads=threads, runtime=name) for name in runtimes}
@@ -56,7 +56,7 @@ def _host(bundle: Bundle, x: np.ndarray, runtimes: list[str], threads: int, warm
                 pooled.extend(new)
     out = {}
     for name, cascade in cascades.items():
-        env = _environment(name, threads)
+        env = host_environment(name, threads)
         if hasattr(cascade.runners[0], "xnnpack"):
             env["xnnpack"] = bool(cascade.runners[0].xnnpack)
         out[name] = StageProfiles("host", "host", "ms", name,

@@ -93,7 +93,7 @@ def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: in
     """
     tick = tick or quiet_tick
     cascade = Cascade(bundle, threads=threads, runtime=runtime)
-    env = _environment(cascade.runtime, threads)
+    env = host_environment(cascade.runtime, threads)
     if hasattr(cascade.runners[0], "xnnpack"):
         env["xnnpack"] = bool(cascade.runners[0].xnnpack)
     if stream:
@@ -105,7 +105,9 @@ def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: in
                              stage_profiles(cascade.stages, timing.stage_ms), env,
                              timing.to_json())
     feeds = stage_feeds(cascade, x)
-    runners = [cascade.runners[s["index"]] for s in cascade.stages]
+    # each stage called as Cascade.infer calls it (ORT: outputs in the bound buffers)
+    runners = [getattr(r, "run_borrowed", r.run) for r in
+               (cascade.runners[s["index"]] for s in cascade.stages)]
     # Stages are timed in cascade order, one pass after another, so each sees the caches
     # a real inference leaves (timing one stage in a tight loop flatters small stages).
     say(f"timing {len(runners)} stages in cascade order ({warmup} warm-up + {repeats} "
@@ -113,21 +115,22 @@ def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: in
     passes = warmup + repeats
     tick(0, passes)
     for done in range(warmup):
-        for runner, inputs in zip(runners, feeds):
-            runner.run(inputs)
+        for run, inputs in zip(runners, feeds):
+            run(inputs)
         tick(done + 1, passes)
     times: list[list[float]] = [[] for _ in runners]
     for done in range(repeats):
-        for k, (runner, inputs) in enumerate(zip(runners, feeds)):
+        for k, (run, inputs) in enumerate(zip(runners, feeds)):
             start = time.perf_counter()
-            runner.run(inputs)
+            run(inputs)
             times[k].append((time.perf_counter() - start) * 1e3)
         tick(warmup + done + 1, passes)
     return StageProfiles("host", "host", "ms", cascade.runtime,
                          stage_profiles(cascade.stages, times), env)
 
 
-def _environment(runtime: str, threads: int) -> dict[str, Any]:
+def host_environment(runtime: str, threads: int) -> dict[str, Any]:
+    """Versions and settings a host timing depends on, printed next to the figures."""
     env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
                            "threads": threads, "runtime": runtime}
     try:
