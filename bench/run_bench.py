@@ -33,6 +33,7 @@ from eedge.targets import load_target  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 from qute_bench import qute_checks, show_qute  # noqa: E402
 from gates_bench import gates_bench, show_gates  # noqa: E402
+from cascade_bench import cascade_bench, show_cascade  # noqa: E402
 from tvm_bench import show_tvm, tvm_vs_ort  # noqa: E402
 from architectures_bench import architectures_bench, show_architectures  # noqa: E402
 from sequence_bench import sequence_bench, show_sequence  # noqa: E402
@@ -228,6 +229,7 @@ def main() -> None:
         results["serve"] = serve_bench(Path(tmp) / "serve")
         results["qute"] = qute_checks(Path(tmp) / "qute")
         results["gates"] = gates_bench(Path(tmp) / "gates")
+        results["cascade"] = cascade_bench(Path(tmp) / "cascade")
         demo_x = np.load(Path(tmp) / "demo" / "test.npz")["x"]
         results["tvm"] = tvm_vs_ort({"digits-demo": (bundles["digits-demo"], demo_x),
                                      "residual96": medium_bundle(Path(tmp) / "tvm-medium")},
@@ -296,6 +298,8 @@ def show(results: dict[str, Any]) -> None:
         show_qute(results["qute"], console)
     if "gates" in results:
         show_gates(results["gates"], console)
+    if "cascade" in results:
+        show_cascade(results["cascade"], console)
     if "tvm" in results:
         show_tvm(results["tvm"], console)
     if "calibration" in results:
