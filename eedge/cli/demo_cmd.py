@@ -49,6 +49,9 @@ def command(out: Path | None, seed: int, model_name: str, epochs: int | None, ta
     if epochs is not None and epochs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--epochs")
     if cascade:
+        if qute or model_name != "cnn":
+            raise click.UsageError("--cascade is a demo of its own (three CNNs); drop "
+                                   + ("--qute" if qute else f"--model {model_name}"))
         _cascade_demo(out, seed, epochs, as_json)
         return
     if qute:
