@@ -85,6 +85,9 @@ def exit_costs(bundle: Any, budget_kind: str, profile: Path | None, target: str 
               help="With --risk: coverage the windows may lose against no early exit.")
 @click.option("--max-risk-increase", type=FiniteFloat(0, 1), default=0.0, show_default=True,
               help="With --coverage: risk the windows may add against no early exit.")
+@click.option("--risk-z", type=FiniteFloat(0, 100), default=0.0, show_default=True,
+              help="With --risk: keep the risk's Wilson upper bound (this many standard "
+                   "errors) within the target, not just the measured risk.")
 @click.option("--ensemble", type=click.Choice(["running-mean", "none"]),
               help="running-mean: every exit decides on the mean of the exits' probabilities "
                    "so far (stored in the bundle); none: turn that off.")
@@ -95,8 +98,8 @@ def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
               budget_macs: float | None, budget_ms: float | None, profile: Path | None,
               target: str | None, criterion: str, runtime: str | None, confidence_z: float,
               plot_path: Path | None, risk: float | None, coverage: float | None,
-              max_coverage_drop: float, max_risk_increase: float, ensemble: str | None,
-              dry_run: bool, as_json: bool) -> None:
+              max_coverage_drop: float, max_risk_increase: float, risk_z: float,
+              ensemble: str | None, dry_run: bool, as_json: bool) -> None:
     """Choose per-exit thresholds for BUNDLE on held-out data and store them in it.
 
     \b
@@ -129,7 +132,7 @@ def calibrate(bundle: Path, data: Path, max_accuracy_drop: float | None,
 
         calibrate_selective_command(loaded, x, y, risk, coverage, max_coverage_drop,
                                     max_risk_increase, criterion, runtime, plot_path,
-                                    dry_run, as_json)
+                                    dry_run, as_json, risk_z)
         return
     kind = "macs" if budget_ms is None else "ms"
     costs = exit_costs(loaded, kind, profile, target, x)

@@ -37,7 +37,8 @@ def with_ensemble_mode(bundle: Any, mode: str) -> Any:
 def calibrate_selective_command(bundle: Any, x: np.ndarray, y: np.ndarray, risk: float | None,
                                 coverage: float | None, max_coverage_drop: float,
                                 max_risk_increase: float, criterion: str, runtime: str | None,
-                                plot_path: Path | None, dry_run: bool, as_json: bool) -> None:
+                                plot_path: Path | None, dry_run: bool, as_json: bool,
+                                risk_z: float = 0.0) -> None:
     from eedge.policies.costs import mac_costs
     from eedge.policies.selective import calibrate_selective, write_selective
 
@@ -45,7 +46,7 @@ def calibrate_selective_command(bundle: Any, x: np.ndarray, y: np.ndarray, risk:
     with progress("scoring every exit, then searching windows", quiet=as_json) as shown:
         result = calibrate_selective(bundle, x, y, costs.values, costs.unit, risk, coverage,
                                      criterion, runtime, max_coverage_drop, max_risk_increase,
-                                     tick=shown.tick)
+                                     tick=shown.tick, risk_z=risk_z)
     if plot_path is not None:
         _plot_calibration(result, plot_path)
     target = f"{result.target} {result.target_value:g}"
@@ -74,8 +75,9 @@ def calibrate_selective_command(bundle: Any, x: np.ndarray, y: np.ndarray, risk:
                       f"{f['risk']:.2%}, {human_count(f['expected_cost'])} {result.cost_unit}")
     alone = result.final_alone
     if "coverage" in alone:
+        bound = f" (Wilson bound, z {result.risk_z:g})" if result.risk_z else ""
         out_console.print(f"final exit alone: coverage {alone['coverage']:.2%} at risk "
-                          f"{result.target_value:.2%}, accuracy {alone['accuracy']:.2%}")
+                          f"{result.target_value:.2%}{bound}, accuracy {alone['accuracy']:.2%}")
     else:
         out_console.print(f"final exit alone: risk {alone['risk']:.2%} at coverage "
                           f"{result.target_value:.2%}, accuracy {alone['accuracy']:.2%}")

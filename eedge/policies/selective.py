@@ -113,15 +113,30 @@ def aurc(scores: np.ndarray, correct: np.ndarray) -> float:
     return float(np.sum(widths * curve.risk))
 
 
+def risk_upper_bound(risk: np.ndarray | float, accepted: np.ndarray | float,
+                     z: float) -> np.ndarray:
+    """Wilson score upper bound on a risk measured on ``accepted`` samples (z standard
+    errors; z = 0: the risk itself). Unlike the normal approximation it is above 0 when no
+    accepted sample was wrong, which is when a small calibration set flatters most."""
+    p = np.asarray(risk, dtype=np.float64)
+    if z == 0:
+        return p
+    n = np.maximum(np.asarray(accepted, dtype=np.float64), 1.0)
+    z2 = z * z
+    return (p + z2 / (2 * n) + z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))) / (1 + z2 / n)
+
+
 def coverage_at_risk(scores: np.ndarray, correct: np.ndarray,
-                     target_risk: float) -> tuple[float, float | None]:
+                     target_risk: float, z: float = 0.0) -> tuple[float, float | None]:
     """Largest coverage whose risk is at most ``target_risk``, and its threshold.
 
+    With ``z`` > 0 the risk's Wilson upper bound must be (see :func:`risk_upper_bound`).
     (0.0, None) when even the most confident group of samples is too risky:
     the only way to meet the target is to reject everything.
     """
     curve = risk_coverage(scores, correct)
-    ok = np.flatnonzero(curve.risk <= target_risk + 1e-12)
+    bound = risk_upper_bound(curve.risk, curve.coverage * len(np.ravel(scores)), z)
+    ok = np.flatnonzero(bound <= target_risk + 1e-12)
     if ok.size == 0:
         return 0.0, None
     j = int(ok[-1])
@@ -228,13 +243,16 @@ class WindowCalibration:
 
 
 def _final_operating_point(scores: np.ndarray, correct: np.ndarray, target: str,
-                           value: float) -> float:
+                           value: float, z: float) -> float:
     if target == "risk":
-        coverage, tau = coverage_at_risk(scores, correct, value)
+        coverage, tau = coverage_at_risk(scores, correct, value, z)
         if tau is None:
-            best = float(risk_coverage(scores, correct).risk.min())
-            raise InputDataError(f"no selective threshold reaches risk {value:g} on the "
-                                 f"calibration data (the lowest is {best:.4g}): raise --risk")
+            curve = risk_coverage(scores, correct)
+            best = float(risk_upper_bound(curve.risk, curve.coverage * len(scores), z).min())
+            bound = f" (its {z:g}-sigma upper bound)" if z else ""
+            raise InputDataError(f"no selective threshold reaches risk {value:g}{bound} on the "
+                                 f"calibration data (the lowest is {best:.4g}): raise --risk"
+                                 + (" or lower --risk-z, or use more data" if z else ""))
         return tau
     _, tau = risk_at_coverage(scores, correct, value)
     return tau
@@ -253,8 +271,8 @@ def calibrate_window(scores: Sequence[np.ndarray], correct: Sequence[np.ndarray]
                      costs: Sequence[float], target_risk: float | None = None,
                      target_coverage: float | None = None, max_coverage_drop: float = 0.01,
                      max_risk_increase: float = 0.0,
-                     common: Sequence[Callable[[np.ndarray], np.ndarray]] | None = None
-                     ) -> WindowCalibration:
+                     common: Sequence[Callable[[np.ndarray], np.ndarray]] | None = None,
+                     risk_z: float = 0.0) -> WindowCalibration:
     """Choose tau and per-exit windows: cheapest expected cost that meets the target.
 
     With ``target_risk`` r: the reference is the final exit alone at its
@@ -269,6 +287,10 @@ def calibrate_window(scores: Sequence[np.ndarray], correct: Sequence[np.ndarray]
     ``common[k]`` maps exit k's scores onto one scale shared by all exits
     (identity by default). It is used only to keep low_k <= tau <= high_k:
     int8 scores of different exits live on different integer scales.
+
+    ``risk_z`` > 0 (with a target risk): the risk's Wilson upper bound, not the
+    risk itself, must stay within the target, so windows that meet it on the
+    calibration samples only by luck are not chosen.
     """
     if (target_risk is None) == (target_coverage is None):
         raise InputDataError("give exactly one of a target risk or a target coverage")
@@ -283,12 +305,13 @@ def calibrate_window(scores: Sequence[np.ndarray], correct: Sequence[np.ndarray]
     to_common = list(common) if common is not None else [identity] * k_exits
     final_s = np.asarray(scores[-1], dtype=np.float64)
     final_c = np.asarray(correct[-1], dtype=bool)
-    tau_ref = _final_operating_point(final_s, final_c, target, value)
+    tau_ref = _final_operating_point(final_s, final_c, target, value, risk_z)
+    n = len(final_s)
     none_early: list[float | None] = [None] * (k_exits - 1)
     reference = simulate(scores, correct, none_early + [tau_ref], none_early + [None], costs)
     if target == "risk":
         def feasible(coverage: float, risk: float) -> bool:
-            return risk <= value + 1e-12 and \
+            return float(risk_upper_bound(risk, coverage * n, risk_z)) <= value + 1e-12 and \
                 coverage >= reference.coverage - max_coverage_drop - 1e-12
     else:
         def feasible(coverage: float, risk: float) -> bool:
@@ -400,6 +423,7 @@ class SelectiveCalibration:
     cost_unit: str
     running_mean: bool
     evaluated: int
+    risk_z: float = 0.0              # the risk target bounds the risk's Wilson upper bound
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -429,7 +453,8 @@ def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequen
                         cost_unit: str = "MACs", target_risk: float | None = None,
                         target_coverage: float | None = None, criterion: str = "max_softmax",
                         runtime: str | None = None, max_coverage_drop: float = 0.01,
-                        max_risk_increase: float = 0.0, tick: Any = None
+                        max_risk_increase: float = 0.0, tick: Any = None,
+                        risk_z: float = 0.0
                         ) -> SelectiveCalibration:
     """Score every exit as the bundle's runtime decides (running mean included), choose
     tau and the windows (:func:`calibrate_window`), and express them as the manifest's
@@ -466,7 +491,7 @@ def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequen
         (lambda v, f=to_float(k): np.array([f(float(s)) for s in np.atleast_1d(v)]))
         for k in range(k_exits)]
     window = calibrate_window(data.scores, data.correct, costs, target_risk, target_coverage,
-                              max_coverage_drop, max_risk_increase, common)
+                              max_coverage_drop, max_risk_increase, common, risk_z)
     lows, highs = list(window.lows), list(window.highs)
     if not data.integer:  # integer edges are exact; float ones move off the samples
         lows = [_between(data.scores[k], v) for k, v in enumerate(lows)]
@@ -481,8 +506,8 @@ def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequen
     own_s = (data.own_scores or data.scores)[-1]
     own_c = (data.own_correct or data.correct)[-1]
     if target_risk is not None:
-        coverage, _ = coverage_at_risk(own_s, own_c, target_risk)
-        alone = {"coverage": coverage, "risk_target": target_risk}
+        coverage, _ = coverage_at_risk(own_s, own_c, target_risk, risk_z)
+        alone = {"coverage": coverage, "risk_target": target_risk, "risk_z": risk_z}
     else:
         risk, _ = risk_at_coverage(own_s, own_c, float(target_coverage))  # type: ignore[arg-type]
         alone = {"risk": risk, "coverage_target": target_coverage}
@@ -491,7 +516,7 @@ def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequen
     return SelectiveCalibration(criterion, runtime, int(len(y)), window.target,
                                 window.target_value, highs, lows, stored.summary(),
                                 full.summary(), alone, cost_unit, bool(data.members),
-                                window.evaluated)
+                                window.evaluated, risk_z)
 
 
 def write_selective(bundle: Any, result: SelectiveCalibration, method: str) -> Any:

@@ -106,6 +106,21 @@ def test_coverage_target_without_an_ensemble(bundle: Path, trained: Path,
     assert accepted.mean() == pytest.approx(report["chosen"]["coverage"], abs=1e-12)
 
 
+def test_risk_bound_option(bundle: Path, trained: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    from eedge.policies.selective import risk_upper_bound
+
+    val = str(trained / "val.npz")
+    plain = cli(capsys, "calibrate", str(bundle), "--data", val, "--risk", "0.03", "--dry-run")
+    bounded = cli(capsys, "calibrate", str(bundle), "--data", val, "--risk", "0.03",
+                  "--risk-z", "2", "--dry-run")
+    chosen, samples = bounded["chosen"], bounded["samples"]
+    assert bounded["risk_z"] == 2.0
+    assert float(risk_upper_bound(chosen["risk"], chosen["coverage"] * samples, 2.0)) <= 0.03
+    assert chosen["coverage"] <= plain["chosen"]["coverage"]
+    assert "window_low" not in load_bundle(bundle).exits[-1]["policy"]  # --dry-run
+
+
 def _aurc_by_definition(scores: np.ndarray, correct: np.ndarray) -> float:
     """Mean over samples of the risk of accepting every sample at least as confident."""
     risks = [np.mean(~correct[scores >= s]) for s in scores]

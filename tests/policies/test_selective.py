@@ -139,3 +139,20 @@ def test_coordinate_descent_stays_feasible_and_exhaustive_is_no_worse(
         assert result.chosen["expected_cost"] < 9.0
     assert exhaustive.chosen["expected_cost"] <= descent.chosen["expected_cost"]
     assert descent.evaluated < exhaustive.evaluated
+
+
+def test_wilson_bound_by_hand_and_a_stricter_calibration() -> None:
+    from eedge.policies.selective import risk_upper_bound
+
+    # no error in 100 accepted samples, z = 2: (0 + 4/200 + 2 sqrt(4/40000)) / (1 + 4/100)
+    assert float(risk_upper_bound(0.0, 100, 2.0)) == pytest.approx(0.04 / 1.04)
+    assert float(risk_upper_bound(0.1, 50, 0.0)) == 0.1
+    scores, correct = _synthetic(seed=2)
+    plain = calibrate_window(scores, correct, [1.0, 4.0], target_risk=0.1)
+    bounded = calibrate_window(scores, correct, [1.0, 4.0], target_risk=0.1, risk_z=2.0)
+    n = len(scores[0])
+    chosen = bounded.chosen
+    assert float(risk_upper_bound(chosen["risk"], chosen["coverage"] * n, 2.0)) <= 0.1
+    assert chosen["coverage"] <= plain.chosen["coverage"]
+    assert coverage_at_risk(scores[1], correct[1], 0.1, z=2.0)[0] < \
+        coverage_at_risk(scores[1], correct[1], 0.1)[0]
