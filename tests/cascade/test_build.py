@@ -144,3 +144,15 @@ def test_different_input_dtypes_fail(tmp_path: Path) -> None:
     onnx.save(model, tmp_path / "d.onnx")
     with pytest.raises(ModelError, match="takes double input, member a float"):
         build_cascade([a, tmp_path / "d.onnx"], tmp_path / "out")
+
+
+def test_members_of_different_opsets(cascade_case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An onnx.helper model at opset 17 before torch's opset-20 export: converted up."""
+    a = _linear_onnx(tmp_path / "a.onnx", [1, 1, 8, 8], 10)
+    bundle = build_cascade([a, cascade_case.members[0]], tmp_path / "b").bundle
+    x = cascade_case.data.x_test[:8]
+    got = Cascade(bundle).run_all_exits(x)
+    with torch.no_grad():
+        want = cascade_case.modules[0](torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got[1], want, atol=1e-4)
+    assert bundle.manifest["model"]["opset"] >= 18
