@@ -1,5 +1,6 @@
 """`eedge demo --cascade`: the report's cascade numbers are what the kept bundle's own
-runtime gives on the kept test images, and the policy it calibrated is sound."""
+runtime gives on the kept test images, the policy it calibrated is sound, and the same
+cascade as int8 C on qemu-cortex-m4 decides like the Python int8 runtime."""
 
 from __future__ import annotations
 
@@ -49,3 +50,14 @@ def test_cascade_demo_report_matches_the_bundle(capsys: pytest.CaptureFixture[st
         cascade["oracle_coverage"] >= rows["large"]["oracle_coverage"]
         and cascade["oracle_macs"] < rows["large"]["oracle_macs"])
     assert report["int8_agreement"] > 0.9
+
+    # the demo's own cascade on the device: exit, class and rejection == Python int8
+    from eedge.codegen.device_run import run_on_target
+    from eedge.targets import load_target
+
+    x = test["x"][:240]
+    device = run_on_target(bundle.path, load_target("qemu-cortex-m4"), x)
+    python = Cascade(bundle, runtime="int8-reference").infer(x)
+    assert device.exit_index.tolist() == python.exit_index.tolist()
+    assert device.predictions.tolist() == python.predictions.tolist()
+    assert [s.rejected for s in device.run.samples] == python.rejected.tolist()
