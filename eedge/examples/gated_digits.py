@@ -32,7 +32,11 @@ class GatedExit(nn.Module):
 
     The gate reads the pooled features, the class probabilities and the largest of
     them (a linear layer on the probabilities cannot compute their maximum, the one
-    feature max-softmax relies on).
+    feature max-softmax relies on). It reads them detached: the gate learns from the
+    exit but never changes it, so the exits are those of plain multi-exit training and
+    max-softmax on this model is the usual baseline. Letting the gate's gradient into
+    the backbone made the first exit's ECE worse (0.14 vs 0.10 on 3 seeds) and the gate
+    no better.
 
     The gate's first layer is Linear(features) + Linear(probabilities) rather than one
     Linear over their concatenation: int8 concatenation shares one scale among its
@@ -52,9 +56,9 @@ class GatedExit(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         pooled = self.pool(h)
         logits = self.classifier(pooled)
-        probabilities = torch.softmax(logits, dim=1)
+        probabilities = torch.softmax(logits, dim=1).detach()
         top = torch.amax(probabilities, dim=1, keepdim=True)  # what max-softmax thresholds
-        hidden = torch.relu(self.gate["features"](pooled) +
+        hidden = torch.relu(self.gate["features"](pooled.detach()) +
                             self.gate["probabilities"](probabilities) + self.gate["top"](top))
         return torch.cat([logits, self.gate["out"](hidden)], dim=1)
 
@@ -81,19 +85,23 @@ class TrainedGated:
     model: GatedDigitsNet
     data: DigitsSplits
     losses: list[float]
+    gate_rows: int   # the gates were refitted on data.x_val[:gate_rows]; the rest is unseen
 
 
 def train_gated_digits(seed: int = 0, epochs: int = 40, gate_epochs: int = 30,
-                       cost_weight: float = 0.5) -> TrainedGated:
-    """Train on the training split; the gates are refitted on the validation split."""
+                       cost_weight: float = 0.5, gate_fraction: float = 1.0) -> TrainedGated:
+    """Train on the training split; the gates are refitted on the first ``gate_fraction``
+    of the validation split (keep the rest to calibrate thresholds on data the gates
+    never saw: calibrating on the gates' own refit data picks over-eager thresholds)."""
     data = load_digits_splits(seed)
     torch.manual_seed(seed)
     model = GatedDigitsNet()
     config = GateTrainConfig(epochs=epochs, gate_epochs=gate_epochs, cost_weight=cost_weight,
                              seed=seed)
+    rows = max(1, int(round(gate_fraction * len(data.x_val))))
     losses = train_gated(model, data.x_train, data.y_train, NUM_CLASSES, config,
-                         gate_data=(data.x_val, data.y_val))
-    return TrainedGated(model, data, losses)
+                         gate_data=(data.x_val[:rows], data.y_val[:rows]))
+    return TrainedGated(model, data, losses, rows)
 
 
 def export_onnx(model: nn.Module, path: Path) -> Path:
