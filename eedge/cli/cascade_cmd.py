@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from eedge.cli.console import debug_option, json_option, out_console, print_json
 from eedge.cli.progress import progress
-from eedge.cli.tables import human_count, stage_table, summary_lines
+from eedge.cli.tables import stage_table, summary_lines
 from eedge.errors import InputDataError
 from eedge.io.arrays import load_array
 
@@ -80,11 +80,7 @@ def build(members: tuple[str, ...], out: Path, name: str, formats: str | None, i
     out_console.print(stage_table(manifest))
     for line in summary_lines(manifest):
         out_console.print(line)
-    section = manifest["cascade"]
-    for m in section["members"]:
-        out_console.print(f"member {m['exit']}: {escape(m['name'])} ({escape(m['file'])}, "
-                          f"{m['format']}), {human_count(m['macs'])} MACs")
-    check = section["merge_check"]
+    check = manifest["cascade"]["merge_check"]
     out_console.print(f"cascade == members (their own runtimes) on {check['samples']} inputs: "
                       f"max |diff| {check['max_abs_diff']:.2e}")
     for note in result.notes:

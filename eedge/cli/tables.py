@@ -99,6 +99,11 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         lines.append(f"int8: {quant['scheme']}; {quant['observer']} observer on "
                      f"{quant['calibration_samples']} calibration samples")
     lines += decision_lines(manifest)
+    cascade = manifest.get("cascade")
+    if cascade:  # a cascade of independent models (eedge cascade build)
+        lines.append("cascade of independent models, each reading the input: " + ", ".join(
+            f"{m['name']} ({m['format']}, {human_count(m['macs'])} MACs)"
+            for m in cascade["members"]))
     split = manifest.get("split")
     if split:
         cut = ", ".join(t["name"] for t in split["cut_tensors"])
