@@ -75,12 +75,18 @@ def _medians(x: np.ndarray) -> list[float | None]:
     return [float(np.median(sigmoid(out[:, -1]))) for out in whole[:-1]] + [None]
 
 
-@pytest.mark.parametrize("runtime", ["onnx", "tflite"])
-def test_float_runtimes_exit_on_sigmoid_of_the_gate(runtime: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", ["onnx", "tflite", "tvm"])
+def test_float_runtimes_exit_on_sigmoid_of_the_gate(runtime: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """Decisions and predictions against the whole model on ONNX Runtime, computed here."""
     x = inputs(200)
     thresholds = _medians(x)
     bundle = with_policy(tmp_path / "b", "gate", thresholds)
+    if runtime == "tvm":
+        code, _, err = run_cli(capsys, "compile", str(bundle.path), "--backend", "tvm",
+                               "--target", "host")
+        assert code == 0, err
+        bundle = load_bundle(bundle.path)
     result = Cascade(bundle, runtime=runtime).infer(x)
     whole = whole_onnx(x)
     expected = np.full(len(x), 2)
