@@ -3,13 +3,13 @@
 Three measurements, interleaved in rounds so that a change of load on the
 machine hits all of them alike (the host is shared; a Pi runs other things):
 
-- **stage passes**: every stage run in cascade order on one sample's real
-  inputs (as :func:`eedge.profiling.drivers.profile_host` times them), at
-  batch 1 and, if asked, at the user's batch size;
+- **stage passes**: one sample through every stage inside ``Cascade.infer``
+  (no exit taking it), each stage's time as the cascade measures it, at batch 1
+  and, if asked, at the user's batch size;
 - **overhead**: ``Cascade.infer`` with every stage replaced by a replay of
   its recorded outputs (a call that costs ~0.1 us) and the thresholds forced
   so the sample leaves at exit k, for every k in turn: what the cascade costs
-  beyond its stages on that path (input checks and conversion, exit
+  outside its stage calls on that path (input checks and conversion, exit
   decisions, routing the rows that stay, the result arrays);
 - **stream**: ``Cascade.infer`` on the data in stream order, one sample per
   call and in batches of the user's size: what a user measures.
@@ -94,23 +94,41 @@ def stage_io(cascade: Cascade, x: np.ndarray) -> tuple[list[list[np.ndarray]],
     return feeds, outs
 
 
-def _time_stages(cascade: Cascade, feeds: list[list[np.ndarray]], passes: int,
-                 times: list[list[float]]) -> None:
-    """``passes`` passes over the stages in cascade order, appended to ``times``; each
-    stage is called the way ``Cascade.infer`` calls it (borrowed outputs if it has them)."""
+def _time_stages(cascade: Cascade, sample: np.ndarray, feeds: list[list[np.ndarray]],
+                 passes: int, times: list[list[float]]) -> None:
+    """``passes`` inferences of ``sample`` through every stage, each stage's time as
+    ``Cascade.infer`` measures it (its ``stage_seconds``), appended to ``times``.
+
+    The stages run inside the cascade with no exit taking the sample (thresholds and
+    windows off), so each sees the caches and the decisions between stages that a
+    real inference has: timed alone in a tight loop, small stages look up to twice
+    as fast as they run in the cascade. A stage the cascade skips (after an
+    ensemble's last member) is timed by calling it directly on ``feeds``.
+    """
+    saved = (cascade.thresholds, cascade.window_low)
+    cascade.thresholds = [None] * len(cascade.exits)
+    cascade.window_low = [None] * len(cascade.exits)
     runners = [getattr(r, "run_borrowed", r.run) for r in
                (cascade.runners[s["index"]] for s in cascade.stages)]
     clock = time.perf_counter
-    for _ in range(passes):
-        for run, inputs, out in zip(runners, feeds, times):
-            start = clock()
-            run(inputs)
-            out.append((clock() - start) * 1e3)
+    try:
+        for _ in range(passes):
+            result = cascade.infer(sample)
+            for k, (seconds, rows) in enumerate(zip(result.stage_seconds,
+                                                    result.stage_samples)):
+                if rows == 0:
+                    start = clock()
+                    runners[k](feeds[k])
+                    seconds = clock() - start
+                times[k].append(seconds * 1e3)
+    finally:
+        cascade.thresholds, cascade.window_low = saved
 
 
 def _time_overhead(cascade: Cascade, sample: np.ndarray, outs: list[list[np.ndarray]],
                    repeats: int, times: list[list[float]]) -> None:
-    """``Cascade.infer`` on replayed stages, forced to leave at each exit in turn.
+    """``Cascade.infer`` on replayed stages, forced to leave at each exit in turn: its
+    time outside the stage calls (input checks, decisions, routing, results).
 
     A path is only timed if forcing it works (thresholds 0 at exit k and None
     before it); an exit that cannot be forced (an ensemble member that never
@@ -132,8 +150,10 @@ def _time_overhead(cascade: Cascade, sample: np.ndarray, outs: list[list[np.ndar
                     continue
                 cascade.thresholds = [None] * k + [0.0] + [None] * (len(cascade.exits) - k - 1)
                 start = clock()
-                cascade.infer(sample)
-                times[k].append((clock() - start) * 1e3)
+                result = cascade.infer(sample)
+                total = clock() - start
+                # what infer spends outside its stage calls (stages are timed in passes)
+                times[k].append((total - sum(result.stage_seconds)) * 1e3)
     finally:
         cascade.runners, cascade.thresholds, cascade.window_low = saved
 
@@ -192,13 +212,13 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
         + f" ({warmup} warm-up + {stage_passes} passes in {rounds} rounds)")
     if tick is not None:
         tick(0, rounds)
-    _time_stages(cascade, feeds, warmup, scratch)
+    _time_stages(cascade, x[:1], feeds, warmup, scratch)
     if stream:
         _time_stream(cascade, singles[:warmup], [])
     for r in range(rounds):
         share = stage_passes // rounds + (1 if r < stage_passes % rounds else 0)
         repeat_share = overhead_repeats // rounds + (1 if r < overhead_repeats % rounds else 0)
-        _time_stages(cascade, feeds, share, timing.stage_ms)
+        _time_stages(cascade, x[:1], feeds, share, timing.stage_ms)
         timing.stage_round_sizes.append(share)
         timing.overhead_round_sizes.append(repeat_share if stream else 0)
         if stream:
@@ -206,7 +226,8 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
             _time_stream(cascade, _slice(singles, r, per_round), timing.measured_ms,
                          timing.exit_index)
         if batches:
-            _time_stages(cascade, feeds_b, max(1, share // 4), timing.stage_batch_ms)
+            _time_stages(cascade, batches[0], feeds_b, max(1, share // 4),
+                         timing.stage_batch_ms)
             _time_overhead(cascade, batches[0], outs_b, max(1, repeat_share // 4),
                            timing.overhead_batch_ms)
             _time_stream(cascade, _slice(batches, r, max(1, per_round // batch)),
