@@ -107,3 +107,20 @@ def test_host_build_with_a_criterion_per_exit(running_bundle: Bundle, tmp_path: 
     assert np.array_equal(np.array([s.confidence for s in run.run.samples]),
                           python.confidence_q)
     assert len(set(python.exit_index.tolist())) == 3
+
+
+def test_budget_policy_on_the_running_mean(running_bundle: Bundle, tmp_path: Path) -> None:
+    """The budget offset moves running-mean thresholds alike on the device and in Python."""
+    from eedge.policies.budget import IntegerBudgetController, run_budgeted_int8
+
+    bundle = with_windows(running_bundle, ["max_softmax"] * 3, tmp_path / "b")
+    model = load_codegen_model(bundle.path)
+    budget = 0.5 * model.exit_costs[-1]
+    model.budget = {"macs": budget}
+    x = example_input(seed=14, batch=200, name="sequential")
+    run = run_on_target(model, load_target("host"), x)
+    python = run_budgeted_int8(Cascade(bundle, runtime="int8-reference"), x,
+                               IntegerBudgetController(budget, model.exit_costs))
+    assert np.array_equal(run.exit_index, python.exit_index)
+    assert np.array_equal(run.predictions, python.predictions)
+    assert len(set(python.exit_index.tolist())) > 1
