@@ -77,10 +77,12 @@ def calibrate_selective_command(bundle: Any, x: np.ndarray, y: np.ndarray, risk:
     if "coverage" in alone:
         bound = f" (Wilson bound, z {result.risk_z:g})" if result.risk_z else ""
         out_console.print(f"final exit alone: coverage {alone['coverage']:.2%} at risk "
-                          f"{result.target_value:.2%}{bound}, accuracy {alone['accuracy']:.2%}")
+                          f"{result.target_value:.2%}{bound}, accuracy {alone['accuracy']:.2%}, "
+                          f"{human_count(alone['macs'])} MACs")
     else:
         out_console.print(f"final exit alone: risk {alone['risk']:.2%} at coverage "
-                          f"{result.target_value:.2%}, accuracy {alone['accuracy']:.2%}")
+                          f"{result.target_value:.2%}, accuracy {alone['accuracy']:.2%}, "
+                          f"{human_count(alone['macs'])} MACs")
     out_console.print("windows not written (--dry-run)" if dry_run else
                       f"windows written to {escape(str(bundle.path))}/manifest.json")
 

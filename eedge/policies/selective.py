@@ -513,6 +513,7 @@ def calibrate_selective(bundle: Any, x: np.ndarray, y: np.ndarray, costs: Sequen
         alone = {"risk": risk, "coverage_target": target_coverage}
     alone["accuracy"] = float(np.mean(own_c))
     alone["aurc"] = aurc(own_s, own_c)
+    alone["macs"] = standalone_macs(bundle.manifest, k_exits - 1)
     return SelectiveCalibration(criterion, runtime, int(len(y)), window.target,
                                 window.target_value, highs, lows, stored.summary(),
                                 full.summary(), alone, cost_unit, bool(data.members),

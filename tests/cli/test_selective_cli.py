@@ -238,6 +238,7 @@ def test_cascade_of_models(model_cascade: Path, tmp_path: Path,
     assert accepted.mean() == pytest.approx(report["chosen"]["coverage"], abs=1e-12)
     assert (accepted & ~correct).sum() / accepted.sum() == pytest.approx(
         report["chosen"]["risk"], abs=1e-12)
+    assert report["final_alone"]["macs"] == load_bundle(bundle).stages[-1]["macs"]
     rows = {r["name"]: r for r in cli(capsys, "evaluate", str(bundle), "--data", str(test),
                                       "--runtime", "int8-reference",
                                       "--selective")["selective"]["rows"]}
