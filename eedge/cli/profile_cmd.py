@@ -95,9 +95,9 @@ def command(bundle: Path, target_name: str, runtime_text: str | None, data: Path
     runtime = runtimes[0] if runtimes else None
     target = load_target(target_name)
     if len(runtimes) > 1:
-        if per_op or exit_rates is not None or batch > 1:
+        if per_op or exit_rates is not None or batch > 1 or plot_path is not None:
             raise InputDataError("comparing runtimes times the stages only; leave out "
-                                 "--per-op, --exit-rates and --batch")
+                                 "--per-op, --exit-rates, --batch and --plot")
         _compare(bundle, target, runtimes, data, threads, warmup, repeats, report_path,
                  as_json)
         return
