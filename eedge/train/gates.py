@@ -28,10 +28,13 @@ Why balanced targets (``balance``): "continue" targets are rare (an early
 exit of the digits CNN is right on ~95% of samples, and on ~99% of the
 training set it has fitted), so plain BCE is minimized by a gate that says
 "stop" to nearly everything; each batch gives both target values half the
-weight instead. Measured on digits (2 to 4 seeds, gates vs max-softmax
-thresholds at equal expected MACs): unbalanced gates lost to max-softmax by
-0.5 to 3 points and on one seed collapsed (could not rank at all); balanced
-ones tie on clean data and win or tie on corrupted data at low budgets.
+weight instead. Measured on digits (gates vs max-softmax thresholds of the
+same model at equal expected MACs, 4 seeds): unbalanced gates lost at every
+budget, by up to 3 points on clean and 5 on corrupted digits (on one seed the
+gate barely ranked samples at all); balanced ones are within 0.2 points of
+max-softmax on clean digits and 0.4 to 1.7 points better on corrupted ones
+at 20-50% of the MACs (bench/gates_bench.py, with eedge.examples.gated_digits,
+whose gates read their inputs detached so they do not change the exits).
 
 Why a second, gate-only phase on held-out data (``gate_data``): after a few
 epochs the exits fit the training set, so the training targets stop showing
