@@ -60,7 +60,9 @@ def stage_outputs(bundle: Path, manifest: dict[str, Any], x_int8: np.ndarray,
         io = stage["io"]["tflite_int8"]
         feeds = []
         for i, spec in enumerate(io["inputs"]):
-            value = x_int8 if stage["index"] == 0 and i == 0 else store[spec["name"]]
+            # the model input (read by every member of a cascade), else a hand-off
+            value = x_int8 if (stage["index"] == 0 and i == 0) or \
+                spec["name"] == manifest["inputs"][0]["name"] else store[spec["name"]]
             feeds.append(value.reshape([len(x_int8)] + spec["shape"][1:]))
         path = bundle / stage["files"]["tflite_int8"]
         runner = TFLMModel(path.read_bytes(), len(io["outputs"])) if engine == "tflm" \

@@ -29,3 +29,15 @@ def test_input_survives_every_member_in_the_arena(cascade_case) -> None:  # type
 def test_python_runtime_keeps_the_input_until_the_last_member(cascade_case) -> None:  # type: ignore[no-untyped-def]
     cascade = Cascade(load_bundle(cascade_case.bundle), runtime="int8-reference")
     assert cascade._last_reader["input"] == len(cascade.stages) - 1
+
+
+def test_c_runtime_bytes_equal_tflite_micro_for_every_member(cascade_case) -> None:  # type: ignore[no-untyped-def]
+    """Every member's int8 output from the generated C (qemu-cortex-m4, every stage run)
+    equals TFLite Micro's bytes on that member's stage file."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from device_compare import assert_c_bit_exact
+
+    assert assert_c_bit_exact(cascade_case.bundle, cascade_case.data.x_test[:16]) == 16 * 3

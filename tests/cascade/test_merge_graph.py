@@ -5,6 +5,7 @@ bundle reads NHWC); mixing float and int8, or int8 inputs quantized differently,
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,11 @@ def test_int8_members_keep_their_bytes(tflite_members, cascade_case, tmp_path: P
     for path, got in zip(tflite_members["int8"], staged):
         want = run_tflite(path.read_bytes(), x, 1)[0]
         assert np.array_equal(got, want)  # equal bytes
+    # and the generated C on qemu-cortex-m4 gives TFLite Micro's bytes for every member
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from device_compare import assert_c_bit_exact
+
+    assert assert_c_bit_exact(bundle.path, x[:8]) == 8 * 2
 
 
 def test_float_members_quantized_as_a_whole(tflite_members, cascade_case, tmp_path: Path  # type: ignore[no-untyped-def]
