@@ -226,9 +226,9 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
             _time_stream(cascade, _slice(singles, r, per_round), timing.measured_ms,
                          timing.exit_index)
         if batches:
-            _time_stages(cascade, batches[0], feeds_b, max(1, share // 4),
+            _time_stages(cascade, batches[0], feeds_b, max(1, share // 2),
                          timing.stage_batch_ms)
-            _time_overhead(cascade, batches[0], outs_b, max(1, repeat_share // 4),
+            _time_overhead(cascade, batches[0], outs_b, max(1, repeat_share // 2),
                            timing.overhead_batch_ms)
             _time_stream(cascade, _slice(batches, r, max(1, per_round // batch)),
                          timing.measured_batch_ms)
