@@ -32,7 +32,12 @@ def _workdir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def onnx_path() -> Path:
-    return export_onnx(trained().model, _workdir() / "gated.onnx")
+    """torch.onnx.export prints its phases on stdout: kept out of the CLI tests' capture."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return export_onnx(trained().model, _workdir() / "gated.onnx")
 
 
 @functools.lru_cache(maxsize=1)

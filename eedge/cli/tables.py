@@ -99,6 +99,10 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         lines.append(f"int8: {quant['scheme']}; {quant['observer']} observer on "
                      f"{quant['calibration_samples']} calibration samples")
     lines += decision_lines(manifest)
+    gated = [f"exit{e['index']}" for e in manifest["exits"] if e.get("gate")]
+    if gated:  # eedge.train.gates: the exit tensor's last column is a gate logit
+        lines.append(f"learned gates on {', '.join(gated)} (each exit's last logit; "
+                     "criterion gate)")
     cascade = manifest.get("cascade")
     if cascade:  # a cascade of independent models (eedge cascade build)
         lines.append("cascade of independent models, each reading the input: " + ", ".join(

@@ -151,6 +151,10 @@ def _check_exits(manifest: Mapping[str, Any], where: str) -> None:
                 raise _fail(where, f"exit {k} has num_classes {entry['num_classes']}"
                                    f"{' and a gate' if gate else ''}, but its tensor{label} "
                                    f"has shape {shape} (expected [batch, {columns}])")
+            deciding = k < len(exits) - 1 or (manifest["split"] or {}).get("role") == "head"
+            if entry["policy"]["criterion"] == "gate" and not gate and deciding:
+                raise _fail(where, f"exit {k} uses the gate criterion but has no gate (export "
+                                   "the model with --gates, or choose another criterion)")
             if gate and gate["column"] != entry["num_classes"]:
                 raise _fail(where, f"exit {k}'s gate is column {gate['column']}; a gate is "
                                    f"the last column ({entry['num_classes']})")

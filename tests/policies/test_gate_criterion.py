@@ -191,6 +191,9 @@ def test_cli_calibrate_and_thresholds_with_the_gate(capsys: pytest.CaptureFixtur
 
 
 def test_gate_criterion_without_gates_is_refused(bundle_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from eedge.errors import BundleError
+    from eedge.ir.bundle import update_manifest
+
     plain = bundle_of("mlp").bundle
     cascade = Cascade(plain)
     with pytest.raises(InputDataError, match="has no gate"):
@@ -200,6 +203,12 @@ def test_gate_criterion_without_gates_is_refused(bundle_of, tmp_path: Path) -> N
                                   np.float32), np.zeros(4, np.int64), "budget", 1e9,
                   [1, 2], "MACs", criterion="gate")
 
+    def gate_policy(manifest: dict) -> None:
+        manifest["exits"][0]["policy"]["criterion"] = "gate"
+
+    with pytest.raises(BundleError, match="exit 0 uses the gate criterion but has no gate"):
+        update_manifest(plain, gate_policy)
+
 
 def test_export_gates_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "export", str(onnx_path()), "--out", str(tmp_path / "a"),
@@ -208,6 +217,8 @@ def test_export_gates_option(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     exits = json.loads(out)["manifest"]["exits"]
     assert [("gate" in e, e["num_classes"]) for e in exits] == [(True, 10), (False, 11),
                                                                 (False, 10)]
+    code, out, err = run_cli(capsys, "export", str(onnx_path()), "--out", str(tmp_path / "e"))
+    assert code == 0 and "learned gates on exit0, exit1" in " ".join(out.split()), err
     code, _, err = run_cli(capsys, "export", str(onnx_path()), "--out", str(tmp_path / "b"),
                            "--gates", "5")
     assert code != 0 and "--gates names exit 5" in err
