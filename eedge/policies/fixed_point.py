@@ -67,7 +67,8 @@ def gate_threshold_q(threshold: float, scale: float, zero_point: int) -> int:
     def passes(q: int) -> bool:
         return (q - zero_point) * scale >= bound
 
-    q = int(min(128, max(-128, math.ceil(bound / scale + zero_point))))
+    estimate = bound / scale + zero_point  # may overflow to +-inf for a tiny scale
+    q = 128 if estimate >= 128 else (-128 if estimate <= -128 else math.ceil(estimate))
     while q > -128 and passes(q - 1):
         q -= 1
     while q <= 127 and not passes(q):

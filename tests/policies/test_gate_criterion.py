@@ -54,6 +54,13 @@ def test_float_threshold_of_an_integer_gives_it_back(scale: float, zp: int) -> N
             assert gate_threshold_q(gate_float_threshold(q, scale, zp), scale, zp) == q
 
 
+def test_extreme_scales_clamp() -> None:
+    assert gate_threshold_q(0.9, 1e-300, 0) == 128     # logit(0.9) / scale overflows
+    assert gate_threshold_q(0.1, 1e-300, 0) == -128
+    assert gate_threshold_q(0.5, 1e-300, 0) == 0
+    assert gate_threshold_q(0.9, 1e30, 3) == 4        # one step above the zero point
+
+
 def test_the_gate_criterion_needs_the_gate_quantization() -> None:
     with pytest.raises(ValueError, match="scale and zero point"):
         threshold_q(0.5, criterion="gate")
