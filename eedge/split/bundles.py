@@ -211,7 +211,8 @@ def triton_config(tail: Bundle, name: str, max_batch: int = 64,
         dims = ", ".join(str(int(d)) for d in spec["shape"][1:])
         return (f'  {{\n    name: "{spec["name"]}"\n    data_type: '
                 f'{TRITON_TYPES[spec["dtype"]]}\n    dims: [ {dims} ]\n  }}')
-    outputs = [{"name": e["tensor"], "dtype": "float32", "shape": ["N", e["num_classes"]]}
+    outputs = [{"name": e["tensor"], "dtype": "float32",  # a learned gate is one more column
+                "shape": ["N", e["num_classes"] + (1 if e.get("gate") else 0)]}
                for e in tail.exits]
     return (f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch}\n'
             f'input [\n{",".join(tensor(t) for t in tail.manifest["inputs"])}\n]\n'

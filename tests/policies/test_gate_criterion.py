@@ -235,3 +235,27 @@ def test_export_gates_option(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     code, _, err = run_cli(capsys, "export", str(onnx_path()), "--out", str(tmp_path / "d"),
                            "--gates", "all", "--ensemble", "1,2")
     assert code != 0 and "cannot be ensemble members" in err
+
+
+def test_split_halves_keep_gates_and_decide_like_the_whole(tmp_path: Path) -> None:
+    """Head and tail bundles keep their exits' gates: head then tail on the head's
+    hand-offs decide as the whole bundle does; the tail's Triton config has C + 1 columns."""
+    from eedge.split.bundles import export_halves, triton_config
+
+    x = inputs(120)
+    bundle = with_policy(tmp_path / "b", "gate", _medians(x))
+    head, tail = export_halves(bundle, 0, tmp_path / "split", int8=True,
+                               calibration=trained().data.x_val)
+    assert [e.get("gate", {}).get("column") for e in head.exits + tail.exits] == [10, 10, None]
+    for runtime in ("onnx", "int8-reference"):
+        whole = Cascade(bundle, runtime=runtime).infer(x)
+        first = Cascade(head, runtime=runtime).infer(x)
+        assert first.pending.size > 0
+        rest = Cascade(tail, runtime=runtime).infer(first.handoff, raw=True)
+        exits, predictions = first.exit_index.copy(), first.predictions.copy()
+        exits[first.pending] = rest.exit_index + len(head.exits)
+        predictions[first.pending] = rest.predictions
+        assert np.array_equal(exits, whole.exit_index), runtime
+        assert np.array_equal(predictions, whole.predictions), runtime
+    config = triton_config(tail, "tail")
+    assert config.count("dims: [ 11 ]") == 1 and config.count("dims: [ 10 ]") == 1
