@@ -14,6 +14,7 @@ from eedge.cascade import build_cascade
 from eedge.errors import ModelError
 from eedge.ir.bundle import load_bundle
 from eedge.runtime.cascade import Cascade
+from cascade_fixtures import cascade_case  # noqa: F401
 
 
 def test_one_stage_per_member_each_reading_the_input(cascade_case) -> None:  # type: ignore[no-untyped-def]

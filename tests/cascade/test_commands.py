@@ -22,6 +22,7 @@ from eedge.ir.bundle import load_bundle  # noqa: E402
 from eedge.policies.apply import write_thresholds  # noqa: E402
 from eedge.policies.criteria import score_from_probabilities, softmax  # noqa: E402
 from eedge.runtime.cascade import Cascade  # noqa: E402
+from cascade_fixtures import cascade_case  # noqa: E402, F401
 
 
 def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:

@@ -10,6 +10,7 @@ from eedge.codegen.model_source import load_codegen_model
 from eedge.codegen.project import plan_for
 from eedge.ir.bundle import load_bundle
 from eedge.runtime.cascade import Cascade
+from cascade_fixtures import cascade_case  # noqa: F401
 
 
 def test_input_survives_every_member_in_the_arena(cascade_case) -> None:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from eedge.errors import ModelError
 from eedge.export import export_onnx
 from eedge.ir.bundle import load_bundle
 from eedge.runtime.cascade import Cascade
+from cascade_fixtures import cascade_case  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from eedge.examples.cascade_demo import calibrate_deferral, write_deferral
 from eedge.ir.bundle import load_bundle
 from eedge.policies import running_mean
 from eedge.runtime.cascade import Cascade
+from cascade_fixtures import cascade_case  # noqa: F401
 from eedge.targets import load_target
 
 

@@ -1,7 +1,12 @@
 """One cascade shared by the cascade tests: three independently trained digit CNNs
 (small, medium, large; the large one resizes its input to 16x16), each exported the
 way a user does (default ``torch.onnx.export``, weights in ``.onnx.data``), cascaded
-into an ONNX + float TFLite + int8 bundle. Built once per test session (per worker)."""
+into an ONNX + float TFLite + int8 bundle. Built once per test session (per worker).
+
+Test modules import ``cascade_case`` from here (``from cascade_fixtures import
+cascade_case``): a ``conftest.py`` in this folder would shadow ``tests/conftest.py``,
+which other test modules import by name. Each importing module registers its own copy
+of the fixture, so the built case is cached here, not by pytest's session scope."""
 
 from __future__ import annotations
 
@@ -27,8 +32,17 @@ class CascadeCase:
     val: Path                 # .npz with x, y (validation split)
 
 
+_BUILT: list[CascadeCase] = []
+
+
 @pytest.fixture(scope="session")
 def cascade_case(tmp_path_factory: pytest.TempPathFactory) -> CascadeCase:
+    if not _BUILT:
+        _BUILT.append(_build_case(tmp_path_factory))
+    return _BUILT[0]
+
+
+def _build_case(tmp_path_factory: pytest.TempPathFactory) -> CascadeCase:
     from eedge.cascade import build_cascade
 
     root = tmp_path_factory.mktemp("cascade")
