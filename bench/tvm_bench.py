@@ -3,12 +3,20 @@
 Both runtimes time the same stages on one thread, batch 1, in cascade order.
 Runs alternate (ORT, TVM, ORT, TVM) and each keeps its best p50, so a noisy
 moment on the machine penalises neither side alone. TVM is used as shipped
-(default Relax pipeline, no auto-tuning).
+(default Relax pipeline, no auto-tuning: MetaSchedule does not run with the
+pinned apache-tvm 0.27.0.post1 / apache-tvm-ffi wheels, see the README).
+
+Call overhead per stage: each runtime runs the stage's *null twin*, a model with
+the same inputs and outputs (batch 1) that does almost no work, through the
+same runner the cascade uses. (ONNX Runtime's profiler cannot split its own
+time: with profiling on, its recorded kernel times exceed the unprofiled run.)
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +47,75 @@ def tvm_vs_ort(bundles: dict[str, tuple[Path, np.ndarray]], workdir: Path,
                 best[runtime] = [min(a, b) for a, b in zip(best.get(runtime, p50), p50)]
         results[name] = {"ort_p50_ms": best["onnx"], "tvm_p50_ms": best["tvm"],
                          "tvm_over_ort": [t / o for t, o in zip(best["tvm"], best["onnx"])],
-                         "total_tvm_over_ort": sum(best["tvm"]) / sum(best["onnx"])}
+                         "total_tvm_over_ort": sum(best["tvm"]) / sum(best["onnx"]),
+                         "call_overhead": call_overhead(bundle, x[:1])}
     return results
+
+
+def _p50_us(call: Any, runs: int) -> float:
+    for _ in range(max(runs // 10, 20)):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e6
+
+
+def null_twin(stage: dict[str, Any], path: Path) -> Path:
+    """An ONNX model with the stage's inputs and outputs (batch 1) and almost no work.
+
+    Each output is its shape filled with the sum of the first input (ReduceSum,
+    Expand): what remains of a call is the runtime's per-call cost for this
+    signature (feeding inputs, allocating and returning outputs), its overhead.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def dims(t: dict[str, Any]) -> list[int]:
+        return [1 if isinstance(d, str) else int(d) for d in t["shape"]]
+
+    inputs = [helper.make_tensor_value_info(t["name"], TensorProto.FLOAT, dims(t))
+              for t in stage["inputs"]]
+    outputs = [helper.make_tensor_value_info(t["name"], TensorProto.FLOAT, dims(t))
+               for t in stage["outputs"]]
+    nodes = [helper.make_node("ReduceSum", [stage["inputs"][0]["name"]], ["total"],
+                              keepdims=0)]
+    inits = []
+    for i, t in enumerate(stage["outputs"]):
+        inits.append(numpy_helper.from_array(np.array(dims(t), np.int64), f"shape{i}"))
+        nodes.append(helper.make_node("Expand", ["total", f"shape{i}"], [t["name"]]))
+    graph = helper.make_graph(nodes, "null_twin", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def call_overhead(bundle: Any, x: np.ndarray, runs: int = 3000) -> dict[str, list[float]]:
+    """Per stage: each runtime's p50 on the stage's null twin (its call overhead), µs."""
+    from eedge.backends.tvm_compiler import compile_onnx, resolve_target
+    from eedge.runtime.stage_runners import make_runner
+
+    out: dict[str, list[float]] = {"ort_us": [], "tvm_us": [], "overhead_tvm_over_ort": []}
+    x1 = np.ascontiguousarray(x[:1])
+    with tempfile.TemporaryDirectory() as tmp:
+        for stage in bundle.stages:
+            twin = null_twin(stage, Path(tmp) / f"twin{stage['index']}.onnx")
+            library = Path(tmp) / f"twin{stage['index']}.so"
+            compile_onnx(twin, library, resolve_target("host"))
+            names = [t["name"] for t in stage["inputs"]]
+            shapes = [[1 if isinstance(d, str) else int(d) for d in t["shape"]]
+                      for t in stage["inputs"]]
+            inputs = [x1 if s == list(x1.shape) else np.zeros(s, np.float32) for s in shapes]
+            ort = make_runner("ort", twin, names, len(stage["outputs"]), True, 1)
+            tvm = make_runner("tvm", library, names, len(stage["outputs"]), True, 1)
+            ort_us = min(_p50_us(lambda: ort.run(inputs), runs) for _ in range(2))
+            tvm_us = min(_p50_us(lambda: tvm.run(inputs), runs) for _ in range(2))
+            for key, value in zip(out, (ort_us, tvm_us, tvm_us / ort_us)):
+                out[key].append(value)
+    return out
 
 
 def show_tvm(results: dict[str, Any], console: Console) -> None:
@@ -54,3 +129,15 @@ def show_tvm(results: dict[str, Any], console: Console) -> None:
         table.add_row(name, "all", f"{sum(r['ort_p50_ms']):.4f}", f"{sum(r['tvm_p50_ms']):.4f}",
                       f"{r['total_tvm_over_ort']:.2f}")
     console.print(table)
+    overhead = Table(title="per-stage call overhead, µs p50 (each stage's null twin: same "
+                           "inputs and outputs, no work)")
+    for column in ("model", "stage", "ORT", "TVM", "TVM/ORT"):
+        overhead.add_column(column, justify="right")
+    for name, r in results.items():
+        o = r.get("call_overhead")
+        if not o:
+            continue
+        for i in range(len(o["ort_us"])):
+            overhead.add_row(name, f"stage{i}", f"{o['ort_us'][i]:.1f}",
+                             f"{o['tvm_us'][i]:.1f}", f"{o['overhead_tvm_over_ort'][i]:.2f}")
+    console.print(overhead)
