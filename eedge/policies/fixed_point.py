@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from eedge.reference.fixedpoint import round_half_away
-from eedge.reference.int8_kernels import softmax_s8
+from eedge.policies.int8_softmax import exp_table
 
 NEVER = 1 << 30    # no score reaches it
 ALWAYS = -(1 << 30)  # every score reaches it (the final exit)
@@ -119,8 +119,9 @@ def threshold_q(threshold: float | None, final: bool = False, criterion: str = "
 
 
 def int8_probabilities(logits_q: np.ndarray, logit_scale: float) -> np.ndarray:
-    """int8 softmax of int8 logits (rows = samples)."""
-    return softmax_s8(np.asarray(logits_q, np.int8), logit_scale)
+    """int8 softmax of int8 logits (rows = samples): TFLite's bytes (``softmax_s8``'s),
+    from the scale's precomputed exp table (eedge.policies.int8_softmax)."""
+    return exp_table(logit_scale).probabilities(np.asarray(logits_q, np.int8))
 
 
 def int8_score(probs_q: np.ndarray, criterion: str) -> np.ndarray:
