@@ -281,7 +281,32 @@ def test_the_float_estimate_is_well_within_its_margin() -> None:
             exact["gate"] = gate_score(gates)
             for i in range(len(rows)):
                 for criterion, scores in exact.items():
-                    estimate = _estimate(rows[i].tolist(), float(gates[i]), criterion)
+                    row = rows[i].tolist()
+                    estimate = _estimate(row, max(row), float(gates[i]), criterion)
                     error = abs(estimate - float(scores[i])) / (classes + 8)
                     worst = max(worst, error)
     assert worst <= 1e-15, worst
+
+
+def test_input_quantization_equals_quantize_input() -> None:
+    """The one-sample quantization is QUANTIZE's bytes (quantize_input), halves, ties just
+    below halves, saturation and quotients near float32's end included."""
+    from eedge.ir.graph import QuantParams
+    from eedge.reference.int8_kernels import quantize_input
+    from eedge.runtime.cascade import _quantize_one
+
+    rng = np.random.default_rng(0)
+    for scale, zero_point in ((0.0078125, -128), (0.0123, 3), (0.5, 0), (3.7e-5, 127),
+                              (1e-30, -5), (100.0, 7)):
+        quant = QuantParams((scale,), (zero_point,))
+        steps = np.float32(scale) * (np.arange(-300, 300) / 2).astype(np.float32)
+        near = np.concatenate([steps, np.nextafter(steps, np.float32(np.inf)),
+                               np.nextafter(steps, np.float32(-np.inf))])
+        samples = [near, rng.standard_normal(500).astype(np.float32) * scale * 200,
+                   np.array([0.0, -0.0, 3e38, -3e38, 1e-45, 6e33], np.float32)]
+        for x in samples:
+            x = x.astype(np.float32)[None]
+            scale32 = np.float32(scale)
+            limit = np.float32(min(1e37 * float(scale32), 3e38))
+            assert np.array_equal(_quantize_one(x, (scale32, limit, zero_point)),
+                                  quantize_input(x, quant)), (scale, zero_point)
