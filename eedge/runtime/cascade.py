@@ -28,7 +28,7 @@ from eedge.policies.criteria import (CRITERIA, gate_score, score_from_probabilit
                                      split_gate)
 from eedge.policies.fixed_point import (ENTROPY_LUT, int8_probabilities, int8_score,
                                         threshold_q)
-from eedge.policies.int8_softmax import MAX_COLS, ExpTable, exp_table
+from eedge.policies.int8_softmax import MAX_COLS, exp_table
 from eedge.policies import running_mean
 from eedge.reference.int8_kernels import dequantize_output, quantize_input
 from eedge.runtime.stage_runners import RUNTIMES, make_runner

@@ -54,7 +54,8 @@ def test_reciprocal_equals_the_reference_for_every_reachable_sum() -> None:
     totals = np.concatenate([np.arange(1 << 19, (1 << 19) + 5000),
                              rng.integers(1 << 19, MAX_COLS << 19, 20000)])
     for total in totals.tolist():
-        row_scale.cache_clear() if total % 997 == 0 else None
+        if total % 997 == 0:  # computed, not only looked up
+            row_scale.cache_clear()
         reciprocal, exponent = row_scale(total)
         headroom = 32 - total.bit_length()
         shifted = ((total << headroom) & 0xFFFFFFFF) - (1 << 31)
