@@ -86,14 +86,22 @@ def compile_onnx(onnx_path: Path, out: Path, target: TvmTarget) -> None:
 
 
 def compile_bundle(bundle: Bundle, target_name: str, say: Say | None = None,
-                   tick: Tick | None = None) -> Bundle:
+                   tick: Tick | None = None, trials: int = 0,
+                   report: Any | None = None) -> Bundle:
     """Compile every ONNX stage for ``target_name`` and record the libraries in the manifest.
 
     Libraries are written under temporary names and renamed only when all
     stages compiled, then the manifest is replaced atomically; a failure
     leaves the bundle as it was. A stage takes TVM about a second or more, so
     ``say``/``tick`` report each one.
+
+    ``trials`` > 0 first tunes each stage with MetaSchedule (``report`` gets
+    trials done and the best latency so far); a tuning database already in the
+    bundle for this target is extended, and is applied whenever it exists, so
+    tuning is paid once. Tuned libraries are compiled at batch 1.
     """
+    from eedge.backends import tvm_tuning
+
     say, tick = say or quiet_say, tick or quiet_tick
     target = resolve_target(target_name)
     tvm = import_tvm()
@@ -102,13 +110,22 @@ def compile_bundle(bundle: Bundle, target_name: str, say: Say | None = None,
         raise BundleError(f"{bundle.path} has no ONNX stage files to compile; export it from "
                           "an ONNX or torch model")
     fmt = tvm_format(target.name)
+    if trials > 0:
+        bundle = tvm_tuning.tune_bundle(bundle, target, trials, say, report or
+                                        (lambda _d, _t, _b: None))
+    entry = dict((bundle.manifest.get("tvm") or {}).get(target.name) or {})
+    tuning = dict(entry.get("tuning") or {})
     names = [f"stage{s['index']}.tvm-{target.name}.so" for s in stages]
     temporary = [bundle.path / f".{name}.partial" for name in names]
     try:
         for k, (stage, tmp) in enumerate(zip(stages, temporary)):
-            say(f"compiling {stage['name']} with TVM for {target.name}")
+            say(f"compiling {stage['name']} with TVM for {target.name}"
+                + (" (tuned)" if tuning else ""))
             tick(k, len(stages))
-            compile_onnx(bundle.file(stage["files"]["onnx"]), tmp, target)
+            if tuning:
+                tvm_tuning.compile_tuned_library(bundle, stage, tmp, target, tuning)
+            else:
+                compile_onnx(bundle.file(stage["files"]["onnx"]), tmp, target)
             tick(k + 1, len(stages))
         for tmp, name in zip(temporary, names):
             tmp.replace(bundle.path / name)
@@ -120,8 +137,9 @@ def compile_bundle(bundle: Bundle, target_name: str, say: Say | None = None,
                                io={**s["io"], fmt: s["io"]["onnx"]})
                           for s, name in zip(stages, names)]
     manifest["files"] = {**manifest["files"], **file_entries(bundle.path, names)}
-    manifest["tvm"] = {**(manifest.get("tvm") or {}),
-                       target.name: {"version": tvm.__version__,
-                                     "target": json.dumps(target.target, sort_keys=True)}}
+    entry.update({"version": tvm.__version__, "target": json.dumps(target.target, sort_keys=True)})
+    if tuning:
+        entry["tuning"] = tuning
+    manifest["tvm"] = {**(manifest.get("tvm") or {}), target.name: entry}
     write_manifest(bundle.path, manifest)
     return Bundle(path=bundle.path, manifest=manifest)

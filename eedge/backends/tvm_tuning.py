@@ -1,0 +1,447 @@
+"""MetaSchedule tuning of a bundle's TVM stages, on this machine or over TVM RPC.
+
+Why in-process: TVM's stock builder and runner start pools of worker
+processes that each import TVM (seconds apiece) and kill them after a
+timeout; on a small, busy machine they spend the trial budget restarting.
+Here candidates are compiled and timed in this process (locally), or timed on
+the device through one RPC session (the one the profiler opens), so the
+trial budget goes to measuring schedules.
+
+The tuning database is TVM's JSON database (one workload file, one record
+file). Records are appended as they are measured, so an interrupted run
+(Ctrl-C) still leaves every finished trial; the caller copies the files into
+the bundle atomically and records them with checksums.
+
+Tuning is done at batch 1, the latency case of an edge device: MetaSchedule
+only tunes static shapes, so tuned libraries are compiled with the batch
+bound to 1 and the runner feeds larger batches row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eedge.errors import ModelError, ToolchainError
+
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+TUNED_BATCH = 1
+# kernels with less than this share of the stage's largest kernel's FLOPs are not
+# tuned: layout copies and tiny heads cost more trials than they could save
+MIN_FLOP_SHARE = 0.02
+TRIALS_PER_ITER = 16
+STRATEGY = "replay-trace"  # the random cost model gives evolutionary search nothing to go on
+
+Report = Callable[[int, int, float | None], None]
+"""``report(trials_done, trials_total, best_ms_so_far)`` after each measured batch."""
+
+
+@dataclass
+class TuningStats:
+    """What one tuning run did: trials measured and the best stage latency estimate."""
+
+    trials: int = 0
+    seconds: float = 0.0
+    best_us: dict[str, float] = field(default_factory=dict)  # stage:task -> best run time
+    interrupted: bool = False  # Ctrl-C (KeyboardInterrupt) arrived while measuring
+
+    def best_ms(self) -> float | None:
+        return sum(self.best_us.values()) / 1e3 if self.best_us else None
+
+
+def import_ms() -> Any:
+    from eedge.backends.tvm_compiler import import_tvm
+
+    import_tvm()
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms
+
+
+def prepare_module(onnx_path: Path, tvm_target: Any, batch: int | None) -> Any:
+    """ONNX stage -> Relax, batch bound, legalized and fused (the form tasks are keyed on).
+
+    Extracting tasks and applying the database must see the same fused TIR, so
+    both start from this module.
+    """
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            mod = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
+        except Exception as exc:  # TVM raises many kinds for unsupported operators
+            raise ModelError(f"TVM cannot import {onnx_path.name}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    if batch is not None:
+        # The batch is *defined* by main's parameters (not free in it). Left symbolic,
+        # every kernel is a dynamic-shape task, which MetaSchedule cannot tune: its
+        # traces fail to replay ("old_rv != nullptr && new_rv != nullptr"), 0 trials.
+        names = {str(v) for v in relax.analysis.defined_symbolic_vars(mod["main"])}
+        mod = relax.transform.BindSymbolicVars({n: batch for n in names})(mod)
+    with tvm_target:
+        return tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            *relax.backend.cpu_generic.library_dispatch_passes(tvm_target),
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ])(mod)
+
+
+def _space(ms: Any) -> Any:
+    # Explicit rule lists for a CPU (LLVM) target, whatever the target's host.
+    return ms.space_generator.PostOrderApply(sch_rules="llvm", postprocs="llvm",
+                                             mutator_probs="llvm")
+
+
+def _selected_tasks(ms: Any, mod: Any, tvm_target: Any) -> list[Any]:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
+    flops = [float(estimate_tir_flops(t.dispatched[0])) for t in tasks]
+    top = max(flops, default=0.0)
+    return [t for t, f in zip(tasks, flops) if top > 0 and f >= MIN_FLOP_SHARE * top]
+
+
+def _tune_contexts(ms: Any, tasks: list[Any]) -> tuple[list[Any], list[float]]:
+    """TVM's extracted_tasks_to_tune_contexts, with eedge's loggers.
+
+    TVM's version reconfigures Python logging per work directory (dictConfig
+    of file and console handlers), which breaks when another library or a test
+    runner has attached handlers of its own; eedge's loggers stay quiet.
+    """
+    import logging
+
+    from tvm.s_tir.meta_schedule.utils import fork_seed
+
+    contexts = [ms.TuneContext(mod=task.dispatched[0], target=task.target,
+                               space_generator=_space(ms), search_strategy=STRATEGY,
+                               task_name=task.task_name,
+                               logger=logging.getLogger(f"eedge.tvm_tuning.{task.task_name}"),
+                               rand_state=seed, num_threads=1).clone()
+                for task, seed in zip(tasks, fork_seed(0, n=len(tasks)))]
+    return contexts, [float(task.weight) for task in tasks]
+
+
+class _Interrupted(Exception):
+    """Carries a KeyboardInterrupt out through TVM's C++ task scheduler."""
+
+
+def _ms_classes(ms: Any) -> tuple[type, type, type, type]:
+    """The in-process builder, runner (local or RPC) and progress callback.
+
+    Defined on first use because their bases come from TVM, an optional extra.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def __init__(self, workdir: str, cc: str | None) -> None:
+            super().__init__()
+            self.workdir, self.cc, self.count = workdir, cc, 0
+
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = []
+            for item in build_inputs:
+                self.count += 1
+                # one directory per candidate: MetaSchedule's remove-build-artifact
+                # callback deletes the directory holding each measured artifact
+                folder = tempfile.mkdtemp(prefix=f"c{self.count}-", dir=self.workdir)
+                path = os.path.join(folder, "candidate.so")
+                try:
+                    module = default_build(item.mod, item.target, None)
+                    module.export_library(path, **({"cc": self.cc} if self.cc else {}))
+                    results.append(BuilderResult(path, None))
+                except Exception as exc:  # a candidate that does not build is a failed trial
+                    results.append(BuilderResult(None, str(exc).splitlines()[0][:300]))
+            return results
+
+    @derived_object
+    class DoneFuture(PyRunnerFuture):
+        def __init__(self, result: Any) -> None:
+            super().__init__()
+            self._result = result
+
+        def done(self) -> bool:
+            return True
+
+        def result(self) -> Any:
+            return self._result
+
+    @derived_object
+    class InProcessRunner(PyRunner):
+        """Times each candidate with TVM's time_evaluator, here or on the RPC device."""
+
+        def __init__(self, session: Any | None, number: int, repeat: int) -> None:
+            super().__init__()
+            self.session, self.number, self.repeat = session, number, repeat
+
+        def run(self, runner_inputs: list[Any]) -> list[Any]:
+            import tvm
+
+            futures = []
+            rng = np.random.default_rng(0)
+            for item in runner_inputs:
+                try:
+                    if self.session is None:
+                        device = tvm.cpu()
+                        module = tvm.runtime.load_module(item.artifact_path)
+                    else:
+                        device = self.session.cpu()
+                        name = os.path.basename(item.artifact_path)
+                        self.session.upload(item.artifact_path)
+                        module = self.session.load_module(name)
+                    args = []
+                    for info in item.args_info:
+                        _, dtype, shape = info.as_json()
+                        data = rng.uniform(-1, 1, [int(d) for d in shape]).astype(str(dtype))
+                        args.append(tvm.runtime.tensor(data, device))
+                    timer = module.time_evaluator(module.entry_name, device, number=self.number,
+                                                  repeat=self.repeat, min_repeat_ms=20)
+                    costs = [float(c) for c in timer(*args).results]
+                    futures.append(DoneFuture(RunnerResult(costs, None)))
+                except Exception as exc:
+                    futures.append(DoneFuture(RunnerResult(None,
+                                                           str(exc).splitlines()[0][:300])))
+            return futures
+
+    @derived_object
+    class ProgressCallback(PyMeasureCallback):
+        def __init__(self, stats: TuningStats, total: int, report: Report, stage: str) -> None:
+            super().__init__()
+            self.stats, self.total, self.report, self.stage = stats, total, report, stage
+
+        def apply(self, task_scheduler: Any, task_id: int, measure_candidates: list[Any],
+                  builder_results: list[Any], runner_results: list[Any]) -> None:
+            for result in runner_results:
+                self.stats.trials += 1
+                if result.run_secs:
+                    us = float(np.mean([float(s) for s in result.run_secs])) * 1e6
+                    key = f"{self.stage}:{task_id}"  # task ids restart at 0 per stage
+                    best = self.stats.best_us.get(key)
+                    self.stats.best_us[key] = us if best is None else min(best, us)
+            try:
+                self.report(self.stats.trials, self.total, self.stats.best_ms())
+            except KeyboardInterrupt as exc:
+                # TVM's FFI turns exceptions into a bare RuntimeError on the way out
+                self.stats.interrupted = True
+                raise _Interrupted() from exc
+
+    return InProcessBuilder, InProcessRunner, ProgressCallback, DoneFuture
+
+
+def tune_stage(onnx_path: Path, tvm_target: Any, database_dir: Path, trials: int,
+               report: Report, cc: str | None = None, session: Any | None = None,
+               stats: TuningStats | None = None) -> TuningStats:
+    """Tune one stage's kernels; records go to the JSON database in ``database_dir``.
+
+    ``session``: a TVM RPC session to time candidates on (libraries built with
+    ``cc``), or None to time them here. A Ctrl-C raised in ``report`` or while
+    measuring ends tuning as KeyboardInterrupt; the records measured so far stay.
+    """
+    ms = import_ms()
+    stats = stats or TuningStats()
+    started = time.monotonic()
+    mod = prepare_module(onnx_path, tvm_target, TUNED_BATCH)
+    tasks = _selected_tasks(ms, mod, tvm_target)
+    if not tasks:
+        return stats
+    builder_cls, runner_cls, callback_cls, _ = _ms_classes(ms)
+    database = ms.database.JSONDatabase(str(database_dir / WORKLOAD_FILE),
+                                        str(database_dir / RECORD_FILE), allow_missing=True)
+    with tempfile.TemporaryDirectory(prefix="eedge-tune-") as workdir, _quiet_logs():
+        contexts, weights = _tune_contexts(ms, tasks)
+        # the stock callbacks keep the database and cost model current; ours reports
+        callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
+                     callback_cls(stats, trials, report, onnx_path.name)]
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=workdir,
+                max_trials_global=trials, max_trials_per_task=trials,
+                num_trials_per_iter=min(TRIALS_PER_ITER, trials),
+                builder=builder_cls(workdir, cc),
+                runner=runner_cls(session, number=3 if session is None else 5, repeat=1),
+                database=database, cost_model="random", measure_callbacks=callbacks,
+                task_scheduler="round-robin")
+        except _Interrupted:
+            raise KeyboardInterrupt from None
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            if stats.interrupted or isinstance(exc.__cause__, _Interrupted):
+                raise KeyboardInterrupt from None
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ToolchainError(f"tuning {onnx_path.name} failed: {first[:200]}") from exc
+        finally:
+            stats.seconds += time.monotonic() - started
+    return stats
+
+
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """MetaSchedule logs every task at INFO to the root logger; the CLI shows progress."""
+    import logging
+
+    names = ["tvm.s_tir.meta_schedule", "tvm.meta_schedule"]
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
+    for logger, _ in saved:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
+
+
+def count_records(database_dir: Path) -> int:
+    path = database_dir / RECORD_FILE
+    if not path.is_file():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if _valid_json(line))
+
+
+def _valid_json(line: str) -> bool:
+    if not line.strip():
+        return False
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def clean_records(database_dir: Path) -> None:
+    """Drop a half-written last line (an interrupt mid-write) so the file always parses."""
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        path = database_dir / name
+        if path.is_file():
+            lines = [line for line in path.read_text().splitlines() if _valid_json(line)]
+            path.write_text("".join(line + "\n" for line in lines))
+
+
+def compile_tuned(onnx_path: Path, tvm_target: Any, database_dir: Path) -> Any:
+    """Compile a stage at batch 1, taking every kernel the database has a record for."""
+    ms = import_ms()
+    mod = prepare_module(onnx_path, tvm_target, TUNED_BATCH)
+    database = ms.database.JSONDatabase(str(database_dir / WORKLOAD_FILE),
+                                        str(database_dir / RECORD_FILE), allow_missing=True)
+    with _quiet_logs():
+        return ms.relax_integration.compile_relax(database, mod, tvm_target, None)
+
+
+def database_names(target_name: str) -> tuple[str, str]:
+    """The bundle's file names of a target's tuning database (workloads, records)."""
+    return (f"tvm-{target_name}.tuning-workloads.json",
+            f"tvm-{target_name}.tuning-records.json")
+
+
+def tuning_target(target: Any) -> Any:
+    """TVM target of tuning and of tuned compiles: one core, as the stages are timed."""
+    import tvm
+
+    return tvm.target.Target({**target.target, "num-cores": 1})
+
+
+def _copy_database(bundle: Any, target_name: str, into: Path) -> None:
+    for name, file_name in zip(database_names(target_name), (WORKLOAD_FILE, RECORD_FILE)):
+        if name in bundle.manifest["files"]:
+            (into / file_name).write_bytes(bundle.file(name).read_bytes())
+
+
+def _store_database(bundle: Any, target: Any, dbdir: Path, trials: int) -> Any:
+    """Copy the database into the bundle (temp name, rename) and record it with checksums."""
+    import tvm
+
+    from eedge.ir.bundle import Bundle, file_entries, write_manifest
+
+    clean_records(dbdir)
+    names = database_names(target.name)
+    for name, file_name in zip(names, (WORKLOAD_FILE, RECORD_FILE)):
+        source = dbdir / file_name
+        tmp = bundle.path / f".{name}.partial"
+        tmp.write_bytes(source.read_bytes() if source.is_file() else b"")
+        tmp.replace(bundle.path / name)
+    manifest = dict(bundle.manifest)
+    tvm_entries = dict(manifest.get("tvm") or {})
+    entry = dict(tvm_entries.get(target.name) or {})
+    previous = int((entry.get("tuning") or {}).get("trials", 0))
+    entry.update({"version": entry.get("version", tvm.__version__),
+                  "target": entry.get("target", json.dumps(target.target, sort_keys=True)),
+                  "tuning": {"workloads": names[0], "records": names[1],
+                             "trials": previous + trials, "batch": TUNED_BATCH,
+                             "record_count": count_records(dbdir)}})
+    tvm_entries[target.name] = entry
+    manifest["tvm"] = tvm_entries
+    manifest["files"] = {**manifest["files"], **file_entries(bundle.path, list(names))}
+    write_manifest(bundle.path, manifest)
+    return Bundle(path=bundle.path, manifest=manifest)
+
+
+def tune_bundle(bundle: Any, target: Any, trials: int, say: Callable[[str], None],
+                report: Report) -> Any:
+    """Tune every stage (``trials`` per stage) and store the database in the bundle.
+
+    A database already in the bundle is extended, not replaced. On Ctrl-C the
+    records measured so far are stored before the interrupt propagates, so a
+    later compile (tuned or not) uses them.
+    """
+    if target.cc is not None:
+        raise ToolchainError(f"tuning for {target.name} times candidates on the device, "
+                             "which needs a TVM RPC session; tune --target host here")
+    tvm_target = tuning_target(target)
+    stats = TuningStats()
+    with tempfile.TemporaryDirectory(prefix="eedge-tunedb-") as tmp:
+        dbdir = Path(tmp)
+        _copy_database(bundle, target.name, dbdir)
+        total = trials * len(bundle.stages)
+
+        try:
+            for stage in bundle.stages:
+                say(f"tuning {stage['name']} ({trials} trials)")
+                # stats is shared: trials done and best latency count over all stages
+                tune_stage(bundle.file(stage["files"]["onnx"]), tvm_target, dbdir, trials,
+                           lambda done, _stage_total, best: report(done, total, best),
+                           stats=stats)
+        except KeyboardInterrupt:
+            _store_database(bundle, target, dbdir, stats.trials)
+            raise
+        return _store_database(bundle, target, dbdir, stats.trials)
+
+
+def compile_tuned_library(bundle: Any, stage: dict[str, Any], out: Path, target: Any,
+                          tuning: dict[str, Any]) -> None:
+    """Compile one stage at batch 1 with the bundle's tuning database applied."""
+    with tempfile.TemporaryDirectory(prefix="eedge-tunedb-") as tmp:
+        dbdir = Path(tmp)
+        _copy_database(bundle, target.name, dbdir)
+        try:
+            executable = compile_tuned(bundle.file(stage["files"]["onnx"]),
+                                       tuning_target(target), dbdir)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ToolchainError(f"compiling {stage['name']} with the tuning database failed: "
+                                 f"{str(exc).splitlines()[0][:200]}") from exc
+    executable.export_library(str(out), **({"cc": target.cc} if target.cc else {}))

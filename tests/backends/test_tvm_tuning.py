@@ -1,0 +1,132 @@
+"""MetaSchedule tuning: the database lives in the bundle, is reused, and tuned stages equal ORT."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+
+from eedge.errors import BundleError, ToolchainError
+from eedge.ir.bundle import load_bundle
+from eedge.runtime.cascade import Cascade
+
+tvm = pytest.importorskip("tvm", reason="Apache TVM (eedge[tvm]) is not installed")
+
+from eedge.backends.tvm_compiler import compile_bundle  # noqa: E402
+from eedge.backends.tvm_tuning import database_names  # noqa: E402
+
+TRIALS = 4  # per stage: enough to write records, small enough for the suite
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """The digits demo's three-stage bundle (tiny convolutions) and test inputs."""
+    from eedge.examples.digits import load_digits_splits
+    from eedge.examples.digits_model import build_model
+    from eedge.export import export_torch
+
+    data = load_digits_splits(seed=0)
+    path = tmp_path_factory.mktemp("tune") / "digits"
+    export_torch(build_model(), data.x_val[:2], path)
+    return path, data.x_test[:8]
+
+
+@pytest.fixture(scope="module")
+def tuned(digits: tuple[Path, np.ndarray], tmp_path_factory: pytest.TempPathFactory,
+          ) -> tuple[Path, dict[str, Any]]:
+    path = tmp_path_factory.mktemp("tuned") / "bundle"
+    shutil.copytree(digits[0], path)
+    bundle = compile_bundle(load_bundle(path), "host", trials=TRIALS)
+    return path, {"tuning": bundle.manifest["tvm"]["host"]["tuning"]}
+
+
+def test_database_is_stored_with_checksums(tuned: tuple[Path, dict[str, Any]],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path, report = tuned
+    manifest = load_bundle(path).manifest  # verifies every checksum
+    tuning = manifest["tvm"]["host"]["tuning"]
+    assert report["tuning"] == tuning
+    assert (path / "stage0.tvm-host.so").is_file()
+    assert tuning["trials"] == 3 * TRIALS and tuning["record_count"] > 0
+    for name in database_names("host"):
+        assert name in manifest["files"]
+    records = (path / tuning["records"]).read_text().splitlines()
+    assert len(records) == tuning["record_count"]
+    assert all(isinstance(json.loads(line), list) for line in records)
+    code, out, err = run_cli(capsys, "inspect", str(path))
+    assert code == 0, err
+    assert "checksums match" in out
+
+
+def test_tuned_stages_equal_onnx_runtime(tuned: tuple[Path, dict[str, Any]],
+                                         digits: tuple[Path, np.ndarray]) -> None:
+    bundle = load_bundle(tuned[0])
+    tvm_cascade, ort_cascade = Cascade(bundle, runtime="tvm"), Cascade(bundle, runtime="onnx")
+    for row in range(len(digits[1])):  # tuned libraries are compiled at batch 1
+        x = digits[1][row:row + 1]
+        for a, b in zip(tvm_cascade.run_all_exits(x), ort_cascade.run_all_exits(x)):
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_second_compile_reuses_the_database(tuned: tuple[Path, dict[str, Any]],
+                                            tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "again"
+    shutil.copytree(tuned[0], path)
+    records = path / database_names("host")[1]
+    before = records.read_bytes()
+    code, out, err = run_cli(capsys, "compile", str(path), "--backend", "tvm", "--json")
+    assert code == 0, err
+    assert "tuning:" not in err  # no trial measured
+    assert records.read_bytes() == before
+    assert json.loads(out)["tuning"] == tuned[1]["tuning"]
+    bundle = load_bundle(path)
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    for a, b in zip(Cascade(load_bundle(path), runtime="tvm").run_all_exits(x),
+                    Cascade(bundle, runtime="onnx").run_all_exits(x)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_interrupt_keeps_measured_trials(digits: tuple[Path, np.ndarray],
+                                         tmp_path: Path) -> None:
+    path = tmp_path / "interrupted"
+    shutil.copytree(digits[0], path)
+
+    def stop(done: int, _total: int, _best: float | None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compile_bundle(load_bundle(path), "host", trials=8, report=stop)
+    tuning = load_bundle(path).manifest["tvm"]["host"]["tuning"]
+    assert 0 < tuning["trials"] < 3 * 8
+    assert tuning["record_count"] > 0
+    assert not any(p.name.endswith(".partial") for p in path.iterdir())
+
+
+def test_tampered_database_is_refused(tuned: tuple[Path, dict[str, Any]],
+                                      tmp_path: Path) -> None:
+    path = tmp_path / "tampered"
+    shutil.copytree(tuned[0], path)
+    with (path / database_names("host")[1]).open("a") as out:
+        out.write("[]\n")
+    with pytest.raises(BundleError) as caught:
+        load_bundle(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_tuning_for_the_pi_needs_rpc(digits: tuple[Path, np.ndarray], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        pytest.skip("aarch64-linux-gnu-gcc is not installed (make system installs it)")
+    path = tmp_path / "pi"
+    shutil.copytree(digits[0], path)
+    with pytest.raises(ToolchainError):
+        compile_bundle(load_bundle(path), "rpi4", trials=4)
+    code, _out, err = run_cli(capsys, "compile", str(path), "--target", "rpi4", "--tune")
+    assert code != 0
+    assert "RPC" in err and len(err.strip().splitlines()) == 1
