@@ -3,8 +3,8 @@
 Both runtimes time the same stages on one thread, batch 1, in cascade order.
 Runs alternate (ORT, TVM, ORT, TVM) and each keeps its best p50, so a noisy
 moment on the machine penalises neither side alone. TVM is used as shipped
-(default Relax pipeline, no auto-tuning: MetaSchedule does not run with the
-pinned apache-tvm 0.27.0.post1 / apache-tvm-ffi wheels, see the README).
+(default Relax pipeline, no auto-tuning; stages tuned by `eedge compile --tune`
+are not in this bench yet).
 
 Call overhead per stage: each runtime runs the stage's *null twin*, a model with
 the same inputs and outputs (batch 1) that does almost no work, through the
