@@ -181,9 +181,14 @@ class Cascade:
                               f"(available: {', '.join(available_runtimes(manifest))})")
         self.io = [s["io"][self.format] for s in self.stages]
         self.dynamic_batch = all(isinstance(i["shape"][0], str) for i in self.inputs)
+        # TVM libraries built from a tuning database are compiled at that batch (1): a
+        # larger batch then runs row by row, as a batch-1 export's stages do
+        tuned_batch = (((manifest.get("tvm") or {}).get("host") or {}).get("tuning")
+                       or {}).get("batch") if self.format == "tvm_host" else None
+        runner_batch_dynamic = self.dynamic_batch and tuned_batch is None
         self.runners = [make_runner(engine, self.bundle.file(s["files"][self.format]),
                                     [t["name"] for t in io["inputs"]], len(io["outputs"]),
-                                    self.dynamic_batch, threads)
+                                    runner_batch_dynamic, threads)
                         for s, io in zip(self.stages, self.io)]
         self.thresholds: list[float | None] = [e["policy"]["threshold"] for e in self.exits]
         self.criteria: list[str] = [e["policy"]["criterion"] for e in self.exits]

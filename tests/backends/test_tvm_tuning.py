@@ -73,6 +73,17 @@ def test_tuned_stages_equal_onnx_runtime(tuned: tuple[Path, dict[str, Any]],
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_tuned_stages_take_larger_batches_row_by_row(tuned: tuple[Path, dict[str, Any]],
+                                                      digits: tuple[Path, np.ndarray]) -> None:
+    """Tuned libraries are compiled at batch 1; a batch of 8 still runs (row by row)."""
+    bundle = load_bundle(tuned[0])
+    tvm_cascade, ort_cascade = Cascade(bundle, runtime="tvm"), Cascade(bundle, runtime="onnx")
+    for a, b in zip(tvm_cascade.run_all_exits(digits[1]), ort_cascade.run_all_exits(digits[1])):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    decided = tvm_cascade.infer(digits[1])
+    np.testing.assert_array_equal(decided.exit_index >= 0, True)
+
+
 def test_second_compile_reuses_the_database(tuned: tuple[Path, dict[str, Any]],
                                             tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
