@@ -269,8 +269,7 @@ def tune_stage(onnx_path: Path, tvm_target: Any, database_dir: Path, trials: int
     if not tasks:
         return stats
     builder_cls, runner_cls, callback_cls, _ = _ms_classes(ms)
-    database = ms.database.JSONDatabase(str(database_dir / WORKLOAD_FILE),
-                                        str(database_dir / RECORD_FILE), allow_missing=True)
+    database = open_database(database_dir)
     with tempfile.TemporaryDirectory(prefix="eedge-tune-") as workdir, _quiet_logs():
         contexts, weights = _tune_contexts(ms, tasks)
         # the stock callbacks keep the database and cost model current; ours reports
@@ -341,14 +340,45 @@ def clean_records(database_dir: Path) -> None:
             path.write_text("".join(line + "\n" for line in lines))
 
 
+def open_database(database_dir: Path) -> Any:
+    """The JSON database in ``database_dir`` (TVM's two files; missing ones read as empty)."""
+    ms = import_ms()
+    return ms.database.JSONDatabase(str(database_dir / WORKLOAD_FILE),
+                                    str(database_dir / RECORD_FILE), allow_missing=True)
+
+
+def apply_database(onnx_path: Path, tvm_target: Any, database_dir: Path) -> Any:
+    """The stage's fused batch-1 module, each kernel with a record scheduled from it.
+
+    The database is applied to the very module the tasks were extracted from.
+    TVM's ``compile_relax`` is not used: it legalizes and fuses again, and its
+    AnnotateTIROpPattern adds an ``op_pattern`` attribute to the already fused
+    kernels, which changes their structural hash, so the tuned kernels (the
+    convolutions) found no record and were compiled unscheduled (residual
+    96x96: tuned 3x slower than untuned).
+    """
+    import tvm
+    from tvm.relax.transform import MetaScheduleApplyDatabase
+
+    mod = prepare_module(onnx_path, tvm_target, TUNED_BATCH)
+    with _quiet_logs(), tvm_target, open_database(database_dir), \
+            tvm.transform.PassContext(opt_level=3):
+        return MetaScheduleApplyDatabase()(mod)
+
+
 def compile_tuned(onnx_path: Path, tvm_target: Any, database_dir: Path) -> Any:
     """Compile a stage at batch 1, taking every kernel the database has a record for."""
-    ms = import_ms()
-    mod = prepare_module(onnx_path, tvm_target, TUNED_BATCH)
-    database = ms.database.JSONDatabase(str(database_dir / WORKLOAD_FILE),
-                                        str(database_dir / RECORD_FILE), allow_missing=True)
-    with _quiet_logs():
-        return ms.relax_integration.compile_relax(database, mod, tvm_target, None)
+    import tvm
+    from tvm import relax
+
+    mod = apply_database(onnx_path, tvm_target, database_dir)
+    # already legalized and fused: only the CPU pipeline's lowering passes remain
+    # (its package does not export dataflow_lower_passes, hence .pipeline)
+    cpu = relax.backend.cpu_generic.pipeline
+    lower = tvm.transform.Sequential([*cpu.dataflow_lower_passes(tvm_target),
+                                      *cpu.finalize_passes(tvm_target)])
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        return relax.build(mod, target=tvm_target, relax_pipeline=lower)
 
 
 def database_names(target_name: str) -> tuple[str, str]:
