@@ -63,23 +63,33 @@ def resolve_target(name: str) -> TvmTarget:
     return target
 
 
-def compile_onnx(onnx_path: Path, out: Path, target: TvmTarget) -> None:
-    """ONNX file -> Relax -> a shared library at ``out``."""
+def import_onnx_module(onnx_path: Path) -> Any:
+    """ONNX file -> a Relax IRModule; an operator TVM cannot import is a ModelError.
+
+    TVM's importer warns about its own internals (it renames tensors such as
+    `input.1` that its IR cannot spell, probes shapes, runs the ONNX checker):
+    nothing a user can act on for a file eedge already verified, so they are hidden.
+    """
     import onnx
 
-    tvm = import_tvm()
+    import_tvm()
     from tvm.relax.frontend.onnx import from_onnx
 
-    # TVM's importer warns about its own internals (it renames tensors such as
-    # `input.1` that its IR cannot spell, probes shapes, runs the ONNX checker):
-    # nothing a user can act on for a file eedge already verified, so hide them.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            module = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
+            return from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
         except Exception as exc:  # TVM raises many kinds for unsupported operators
             raise ModelError(f"TVM cannot import {onnx_path.name}: "
                              f"{str(exc).splitlines()[0]}") from exc
+
+
+def compile_onnx(onnx_path: Path, out: Path, target: TvmTarget) -> None:
+    """ONNX file -> Relax -> a shared library at ``out``."""
+    tvm = import_tvm()
+    module = import_onnx_module(onnx_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         executable = tvm.compile(module, target=tvm.target.Target(target.target))
     options = {"cc": target.cc} if target.cc else {}
     executable.export_library(str(out), **options)

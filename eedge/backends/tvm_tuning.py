@@ -23,7 +23,6 @@ import json
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,18 +74,12 @@ def prepare_module(onnx_path: Path, tvm_target: Any, batch: int | None) -> Any:
     Extracting tasks and applying the database must see the same fused TIR, so
     both start from this module.
     """
-    import onnx
     import tvm
     from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            mod = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
-        except Exception as exc:  # TVM raises many kinds for unsupported operators
-            raise ModelError(f"TVM cannot import {onnx_path.name}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+    from eedge.backends.tvm_compiler import import_onnx_module
+
+    mod = import_onnx_module(onnx_path)
     if batch is not None:
         # The batch is *defined* by main's parameters (not free in it). Left symbolic,
         # every kernel is a dynamic-shape task, which MetaSchedule cannot tune: its
