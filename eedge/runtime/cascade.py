@@ -10,10 +10,8 @@ are dropped as soon as no later stage reads them.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +24,12 @@ from eedge.ir.graph import QuantParams
 from eedge.ir.layout import to_channels_last
 from eedge.policies.criteria import (CRITERIA, gate_score, score_from_probabilities, softmax,
                                      split_gate)
-from eedge.policies.fixed_point import (ENTROPY_LUT, int8_probabilities, int8_score,
-                                        threshold_q)
-from eedge.policies.int8_softmax import MAX_COLS, exp_table
+from eedge.policies.fixed_point import int8_probabilities, int8_score, threshold_q
 from eedge.policies import running_mean
 from eedge.reference.int8_kernels import dequantize_output, quantize_input
+from eedge.runtime.cascade_one import OneSample
+from eedge.runtime.result import CascadeResult
 from eedge.runtime.stage_runners import RUNTIMES, make_runner
-
-
-@dataclass
-class CascadeResult:
-    """What a cascade run decided, per sample, and what each stage cost."""
-
-    predictions: np.ndarray       # (N,) predicted class
-    probabilities: np.ndarray     # (N, C) softmax of the deciding exit
-    exit_index: np.ndarray        # (N,) exit that decided
-    confidence: np.ndarray        # (N,) criterion value at the deciding exit
-    stage_seconds: list[float] = field(default_factory=list)   # wall time per stage
-    stage_samples: list[int] = field(default_factory=list)     # rows that ran each stage
-    rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # window policy
-    confidence_q: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int8
-    # ensemble: summed int8 probabilities of the winning class (-1 where no ensemble decided)
-    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # head bundles:
-    handoff: dict[str, np.ndarray] = field(default_factory=dict)  # rows for the server
-
-    def to_json(self) -> dict[str, Any]:
-        return {"predictions": self.predictions.tolist(),
-                "exit_index": self.exit_index.tolist(),
-                "rejected": self.rejected.tolist(),
-                "confidence": [round(float(c), 6) for c in self.confidence],
-                "stage_seconds": self.stage_seconds, "stage_samples": self.stage_samples}
 
 
 def make_session(path: Path, threads: int) -> Any:
@@ -353,6 +327,13 @@ class Cascade:
             dropped.append(done)
         return dropped
 
+    @functools.cached_property
+    def _one(self) -> OneSample:
+        """The batch-1 path (eedge.runtime.cascade_one): one sample at a time (a stream,
+        a server's request) is where the cascade's own Python shows; the batch code below
+        spends ~40 us per stage on array bookkeeping around stages that take a few us."""
+        return OneSample(self)
+
     def run_all_exits(self, x: np.ndarray | Mapping[str, np.ndarray],
                       raw: bool = False) -> list[np.ndarray]:
         """Logits of every exit for every sample (no early exit): for evaluation.
@@ -379,13 +360,14 @@ class Cascade:
         On a head bundle, samples no exit takes are listed in ``pending`` with
         their cut tensors in ``handoff`` (the rows to send to the tail).
         """
-        store = None if raw else self._one_input(x)
-        if store is not None:
-            return self._infer_one(store, early_exit)
+        if not raw:  # one plain array: the batch-1 path checks and converts it itself
+            store = self._one.prepare(x)
+            if store is not None:
+                return self._one.infer(store, early_exit)
         store = self.stage_inputs(x, raw)
         n = next(iter(store.values())).shape[0]
         if n == 1:
-            return self._infer_one(store, early_exit)
+            return self._one.infer(store, early_exit)
         classes = self.exits[-1]["num_classes"]
         result = CascadeResult(predictions=np.full(n, -1, dtype=np.int64),
                                probabilities=np.zeros((n, classes), dtype=np.float32),
@@ -555,330 +537,3 @@ class Cascade:
         result.rejected[rows] = rejected[leaving]
         staying = ~leaving
         return active[staying], {name: v[staying] for name, v in store.items()}
-
-    # ------------------------------------------------------------------ batch 1
-    # One sample at a time (a stream, a server's request) is where the cascade's own
-    # Python shows: the batch code above spends ~40 us per stage on array bookkeeping
-    # around stages that take a few us. The methods below decide exactly as the batch
-    # code (tests/runtime/test_fast_path.py compares every field on random inputs for
-    # every criterion, window, gate and runtime) with scalar Python on the exit's row;
-    # what they do not cover (ensembles, non-finite logits) goes to the batch methods.
-
-    @functools.cached_property
-    def _one_input_plan(self) -> tuple[str, np.dtype, tuple[int, ...], tuple[int, ...],
-                                       dict[str, Any]] | None:
-        """(name, dtype, shape with and without the batch axis, the input spec) when a
-        plain array can skip prepare_inputs' general checks; None for several inputs or a
-        model fixed to a batch other than 1."""
-        if len(self.inputs) != 1:
-            return None
-        spec = self.inputs[0]
-        shape = list(spec["shape"])
-        if not isinstance(shape[0], str) and shape[0] != 1:
-            return None
-        if not all(isinstance(d, int) for d in shape[1:]):
-            return None
-        return (spec["name"], np.dtype(spec["dtype"]), (1, *shape[1:]), tuple(shape[1:]),
-                spec)
-
-    def _one_input(self, x: Any) -> dict[str, np.ndarray] | None:
-        """The store for one C-contiguous sample of the model's dtype, or None to let
-        ``stage_inputs`` check and convert (also whenever the finiteness check fails, so
-        the error is its error)."""
-        plan = self._one_input_plan
-        if plan is None or type(x) is not np.ndarray:
-            return None
-        name, dtype, batched, single, spec = plan
-        if x.dtype != dtype or not x.flags.c_contiguous:
-            return None
-        if x.shape == single:
-            x = x[None]
-        elif x.shape != batched:
-            return None
-        if self.check_finite and dtype.kind == "f":
-            # a float64 sum is NaN or infinite iff a value is (float32 values cannot overflow
-            # it), and warns about nothing; for large inputs numpy's own check is cheaper
-            if x.size <= 1024:
-                if not math.isfinite(sum(x.ravel().tolist())):
-                    return None
-            elif not np.isfinite(x).all():
-                return None
-        if self.format.startswith("tflite"):
-            x = to_channels_last(x, spec.get("layout"))
-        quant = self._input_quant.get(name)
-        if quant is not None and spec["dtype"] != "int8":
-            x = _quantize_one(x, self._one_quant) if self.check_finite and \
-                dtype == np.float32 else quantize_input(x, quant)
-        return {name: x}
-
-    @functools.cached_property
-    def _one_quant(self) -> tuple[np.float32, np.float32, int]:
-        """The single input's (float32 scale, clamp limit, zero point) for _quantize_one."""
-        quant = self._input_quant[self.inputs[0]["name"]]
-        scale = np.float32(quant.scale[0])
-        return scale, np.float32(min(1e37 * float(scale), 3e38)), int(quant.zero_point[0])
-
-    @functools.cached_property
-    def _one_plan(self) -> list[tuple[int, int | None, Any, list[str], list[str]]]:
-        """Per stage: index, exit, the runner's borrowing call, input and output names.
-
-        Nothing is dropped from a one-sample store: the stages' outputs are the runners'
-        own buffers (borrowed) and the input is the caller's, so dropping frees nothing."""
-        return [(stage["index"], stage["exit"], getattr(runner, "run_borrowed", runner.run),
-                 inputs, outputs)
-                for stage, runner, (inputs, outputs)
-                in zip(self.stages, self.runners, self._stage_names)]
-
-    @functools.cached_property
-    def _one_exit(self) -> dict[int, tuple[Any, ...]]:
-        """Per exit stage: (exit, exit tensor name, the int8 softmax table (None for float
-        exits or rows too wide for it), (scale, zero point) of an int8 exit tensor, class
-        columns, gate column or None, final exit?, class columns == result columns?)."""
-        out = {}
-        width = self.exits[-1]["num_classes"]
-        for stage, io in zip(self.stages, self.io):
-            k = stage["exit"]
-            if k is None:
-                continue
-            spec = io["outputs"][0]
-            column = self.gates[k]
-            classes = column if column is not None else int(self.exits[k]["num_classes"])
-            table = quant = None
-            if spec.get("quant"):
-                params = QuantParams.from_json(spec["quant"])
-                quant = (params.scale[0], params.zero_point[0])
-                table = exp_table(params.scale[0]) if classes <= MAX_COLS else None
-            out[stage["index"]] = (k, spec["name"], table, quant, classes, column,
-                                   k == self.final_exit, classes == width)
-        return out
-
-    @functools.cached_property
-    def _one_blank(self) -> tuple[np.ndarray, ...]:
-        classes = self.exits[-1]["num_classes"]
-        return (np.full(1, -1, dtype=np.int64), np.zeros((1, classes), dtype=np.float32),
-                np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=np.float32),
-                np.zeros(1, dtype=bool), np.full(1, -1, dtype=np.int64))
-
-    def _infer_one(self, store: dict[str, np.ndarray], early_exit: bool) -> CascadeResult:
-        """``infer`` for one sample: the same stages, decisions and result."""
-        blank = self._one_blank
-        seconds: list[float] = []
-        # every field given: the dataclass's default factories cost ~2 us per call
-        result = CascadeResult(blank[0].copy(), blank[1].copy(), blank[2].copy(),
-                               blank[3].copy(), seconds, [], blank[4].copy(),
-                               blank[5].copy(), _NO_ROWS, {})
-        clock = time.perf_counter
-        running, ensemble = self.running_members, self.ensemble_members
-        total: np.ndarray | None = None
-        plan = self._one_plan
-        left = False
-        for index, k, run, inputs, outputs in plan:
-            start = clock()
-            values = run([store[inputs[0]]] if len(inputs) == 1 else
-                         [store[name] for name in inputs])
-            seconds.append(clock() - start)
-            if len(outputs) == 1:
-                store[outputs[0]] = values[0]
-            else:
-                for name, value in zip(outputs, values):
-                    store[name] = value
-            if k is None:
-                continue
-            if k in running:
-                total, rows, store = self._running_mean(k, index, total, np.zeros(1, int),
-                                                        store, result, early_exit)
-                left = rows.size == 0
-            elif k in ensemble:
-                total, rows, store = self._ensemble(k, index, total, np.zeros(1, int), store,
-                                                    result)
-                left = rows.size == 0
-            else:
-                decided = self._decide_one(k, index, store, result, early_exit)
-                if decided is None:
-                    rows, store = self._decide(k, index, np.zeros(1, int), store, result,
-                                               early_exit)
-                    decided = rows.size == 0
-                left = decided
-            if left:
-                break
-        ran = len(seconds)
-        result.stage_samples = [1] * ran + [0] * (len(plan) - ran)
-        seconds += [0.0] * (len(plan) - ran)
-        if not left:
-            result.pending = np.zeros(1, dtype=np.int64)
-            result.handoff = {name: np.array(store[name]) for name in self.cut_tensors}
-        return result
-
-    @functools.cached_property
-    def _one_limit_cache(self) -> dict[tuple[Any, ...], tuple[int, int | None]]:
-        return {}
-
-    def _one_limits(self, stage_index: int, criterion: str, threshold: float | None,
-                    low: float | None, offset: int) -> tuple[int, int | None]:
-        """``_decide``'s integer threshold (with the budget offset) and window edge, computed
-        once per setting (thresholds change between calls in calibration and profiling)."""
-        key = (stage_index, criterion, threshold, low, offset)
-        cached = self._one_limit_cache.get(key)
-        if cached is not None:
-            return cached
-        _, _, _, quant, classes, _, final, _ = self._one_exit[stage_index]
-        limit = threshold_q(threshold, final, criterion, classes, quant)
-        if not final and threshold is not None:
-            limit += offset
-        cached = (limit, None if low is None else
-                  threshold_q(low, False, criterion, classes, quant))
-        if len(self._one_limit_cache) > 4096:
-            self._one_limit_cache.clear()
-        self._one_limit_cache[key] = cached
-        return cached
-
-    def _decide_one(self, k: int, stage_index: int, store: dict[str, np.ndarray],
-                    result: CascadeResult, early_exit: bool) -> bool | None:
-        """``_decide`` for one sample: True if it leaves at exit ``k``, False if it goes on,
-        None (nothing recorded) for what only ``_decide`` handles: non-finite float logits
-        (refused or, without check_finite, scored as numpy does), unknown criteria, int8
-        rows too wide for the exp table.
-
-        Scalar Python on the exit's row where that is exact (max, sorting, differences,
-        integer scores, the int8 softmax table) and numpy's own calls where the float
-        value depends on its kernels (exp, the sum's order, log), so every value equals
-        the batch code's bit for bit."""
-        _, name, table, quant, classes, column, final, full = self._one_exit[stage_index]
-        criterion = self.criteria[k]
-        if column is None and criterion == "gate":  # only the final exit, which always decides
-            criterion = "max_softmax"
-        elif criterion not in _ONE_CRITERIA:
-            return None
-        threshold = self.thresholds[k] if early_exit else None
-        low = self.window_low[k] if early_exit or final else None
-        tensor = store[name]
-        row = tensor[0]
-        logits = row.tolist()
-        gate = None
-        if column is not None:
-            gate = logits[column]
-            logits = logits[:column]
-        probabilities = result.probabilities
-        if quant is not None:
-            if table is None:
-                return None
-            q = table.row(logits)
-            if criterion == "max_softmax":
-                score: float = max(q)
-            elif criterion == "gate":
-                score = gate
-            elif criterion == "margin":
-                top = sorted(q)
-                score = top[-1] - (top[-2] if classes > 1 else -128)
-            else:
-                lut = _ENTROPY_LUT
-                score = -sum([lut[v + 128] for v in q])
-            limit, low_limit = self._one_limits(stage_index, criterion, threshold, low,
-                                                self.threshold_offset_q)
-            rejected = low_limit is not None and score < low_limit
-            if not (score >= limit or rejected):
-                return False
-            probs = [(v + 128) / 256 for v in q]
-            if criterion == "gate":
-                confidence = float(gate_score(np.array([(gate - quant[1]) * quant[0]]))[0])
-            else:
-                confidence = _one_confidence(probs, criterion)
-            if full:
-                probabilities[0] = probs
-            else:
-                probabilities[0, :classes] = probs
-        else:
-            if not math.isfinite(sum(logits) if gate is None else sum(logits) + gate):
-                return None
-            top = max(logits)
-            if not final and criterion != "entropy":
-                # most samples stay: a float64 estimate of the score (libm's exp, a plain
-                # sum) is within 1e-15 (C + 8) of numpy's value (a few ulps per term); when
-                # it is clearly below the threshold and clearly above the window, the
-                # exact score is too, and nothing needs numpy. (An exit without threshold
-                # or window scores too: eedge profile times forced exit paths with the
-                # earlier exits off and must see what a stream's samples cost there;
-                # skipping it put the int8 demo's predicted p50 7-12% high.)
-                estimate = _estimate(logits, top, gate, criterion)
-                margin = 1e-12 * (classes + 8)
-                if (threshold is None or estimate + margin < threshold) and \
-                        (low is None or estimate - margin >= low):
-                    return False
-            exp = np.exp((row if column is None else row[:column]).astype(np.float64)
-                         - top)  # as criteria.softmax
-            probs = exp / np.add.reduce(exp)
-            if criterion == "max_softmax":
-                score = max(probs.tolist())
-            elif criterion == "gate":
-                score = float(gate_score(row[column:column + 1])[0])
-            elif criterion == "margin":
-                score = _one_confidence(probs.tolist(), criterion)
-            else:
-                score = float(score_from_probabilities(probs[None], criterion)[0])
-            rejected = low is not None and score < low
-            if not (final or (threshold is not None and score >= threshold) or rejected):
-                return False
-            confidence = score
-            if full:
-                probabilities[0] = probs
-            else:
-                probabilities[0, :classes] = probs
-            result.predictions[0] = logits.index(top)
-            result.exit_index[0] = k
-            result.confidence[0] = confidence
-            result.rejected[0] = rejected
-            return True
-        result.predictions[0] = logits.index(max(logits))
-        result.exit_index[0] = k
-        result.confidence[0] = confidence
-        result.rejected[0] = rejected
-        return True
-
-
-def _quantize_one(x: np.ndarray, quant: tuple[np.float32, np.float32, int]) -> np.ndarray:
-    """``quantize_input`` in fewer numpy calls, for inputs checked finite.
-
-    Values beyond 1e37 scales saturate either way, so they are clamped first and the
-    float32 division (QUANTIZE's) cannot overflow; rounding half away from zero is
-    trunc(y + copysign(0.5, y)) in float64, exact for float32 y (y + 0.5 needs at most
-    25 significant bits below 2^24, and larger float32 values are even integers)."""
-    scale, limit, zero_point = quant
-    y = (np.maximum(np.minimum(x, limit), -limit) / scale).astype(np.float64)
-    q = np.trunc(y + np.copysign(0.5, y))
-    q += zero_point
-    np.minimum(q, 127.0, out=q)
-    np.maximum(q, -128.0, out=q)  # (np.clip's Python wrapper costs as much as all the rest)
-    return q.astype(np.int8)
-
-
-def _one_confidence(probs: list[float], criterion: str) -> float:
-    """score_from_probabilities on one row (float64), as the batch code computes it."""
-    if criterion == "max_softmax":
-        return max(probs)
-    if criterion == "margin":
-        if len(probs) < 2:
-            return probs[0]
-        top = sorted(probs)
-        return top[-1] - top[-2]
-    return float(score_from_probabilities(np.array([probs]), criterion)[0])
-
-
-def _estimate(logits: list[float], top: float, gate: float | None, criterion: str) -> float:
-    """The float criterion's score in scalar float64 (not bit-exact: see _decide_one);
-    ``top`` is the largest logit."""
-    if criterion == "gate":
-        e = math.exp(-abs(gate))  # type: ignore[arg-type]
-        return 1.0 / (1.0 + e) if gate >= 0 else e / (1.0 + e)  # type: ignore[operator]
-    exps = [math.exp(v - top) for v in logits]
-    if criterion == "max_softmax":
-        return 1.0 / sum(exps)  # exp(0) = 1 is the largest term
-    if len(exps) < 2:
-        return 1.0
-    ordered = sorted(exps)
-    return (ordered[-1] - ordered[-2]) / sum(exps)
-
-
-_ONE_CRITERIA = frozenset(("max_softmax", "margin", "entropy", "gate"))
-_ENTROPY_LUT: list[int] = ENTROPY_LUT.tolist()
-_NO_ROWS = np.zeros(0, dtype=np.int64)  # pending of a decided sample (empty: never written)
-_NO_ROWS.flags.writeable = False

@@ -1,7 +1,7 @@
-"""One sample at a time (Cascade._infer_one) decides exactly as the batch code.
+"""One sample at a time (eedge.runtime.cascade_one) decides exactly as the batch code.
 
-``Cascade.infer`` takes a scalar path for batch 1 (eedge.runtime.cascade,
-``_infer_one``/``_decide_one``). Every field of its result must equal, bit for
+``Cascade.infer`` takes a scalar path for batch 1 (eedge.runtime.cascade_one,
+``OneSample.infer``/``decide``). Every field of its result must equal, bit for
 bit, the row the batch path gives the same sample, for every criterion,
 threshold, window, gate, runtime (float ONNX Runtime and int8), ensemble mode,
 head bundle and the input checks. The batch path is the reference because it
@@ -266,26 +266,52 @@ def test_plain_exits_decide_without_the_batch_code(cascades: dict[str, Cascade],
 
 
 def test_the_float_estimate_is_well_within_its_margin() -> None:
-    """_decide_one only trusts the scalar estimate 1e-12 (C + 8) away from a threshold; it is
-    within 1e-15 (C + 8) of the exact score on rows of every scale (1000x to spare)."""
-    from eedge.runtime.cascade import _estimate
+    """_decide_float only trusts the scalar estimate 1e-12 (C + 8) away from a threshold; it
+    is within 1e-15 (C + 8) of the exact score on rows of every scale and offset it is used
+    for (maximum within +-600), 1000x to spare."""
+    from eedge.runtime.cascade_one import estimate_score
 
     rng = np.random.default_rng(0)
     worst = 0.0
     for classes in (1, 2, 3, 10, 100, 1000):
         for spread in (0.01, 1.0, 10.0, 300.0):
-            rows = (rng.standard_normal((200, classes)) * spread).astype(np.float32)
-            gates = (rng.standard_normal(200) * spread * 3).astype(np.float32)
+            rows = rng.standard_normal((300, classes)) * spread
+            tops = np.concatenate([rng.uniform(-600, 600, 100), rng.uniform(-5, 5, 100),
+                                   np.full(50, 599.99), np.full(50, -599.99)])
+            rows = (rows - rows.max(axis=1, keepdims=True) + tops[:, None]).astype(np.float32)
+            gates = (rng.standard_normal(300) * spread * 3).astype(np.float32)
             probs = softmax(rows)
             exact = {c: score_from_probabilities(probs, c) for c in ("max_softmax", "margin")}
             exact["gate"] = gate_score(gates)
             for i in range(len(rows)):
+                row = rows[i].tolist()
+                assert -600 <= max(row) <= 600
                 for criterion, scores in exact.items():
-                    row = rows[i].tolist()
-                    estimate = _estimate(row, max(row), float(gates[i]), criterion)
-                    error = abs(estimate - float(scores[i])) / (classes + 8)
-                    worst = max(worst, error)
+                    estimate = estimate_score(row, max(row), float(gates[i]), criterion)
+                    worst = max(worst, abs(estimate - float(scores[i])) / (classes + 8))
     assert worst <= 1e-15, worst
+
+
+def test_row_sums_are_numpy_sums_to_the_last_bit() -> None:
+    """The float scores divide by numpy's pairwise sum replayed in Python: equal to
+    ``np.sum(rows, axis=-1)`` (the softmax's denominator) on rows of every width the
+    summation splits differently (under 8, blocks of 8, over 128, recursion), of exps
+    spread over many magnitudes, subnormals and zeros included."""
+    from eedge.runtime.cascade_one import numpy_sums_match, row_sum
+
+    assert numpy_sums_match()
+    rng = np.random.default_rng(7)
+    differing = 0
+    for n in (1, 2, 7, 8, 9, 15, 16, 17, 100, 127, 128, 129, 255, 256, 257, 1000, 1031):
+        spread = rng.choice([0.1, 3.0, 30.0, 300.0])  # exp(logit - max): in (0, 1]
+        rows = np.exp(-np.abs(rng.standard_normal((40, n))) * spread)
+        rows[:5, : max(1, n // 3)] = 0.0
+        rows[5:10, : max(1, n // 2)] = 5e-324
+        expected = np.sum(rows, axis=-1)
+        for row, s in zip(rows.tolist(), expected.tolist()):
+            assert row_sum(row) == s, n
+            differing += sum(row) != s  # a plain left-to-right sum is not numpy's
+    assert differing > 50
 
 
 def test_input_quantization_equals_quantize_input() -> None:
@@ -293,7 +319,7 @@ def test_input_quantization_equals_quantize_input() -> None:
     below halves, saturation and quotients near float32's end included."""
     from eedge.ir.graph import QuantParams
     from eedge.reference.int8_kernels import quantize_input
-    from eedge.runtime.cascade import _quantize_one
+    from eedge.runtime.cascade_one import quantize_one
 
     rng = np.random.default_rng(0)
     for scale, zero_point in ((0.0078125, -128), (0.0123, 3), (0.5, 0), (3.7e-5, 127),
@@ -308,5 +334,5 @@ def test_input_quantization_equals_quantize_input() -> None:
             x = x.astype(np.float32)[None]
             scale32 = np.float32(scale)
             limit = np.float32(min(1e37 * float(scale32), 3e38))
-            assert np.array_equal(_quantize_one(x, (scale32, limit, zero_point)),
+            assert np.array_equal(quantize_one(x, (scale32, limit, zero_point)),
                                   quantize_input(x, quant)), (scale, zero_point)

@@ -1,0 +1,559 @@
+"""``Cascade.infer`` for one sample: the batch code's decisions with as few numpy calls as
+exactness allows.
+
+Why it exists: a stream (a camera, a server's requests) runs the cascade one sample at
+a time, and there the batch code's array bookkeeping (masks, fancy indexing, a copy of
+every hand-off's remaining rows: ~40 us per stage) costs more than the small stages
+themselves. Each numpy call costs ~0.3-1 us whatever its size (twice that between
+stages, whose kernels evict numpy's code from the caches), so this path decides on
+the exit's row in Python floats and ints, and computes the exact softmax and score
+that a result reports only when they are read (OneSampleResult), or when a score is
+too close to a threshold for the scalar estimate to decide.
+
+The contract: every field of a result equals, bit for bit, the row the batch code
+(``Cascade._decide``, ``_ensemble``, ``_running_mean``) gives the same sample, and so
+do the decisions: a threshold calibrated on the batch code's scores (calibration,
+profiling and ``eedge run`` use it) takes exactly the same samples here, also at a
+score one ulp away. tests/runtime/test_fast_path.py checks every field for every
+criterion, threshold, window, gate, budget offset, ensemble mode, head bundle and
+runtime. How the float scores stay exact:
+
+- a decision is taken on a libm estimate of the score only when it is more than
+  1e-12 (C + 8) away from the threshold and the window's edge: the estimate is
+  within 1e-15 (C + 8) of numpy's score (:func:`estimate_score`); closer, the exact
+  score decides;
+- the exact softmax's exponentials are numpy's (``np.exp`` on the row, shifted by its
+  maximum in float64 as ``criteria.softmax`` does): numpy's SIMD exp differs from
+  libm's ``math.exp`` in ~5 % of values, so no scalar replacement is exact;
+- their sum is numpy's pairwise summation (eight accumulators, blocks of 128)
+  replayed on Python floats, checked against numpy once per process
+  (:func:`numpy_sums_match`; numpy's own sum is used if a numpy version sums
+  differently);
+- divisions, maxima, sorting and differences are IEEE operations, equal in Python;
+- where none of that applies (non-finite float logits, int8 rows too wide for the
+  exp table, entropy's logarithms) numpy or the batch code itself decides the row.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from eedge.ir.graph import QuantParams
+from eedge.ir.layout import to_channels_last
+from eedge.policies.criteria import gate_score, score_from_probabilities
+from eedge.policies.fixed_point import ENTROPY_LUT, threshold_q
+from eedge.policies.int8_softmax import MAX_COLS, ExpTable, exp_table
+from eedge.reference.int8_kernels import quantize_input
+from eedge.runtime.result import CascadeResult, OneSampleResult
+
+if TYPE_CHECKING:
+    from eedge.runtime.cascade import Cascade
+
+# how a decided sample's probabilities and confidence are computed: (function, arguments)
+Fields = tuple[Callable[..., tuple[np.ndarray, np.ndarray]], tuple[Any, ...]]
+# a decided sample: (prediction, exit, rejected, its probabilities and confidence)
+Decision = tuple[int, int, bool, Fields]
+CRITERIA = frozenset(("max_softmax", "margin", "entropy", "gate"))
+_ENTROPY_LUT: list[int] = ENTROPY_LUT.tolist()
+_F64 = np.float64
+_F32 = np.float32
+_F32_ZERO = np.zeros(1, dtype=_F32)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+_BOOLS = (_read_only(np.zeros(1, dtype=bool)), _read_only(np.ones(1, dtype=bool)))
+_NO_ROWS = _read_only(np.zeros(0, dtype=np.int64))  # pending of a decided sample
+_ROW = _read_only(np.zeros(1, dtype=np.int64))      # the sample's row, for the batch methods
+
+
+class ExitPlan(NamedTuple):
+    """What deciding at one exit needs, looked up once."""
+
+    exit: int
+    table: ExpTable | None               # int8 softmax table (None: float, or too wide)
+    quant: tuple[float, int] | None      # (scale, zero point) of an int8 exit tensor
+    classes: int                         # class columns
+    gate: int | None                     # gate column, or None
+    final: bool                          # the exit that always decides
+    full: bool                           # class columns == the result's columns
+
+
+class OneSample:
+    """The batch-1 path of one :class:`~eedge.runtime.cascade.Cascade`.
+
+    Built once per cascade; the policy (thresholds, criteria, windows, budget offset,
+    ensemble members) is read from the cascade on every call, since calibration and
+    profiling change it between calls.
+    """
+
+    def __init__(self, cascade: Cascade) -> None:
+        self.cascade = cascade
+        self.tflite_layout = cascade.format.startswith("tflite")
+        self.input = self._input_plan()
+        self.quant = self._input_quant()
+        self.exits = self._exit_plans()
+        # per stage: index, exit (or None), the exit's plan (None: the batch code decides),
+        # the runner's borrowing call, input and output names. Nothing is dropped from a
+        # one-sample store: the stages' outputs are the runners' own buffers (borrowed)
+        # and the input is the caller's.
+        self.stages = [(stage["index"], stage["exit"], self.exits.get(stage["index"]),
+                        getattr(runner, "run_borrowed", runner.run), inputs, outputs)
+                       for stage, runner, (inputs, outputs)
+                       in zip(cascade.stages, cascade.runners, cascade._stage_names)]
+        self.width = int(cascade.exits[-1]["num_classes"])
+        # shared read-only (1,) int64 arrays of 0 .. the widest exit's classes, and -1
+        # (ints[-1]): a one-sample result's predictions, exit index and confidence_q
+        widest = max([self.width, len(cascade.exits)] + [int(e["num_classes"])
+                                                         for e in cascade.exits])
+        self.ints = [_read_only(np.full(1, i, np.int64)) for i in [*range(widest), -1]]
+        numpy_sums_match()  # checked once per process, before the first timed call
+        self._limits: dict[tuple[Any, ...], tuple[int, int | None]] = {}
+
+    # ----------------------------------------------------------------- plans
+    def _input_plan(self) -> tuple[str, np.dtype, tuple[int, ...], tuple[int, ...],
+                                   dict[str, Any]] | None:
+        """(name, dtype, shape with and without the batch axis, the input spec) when a
+        plain array can skip prepare_inputs' general checks; None for several inputs or a
+        model fixed to a batch other than 1."""
+        inputs = self.cascade.inputs
+        if len(inputs) != 1:
+            return None
+        spec = inputs[0]
+        shape = list(spec["shape"])
+        if not isinstance(shape[0], str) and shape[0] != 1:
+            return None
+        if not all(isinstance(d, int) for d in shape[1:]):
+            return None
+        return spec["name"], np.dtype(spec["dtype"]), (1, *shape[1:]), tuple(shape[1:]), spec
+
+    def _input_quant(self) -> tuple[QuantParams, tuple[np.float32, np.float32, int]] | None:
+        """The single float input's quantization: its params and (float32 scale, clamp
+        limit, zero point) for :func:`quantize_one`; None when the input stays as it is."""
+        if self.input is None:
+            return None
+        name, _, _, _, spec = self.input
+        quant = self.cascade._input_quant.get(name)
+        if quant is None or spec["dtype"] == "int8":
+            return None
+        scale = np.float32(quant.scale[0])
+        return quant, (scale, np.float32(min(1e37 * float(scale), 3e38)),
+                       int(quant.zero_point[0]))
+
+    def _exit_plans(self) -> dict[int, ExitPlan | None]:
+        """Per exit stage its plan, or None where only the batch code decides (an exit
+        tensor that is not one row of columns)."""
+        cascade = self.cascade
+        width = cascade.exits[-1]["num_classes"]
+        out: dict[int, ExitPlan | None] = {}
+        for stage, io in zip(cascade.stages, cascade.io):
+            k = stage["exit"]
+            if k is None:
+                continue
+            spec = io["outputs"][0]
+            if len(spec["shape"]) != 2:
+                out[stage["index"]] = None
+                continue
+            column = cascade.gates[k]
+            classes = column if column is not None else int(cascade.exits[k]["num_classes"])
+            table = quant = None
+            if spec.get("quant"):
+                params = QuantParams.from_json(spec["quant"])
+                quant = (params.scale[0], params.zero_point[0])
+                table = exp_table(params.scale[0]) if classes <= MAX_COLS else None
+            out[stage["index"]] = ExitPlan(k, table, quant, classes, column,
+                                           k == cascade.final_exit, classes == width)
+        return out
+
+    # ----------------------------------------------------------------- input
+    def prepare(self, x: Any) -> dict[str, np.ndarray] | None:
+        """The store for one C-contiguous sample of the model's dtype, or None to let
+        ``Cascade.stage_inputs`` check and convert (also whenever the finiteness check
+        fails, so the error is its error)."""
+        plan = self.input
+        if plan is None or type(x) is not np.ndarray:
+            return None
+        name, dtype, batched, single, _ = plan
+        if x.dtype != dtype or not x.flags.c_contiguous:
+            return None
+        shape = x.shape
+        if shape == single:
+            x = x[None]
+        elif shape != batched:
+            return None
+        if self.cascade.check_finite and dtype.kind == "f":
+            # x.x is NaN or infinite iff a value is, or the sum of squares overflows (then
+            # stage_inputs checks value by value): one BLAS call at any size (vdot, unlike
+            # dot, does not warn about the overflow)
+            if not math.isfinite(np.vdot(x, x)):
+                return None
+        if self.tflite_layout:
+            x = to_channels_last(x, plan[4].get("layout"))
+        quant = self.quant
+        if quant is not None:
+            x = quantize_one(x, quant[1]) if self.cascade.check_finite and \
+                dtype == np.float32 else quantize_input(x, quant[0])
+        return {name: x}
+
+    # ----------------------------------------------------------------- the cascade
+    def infer(self, store: dict[str, np.ndarray], early_exit: bool) -> CascadeResult:
+        """``Cascade.infer`` for one sample: the same stages, decisions and result."""
+        cascade = self.cascade
+        running, ensemble = cascade.running_members, cascade.ensemble_members
+        members = running or ensemble
+        seconds: list[float] = []
+        clock = time.perf_counter
+        decision: Decision | bool | None = False  # True: a batch method recorded it
+        result: CascadeResult | None = None  # made when a batch method needs one
+        total: np.ndarray | None = None      # an ensemble's sum so far
+        for index, k, plan, run, inputs, outputs in self.stages:
+            start = clock()
+            values = run([store[inputs[0]]] if len(inputs) == 1 else
+                         [store[name] for name in inputs])
+            seconds.append(clock() - start)
+            for name, value in zip(outputs, values):
+                store[name] = value
+            if k is None:
+                continue
+            if members and (k in running or k in ensemble):
+                result = result or self._blank()
+                if k in running:
+                    total, rows, store = cascade._running_mean(k, index, total, _ROW, store,
+                                                               result, early_exit)
+                else:
+                    total, rows, store = cascade._ensemble(k, index, total, _ROW, store,
+                                                           result)
+                decision = rows.size == 0
+            else:
+                decision = None if plan is None else self.decide(plan, values[0], early_exit)
+                if decision is None:  # the batch code decides this row
+                    result = result or self._blank()
+                    rows, store = cascade._decide(k, index, _ROW, store, result, early_exit)
+                    decision = rows.size == 0
+            if decision is not False:
+                break
+        ran = len(seconds)
+        stages = len(self.stages)
+        samples = [1] * ran
+        if ran < stages:
+            seconds += [0.0] * (stages - ran)
+            samples += [0] * (stages - ran)
+        if type(decision) is tuple:
+            if result is None:
+                prediction, k, rejected, fields = decision
+                ints = self.ints
+                return OneSampleResult(ints[prediction], ints[k], seconds, samples,
+                                       _BOOLS[rejected], ints[-1], _NO_ROWS, fields)
+            self._record(result, decision)
+        elif result is None:
+            result = self._blank()
+        result.stage_seconds, result.stage_samples = seconds, samples
+        if decision is False:  # no exit took it: a head bundle's sample for the server
+            result.pending = np.zeros(1, dtype=np.int64)
+            result.handoff = {name: np.array(store[name]) for name in cascade.cut_tensors}
+        return result
+
+    def _blank(self) -> CascadeResult:
+        """An undecided result for the batch methods to write into."""
+        return CascadeResult(np.full(1, -1, dtype=np.int64), np.zeros((1, self.width), _F32),
+                       np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=_F32), [], [],
+                       np.zeros(1, dtype=bool), np.full(1, -1, dtype=np.int64), _NO_ROWS, {})
+
+    @staticmethod
+    def _record(result: CascadeResult, decision: Decision) -> None:
+        """Write a decision into a result the batch code made (after it decided an earlier
+        exit for this row, which then went on)."""
+        prediction, k, rejected, (compute, args) = decision
+        probabilities, confidence = compute(*args)
+        result.predictions[0] = prediction
+        result.probabilities[0] = probabilities[0]
+        result.exit_index[0] = k
+        result.confidence[0] = confidence[0]
+        result.rejected[0] = rejected
+
+    # ----------------------------------------------------------------- decisions
+    def decide(self, plan: ExitPlan, tensor: np.ndarray, early_exit: bool
+               ) -> Decision | bool | None:
+        """``Cascade._decide`` for one sample: the decision if it leaves at this exit,
+        False if it goes on, None (nothing decided) for what only ``_decide`` handles:
+        non-finite float logits (refused or, without check_finite, scored as numpy
+        does), unknown criteria, int8 rows too wide for the exp table. ``tensor`` is
+        the exit tensor (the stage's first output), one row."""
+        cascade = self.cascade
+        k = plan.exit
+        criterion = cascade.criteria[k]
+        column = plan.gate
+        if column is None and criterion == "gate":  # only the final exit, which always decides
+            criterion = "max_softmax"
+        elif criterion not in CRITERIA:
+            return None
+        threshold = cascade.thresholds[k] if early_exit else None
+        low = cascade.window_low[k] if early_exit or plan.final else None
+        logits = tensor.tolist()[0]
+        gate = None
+        if column is not None:
+            gate = logits[column]
+            logits = logits[:column]
+        if plan.quant is not None:
+            return self._decide_int8(plan, logits, gate, criterion, threshold, low)
+        return self._decide_float(plan, logits, gate, criterion, threshold, low)
+
+    def _decide_float(self, plan: ExitPlan, logits: list[float], gate: float | None,
+                      criterion: str, threshold: float | None, low: float | None
+                      ) -> Decision | bool | None:
+        """The float decision (``_decide``'s float branch), on numpy's exact score
+        wherever a threshold or window edge is near it."""
+        if not math.isfinite(sum(logits) if gate is None else sum(logits) + gate):
+            return None
+        top = max(logits)
+        final = plan.final
+        width = self.width if not plan.full else None
+        if final and low is None:  # decides whatever its score
+            return (logits.index(top), plan.exit, False,
+                    (float_fields, (logits, top, gate, criterion, width, None)))
+        if criterion != "entropy" and -600.0 <= top <= 600.0:
+            # the libm estimate decides where the exact score cannot be on the other
+            # side of the threshold or the window's edge. (An exit without threshold or
+            # window scores too: eedge profile times forced exit paths with the earlier
+            # exits off and must see what a stream's samples cost there.)
+            estimate = estimate_score(logits, top, gate, criterion)
+            margin = 1e-12 * (len(logits) + 8)
+            if low is not None and estimate + margin < low:  # below the window: rejected
+                return (logits.index(top), plan.exit, True,
+                        (float_fields, (logits, top, gate, criterion, width, None)))
+            if low is None or estimate - margin >= low:  # not rejected
+                if final or (threshold is not None and estimate - margin >= threshold):
+                    return (logits.index(top), plan.exit, False,
+                            (float_fields, (logits, top, gate, criterion, width, None)))
+                if threshold is None or estimate + margin < threshold:
+                    return False
+        exact = exact_score(logits, top, gate, criterion)
+        score = exact[0]
+        rejected = low is not None and score < low
+        if not (final or (threshold is not None and score >= threshold) or rejected):
+            return False
+        return (logits.index(top), plan.exit, rejected,
+                (float_fields, (logits, top, gate, criterion, width, exact)))
+
+    def _decide_int8(self, plan: ExitPlan, logits: list[int], gate: int | None,
+                     criterion: str, threshold: float | None, low: float | None
+                     ) -> Decision | bool | None:
+        """The fixed-point decision (``_decide``'s int8 branch) on Python ints."""
+        table = plan.table
+        if table is None:
+            return None
+        q = table.row(logits)
+        if criterion == "max_softmax":
+            score: int = max(q)
+        elif criterion == "gate":
+            score = gate  # type: ignore[assignment]
+        elif criterion == "margin":
+            top = sorted(q)
+            score = top[-1] - (top[-2] if plan.classes > 1 else -128)
+        else:
+            lut = _ENTROPY_LUT
+            score = -sum([lut[v + 128] for v in q])
+        limit, low_limit = self._limits_q(plan, criterion, threshold, low,
+                                          self.cascade.threshold_offset_q)
+        rejected = low_limit is not None and score < low_limit
+        if not (score >= limit or rejected):
+            return False
+        scale, zero_point = plan.quant  # type: ignore[misc]
+        gate_value = None if gate is None else (gate - zero_point) * scale  # for confidence
+        return (logits.index(max(logits)), plan.exit, rejected,
+                (int8_fields, (q, gate_value, criterion, None if plan.full else self.width)))
+
+    def _limits_q(self, plan: ExitPlan, criterion: str, threshold: float | None,
+                  low: float | None, offset: int) -> tuple[int, int | None]:
+        """``_decide``'s integer threshold (with the budget offset) and window edge,
+        computed once per setting (thresholds change between calls in calibration and
+        profiling)."""
+        key = (plan.exit, criterion, threshold, low, offset)
+        cached = self._limits.get(key)
+        if cached is not None:
+            return cached
+        limit = threshold_q(threshold, plan.final, criterion, plan.classes, plan.quant)
+        if not plan.final and threshold is not None:
+            limit += offset
+        cached = (limit, None if low is None else
+                  threshold_q(low, False, criterion, plan.classes, plan.quant))
+        if len(self._limits) > 4096:
+            self._limits.clear()
+        self._limits[key] = cached
+        return cached
+
+
+def exact_score(logits: list[float], top: float, gate: float | None, criterion: str
+                ) -> tuple[float, np.ndarray]:
+    """The batch code's float64 score and softmax of one row of class logits (``top``
+    their maximum, ``gate`` the gate logit), bit for bit."""
+    x = np.array(logits)  # float64: the float32 values exactly
+    x -= top
+    np.exp(x, out=x)  # as criteria.softmax
+    values = x.tolist()
+    total = exact_row_sum(values)
+    x /= total
+    if criterion == "gate":
+        e = float(np.exp(-abs(gate)))  # type: ignore[arg-type]  # criteria.sigmoid
+        score = 1.0 / (1.0 + e) if gate >= 0 else e / (1.0 + e)  # type: ignore[operator]
+    elif criterion == "max_softmax":
+        score = max(values) / total  # division keeps the order: max(e / sum)
+    elif criterion == "margin":
+        if len(values) < 2:
+            score = values[0] / total
+        else:
+            ordered = sorted(values)
+            score = ordered[-1] / total - ordered[-2] / total
+    else:  # entropy's logarithms: numpy's
+        score = float(score_from_probabilities(x[None], criterion)[0])
+    return score, x
+
+
+def float_fields(logits: list[float], top: float, gate: float | None, criterion: str,
+                 width: int | None, exact: tuple[float, np.ndarray] | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A float exit's result fields: probabilities (1, C) and confidence (1,), float32;
+    ``width`` pads the row to the result's columns, ``exact`` is exact_score's value if
+    the decision needed it."""
+    score, probs = exact if exact is not None else exact_score(logits, top, gate, criterion)
+    return _probability_row(probs, width), _confidence(score)
+
+
+def int8_fields(q: list[int], gate: float | None, criterion: str, width: int | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """An int8 exit's result fields from its int8 probabilities ``q`` (and the gate's
+    float value): what ``_decide``'s int8 branch records."""
+    probs = [(v + 128) / 256 for v in q]
+    if criterion == "gate":
+        score = float(gate_score(np.array([gate]))[0])
+    else:
+        score = one_confidence(probs, criterion)
+    return _probability_row(np.array(probs), width), _confidence(score)
+
+
+def _probability_row(probs: np.ndarray, width: int | None) -> np.ndarray:
+    """float64 class probabilities -> the result's (1, width) float32 row."""
+    if width is None:
+        return probs.astype(_F32).reshape(1, -1)
+    out = np.zeros((1, width), _F32)
+    out[0, :probs.size] = probs
+    return out
+
+
+def _confidence(score: float) -> np.ndarray:
+    out = _F32_ZERO.copy()
+    out[0] = score
+    return out
+
+
+def exact_row_sum(values: list[float]) -> float:
+    """numpy's row sum of ``values``: row_sum where it reproduces numpy's, else numpy."""
+    return row_sum(values) if numpy_sums_match() else _numpy_row_sum(values)
+
+
+def row_sum(values: list[float]) -> float:
+    """numpy's float64 sum of one contiguous row (``np.sum(rows, axis=-1)``) on Python
+    floats: pairwise summation, eight accumulators over blocks of up to 128 values, the
+    rest added in order (numpy's ``pairwise_sum``, loops_utils.h.src)."""
+    n = len(values)
+    if n < 8:
+        total = -0.0
+        for v in values:
+            total += v
+        return total
+    if n < 16:  # the common width of a classifier: one block, no accumulator loop
+        v = values
+        total = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+        for i in range(8, n):
+            total += v[i]
+        return total
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = values[:8]
+        end = n - n % 8
+        for i in range(8, end, 8):
+            r0 += values[i]
+            r1 += values[i + 1]
+            r2 += values[i + 2]
+            r3 += values[i + 3]
+            r4 += values[i + 4]
+            r5 += values[i + 5]
+            r6 += values[i + 6]
+            r7 += values[i + 7]
+        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for i in range(end, n):
+            total += values[i]
+        return total
+    half = n // 2
+    half -= half % 8
+    return row_sum(values[:half]) + row_sum(values[half:])
+
+
+def _numpy_row_sum(values: list[float]) -> float:
+    return float(np.sum(np.array([values]), axis=-1)[0])
+
+
+@functools.cache
+def numpy_sums_match() -> bool:
+    """Whether :func:`row_sum` gives numpy's row sums here, on rows of 1 to 300 values
+    of widely spread magnitudes (a different summation order shows on most of them)."""
+    rng = np.random.default_rng(0)
+    for n in range(1, 301):
+        rows = np.exp(rng.standard_normal((3, n)) * 4)
+        expected = np.sum(rows, axis=-1)
+        if any(row_sum(row) != s for row, s in zip(rows.tolist(), expected.tolist())):
+            return False
+    return True
+
+
+def estimate_score(logits: list[float], top: float, gate: float | None,
+                   criterion: str) -> float:
+    """The float criterion's score in scalar float64 from libm's exp, for logits whose
+    maximum ``top`` is within +-600 (so exp(top) is a normal number and no sum of
+    exp(logit) can overflow); not numpy's value bit for bit (see _decide_float)."""
+    if criterion == "gate":
+        e = math.exp(-abs(gate))  # type: ignore[arg-type]
+        return 1.0 / (1.0 + e) if gate >= 0 else e / (1.0 + e)  # type: ignore[operator]
+    exp = math.exp
+    if criterion == "max_softmax":
+        return exp(top) / sum(map(exp, logits))  # 1 / sum(exp(v - top))
+    if len(logits) < 2:
+        return 1.0
+    ordered = sorted(map(exp, logits))
+    return (ordered[-1] - ordered[-2]) / sum(ordered)
+
+
+def quantize_one(x: np.ndarray, quant: tuple[np.float32, np.float32, int]) -> np.ndarray:
+    """``quantize_input`` in fewer numpy calls, for inputs checked finite.
+
+    Values beyond 1e37 scales saturate either way, so they are clamped first and the
+    float32 division (QUANTIZE's) cannot overflow; rounding half away from zero is
+    trunc(y + copysign(0.5, y)) in float64, exact for float32 y (y + 0.5 needs at most
+    25 significant bits below 2^24, and larger float32 values are even integers)."""
+    scale, limit, zero_point = quant
+    y = (np.maximum(np.minimum(x, limit), -limit) / scale).astype(np.float64)
+    q = np.trunc(y + np.copysign(0.5, y))
+    q += zero_point
+    np.minimum(q, 127.0, out=q)
+    np.maximum(q, -128.0, out=q)  # (np.clip's Python wrapper costs as much as all the rest)
+    return q.astype(np.int8)
+
+
+def one_confidence(probs: list[float], criterion: str) -> float:
+    """score_from_probabilities on one row (float64), as the batch code computes it."""
+    if criterion == "max_softmax":
+        return max(probs)
+    if criterion == "margin":
+        if len(probs) < 2:
+            return probs[0]
+        top = sorted(probs)
+        return top[-1] - top[-2]
+    return float(score_from_probabilities(np.array([probs]), criterion)[0])
