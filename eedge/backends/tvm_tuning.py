@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from eedge.errors import ModelError, ToolchainError
+from eedge.errors import ModelError, TargetError, ToolchainError
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -202,10 +202,10 @@ def _ms_classes(ms: Any) -> tuple[type, type, type, type]:
                         device = tvm.cpu()
                         module = tvm.runtime.load_module(item.artifact_path)
                     else:
+                        from eedge.backends.tvm_rpc_tuning import load_candidate
+
                         device = self.session.cpu()
-                        name = os.path.basename(item.artifact_path)
-                        self.session.upload(item.artifact_path)
-                        module = self.session.load_module(name)
+                        module = load_candidate(self.session, item.artifact_path)
                     args = []
                     for info in item.args_info:
                         _, dtype, shape = info.as_json()
@@ -216,6 +216,10 @@ def _ms_classes(ms: Any) -> tuple[type, type, type, type]:
                     costs = [float(c) for c in timer(*args).results]
                     futures.append(DoneFuture(RunnerResult(costs, None)))
                 except Exception as exc:
+                    if self.session is not None:  # a lost session is no failed candidate
+                        from eedge.backends.tvm_rpc_tuning import check_session
+
+                        check_session(self.session, str(exc))
                     futures.append(DoneFuture(RunnerResult(None,
                                                            str(exc).splitlines()[0][:300])))
             return futures
@@ -284,6 +288,10 @@ def tune_stage(onnx_path: Path, tvm_target: Any, database_dir: Path, trials: int
         except Exception as exc:
             if stats.interrupted or isinstance(exc.__cause__, _Interrupted):
                 raise KeyboardInterrupt from None
+            if session is not None:  # the device went away: a TargetError, not the compiler's
+                from eedge.backends.tvm_rpc_tuning import check_session
+
+                check_session(session, str(exc))
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise ToolchainError(f"tuning {onnx_path.name} failed: {first[:200]}") from exc
         finally:
@@ -423,16 +431,21 @@ def _store_database(bundle: Any, target: Any, dbdir: Path, trials: int) -> Any:
 
 
 def tune_bundle(bundle: Any, target: Any, trials: int, say: Callable[[str], None],
-                report: Report) -> Any:
+                report: Report, session: Any | None = None) -> Any:
     """Tune every stage (``trials`` per stage) and store the database in the bundle.
 
     A database already in the bundle is extended, not replaced. On Ctrl-C the
     records measured so far are stored before the interrupt propagates, so a
     later compile (tuned or not) uses them.
+
+    ``session``: a TVM RPC session (``tvm_rpc_tuning``) to time candidates on, built
+    with the target's ``cc``; a cross-compiled target needs one. A lost session
+    (TargetError) also stores the records measured before it.
     """
-    if target.cc is not None:
+    if target.cc is not None and session is None:
         raise ToolchainError(f"tuning for {target.name} times candidates on the device, "
-                             "which needs a TVM RPC session; tune --target host here")
+                             "which needs a TVM RPC session: give --rpc DEVICE.yaml (with "
+                             "tvm_rpc), or tune --target host here")
     tvm_target = tuning_target(target)
     stats = TuningStats()
     with tempfile.TemporaryDirectory(prefix="eedge-tunedb-") as tmp:
@@ -446,8 +459,8 @@ def tune_bundle(bundle: Any, target: Any, trials: int, say: Callable[[str], None
                 # stats is shared: trials done and best latency count over all stages
                 tune_stage(bundle.file(stage["files"]["onnx"]), tvm_target, dbdir, trials,
                            lambda done, _stage_total, best: report(done, total, best),
-                           stats=stats)
-        except KeyboardInterrupt:
+                           cc=target.cc, session=session, stats=stats)
+        except (KeyboardInterrupt, TargetError):
             _store_database(bundle, target, dbdir, stats.trials)
             raise
         return _store_database(bundle, target, dbdir, stats.trials)
