@@ -84,15 +84,28 @@ class ExpTable:
         self._exps = self.exps.tolist()
         self._parts = self.parts.tolist()
 
-    def row(self, logits: list[int]) -> list[int]:
-        """q (int8 probabilities) of one row of int8 logits, in Python ints."""
+    def scale(self, logits: list[int]) -> tuple[list[int], int, int]:
+        """One row of int8 logits -> each class's distance from the row's maximum, and
+        the (reciprocal, exponent) of the row's sum: what :meth:`q` needs."""
         top = max(logits)
         distances = [top - v for v in logits]
-        parts, exps = self._parts, self._exps
-        reciprocal, exponent = row_scale(sum([parts[d] for d in distances]))
-        half = 1 << (exponent - 1)
+        reciprocal, exponent = row_scale(sum(map(self._parts.__getitem__, distances)))
+        return distances, reciprocal, exponent
+
+    def q(self, distance: int, reciprocal: int, exponent: int) -> int:
+        """q of one class ``distance`` below its row's maximum. Non-increasing in the
+        distance, so a row's largest q is q(0, ...): an exit deciding on the top class
+        (or two) needs no other."""
         # reciprocal and exponentials are >= 0, so srdhm and the rounding shift are
         # plain round-half-up shifts; the result is >= 0, so only 127 can clip
+        return min(127, ((((reciprocal * self._exps[distance] + (1 << 30)) >> 31)
+                          + (1 << (exponent - 1))) >> exponent) - 128)
+
+    def row(self, logits: list[int]) -> list[int]:
+        """q (int8 probabilities) of one row of int8 logits, in Python ints."""
+        distances, reciprocal, exponent = self.scale(logits)
+        exps = self._exps
+        half = 1 << (exponent - 1)
         return [min(127, ((((reciprocal * exps[d] + (1 << 30)) >> 31) + half) >> exponent)
                     - 128) for d in distances]
 

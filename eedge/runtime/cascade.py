@@ -361,9 +361,10 @@ class Cascade:
         their cut tensors in ``handoff`` (the rows to send to the tail).
         """
         if not raw:  # one plain array: the batch-1 path checks and converts it itself
-            store = self._one.prepare(x)
+            one = self._one
+            store = one.prepare(x)
             if store is not None:
-                return self._one.infer(store, early_exit)
+                return one.infer(store, early_exit)
         store = self.stage_inputs(x, raw)
         n = next(iter(store.values())).shape[0]
         if n == 1:

@@ -336,3 +336,37 @@ def test_input_quantization_equals_quantize_input() -> None:
             limit = np.float32(min(1e37 * float(scale32), 3e38))
             assert np.array_equal(quantize_one(x, (scale32, limit, zero_point)),
                                   quantize_input(x, quant)), (scale, zero_point)
+
+
+@pytest.mark.parametrize("layout,shape", [("NCHW", (1, 3, 4, 5)), ("NCL", (1, 6, 7)),
+                                          ("NLC", (1, 6, 7)), (None, (1, 9))])
+def test_small_input_quantization_equals_quantize_input(layout: str | None,
+                                                        shape: tuple[int, ...]) -> None:
+    """Inputs within 400 scales of zero: quantize_small gives quantize_input's bytes in
+    to_channels_last's layout (C-contiguous), halves and saturation at the zero point's
+    ends included; its bound admits exactly such inputs."""
+    from eedge.ir.graph import QuantParams
+    from eedge.ir.layout import to_channels_last
+    from eedge.reference.int8_kernels import quantize_input
+    from eedge.runtime.cascade_one import SmallQuantizer, quantize_small
+
+    rng = np.random.default_rng(1)
+    size = int(np.prod(shape))
+    reach = int(399 / np.sqrt(size))  # in scales: the sum of squares stays in the bound
+    for scale, zero_point in ((0.0078125, -128), (0.0123, 3), (0.5, 0), (3.7e-5, 127),
+                              (100.0, -7)):
+        plan = SmallQuantizer.of(np.float32(scale), zero_point)
+        halves = np.float32(scale) * (rng.integers(-2 * reach, 2 * reach, size) / 2
+                                      ).astype(np.float32)
+        for values in (halves, np.nextafter(halves, np.float32(np.inf)),
+                       rng.uniform(-reach, reach, size).astype(np.float32) * np.float32(scale)):
+            x = values.astype(np.float32).reshape(shape)
+            assert np.vdot(x, x) < plan.bound
+            expected = to_channels_last(quantize_input(x, QuantParams((scale,), (zero_point,))),
+                                        layout)
+            got = quantize_small(x, plan, layout)
+            assert got.flags.c_contiguous and got.dtype == np.int8
+            assert np.array_equal(got, expected), (scale, zero_point, layout)
+        far = np.zeros(shape, np.float32)
+        far.reshape(-1)[0] = np.float32(401 * scale)
+        assert not np.vdot(far, far) < plan.bound
