@@ -342,13 +342,13 @@ def test_input_quantization_equals_quantize_input() -> None:
                                           ("NLC", (1, 6, 7)), (None, (1, 9))])
 def test_small_input_quantization_equals_quantize_input(layout: str | None,
                                                         shape: tuple[int, ...]) -> None:
-    """Inputs within 400 scales of zero: quantize_small gives quantize_input's bytes in
-    to_channels_last's layout (C-contiguous), halves and saturation at the zero point's
-    ends included; its bound admits exactly such inputs."""
+    """Inputs within 400 scales of zero: quantize_small (and quantize_one, clamping or not)
+    gives quantize_input's bytes in to_channels_last's layout (C-contiguous), halves and
+    saturation at the zero point's ends included; the bound admits exactly such inputs."""
     from eedge.ir.graph import QuantParams
     from eedge.ir.layout import to_channels_last
     from eedge.reference.int8_kernels import quantize_input
-    from eedge.runtime.cascade_one import SmallQuantizer, quantize_small
+    from eedge.runtime.cascade_one import SmallQuantizer, quantize_one, quantize_small
 
     rng = np.random.default_rng(1)
     size = int(np.prod(shape))
@@ -364,9 +364,13 @@ def test_small_input_quantization_equals_quantize_input(layout: str | None,
             assert np.vdot(x, x) < plan.bound
             expected = to_channels_last(quantize_input(x, QuantParams((scale,), (zero_point,))),
                                         layout)
-            got = quantize_small(x, plan, layout)
-            assert got.flags.c_contiguous and got.dtype == np.int8
-            assert np.array_equal(got, expected), (scale, zero_point, layout)
+            limit = np.float32(min(1e37 * scale, 3e38))
+            for got in (quantize_small(x, plan, layout),
+                        quantize_one(x, (np.float32(scale), limit, zero_point), layout),
+                        quantize_one(x, (np.float32(scale), limit, zero_point), layout,
+                                     clamp=False)):
+                assert got.flags.c_contiguous and got.dtype == np.int8
+                assert np.array_equal(got, expected), (scale, zero_point, layout)
         far = np.zeros(shape, np.float32)
         far.reshape(-1)[0] = np.float32(401 * scale)
         assert not np.vdot(far, far) < plan.bound
