@@ -361,10 +361,9 @@ class Cascade:
         their cut tensors in ``handoff`` (the rows to send to the tail).
         """
         if not raw:  # one plain array: the batch-1 path checks and converts it itself
-            one = self._one
-            store = one.prepare(x)
-            if store is not None:
-                return one.infer(store, early_exit)
+            result = self._one.run(x, early_exit)
+            if result is not None:
+                return result
         store = self.stage_inputs(x, raw)
         n = next(iter(store.values())).shape[0]
         if n == 1:

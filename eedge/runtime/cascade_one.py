@@ -65,6 +65,7 @@ _ENTROPY_LUT: list[int] = ENTROPY_LUT.tolist()
 _F64 = np.float64
 _F32 = np.float32
 _F32_ZERO = np.zeros(1, dtype=_F32)
+_exp = math.exp
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -86,7 +87,8 @@ class ExitPlan(NamedTuple):
     classes: int                         # class columns
     gate: int | None                     # gate column, or None
     final: bool                          # the exit that always decides
-    full: bool                           # class columns == the result's columns
+    width: int | None                    # the result's columns if wider than the classes
+    margin: float                        # the float estimate decides this far from an edge
 
 
 class OneSample:
@@ -118,6 +120,10 @@ class OneSample:
                                                          for e in cascade.exits])
         self.ints = [_read_only(np.full(1, i, np.int64)) for i in [*range(widest), -1]]
         numpy_sums_match()  # checked once per process, before the first timed call
+        # per count of stages run: stage_seconds' zeros for the rest, stage_samples
+        stages = len(self.stages)
+        self.padding = [([0.0] * (stages - ran), [1] * ran + [0] * (stages - ran))
+                        for ran in range(stages + 1)]
         self._limits: dict[tuple[Any, ...], tuple[int, int | None]] = {}
 
     # ----------------------------------------------------------------- plans
@@ -177,7 +183,9 @@ class OneSample:
                 quant = (params.scale[0], params.zero_point[0])
                 table = exp_table(params.scale[0]) if classes <= MAX_COLS else None
             out[stage["index"]] = ExitPlan(k, table, quant, classes, column,
-                                           k == cascade.final_exit, classes == width)
+                                           k == cascade.final_exit,
+                                           None if classes == width else width,
+                                           1e-12 * (classes + 8))
         return out
 
     # ----------------------------------------------------------------- input
@@ -218,6 +226,11 @@ class OneSample:
         return {name: x}
 
     # ----------------------------------------------------------------- the cascade
+    def run(self, x: Any, early_exit: bool) -> CascadeResult | None:
+        """``Cascade.infer`` on one plain sample, or None if ``prepare`` declines it."""
+        store = self.prepare(x)
+        return None if store is None else self.infer(store, early_exit)
+
     def infer(self, store: dict[str, np.ndarray], early_exit: bool) -> CascadeResult:
         """``Cascade.infer`` for one sample: the same stages, decisions and result."""
         cascade = self.cascade
@@ -254,12 +267,9 @@ class OneSample:
                     decision = rows.size == 0
             if decision is not False:
                 break
-        ran = len(seconds)
-        stages = len(self.stages)
-        samples = [1] * ran
-        if ran < stages:
-            seconds += [0.0] * (stages - ran)
-            samples += [0] * (stages - ran)
+        padding, samples = self.padding[len(seconds)]
+        seconds += padding
+        samples = samples.copy()
         if type(decision) is tuple:
             if result is None:
                 prediction, k, rejected, fields = decision
@@ -329,7 +339,7 @@ class OneSample:
             return None
         top = max(logits)
         final = plan.final
-        width = self.width if not plan.full else None
+        width = plan.width
         if final and low is None:  # decides whatever its score
             return (logits.index(top), plan.exit, False,
                     (float_fields, (logits, top, gate, criterion, width, None)))
@@ -338,8 +348,9 @@ class OneSample:
             # side of the threshold or the window's edge. (An exit without threshold or
             # window scores too: eedge profile times forced exit paths with the earlier
             # exits off and must see what a stream's samples cost there.)
-            estimate = estimate_score(logits, top, gate, criterion)
-            margin = 1e-12 * (len(logits) + 8)
+            estimate = _exp(top) / sum(map(_exp, logits)) if criterion == "max_softmax" \
+                else estimate_score(logits, top, gate, criterion)  # (inlined: the common one)
+            margin = plan.margin
             if low is not None and estimate + margin < low:  # below the window: rejected
                 return (logits.index(top), plan.exit, True,
                         (float_fields, (logits, top, gate, criterion, width, None)))
@@ -395,7 +406,7 @@ class OneSample:
             gate_value = (gate - zero_point) * scale
         return (logits.index(max(logits)), plan.exit, rejected,
                 (int8_fields, (table, logits, gate_value, criterion,
-                               None if plan.full else self.width)))
+                               plan.width)))
 
     def _limits_q(self, plan: ExitPlan, criterion: str, threshold: float | None,
                   low: float | None, offset: int) -> tuple[int, int | None]:
