@@ -65,6 +65,9 @@ def import_ms() -> Any:
     import_tvm()
     from tvm.s_tir import meta_schedule as ms
 
+    from eedge.backends.tvm_fast_import import import_tensor_intrinsics
+
+    import_tensor_intrinsics()  # TuneContext imports them: minutes in a deep stack otherwise
     return ms
 
 

@@ -173,6 +173,25 @@ def test_a_dropped_server_is_one_target_error_and_keeps_the_trials(  # type: ign
     assert tuning["trials"] == TRIALS and tuning["record_count"] > 0
 
 
+def test_ctrl_c_over_rpc_keeps_the_measured_trials(  # type: ignore[no-untyped-def]
+        bundle_of, tmp_path: Path, rpc_server: tuple[int, subprocess.Popen[bytes]]) -> None:
+    """Ctrl-C after the first measured batch: the interrupt propagates, the batch's
+    records are in the bundle, and the session closes with the server still serving."""
+    bundle = bundle_of("mlp").bundle
+    port, server = rpc_server
+    device = load_target(_rpc_yaml(tmp_path / "pi.yaml", port, library="host"))
+
+    def interrupt(_done: int, _total: int, _best: float | None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tvm_rpc_tuning.tune_bundle_over_rpc(bundle, "host", device, TRIALS, _quiet, interrupt)
+    tuning = load_bundle(bundle.path).manifest["tvm"]["host"]["tuning"]
+    assert 0 < tuning["trials"] < TRIALS * len(bundle.stages)
+    assert tuning["record_count"] > 0
+    assert server.poll() is None
+
+
 class StandInPi:
     """A TVM RPC session for an aarch64 device that is not here.
 
