@@ -116,8 +116,8 @@ class OneSample:
         self.width = int(cascade.exits[-1]["num_classes"])
         # shared read-only (1,) int64 arrays of 0 .. the widest exit's classes, and -1
         # (ints[-1]): a one-sample result's predictions, exit index and confidence_q
-        widest = max([self.width, len(cascade.exits)] + [int(e["num_classes"])
-                                                         for e in cascade.exits])
+        widest = max([self.width, len(cascade.exits)] +
+                     [plan.classes for plan in self.exits.values() if plan is not None])
         self.ints = [_read_only(np.full(1, i, np.int64)) for i in [*range(widest), -1]]
         numpy_sums_match()  # checked once per process, before the first timed call
         # per count of stages run: stage_seconds' zeros for the rest, stage_samples
@@ -215,7 +215,7 @@ class OneSample:
                 return None
             if quant is not None and dtype == _F32:
                 small = quant[2]
-                if squares < small.bound and x.size <= 4096:  # every |x| < 400 scales
+                if squares < small.bound and x.size <= 4096:  # every |x| < 32000 scales
                     return {name: quantize_small(x, small, layout)}
                 # every |x| below 1e30 scales: the quotient cannot overflow
                 return {name: quantize_one(x, quant[1], layout, squares >= small.far)}
@@ -288,8 +288,9 @@ class OneSample:
     def _blank(self) -> CascadeResult:
         """An undecided result for the batch methods to write into."""
         return CascadeResult(np.full(1, -1, dtype=np.int64), np.zeros((1, self.width), _F32),
-                       np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=_F32), [], [],
-                       np.zeros(1, dtype=bool), np.full(1, -1, dtype=np.int64), _NO_ROWS, {})
+                             np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=_F32), [], [],
+                             np.zeros(1, dtype=bool), np.full(1, -1, dtype=np.int64),
+                             _NO_ROWS, {})
 
     @staticmethod
     def _record(result: CascadeResult, decision: Decision) -> None:
@@ -571,29 +572,30 @@ class SmallQuantizer(NamedTuple):
     """:func:`quantize_small`'s constants for one input scale and zero point."""
 
     scale: np.float32
-    bound: float        # sums of squares below it: every |x| < 400 scales
+    bound: float        # sums of squares below it: every |x| < 32000 scales
     table: np.ndarray   # int8 of r + zero point, saturated, at index r (r < 0 from the end)
     far: float          # sums of squares below it: every |x| < 1e30 scales
 
     @classmethod
     def of(cls, scale: np.float32, zero_point: int) -> SmallQuantizer:
-        rounded = np.concatenate([np.arange(0, 512), np.arange(-512, 0)])
-        table = np.clip(rounded + zero_point, -128, 127).astype(np.int8)
-        return cls(scale, (400.0 * float(scale)) ** 2, table, (1e30 * float(scale)) ** 2)
+        rounded = np.concatenate([np.arange(0, 1 << 15), np.arange(-(1 << 15), 0)])
+        table = np.clip(rounded + zero_point, -128, 127).astype(np.int8)  # every int16
+        return cls(scale, (32000.0 * float(scale)) ** 2, table, (1e30 * float(scale)) ** 2)
 
 
 def quantize_small(x: np.ndarray, plan: SmallQuantizer, layout: str | None) -> np.ndarray:
-    """``quantize_input`` then ``to_channels_last`` for float32 inputs within 400 scales of
-    zero (checked through their sum of squares), in seven numpy calls (ten in
-    quantize_one).
+    """``quantize_input`` then ``to_channels_last`` for float32 inputs within 32000 scales
+    of zero (checked through their sum of squares, a bound on the largest square), in
+    seven numpy calls (ten in quantize_one).
 
-    x / scale is QUANTIZE's float32 quotient, so it stays within +-401; rounding half
-    away from zero is trunc(y + copysign(0.5, y)) in float64 (exact for float32 y, see
+    x / scale is QUANTIZE's float32 quotient, so it stays within +-32001 (the sum of up
+    to 4096 float32 squares is exact to 3e-4); rounding half away from zero is
+    trunc(y + copysign(0.5, y)) in float64 (exact for float32 y, see
     :func:`quantize_one`), the truncation done by the int16 conversion; adding the zero
-    point and saturating is a table lookup, which also writes the channels-last copy
-    (``np.take`` returns a C-contiguous array in the index's shape, here a transposed
-    view). For inputs of up to a few thousand values: the gather costs ~5 ns a value,
-    more than quantize_one's arithmetic."""
+    point and saturating is a lookup in a table of every int16, which also writes the
+    channels-last copy (``np.take`` returns a C-contiguous array in the index's shape,
+    here a transposed view). For inputs of up to a few thousand values: the gather
+    costs ~5 ns a value, more than quantize_one's arithmetic."""
     y = (x / plan.scale).astype(_F64)
     y += np.copysign(0.5, y)
     return np.take(plan.table, channels_last_view(y.astype(np.int16), layout))

@@ -342,7 +342,7 @@ def test_input_quantization_equals_quantize_input() -> None:
                                           ("NLC", (1, 6, 7)), (None, (1, 9))])
 def test_small_input_quantization_equals_quantize_input(layout: str | None,
                                                         shape: tuple[int, ...]) -> None:
-    """Inputs within 400 scales of zero: quantize_small (and quantize_one, clamping or not)
+    """Inputs within 32000 scales of zero: quantize_small (and quantize_one, clamping or not)
     gives quantize_input's bytes in to_channels_last's layout (C-contiguous), halves and
     saturation at the zero point's ends included; the bound admits exactly such inputs."""
     from eedge.ir.graph import QuantParams
@@ -352,7 +352,7 @@ def test_small_input_quantization_equals_quantize_input(layout: str | None,
 
     rng = np.random.default_rng(1)
     size = int(np.prod(shape))
-    reach = int(399 / np.sqrt(size))  # in scales: the sum of squares stays in the bound
+    reach = int(31999 / np.sqrt(size))  # in scales: the sum of squares stays in the bound
     for scale, zero_point in ((0.0078125, -128), (0.0123, 3), (0.5, 0), (3.7e-5, 127),
                               (100.0, -7)):
         plan = SmallQuantizer.of(np.float32(scale), zero_point)
@@ -371,6 +371,10 @@ def test_small_input_quantization_equals_quantize_input(layout: str | None,
                                      clamp=False)):
                 assert got.flags.c_contiguous and got.dtype == np.int8
                 assert np.array_equal(got, expected), (scale, zero_point, layout)
-        far = np.zeros(shape, np.float32)
-        far.reshape(-1)[0] = np.float32(401 * scale)
-        assert not np.vdot(far, far) < plan.bound
+        top = np.zeros(shape, np.float32)  # one value near the table's end, one past it
+        top.reshape(-1)[:2] = np.float32(31999.5 * scale), np.float32(-3.5 * scale)
+        assert np.vdot(top, top) < plan.bound
+        assert np.array_equal(quantize_small(top, plan, layout), to_channels_last(
+            quantize_input(top, QuantParams((scale,), (zero_point,))), layout))
+        top.reshape(-1)[0] = np.float32(32001 * scale)
+        assert not np.vdot(top, top) < plan.bound
