@@ -31,16 +31,27 @@ from typing import Any
 
 import numpy as np
 
-from eedge.errors import ModelError, TargetError, ToolchainError
+from eedge.errors import BundleError, ModelError, TargetError, ToolchainError
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 TUNED_BATCH = 1
-# kernels with less than this share of the stage's largest kernel's FLOPs are not
-# tuned: layout copies and tiny heads cost more trials than they could save
-MIN_FLOP_SHARE = 0.02
-TRIALS_PER_ITER = 16
-STRATEGY = "replay-trace"  # the random cost model gives evolutionary search nothing to go on
+# Search settings, measured on the residual 96x96 model (3 stages, 48 trials each, 1
+# thread, host; see README "Apache TVM"):
+# - kernels under this share of the stage's largest kernel's FLOPs are not tuned
+#   (reshapes, tiny heads). 0.02 left out the 2x2 average pools (about 1% of a conv's
+#   FLOPs but memory-bound): 50 us each untuned, a fifth of a tuned stage; 25 us tuned.
+MIN_FLOP_SHARE = 0.005
+# - trials measured per round; small, so the gradient scheduler can move the budget
+#   between a stage's kernels (a pool plateaus after a round, convolutions do not)
+TRIALS_PER_ITER = 8
+TASK_SCHEDULER = "gradient"
+# - replay-trace with a random cost model: evolutionary search with XGBoost found
+#   kernels no faster at this budget (best kernel sum 0.71 vs 0.72 ms) and took 560 s
+#   instead of 130 s: its population of 512 candidates per round costs more than the
+#   48 trials it ranks
+STRATEGY = "replay-trace"
+COST_MODEL = "random"
 
 Report = Callable[[int, int, float | None], None]
 """``report(trials_done, trials_total, best_ms_so_far)`` after each measured batch."""
@@ -152,11 +163,15 @@ def _ms_classes(ms: Any) -> tuple[type, type, type, type]:
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
 
+    # candidates built for a local runner stay in memory (path -> module): linking and
+    # reloading a shared library cost a fifth of the tuning time
+    built: dict[str, Any] = {}
+
     @derived_object
     class InProcessBuilder(PyBuilder):
-        def __init__(self, workdir: str, cc: str | None) -> None:
+        def __init__(self, workdir: str, cc: str | None, in_memory: bool = False) -> None:
             super().__init__()
-            self.workdir, self.cc, self.count = workdir, cc, 0
+            self.workdir, self.cc, self.count, self.in_memory = workdir, cc, 0, in_memory
 
         def build(self, build_inputs: list[Any]) -> list[Any]:
             results = []
@@ -168,7 +183,10 @@ def _ms_classes(ms: Any) -> tuple[type, type, type, type]:
                 path = os.path.join(folder, "candidate.so")
                 try:
                     module = default_build(item.mod, item.target, None)
-                    module.export_library(path, **({"cc": self.cc} if self.cc else {}))
+                    if self.in_memory:
+                        built[path] = module
+                    else:
+                        module.export_library(path, **({"cc": self.cc} if self.cc else {}))
                     results.append(BuilderResult(path, None))
                 except Exception as exc:  # a candidate that does not build is a failed trial
                     results.append(BuilderResult(None, str(exc).splitlines()[0][:300]))
@@ -197,13 +215,18 @@ def _ms_classes(ms: Any) -> tuple[type, type, type, type]:
         def run(self, runner_inputs: list[Any]) -> list[Any]:
             import tvm
 
+            from eedge.runtime.tvm_runner import set_tvm_threads
+
             futures = []
             rng = np.random.default_rng(0)
+            if self.session is None:
+                set_tvm_threads(tvm, 1)  # tuned for one core ("num-cores": 1), timed on one
             for item in runner_inputs:
                 try:
                     if self.session is None:
                         device = tvm.cpu()
-                        module = tvm.runtime.load_module(item.artifact_path)
+                        module = built.pop(item.artifact_path, None) or \
+                            tvm.runtime.load_module(item.artifact_path)
                     else:
                         from eedge.backends.tvm_rpc_tuning import load_candidate
 
@@ -280,10 +303,10 @@ def tune_stage(onnx_path: Path, tvm_target: Any, database_dir: Path, trials: int
                 tasks=contexts, task_weights=weights, work_dir=workdir,
                 max_trials_global=trials, max_trials_per_task=trials,
                 num_trials_per_iter=min(TRIALS_PER_ITER, trials),
-                builder=builder_cls(workdir, cc),
+                builder=builder_cls(workdir, cc, in_memory=session is None),
                 runner=runner_cls(session, number=3 if session is None else 5, repeat=1),
-                database=database, cost_model="random", measure_callbacks=callbacks,
-                task_scheduler="round-robin")
+                database=database, cost_model=COST_MODEL, measure_callbacks=callbacks,
+                task_scheduler=TASK_SCHEDULER)
         except _Interrupted:
             raise KeyboardInterrupt from None
         except KeyboardInterrupt:
@@ -392,10 +415,34 @@ def database_names(target_name: str) -> tuple[str, str]:
 
 
 def tuning_target(target: Any) -> Any:
-    """TVM target of tuning and of tuned compiles: one core, as the stages are timed."""
+    """TVM target of tuning and of tuned compiles: one core, as the stages are timed.
+
+    A target that names no CPU and no triple builds for this machine (``host``):
+    it gets this machine's CPU, as LLVM names it. Plain ``llvm`` means a generic
+    x86-64 (SSE2): the tuned kernels could not use AVX2/AVX-512, which ONNX
+    Runtime picks at run time. Measured on the residual 96x96 model (48 trials
+    per stage): tuned 1.24x ONNX Runtime's time generic, 0.51-0.79x with the CPU
+    named. Tuned host libraries therefore run on CPUs like the one that compiled
+    them (as tuning records are only valid for the CPU they were timed on).
+    """
     import tvm
 
-    return tvm.target.Target({**target.target, "num-cores": 1})
+    settings = {**target.target, "num-cores": 1}
+    if "mcpu" not in settings and "mtriple" not in settings:
+        cpu = host_cpu()
+        if cpu:
+            settings["mcpu"] = cpu
+    return tvm.target.Target(settings)
+
+
+def host_cpu() -> str | None:
+    """This machine's CPU as LLVM names it (``skylake-avx512``...), None if LLVM cannot tell."""
+    from tvm.target import codegen
+
+    cpu = str(codegen.llvm_get_system_cpu() or "")
+    valid = cpu and cpu != "generic" and codegen.llvm_is_valid_cpu(
+        cpu, codegen.llvm_get_system_triple())
+    return cpu if valid else None
 
 
 def _copy_database(bundle: Any, target_name: str, into: Path) -> None:
@@ -425,12 +472,48 @@ def _store_database(bundle: Any, target: Any, dbdir: Path, trials: int) -> Any:
                   "target": entry.get("target", json.dumps(target.target, sort_keys=True)),
                   "tuning": {"workloads": names[0], "records": names[1],
                              "trials": previous + trials, "batch": TUNED_BATCH,
+                             # the CPU the kernels were timed and are compiled for
+                             "cpu": str(tuning_target(target).attrs.get("mcpu", "")),
                              "record_count": count_records(dbdir)}})
     tvm_entries[target.name] = entry
     manifest["tvm"] = tvm_entries
     manifest["files"] = {**manifest["files"], **file_entries(bundle.path, list(names))}
     write_manifest(bundle.path, manifest)
     return Bundle(path=bundle.path, manifest=manifest)
+
+
+def add_database(bundle: Any, target_name: str, database_dir: Path, trials: int) -> Any:
+    """Store a tuning database measured earlier (``database_dir`` holds TVM's two files)
+    in the bundle, as if its ``trials`` had been tuned here; compiles then apply it.
+
+    For re-using one database across bundles of the same stages (``make bench``
+    with a saved database): records are keyed by the kernels' structure, not weights.
+    """
+    from eedge.backends.tvm_compiler import resolve_target
+
+    target = resolve_target(target_name)
+    if not all((database_dir / name).is_file() for name in (WORKLOAD_FILE, RECORD_FILE)):
+        raise BundleError(f"{database_dir} holds no tuning database ({WORKLOAD_FILE}, "
+                          f"{RECORD_FILE}): point to a directory written by save_database")
+    ms = import_ms()
+    source = open_database(database_dir)
+    with tempfile.TemporaryDirectory(prefix="eedge-tunedb-") as tmp:
+        dbdir = Path(tmp)
+        _copy_database(bundle, target.name, dbdir)
+        merged = open_database(dbdir)
+        # records point at workloads by their line in the workload file: commit each
+        # through the database so the numbering stays consistent
+        for record in source.get_all_tuning_records():
+            merged.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, merged.commit_workload(record.workload.mod), record.run_secs,
+                record.target, record.args_info))
+        return _store_database(bundle, target, dbdir, trials)
+
+
+def save_database(bundle: Any, target_name: str, into: Path) -> None:
+    """Write the bundle's tuning database for ``target_name`` as TVM's two files."""
+    into.mkdir(parents=True, exist_ok=True)
+    _copy_database(bundle, target_name, into)
 
 
 def tune_bundle(bundle: Any, target: Any, trials: int, say: Callable[[str], None],

@@ -139,7 +139,7 @@ def make_runner(engine: str, path: Path, input_names: list[str], n_outputs: int,
     if engine == "tvm":
         from eedge.runtime.tvm_runner import TvmRunner
 
-        return TvmRunner(path, dynamic_batch)
+        return TvmRunner(path, dynamic_batch, threads)
     if engine == "tflm":
         from eedge.runtime.interpreters import TFLMModel
 

@@ -17,15 +17,45 @@ fresh output tensors on every call, so a returned view stays valid after the
 next call; an output that *is* an input (a pass-through stage) would alias the
 reused input buffer, and a constant output would be the VM's own memory, so
 such outputs (found on the second call with a signature) are copied.
+
+Threads: kernels tuned by MetaSchedule have parallel loops, which run on TVM's
+worker pool, a process-wide pool sized by default to the physical cores
+(hyper-threads halved on x86) whatever ONNX Runtime was given. A runner sets
+the pool to the cascade's thread count, so `--threads 1` means one thread for
+both runtimes (untuned kernels have no parallel loops and use one either way).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+# TVM's ThreadGroup mode "threads share all listed cores": sets the worker count and
+# leaves CPU affinity alone. Mode 1 ("big cores") pins the calling thread to one
+# core, which would pin ONNX Runtime and numpy in this process too.
+_SHARE_ALL_CORES = -3
+
+
+def set_tvm_threads(tvm: Any, threads: int) -> int:
+    """Size TVM's (process-wide) worker pool to ``threads``; returns the size in use.
+
+    The pool cannot grow past the size it is created with (``TVM_NUM_THREADS``,
+    else the physical cores), so before its first use the ceiling is raised to
+    the cores this process may run on, unless the user set ``TVM_NUM_THREADS``.
+    """
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        cores = list(range(os.cpu_count() or 1))
+    os.environ.setdefault("TVM_NUM_THREADS", str(len(cores)))
+    tvm.get_global_func("runtime.config_threadpool")(_SHARE_ALL_CORES, int(threads),
+                                                      [str(c) for c in cores])
+    return int(tvm.get_global_func("runtime.NumThreads")())
 
 
 class TvmRunner:
@@ -35,11 +65,12 @@ class TvmRunner:
     larger batches run row by row, as ONNX Runtime's sessions do.
     """
 
-    def __init__(self, path: Path, dynamic_batch: bool = True) -> None:
+    def __init__(self, path: Path, dynamic_batch: bool = True, threads: int = 1) -> None:
         from eedge.backends.tvm_compiler import import_tvm
 
         tvm = import_tvm()
         self.tvm = tvm
+        self.threads = set_tvm_threads(tvm, threads)  # what the pool could give, if fewer
         self.vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
         self.main = self.vm["main"]  # looked up once: the lookup costs a few µs per call
         self.dynamic_batch = dynamic_batch

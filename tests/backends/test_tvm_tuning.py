@@ -145,6 +145,46 @@ def test_interrupt_keeps_measured_trials(digits: tuple[Path, np.ndarray],
     assert not any(p.name.endswith(".partial") for p in path.iterdir())
 
 
+def test_host_tuning_targets_this_cpu_and_the_manifest_says_which(
+        tuned: tuple[Path, dict[str, Any]]) -> None:
+    """Plain "llvm" is a generic x86-64 (SSE2): tuned kernels need the CPU named to use
+    its vector units. A cross target keeps its own CPU."""
+    from eedge.backends import tvm_tuning
+    from eedge.backends.tvm_compiler import TVM_TARGETS
+
+    cpu = tvm_tuning.host_cpu()
+    host = tvm_tuning.tuning_target(TVM_TARGETS["host"])
+    assert int(host.attrs["num-cores"]) == 1
+    assert host.attrs.get("mcpu") == cpu
+    assert tuned[1]["tuning"]["cpu"] == (cpu or "")
+    pi = tvm_tuning.tuning_target(TVM_TARGETS["rpi4"])
+    assert pi.attrs["mcpu"] == "cortex-a72" and pi.attrs["mtriple"] == "aarch64-linux-gnu"
+
+
+def test_a_saved_database_is_added_to_another_bundle(tuned: tuple[Path, dict[str, Any]],
+                                                     digits: tuple[Path, np.ndarray],
+                                                     tmp_path: Path) -> None:
+    """make bench re-uses a database across runs: same stages, other weights' files."""
+    from eedge.backends import tvm_tuning
+
+    saved = tmp_path / "saved"
+    tvm_tuning.save_database(load_bundle(tuned[0]), "host", saved)
+    path = tmp_path / "fresh"
+    shutil.copytree(digits[0], path)
+    bundle = tvm_tuning.add_database(load_bundle(path), "host", saved, 7)
+    tuning = load_bundle(path).manifest["tvm"]["host"]["tuning"]
+    assert tuning["trials"] == 7
+    assert tuning["record_count"] == tuned[1]["tuning"]["record_count"]
+    compile_bundle(bundle, "host")
+    x = digits[1][:1]
+    for a, b in zip(Cascade(load_bundle(path), runtime="tvm").run_all_exits(x),
+                    Cascade(load_bundle(path), runtime="onnx").run_all_exits(x)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(BundleError) as caught:
+        tvm_tuning.add_database(load_bundle(path), "host", tmp_path / "nothing", 1)
+    assert "\n" not in str(caught.value)
+
+
 def test_tampered_database_is_refused(tuned: tuple[Path, dict[str, Any]],
                                       tmp_path: Path) -> None:
     path = tmp_path / "tampered"

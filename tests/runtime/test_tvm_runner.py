@@ -9,6 +9,7 @@ calls. ONNX Runtime is the reference for every value.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,17 @@ def test_input_and_constant_outputs_are_not_aliased(tmp_path: Path) -> None:
         np.testing.assert_array_equal(result[2], np.maximum(first_x * k, 0))
     np.testing.assert_array_equal(last[0], first_x * 5.0)
     np.testing.assert_array_equal(last[1], np.arange(4, dtype=np.float32))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs sched_getaffinity")
+def test_runner_sizes_tvm_thread_pool_without_pinning(mlp: tuple[Path, Path]) -> None:
+    """Tuned kernels run parallel loops on TVM's process-wide pool: `threads` must reach
+    it (1 thread for ORT and TVM alike), and setting it must not pin this process."""
+    import tvm
+
+    cores = os.sched_getaffinity(0)
+    wide = TvmRunner(mlp[1], threads=len(cores))
+    assert 1 <= wide.threads <= len(cores)
+    narrow = TvmRunner(mlp[1], threads=1)
+    assert narrow.threads == 1 == tvm.get_global_func("runtime.NumThreads")()
+    assert os.sched_getaffinity(0) == cores
