@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+# test_build imports cascade_fixtures by name: collected alone, this module must find it too
+sys.path.insert(0, str(Path(__file__).parents[1] / "cascade"))
 
 from cli_runner import run_cli  # noqa: E402
 from cascade.test_build import _linear_onnx  # noqa: E402
