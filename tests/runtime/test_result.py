@@ -83,3 +83,14 @@ def test_shared_arrays_cannot_be_written(cascade: Cascade) -> None:
             with pytest.raises(ValueError, match="read-only"):
                 array[0] = 1
     assert one.probabilities.flags.writeable and one.confidence.flags.writeable
+
+
+def test_fields_read_late_belong_to_their_own_sample(cascade: Cascade) -> None:
+    """Stage outputs are borrowed buffers reused by the next call: a result read after
+    later inferences must still hold its own sample's probabilities."""
+    x = example_input(seed=11, batch=6)
+    batch = cascade.infer(x)
+    kept = [cascade.infer(x[i:i + 1]) for i in range(len(x))]
+    for i, one in enumerate(kept):
+        assert _equal(one.probabilities, batch.probabilities[i:i + 1]), i
+        assert _equal(one.confidence, batch.confidence[i:i + 1]), i
