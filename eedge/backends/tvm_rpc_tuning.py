@@ -27,6 +27,9 @@ from eedge.errors import TargetError
 from eedge.targets import Target
 
 DEFAULT_LIBRARY = "rpi4"  # what `tvm_rpc.library` means when left out (as for the profiler)
+# TVM's thread-pool mode "threads share all cores": sets the worker count, no pinning
+# (lists cannot cross RPC, so the cores are left to the device)
+SHARE_ALL_CORES = -3
 _candidate_numbers = itertools.count()
 
 
@@ -66,12 +69,27 @@ def tuning_session(device: Target, say: Callable[[str], None]) -> Iterator[Any]:
     with server:
         say(f"connecting to the TVM RPC server at {host}:{port}")
         session, _tvm = connect_rpc(host, port)
+        one_thread(session, f"{host}:{port}")
         try:
             yield session
         except SessionLost as exc:
             raise SessionLost(f"{device.name}: the TVM RPC server at {host}:{port} went away "
                               f"while tuning ({exc}); the trials measured before are kept in "
                               "the bundle, run the command again to continue") from None
+
+
+def one_thread(session: Any, where: str) -> None:
+    """Time on one core of the device, as the tuning target says ("num-cores": 1).
+
+    The session's thread pool otherwise has a worker per core, and candidates
+    with parallel loops would be timed on all of them while tuned for one (the
+    local runner sets one thread the same way).
+    """
+    try:
+        session.get_function("runtime.config_threadpool")(SHARE_ALL_CORES, 1)
+    except Exception as exc:  # TVM raises its own error types
+        raise TargetError(f"the TVM RPC server at {where} cannot set its thread pool "
+                          f"({str(exc).splitlines()[0][:120]}); is it TVM 0.27?") from None
 
 
 def load_candidate(session: Any, artifact_path: str) -> Any:

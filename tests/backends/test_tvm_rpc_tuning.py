@@ -79,7 +79,8 @@ def rpc_server() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host",
                                "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              start_new_session=True,
+                              env={**os.environ, "TVM_NUM_THREADS": "2"})  # a pool to shrink
     try:
         deadline = time.monotonic() + 120  # importing TVM takes long on a loaded machine
         while time.monotonic() < deadline and server.poll() is None:
@@ -174,12 +175,22 @@ def test_a_dropped_server_is_one_target_error_and_keeps_the_trials(  # type: ign
 
 
 def test_ctrl_c_over_rpc_keeps_the_measured_trials(  # type: ignore[no-untyped-def]
-        bundle_of, tmp_path: Path, rpc_server: tuple[int, subprocess.Popen[bytes]]) -> None:
+        bundle_of, tmp_path: Path, rpc_server: tuple[int, subprocess.Popen[bytes]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C after the first measured batch: the interrupt propagates, the batch's
-    records are in the bundle, and the session closes with the server still serving."""
+    records are in the bundle, and the session closes with the server still serving.
+    Candidates were timed on one device thread (the server's pool had two)."""
     bundle = bundle_of("mlp").bundle
     port, server = rpc_server
     device = load_target(_rpc_yaml(tmp_path / "pi.yaml", port, library="host"))
+    threads: list[int] = []
+    real_load = tvm_rpc_tuning.load_candidate
+
+    def load(session: Any, path: str) -> Any:
+        threads.append(int(session.get_function("runtime.NumThreads")()))
+        return real_load(session, path)
+
+    monkeypatch.setattr(tvm_rpc_tuning, "load_candidate", load)
 
     def interrupt(_done: int, _total: int, _best: float | None) -> None:
         raise KeyboardInterrupt
@@ -190,6 +201,7 @@ def test_ctrl_c_over_rpc_keeps_the_measured_trials(  # type: ignore[no-untyped-d
     assert 0 < tuning["trials"] < TRIALS * len(bundle.stages)
     assert tuning["record_count"] > 0
     assert server.poll() is None
+    assert threads and set(threads) == {1}
 
 
 class StandInPi:
