@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +27,8 @@ def rpc_port() -> Iterator[int]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host",
                                "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # its popen_worker child stops with it
     try:
         deadline = time.monotonic() + 120  # importing TVM takes long on a loaded machine
         while time.monotonic() < deadline and server.poll() is None:
@@ -37,7 +40,7 @@ def rpc_port() -> Iterator[int]:
             pytest.fail("the TVM RPC server did not start")
         yield port
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # terminate() alone left the worker running
         server.wait(timeout=10)
 
 
