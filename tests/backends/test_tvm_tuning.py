@@ -196,6 +196,36 @@ def test_every_kernel_of_a_stage_gets_a_round_of_trials() -> None:
     assert trials_per_round(4, 0) == 4
 
 
+def test_stage_budgets_follow_the_work_and_add_up() -> None:
+    """Equal budgets starved the residual model's last stage (two convolutions)."""
+    from eedge.backends.tvm_tuning import TRIALS_PER_ITER, stage_budgets
+
+    conv, pool = 1.08e7, 7.4e4
+    budgets = stage_budgets([[4.1e6, pool], [conv, pool], [conv, conv, pool]], 48)
+    assert sum(budgets) == 3 * 48
+    assert budgets[0] < budgets[1] < budgets[2]
+    assert min(budgets) >= 2 * TRIALS_PER_ITER  # a round for each of a stage's kernels
+    assert stage_budgets([[1e3, 1e2], [1e3], [2e3]], 4) == [4, 4, 4]  # rounds take it all
+    assert stage_budgets([[], [1.0]], 10) == [0, 20]  # nothing to tune: budget moves on
+
+
+def test_pooling_kernels_tune_without_tvm_warnings(digits: tuple[Path, np.ndarray],
+                                                  tmp_path: Path,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """TVM has no CPU rule for TOPI's pool blocks and printed a C++ warning per task
+    into the CLI's progress output; the digits' first stage has an average pool."""
+    from eedge.backends import tvm_tuning
+    from eedge.backends.tvm_compiler import resolve_target
+
+    bundle = load_bundle(digits[0])
+    stage = bundle.stages[0]
+    target = tvm_tuning.tuning_target(resolve_target("host"))
+    stats = tvm_tuning.tune_stage(bundle.file(stage["files"]["onnx"]), target, tmp_path, 3,
+                                  lambda _d, _t, _b: None)
+    assert stats.trials >= 3
+    assert "Unknown schedule rule" not in capfd.readouterr().err
+
+
 def test_tampered_database_is_refused(tuned: tuple[Path, dict[str, Any]],
                                       tmp_path: Path) -> None:
     path = tmp_path / "tampered"
