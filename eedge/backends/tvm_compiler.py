@@ -148,8 +148,14 @@ def compile_bundle(bundle: Bundle, target_name: str, say: Say | None = None,
                           for s, name in zip(stages, names)]
     manifest["files"] = {**manifest["files"], **file_entries(bundle.path, names)}
     entry.update({"version": tvm.__version__, "target": json.dumps(target.target, sort_keys=True)})
+    entry.pop("cpu", None)
     if tuning:
         entry["tuning"] = tuning
+        # tuned libraries are compiled for this machine's CPU (tvm_tuning.tuning_target);
+        # the runtime refuses them on another CPU instead of dying on an illegal instruction
+        cpu = str(tvm_tuning.tuning_target(target).attrs.get("mcpu", ""))
+        if cpu and target.cc is None:
+            entry["cpu"] = cpu
     manifest["tvm"] = {**(manifest.get("tvm") or {}), target.name: entry}
     write_manifest(bundle.path, manifest)
     return Bundle(path=bundle.path, manifest=manifest)

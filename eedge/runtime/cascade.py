@@ -160,6 +160,10 @@ class Cascade:
         tuned_batch = (((manifest.get("tvm") or {}).get("host") or {}).get("tuning")
                        or {}).get("batch") if self.format == "tvm_host" else None
         runner_batch_dynamic = self.dynamic_batch and tuned_batch is None
+        if self.format == "tvm_host":
+            from eedge.runtime.tvm_runner import check_tuned_cpu
+
+            check_tuned_cpu(manifest, self.bundle.path)
         self.runners = [make_runner(engine, self.bundle.file(s["files"][self.format]),
                                     [t["name"] for t in io["inputs"]], len(io["outputs"]),
                                     runner_batch_dynamic, threads)

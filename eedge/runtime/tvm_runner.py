@@ -120,3 +120,27 @@ class TvmRunner:
             return self._run(arrays)
         per_row = [self._run([a[r:r + 1] for a in arrays]) for r in range(arrays[0].shape[0])]
         return [np.concatenate([row[i] for row in per_row]) for i in range(len(per_row[0]))]
+
+
+def check_tuned_cpu(manifest: dict[str, Any], bundle_path: Path) -> None:
+    """Refuse host libraries compiled for another CPU, before loading them.
+
+    Tuned host libraries are compiled for this machine's CPU (its AVX generation,
+    see ``tvm_tuning.tuning_target``; the manifest's ``tvm.host.cpu`` names it).
+    Loaded on an older CPU they die with an illegal instruction, which no Python
+    handler can turn into an error: a bundle copied to another machine says so
+    instead, with what to do.
+    """
+    tuned_for = ((manifest.get("tvm") or {}).get("host") or {}).get("cpu")
+    if not tuned_for:
+        return
+    from eedge.backends.tvm_tuning import host_cpu
+    from eedge.errors import BundleError
+
+    here = host_cpu()
+    if here != tuned_for:
+        raise BundleError(f"{bundle_path}'s TVM host libraries were compiled for CPU {tuned_for}, "
+                          f"this machine's is {here or 'unknown'}: recompile them here with "
+                          f"`eedge compile {bundle_path} --backend tvm --target host` (the "
+                          "tuning records are reused; add --tune to time them on this CPU), "
+                          "or use --runtime onnx")

@@ -248,3 +248,30 @@ def test_tuning_for_the_pi_needs_rpc(digits: tuple[Path, np.ndarray], tmp_path: 
     code, _out, err = run_cli(capsys, "compile", str(path), "--target", "rpi4", "--tune")
     assert code != 0
     assert "RPC" in err and len(err.strip().splitlines()) == 1
+
+
+def test_libraries_compiled_for_another_cpu_are_refused(tuned: tuple[Path, dict[str, Any]],
+                                                        tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """Tuned host libraries use this CPU's vector units: on an older CPU they would die
+    with an illegal instruction, so a bundle moved to another CPU is refused by name."""
+    from eedge.backends import tvm_tuning
+    from eedge.ir.bundle import write_manifest
+
+    cpu = tvm_tuning.host_cpu()
+    if cpu is None:
+        pytest.skip("LLVM cannot name this machine's CPU")
+    manifest = load_bundle(tuned[0]).manifest
+    assert manifest["tvm"]["host"]["cpu"] == cpu
+    Cascade(load_bundle(tuned[0]), runtime="tvm")  # this CPU: loads
+    path = tmp_path / "moved"
+    shutil.copytree(tuned[0], path)
+    moved = json.loads(json.dumps(manifest))
+    moved["tvm"]["host"]["cpu"] = "not-" + cpu
+    write_manifest(path, moved)
+    with pytest.raises(BundleError, match=f"compiled for CPU not-{cpu}.*eedge compile"):
+        Cascade(load_bundle(path), runtime="tvm")
+    code, _, err = run_cli(capsys, "profile", str(path), "--target", "host", "--runtime", "tvm")
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "not-" + cpu in err
+    Cascade(load_bundle(path), runtime="onnx")  # the other runtimes are untouched
