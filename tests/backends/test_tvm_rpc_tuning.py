@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +30,7 @@ import numpy as np
 import pytest
 import yaml
 from cli_runner import run_cli
+from tvm_helpers import kernels_scheduled_from_records, tvm_rpc_server
 
 from eedge.errors import TargetError
 from eedge.ir.bundle import load_bundle
@@ -77,25 +77,8 @@ def _quiet(_message: str) -> None:
 def rpc_server() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """TVM's RPC server on a free loopback port, in its own process group (to drop it whole)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host",
-                               "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True,
-                              env={**os.environ, "TVM_NUM_THREADS": "2"})  # a pool to shrink
-    try:
-        deadline = time.monotonic() + 120  # importing TVM takes long on a loaded machine
-        while time.monotonic() < deadline and server.poll() is None:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the TVM RPC server did not start")
+    with tvm_rpc_server(port, {"TVM_NUM_THREADS": "2"}) as server:  # a pool to shrink
         yield port, server
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=10)
 
 
 def test_tuning_over_rpc_started_over_ssh(capsys, bundle_of, tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -270,22 +253,7 @@ def test_rpi4_tuning_sends_aarch64_candidates_and_the_rpi4_compile_applies_them(
         assert _elf_machine(compiled.file(stage["files"]["tvm_rpi4"]).read_bytes()) == "aarch64"
 
     # what compile_tuned lowers: each kernel with an rpi4 record is scheduled from it
-    target = tvm_tuning.tuning_target(resolve_target("rpi4"))
-    dbdir = tmp_path / "db"
-    dbdir.mkdir()
-    tvm_tuning._copy_database(compiled, "rpi4", dbdir)
-    database, ms = tvm_tuning.open_database(dbdir), tvm_tuning.import_ms()
-    with_record = 0
-    for stage in compiled.stages:
-        onnx_path = compiled.file(stage["files"]["onnx"])
-        scheduled = tvm_tuning.apply_database(onnx_path, target, dbdir)
-        prepared = tvm_tuning.prepare_module(onnx_path, target, tvm_tuning.TUNED_BATCH)
-        for task in ms.relax_integration.extract_tasks(prepared, target):
-            if database.query_tuning_record(task.dispatched[0], target,
-                                            task.task_name) is not None:
-                with_record += 1
-                attrs = scheduled[task.task_name].attrs
-                assert attrs is not None and attrs.get("tirx.is_scheduled"), task.task_name
+    with_record = kernels_scheduled_from_records(compiled, "rpi4", tmp_path / "db")
     assert with_record > 0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cli_runner import run_cli
+from tvm_helpers import kernels_scheduled_from_records
 
 from eedge.errors import BundleError, ToolchainError
 from eedge.ir.bundle import load_bundle
@@ -77,25 +78,7 @@ def test_every_kernel_with_a_record_is_scheduled_from_it(tuned: tuple[Path, dict
                                                        tmp_path: Path) -> None:
     """A tuned kernel must reach the library: TVM's compile_relax re-fused the module,
     which changed the kernels' hashes, and silently compiled them unscheduled."""
-    from eedge.backends import tvm_tuning
-    from eedge.backends.tvm_compiler import resolve_target
-
-    bundle = load_bundle(tuned[0])
-    target = resolve_target("host")
-    tvm_target = tvm_tuning.tuning_target(target)
-    tvm_tuning._copy_database(bundle, "host", tmp_path)
-    database, ms = tvm_tuning.open_database(tmp_path), tvm_tuning.import_ms()
-    with_record = 0
-    for stage in bundle.stages:
-        onnx_path = bundle.file(stage["files"]["onnx"])
-        scheduled = tvm_tuning.apply_database(onnx_path, tvm_target, tmp_path)
-        prepared = tvm_tuning.prepare_module(onnx_path, tvm_target, tvm_tuning.TUNED_BATCH)
-        for task in ms.relax_integration.extract_tasks(prepared, tvm_target):
-            if database.query_tuning_record(task.dispatched[0], tvm_target,
-                                            task.task_name) is not None:
-                with_record += 1
-                attrs = scheduled[task.task_name].attrs
-                assert attrs is not None and attrs.get("tirx.is_scheduled"), task.task_name
+    with_record = kernels_scheduled_from_records(load_bundle(tuned[0]), "host", tmp_path)
     assert with_record > 0
 
 

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +11,7 @@ import pytest
 import yaml
 from cli_runner import run_cli
 from sshd import fake_pi, free_port
+from tvm_helpers import tvm_rpc_server
 
 pytest.importorskip("tvm", reason="Apache TVM (eedge[tvm]) is not installed")
 
@@ -25,23 +21,8 @@ from eedge.backends.tvm_compiler import compile_bundle  # noqa: E402
 @pytest.fixture(scope="module")
 def rpc_port() -> Iterator[int]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host",
-                               "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # its popen_worker child stops with it
-    try:
-        deadline = time.monotonic() + 120  # importing TVM takes long on a loaded machine
-        while time.monotonic() < deadline and server.poll() is None:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the TVM RPC server did not start")
+    with tvm_rpc_server(port):
         yield port
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # terminate() alone left the worker running
-        server.wait(timeout=10)
 
 
 def target_yaml(tmp_path: Path, port: int) -> Path:
