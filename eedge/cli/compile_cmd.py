@@ -81,7 +81,8 @@ def compile_command(bundle: Path, backend: str, target: str | None, tune: bool, 
     if tuning:
         out_console.print(f"tuned: {tuning['trials']} trials in total, "
                           f"{tuning['record_count']} records in {tuning['records']} (batch 1)")
-    out_console.print(f"TVM {report['version']}, target '{report['target']}'; "
+    cpu = f" for CPU {report['cpu']} (tuned host libraries)" if report.get("cpu") else ""
+    out_console.print(f"TVM {report['version']}, target '{report['target']}'{cpu}; "
                       f"written to {bundle}/manifest.json")
 
 

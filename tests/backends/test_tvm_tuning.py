@@ -258,3 +258,17 @@ def test_libraries_compiled_for_another_cpu_are_refused(tuned: tuple[Path, dict[
     code, _, err = run_cli(capsys, "profile", str(path), "--target", "host", "--runtime", "tvm")
     assert code != 0 and len(err.strip().splitlines()) == 1 and "not-" + cpu in err
     Cascade(load_bundle(path), runtime="onnx")  # the other runtimes are untouched
+
+
+def test_compile_names_the_cpu_of_tuned_host_libraries(tuned: tuple[Path, dict[str, Any]],
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from eedge.backends import tvm_tuning
+
+    path = tmp_path / "again"
+    shutil.copytree(tuned[0], path)
+    code, out, err = run_cli(capsys, "compile", str(path), "--backend", "tvm")
+    assert code == 0, err
+    cpu = tvm_tuning.host_cpu()
+    assert (f"for CPU {cpu} (tuned host libraries)" in " ".join(out.split())) == bool(cpu)
