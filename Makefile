@@ -54,7 +54,7 @@ demo: $(STAMP) system
 	$(VENV)/bin/eedge demo --out demo-out
 
 test: $(STAMP) system
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q --durations=25
 
 # The hostile-input suite at full size (make test runs a bounded, seeded subset of it).
 fuzz: $(STAMP) system
