@@ -197,3 +197,21 @@ def show_latency(results: dict[str, Any], console: Console) -> None:
     console.print(f"overhead = Cascade.infer beyond its stages (input checks, exit decisions, "
                   f"routing), per stage run at batch 1; load = 1-min load average before-after "
                   f"on {results['cpus']} CPUs")
+
+
+if __name__ == "__main__":
+    # this section alone (make bench runs it with the rest): python bench/latency_bench.py [OUT.json]
+    import json
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root / "tests"), str(root / "bench")]
+    from eedge.examples.demo import run_demo
+
+    with tempfile.TemporaryDirectory(prefix="eedge-latency-bench-") as tmp:
+        demo = Path(tmp) / "demo"
+        run_demo(demo, epochs=30, firmware_target=None)  # as run_bench.zoo_bundles does
+        latency = latency_bench(demo / "bundle", demo / "test.npz", Path(tmp) / "latency")
+    show_latency(latency, Console(width=200))
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(json.dumps(latency, indent=2) + "\n")
