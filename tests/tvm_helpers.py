@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 
 @contextmanager
@@ -42,6 +43,16 @@ def tvm_rpc_server(port: int, env: dict[str, str] | None = None
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=10)
+
+
+def add_tvm_rpc(target_yaml: Path, port: int, **extra: Any) -> Path:
+    """Append a ``tvm_rpc`` block (loopback server, host library, started over SSH) to a
+    fake Pi's target YAML; ``extra`` adds settings such as ``number``."""
+    settings = {"host": "127.0.0.1", "port": port, "library": "host", **extra,
+                "start_over_ssh": True}
+    with target_yaml.open("a") as out:
+        out.write(yaml.safe_dump({"tvm_rpc": settings}, sort_keys=False))
+    return target_yaml
 
 
 def kernels_scheduled_from_records(bundle: Any, target_name: str, workdir: Path) -> int:

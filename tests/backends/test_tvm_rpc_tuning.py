@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import yaml
 from cli_runner import run_cli
-from tvm_helpers import kernels_scheduled_from_records, tvm_rpc_server
+from tvm_helpers import add_tvm_rpc, kernels_scheduled_from_records, tvm_rpc_server
 
 from eedge.errors import TargetError
 from eedge.ir.bundle import load_bundle
@@ -106,10 +106,7 @@ def test_tuning_over_rpc_started_over_ssh(capsys, bundle_of, tmp_path: Path,  # 
     monkeypatch.setenv("EEDGE_PROGRESS", "plain")
     port = free_port()
     with fake_pi(tmp_path / "pi") as pi:
-        target = pi.target_yaml(tmp_path / "pi.yaml")
-        with target.open("a") as out:
-            out.write(f"tvm_rpc:\n  host: 127.0.0.1\n  port: {port}\n  library: host\n"
-                      "  start_over_ssh: true\n")
+        target = add_tvm_rpc(pi.target_yaml(tmp_path / "pi.yaml"), port)
         # no --target: the device's tvm_rpc.library (host) is the one tuned and compiled
         code, out, err = run_cli(capsys, "compile", str(bundle.path), "--tune", "--trials",
                                  str(TRIALS), "--rpc", str(target))

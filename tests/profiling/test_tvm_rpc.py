@@ -11,7 +11,7 @@ import pytest
 import yaml
 from cli_runner import run_cli
 from sshd import fake_pi, free_port
-from tvm_helpers import tvm_rpc_server
+from tvm_helpers import add_tvm_rpc, tvm_rpc_server
 
 pytest.importorskip("tvm", reason="Apache TVM (eedge[tvm]) is not installed")
 
@@ -61,10 +61,7 @@ def test_rpc_server_started_over_ssh(capsys, bundle_of, tmp_path: Path) -> None:
     bundle = compile_bundle(bundle_of("depthwise").bundle, "host")
     port = free_port()
     with fake_pi(tmp_path / "pi") as pi:
-        target = pi.target_yaml(tmp_path / "pi.yaml")
-        with target.open("a") as out:
-            out.write(f"tvm_rpc:\n  host: 127.0.0.1\n  port: {port}\n  library: host\n"
-                      "  number: 5\n  start_over_ssh: true\n")
+        target = add_tvm_rpc(pi.target_yaml(tmp_path / "pi.yaml"), port, number=5)
         code, out, err = run_cli(capsys, "profile", str(bundle.path), "--target", str(target),
                                  "--runtime", "tvm", "--json")
         assert code == 0, err
