@@ -133,10 +133,6 @@ def _space(ms: Any) -> Any:
                                              mutator_probs="llvm")
 
 
-def _selected_tasks(ms: Any, mod: Any, tvm_target: Any) -> list[Any]:
-    return [task for task, _ in _selected_tasks_flops(ms, mod, tvm_target)]
-
-
 def _selected_tasks_flops(ms: Any, mod: Any, tvm_target: Any) -> list[tuple[Any, float]]:
     """The stage's kernels worth tuning (see MIN_FLOP_SHARE), with their FLOPs."""
     from tvm.s_tir.analysis import estimate_tir_flops
@@ -170,11 +166,12 @@ def stage_budgets(kernel_flops: list[list[float]], trials: int) -> list[int]:
     return [b + e for b, e in zip(budgets, extra)]
 
 
-def kernel_flops(onnx_path: Path, tvm_target: Any) -> list[float]:
-    """FLOPs of each kernel of a stage that tuning would take on."""
+def stage_tasks(onnx_path: Path, tvm_target: Any) -> list[tuple[Any, float]]:
+    """The kernels of a stage that tuning takes on, with their FLOPs (the stage is
+    imported once: tune_bundle budgets by the FLOPs and tunes the same tasks)."""
     ms = import_ms()
     mod = prepare_module(onnx_path, tvm_target, TUNED_BATCH)
-    return [flops for _, flops in _selected_tasks_flops(ms, mod, tvm_target)]
+    return _selected_tasks_flops(ms, mod, tvm_target)
 
 
 def _tune_contexts(ms: Any, tasks: list[Any]) -> tuple[list[Any], list[float]]:
@@ -337,18 +334,21 @@ def _ms_classes(ms: Any) -> tuple[type, type, type, type]:
 
 def tune_stage(onnx_path: Path, tvm_target: Any, database_dir: Path, trials: int,
                report: Report, cc: str | None = None, session: Any | None = None,
-               stats: TuningStats | None = None) -> TuningStats:
+               stats: TuningStats | None = None,
+               selected: list[tuple[Any, float]] | None = None) -> TuningStats:
     """Tune one stage's kernels; records go to the JSON database in ``database_dir``.
 
     ``session``: a TVM RPC session to time candidates on (libraries built with
     ``cc``), or None to time them here. A Ctrl-C raised in ``report`` or while
     measuring ends tuning as KeyboardInterrupt; the records measured so far stay.
+    ``selected``: the stage's ``stage_tasks``, if the caller has them already.
     """
     ms = import_ms()
     stats = stats or TuningStats()
     started = time.monotonic()
-    mod = prepare_module(onnx_path, tvm_target, TUNED_BATCH)
-    tasks = _selected_tasks(ms, mod, tvm_target)
+    if selected is None:
+        selected = stage_tasks(onnx_path, tvm_target)
+    tasks = [task for task, _ in selected]
     if not tasks:
         return stats
     builder_cls, runner_cls, callback_cls, _ = _ms_classes(ms)
@@ -599,18 +599,19 @@ def tune_bundle(bundle: Any, target: Any, trials: int, say: Callable[[str], None
         dbdir = Path(tmp)
         _copy_database(bundle, target.name, dbdir)
         total = trials * len(bundle.stages)
-        budgets = stage_budgets([kernel_flops(bundle.file(s["files"]["onnx"]), tvm_target)
-                                 for s in bundle.stages], trials)
+        selected = [stage_tasks(bundle.file(s["files"]["onnx"]), tvm_target)
+                    for s in bundle.stages]
+        budgets = stage_budgets([[flops for _, flops in tasks] for tasks in selected], trials)
 
         try:
-            for stage, budget in zip(bundle.stages, budgets):
+            for stage, budget, tasks in zip(bundle.stages, budgets, selected):
                 if budget <= 0:
                     continue
                 say(f"tuning {stage['name']} ({budget} trials)")
                 # stats is shared: trials done and best latency count over all stages
                 tune_stage(bundle.file(stage["files"]["onnx"]), tvm_target, dbdir, budget,
                            lambda done, _stage_total, best: report(done, total, best),
-                           cc=target.cc, session=session, stats=stats)
+                           cc=target.cc, session=session, stats=stats, selected=tasks)
         except (KeyboardInterrupt, TargetError):
             _store_database(bundle, target, dbdir, stats.trials)
             raise
