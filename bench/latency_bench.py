@@ -9,7 +9,7 @@ in stream order. The prediction (stage pass samples + overhead per exit
 path, weighted by exit rates) is compared with the stream, pooled and round
 by round; the median of the per-round ratios is the figure that a burst of
 load from other processes on the machine cannot move much. The load average
-is recorded next to the figures.
+is recorded next to the figures. EEDGE_ROUNDS sets the number of rounds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-ROUNDS = 7
+ROUNDS = int(os.environ.get("EEDGE_ROUNDS", "7"))
 RUNTIMES = ("onnx", "int8")
 BATCH = 8
 

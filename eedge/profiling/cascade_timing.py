@@ -1,7 +1,9 @@
 """Time a cascade end to end next to its stages and its own overhead, in one run.
 
-Three measurements, interleaved in rounds so that a change of load on the
-machine hits all of them alike (the host is shared; a Pi runs other things):
+Three measurements, interleaved in rounds, and within a round in blocks of a
+few streamed samples, so that a change of load or speed of the machine hits
+all of them alike (the host is shared; a Pi runs other things; this VM's
+speed drifted by tens of percent within a second):
 
 - **stage passes**: the data's samples in turn through every stage inside
   ``Cascade.infer`` (no exit taking them), each stage's time as the cascade
@@ -32,6 +34,7 @@ from eedge.runtime.cascade import Cascade
 
 Say = Callable[[str], None]
 MAX_STREAM = 2000  # samples streamed at batch 1 over all rounds, for large data sets
+BLOCK = 8  # streamed samples per block of interleaved measurements
 
 
 @dataclass
@@ -118,17 +121,32 @@ def _time_stages(cascade: Cascade, samples: list[np.ndarray], feeds: list[list[n
         cascade.thresholds, cascade.window_low = saved
 
 
+def forced_exits(cascade: Cascade, sample: np.ndarray) -> list[bool]:
+    """Per exit, whether a threshold of 0 there (None before it) makes ``sample`` leave
+    there: an ensemble member that never decides alone cannot be forced."""
+    exits = len(cascade.exits)
+    saved = (cascade.thresholds, cascade.window_low)
+    cascade.window_low = [None] * exits
+    try:
+        forced = []
+        for k in range(exits):
+            cascade.thresholds = [None] * k + [0.0] + [None] * (exits - k - 1)
+            forced.append(bool(np.all(cascade.infer(sample).exit_index == k)))
+        return forced
+    finally:
+        cascade.thresholds, cascade.window_low = saved
+
+
 def _time_overhead(cascade: Cascade, samples: list[np.ndarray], repeats: int,
-                   times: list[list[float]]) -> None:
+                   times: list[list[float]], forced: list[bool]) -> None:
     """``Cascade.infer`` forced to leave at each exit in turn: its time outside the stage
     calls on that path (input checks, decisions, routing, the result arrays).
 
     The stages really run, on the data in turn, so the cascade's own code meets the
     caches the kernels leave, as in the stream (with the stages replayed from memory
-    it ran about twice as fast, which under-predicted stage-heavy models by ~7%). A
-    path is only timed if forcing it works (threshold 0 at exit k, None before it);
-    an exit that cannot be forced (an ensemble member that never decides alone)
-    keeps an empty list.
+    it ran about twice as fast, which under-predicted stage-heavy models by ~7%). Only
+    the exits in ``forced`` (:func:`forced_exits`) are timed; the others keep an
+    empty list.
     """
     if repeats < 1 or not samples:
         return
@@ -137,10 +155,6 @@ def _time_overhead(cascade: Cascade, samples: list[np.ndarray], repeats: int,
     cascade.window_low = [None] * exits
     clock = time.perf_counter
     try:
-        forced = []
-        for k in range(exits):
-            cascade.thresholds = [None] * k + [0.0] + [None] * (exits - k - 1)
-            forced.append(bool(np.all(cascade.infer(samples[0]).exit_index == k)))
         for j in range(repeats):
             sample = samples[j % len(samples)]
             for k in range(exits):
@@ -167,12 +181,21 @@ def _time_stream(cascade: Cascade, samples: list[np.ndarray], times: list[float]
             exits.append(int(result.exit_index[0]))
 
 
-def _slice(items: list[np.ndarray], r: int, count: int) -> list[np.ndarray]:
-    """Round ``r``'s ``count`` items in stream order, continuing where round r-1 stopped."""
-    if count >= len(items):
-        return items
-    start = (r * count) % len(items)
-    return [items[(start + i) % len(items)] for i in range(count)]
+class _Cursor:
+    """Hands out items in order, wrapping around: each block continues where the last
+    block of its kind stopped, so over a run every sample is used about equally."""
+
+    def __init__(self, items: list[np.ndarray]) -> None:
+        self.items, self.position = items, 0
+
+    def take(self, count: int) -> list[np.ndarray]:
+        start, self.position = self.position, self.position + count
+        return [self.items[(start + i) % len(self.items)] for i in range(count)]
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` sizes differing by at most one."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 5,
@@ -212,25 +235,39 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
     _time_stages(cascade, pass_inputs, feeds, warmup, scratch)
     if stream:
         _time_stream(cascade, singles[:warmup], [])
-    for r in range(rounds):
-        share = stage_passes // rounds + (1 if r < stage_passes % rounds else 0)
-        repeat_share = overhead_repeats // rounds + (1 if r < overhead_repeats % rounds else 0)
-        _time_stages(cascade, _slice(pass_inputs, r, share), feeds, share,
-                     timing.stage_ms)
+    forced = forced_exits(cascade, singles[0]) if stream else []
+    cursors = {kind: _Cursor(items) for kind, items in
+               (("pass", pass_inputs), ("overhead", singles), ("stream", singles),
+                ("batch pass", batches), ("batch overhead", batches),
+                ("batch stream", batches))}
+    for r, (share, repeat_share) in enumerate(zip(split(stage_passes, rounds),
+                                                  split(overhead_repeats, rounds))):
         timing.stage_round_sizes.append(share)
         timing.overhead_round_sizes.append(repeat_share if stream else 0)
-        if stream:
-            _time_overhead(cascade, _slice(singles, r, repeat_share), repeat_share,
-                           timing.overhead_ms)
-            _time_stream(cascade, _slice(singles, r, per_round), timing.measured_ms,
-                         timing.exit_index)
-        if batches:
-            _time_stages(cascade, _slice(batches, r, max(1, share // 2)), feeds_b,
-                         max(1, share // 2), timing.stage_batch_ms)
-            _time_overhead(cascade, _slice(batches, r, max(1, repeat_share // 2)),
-                           max(1, repeat_share // 2), timing.overhead_batch_ms)
-            _time_stream(cascade, _slice(batches, r, max(1, per_round // batch)),
-                         timing.measured_batch_ms)
+        # a round is cut into blocks of about BLOCK streamed samples, each block timing
+        # a share of the stage passes and overhead repeats next to its samples: the
+        # speed of a shared machine drifts by tens of percent within a second, and
+        # measurements taken seconds apart disagreed by that much
+        blocks = max(1, per_round // BLOCK) if stream else 1
+        batch_shares = (split(max(1, share // 2), blocks), split(max(1, repeat_share // 2),
+                        blocks), split(max(1, per_round // batch), blocks))
+        for b, (passes, repeats, samples) in enumerate(zip(
+                split(share, blocks), split(repeat_share, blocks), split(per_round, blocks))):
+            _time_stages(cascade, cursors["pass"].take(passes), feeds, passes,
+                         timing.stage_ms)
+            if stream:
+                _time_overhead(cascade, cursors["overhead"].take(repeats), repeats,
+                               timing.overhead_ms, forced)
+                _time_stream(cascade, cursors["stream"].take(samples), timing.measured_ms,
+                             timing.exit_index)
+            if batches:
+                passes, repeats, samples = (sizes[b] for sizes in batch_shares)
+                _time_stages(cascade, cursors["batch pass"].take(passes), feeds_b, passes,
+                             timing.stage_batch_ms)
+                _time_overhead(cascade, cursors["batch overhead"].take(repeats), repeats,
+                               timing.overhead_batch_ms, forced)
+                _time_stream(cascade, cursors["batch stream"].take(samples),
+                             timing.measured_batch_ms)
         if tick is not None:
             tick(r + 1, rounds)
     return timing
