@@ -53,6 +53,11 @@ from eedge.policies.int8_softmax import MAX_COLS, ExpTable, exp_table
 from eedge.reference.int8_kernels import quantize_input
 from eedge.runtime.result import CascadeResult, OneSampleResult
 
+try:  # the compiled twin of the input check and the float decision (see _rowdecide.c)
+    from eedge.runtime import _rowdecide as compiled
+except ImportError:  # not built (no compiler at install), or an SSH device's source zip
+    compiled = None
+
 if TYPE_CHECKING:
     from eedge.runtime.cascade import Cascade
 
@@ -110,7 +115,8 @@ class OneSample:
         # one-sample store: the stages' outputs are the runners' own buffers (borrowed)
         # and the input is the caller's.
         self.stages = [(stage["index"], stage["exit"], self.exits.get(stage["index"]),
-                        getattr(runner, "run_borrowed", runner.run), inputs, outputs)
+                        getattr(runner, "run_borrowed", runner.run), inputs, outputs,
+                        self._compiled_args(self.exits.get(stage["index"])))
                        for stage, runner, (inputs, outputs)
                        in zip(cascade.stages, cascade.runners, cascade._stage_names)]
         self.width = int(cascade.exits[-1]["num_classes"])
@@ -125,6 +131,32 @@ class OneSample:
         self.padding = [([0.0] * (stages - ran), [1] * ran + [0] * (stages - ran))
                         for ran in range(stages + 1)]
         self._limits: dict[tuple[Any, ...], tuple[int, int | None]] = {}
+        self.compiled = compiled  # None: the pure-Python twin decides (tests switch it)
+        # _rowdecide.run_stages' view of the stages: (run, inputs, outputs, exit or -1,
+        # float decision arguments or None)
+        self.compiled_stages = tuple((run, tuple(inputs), tuple(outputs),
+                                      -1 if k is None else k, args)
+                                     for _, k, _, run, inputs, outputs, args in self.stages)
+
+    def sum_squares(self, x: np.ndarray) -> float:
+        """The sum of x's squares: inf or nan iff a value is not finite or (float32
+        BLAS, for inputs over 1024 values or without the compiled helper) the sum
+        overflows."""
+        if self.compiled is not None:
+            squares = self.compiled.sum_squares(x)
+            if squares is not None:
+                return squares  # type: ignore[no-any-return]
+        # (vdot, unlike dot, does not warn about the overflow)
+        return float(np.vdot(x, x))
+
+    @staticmethod
+    def _compiled_args(plan: ExitPlan | None) -> tuple[int, int, float, bool] | None:
+        """(classes, gate column or -1, margin, final) for _rowdecide.float_decision, or
+        None where only Python decides (int8 exits, tensors that are not one row)."""
+        if plan is None or plan.quant is not None:
+            return None
+        return (plan.classes, -1 if plan.gate is None else plan.gate, plan.margin,
+                plan.final)
 
     # ----------------------------------------------------------------- plans
     def _input_plan(self) -> tuple[str, np.dtype, tuple[int, ...], tuple[int, ...],
@@ -206,11 +238,11 @@ class OneSample:
             x = x[None]
         quant = self.quant
         if self.floats and self.cascade.check_finite:
-            # x.x is NaN or infinite iff a value is, or the sum of squares overflows (then
-            # stage_inputs checks value by value): one BLAS call at any size (vdot, unlike
-            # dot, does not warn about the overflow; a process timing 2000 of them on the
-            # residual 96x96 input between 300 us waits used no more CPU than without)
-            squares = float(np.vdot(x, x))
+            # x.x is NaN or infinite iff a value is, or the float32 BLAS sum of squares
+            # overflows (then stage_inputs checks value by value): one call at any size
+            # (a process timing 2000 BLAS calls on the residual 96x96 input between
+            # 300 us waits used no more CPU than without)
+            squares = self.sum_squares(x)
             if not math.isfinite(squares):
                 return None
             if quant is not None and dtype == _F32:
@@ -234,6 +266,36 @@ class OneSample:
     def infer(self, store: dict[str, np.ndarray], early_exit: bool) -> CascadeResult:
         """``Cascade.infer`` for one sample: the same stages, decisions and result."""
         cascade = self.cascade
+        if cascade.running_members or cascade.ensemble_members or self.compiled is None:
+            return self._infer_python(store, early_exit)
+        seconds: list[float] = []
+        criteria, thresholds, window_low = cascade.criteria, cascade.thresholds, \
+            cascade.window_low
+        run_stages = self.compiled.run_stages
+        decision: Decision | bool | None = False
+        result: CascadeResult | None = None
+        position = 0
+        while position < len(self.stages):
+            # the stages and their compiled decisions, up to where Python must decide
+            position, decided = run_stages(self.compiled_stages, position, store, seconds,
+                                           criteria, thresholds, window_low, early_exit)
+            if position == len(self.stages):
+                break
+            index, k, plan, _, _, outputs, _ = self.stages[position]
+            if decided is not None:
+                decision = compiled_decision(plan, store[outputs[0]], decided, criteria[k])
+                break
+            decision, result, store = self._python_exit(k, index, plan, store[outputs[0]],
+                                                        store, result, early_exit)
+            if decision is not False:
+                break
+            position += 1
+        return self._finish(decision, result, seconds, store)
+
+    def _infer_python(self, store: dict[str, np.ndarray], early_exit: bool
+                      ) -> CascadeResult:
+        """infer without the compiled helper, and with ensembles."""
+        cascade = self.cascade
         running, ensemble = cascade.running_members, cascade.ensemble_members
         members = running or ensemble
         seconds: list[float] = []
@@ -241,7 +303,7 @@ class OneSample:
         decision: Decision | bool | None = False  # True: a batch method recorded it
         result: CascadeResult | None = None  # made when a batch method needs one
         total: np.ndarray | None = None      # an ensemble's sum so far
-        for index, k, plan, run, inputs, outputs in self.stages:
+        for index, k, plan, run, inputs, outputs, _ in self.stages:
             start = clock()
             values = run([store[inputs[0]]] if len(inputs) == 1 else
                          [store[name] for name in inputs])
@@ -260,13 +322,29 @@ class OneSample:
                                                            result)
                 decision = rows.size == 0
             else:
-                decision = None if plan is None else self.decide(plan, values[0], early_exit)
-                if decision is None:  # the batch code decides this row
-                    result = result or self._blank()
-                    rows, store = cascade._decide(k, index, _ROW, store, result, early_exit)
-                    decision = rows.size == 0
+                decision, result, store = self._python_exit(k, index, plan, values[0], store,
+                                                            result, early_exit)
             if decision is not False:
                 break
+        return self._finish(decision, result, seconds, store)
+
+    def _python_exit(self, k: int, index: int, plan: ExitPlan | None, tensor: np.ndarray,
+                     store: dict[str, np.ndarray], result: CascadeResult | None,
+                     early_exit: bool) -> tuple[Decision | bool, CascadeResult | None,
+                                                dict[str, np.ndarray]]:
+        """Exit k's decision in Python (:meth:`decide`), or by the batch code where that
+        declines: (decision, the result if one was made, the store)."""
+        decision = None if plan is None else self.decide(plan, tensor, early_exit)
+        if decision is None:  # the batch code decides this row
+            result = result or self._blank()
+            rows, store = self.cascade._decide(k, index, _ROW, store, result, early_exit)
+            decision = rows.size == 0
+        return decision, result, store
+
+    def _finish(self, decision: Decision | bool, result: CascadeResult | None,
+                seconds: list[float], store: dict[str, np.ndarray]) -> CascadeResult:
+        """The result: decision a tuple (decided here), True (a batch method recorded
+        it in result) or False (no exit took it)."""
         padding, samples = self.padding[len(seconds)]
         seconds += padding
         samples = samples.copy()
@@ -282,7 +360,8 @@ class OneSample:
         result.stage_seconds, result.stage_samples = seconds, samples
         if decision is False:  # no exit took it: a head bundle's sample for the server
             result.pending = np.zeros(1, dtype=np.int64)
-            result.handoff = {name: np.array(store[name]) for name in cascade.cut_tensors}
+            result.handoff = {name: np.array(store[name])
+                              for name in self.cascade.cut_tensors}
         return result
 
     def _blank(self) -> CascadeResult:
@@ -427,6 +506,23 @@ class OneSample:
             self._limits.clear()
         self._limits[key] = cached
         return cached
+
+
+def compiled_decision(plan: ExitPlan, tensor: np.ndarray, decided: tuple[int, bool],
+                      criterion: str) -> Decision:
+    """The Decision for a float exit that _rowdecide.float_decision took: (class index,
+    rejected); the row is copied out of the runner's buffer for the lazy fields."""
+    index, rejected = decided
+    logits = tensor.tolist()[0]
+    gate = None
+    column = plan.gate
+    if column is not None:
+        gate = logits[column]
+        logits = logits[:column]
+    if column is None and criterion == "gate":  # only the final exit: decide's rule
+        criterion = "max_softmax"
+    return (index, plan.exit, rejected, (float_fields, (logits, logits[index], gate,
+                                                        criterion, plan.width, None)))
 
 
 def exact_score(logits: list[float], top: float, gate: float | None, criterion: str
