@@ -38,7 +38,7 @@ system:
 	  scripts/check_system.sh; \
 	fi
 
-$(STAMP): pyproject.toml Makefile | system
+$(STAMP): pyproject.toml setup.py eedge/runtime/_rowdecide.c Makefile | system
 	@if [ -z "$(PYTHON_EXE)" ]; then \
 	  echo "no Python interpreter for PYTHON=$(PYTHON): give a name on PATH, a path, or an" \
 	    "installed pyenv version's name (pyenv install 3.13)"; exit 1; fi

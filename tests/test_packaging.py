@@ -44,7 +44,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     source = root / "src"
     source.mkdir()
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    # (*.so: the checkout's in-place build of the C helper; the wheel must compile its own)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "*.so")
     for name in SOURCES:
         if not (ROOT / name).exists():
             continue
@@ -73,6 +74,9 @@ def check(command: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
 def test_the_wheel_carries_the_targets_and_firmware_templates(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
+    # the C helper, built for the stable ABI: one wheel installs on every supported Python
+    assert "-cp311-abi3-" in wheel.name, wheel.name
+    assert "eedge/runtime/_rowdecide.abi3.so" in names
     for directory in DATA_DIRS:
         expected = {f"eedge/_data/{directory}/{p.relative_to(ROOT / directory)}"
                     for p in (ROOT / directory).rglob("*")
@@ -120,10 +124,12 @@ def test_the_installed_wheel_runs_the_firmware_path(
 
     where = check([str(venv / "bin" / "python"), "-c",
                    "import sys, eedge.targets as t, eedge.codegen.project as p; "
-                   "print(t.TARGETS_DIR); print(p.TEMPLATES); print('torch' in sys.modules)"],
+                   "print(t.TARGETS_DIR); print(p.TEMPLATES); print('torch' in sys.modules); "
+                   "import eedge.runtime.cascade_one as c; print(c.compiled is not None)"],
                   cwd=work, env=env).split()
     assert all(Path(p).is_relative_to(venv) for p in where[:2]), where
     assert where[2] == "False"  # the firmware path must not need torch
+    assert where[3] == "True"  # the batch-1 runtime's C helper came with the wheel
 
     names = [t["name"] for t in json.loads(check([eedge, "targets", "--json"], work, env))]
     assert {"host", "qemu-cortex-m4"} <= set(names)

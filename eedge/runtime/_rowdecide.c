@@ -323,6 +323,9 @@ static int stage_decision(PyObject *values, PyObject *args, long k, PyObject *cr
     if (code < 0) {
         return UNDECIDED;
     }
+    if (code == GATE && gate < 0) {  /* an exit without a gate column: decide's rule */
+        code = MAX_SOFTMAX;
+    }
     PyObject *threshold = early_exit ? PySequence_GetItem(thresholds, k) : Py_NewRef(Py_None);
     PyObject *low = early_exit || final ? PySequence_GetItem(window_low, k)
                                         : Py_NewRef(Py_None);

@@ -10,6 +10,13 @@ the exit's row in Python floats and ints, and computes the exact softmax and sco
 that a result reports only when they are read (OneSampleResult), or when a score is
 too close to a threshold for the scalar estimate to decide.
 
+Where eedge.runtime._rowdecide is built (setup.py compiles it; an SSH device's source
+zip and a machine without a compiler lack it), the stage loop, the input's finiteness
+check and the float exits' estimate decisions run in C (``OneSample.infer``), ~1 us
+per stage instead of ~4-5; int8 exits, entropy, ensembles and every score near an
+edge are still decided here in Python, which is also the whole path without it
+(``_infer_python``). Both paths are tested against the batch code.
+
 The contract: every field of a result equals, bit for bit, the row the batch code
 (``Cascade._decide``, ``_ensemble``, ``_running_mean``) gives the same sample, and so
 do the decisions: a threshold calibrated on the batch code's scores (calibration,
@@ -53,10 +60,10 @@ from eedge.policies.int8_softmax import MAX_COLS, ExpTable, exp_table
 from eedge.reference.int8_kernels import quantize_input
 from eedge.runtime.result import CascadeResult, OneSampleResult
 
-try:  # the compiled twin of the input check and the float decision (see _rowdecide.c)
+try:  # the compiled stage loop, input check and float decision (see _rowdecide.c)
     from eedge.runtime import _rowdecide as compiled
 except ImportError:  # not built (no compiler at install), or an SSH device's source zip
-    compiled = None
+    compiled = None  # (tests set it to None to check the pure-Python path too)
 
 if TYPE_CHECKING:
     from eedge.runtime.cascade import Cascade
@@ -131,7 +138,6 @@ class OneSample:
         self.padding = [([0.0] * (stages - ran), [1] * ran + [0] * (stages - ran))
                         for ran in range(stages + 1)]
         self._limits: dict[tuple[Any, ...], tuple[int, int | None]] = {}
-        self.compiled = compiled  # None: the pure-Python twin decides (tests switch it)
         # _rowdecide.run_stages' view of the stages: (run, inputs, outputs, exit or -1,
         # float decision arguments or None)
         self.compiled_stages = tuple((run, tuple(inputs), tuple(outputs),
@@ -142,8 +148,8 @@ class OneSample:
         """The sum of x's squares: inf or nan iff a value is not finite or (float32
         BLAS, for inputs over 1024 values or without the compiled helper) the sum
         overflows."""
-        if self.compiled is not None:
-            squares = self.compiled.sum_squares(x)
+        if compiled is not None:
+            squares = compiled.sum_squares(x)
             if squares is not None:
                 return squares  # type: ignore[no-any-return]
         # (vdot, unlike dot, does not warn about the overflow)
@@ -229,7 +235,7 @@ class OneSample:
         if plan is None or type(x) is not np.ndarray:
             return None
         name, dtype, batched, single, layout = plan
-        if x.dtype != dtype or not x.flags.c_contiguous:
+        if (x.dtype is not dtype and x.dtype != dtype) or not x.flags.c_contiguous:
             return None
         shape = x.shape
         if shape != batched:
@@ -242,7 +248,9 @@ class OneSample:
             # overflows (then stage_inputs checks value by value): one call at any size
             # (a process timing 2000 BLAS calls on the residual 96x96 input between
             # 300 us waits used no more CPU than without)
-            squares = self.sum_squares(x)
+            squares = None if compiled is None else compiled.sum_squares(x)
+            if squares is None:  # (inlined sum_squares: one call less per sample)
+                squares = self.sum_squares(x)
             if not math.isfinite(squares):
                 return None
             if quant is not None and dtype == _F32:
@@ -266,12 +274,12 @@ class OneSample:
     def infer(self, store: dict[str, np.ndarray], early_exit: bool) -> CascadeResult:
         """``Cascade.infer`` for one sample: the same stages, decisions and result."""
         cascade = self.cascade
-        if cascade.running_members or cascade.ensemble_members or self.compiled is None:
+        if cascade.running_members or cascade.ensemble_members or compiled is None:
             return self._infer_python(store, early_exit)
         seconds: list[float] = []
         criteria, thresholds, window_low = cascade.criteria, cascade.thresholds, \
             cascade.window_low
-        run_stages = self.compiled.run_stages
+        run_stages = compiled.run_stages
         decision: Decision | bool | None = False
         result: CascadeResult | None = None
         position = 0

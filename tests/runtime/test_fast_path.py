@@ -6,6 +6,8 @@ bit, the row the batch path gives the same sample, for every criterion,
 threshold, window, gate, runtime (float ONNX Runtime and int8), ensemble mode,
 head bundle and the input checks. The batch path is the reference because it
 is the one the other tests check against ONNX Runtime, TFLite Micro and the C.
+Tests marked with the ``path`` fixture run twice: with the compiled stage loop and
+decisions (eedge/runtime/_rowdecide.c) and with the pure-Python path alone.
 """
 
 from __future__ import annotations
@@ -21,11 +23,22 @@ from eedge.errors import InputDataError
 from eedge.ir.bundle import Bundle, load_bundle, update_manifest
 from eedge.policies import running_mean
 from eedge.policies.criteria import gate_score, score_from_probabilities, softmax
+from eedge.runtime import cascade_one
 from eedge.runtime.cascade import Cascade, CascadeResult
 
 CRITERIA = ("max_softmax", "margin", "entropy", "gate")
 RUNTIMES = ("onnx", "int8")
 N = 120
+
+
+@pytest.fixture(params=["compiled", "python"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The batch-1 path under test: the compiled helper, or pure Python without it."""
+    if request.param == "compiled" and cascade_one.compiled is None:
+        pytest.fail("eedge.runtime._rowdecide is not built (`pip install -e .` builds it)")
+    if request.param == "python":
+        monkeypatch.setattr(cascade_one, "compiled", None)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +104,7 @@ def _compare(cascade: Cascade, x: np.ndarray, early_exit: bool = True) -> Cascad
     return batch
 
 
+@pytest.mark.usefixtures("path")
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("criterion", CRITERIA)
 def test_every_criterion_threshold_and_window(cascades: dict[str, Cascade], x: np.ndarray,
@@ -121,6 +135,7 @@ def test_every_criterion_threshold_and_window(cascades: dict[str, Cascade], x: n
     assert seen == {0, 1, 2}, "the settings should send samples to every exit"
 
 
+@pytest.mark.usefixtures("path")
 @pytest.mark.parametrize("criterion", CRITERIA)
 def test_float_scores_equal_the_batch_scores_to_the_last_bit(cascades: dict[str, Cascade],
                                                              x: np.ndarray,
@@ -197,6 +212,7 @@ def test_ensembles(ensembles: tuple[dict[str, Bundle], np.ndarray], mode: str,
         _compare(cascade, x)
 
 
+@pytest.mark.usefixtures("path")
 def test_head_bundle_pending_and_handoff(tmp_path: Path, x: np.ndarray) -> None:
     from eedge.split.bundles import export_halves
 
@@ -210,6 +226,7 @@ def test_head_bundle_pending_and_handoff(tmp_path: Path, x: np.ndarray) -> None:
         assert 0 < batch.pending.size < 60 and batch.handoff
 
 
+@pytest.mark.usefixtures("path")
 def test_input_checks_and_conversions(cascades: dict[str, Cascade], x: np.ndarray) -> None:
     """NaN/inf inputs are refused with the batch path's message; other dtypes, layouts and
     non-contiguous arrays give the same results as the float32 sample."""
@@ -240,6 +257,7 @@ def test_input_checks_and_conversions(cascades: dict[str, Cascade], x: np.ndarra
                        [unchecked.infer(sample), unchecked.infer(sample)])
 
 
+@pytest.mark.usefixtures("path")
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_plain_exits_decide_without_the_batch_code(cascades: dict[str, Cascade],
                                                    x: np.ndarray, runtime: str,
@@ -378,3 +396,33 @@ def test_small_input_quantization_equals_quantize_input(layout: str | None,
             quantize_input(top, QuantParams((scale,), (zero_point,))), layout))
         top.reshape(-1)[0] = np.float32(32001 * scale)
         assert not np.vdot(top, top) < plan.bound
+
+
+def test_compiled_path_decides_float_exits_itself(cascades: dict[str, Cascade], x: np.ndarray,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the helper built, float exits far from their thresholds never reach Python's
+    decide (the speed is the helper's, not a fallback's); without it, they all do."""
+    if cascade_one.compiled is None:
+        pytest.fail("eedge.runtime._rowdecide is not built (`pip install -e .` builds it)")
+    cascade = cascades["onnx"]
+    calls: list[int] = []
+    original = cascade_one.OneSample.decide
+
+    def counted(self, *args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(cascade_one.OneSample, "decide", counted)
+    try:
+        for criterion in ("max_softmax", "margin", "gate"):
+            cascade.set_policy(criterion, [0.05, None, None])
+            cascade.set_thresholds([0.5, 0.5, None])
+            exits = [int(cascade.infer(x[i:i + 1]).exit_index[0]) for i in range(40)]
+            assert len(set(exits)) > 1, criterion
+        assert not calls
+        monkeypatch.setattr(cascade_one, "compiled", None)
+        cascade.infer(x[:1])
+        assert calls
+    finally:
+        cascade.set_policy("max_softmax", [None] * 3)
+        cascade.set_thresholds([None] * 3)
