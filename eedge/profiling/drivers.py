@@ -131,8 +131,12 @@ def profile_host(bundle: Bundle, x: np.ndarray, runtime: str | None, threads: in
 
 def host_environment(runtime: str, threads: int) -> dict[str, Any]:
     """Versions and settings a host timing depends on, printed next to the figures."""
+    from eedge.runtime import cascade_one
+
     env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
-                           "threads": threads, "runtime": runtime}
+                           "threads": threads, "runtime": runtime,
+                           "batch1_path": "python (the C helper is not built)"
+                           if cascade_one.compiled is None else "compiled"}
     try:
         import onnxruntime
 

@@ -3,7 +3,10 @@
 It runs eedge's own cascade code, copied next to it as ``eedge.zip`` (pure
 Python, imported from the zip), so the device times exactly what the host
 would: the stages in cascade order, the cascade's overhead per exit path,
-and the cascade end to end on the data in stream order. The device needs
+and the cascade end to end on the data in stream order. The batch-1 C helper
+(eedge/runtime/_rowdecide.c, copied beside it) is compiled there first, as
+pip would at install, when the device has a C compiler and Python's headers;
+otherwise the pure-Python path runs, and the output says which. The device needs
 Python 3 with numpy and jsonschema, and the runtime's engine: onnxruntime for
 ``onnx``, ai-edge-litert (LiteRT; XNNPACK on a Pi) for ``int8``. Usage:
     python3 remote_runner.py BUNDLE_DIR EEDGE_ZIP INPUTS.npz REQUEST.json
@@ -13,6 +16,7 @@ the cascade timing.
 
 import hashlib
 import json
+import os
 import platform
 import sys
 
@@ -28,8 +32,41 @@ def _verify(bundle: str, manifest: dict, names: list) -> None:
             raise SystemExit(f"{name} arrived damaged (sha256 differs); profile again")
 
 
+def load_compiled_helper(source: str, workdir: str) -> str:
+    """Build eedge.runtime._rowdecide from ``source`` into ``workdir`` and register it (an
+    extension cannot load from the zip); says what runs: "compiled" or why not."""
+    import importlib.machinery
+    import importlib.util
+    import shlex
+    import subprocess
+    import sysconfig
+
+    include = sysconfig.get_paths()["include"]
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        return "python (no Python headers on the device)"
+    target = os.path.join(workdir, "_rowdecide" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    try:
+        proc = subprocess.run([*compiler, "-O2", "-shared", "-fPIC", f"-I{include}", source,
+                               "-o", target], capture_output=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return "python (no C compiler on the device)"
+    if proc.returncode != 0:
+        return "python (the C helper did not compile on the device)"
+    name = "eedge.runtime._rowdecide"
+    loader = importlib.machinery.ExtensionFileLoader(name, target)
+    spec = importlib.util.spec_from_loader(name, loader)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    loader.exec_module(module)
+    sys.modules[name] = module
+    return "compiled"
+
+
 def main() -> int:
     bundle_dir, eedge_zip, inputs_path, request_path = sys.argv[1:5]
+    helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_rowdecide.c")
+    batch1 = load_compiled_helper(helper, bundle_dir) if os.path.isfile(helper) \
+        else "python (no C helper copied)"
     sys.path.insert(0, eedge_zip)
     from pathlib import Path
 
@@ -49,7 +86,7 @@ def main() -> int:
     bundle = Bundle(path=Path(bundle_dir), manifest=manifest)
     results = {}
     versions = {"python": platform.python_version(), "machine": platform.machine(),
-                "numpy": np.__version__}
+                "numpy": np.__version__, "batch1_path": batch1}
     for runtime in request["runtimes"]:
         fmt = RUNTIMES[runtime][0]
         _verify(bundle_dir, manifest, [s["files"][fmt] for s in manifest["stages"]])

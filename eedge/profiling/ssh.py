@@ -27,6 +27,8 @@ from eedge.profiling.drivers import Progress, StageProfiles, stage_profiles
 from eedge.targets import Target
 
 RUNNER = Path(__file__).with_name("remote_runner.py")
+# the batch-1 C helper's source, compiled on the device by the runner (package data)
+ROW_DECIDE = Path(__file__).parents[1] / "runtime" / "_rowdecide.c"
 CONNECT_TIMEOUT_S = 10
 
 
@@ -185,6 +187,8 @@ def profile_ssh_runtimes(bundle: Bundle, target: Target, x: np.ndarray,
                 for name in files:
                     sftp.put(str(bundle.path / name), f"{remote_dir}/{name}")
                 sftp.put(str(RUNNER), f"{remote_dir}/remote_runner.py")
+                if ROW_DECIDE.is_file():
+                    sftp.put(str(ROW_DECIDE), f"{remote_dir}/_rowdecide.c")
                 sftp.putfo(io.BytesIO(eedge_source_zip()), f"{remote_dir}/eedge.zip")
                 sftp.putfo(io.BytesIO(buffer.getvalue()), f"{remote_dir}/inputs.npz")
                 sftp.putfo(io.BytesIO(json.dumps(request).encode()),

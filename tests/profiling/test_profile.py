@@ -136,6 +136,8 @@ def test_ssh_profile_against_a_local_sshd(capsys, bundle, data, tmp_path: Path) 
         report = json.loads(out)
         assert report["kind"] == "linux-ssh" and report["unit"] == "ms"
         assert report["environment"]["onnxruntime"]
+        # the runner compiled the batch-1 C helper on the device (it has cc and headers)
+        assert report["environment"]["batch1_path"] == "compiled"
         assert len(report["stages"]) == 3 and all(s["stats"]["runs"] == 20
                                                   for s in report["stages"])
         check_end_to_end(report, samples=40, batch=1)
