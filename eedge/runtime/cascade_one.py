@@ -116,6 +116,14 @@ class OneSample:
         self.input = self._input_plan()
         self.floats = self.input is not None and self.input[1].kind == "f"
         self.quant = self._input_quant()
+        # the quantized input's channels-last shape, and the planes its layout moves last
+        self.quantized_shape: tuple[int, ...] = ()
+        self.channels = 1
+        if self.input is not None:
+            _, _, batched, _, layout = self.input
+            self.quantized_shape = channels_last_view(np.empty(batched, np.int8), layout).shape
+            if (layout, len(batched)) in (("NCHW", 4), ("NCL", 3)):  # channels_last_view's
+                self.channels = batched[1]
         self.exits = self._exit_plans()
         # per stage: index, exit (or None), the exit's plan (None: the batch code decides),
         # the runner's borrowing call, input and output names. Nothing is dropped from a
@@ -254,6 +262,11 @@ class OneSample:
             if not math.isfinite(squares):
                 return None
             if quant is not None and dtype == _F32:
+                if compiled is not None:  # quantized and made channels-last in one pass
+                    out = np.empty(self.quantized_shape, np.int8)
+                    if compiled.quantize(x, out, quant[1][0], quant[1][2],
+                                         self.channels) is not None:
+                        return {name: out}
                 small = quant[2]
                 if squares < small.bound and x.size <= 4096:  # every |x| < 32000 scales
                     return {name: quantize_small(x, small, layout)}

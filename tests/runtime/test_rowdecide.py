@@ -175,3 +175,47 @@ def test_run_stages_runs_times_and_stops(helper) -> None:  # type: ignore[no-unt
     entropy = (["entropy", "max_softmax", "max_softmax"], *policy[1:])
     assert helper.run_stages(stages, 0, dict(store), [], *entropy, True) == (0, None)
     assert helper.run_stages(stages[:1], 0, dict(store), [], *policy, True) == (1, None)
+
+
+@pytest.mark.parametrize("layout,shape", [("NCHW", (1, 3, 4, 5)), ("NCL", (1, 6, 7)),
+                                          ("NLC", (1, 7, 6)), (None, (1, 40))])
+def test_quantize_is_quantize_input_channels_last(helper, layout: str | None,  # type: ignore[no-untyped-def]
+                                                   shape: tuple[int, ...]) -> None:
+    """Bytes equal to quantize_input then to_channels_last: halves (ties round away from
+    zero), their neighbours one ulp up, saturation at both ends, -0.0, values far beyond
+    int8 and beyond float32 / scale (inf quotients saturate too)."""
+    from eedge.ir.graph import QuantParams
+    from eedge.ir.layout import to_channels_last
+    from eedge.reference.int8_kernels import quantize_input
+
+    rng = np.random.default_rng(2)
+    size = int(np.prod(shape))
+    for scale, zero_point in ((0.0078125, -128), (0.0123, 3), (3.7e-5, 127), (100.0, -7)):
+        halves = np.float32(scale) * (rng.integers(-400, 400, size) / 2).astype(np.float32)
+        specials = np.resize(np.array([-0.0, 0.0, 3e38, -3e38, 1e30, -1e-30], np.float32),
+                             size)
+        for values in (halves, np.nextafter(halves, np.float32(np.inf)), specials,
+                       rng.standard_normal(size).astype(np.float32) * 1e4):
+            x = values.reshape(shape)
+            expected = to_channels_last(quantize_input(x, QuantParams((scale,), (zero_point,))),
+                                        layout)
+            out = np.empty(expected.shape, np.int8)
+            channels = shape[1] if (layout, len(shape)) in (("NCHW", 4), ("NCL", 3)) else 1
+            assert helper.quantize(x, out, np.float32(scale), zero_point, channels) is True
+            assert np.array_equal(out, expected), (scale, zero_point, layout)
+
+
+def test_quantize_declines_what_it_cannot_write(helper) -> None:  # type: ignore[no-untyped-def]
+    x = np.ones((1, 4, 2), np.float32)
+    good = np.empty((1, 2, 4), np.int8)
+    assert helper.quantize(x, good, 0.1, 0, 4) is True
+    for out, channels in ((np.empty(7, np.int8), 1), (np.empty(8, np.uint8), 1),
+                          (np.empty(8, np.int16), 1), (good, 3), (good, 0),
+                          (np.empty(8, np.int8)[::-1], 1)):
+        assert helper.quantize(x, out, 0.1, 0, channels) is None
+    readonly = np.empty(8, np.int8)
+    readonly.flags.writeable = False
+    assert helper.quantize(x, readonly, 0.1, 0, 1) is None
+    assert helper.quantize(x.astype(np.float64), good, 0.1, 0, 4) is None
+    assert helper.quantize(np.full((1, 8), np.nan, np.float32), good, 0.1, 0, 1) is None
+    assert helper.quantize(x, good, 0.1, 300, 4) is None  # zero point beyond int8
