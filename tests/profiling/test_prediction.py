@@ -4,6 +4,7 @@ brute-force enumeration of every (path, pass, overhead) combination."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -94,6 +95,21 @@ def test_batch_prediction_interpolates_rows() -> None:
     q = predict_batch(ones, full, [[0.0], [0.0]], [0.5, 0.5], [0, 1], batch=4, draws=20_000)
     assert 3.0 / 4 < q["mean"] < (3.0 + 9.0) / 4
     assert q["p99"] == pytest.approx((3.0 + 9.0) / 4)  # all four rows went on
+
+
+def test_batch_overhead_grows_with_the_rows_that_go_on() -> None:
+    """A batch pays exit 0's overhead, plus each later exit's extra cost scaled between
+    its batch-1 and batch-B values by the rows reaching it: not the whole batch forced
+    to the deepest row's exit."""
+    zeros = [[0.0] * 4, [0.0] * 4]
+    overhead_b, overhead_1 = [[1.0], [3.0]], [[0.2], [0.4]]
+    p = predict_batch(zeros, zeros, overhead_b, [0.5, 0.5], [0, 1], batch=4, draws=40_000,
+                      overhead_ms=overhead_1)
+    per_rows = {r: (1.0 + (0.2 + 1.8 * (r - 1) / 3 if r else 0.0)) / 4 for r in range(5)}
+    expected_mean = sum(per_rows[r] * math.comb(4, r) / 16 for r in range(5))
+    assert p["mean"] == pytest.approx(expected_mean, rel=0.02)
+    assert p["p99"] == pytest.approx(per_rows[4])  # all four went on: the forced figure
+    assert p["p50"] == pytest.approx(per_rows[2])
 
 
 def test_bad_inputs_are_refused() -> None:
