@@ -52,6 +52,8 @@ class CascadeTiming:
     rounds: int = 1
     stage_round_sizes: list[int] = field(default_factory=list)     # stage passes per round
     overhead_round_sizes: list[int] = field(default_factory=list)  # repeats per exit, round
+    # [exit][repeat], batches of 2 (B > 2): the batch code's overhead with few rows
+    overhead_pair_ms: list[list[float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,14 +219,18 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
     per_round = min(len(x), -(-MAX_STREAM // rounds))
     singles = [x[i:i + 1] for i in range(len(x))]
     batches: list[np.ndarray] = []
+    pairs: list[np.ndarray] = []
     feeds_b: list[list[np.ndarray]] = []
     if batch > 1 and stream:
         rows = min(batch, len(x))
         batches = [x[i:i + rows] for i in range(0, len(x) - rows + 1, rows)]
         feeds_b, _ = stage_io(cascade, x[:rows])
+        if rows > 2:  # the batch code's routing costs a fixed part per call: 2 rows show it
+            pairs = [x[i:i + 2] for i in range(0, len(x) - 1, 2)]
     timing = CascadeTiming(batch, [[] for _ in feeds], [[] for _ in range(n_exits)], [], [],
                            [[] for _ in feeds_b], [[] for _ in range(n_exits)] if batches
-                           else [], [], rounds)
+                           else [], [], rounds,
+                           overhead_pair_ms=[[] for _ in range(n_exits)] if pairs else [])
     scratch: list[list[float]] = [[] for _ in feeds]
     say(f"timing {len(feeds)} stages in cascade order" + (
         ", the cascade's overhead per exit and the cascade end to end" if stream else "")
@@ -239,7 +245,7 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
     cursors = {kind: _Cursor(items) for kind, items in
                (("pass", pass_inputs), ("overhead", singles), ("stream", singles),
                 ("batch pass", batches), ("batch overhead", batches),
-                ("batch stream", batches))}
+                ("batch stream", batches), ("pair overhead", pairs))}
     for r, (share, repeat_share) in enumerate(zip(split(stage_passes, rounds),
                                                   split(overhead_repeats, rounds))):
         timing.stage_round_sizes.append(share)
@@ -266,6 +272,9 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
                              timing.stage_batch_ms)
                 _time_overhead(cascade, cursors["batch overhead"].take(repeats), repeats,
                                timing.overhead_batch_ms, forced)
+                if pairs:
+                    _time_overhead(cascade, cursors["pair overhead"].take(repeats), repeats,
+                                   timing.overhead_pair_ms, forced)
                 _time_stream(cascade, cursors["batch stream"].take(samples),
                              timing.measured_batch_ms)
         if tick is not None:

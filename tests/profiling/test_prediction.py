@@ -98,18 +98,22 @@ def test_batch_prediction_interpolates_rows() -> None:
 
 
 def test_batch_overhead_grows_with_the_rows_that_go_on() -> None:
-    """A batch pays exit 0's overhead, plus each later exit's extra cost scaled between
-    its batch-1 and batch-B values by the rows reaching it: not the whole batch forced
-    to the deepest row's exit."""
+    """A batch pays exit 0's overhead, plus each later exit's extra cost scaled between its
+    2-row and B-row values by the rows reaching it (1 row costs what 2 do): not the whole
+    batch forced to the deepest row's exit."""
     zeros = [[0.0] * 4, [0.0] * 4]
-    overhead_b, overhead_1 = [[1.0], [3.0]], [[0.2], [0.4]]
+    overhead_b, overhead_2 = [[1.0], [3.0]], [[0.5], [1.5]]
     p = predict_batch(zeros, zeros, overhead_b, [0.5, 0.5], [0, 1], batch=4, draws=40_000,
-                      overhead_ms=overhead_1)
-    per_rows = {r: (1.0 + (0.2 + 1.8 * (r - 1) / 3 if r else 0.0)) / 4 for r in range(5)}
+                      overhead_pair_ms=overhead_2)
+    extra = {0: 0.0, 1: 1.0, 2: 1.0, 3: 1.5, 4: 2.0}  # 1.0 at 1-2 rows, 2.0 at 4
+    per_rows = {r: (1.0 + extra[r]) / 4 for r in range(5)}
     expected_mean = sum(per_rows[r] * math.comb(4, r) / 16 for r in range(5))
     assert p["mean"] == pytest.approx(expected_mean, rel=0.02)
     assert p["p99"] == pytest.approx(per_rows[4])  # all four went on: the forced figure
     assert p["p50"] == pytest.approx(per_rows[2])
+    # without the 2-row figures every batch a row goes on in pays the forced increment
+    q = predict_batch(zeros, zeros, overhead_b, [0.5, 0.5], [0, 1], batch=4, draws=40_000)
+    assert q["p50"] == pytest.approx(per_rows[4])
 
 
 def test_bad_inputs_are_refused() -> None:
