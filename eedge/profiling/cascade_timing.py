@@ -34,7 +34,8 @@ from eedge.runtime.cascade import Cascade
 
 Say = Callable[[str], None]
 MAX_STREAM = 2000  # samples streamed at batch 1 over all rounds, for large data sets
-BLOCK = 8  # streamed samples per block of interleaved measurements
+BLOCK = 8  # streamed samples (or batches) per block of interleaved measurements
+WARM = 4  # untimed batch-1 inferences that re-warm the caches after a round's batches
 
 
 @dataclass
@@ -196,8 +197,10 @@ class _Cursor:
 
 
 def split(total: int, parts: int) -> list[int]:
-    """``total`` as ``parts`` sizes differing by at most one."""
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+    """``total`` as ``parts`` sizes differing by at most one, the larger ones spread evenly
+    (20 passes over 45 blocks: every other block or so, not the first 20: the
+    prediction pairs measurements by their place in time)."""
+    return [(i + 1) * total // parts - i * total // parts for i in range(parts)]
 
 
 def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 5,
@@ -254,11 +257,11 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
         # a share of the stage passes and overhead repeats next to its samples: the
         # speed of a shared machine drifts by tens of percent within a second, and
         # measurements taken seconds apart disagreed by that much
+        if r and stream:  # the last round's batches left other data in the caches
+            _time_stream(cascade, singles[:WARM], [])
         blocks = max(1, per_round // BLOCK) if stream else 1
-        batch_shares = (split(max(1, share // 2), blocks), split(max(1, repeat_share // 2),
-                        blocks), split(max(1, per_round // batch), blocks))
-        for b, (passes, repeats, samples) in enumerate(zip(
-                split(share, blocks), split(repeat_share, blocks), split(per_round, blocks))):
+        for passes, repeats, samples in zip(
+                split(share, blocks), split(repeat_share, blocks), split(per_round, blocks)):
             _time_stages(cascade, cursors["pass"].take(passes), feeds, passes,
                          timing.stage_ms)
             if stream:
@@ -266,8 +269,15 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
                                timing.overhead_ms, forced)
                 _time_stream(cascade, cursors["stream"].take(samples), timing.measured_ms,
                              timing.exit_index)
-            if batches:
-                passes, repeats, samples = (sizes[b] for sizes in batch_shares)
+        if batches:
+            # batch B after the batch-1 blocks, in blocks of its own: interleaved with
+            # batch 1 block by block, each batch-1 stage pass came right after a batch's
+            # work and ran up to 1.8x slow (eedge profile's 200 passes: one per block)
+            count = max(1, per_round // batch)
+            blocks = max(1, count // BLOCK)
+            for passes, repeats, samples in zip(split(max(1, share // 2), blocks),
+                                                split(max(1, repeat_share // 2), blocks),
+                                                split(count, blocks)):
                 _time_stages(cascade, cursors["batch pass"].take(passes), feeds_b, passes,
                              timing.stage_batch_ms)
                 _time_overhead(cascade, cursors["batch overhead"].take(repeats), repeats,

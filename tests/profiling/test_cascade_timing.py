@@ -31,14 +31,17 @@ def test_time_cascade_structure_and_decisions(bundle, runtime: str) -> None:  # 
     reference = Cascade(bundle, runtime=runtime).infer(x)  # the batch decides row by row
     timing = time_cascade(cascade, x, batch=4, rounds=3, stage_passes=10,
                           overhead_repeats=6, warmup=2)
-    assert timing.stage_round_sizes == [4, 3, 3] and timing.overhead_round_sizes == [2, 2, 2]
+    assert timing.stage_round_sizes == [3, 3, 4] and timing.overhead_round_sizes == [2, 2, 2]
     assert len(timing.stage_ms) == len(bundle.stages)
     assert all(len(t) == 10 and min(t) > 0 for t in timing.stage_ms)
     # every exit can be forced on a plain cascade: each path timed 6 times
     assert [len(o) for o in timing.overhead_ms] == [6] * len(bundle.exits)
     assert len(timing.measured_ms) == 3 * len(x) and min(timing.measured_ms) > 0
     assert timing.exit_index == reference.exit_index.tolist() * 3
-    assert len(timing.measured_batch_ms) == 3 * 3 and len(timing.stage_batch_ms[0]) == 2 + 1 + 1
+    assert len(timing.measured_batch_ms) == 3 * 3 and len(timing.stage_batch_ms[0]) == 1 + 1 + 2
+    # forced paths at batch 4 and at 2 rows (the batch code's fixed cost), once per round
+    assert [len(o) for o in timing.overhead_batch_ms] == [3] * len(bundle.exits)
+    assert [len(o) for o in timing.overhead_pair_ms] == [3] * len(bundle.exits)
     # the forced runs leave the cascade as it was: it decides the same again
     assert cascade.infer(x).exit_index.tolist() == reference.exit_index.tolist()
     assert cascade.thresholds == reference_thresholds(bundle)
