@@ -12,10 +12,11 @@ too close to a threshold for the scalar estimate to decide.
 
 Where eedge.runtime._rowdecide is built (setup.py compiles it; an SSH device's source
 zip and a machine without a compiler lack it), the stage loop, the input's finiteness
-check and the float exits' estimate decisions run in C (``OneSample.infer``), ~1 us
-per stage instead of ~4-5; int8 exits, entropy, ensembles and every score near an
-edge are still decided here in Python, which is also the whole path without it
-(``_infer_python``). Both paths are tested against the batch code.
+check and int8 quantization, and the float exits' estimate decisions run in C
+(``OneSample.infer``), ~1 us per stage instead of ~4-5; int8 exits, entropy,
+ensembles and every score near an edge are still decided here in Python, which is
+also the whole path without it (``_infer_python``). Both paths are tested against the
+batch code.
 
 The contract: every field of a result equals, bit for bit, the row the batch code
 (``Cascade._decide``, ``_ensemble``, ``_running_mean``) gives the same sample, and so
@@ -152,20 +153,9 @@ class OneSample:
                                       -1 if k is None else k, args)
                                      for _, k, _, run, inputs, outputs, args in self.stages)
 
-    def sum_squares(self, x: np.ndarray) -> float:
-        """The sum of x's squares: inf or nan iff a value is not finite or (float32
-        BLAS, for inputs over 1024 values or without the compiled helper) the sum
-        overflows."""
-        if compiled is not None:
-            squares = compiled.sum_squares(x)
-            if squares is not None:
-                return squares  # type: ignore[no-any-return]
-        # (vdot, unlike dot, does not warn about the overflow)
-        return float(np.vdot(x, x))
-
     @staticmethod
     def _compiled_args(plan: ExitPlan | None) -> tuple[int, int, float, bool] | None:
-        """(classes, gate column or -1, margin, final) for _rowdecide.float_decision, or
+        """(classes, gate column or -1, margin, final) for the helper's float decision, or
         None where only Python decides (int8 exits, tensors that are not one row)."""
         if plan is None or plan.quant is not None:
             return None
@@ -253,12 +243,14 @@ class OneSample:
         quant = self.quant
         if self.floats and self.cascade.check_finite:
             # x.x is NaN or infinite iff a value is, or the float32 BLAS sum of squares
-            # overflows (then stage_inputs checks value by value): one call at any size
-            # (a process timing 2000 BLAS calls on the residual 96x96 input between
-            # 300 us waits used no more CPU than without)
+            # overflows (then stage_inputs checks value by value): one call at any size.
+            # The helper sums small inputs in double; numpy's BLAS dot the rest (faster
+            # there; a process timing 2000 of them on the residual 96x96 input between
+            # 300 us waits used no more CPU than without; vdot, unlike dot, does not
+            # warn about the overflow)
             squares = None if compiled is None else compiled.sum_squares(x)
-            if squares is None:  # (inlined sum_squares: one call less per sample)
-                squares = self.sum_squares(x)
+            if squares is None:
+                squares = float(np.vdot(x, x))
             if not math.isfinite(squares):
                 return None
             if quant is not None and dtype == _F32:
@@ -531,8 +523,8 @@ class OneSample:
 
 def compiled_decision(plan: ExitPlan, tensor: np.ndarray, decided: tuple[int, bool],
                       criterion: str) -> Decision:
-    """The Decision for a float exit that _rowdecide.float_decision took: (class index,
-    rejected); the row is copied out of the runner's buffer for the lazy fields."""
+    """The Decision for a float exit the helper took (``decided``: class index, rejected);
+    the row is copied out of the runner's buffer for the lazy fields."""
     index, rejected = decided
     logits = tensor.tolist()[0]
     gate = None
