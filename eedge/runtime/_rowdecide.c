@@ -363,18 +363,156 @@ static PyObject *run_stage(PyObject *stage, PyObject *store, PyObject *seconds) 
     return values;
 }
 
+/* A C-contiguous buffer of 256 int64 (an ExpTable's exps or parts), or NULL. */
+static const long long *table_256(PyObject *array, Py_buffer *view) {
+    if (PyObject_GetBuffer(array, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (view->itemsize != 8 || view->len != 256 * 8 || view->format == NULL ||
+        (strcmp(view->format, "l") != 0 && strcmp(view->format, "q") != 0)) {
+        PyBuffer_Release(view);
+        return NULL;
+    }
+    return (const long long *)view->buf;
+}
+
+/* An int8 exit's decision (cascade_one's _decide_int8): TFLite's int8 softmax of the
+ * top one or two classes from the exit's exp table, compared with the integer limits.
+ * `args` = (classes, gate column or -1, final, exps, parts, row_scale, limits):
+ * row_scale(total) -> (reciprocal, exponent) and limits(threshold, low, criterion) ->
+ * (limit, low limit or None) are cascade_one's (cached) Python functions. Returns an
+ * Outcome, or -1 with an error set. */
+static int int8_decision(PyObject *tensor, PyObject *args, int code, PyObject *threshold,
+                         PyObject *low, Py_ssize_t *index) {
+    Py_ssize_t classes = PyLong_AsSsize_t(PyTuple_GetItem(args, 0));
+    Py_ssize_t gate = PyLong_AsSsize_t(PyTuple_GetItem(args, 1));
+    int final = PyObject_IsTrue(PyTuple_GetItem(args, 2));
+    if (PyErr_Occurred() || final < 0) {
+        return -1;
+    }
+    Py_buffer view, exps_view, parts_view;
+    if (PyObject_GetBuffer(tensor, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        return UNDECIDED;
+    }
+    int readable = view.itemsize == 1 && view.format != NULL && strcmp(view.format, "b") == 0
+                   && classes >= 1 && view.len >= (gate >= 0 ? gate + 1 : classes) &&
+                   (gate < 0 || gate == classes);
+    if (!readable) {
+        PyBuffer_Release(&view);
+        return UNDECIDED;
+    }
+    const signed char *row = (const signed char *)view.buf;
+    int top = row[0];
+    *index = 0;
+    for (Py_ssize_t i = 1; i < classes; i++) {
+        if (row[i] > top) {
+            top = row[i];
+            *index = i;
+        }
+    }
+    if (final && low == Py_None) {  /* decides whatever its score */
+        PyBuffer_Release(&view);
+        return LEAVES;
+    }
+    long long score = 0;
+    if (code == GATE) {
+        score = row[gate];
+    } else {
+        const long long *exps = table_256(PyTuple_GetItem(args, 3), &exps_view);
+        const long long *parts = exps == NULL ? NULL : table_256(PyTuple_GetItem(args, 4),
+                                                                  &parts_view);
+        if (parts == NULL) {
+            if (exps != NULL) {
+                PyBuffer_Release(&exps_view);
+            }
+            PyBuffer_Release(&view);
+            return UNDECIDED;
+        }
+        long long total = 0;
+        int first = 256, second = 256;  /* the two smallest distances from the top */
+        for (Py_ssize_t i = 0; i < classes; i++) {
+            int distance = top - row[i];
+            total += parts[distance];
+            if (distance < first) {
+                second = first;
+                first = distance;
+            } else if (distance < second) {
+                second = distance;
+            }
+        }
+        long long first_exp = exps[first], second_exp = second < 256 ? exps[second] : 0;
+        PyBuffer_Release(&exps_view);
+        PyBuffer_Release(&parts_view);
+        PyObject *total_obj = PyLong_FromLongLong(total);
+        PyObject *scaled = total_obj == NULL ? NULL :
+            PyObject_CallFunctionObjArgs(PyTuple_GetItem(args, 5), total_obj, NULL);
+        Py_XDECREF(total_obj);
+        long long reciprocal = 0, exponent = 0;
+        if (scaled != NULL) {
+            reciprocal = PyLong_AsLongLong(PyTuple_GetItem(scaled, 0));
+            exponent = PyLong_AsLongLong(PyTuple_GetItem(scaled, 1));
+            Py_DECREF(scaled);
+        }
+        if (scaled == NULL || PyErr_Occurred()) {
+            PyBuffer_Release(&view);
+            return -1;
+        }
+        if (reciprocal < 0 || reciprocal > 0x7FFFFFFFLL || exponent < 1 || exponent > 62) {
+            PyBuffer_Release(&view);
+            return UNDECIDED;
+        }
+        /* q of a class: TFLite's rounding multiply and shift, all values >= 0 */
+        long long half = 1LL << (exponent - 1);
+        long long q_first = ((((reciprocal * first_exp + (1LL << 30)) >> 31) + half) >>
+                             exponent) - 128;
+        long long q_second = ((((reciprocal * second_exp + (1LL << 30)) >> 31) + half) >>
+                              exponent) - 128;
+        q_first = q_first > 127 ? 127 : q_first;
+        q_second = q_second > 127 ? 127 : q_second;
+        if (code == MAX_SOFTMAX) {
+            score = q_first;
+        } else {
+            score = classes > 1 ? q_first - q_second : q_first + 128;
+        }
+    }
+    PyBuffer_Release(&view);
+    static const char *const names[] = {"max_softmax", "margin", "gate"};
+    PyObject *limits = PyObject_CallFunction(PyTuple_GetItem(args, 6), "OOs", threshold, low,
+                                             names[code]);
+    if (limits == NULL) {
+        return -1;
+    }
+    long long limit = PyLong_AsLongLong(PyTuple_GetItem(limits, 0));
+    PyObject *low_obj = PyTuple_GetItem(limits, 1);
+    int has_low = low_obj != NULL && low_obj != Py_None;
+    long long low_limit = has_low ? PyLong_AsLongLong(low_obj) : 0;
+    Py_DECREF(limits);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    int rejected = has_low && score < low_limit;
+    if (!(score >= limit || rejected)) {
+        return GOES_ON;
+    }
+    return rejected ? REJECTED : LEAVES;
+}
+
 /* An exit's compiled decision after its stage ran: an Outcome, or -1 with an error set.
- * `args` is the stage's (classes, gate column or -1, margin, final) or None. */
+ * `args` is the stage's float arguments (classes, gate column or -1, margin, final), its
+ * int8 arguments (see int8_decision) or None. */
 static int stage_decision(PyObject *values, PyObject *args, long k, PyObject *criteria,
                           PyObject *thresholds, PyObject *window_low, int early_exit,
                           Py_ssize_t *index) {
     if (args == Py_None) {
         return UNDECIDED;
     }
+    int int8 = PyTuple_Size(args) == 7;
     Py_ssize_t classes = PyLong_AsSsize_t(PyTuple_GetItem(args, 0));
     Py_ssize_t gate = PyLong_AsSsize_t(PyTuple_GetItem(args, 1));
-    double margin = PyFloat_AsDouble(PyTuple_GetItem(args, 2));
-    int final = PyObject_IsTrue(PyTuple_GetItem(args, 3));
+    double margin = int8 ? 0.0 : PyFloat_AsDouble(PyTuple_GetItem(args, 2));
+    int final = PyObject_IsTrue(PyTuple_GetItem(args, int8 ? 2 : 3));
     if (PyErr_Occurred() || final < 0) {
         return -1;
     }
@@ -396,8 +534,9 @@ static int stage_decision(PyObject *values, PyObject *args, long k, PyObject *cr
     PyObject *tensor = PySequence_GetItem(values, 0);
     int outcome = -1;
     if (threshold != NULL && low != NULL && tensor != NULL) {
-        outcome = decide_tensor(tensor, classes, gate, code, threshold, low, margin, final,
-                                index);
+        outcome = int8 ? int8_decision(tensor, args, code, threshold, low, index)
+                       : decide_tensor(tensor, classes, gate, code, threshold, low, margin,
+                                       final, index);
     }
     Py_XDECREF(threshold);
     Py_XDECREF(low);

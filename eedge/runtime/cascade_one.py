@@ -57,7 +57,7 @@ from eedge.ir.graph import QuantParams
 from eedge.ir.layout import to_channels_last
 from eedge.policies.criteria import gate_score, score_from_probabilities
 from eedge.policies.fixed_point import ENTROPY_LUT, threshold_q
-from eedge.policies.int8_softmax import MAX_COLS, ExpTable, exp_table
+from eedge.policies.int8_softmax import MAX_COLS, ExpTable, exp_table, row_scale
 from eedge.reference.int8_kernels import quantize_input
 from eedge.runtime.result import CascadeResult, OneSampleResult
 
@@ -153,14 +153,26 @@ class OneSample:
                                       -1 if k is None else k, args)
                                      for _, k, _, run, inputs, outputs, args in self.stages)
 
-    @staticmethod
-    def _compiled_args(plan: ExitPlan | None) -> tuple[int, int, float, bool] | None:
-        """(classes, gate column or -1, margin, final) for the helper's float decision, or
-        None where only Python decides (int8 exits, tensors that are not one row)."""
-        if plan is None or plan.quant is not None:
+    def _compiled_args(self, plan: ExitPlan | None) -> tuple[Any, ...] | None:
+        """The helper's arguments for an exit: float (classes, gate column or -1, margin,
+        final); int8 (classes, gate column or -1, final, the exp table's exps and parts,
+        row_scale, the integer limits' function); None where only Python decides
+        (exits with no plan or no exp table)."""
+        if plan is None:
             return None
-        return (plan.classes, -1 if plan.gate is None else plan.gate, plan.margin,
-                plan.final)
+        column = -1 if plan.gate is None else plan.gate
+        if plan.quant is None:
+            return (plan.classes, column, plan.margin, plan.final)
+        if plan.table is None:
+            return None
+        return (plan.classes, column, plan.final, plan.table.exps, plan.table.parts,
+                row_scale, functools.partial(self._int8_limits, plan))
+
+    def _int8_limits(self, plan: ExitPlan, threshold: float | None, low: float | None,
+                     criterion: str) -> tuple[int, int | None]:
+        """:meth:`_limits_q` for the helper (it passes the policy it read)."""
+        return self._limits_q(plan, criterion, threshold, low,
+                              self.cascade.threshold_offset_q)
 
     # ----------------------------------------------------------------- plans
     def _input_plan(self) -> tuple[str, np.dtype, tuple[int, ...], tuple[int, ...],
@@ -523,8 +535,9 @@ class OneSample:
 
 def compiled_decision(plan: ExitPlan, tensor: np.ndarray, decided: tuple[int, bool],
                       criterion: str) -> Decision:
-    """The Decision for a float exit the helper took (``decided``: class index, rejected);
-    the row is copied out of the runner's buffer for the lazy fields."""
+    """The Decision for an exit the helper took (``decided``: class index, rejected), as
+    decide would record it; the row is copied out of the runner's buffer for the lazy
+    fields."""
     index, rejected = decided
     logits = tensor.tolist()[0]
     gate = None
@@ -532,8 +545,12 @@ def compiled_decision(plan: ExitPlan, tensor: np.ndarray, decided: tuple[int, bo
     if column is not None:
         gate = logits[column]
         logits = logits[:column]
-    if column is None and criterion == "gate":  # only the final exit: decide's rule
+    if column is None and criterion == "gate":  # decide's rule: no gate column
         criterion = "max_softmax"
+    if plan.quant is not None:  # int8: the gate's float value, for the confidence
+        gate_value = None if gate is None else (gate - plan.quant[1]) * plan.quant[0]
+        return (index, plan.exit, rejected, (int8_fields, (plan.table, logits, gate_value,
+                                                           criterion, plan.width)))
     return (index, plan.exit, rejected, (float_fields, (logits, logits[index], gate,
                                                         criterion, plan.width, None)))
 

@@ -398,13 +398,16 @@ def test_small_input_quantization_equals_quantize_input(layout: str | None,
         assert not np.vdot(top, top) < plan.bound
 
 
-def test_compiled_path_decides_float_exits_itself(cascades: dict[str, Cascade], x: np.ndarray,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the helper built, float exits far from their thresholds never reach Python's
-    decide (the speed is the helper's, not a fallback's); without it, they all do."""
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_compiled_path_decides_exits_itself(cascades: dict[str, Cascade], x: np.ndarray,
+                                            runtime: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the helper built, float exits far from their thresholds and int8 exits (exact
+    integers: never near) never reach Python's decide, for every criterion but entropy
+    (the speed is the helper's, not a fallback's); without it, they all do."""
     if cascade_one.compiled is None:
         pytest.fail("eedge.runtime._rowdecide is not built (`pip install -e .` builds it)")
-    cascade = cascades["onnx"]
+    cascade = cascades[runtime]
     calls: list[int] = []
     original = cascade_one.OneSample.decide
 

@@ -219,3 +219,38 @@ def test_quantize_declines_what_it_cannot_write(helper) -> None:  # type: ignore
     assert helper.quantize(x.astype(np.float64), good, 0.1, 0, 4) is None
     assert helper.quantize(np.full((1, 8), np.nan, np.float32), good, 0.1, 0, 1) is None
     assert helper.quantize(x, good, 0.1, 300, 4) is None  # zero point beyond int8
+
+
+def test_int8_decisions_are_the_python_decisions(helper) -> None:  # type: ignore[no-untyped-def]
+    """Random int8 rows (ties, gates, windows, finals, budget offsets): run_stages decides
+    every int8 exit as Python's _decide_int8 does, for max_softmax, margin and gate."""
+    from eedge.policies.int8_softmax import exp_table
+
+    rng = np.random.default_rng(4)
+    for case in range(1500):
+        classes = int(rng.integers(1, 12))
+        criterion = ("max_softmax", "margin", "gate")[case % 3]
+        gate = classes if criterion == "gate" or case % 5 == 0 else None
+        scale = float(rng.choice([0.02, 0.0625, 0.17, 0.5]))
+        quant = (scale, int(rng.integers(-20, 20)))
+        row = rng.integers(-128, 128, (1, classes + (gate is not None))).astype(np.int8)
+        if case % 7 == 0:
+            row[0, : classes // 2 + 1] = row[0, 0]  # ties: the first maximum wins
+        final = case % 11 == 0
+        threshold = None if case % 6 == 0 else float(rng.random())
+        low = float(rng.random()) * 0.4 if case % 4 == 0 else None
+        plan = ExitPlan(0, exp_table(scale), quant, classes, gate, final, None, 1e-12)
+        one = OneSample.__new__(OneSample)
+        one.cascade = _Policy(criterion, threshold, low)  # type: ignore[assignment]
+        one.cascade.threshold_offset_q = int(rng.integers(-4, 5))  # type: ignore[attr-defined]
+        one._limits = {}
+        expected = one.decide(plan, row, True)
+        args = one._compiled_args(plan)
+        stage = ((lambda _arrays, r=row: [r]), ("x",), ("e",), 0, args)
+        position, decided = helper.run_stages((stage,), 0, {"x": row}, [],
+                                              *(one.cascade.criteria, one.cascade.thresholds,
+                                                one.cascade.window_low), True)
+        if expected is False:
+            assert (position, decided) == (1, None), case
+        else:
+            assert position == 0 and decided == (expected[0], expected[2]), case
