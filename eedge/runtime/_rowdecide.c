@@ -1,23 +1,24 @@
 /* The batch-1 cascade's hottest Python steps, compiled: the stage loop, the input's
- * finiteness check and int8 quantization, and a float exit's decision from an
- * estimate of its score.
+ * finiteness check and int8 quantization, a float exit's decision from an estimate of
+ * its score, and an int8 exit's fixed-point decision.
  *
- * Why: at batch 1 a small stage costs ONNX Runtime ~10 us, and deciding its exit
- * in Python (a row to a list, its maximum, ten exp calls, comparisons) cost ~2.5 us
- * of it again, the input check another ~0.8. These functions do the same in ~0.1 us
- * each. eedge.runtime.cascade_one has the pure-Python twin of both (used when this
- * module is not built: no compiler at install, an SSH device, a copied source tree)
- * and tests/runtime/test_rowdecide.py checks that the two agree.
+ * Why: at batch 1 a small stage costs ONNX Runtime ~10 us, and the Python around it
+ * (the loop, a row to a list, its maximum, ten exp calls, comparisons, the input
+ * check) cost ~4-5 us per stage more. Here it is ~1 us. eedge.runtime.cascade_one
+ * has the pure-Python twin of all of it (used when this module is not built: no
+ * compiler at install, an SSH device without one, a copied source tree);
+ * tests/runtime/test_rowdecide.py and test_fast_path.py check that the two agree.
  *
- * Exactness is cascade_one's contract: a decision is taken here only when the
+ * Exactness is cascade_one's contract: a float decision is taken here only when the
  * estimate is more than `margin` away from the threshold and the window's edge;
  * everything else (non-finite logits, maxima beyond +-600, scores near an edge)
  * returns None and Python decides on numpy's exact score. The estimate uses libm's
- * exp, as Python's math.exp does.
+ * exp, as Python's math.exp does. int8 decisions are exact integer arithmetic, the
+ * same as cascade_one's and the generated C runtime's.
  *
  * Built against the stable ABI (Python 3.11+), so one wheel serves every supported
- * Python. The buffers are numpy arrays; anything that is not a C-contiguous float32
- * buffer of the expected size is declined (None), never read past its end.
+ * Python. The buffers are numpy arrays; anything that is not a C-contiguous buffer of
+ * the expected type and size is declined (None), never read past its end.
  */
 #define Py_LIMITED_API 0x030B0000
 #define PY_SSIZE_T_CLEAN

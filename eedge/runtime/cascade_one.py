@@ -12,11 +12,11 @@ too close to a threshold for the scalar estimate to decide.
 
 Where eedge.runtime._rowdecide is built (setup.py compiles it; an SSH device's source
 zip and a machine without a compiler lack it), the stage loop, the input's finiteness
-check and int8 quantization, and the float exits' estimate decisions run in C
-(``OneSample.infer``), ~1 us per stage instead of ~4-5; int8 exits, entropy,
-ensembles and every score near an edge are still decided here in Python, which is
-also the whole path without it (``_infer_python``). Both paths are tested against the
-batch code.
+check and int8 quantization, the float exits' estimate decisions and the int8 exits'
+decisions run in C (``OneSample.infer``), ~1 us per stage instead of ~4-5; entropy,
+ensembles and every float score near an edge are still decided here in Python, which
+is also the whole path without it (``_infer_python``). Both paths are tested against
+the batch code.
 
 The contract: every field of a result equals, bit for bit, the row the batch code
 (``Cascade._decide``, ``_ensemble``, ``_running_mean``) gives the same sample, and so
