@@ -212,6 +212,9 @@ def time_cascade(cascade: Cascade, x: np.ndarray, batch: int = 1, rounds: int = 
     ``stage_passes`` and ``overhead_repeats`` are totals split over the rounds;
     every round streams ``x`` in order (batch 1, then batches of ``batch``): all of it,
     or for data sets over MAX_STREAM samples the next slice of MAX_STREAM / rounds.
+    Within a round, batch 1 runs in blocks of BLOCK streamed samples, each with its
+    share of stage passes and overhead repeats; then batch B in blocks of its own
+    (stage passes, forced paths at B rows and at 2, BLOCK batches streamed).
     ``stream=False`` times the stages only (no data to stream: no exit rates).
     ``tick(done, rounds)`` reports rounds done.
     """
