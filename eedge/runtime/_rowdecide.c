@@ -451,6 +451,10 @@ static int int8_decision(PyObject *tensor, PyObject *args, int code, PyObject *t
             PyObject_CallFunctionObjArgs(PyTuple_GetItem(args, 5), total_obj, NULL);
         Py_XDECREF(total_obj);
         long long reciprocal = 0, exponent = 0;
+        if (scaled != NULL && (!PyTuple_Check(scaled) || PyTuple_Size(scaled) != 2)) {
+            PyErr_SetString(PyExc_TypeError, "row_scale must return (reciprocal, exponent)");
+            Py_CLEAR(scaled);
+        }
         if (scaled != NULL) {
             reciprocal = PyLong_AsLongLong(PyTuple_GetItem(scaled, 0));
             exponent = PyLong_AsLongLong(PyTuple_GetItem(scaled, 1));
@@ -485,6 +489,11 @@ static int int8_decision(PyObject *tensor, PyObject *args, int code, PyObject *t
     if (limits == NULL) {
         return -1;
     }
+    if (!PyTuple_Check(limits) || PyTuple_Size(limits) != 2) {
+        Py_DECREF(limits);
+        PyErr_SetString(PyExc_TypeError, "limits must return (limit, low limit or None)");
+        return -1;
+    }
     long long limit = PyLong_AsLongLong(PyTuple_GetItem(limits, 0));
     PyObject *low_obj = PyTuple_GetItem(limits, 1);
     int has_low = low_obj != NULL && low_obj != Py_None;
@@ -508,6 +517,10 @@ static int stage_decision(PyObject *values, PyObject *args, long k, PyObject *cr
                           Py_ssize_t *index) {
     if (args == Py_None) {
         return UNDECIDED;
+    }
+    if (!PyTuple_Check(args) || (PyTuple_Size(args) != 4 && PyTuple_Size(args) != 7)) {
+        PyErr_SetString(PyExc_TypeError, "an exit's arguments are a tuple of 4 or 7");
+        return -1;
     }
     int int8 = PyTuple_Size(args) == 7;
     Py_ssize_t classes = PyLong_AsSsize_t(PyTuple_GetItem(args, 0));
@@ -573,6 +586,14 @@ static PyObject *run_stages(PyObject *module, PyObject *const *args, Py_ssize_t 
     for (Py_ssize_t i = start; i < count; i++) {
         PyObject *stage = PySequence_GetItem(stages, i);
         if (stage == NULL) {
+            return NULL;
+        }
+        if (!PyTuple_Check(stage) || PyTuple_Size(stage) != 5 ||
+            !PyTuple_Check(PyTuple_GetItem(stage, 1)) ||
+            !PyTuple_Check(PyTuple_GetItem(stage, 2))) {
+            Py_DECREF(stage);
+            PyErr_SetString(PyExc_TypeError, "a stage is (run, input names tuple, output "
+                                             "names tuple, exit, arguments)");
             return NULL;
         }
         PyObject *values = run_stage(stage, store, seconds);

@@ -148,6 +148,20 @@ def test_run_stages_errors_propagate(helper) -> None:  # type: ignore[no-untyped
         helper.run_stages(stages, 0, {}, [], [], [], [], True)
     with pytest.raises(TypeError):
         helper.run_stages(stages, 0, [], [], [], [], [], True)
+    # malformed stage tuples and exit arguments are refused, never read out of bounds
+    store = {"input": np.zeros(1)}
+    for bad in (((broken, ("input",), ("out",), -1),),             # 4 fields
+                ((broken, "input", ("out",), -1, None),),          # names not a tuple
+                [[broken, ("input",), ("out",), -1, None]]):       # a list, not a tuple
+        with pytest.raises(TypeError, match="a stage is"):
+            helper.run_stages(bad, 0, store, [], [], [], [], True)
+
+    def ones(_arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.ones((1, 3), np.float32)]
+
+    with pytest.raises(TypeError, match="tuple of 4 or 7"):
+        helper.run_stages(((ones, ("input",), ("e",), 0, (3, -1, 1e-11)),), 0, store, [],
+                          ["max_softmax"], [0.5], [None], True)
 
 
 def test_run_stages_runs_times_and_stops(helper) -> None:  # type: ignore[no-untyped-def]
@@ -254,3 +268,31 @@ def test_int8_decisions_are_the_python_decisions(helper) -> None:  # type: ignor
             assert (position, decided) == (1, None), case
         else:
             assert position == 0 and decided == (expected[0], expected[2]), case
+
+
+def test_int8_callbacks_that_return_garbage_are_refused(helper) -> None:  # type: ignore[no-untyped-def]
+    from eedge.policies.int8_softmax import exp_table, row_scale
+
+    table = exp_table(0.1)
+    row = np.array([[5, -3, 9]], np.int8)
+
+    def run(_arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [row]
+
+    def stage(scale_fn, limits_fn):  # type: ignore[no-untyped-def]
+        args = (3, -1, False, table.exps, table.parts, scale_fn, limits_fn)
+        return ((run, ("x",), ("e",), 0, args),)
+
+    policy = (["max_softmax"], [0.5], [None])
+    store = {"x": row}
+    assert helper.run_stages(stage(row_scale, lambda *_: (0, None)), 0, store, [], *policy,
+                             True) == (0, (2, False))
+    with pytest.raises(TypeError, match="row_scale"):
+        helper.run_stages(stage(lambda _t: 7, lambda *_: (0, None)), 0, store, [], *policy,
+                          True)
+    with pytest.raises(TypeError, match="limits"):
+        helper.run_stages(stage(row_scale, lambda *_: 0), 0, store, [], *policy, True)
+    # a table that is not 256 int64 values: Python decides
+    short = (3, -1, False, table.exps[:10], table.parts, row_scale, lambda *_: (0, None))
+    assert helper.run_stages(((run, ("x",), ("e",), 0, short),), 0, store, [], *policy,
+                             True) == (0, None)
