@@ -583,6 +583,10 @@ static PyObject *run_stages(PyObject *module, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "run_stages needs a dict store and a seconds list");
         return NULL;
     }
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "run_stages starts at a stage index >= 0");
+        return NULL;
+    }
     for (Py_ssize_t i = start; i < count; i++) {
         PyObject *stage = PySequence_GetItem(stages, i);
         if (stage == NULL) {

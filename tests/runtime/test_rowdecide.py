@@ -159,6 +159,8 @@ def test_run_stages_errors_propagate(helper) -> None:  # type: ignore[no-untyped
     def ones(_arrays: list[np.ndarray]) -> list[np.ndarray]:
         return [np.ones((1, 3), np.float32)]
 
+    with pytest.raises(ValueError, match=">= 0"):
+        helper.run_stages(stages, -1, store, [], [], [], [], True)
     with pytest.raises(TypeError, match="tuple of 4 or 7"):
         helper.run_stages(((ones, ("input",), ("e",), 0, (3, -1, 1e-11)),), 0, store, [],
                           ["max_softmax"], [0.5], [None], True)
