@@ -124,6 +124,11 @@ def _time_stages(cascade: Cascade, samples: list[np.ndarray], feeds: list[list[n
         cascade.thresholds, cascade.window_low = saved
 
 
+def forcing(k: int, exits: int) -> list[float | None]:
+    """Thresholds that make every sample leave at exit k: 0 there, none before it."""
+    return [None] * k + [0.0] + [None] * (exits - k - 1)
+
+
 def forced_exits(cascade: Cascade, sample: np.ndarray) -> list[bool]:
     """Per exit, whether a threshold of 0 there (None before it) makes ``sample`` leave
     there: an ensemble member that never decides alone cannot be forced."""
@@ -133,7 +138,7 @@ def forced_exits(cascade: Cascade, sample: np.ndarray) -> list[bool]:
     try:
         forced = []
         for k in range(exits):
-            cascade.thresholds = [None] * k + [0.0] + [None] * (exits - k - 1)
+            cascade.thresholds = forcing(k, exits)
             forced.append(bool(np.all(cascade.infer(sample).exit_index == k)))
         return forced
     finally:
@@ -163,7 +168,7 @@ def _time_overhead(cascade: Cascade, samples: list[np.ndarray], repeats: int,
             for k in range(exits):
                 if not forced[k]:
                     continue
-                cascade.thresholds = [None] * k + [0.0] + [None] * (exits - k - 1)
+                cascade.thresholds = forcing(k, exits)
                 start = clock()
                 result = cascade.infer(sample)
                 total = clock() - start

@@ -426,11 +426,7 @@ class OneSample:
             return None
         threshold = cascade.thresholds[k] if early_exit else None
         low = cascade.window_low[k] if early_exit or plan.final else None
-        logits = tensor.tolist()[0]
-        gate = None
-        if column is not None:
-            gate = logits[column]
-            logits = logits[:column]
+        logits, gate = exit_row(tensor, column)
         if plan.quant is not None:
             return self._decide_int8(plan, logits, gate, criterion, threshold, low)
         return self._decide_float(plan, logits, gate, criterion, threshold, low)
@@ -505,13 +501,8 @@ class OneSample:
                 return False
         else:
             rejected = False
-        gate_value = None
-        if gate is not None:  # the gate's float value, for the confidence
-            scale, zero_point = plan.quant  # type: ignore[misc]
-            gate_value = (gate - zero_point) * scale
-        return (logits.index(max(logits)), plan.exit, rejected,
-                (int8_fields, (table, logits, gate_value, criterion,
-                               plan.width)))
+        return int8_decision(plan, logits, gate, criterion, logits.index(max(logits)),
+                             rejected)
 
     def _limits_q(self, plan: ExitPlan, criterion: str, threshold: float | None,
                   low: float | None, offset: int) -> tuple[int, int | None]:
@@ -533,24 +524,36 @@ class OneSample:
         return cached
 
 
+def exit_row(tensor: np.ndarray, column: int | None) -> tuple[list[Any], Any]:
+    """An exit tensor's one row as Python numbers (a copy: the tensor is a runner's
+    buffer): (class logits, the gate logit at ``column`` or None)."""
+    logits = tensor.tolist()[0]
+    if column is None:
+        return logits, None
+    return logits[:column], logits[column]
+
+
+def int8_decision(plan: ExitPlan, logits: list[int], gate: int | None, criterion: str,
+                  index: int, rejected: bool) -> Decision:
+    """An int8 exit's Decision: its lazy fields need the gate's float value."""
+    gate_value = None
+    if gate is not None:  # the gate's float value, for the confidence
+        scale, zero_point = plan.quant  # type: ignore[misc]
+        gate_value = (gate - zero_point) * scale
+    return (index, plan.exit, rejected, (int8_fields, (plan.table, logits, gate_value,
+                                                       criterion, plan.width)))
+
+
 def compiled_decision(plan: ExitPlan, tensor: np.ndarray, decided: tuple[int, bool],
                       criterion: str) -> Decision:
     """The Decision for an exit the helper took (``decided``: class index, rejected), as
-    decide would record it; the row is copied out of the runner's buffer for the lazy
-    fields."""
+    decide would record it."""
     index, rejected = decided
-    logits = tensor.tolist()[0]
-    gate = None
-    column = plan.gate
-    if column is not None:
-        gate = logits[column]
-        logits = logits[:column]
-    if column is None and criterion == "gate":  # decide's rule: no gate column
+    logits, gate = exit_row(tensor, plan.gate)
+    if plan.gate is None and criterion == "gate":  # decide's rule: no gate column
         criterion = "max_softmax"
-    if plan.quant is not None:  # int8: the gate's float value, for the confidence
-        gate_value = None if gate is None else (gate - plan.quant[1]) * plan.quant[0]
-        return (index, plan.exit, rejected, (int8_fields, (plan.table, logits, gate_value,
-                                                           criterion, plan.width)))
+    if plan.quant is not None:
+        return int8_decision(plan, logits, gate, criterion, index, rejected)
     return (index, plan.exit, rejected, (float_fields, (logits, logits[index], gate,
                                                         criterion, plan.width, None)))
 
